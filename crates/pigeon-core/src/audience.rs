@@ -1,0 +1,325 @@
+//! Audience expressions and the roaring-bitmap index that resolves them.
+//!
+//! Each device of an app has a dense [`Ordinal`]; tags, aliases and platforms are bitmaps over
+//! those ordinals, so resolving `tag_and [a, b]` + `tag_not [c]` over millions of devices is a
+//! few bitmap operations with no per-device work.
+
+use crate::{Ordinal, Platform, PlatformSet};
+use roaring::RoaringBitmap;
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+
+/// Whom a push is for.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Audience {
+    /// Every device of the app (on the push's platforms).
+    All,
+    /// Keys AND together; see [`AudienceExpr`].
+    Expr(AudienceExpr),
+}
+
+/// An audience expression. Empty lists are "not given". Within a key: `tag` is OR, `tag_and` is
+/// AND, `tag_not` is NOT(t1 OR t2 ...), `alias` and `registration_id` are OR. Keys AND together.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AudienceExpr {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tag: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tag_and: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tag_not: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub alias: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub registration_id: Vec<String>,
+}
+
+impl AudienceExpr {
+    /// True when no key is given (which a valid push never has).
+    pub fn is_empty(&self) -> bool {
+        self.tag.is_empty()
+            && self.tag_and.is_empty()
+            && self.tag_not.is_empty()
+            && self.alias.is_empty()
+            && self.registration_id.is_empty()
+    }
+}
+
+/// What the index knows of one device: the attributes an audience can select on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeviceAttrs {
+    pub registration_id: String,
+    pub platform: Platform,
+    pub alias: Option<String>,
+    pub tags: Vec<String>,
+}
+
+/// The audience index of one app.
+#[derive(Default)]
+pub struct AudienceIndex {
+    devices: Vec<Option<DeviceAttrs>>,
+    all: RoaringBitmap,
+    by_platform: HashMap<Platform, RoaringBitmap>,
+    by_tag: HashMap<String, RoaringBitmap>,
+    by_alias: HashMap<String, RoaringBitmap>,
+    by_registration_id: HashMap<String, Ordinal>,
+}
+
+impl AudienceIndex {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Number of devices indexed.
+    pub fn len(&self) -> u64 {
+        self.all.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.all.is_empty()
+    }
+
+    pub fn get(&self, ordinal: Ordinal) -> Option<&DeviceAttrs> {
+        self.devices.get(ordinal as usize).and_then(Option::as_ref)
+    }
+
+    pub fn ordinal_of(&self, registration_id: &str) -> Option<Ordinal> {
+        self.by_registration_id.get(registration_id).copied()
+    }
+
+    /// Devices bound to `alias`.
+    pub fn alias_members(&self, alias: &str) -> RoaringBitmap {
+        self.by_alias.get(alias).cloned().unwrap_or_default()
+    }
+
+    /// Inserts a device or replaces what the index knew of it.
+    pub fn upsert(&mut self, ordinal: Ordinal, attrs: DeviceAttrs) {
+        self.remove(ordinal);
+        self.all.insert(ordinal);
+        self.by_platform
+            .entry(attrs.platform)
+            .or_default()
+            .insert(ordinal);
+        for tag in &attrs.tags {
+            self.by_tag.entry(tag.clone()).or_default().insert(ordinal);
+        }
+        if let Some(alias) = &attrs.alias {
+            self.by_alias
+                .entry(alias.clone())
+                .or_default()
+                .insert(ordinal);
+        }
+        self.by_registration_id
+            .insert(attrs.registration_id.clone(), ordinal);
+        let slot = ordinal as usize;
+        if self.devices.len() <= slot {
+            self.devices.resize(slot + 1, None);
+        }
+        self.devices[slot] = Some(attrs);
+    }
+
+    /// Forgets a device; returns what the index knew of it.
+    pub fn remove(&mut self, ordinal: Ordinal) -> Option<DeviceAttrs> {
+        let old = self.devices.get_mut(ordinal as usize)?.take()?;
+        self.all.remove(ordinal);
+        remove_from(&mut self.by_platform, &old.platform, ordinal);
+        for tag in &old.tags {
+            remove_from(&mut self.by_tag, tag, ordinal);
+        }
+        if let Some(alias) = &old.alias {
+            remove_from(&mut self.by_alias, alias, ordinal);
+        }
+        self.by_registration_id.remove(&old.registration_id);
+        Some(old)
+    }
+
+    /// The devices on `platforms`.
+    pub fn on_platforms(&self, platforms: PlatformSet) -> RoaringBitmap {
+        if platforms.is_all() {
+            return self.all.clone();
+        }
+        let mut out = RoaringBitmap::new();
+        for p in platforms.iter() {
+            if let Some(b) = self.by_platform.get(&p) {
+                out |= b;
+            }
+        }
+        out
+    }
+
+    /// Resolves an audience on some platforms to the set of device ordinals it reaches.
+    pub fn resolve(&self, audience: &Audience, platforms: PlatformSet) -> RoaringBitmap {
+        let expr = match audience {
+            Audience::All => return self.on_platforms(platforms),
+            Audience::Expr(expr) => expr,
+        };
+        let mut acc: Option<RoaringBitmap> = None;
+        let mut and_with = |b: RoaringBitmap| {
+            acc = Some(match acc.take() {
+                None => b,
+                Some(a) => a & b,
+            });
+        };
+        if !expr.tag.is_empty() {
+            and_with(self.union_of(&self.by_tag, &expr.tag));
+        }
+        if !expr.tag_and.is_empty() {
+            // Smallest first keeps the intermediate results small.
+            let mut sets: Vec<&RoaringBitmap> = Vec::with_capacity(expr.tag_and.len());
+            for t in &expr.tag_and {
+                match self.by_tag.get(t) {
+                    Some(b) => sets.push(b),
+                    None => {
+                        sets.clear();
+                        and_with(RoaringBitmap::new());
+                        break;
+                    }
+                }
+            }
+            if !sets.is_empty() {
+                sets.sort_by_key(|b| b.len());
+                let mut inter = sets[0].clone();
+                for b in &sets[1..] {
+                    inter &= *b;
+                }
+                and_with(inter);
+            }
+        }
+        if !expr.alias.is_empty() {
+            and_with(self.union_of(&self.by_alias, &expr.alias));
+        }
+        if !expr.registration_id.is_empty() {
+            and_with(
+                expr.registration_id
+                    .iter()
+                    .filter_map(|r| self.by_registration_id.get(r).copied())
+                    .collect(),
+            );
+        }
+        // tag_not alone means "everyone but", so it starts from all devices.
+        let mut result = acc.unwrap_or_else(|| self.all.clone());
+        if !expr.tag_not.is_empty() {
+            result -= self.union_of(&self.by_tag, &expr.tag_not);
+        }
+        if !platforms.is_all() {
+            result &= self.on_platforms(platforms);
+        }
+        result
+    }
+
+    fn union_of(&self, map: &HashMap<String, RoaringBitmap>, keys: &[String]) -> RoaringBitmap {
+        let mut out = RoaringBitmap::new();
+        for k in keys {
+            if let Some(b) = map.get(k) {
+                out |= b;
+            }
+        }
+        out
+    }
+}
+
+fn remove_from<K: std::hash::Hash + Eq>(
+    map: &mut HashMap<K, RoaringBitmap>,
+    key: &K,
+    ordinal: Ordinal,
+) {
+    if let Some(b) = map.get_mut(key) {
+        b.remove(ordinal);
+        if b.is_empty() {
+            map.remove(key);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dev(rid: &str, platform: Platform, alias: Option<&str>, tags: &[&str]) -> DeviceAttrs {
+        DeviceAttrs {
+            registration_id: rid.into(),
+            platform,
+            alias: alias.map(String::from),
+            tags: tags.iter().map(|t| t.to_string()).collect(),
+        }
+    }
+
+    fn index() -> AudienceIndex {
+        let mut ix = AudienceIndex::new();
+        ix.upsert(0, dev("r0", Platform::Android, Some("alice"), &["a", "b"]));
+        ix.upsert(1, dev("r1", Platform::Ios, Some("bob"), &["a"]));
+        ix.upsert(2, dev("r2", Platform::Ios, None, &["b", "c"]));
+        ix.upsert(3, dev("r3", Platform::Web, Some("alice"), &[]));
+        ix
+    }
+
+    fn expr(f: impl FnOnce(&mut AudienceExpr)) -> Audience {
+        let mut e = AudienceExpr::default();
+        f(&mut e);
+        Audience::Expr(e)
+    }
+
+    fn ords(b: RoaringBitmap) -> Vec<u32> {
+        b.iter().collect()
+    }
+
+    #[test]
+    fn all_respects_platforms() {
+        let ix = index();
+        assert_eq!(
+            ords(ix.resolve(&Audience::All, PlatformSet::all())),
+            [0, 1, 2, 3]
+        );
+        let ios: PlatformSet = [Platform::Ios].into_iter().collect();
+        assert_eq!(ords(ix.resolve(&Audience::All, ios)), [1, 2]);
+    }
+
+    #[test]
+    fn tag_is_or_tag_and_is_and_tag_not_subtracts() {
+        let ix = index();
+        let all = PlatformSet::all();
+        let a = expr(|e| e.tag = vec!["a".into(), "c".into()]);
+        assert_eq!(ords(ix.resolve(&a, all)), [0, 1, 2]);
+        let a = expr(|e| e.tag_and = vec!["a".into(), "b".into()]);
+        assert_eq!(ords(ix.resolve(&a, all)), [0]);
+        let a = expr(|e| {
+            e.tag = vec!["a".into(), "b".into()];
+            e.tag_not = vec!["c".into()];
+        });
+        assert_eq!(ords(ix.resolve(&a, all)), [0, 1]);
+        let a = expr(|e| e.tag_not = vec!["a".into()]);
+        assert_eq!(ords(ix.resolve(&a, all)), [2, 3]);
+        let a = expr(|e| e.tag_and = vec!["a".into(), "nope".into()]);
+        assert!(ix.resolve(&a, all).is_empty());
+    }
+
+    #[test]
+    fn keys_and_together() {
+        let ix = index();
+        let a = expr(|e| {
+            e.alias = vec!["alice".into()];
+            e.tag = vec!["b".into()];
+        });
+        assert_eq!(ords(ix.resolve(&a, PlatformSet::all())), [0]);
+        let a = expr(|e| e.registration_id = vec!["r1".into(), "r3".into(), "zz".into()]);
+        assert_eq!(ords(ix.resolve(&a, PlatformSet::all())), [1, 3]);
+        let web: PlatformSet = [Platform::Web].into_iter().collect();
+        let a = expr(|e| e.alias = vec!["alice".into()]);
+        assert_eq!(ords(ix.resolve(&a, web)), [3]);
+    }
+
+    #[test]
+    fn upsert_replaces_old_attributes() {
+        let mut ix = index();
+        ix.upsert(0, dev("r0", Platform::Android, None, &["z"]));
+        let a = expr(|e| e.tag = vec!["a".into()]);
+        assert_eq!(ords(ix.resolve(&a, PlatformSet::all())), [1]);
+        assert!(ix.alias_members("alice").contains(3));
+        assert!(!ix.alias_members("alice").contains(0));
+        assert_eq!(ix.ordinal_of("r0"), Some(0));
+        ix.remove(0);
+        assert_eq!(ix.ordinal_of("r0"), None);
+        assert_eq!(ix.len(), 3);
+    }
+}

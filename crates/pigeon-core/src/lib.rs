@@ -1,0 +1,29 @@
+//! Pigeon's one internal model: apps, devices, pushes, audience expressions and the
+//! bitmap index that resolves them.
+//!
+//! Every front door (JPush v3, Getui, the device protocol) translates into these types and
+//! nothing below the front doors knows which dialect a push came in through. This crate does
+//! no IO at all: no sockets, no files, no clocks (callers pass the time in).
+
+pub mod audience;
+pub mod names;
+pub mod platform;
+pub mod push;
+
+pub use audience::{Audience, AudienceExpr, AudienceIndex, DeviceAttrs};
+pub use platform::{Platform, PlatformSet};
+pub use push::{Notification, Push, PushOptions};
+
+/// Dense per-app device number: the bit position of a device in every audience bitmap.
+pub type Ordinal = u32;
+
+/// Default offline lifetime of a push, in seconds (JPush's default).
+pub const DEFAULT_TIME_TO_LIVE_S: u64 = 86_400;
+/// Longest offline lifetime a push may ask for: 10 days.
+pub const MAX_TIME_TO_LIVE_S: u64 = 10 * 86_400;
+
+/// Pigeon's error body, shared by every HTTP surface (it is JPush's shape):
+/// `{"error": {"code": N, "message": ".."}}`.
+pub fn error_json(code: u32, message: &str) -> serde_json::Value {
+    serde_json::json!({ "error": { "code": code, "message": message } })
+}

@@ -1,0 +1,167 @@
+//! A push: what to show, to whom, under which options.
+
+use crate::{Audience, Platform, PlatformSet, DEFAULT_TIME_TO_LIVE_S};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use std::collections::BTreeMap;
+
+/// One accepted push, as every layer below the front doors sees it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Push {
+    /// Unique per server; the id every dialect answers with and every device sees.
+    pub msg_id: u64,
+    /// When the push was accepted, in ms since the epoch.
+    pub sent_ms: u64,
+    pub platforms: PlatformSet,
+    pub audience: Audience,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notification: Option<Notification>,
+    /// A pass-through (custom) message: `msg_content`, `title`, `content_type`, `extras`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<Map<String, Value>>,
+    #[serde(default)]
+    pub options: PushOptions,
+    /// Kept for the SMS fallback work.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sms_message: Option<Value>,
+    /// Per-push callback override, kept for the callbacks work.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub callback: Option<Value>,
+    /// Idempotency key, kept for the cid work.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cid: Option<String>,
+    /// Other parts a dialect gave that later work will use (inapp_message, notification_3rd,
+    /// live_activity), stored as given.
+    #[serde(default, skip_serializing_if = "Map::is_empty")]
+    pub extra: Map<String, Value>,
+}
+
+/// A notification: a shared `alert` and one section per platform.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Notification {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alert: Option<Value>,
+    /// Keyed by section name: android, ios, hmos, quickapp, web, winphone, voip.
+    #[serde(default)]
+    pub sections: BTreeMap<String, Map<String, Value>>,
+}
+
+/// Options of a push. The ones no code reads yet are kept in `other`, for the issues that will.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PushOptions {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sendno: Option<i64>,
+    /// Seconds an offline device may still receive the push; 0 = online devices only.
+    pub time_to_live: u64,
+    pub apns_production: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub apns_collapse_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub override_msg_id: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub big_push_duration: Option<u64>,
+    #[serde(default, skip_serializing_if = "Map::is_empty")]
+    pub other: Map<String, Value>,
+}
+
+impl Default for PushOptions {
+    fn default() -> Self {
+        PushOptions {
+            sendno: None,
+            time_to_live: DEFAULT_TIME_TO_LIVE_S,
+            apns_production: true,
+            apns_collapse_id: None,
+            override_msg_id: None,
+            big_push_duration: None,
+            other: Map::new(),
+        }
+    }
+}
+
+impl Push {
+    /// When the push stops being delivered to devices that were offline, in ms since the epoch.
+    pub fn expires_ms(&self) -> u64 {
+        self.sent_ms
+            .saturating_add(self.options.time_to_live.saturating_mul(1000))
+    }
+
+    /// The notification a device on `platform` shows: the push's shared `alert` merged under
+    /// that platform's own section, every field of the section kept. `None` when the push has
+    /// nothing to show on that platform.
+    pub fn notification_for(&self, platform: Platform) -> Option<Map<String, Value>> {
+        let n = self.notification.as_ref()?;
+        let mut out = match n.sections.get(platform.as_str()) {
+            Some(section) => section.clone(),
+            None => Map::new(),
+        };
+        if !out.contains_key("alert") {
+            match &n.alert {
+                Some(alert) => {
+                    out.insert("alert".into(), alert.clone());
+                }
+                None if out.is_empty() => return None,
+                None => {}
+            }
+        }
+        Some(out)
+    }
+
+    /// Whether a device on `platform` gets anything from this push.
+    pub fn has_content_for(&self, platform: Platform) -> bool {
+        self.message.is_some() || self.notification_for(platform).is_some()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn push(notification: Value) -> Push {
+        Push {
+            msg_id: 1,
+            sent_ms: 1_000,
+            platforms: PlatformSet::all(),
+            audience: Audience::All,
+            notification: Some(serde_json::from_value(notification).unwrap()),
+            message: None,
+            options: PushOptions::default(),
+            sms_message: None,
+            callback: None,
+            cid: None,
+            extra: Map::new(),
+        }
+    }
+
+    #[test]
+    fn shared_alert_merges_under_the_platform_section() {
+        let p = push(json!({"alert": "hi", "sections": {
+            "android": {"title": "T", "extras": {"k": 1}},
+            "ios": {"alert": {"title": "a", "body": "b"}, "badge": "+1"}}}));
+        let android = p.notification_for(Platform::Android).unwrap();
+        assert_eq!(
+            Value::Object(android),
+            json!({"alert": "hi", "title": "T", "extras": {"k": 1}})
+        );
+        let ios = p.notification_for(Platform::Ios).unwrap();
+        assert_eq!(ios["alert"], json!({"title": "a", "body": "b"}));
+        let web = p.notification_for(Platform::Web).unwrap();
+        assert_eq!(Value::Object(web), json!({"alert": "hi"}));
+    }
+
+    #[test]
+    fn no_alert_and_no_section_means_nothing_to_show() {
+        let p = push(json!({"sections": {"ios": {"alert": "only ios"}}}));
+        assert!(p.notification_for(Platform::Android).is_none());
+        assert!(!p.has_content_for(Platform::Android));
+        assert!(p.has_content_for(Platform::Ios));
+    }
+
+    #[test]
+    fn expiry_is_sent_plus_ttl() {
+        let mut p = push(json!({"alert": "x"}));
+        assert_eq!(p.expires_ms(), 1_000 + 86_400_000);
+        p.options.time_to_live = 0;
+        assert_eq!(p.expires_ms(), 1_000);
+    }
+}

@@ -1,0 +1,213 @@
+//! A device-side client of Pigeon's device protocol v1: register over HTTP, then hold a
+//! WebSocket, say hello, receive pushes and ack them. Tests, `pigeon device simulate` and the
+//! benchmarks drive devices through it. It knows nothing of the server's insides.
+
+use futures_util::{SinkExt, StreamExt};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Map, Value};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+#[derive(Debug, thiserror::Error)]
+pub enum DeviceError {
+    #[error("http: {0}")]
+    Http(#[from] reqwest::Error),
+    #[error("registration refused ({status}): {body}")]
+    Refused { status: u16, body: String },
+    #[error("websocket: {0}")]
+    Ws(#[from] tokio_tungstenite::tungstenite::Error),
+    #[error("the server closed the connection with code {code}: {reason}")]
+    Closed { code: u16, reason: String },
+    #[error("protocol: {0}")]
+    Protocol(String),
+}
+
+/// What a device sends to `POST /v1/devices/register`.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct RegisterRequest {
+    pub app_key: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub platform: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub install_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub alias: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tags: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mobile: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub push_tokens: Option<Map<String, Value>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sdk: Option<String>,
+}
+
+/// What registration answers: the device's identity.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Credentials {
+    pub registration_id: String,
+    pub device_secret: String,
+}
+
+/// Registers a device with the server at `base` (e.g. `http://127.0.0.1:8080`).
+pub async fn register(
+    http: &reqwest::Client,
+    base: &str,
+    req: &RegisterRequest,
+) -> Result<Credentials, DeviceError> {
+    let resp = http
+        .post(format!(
+            "{}/v1/devices/register",
+            base.trim_end_matches('/')
+        ))
+        .json(req)
+        .send()
+        .await?;
+    let status = resp.status();
+    if !status.is_success() {
+        let body = resp.text().await.unwrap_or_default();
+        return Err(DeviceError::Refused {
+            status: status.as_u16(),
+            body,
+        });
+    }
+    Ok(resp.json().await?)
+}
+
+/// The server's `welcome`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Welcome {
+    pub heartbeat_s: u64,
+    pub server_time_ms: u64,
+    pub pending: u64,
+}
+
+/// A `push` frame as a device receives it.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+pub struct PushFrame {
+    pub msg_id: String,
+    pub sent_ms: u64,
+    pub expires_ms: u64,
+    #[serde(default)]
+    pub notification: Option<Map<String, Value>>,
+    #[serde(default)]
+    pub message: Option<Map<String, Value>>,
+    #[serde(default)]
+    pub notify_id: Option<String>,
+    #[serde(default)]
+    pub badge: Option<i64>,
+}
+
+/// Something the server sent.
+#[derive(Debug, Clone)]
+pub enum Frame {
+    Push(PushFrame),
+    /// Any other op (ok, error, pong, revoke, badge, ...), as JSON.
+    Other(Value),
+}
+
+/// One live connection of one device.
+pub struct DeviceConnection {
+    ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+    pub welcome: Welcome,
+}
+
+/// `http://host:port` → `ws://host:port/v1/connect`.
+pub fn connect_url(base: &str) -> String {
+    let base = base.trim_end_matches('/');
+    let ws = if let Some(rest) = base.strip_prefix("https://") {
+        format!("wss://{rest}")
+    } else if let Some(rest) = base.strip_prefix("http://") {
+        format!("ws://{rest}")
+    } else {
+        base.to_string()
+    };
+    format!("{ws}/v1/connect")
+}
+
+impl DeviceConnection {
+    /// Connects, says hello and waits for `welcome`.
+    pub async fn connect(base: &str, creds: &Credentials) -> Result<DeviceConnection, DeviceError> {
+        let (mut ws, _) = tokio_tungstenite::connect_async(connect_url(base)).await?;
+        let hello = json!({"op": "hello", "registration_id": creds.registration_id,
+                           "device_secret": creds.device_secret, "sdk": "pigeon-device/0.1"});
+        ws.send(Message::text(hello.to_string())).await?;
+        let first = next_json(&mut ws).await?;
+        match first.get("op").and_then(Value::as_str) {
+            Some("welcome") => {
+                let welcome = serde_json::from_value(first)
+                    .map_err(|e| DeviceError::Protocol(format!("bad welcome: {e}")))?;
+                Ok(DeviceConnection { ws, welcome })
+            }
+            _ => Err(DeviceError::Protocol(format!(
+                "expected welcome, got {first}"
+            ))),
+        }
+    }
+
+    /// The next frame from the server; a close becomes `DeviceError::Closed`.
+    pub async fn next_frame(&mut self) -> Result<Frame, DeviceError> {
+        let v = next_json(&mut self.ws).await?;
+        if v.get("op").and_then(Value::as_str) == Some("push") {
+            let p = serde_json::from_value(v)
+                .map_err(|e| DeviceError::Protocol(format!("bad push frame: {e}")))?;
+            return Ok(Frame::Push(p));
+        }
+        Ok(Frame::Other(v))
+    }
+
+    /// The next push, skipping other frames.
+    pub async fn next_push(&mut self) -> Result<PushFrame, DeviceError> {
+        loop {
+            if let Frame::Push(p) = self.next_frame().await? {
+                return Ok(p);
+            }
+        }
+    }
+
+    /// Acks pushes.
+    pub async fn ack(&mut self, msg_ids: &[&str]) -> Result<(), DeviceError> {
+        self.send(json!({"op": "ack", "msg_ids": msg_ids})).await
+    }
+
+    /// Sends any op.
+    pub async fn send(&mut self, frame: Value) -> Result<(), DeviceError> {
+        self.ws.send(Message::text(frame.to_string())).await?;
+        Ok(())
+    }
+
+    /// Closes the connection normally.
+    pub async fn close(mut self) -> Result<(), DeviceError> {
+        self.ws.close(None).await?;
+        Ok(())
+    }
+}
+
+async fn next_json(
+    ws: &mut WebSocketStream<MaybeTlsStream<TcpStream>>,
+) -> Result<Value, DeviceError> {
+    loop {
+        match ws.next().await {
+            None => {
+                return Err(DeviceError::Closed {
+                    code: 1006,
+                    reason: "connection lost".into(),
+                })
+            }
+            Some(Err(e)) => return Err(e.into()),
+            Some(Ok(Message::Text(t))) => {
+                return serde_json::from_str(t.as_str())
+                    .map_err(|e| DeviceError::Protocol(format!("server sent non-JSON text: {e}")))
+            }
+            Some(Ok(Message::Close(frame))) => {
+                let (code, reason) = frame
+                    .map(|f| (u16::from(f.code), f.reason.to_string()))
+                    .unwrap_or((u16::from(CloseCode::Status), String::new()));
+                return Err(DeviceError::Closed { code, reason });
+            }
+            Some(Ok(_)) => continue,
+        }
+    }
+}

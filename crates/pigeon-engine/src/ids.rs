@@ -1,0 +1,69 @@
+//! Identifiers, secrets and the clock.
+
+use rand::distributions::Alphanumeric;
+use rand::Rng;
+use sha2::{Digest, Sha256};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// A random string of `len` characters from [A-Za-z0-9].
+pub fn random_alnum(len: usize) -> String {
+    rand::thread_rng()
+        .sample_iter(&Alphanumeric)
+        .take(len)
+        .map(char::from)
+        .collect()
+}
+
+/// A new registration id: 20 characters of [0-9a-z].
+pub fn new_registration_id() -> String {
+    const DIGITS: &[u8] = b"0123456789abcdefghijklmnopqrstuvwxyz";
+    let mut rng = rand::thread_rng();
+    (0..20)
+        .map(|_| DIGITS[rng.gen_range(0..DIGITS.len())] as char)
+        .collect()
+}
+
+/// What is stored of a device secret.
+pub fn hash_secret(secret: &str) -> String {
+    hex::encode(Sha256::digest(secret.as_bytes()))
+}
+
+/// Compares without stopping at the first difference, so timing tells nothing.
+pub fn same_secret_hash(a: &str, b: &str) -> bool {
+    a.len() == b.len()
+        && a.bytes()
+            .zip(b.bytes())
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+            == 0
+}
+
+/// Whether `s` is a well-formed app_key or master secret: 24 characters of [A-Za-z0-9].
+pub fn is_app_credential(s: &str) -> bool {
+    s.len() == 24 && s.bytes().all(|b| b.is_ascii_alphanumeric())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_have_the_documented_shape() {
+        let k = random_alnum(24);
+        assert!(is_app_credential(&k));
+        let r = new_registration_id();
+        assert_eq!(r.len(), 20);
+        assert!(r.bytes().all(|b| b.is_ascii_alphanumeric()));
+        assert_ne!(new_registration_id(), r);
+        assert!(same_secret_hash(&hash_secret("a"), &hash_secret("a")));
+        assert!(!same_secret_hash(&hash_secret("a"), &hash_secret("b")));
+        assert!(!is_app_credential("short"));
+    }
+}

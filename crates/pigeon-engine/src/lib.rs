@@ -1,0 +1,518 @@
+//! Pigeon's push engine: the path of a push below the front doors.
+//!
+//! accept (resolve the audience, persist, answer with a msg_id) → fan out to connected devices
+//! → keep it for offline devices until it expires → record acks. It also owns apps, devices
+//! and presence. It knows no wire format: the front doors translate into `pigeon_core` types,
+//! and the gateway encodes frames.
+
+mod app;
+mod ids;
+mod live;
+mod session;
+
+pub use app::AppState;
+pub use ids::{hash_secret, is_app_credential, new_registration_id, now_ms, random_alnum};
+pub use live::LivePush;
+pub use session::{Session, SessionMsg};
+
+use parking_lot::RwLock;
+use pigeon_core::{Ordinal, Platform, PlatformSet, Push};
+use pigeon_store::{AppRecord, DeviceEvent, DeviceRecord, Storage, StoreError};
+use roaring::RoaringBitmap;
+use serde_json::{Map, Value};
+use session::SessionHandle;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
+
+/// How long an expired push is kept in memory for late acks.
+const EXPIRED_GRACE_MS: u64 = 60_000;
+/// Acks waiting to be written before connections are made to wait.
+const ACK_QUEUE: usize = 65_536;
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("unknown app_key")]
+    UnknownApp,
+    #[error("bad credentials")]
+    BadCredentials,
+    #[error("no device matched the audience")]
+    NoTarget,
+    #[error("{0}")]
+    Invalid(String),
+    #[error(transparent)]
+    Storage(#[from] StoreError),
+}
+
+/// What a device registration asks for. `None` fields are "not given": a new device gets the
+/// default, an existing one keeps what it had.
+#[derive(Debug, Default)]
+pub struct Registration {
+    pub app_key: String,
+    pub platform: Option<Platform>,
+    pub install_id: Option<String>,
+    /// Both given: update that device.
+    pub existing: Option<(String, String)>,
+    pub push_tokens: Option<Map<String, Value>>,
+    pub apns_production: Option<bool>,
+    pub alias: Option<Option<String>>,
+    pub tags: Option<Vec<String>>,
+    pub mobile: Option<Option<String>>,
+    pub info: Map<String, Value>,
+}
+
+/// The answer to a registration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Registered {
+    pub registration_id: String,
+    pub device_secret: String,
+}
+
+enum AckJob {
+    Ack(u64, Ordinal),
+    Flush(oneshot::Sender<()>),
+}
+
+/// The engine. One per process; shared by every front door.
+pub struct Engine {
+    store: Arc<dyn Storage>,
+    apps: RwLock<HashMap<String, Arc<AppState>>>,
+    /// registration_id → its app and ordinal: a device says only its registration_id.
+    devices_by_rid: RwLock<HashMap<String, (Arc<AppState>, Ordinal)>>,
+    next_msg_id: AtomicU64,
+    next_conn_id: AtomicU64,
+    acks: mpsc::Sender<AckJob>,
+}
+
+impl Engine {
+    /// Loads every app, its devices and its live pushes, and starts the background tasks.
+    pub async fn start(store: Arc<dyn Storage>) -> Result<Arc<Engine>, EngineError> {
+        let (acks, acks_rx) = mpsc::channel(ACK_QUEUE);
+        let first_msg_id = (store.max_msg_id().await? + 1).max(now_ms() * 1000);
+        let engine = Arc::new(Engine {
+            store: store.clone(),
+            apps: RwLock::new(HashMap::new()),
+            devices_by_rid: RwLock::new(HashMap::new()),
+            next_msg_id: AtomicU64::new(first_msg_id),
+            next_conn_id: AtomicU64::new(1),
+            acks,
+        });
+        for app in store.list_apps().await? {
+            engine.load_app(app).await?;
+        }
+        tokio::spawn(write_acks(store, acks_rx));
+        tokio::spawn(evict_expired(Arc::downgrade(&engine)));
+        Ok(engine)
+    }
+
+    async fn load_app(&self, record: AppRecord) -> Result<Arc<AppState>, EngineError> {
+        let app = Arc::new(AppState::new(record));
+        let devices = self.store.load_devices(&app.app_key).await?;
+        let pushes = self.store.load_live_pushes(&app.app_key, now_ms()).await?;
+        {
+            let mut d = app.devices.write();
+            let mut by_rid = self.devices_by_rid.write();
+            for rec in devices {
+                by_rid.insert(rec.registration_id.clone(), (app.clone(), rec.ordinal));
+                d.apply(rec);
+            }
+        }
+        {
+            let mut live = app.live.write();
+            for p in pushes {
+                live.insert(
+                    p.push.msg_id,
+                    Arc::new(LivePush::new(p.push, p.audience, p.delivered)),
+                );
+            }
+        }
+        let mut apps = self.apps.write();
+        Ok(apps.entry(app.app_key.clone()).or_insert(app).clone())
+    }
+
+    /// The app with this key, loading it from storage if another process created it.
+    pub async fn app(&self, app_key: &str) -> Result<Option<Arc<AppState>>, EngineError> {
+        if let Some(app) = self.apps.read().get(app_key) {
+            return Ok(Some(app.clone()));
+        }
+        if !is_app_credential(app_key) {
+            return Ok(None);
+        }
+        match self.store.find_app(app_key).await? {
+            Some(record) => Ok(Some(self.load_app(record).await?)),
+            None => Ok(None),
+        }
+    }
+
+    /// The app if `master_secret` is its secret.
+    pub async fn authenticate(
+        &self,
+        app_key: &str,
+        master_secret: &str,
+    ) -> Result<Arc<AppState>, EngineError> {
+        match self.app(app_key).await? {
+            Some(app) if ids::same_secret_hash(&app.master_secret, master_secret) => Ok(app),
+            _ => Err(EngineError::BadCredentials),
+        }
+    }
+
+    /// Creates an app; keys are generated when not given.
+    pub async fn create_app(
+        &self,
+        name: &str,
+        app_key: Option<String>,
+        master_secret: Option<String>,
+    ) -> Result<AppRecord, EngineError> {
+        let record = new_app_record(name, app_key, master_secret)?;
+        self.store.create_app(record.clone()).await?;
+        self.load_app(record.clone()).await?;
+        Ok(record)
+    }
+
+    /// Registers a device or updates one (see the device protocol, §1).
+    pub async fn register(&self, reg: Registration) -> Result<Registered, EngineError> {
+        let app = self
+            .app(&reg.app_key)
+            .await?
+            .ok_or(EngineError::UnknownApp)?;
+        let now = now_ms();
+        let (mut record, secret) = {
+            let mut d = app.devices.write();
+            if let Some((rid, secret)) = &reg.existing {
+                let ordinal = d.index.ordinal_of(rid).ok_or(EngineError::BadCredentials)?;
+                let record = d.record(ordinal).ok_or(EngineError::BadCredentials)?;
+                if !ids::same_secret_hash(&record.secret_hash, &hash_secret(secret)) {
+                    return Err(EngineError::BadCredentials);
+                }
+                (record.clone(), secret.clone())
+            } else {
+                let platform = reg
+                    .platform
+                    .ok_or_else(|| EngineError::Invalid("platform is required".into()))?;
+                let known = reg
+                    .install_id
+                    .as_ref()
+                    .and_then(|i| d.by_install.get(i).cloned());
+                let (ordinal, registration_id) = match known {
+                    Some(k) => k,
+                    None => {
+                        let ordinal = d.next_ordinal;
+                        d.next_ordinal += 1;
+                        let rid = new_registration_id();
+                        if let Some(install) = &reg.install_id {
+                            d.by_install.insert(install.clone(), (ordinal, rid.clone()));
+                        }
+                        (ordinal, rid)
+                    }
+                };
+                let secret = random_alnum(32);
+                let record = match d.record(ordinal) {
+                    Some(r) => DeviceRecord {
+                        secret_hash: hash_secret(&secret),
+                        platform,
+                        ..r.clone()
+                    },
+                    None => DeviceRecord {
+                        app_key: app.app_key.clone(),
+                        ordinal,
+                        registration_id,
+                        install_id: reg.install_id.clone(),
+                        secret_hash: hash_secret(&secret),
+                        platform,
+                        alias: None,
+                        tags: Vec::new(),
+                        mobile: None,
+                        push_tokens: Map::new(),
+                        apns_production: true,
+                        info: Map::new(),
+                        created_ms: now,
+                        updated_ms: now,
+                    },
+                };
+                (record, secret)
+            }
+        };
+        if let (Some(p), Some(_)) = (reg.platform, &reg.existing) {
+            record.platform = p;
+        }
+        if let Some(tokens) = reg.push_tokens {
+            record.push_tokens = tokens;
+        }
+        if let Some(p) = reg.apns_production {
+            record.apns_production = p;
+        }
+        if let Some(alias) = reg.alias {
+            record.alias = alias;
+        }
+        if let Some(tags) = reg.tags {
+            record.tags = dedup(tags);
+        }
+        if let Some(mobile) = reg.mobile {
+            record.mobile = mobile;
+        }
+        record.info.extend(reg.info);
+        record.updated_ms = now;
+        self.store.put_device(record.clone()).await?;
+        let registration_id = record.registration_id.clone();
+        self.devices_by_rid
+            .write()
+            .insert(registration_id.clone(), (app.clone(), record.ordinal));
+        app.devices.write().apply(record);
+        Ok(Registered {
+            registration_id,
+            device_secret: secret,
+        })
+    }
+
+    /// Changes a device's alias and tags (None = unchanged), durably.
+    pub async fn update_device(
+        &self,
+        app: &AppState,
+        ordinal: Ordinal,
+        alias: Option<Option<String>>,
+        tags: Option<Vec<String>>,
+    ) -> Result<(), EngineError> {
+        let mut record = app
+            .device(ordinal)
+            .ok_or_else(|| EngineError::Invalid("no such device".into()))?;
+        if let Some(alias) = alias {
+            record.alias = alias;
+        }
+        if let Some(tags) = tags {
+            record.tags = dedup(tags);
+        }
+        record.updated_ms = now_ms();
+        self.store.put_device(record.clone()).await?;
+        app.devices.write().apply(record);
+        Ok(())
+    }
+
+    /// Resolves a push's audience to devices that have something to show. Empty means
+    /// nothing matched.
+    pub fn resolve(&self, app: &AppState, push: &Push) -> RoaringBitmap {
+        let platforms: PlatformSet = push
+            .platforms
+            .iter()
+            .filter(|p| push.has_content_for(*p))
+            .collect();
+        app.devices.read().index.resolve(&push.audience, platforms)
+    }
+
+    /// Accepts a push: gives it a msg_id, resolves its audience, makes it durable, then
+    /// offers it to connected targets. With `validate_only` nothing is stored or sent.
+    pub async fn accept(
+        &self,
+        app: &AppState,
+        mut push: Push,
+        validate_only: bool,
+    ) -> Result<u64, EngineError> {
+        let audience = self.resolve(app, &push);
+        if audience.is_empty() {
+            return Err(EngineError::NoTarget);
+        }
+        push.msg_id = self.next_msg_id.fetch_add(1, Ordering::Relaxed);
+        push.sent_ms = now_ms();
+        if validate_only {
+            return Ok(push.msg_id);
+        }
+        self.store
+            .insert_push(&app.app_key, &push, &audience)
+            .await?;
+        let msg_id = push.msg_id;
+        let live = Arc::new(LivePush::new(push, audience, RoaringBitmap::new()));
+        app.live.write().insert(msg_id, live.clone());
+        let reached = app.fan_out(&live);
+        tracing::debug!(app = %app.app_key, msg_id, targets = live.audience.len(), online = reached, "push accepted");
+        Ok(msg_id)
+    }
+
+    /// Opens a session for a device that presented its credentials. A session it already
+    /// had is asked to close (4002). Returns the session and the queue of live pushes for it.
+    pub fn connect(
+        &self,
+        registration_id: &str,
+        device_secret: &str,
+    ) -> Result<(Arc<AppState>, Session, mpsc::Receiver<SessionMsg>), EngineError> {
+        let (app, ordinal) = self
+            .devices_by_rid
+            .read()
+            .get(registration_id)
+            .cloned()
+            .ok_or(EngineError::BadCredentials)?;
+        let platform = {
+            let d = app.devices.read();
+            let record = d.record(ordinal).ok_or(EngineError::BadCredentials)?;
+            if !ids::same_secret_hash(&record.secret_hash, &hash_secret(device_secret)) {
+                return Err(EngineError::BadCredentials);
+            }
+            record.platform
+        };
+        let conn_id = self.next_conn_id.fetch_add(1, Ordering::Relaxed);
+        let (handle, rx) = SessionHandle::new(conn_id, platform);
+        let replaced = {
+            let mut p = app.presence.lock();
+            p.online.insert(ordinal);
+            p.sessions.insert(ordinal, handle.clone())
+        };
+        if let Some(old) = replaced {
+            old.close(4002, "replaced by a newer connection");
+        }
+        let session = Session::new(ordinal, registration_id.to_string(), &handle);
+        Ok((app, session, rx))
+    }
+
+    /// Ends a session; the device is offline unless a newer session replaced it.
+    pub fn disconnect(&self, app: &AppState, session: &Session) {
+        let mut p = app.presence.lock();
+        if p.sessions.get(&session.ordinal).map(|s| s.conn_id) == Some(session.conn_id) {
+            p.sessions.remove(&session.ordinal);
+            p.online.remove(session.ordinal);
+        }
+    }
+
+    /// Records that a device got these pushes. Returns how many were newly delivered.
+    pub async fn ack(&self, app: &AppState, ordinal: Ordinal, msg_ids: &[u64]) -> usize {
+        let mut newly = 0;
+        for &msg_id in msg_ids {
+            let Some(live) = app.live_push(msg_id) else {
+                continue;
+            };
+            if live.mark_delivered(ordinal) {
+                newly += 1;
+                if self.acks.send(AckJob::Ack(msg_id, ordinal)).await.is_err() {
+                    tracing::error!("ack writer is gone; ack of {msg_id} not persisted");
+                }
+            }
+        }
+        newly
+    }
+
+    /// Stores a click or location a device reported.
+    pub async fn record_event(
+        &self,
+        app: &AppState,
+        ordinal: Ordinal,
+        kind: &str,
+        msg_id: Option<u64>,
+        data: Value,
+    ) -> Result<(), EngineError> {
+        let event = DeviceEvent {
+            app_key: app.app_key.clone(),
+            ordinal,
+            kind: kind.to_string(),
+            msg_id,
+            data,
+            at_ms: now_ms(),
+        };
+        Ok(self.store.record_event(event).await?)
+    }
+
+    /// Every app, in no particular order.
+    pub fn apps(&self) -> Vec<Arc<AppState>> {
+        self.apps.read().values().cloned().collect()
+    }
+
+    /// Asks every connection to close with `code`, e.g. 1001 at shutdown.
+    pub fn close_all(&self, code: u16, reason: &str) {
+        for app in self.apps() {
+            for s in app.presence.lock().sessions.values() {
+                s.close(code, reason);
+            }
+        }
+    }
+
+    /// Makes every write so far durable (acks included) and stops the storage writer's queue.
+    pub async fn flush(&self) -> Result<(), EngineError> {
+        let (tx, rx) = oneshot::channel();
+        if self.acks.send(AckJob::Flush(tx)).await.is_ok() {
+            let _ = rx.await;
+        }
+        Ok(self.store.close().await?)
+    }
+}
+
+/// A new app's record; keys are generated when not given and checked when given.
+pub fn new_app_record(
+    name: &str,
+    app_key: Option<String>,
+    master_secret: Option<String>,
+) -> Result<AppRecord, EngineError> {
+    let app_key = app_key.unwrap_or_else(|| random_alnum(24));
+    let master_secret = master_secret.unwrap_or_else(|| random_alnum(24));
+    for (what, v) in [("app_key", &app_key), ("master_secret", &master_secret)] {
+        if !is_app_credential(v) {
+            return Err(EngineError::Invalid(format!(
+                "{what} must be 24 characters of [A-Za-z0-9]"
+            )));
+        }
+    }
+    if name.trim().is_empty() || name.len() > 128 {
+        return Err(EngineError::Invalid("name must be 1..128 bytes".into()));
+    }
+    Ok(AppRecord {
+        app_key,
+        master_secret,
+        name: name.to_string(),
+        created_ms: now_ms(),
+    })
+}
+
+fn dedup(tags: Vec<String>) -> Vec<String> {
+    let mut out: Vec<String> = Vec::with_capacity(tags.len());
+    for t in tags {
+        if !out.contains(&t) {
+            out.push(t);
+        }
+    }
+    out
+}
+
+/// Writes acks in batches: one storage write for everything that queued meanwhile.
+async fn write_acks(store: Arc<dyn Storage>, mut rx: mpsc::Receiver<AckJob>) {
+    let mut batch = Vec::new();
+    let mut flushes = Vec::new();
+    while let Some(job) = rx.recv().await {
+        let mut next = Some(job);
+        while let Some(job) = next {
+            match job {
+                AckJob::Ack(m, o) => batch.push((m, o)),
+                AckJob::Flush(tx) => flushes.push(tx),
+            }
+            next = if batch.len() < 8192 {
+                rx.try_recv().ok()
+            } else {
+                None
+            };
+        }
+        if !batch.is_empty() {
+            if let Err(e) = store
+                .record_acks(std::mem::take(&mut batch), now_ms())
+                .await
+            {
+                tracing::error!(error = %e, "could not persist acks");
+            }
+        }
+        for tx in flushes.drain(..) {
+            let _ = tx.send(());
+        }
+    }
+}
+
+async fn evict_expired(engine: std::sync::Weak<Engine>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(10));
+    loop {
+        tick.tick().await;
+        let Some(engine) = engine.upgrade() else {
+            return;
+        };
+        let cutoff = now_ms().saturating_sub(EXPIRED_GRACE_MS);
+        for app in engine.apps() {
+            let n = app.evict_expired(cutoff);
+            if n > 0 {
+                tracing::debug!(app = %app.app_key, evicted = n, "expired pushes dropped from memory");
+            }
+        }
+    }
+}

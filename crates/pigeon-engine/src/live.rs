@@ -1,0 +1,68 @@
+//! Pushes that devices may still receive: the offline store in memory.
+
+use bytes::Bytes;
+use parking_lot::Mutex;
+use pigeon_core::{Ordinal, Platform, Push};
+use roaring::RoaringBitmap;
+use std::sync::OnceLock;
+
+/// A push that is still deliverable, with its resolved audience and who has acked it.
+/// Stored once for all its devices: O(bitmap), not O(devices).
+pub struct LivePush {
+    pub push: Push,
+    pub audience: RoaringBitmap,
+    delivered: Mutex<RoaringBitmap>,
+    /// The frame each platform's devices get, encoded once by whoever sends it.
+    frames: [OnceLock<Bytes>; Platform::ALL.len()],
+}
+
+impl LivePush {
+    pub fn new(push: Push, audience: RoaringBitmap, delivered: RoaringBitmap) -> LivePush {
+        LivePush {
+            push,
+            audience,
+            delivered: Mutex::new(delivered),
+            frames: Default::default(),
+        }
+    }
+
+    pub fn msg_id(&self) -> u64 {
+        self.push.msg_id
+    }
+
+    pub fn expires_ms(&self) -> u64 {
+        self.push.expires_ms()
+    }
+
+    /// Whether `ordinal` should still get this push at `now_ms`.
+    pub fn is_pending_for(&self, ordinal: Ordinal, now_ms: u64) -> bool {
+        self.expires_ms() > now_ms
+            && self.audience.contains(ordinal)
+            && !self.delivered.lock().contains(ordinal)
+    }
+
+    /// Marks `ordinal` delivered; true if it was a target and had not acked before.
+    pub fn mark_delivered(&self, ordinal: Ordinal) -> bool {
+        self.audience.contains(ordinal) && self.delivered.lock().insert(ordinal)
+    }
+
+    pub fn delivered_count(&self) -> u64 {
+        self.delivered.lock().len()
+    }
+
+    /// The encoded frame for `platform`, encoding it with `encode` the first time.
+    pub fn frame(&self, platform: Platform, encode: impl FnOnce(&Push) -> Bytes) -> Bytes {
+        self.frames[platform as usize]
+            .get_or_init(|| encode(&self.push))
+            .clone()
+    }
+}
+
+impl LivePush {
+    /// Whether a live (just accepted) push should go to `ordinal` now: not acked yet, and
+    /// either online-only (time_to_live 0) or not expired.
+    pub fn is_live_for(&self, ordinal: Ordinal, now_ms: u64) -> bool {
+        let ttl_ok = self.push.options.time_to_live == 0 || self.expires_ms() > now_ms;
+        ttl_ok && self.audience.contains(ordinal) && !self.delivered.lock().contains(ordinal)
+    }
+}

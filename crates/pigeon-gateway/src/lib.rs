@@ -1,0 +1,62 @@
+//! Pigeon's device gateway: device registration over HTTP and the long-lived device
+//! WebSocket, exactly as `device-protocol.md` (v1) says.
+//!
+//! Only this crate knows the device wire protocol. It drives one small task per connection
+//! and talks to the engine for credentials, pending pushes, acks and device changes; it never
+//! touches storage itself.
+
+mod connection;
+mod frames;
+mod register;
+
+pub use frames::encode_push;
+
+use axum::routing::{get, post};
+use axum::Router;
+use pigeon_engine::Engine;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Largest frame a client may send (protocol §2).
+pub const MAX_CLIENT_FRAME: usize = 16 * 1024;
+/// Most pushes sent and not yet acked on one connection (protocol §2, flow control).
+pub const MAX_INFLIGHT: usize = 64;
+/// Bad frames in a row that close a connection (code 4003).
+pub const MAX_BAD_FRAMES: u32 = 10;
+
+/// Tunables of the gateway.
+#[derive(Clone, Debug)]
+pub struct GatewayConfig {
+    /// Longest a client may stay silent, told in `welcome`; ≥ 5. The server closes a
+    /// connection silent for twice as long.
+    pub heartbeat_s: u64,
+    /// How long a new connection may take to say hello.
+    pub hello_timeout: Duration,
+}
+
+impl Default for GatewayConfig {
+    fn default() -> Self {
+        GatewayConfig {
+            heartbeat_s: 60,
+            hello_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+#[derive(Clone)]
+pub(crate) struct Gateway {
+    pub engine: Arc<Engine>,
+    pub config: Arc<GatewayConfig>,
+}
+
+/// The gateway's routes: `POST /v1/devices/register` and `GET /v1/connect`.
+pub fn router(engine: Arc<Engine>, config: GatewayConfig) -> Router {
+    let state = Gateway {
+        engine,
+        config: Arc::new(config),
+    };
+    Router::new()
+        .route("/v1/devices/register", post(register::register))
+        .route("/v1/connect", get(connection::upgrade))
+        .with_state(state)
+}

@@ -1,0 +1,201 @@
+//! `POST /v1/devices/register` (protocol §1).
+
+use crate::Gateway;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::Json;
+use pigeon_core::names::check_name;
+use pigeon_core::{error_json, Platform};
+use pigeon_engine::{EngineError, Registration};
+use serde_json::{json, Map, Value};
+
+/// Most tags one device may carry.
+pub const MAX_DEVICE_TAGS: usize = 1000;
+const VENDOR_TOKENS: [&str; 8] = [
+    "apns", "fcm", "huawei", "honor", "xiaomi", "oppo", "vivo", "meizu",
+];
+const INFO_FIELDS: [&str; 4] = ["model", "os_version", "app_version", "sdk"];
+
+type Answer = (StatusCode, Json<Value>);
+
+fn bad(message: impl Into<String>) -> Answer {
+    (
+        StatusCode::BAD_REQUEST,
+        Json(error_json(1003, &message.into())),
+    )
+}
+
+pub(crate) async fn register(State(gw): State<Gateway>, body: Bytes) -> Answer {
+    let reg = match parse(&body) {
+        Ok(r) => r,
+        Err(e) => return e,
+    };
+    match gw.engine.register(reg).await {
+        Ok(r) => (
+            StatusCode::OK,
+            Json(json!({"registration_id": r.registration_id, "device_secret": r.device_secret})),
+        ),
+        Err(EngineError::UnknownApp) => (
+            StatusCode::UNAUTHORIZED,
+            Json(error_json(1008, "unknown app_key")),
+        ),
+        Err(EngineError::BadCredentials) => (
+            StatusCode::UNAUTHORIZED,
+            Json(error_json(
+                1004,
+                "registration_id and device_secret do not match a device",
+            )),
+        ),
+        Err(EngineError::Invalid(m)) => bad(m),
+        Err(e) => {
+            tracing::error!(error = %e, "registration failed");
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                Json(error_json(1000, "internal error, retry")),
+            )
+        }
+    }
+}
+
+fn parse(body: &[u8]) -> Result<Registration, Answer> {
+    let v: Value = serde_json::from_slice(body)
+        .map_err(|e| bad(format!("request body is not valid JSON: {e}")))?;
+    let Value::Object(o) = v else {
+        return Err(bad("request body must be a JSON object"));
+    };
+    let mut reg = Registration {
+        app_key: req_str(&o, "app_key")?.ok_or_else(|| bad("app_key is required"))?,
+        ..Registration::default()
+    };
+    if let Some(p) = req_str(&o, "platform")? {
+        let platform = Platform::parse(&p)
+            .filter(|p| p.is_device_platform())
+            .ok_or_else(|| {
+                bad(format!(
+                    "platform {p:?} is not one of android, ios, hmos, quickapp, web"
+                ))
+            })?;
+        reg.platform = Some(platform);
+    }
+    if let Some(i) = req_str(&o, "install_id")? {
+        if !(16..=64).contains(&i.chars().count()) {
+            return Err(bad("install_id must be 16 to 64 characters"));
+        }
+        reg.install_id = Some(i);
+    }
+    match (
+        req_str(&o, "registration_id")?,
+        req_str(&o, "device_secret")?,
+    ) {
+        (Some(r), Some(s)) => reg.existing = Some((r, s)),
+        (None, None) => {
+            if reg.platform.is_none() {
+                return Err(bad("platform is required"));
+            }
+        }
+        _ => return Err(bad("registration_id and device_secret go together")),
+    }
+    if let Some(t) = o.get("push_tokens") {
+        reg.push_tokens = Some(push_tokens(t)?);
+    }
+    match o.get("apns_production") {
+        None | Some(Value::Null) => {}
+        Some(Value::Bool(b)) => reg.apns_production = Some(*b),
+        Some(_) => return Err(bad("apns_production must be true or false")),
+    }
+    match o.get("alias") {
+        None => {}
+        Some(Value::Null) => reg.alias = Some(None),
+        Some(Value::String(a)) if a.is_empty() => reg.alias = Some(None),
+        Some(Value::String(a)) => {
+            check_name("alias", a).map_err(bad)?;
+            reg.alias = Some(Some(a.clone()));
+        }
+        Some(_) => return Err(bad("alias must be a string or null")),
+    }
+    if let Some(t) = o.get("tags") {
+        reg.tags = Some(tags(t)?);
+    }
+    match o.get("mobile") {
+        None => {}
+        Some(Value::Null) => reg.mobile = Some(None),
+        Some(Value::String(m)) if m.is_empty() => reg.mobile = Some(None),
+        Some(Value::String(m)) => reg.mobile = Some(Some(mobile(m)?)),
+        Some(_) => return Err(bad("mobile must be a string or null")),
+    }
+    for field in INFO_FIELDS {
+        if let Some(s) = req_str(&o, field)? {
+            if s.len() > 64 {
+                return Err(bad(format!("{field} is longer than 64 bytes")));
+            }
+            reg.info.insert(field.into(), Value::String(s));
+        }
+    }
+    Ok(reg)
+}
+
+fn req_str(o: &Map<String, Value>, key: &str) -> Result<Option<String>, Answer> {
+    match o.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(_) => Err(bad(format!("{key} must be a string"))),
+    }
+}
+
+/// Tags a device carries: strings, each a valid name, at most [`MAX_DEVICE_TAGS`].
+pub(crate) fn tags(v: &Value) -> Result<Vec<String>, Answer> {
+    let Value::Array(items) = v else {
+        return Err(bad("tags must be an array of strings"));
+    };
+    if items.len() > MAX_DEVICE_TAGS {
+        return Err(bad(format!("a device has at most {MAX_DEVICE_TAGS} tags")));
+    }
+    items
+        .iter()
+        .map(|t| match t {
+            Value::String(s) => check_name("tag", s).map(|_| s.clone()).map_err(bad),
+            _ => Err(bad("tags must be an array of strings")),
+        })
+        .collect()
+}
+
+fn mobile(m: &str) -> Result<String, Answer> {
+    let digits = m.strip_prefix('+').unwrap_or(m);
+    if digits.is_empty() || digits.len() > 20 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(bad(format!(
+            "mobile {m:?} is not a phone number (digits, optional leading +)"
+        )));
+    }
+    Ok(m.to_string())
+}
+
+fn push_tokens(v: &Value) -> Result<Map<String, Value>, Answer> {
+    let Value::Object(o) = v else {
+        return Err(bad("push_tokens must be an object"));
+    };
+    for (k, val) in o {
+        if VENDOR_TOKENS.contains(&k.as_str()) {
+            match val {
+                Value::String(s) if !s.is_empty() && s.len() <= 4096 => {}
+                _ => return Err(bad(format!("push_tokens.{k} must be a non-empty string"))),
+            }
+        } else if k == "webpush" {
+            let ok = val
+                .get("endpoint")
+                .and_then(Value::as_str)
+                .is_some_and(|e| !e.is_empty())
+                && val
+                    .pointer("/keys/p256dh")
+                    .and_then(Value::as_str)
+                    .is_some()
+                && val.pointer("/keys/auth").and_then(Value::as_str).is_some();
+            if !ok {
+                return Err(bad("push_tokens.webpush must be {\"endpoint\":..,\"keys\":{\"p256dh\":..,\"auth\":..}}"));
+            }
+        } else {
+            return Err(bad(format!("push_tokens.{k} is not a known push channel")));
+        }
+    }
+    Ok(o.clone())
+}

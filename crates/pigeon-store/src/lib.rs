@@ -1,0 +1,70 @@
+//! Pigeon's durable storage.
+//!
+//! [`Storage`] is the seam every other crate writes and reads through; [`SqliteStore`] is the
+//! embedded implementation: one SQLite file in WAL mode, written by a single thread that
+//! commits whole batches of writes at once (group commit), so many concurrent requests share
+//! one fsync. Callers of a write get their answer only after its batch is durable.
+//!
+//! This crate knows records and SQL, nothing of HTTP, WebSockets or any push dialect.
+
+mod records;
+mod sqlite;
+
+pub use records::{AppRecord, DeviceEvent, DeviceRecord, StoredPush};
+pub use sqlite::{SqliteStore, Synchronous};
+
+use pigeon_core::Push;
+use roaring::RoaringBitmap;
+use std::future::Future;
+use std::pin::Pin;
+
+/// What storage can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("storage: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("storage is shut down")]
+    Closed,
+    #[error("{0} already exists")]
+    Conflict(String),
+    #[error("stored data is damaged: {0}")]
+    Corrupt(String),
+    #[error("storage io: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = StoreResult<T>> + Send + 'a>>;
+
+/// Everything Pigeon keeps durably. Writes resolve once they are durable.
+pub trait Storage: Send + Sync + 'static {
+    /// Creates an app; `Conflict` if the app_key is taken.
+    fn create_app(&self, app: AppRecord) -> StoreFuture<'_, ()>;
+    fn find_app(&self, app_key: &str) -> StoreFuture<'_, Option<AppRecord>>;
+    fn list_apps(&self) -> StoreFuture<'_, Vec<AppRecord>>;
+
+    /// Every device of an app.
+    fn load_devices(&self, app_key: &str) -> StoreFuture<'_, Vec<DeviceRecord>>;
+    /// Inserts the device or replaces the stored one with the same (app_key, ordinal).
+    fn put_device(&self, device: DeviceRecord) -> StoreFuture<'_, ()>;
+
+    /// Stores an accepted push with its resolved audience.
+    fn insert_push(
+        &self,
+        app_key: &str,
+        push: &Push,
+        audience: &RoaringBitmap,
+    ) -> StoreFuture<'_, ()>;
+    /// Pushes of an app still deliverable at `now_ms`, oldest first, with who has acked them.
+    fn load_live_pushes(&self, app_key: &str, now_ms: u64) -> StoreFuture<'_, Vec<StoredPush>>;
+    /// The highest msg_id ever stored (0 if none).
+    fn max_msg_id(&self) -> StoreFuture<'_, u64>;
+
+    /// Records that devices acked pushes: (msg_id, ordinal) pairs.
+    fn record_acks(&self, acks: Vec<(u64, u32)>, at_ms: u64) -> StoreFuture<'_, ()>;
+    /// Records a click or location a device reported.
+    fn record_event(&self, event: DeviceEvent) -> StoreFuture<'_, ()>;
+
+    /// Waits until everything written so far is durable, then stops the writer.
+    fn close(&self) -> StoreFuture<'_, ()>;
+}

@@ -1,0 +1,56 @@
+//! The records storage holds.
+
+use pigeon_core::{Platform, Push};
+use roaring::RoaringBitmap;
+use serde_json::{Map, Value};
+
+/// An app (tenant): its credentials and name.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AppRecord {
+    pub app_key: String,
+    pub master_secret: String,
+    pub name: String,
+    pub created_ms: u64,
+}
+
+/// One registered device.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DeviceRecord {
+    pub app_key: String,
+    pub ordinal: u32,
+    pub registration_id: String,
+    pub install_id: Option<String>,
+    /// Hex SHA-256 of the device secret; the secret itself is never stored.
+    pub secret_hash: String,
+    pub platform: Platform,
+    pub alias: Option<String>,
+    pub tags: Vec<String>,
+    pub mobile: Option<String>,
+    /// Vendor tokens as the device gave them (apns, fcm, ..., webpush).
+    pub push_tokens: Map<String, Value>,
+    pub apns_production: bool,
+    /// model, os_version, app_version, sdk.
+    pub info: Map<String, Value>,
+    pub created_ms: u64,
+    pub updated_ms: u64,
+}
+
+/// A push loaded back from storage.
+#[derive(Clone, Debug)]
+pub struct StoredPush {
+    pub push: Push,
+    pub audience: RoaringBitmap,
+    pub delivered: RoaringBitmap,
+}
+
+/// Something a device reported that later work (callbacks, geofences) consumes.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DeviceEvent {
+    pub app_key: String,
+    pub ordinal: u32,
+    /// `click` or `location`.
+    pub kind: String,
+    pub msg_id: Option<u64>,
+    pub data: Value,
+    pub at_ms: u64,
+}

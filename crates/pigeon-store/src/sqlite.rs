@@ -1,0 +1,606 @@
+//! The embedded store: SQLite in WAL mode behind one group-committing writer thread.
+
+use crate::{
+    AppRecord, DeviceEvent, DeviceRecord, Storage, StoreError, StoreFuture, StoreResult, StoredPush,
+};
+use pigeon_core::{Platform, Push};
+use roaring::RoaringBitmap;
+use rusqlite::{params, Connection, OptionalExtension};
+use serde_json::{Map, Value};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
+
+/// Most writes committed in one transaction.
+const MAX_BATCH: usize = 2048;
+/// Writes that may wait for the writer before callers are made to wait (backpressure).
+const QUEUE_DEPTH: usize = 8192;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS apps (
+    app_key TEXT PRIMARY KEY,
+    master_secret TEXT NOT NULL,
+    name TEXT NOT NULL,
+    created_ms INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS devices (
+    app_key TEXT NOT NULL,
+    ordinal INTEGER NOT NULL,
+    registration_id TEXT NOT NULL UNIQUE,
+    install_id TEXT,
+    secret_hash TEXT NOT NULL,
+    platform TEXT NOT NULL,
+    alias TEXT,
+    tags TEXT NOT NULL,
+    mobile TEXT,
+    push_tokens TEXT NOT NULL,
+    apns_production INTEGER NOT NULL,
+    info TEXT NOT NULL,
+    created_ms INTEGER NOT NULL,
+    updated_ms INTEGER NOT NULL,
+    PRIMARY KEY (app_key, ordinal)
+);
+CREATE TABLE IF NOT EXISTS pushes (
+    msg_id INTEGER PRIMARY KEY,
+    app_key TEXT NOT NULL,
+    sent_ms INTEGER NOT NULL,
+    expires_ms INTEGER NOT NULL,
+    body TEXT NOT NULL,
+    audience BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS pushes_by_app_expiry ON pushes (app_key, expires_ms);
+CREATE TABLE IF NOT EXISTS acks (
+    msg_id INTEGER NOT NULL,
+    ordinal INTEGER NOT NULL,
+    acked_ms INTEGER NOT NULL,
+    PRIMARY KEY (msg_id, ordinal)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS device_events (
+    id INTEGER PRIMARY KEY,
+    app_key TEXT NOT NULL,
+    ordinal INTEGER NOT NULL,
+    kind TEXT NOT NULL,
+    msg_id INTEGER,
+    data TEXT NOT NULL,
+    at_ms INTEGER NOT NULL
+);
+";
+
+/// How hard SQLite works to make a commit survive: `Full` survives power loss, `Normal`
+/// survives a crash of the process (WAL), and is much cheaper.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Synchronous {
+    Normal,
+    Full,
+}
+
+type AfterCommit = Box<dyn FnOnce(Result<(), String>) + Send>;
+type Job = Box<dyn FnOnce(&Connection) -> AfterCommit + Send>;
+
+/// The embedded SQLite store. Cheap to clone.
+#[derive(Clone)]
+pub struct SqliteStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    path: PathBuf,
+    jobs: mpsc::Sender<Job>,
+    readers: parking::Pool,
+}
+
+mod parking {
+    //! A tiny pool of read connections, used from blocking threads only.
+    use rusqlite::Connection;
+    use std::sync::Mutex;
+
+    pub struct Pool(pub Mutex<Vec<Connection>>);
+
+    impl Pool {
+        pub fn take(&self) -> Option<Connection> {
+            self.0.lock().ok()?.pop()
+        }
+        pub fn give(&self, c: Connection) {
+            if let Ok(mut v) = self.0.lock() {
+                if v.len() < 4 {
+                    v.push(c);
+                }
+            }
+        }
+    }
+}
+
+fn open_connection(path: &Path, sync: Synchronous) -> rusqlite::Result<Connection> {
+    let conn = Connection::open(path)?;
+    conn.busy_timeout(Duration::from_secs(10))?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(
+        None,
+        "synchronous",
+        match sync {
+            Synchronous::Normal => "NORMAL",
+            Synchronous::Full => "FULL",
+        },
+    )?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    Ok(conn)
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database at `path` and starts its writer thread.
+    /// Must be called within a tokio runtime.
+    pub fn open(path: impl AsRef<Path>, sync: Synchronous) -> StoreResult<SqliteStore> {
+        let path = path.as_ref().to_path_buf();
+        let conn = open_connection(&path, sync)?;
+        conn.execute_batch(SCHEMA)?;
+        let (jobs, rx) = mpsc::channel::<Job>(QUEUE_DEPTH);
+        std::thread::Builder::new()
+            .name("pigeon-sqlite-writer".into())
+            .spawn(move || run_writer(conn, rx))?;
+        Ok(SqliteStore {
+            inner: Arc::new(Inner {
+                path,
+                jobs,
+                readers: parking::Pool(std::sync::Mutex::new(Vec::new())),
+            }),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    /// Runs `f` inside the next group commit; resolves with its result once durable.
+    async fn write<T, F>(&self, f: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
+    {
+        let (tx, rx) = oneshot::channel::<StoreResult<T>>();
+        let job: Job = Box::new(move |conn: &Connection| {
+            let result = in_savepoint(conn, f);
+            Box::new(move |commit: Result<(), String>| {
+                let answer = match commit {
+                    Ok(()) => result,
+                    Err(e) => Err(StoreError::Corrupt(format!("commit failed: {e}"))),
+                };
+                let _ = tx.send(answer);
+            })
+        });
+        self.inner
+            .jobs
+            .send(job)
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        rx.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Runs `f` on a read connection on a blocking thread.
+    async fn read<T, F>(&self, f: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
+    {
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || {
+            let conn = match inner.readers.take() {
+                Some(c) => c,
+                None => {
+                    let c = Connection::open(&inner.path)?;
+                    c.busy_timeout(Duration::from_secs(10))?;
+                    c
+                }
+            };
+            let out = f(&conn);
+            inner.readers.give(conn);
+            out
+        })
+        .await
+        .map_err(|_| StoreError::Closed)?
+    }
+}
+
+/// Runs one job in a savepoint so that a failing job leaves the rest of its batch intact.
+fn in_savepoint<T>(
+    conn: &Connection,
+    f: impl FnOnce(&Connection) -> StoreResult<T>,
+) -> StoreResult<T> {
+    conn.execute_batch("SAVEPOINT job")?;
+    let result = f(conn);
+    let end = if result.is_ok() {
+        "RELEASE job"
+    } else {
+        "ROLLBACK TO job; RELEASE job"
+    };
+    conn.execute_batch(end)?;
+    result
+}
+
+fn run_writer(conn: Connection, mut rx: mpsc::Receiver<Job>) {
+    let mut batch: Vec<Job> = Vec::with_capacity(MAX_BATCH);
+    let mut after: Vec<AfterCommit> = Vec::with_capacity(MAX_BATCH);
+    while let Some(first) = rx.blocking_recv() {
+        batch.push(first);
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        let began = conn.execute_batch("BEGIN IMMEDIATE");
+        if let Err(e) = began {
+            tracing::error!(error = %e, "storage: cannot begin a transaction");
+            for job in batch.drain(..) {
+                drop(job);
+            }
+            continue;
+        }
+        for job in batch.drain(..) {
+            after.push(job(&conn));
+        }
+        let committed = conn.execute_batch("COMMIT").map_err(|e| e.to_string());
+        if let Err(e) = &committed {
+            tracing::error!(error = %e, "storage: commit failed");
+            let _ = conn.execute_batch("ROLLBACK");
+        }
+        for done in after.drain(..) {
+            done(committed.clone());
+        }
+    }
+    // Every sender is gone: the channel is drained and everything is committed.
+    let _ = conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)");
+}
+
+fn to_i64(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+fn to_u64(v: i64) -> u64 {
+    u64::try_from(v).unwrap_or(0)
+}
+
+fn app_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<AppRecord> {
+    Ok(AppRecord {
+        app_key: r.get(0)?,
+        master_secret: r.get(1)?,
+        name: r.get(2)?,
+        created_ms: to_u64(r.get(3)?),
+    })
+}
+
+fn json_map(text: &str, what: &str) -> StoreResult<Map<String, Value>> {
+    serde_json::from_str(text).map_err(|e| StoreError::Corrupt(format!("{what}: {e}")))
+}
+
+fn serialize_bitmap(b: &RoaringBitmap) -> StoreResult<Vec<u8>> {
+    let mut out = Vec::with_capacity(b.serialized_size());
+    b.serialize_into(&mut out)?;
+    Ok(out)
+}
+
+impl Storage for SqliteStore {
+    fn create_app(&self, app: AppRecord) -> StoreFuture<'_, ()> {
+        Box::pin(self.write(move |c| {
+            let n = c.execute(
+                "INSERT INTO apps (app_key, master_secret, name, created_ms) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (app_key) DO NOTHING",
+                params![app.app_key, app.master_secret, app.name, to_i64(app.created_ms)],
+            )?;
+            if n == 0 {
+                return Err(StoreError::Conflict(format!("app_key {}", app.app_key)));
+            }
+            Ok(())
+        }))
+    }
+
+    fn find_app(&self, app_key: &str) -> StoreFuture<'_, Option<AppRecord>> {
+        let app_key = app_key.to_string();
+        Box::pin(self.read(move |c| {
+            Ok(c.query_row(
+                "SELECT app_key, master_secret, name, created_ms FROM apps WHERE app_key = ?1",
+                [app_key],
+                app_from_row,
+            )
+            .optional()?)
+        }))
+    }
+
+    fn list_apps(&self) -> StoreFuture<'_, Vec<AppRecord>> {
+        Box::pin(self.read(|c| {
+            let mut st = c.prepare(
+                "SELECT app_key, master_secret, name, created_ms FROM apps ORDER BY created_ms, app_key",
+            )?;
+            let rows = st.query_map([], app_from_row)?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        }))
+    }
+
+    fn load_devices(&self, app_key: &str) -> StoreFuture<'_, Vec<DeviceRecord>> {
+        let app_key = app_key.to_string();
+        Box::pin(self.read(move |c| {
+            let mut st = c.prepare(
+                "SELECT ordinal, registration_id, install_id, secret_hash, platform, alias, tags,
+                        mobile, push_tokens, apns_production, info, created_ms, updated_ms
+                 FROM devices WHERE app_key = ?1 ORDER BY ordinal",
+            )?;
+            let mut rows = st.query([&app_key])?;
+            let mut out = Vec::new();
+            while let Some(r) = rows.next()? {
+                let platform: String = r.get(4)?;
+                let tags: String = r.get(6)?;
+                let tokens: String = r.get(8)?;
+                let info: String = r.get(10)?;
+                out.push(DeviceRecord {
+                    app_key: app_key.clone(),
+                    ordinal: r.get(0)?,
+                    registration_id: r.get(1)?,
+                    install_id: r.get(2)?,
+                    secret_hash: r.get(3)?,
+                    platform: Platform::parse(&platform).ok_or_else(|| {
+                        StoreError::Corrupt(format!("device platform {platform:?}"))
+                    })?,
+                    alias: r.get(5)?,
+                    tags: serde_json::from_str(&tags)
+                        .map_err(|e| StoreError::Corrupt(format!("device tags: {e}")))?,
+                    mobile: r.get(7)?,
+                    push_tokens: json_map(&tokens, "device push_tokens")?,
+                    apns_production: r.get(9)?,
+                    info: json_map(&info, "device info")?,
+                    created_ms: to_u64(r.get(11)?),
+                    updated_ms: to_u64(r.get(12)?),
+                });
+            }
+            Ok(out)
+        }))
+    }
+
+    fn put_device(&self, d: DeviceRecord) -> StoreFuture<'_, ()> {
+        Box::pin(self.write(move |c| {
+            let tags = serde_json::to_string(&d.tags).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            c.prepare_cached(
+                "INSERT INTO devices (app_key, ordinal, registration_id, install_id, secret_hash,
+                    platform, alias, tags, mobile, push_tokens, apns_production, info, created_ms, updated_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)
+                 ON CONFLICT (app_key, ordinal) DO UPDATE SET
+                    registration_id = excluded.registration_id, install_id = excluded.install_id,
+                    secret_hash = excluded.secret_hash, platform = excluded.platform,
+                    alias = excluded.alias, tags = excluded.tags, mobile = excluded.mobile,
+                    push_tokens = excluded.push_tokens, apns_production = excluded.apns_production,
+                    info = excluded.info, updated_ms = excluded.updated_ms",
+            )?
+            .execute(params![
+                d.app_key,
+                d.ordinal,
+                d.registration_id,
+                d.install_id,
+                d.secret_hash,
+                d.platform.as_str(),
+                d.alias,
+                tags,
+                d.mobile,
+                Value::Object(d.push_tokens).to_string(),
+                d.apns_production,
+                Value::Object(d.info).to_string(),
+                to_i64(d.created_ms),
+                to_i64(d.updated_ms),
+            ])?;
+            Ok(())
+        }))
+    }
+
+    fn insert_push(
+        &self,
+        app_key: &str,
+        push: &Push,
+        audience: &RoaringBitmap,
+    ) -> StoreFuture<'_, ()> {
+        let app_key = app_key.to_string();
+        let body = serde_json::to_string(push);
+        let blob = serialize_bitmap(audience);
+        let (msg_id, sent, expires) = (push.msg_id, push.sent_ms, push.expires_ms());
+        Box::pin(async move {
+            let body = body.map_err(|e| StoreError::Corrupt(format!("push body: {e}")))?;
+            let blob = blob?;
+            self.write(move |c| {
+                c.prepare_cached(
+                    "INSERT INTO pushes (msg_id, app_key, sent_ms, expires_ms, body, audience)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                )?
+                .execute(params![
+                    to_i64(msg_id),
+                    app_key,
+                    to_i64(sent),
+                    to_i64(expires),
+                    body,
+                    blob
+                ])?;
+                Ok(())
+            })
+            .await
+        })
+    }
+
+    fn load_live_pushes(&self, app_key: &str, now_ms: u64) -> StoreFuture<'_, Vec<StoredPush>> {
+        let app_key = app_key.to_string();
+        Box::pin(self.read(move |c| {
+            let mut st = c.prepare(
+                "SELECT msg_id, body, audience FROM pushes
+                 WHERE app_key = ?1 AND expires_ms > ?2 ORDER BY msg_id",
+            )?;
+            let mut acks = c.prepare("SELECT ordinal FROM acks WHERE msg_id = ?1")?;
+            let mut rows = st.query(params![app_key, to_i64(now_ms)])?;
+            let mut out = Vec::new();
+            while let Some(r) = rows.next()? {
+                let msg_id: i64 = r.get(0)?;
+                let body: String = r.get(1)?;
+                let blob: Vec<u8> = r.get(2)?;
+                let push: Push = serde_json::from_str(&body)
+                    .map_err(|e| StoreError::Corrupt(format!("push {msg_id}: {e}")))?;
+                let audience = RoaringBitmap::deserialize_from(&blob[..])
+                    .map_err(|e| StoreError::Corrupt(format!("push {msg_id} audience: {e}")))?;
+                let delivered: RoaringBitmap = acks
+                    .query_map([msg_id], |r| r.get::<_, u32>(0))?
+                    .collect::<Result<_, _>>()?;
+                out.push(StoredPush {
+                    push,
+                    audience,
+                    delivered,
+                });
+            }
+            Ok(out)
+        }))
+    }
+
+    fn max_msg_id(&self) -> StoreFuture<'_, u64> {
+        Box::pin(self.read(|c| {
+            let v: Option<i64> = c.query_row("SELECT MAX(msg_id) FROM pushes", [], |r| r.get(0))?;
+            Ok(v.map(to_u64).unwrap_or(0))
+        }))
+    }
+
+    fn record_acks(&self, acks: Vec<(u64, u32)>, at_ms: u64) -> StoreFuture<'_, ()> {
+        Box::pin(self.write(move |c| {
+            let mut st = c.prepare_cached(
+                "INSERT INTO acks (msg_id, ordinal, acked_ms) VALUES (?1, ?2, ?3)
+                 ON CONFLICT DO NOTHING",
+            )?;
+            for (msg_id, ordinal) in acks {
+                st.execute(params![to_i64(msg_id), ordinal, to_i64(at_ms)])?;
+            }
+            Ok(())
+        }))
+    }
+
+    fn record_event(&self, e: DeviceEvent) -> StoreFuture<'_, ()> {
+        Box::pin(self.write(move |c| {
+            c.prepare_cached(
+                "INSERT INTO device_events (app_key, ordinal, kind, msg_id, data, at_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )?
+            .execute(params![
+                e.app_key,
+                e.ordinal,
+                e.kind,
+                e.msg_id.map(to_i64),
+                e.data.to_string(),
+                to_i64(e.at_ms)
+            ])?;
+            Ok(())
+        }))
+    }
+
+    fn close(&self) -> StoreFuture<'_, ()> {
+        // A no-op write: once it is answered, every write queued before it is durable.
+        Box::pin(self.write(|_| Ok(())))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pigeon_core::{Audience, PlatformSet, PushOptions};
+
+    fn device(ordinal: u32, rid: &str) -> DeviceRecord {
+        DeviceRecord {
+            app_key: "k".into(),
+            ordinal,
+            registration_id: rid.into(),
+            install_id: None,
+            secret_hash: "h".into(),
+            platform: Platform::Ios,
+            alias: Some("al".into()),
+            tags: vec!["t1".into()],
+            mobile: None,
+            push_tokens: Map::new(),
+            apns_production: true,
+            info: Map::new(),
+            created_ms: 1,
+            updated_ms: 1,
+        }
+    }
+
+    #[tokio::test]
+    async fn apps_devices_pushes_and_acks_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path().join("db"), Synchronous::Normal).unwrap();
+        let app = AppRecord {
+            app_key: "k".into(),
+            master_secret: "s".into(),
+            name: "n".into(),
+            created_ms: 5,
+        };
+        store.create_app(app.clone()).await.unwrap();
+        assert!(matches!(
+            store.create_app(app.clone()).await,
+            Err(StoreError::Conflict(_))
+        ));
+        assert_eq!(store.find_app("k").await.unwrap(), Some(app));
+        assert_eq!(store.find_app("zz").await.unwrap(), None);
+
+        store.put_device(device(0, "r0")).await.unwrap();
+        let mut d = device(0, "r0");
+        d.tags = vec!["x".into(), "y".into()];
+        store.put_device(d.clone()).await.unwrap();
+        store.put_device(device(1, "r1")).await.unwrap();
+        let devices = store.load_devices("k").await.unwrap();
+        assert_eq!(devices.len(), 2);
+        assert_eq!(devices[0].tags, d.tags);
+
+        let push = Push {
+            msg_id: 42,
+            sent_ms: 1_000,
+            platforms: PlatformSet::all(),
+            audience: Audience::All,
+            notification: None,
+            message: Some(Map::new()),
+            options: PushOptions::default(),
+            sms_message: None,
+            callback: None,
+            cid: None,
+            extra: Map::new(),
+        };
+        let audience: RoaringBitmap = [0u32, 1].into_iter().collect();
+        store.insert_push("k", &push, &audience).await.unwrap();
+        store
+            .record_acks(vec![(42, 1), (42, 1)], 2_000)
+            .await
+            .unwrap();
+        let live = store.load_live_pushes("k", 2_000).await.unwrap();
+        assert_eq!(live.len(), 1);
+        assert_eq!(live[0].push, push);
+        assert_eq!(live[0].audience, audience);
+        assert_eq!(live[0].delivered.iter().collect::<Vec<_>>(), [1]);
+        assert!(store
+            .load_live_pushes("k", push.expires_ms())
+            .await
+            .unwrap()
+            .is_empty());
+        assert_eq!(store.max_msg_id().await.unwrap(), 42);
+        store.close().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_failing_write_does_not_spoil_its_batch() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path().join("db"), Synchronous::Normal).unwrap();
+        let app = AppRecord {
+            app_key: "k".into(),
+            master_secret: "s".into(),
+            name: "n".into(),
+            created_ms: 5,
+        };
+        let other = AppRecord {
+            app_key: "k2".into(),
+            ..app.clone()
+        };
+        let (a, b, c) = tokio::join!(
+            store.create_app(app.clone()),
+            store.create_app(app.clone()),
+            store.create_app(other)
+        );
+        assert_eq!([a.is_ok(), b.is_ok()].iter().filter(|x| **x).count(), 1);
+        assert!(c.is_ok());
+        assert_eq!(store.list_apps().await.unwrap().len(), 2);
+    }
+}

@@ -1,0 +1,189 @@
+//! Serve configuration: defaults, then a TOML file, then `PIGEON_*` environment variables,
+//! then command-line flags, each overriding the one before.
+
+use anyhow::Context;
+use clap::Args;
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+pub const DEFAULT_DATA: &str = "./pigeon-data";
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+pub const DB_FILE: &str = "pigeon.db";
+
+#[derive(Args, Debug, Default)]
+pub struct ServeArgs {
+    /// Data directory [default: ./pigeon-data] (env PIGEON_DATA).
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// Listen address [default: 127.0.0.1:8080] (env PIGEON_LISTEN).
+    #[arg(long)]
+    pub listen: Option<SocketAddr>,
+    /// TOML configuration file.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+}
+
+/// Everything `pigeon serve` runs with.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    pub data: PathBuf,
+    pub listen: SocketAddr,
+    /// Seconds a device may stay silent (told in welcome); it is closed after twice that.
+    pub heartbeat_s: u64,
+    /// How long a new device connection may take to say hello, in ms.
+    pub hello_timeout_ms: u64,
+    /// `full` (survives power loss) or `normal` (survives a process crash).
+    pub sqlite_synchronous: String,
+    /// How long shutdown waits for devices to take their 1001 close, in ms.
+    pub shutdown_grace_ms: u64,
+}
+
+/// The TOML file: every key optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    data: Option<PathBuf>,
+    listen: Option<SocketAddr>,
+    heartbeat_s: Option<u64>,
+    hello_timeout_ms: Option<u64>,
+    sqlite_synchronous: Option<String>,
+    shutdown_grace_ms: Option<u64>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            data: PathBuf::from(DEFAULT_DATA),
+            listen: DEFAULT_LISTEN
+                .parse()
+                .unwrap_or_else(|_| ([127, 0, 0, 1], 8080).into()),
+            heartbeat_s: 60,
+            hello_timeout_ms: 10_000,
+            sqlite_synchronous: "full".into(),
+            shutdown_grace_ms: 2_000,
+        }
+    }
+}
+
+impl Config {
+    pub fn load(args: ServeArgs) -> anyhow::Result<Config> {
+        let env: Vec<(String, String)> = std::env::vars()
+            .filter(|(k, _)| k.starts_with("PIGEON_"))
+            .collect();
+        Config::from_sources(args, &env)
+    }
+
+    fn from_sources(args: ServeArgs, env: &[(String, String)]) -> anyhow::Result<Config> {
+        let mut c = Config::default();
+        if let Some(path) = &args.config {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading config file {}", path.display()))?;
+            let f: FileConfig = toml::from_str(&text)
+                .with_context(|| format!("parsing config file {}", path.display()))?;
+            if let Some(v) = f.data {
+                c.data = v;
+            }
+            if let Some(v) = f.listen {
+                c.listen = v;
+            }
+            if let Some(v) = f.heartbeat_s {
+                c.heartbeat_s = v;
+            }
+            if let Some(v) = f.hello_timeout_ms {
+                c.hello_timeout_ms = v;
+            }
+            if let Some(v) = f.sqlite_synchronous {
+                c.sqlite_synchronous = v;
+            }
+            if let Some(v) = f.shutdown_grace_ms {
+                c.shutdown_grace_ms = v;
+            }
+        }
+        for (key, value) in env {
+            let bad = |what: &str| anyhow::anyhow!("{key}={value:?} is not {what}");
+            match key.as_str() {
+                "PIGEON_DATA" => c.data = PathBuf::from(value),
+                "PIGEON_LISTEN" => {
+                    c.listen = value
+                        .parse()
+                        .map_err(|_| bad("an address like 127.0.0.1:8080"))?
+                }
+                "PIGEON_HEARTBEAT_S" => {
+                    c.heartbeat_s = value.parse().map_err(|_| bad("a number"))?
+                }
+                "PIGEON_HELLO_TIMEOUT_MS" => {
+                    c.hello_timeout_ms = value.parse().map_err(|_| bad("a number"))?
+                }
+                "PIGEON_SQLITE_SYNCHRONOUS" => c.sqlite_synchronous = value.clone(),
+                "PIGEON_SHUTDOWN_GRACE_MS" => {
+                    c.shutdown_grace_ms = value.parse().map_err(|_| bad("a number"))?
+                }
+                _ => {}
+            }
+        }
+        if let Some(v) = args.data {
+            c.data = v;
+        }
+        if let Some(v) = args.listen {
+            c.listen = v;
+        }
+        if c.heartbeat_s < 5 {
+            anyhow::bail!(
+                "heartbeat_s must be at least 5 (protocol §2), got {}",
+                c.heartbeat_s
+            );
+        }
+        if !["full", "normal"].contains(&c.sqlite_synchronous.as_str()) {
+            anyhow::bail!(
+                "sqlite_synchronous must be \"full\" or \"normal\", got {:?}",
+                c.sqlite_synchronous
+            );
+        }
+        Ok(c)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_then_env_then_flags() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("pigeon.toml");
+        std::fs::write(
+            &file,
+            "listen = \"127.0.0.1:9000\"\nheartbeat_s = 30\ndata = \"/from/file\"\n",
+        )
+        .unwrap();
+        let env = vec![("PIGEON_HEARTBEAT_S".to_string(), "20".to_string())];
+        let args = ServeArgs {
+            config: Some(file),
+            data: Some("/from/flag".into()),
+            listen: None,
+        };
+        let c = Config::from_sources(args, &env).unwrap();
+        assert_eq!(c.listen, "127.0.0.1:9000".parse().unwrap());
+        assert_eq!(c.heartbeat_s, 20);
+        assert_eq!(c.data, PathBuf::from("/from/flag"));
+    }
+
+    #[test]
+    fn bad_values_are_refused_with_a_reason() {
+        let env = vec![("PIGEON_HEARTBEAT_S".to_string(), "3".to_string())];
+        let e = Config::from_sources(ServeArgs::default(), &env).unwrap_err();
+        assert!(e.to_string().contains("at least 5"));
+        let env = vec![("PIGEON_LISTEN".to_string(), "nowhere".to_string())];
+        let e = Config::from_sources(ServeArgs::default(), &env).unwrap_err();
+        assert!(e.to_string().contains("PIGEON_LISTEN"));
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("bad.toml");
+        std::fs::write(&file, "lissen = \"x\"\n").unwrap();
+        let args = ServeArgs {
+            config: Some(file),
+            ..Default::default()
+        };
+        assert!(format!("{:#}", Config::from_sources(args, &[]).unwrap_err()).contains("lissen"));
+    }
+}

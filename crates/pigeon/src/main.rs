@@ -1,0 +1,131 @@
+//! The `pigeon` binary: `serve`, `app create|list`, `device simulate`.
+
+mod config;
+mod serve;
+mod simulate;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use config::{Config, ServeArgs};
+use pigeon_engine::{new_app_record, EngineError};
+use pigeon_store::{SqliteStore, Storage, StoreError};
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(
+    name = "pigeon",
+    version,
+    about = "Self-hosted push notifications: JPush v3 API, device WebSockets, offline store"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server: JPush v3 API, device registration and device WebSocket on one listener.
+    Serve(ServeArgs),
+    /// Manage apps (tenants).
+    #[command(subcommand)]
+    App(AppCommand),
+    /// Device tools.
+    #[command(subcommand)]
+    Device(DeviceCommand),
+}
+
+#[derive(Subcommand)]
+enum AppCommand {
+    /// Create an app and print {"app_key":..,"master_secret":..}.
+    Create {
+        #[arg(long)]
+        name: String,
+        /// 24 characters of [A-Za-z0-9]; generated when not given.
+        #[arg(long)]
+        app_key: Option<String>,
+        /// 24 characters of [A-Za-z0-9]; generated when not given.
+        #[arg(long)]
+        master_secret: Option<String>,
+        #[arg(long, env = "PIGEON_DATA", default_value = config::DEFAULT_DATA)]
+        data: PathBuf,
+    },
+    /// List apps, one JSON object a line.
+    List {
+        #[arg(long, env = "PIGEON_DATA", default_value = config::DEFAULT_DATA)]
+        data: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum DeviceCommand {
+    /// Register N devices, connect them, ack and print every push they receive.
+    Simulate(simulate::SimulateArgs),
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(async move {
+        match cli.command {
+            Command::Serve(args) => serve::run(Config::load(args)?).await,
+            Command::App(cmd) => app_command(cmd).await,
+            Command::Device(DeviceCommand::Simulate(args)) => simulate::run(args).await,
+        }
+    })
+}
+
+async fn app_command(cmd: AppCommand) -> anyhow::Result<()> {
+    match cmd {
+        AppCommand::Create {
+            name,
+            app_key,
+            master_secret,
+            data,
+        } => {
+            let store = open_store(&data)?;
+            let record = new_app_record(&name, app_key, master_secret).map_err(|e| match e {
+                EngineError::Invalid(m) => anyhow::anyhow!(m),
+                e => e.into(),
+            })?;
+            match store.create_app(record.clone()).await {
+                Ok(()) => {}
+                Err(StoreError::Conflict(what)) => anyhow::bail!("{what} already exists"),
+                Err(e) => return Err(e).context("creating the app"),
+            }
+            store.close().await?;
+            println!(
+                "{}",
+                serde_json::json!({"app_key": record.app_key, "master_secret": record.master_secret})
+            );
+        }
+        AppCommand::List { data } => {
+            let store = open_store(&data)?;
+            for app in store.list_apps().await? {
+                println!(
+                    "{}",
+                    serde_json::json!({"app_key": app.app_key, "master_secret": app.master_secret,
+                                       "name": app.name, "created_ms": app.created_ms})
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Opens the store in `data` (created if missing). Several processes may open it at once.
+pub(crate) fn open_store(data: &std::path::Path) -> anyhow::Result<SqliteStore> {
+    std::fs::create_dir_all(data)
+        .with_context(|| format!("creating the data directory {}", data.display()))?;
+    let path = data.join(config::DB_FILE);
+    SqliteStore::open(&path, pigeon_store::Synchronous::Full)
+        .with_context(|| format!("opening {}", path.display()))
+}

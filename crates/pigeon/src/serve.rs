@@ -1,0 +1,161 @@
+//! `pigeon serve`: one listener for the JPush v3 API, device registration and the device
+//! WebSocket, on embedded storage in a data directory.
+
+use crate::config::{Config, DB_FILE};
+use anyhow::Context;
+use axum::http::{StatusCode, Uri};
+use axum::response::Response;
+use axum::routing::get;
+use axum::Router;
+use pigeon_core::error_json;
+use pigeon_engine::Engine;
+use pigeon_gateway::GatewayConfig;
+use pigeon_store::{SqliteStore, Synchronous};
+use std::fs::File;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub async fn run(cfg: Config) -> anyhow::Result<()> {
+    raise_fd_limit();
+    std::fs::create_dir_all(&cfg.data)
+        .with_context(|| format!("creating the data directory {}", cfg.data.display()))?;
+    let _lock = lock_data_dir(&cfg.data)?;
+    let sync = if cfg.sqlite_synchronous == "normal" {
+        Synchronous::Normal
+    } else {
+        Synchronous::Full
+    };
+    let db = cfg.data.join(DB_FILE);
+    let store =
+        SqliteStore::open(&db, sync).with_context(|| format!("opening {}", db.display()))?;
+    let started = std::time::Instant::now();
+    let engine = Engine::start(Arc::new(store))
+        .await
+        .context("loading stored state")?;
+    let devices: u64 = engine.apps().iter().map(|a| a.device_count()).sum();
+    tracing::info!(
+        apps = engine.apps().len(),
+        devices,
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "state loaded"
+    );
+
+    let gateway = GatewayConfig {
+        heartbeat_s: cfg.heartbeat_s,
+        hello_timeout: Duration::from_millis(cfg.hello_timeout_ms),
+    };
+    let app = Router::new()
+        .merge(pigeon_jpush::router(engine.clone()))
+        .merge(pigeon_gateway::router(engine.clone(), gateway))
+        .route(
+            "/health",
+            get(|| async {
+                pigeon_jpush::json_response(StatusCode::OK, &serde_json::json!({"status": "ok"}))
+            }),
+        )
+        .fallback(not_found);
+
+    let listener = tokio::net::TcpListener::bind(cfg.listen)
+        .await
+        .with_context(|| format!("listening on {}", cfg.listen))?;
+    let addr = listener.local_addr()?;
+    tracing::info!(data = %cfg.data.display(), "pigeon listening on http://{addr}");
+
+    let shutdown_engine = engine.clone();
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move {
+            shutdown_signal().await;
+            tracing::info!("shutting down: closing device connections with 1001");
+            shutdown_engine.close_all(1001, "server shutting down");
+        })
+        .await
+        .context("serving")?;
+
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(cfg.shutdown_grace_ms);
+    while engine.apps().iter().any(|a| a.online_count() > 0)
+        && tokio::time::Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    engine.flush().await.context("flushing storage")?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn not_found(uri: Uri) -> Response {
+    pigeon_jpush::json_response(
+        StatusCode::NOT_FOUND,
+        &error_json(404, &format!("no such API: {}", uri.path())),
+    )
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+}
+
+/// Only one server may use a data directory: a second one would fight over device ordinals.
+fn lock_data_dir(data: &Path) -> anyhow::Result<File> {
+    let path = data.join("serve.lock");
+    let file = File::create(&path).with_context(|| format!("creating {}", path.display()))?;
+    #[cfg(unix)]
+    {
+        use std::os::fd::AsRawFd;
+        // SAFETY: flock on a file descriptor we own; no memory is touched.
+        let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+        if rc != 0 {
+            anyhow::bail!("another `pigeon serve` is already using {}", data.display());
+        }
+    }
+    Ok(file)
+}
+
+/// Each device connection is a file descriptor: take all the kernel allows.
+fn raise_fd_limit() {
+    #[cfg(unix)]
+    {
+        let mut lim = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit/setrlimit write to / read from a local struct.
+        unsafe {
+            if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+                return;
+            }
+            let soft = lim.rlim_cur;
+            lim.rlim_cur = lim.rlim_max;
+            let raised = libc::setrlimit(libc::RLIMIT_NOFILE, &lim) == 0;
+            let now = if raised { lim.rlim_max } else { soft };
+            tracing::info!(
+                soft_before = soft,
+                soft = now,
+                hard = lim.rlim_max,
+                "open file limit"
+            );
+            if lim.rlim_max < 65_536 {
+                tracing::warn!(
+                    hard = lim.rlim_max,
+                    "the hard open-file limit caps device connections at fewer than {}",
+                    lim.rlim_max
+                );
+            }
+        }
+    }
+}

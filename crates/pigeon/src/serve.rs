@@ -149,11 +149,11 @@ fn raise_fd_limit() {
                 hard = lim.rlim_max,
                 "open file limit"
             );
-            if lim.rlim_max < 65_536 {
+            // Each connection is one descriptor; below this a server cannot hold a useful crowd.
+            if now < 4_096 {
                 tracing::warn!(
-                    hard = lim.rlim_max,
-                    "the hard open-file limit caps device connections at fewer than {}",
-                    lim.rlim_max
+                    limit = now,
+                    "the open-file limit caps device connections below {now}"
                 );
             }
         }

@@ -4,7 +4,6 @@ use clap::Args;
 use futures_util::stream::{self, StreamExt};
 use indicatif::{ProgressBar, ProgressStyle};
 use pigeon_device::{register, Credentials, DeviceConnection, Frame, RegisterRequest};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use tokio::sync::mpsc;
 
@@ -71,24 +70,22 @@ pub async fn run(args: SimulateArgs) -> anyhow::Result<()> {
             .await;
     bar.finish_and_clear();
     let (tx, mut rx) = mpsc::channel::<String>(1024);
-    let received = Arc::new(AtomicU64::new(0));
     let mut ok = 0;
     for result in connected {
         let (i, creds, conn) = result?;
         ok += 1;
-        tokio::spawn(device_loop(i, creds, conn, tx.clone(), received.clone()));
+        tokio::spawn(device_loop(i, creds, conn, tx.clone()));
     }
     drop(tx);
     eprintln!(
         "{ok} devices connected to {}; waiting for pushes (Ctrl-C to stop)",
         args.server
     );
+    let mut printed = 0u64;
     while let Some(line) = rx.recv().await {
         println!("{line}");
-        if args
-            .exit_after
-            .is_some_and(|n| received.load(Ordering::Relaxed) >= n)
-        {
+        printed += 1;
+        if args.exit_after.is_some_and(|n| printed >= n) {
             break;
         }
     }
@@ -100,7 +97,6 @@ async fn device_loop(
     creds: Credentials,
     mut conn: DeviceConnection,
     out: mpsc::Sender<String>,
-    received: Arc<AtomicU64>,
 ) {
     let mut keepalive = tokio::time::interval(std::time::Duration::from_secs(
         (conn.welcome.heartbeat_s / 2).max(1),
@@ -121,7 +117,6 @@ async fn device_loop(
                 if conn.ack(&[&p.msg_id]).await.is_err() {
                     return;
                 }
-                received.fetch_add(1, Ordering::Relaxed);
                 let line = serde_json::json!({"device": index, "registration_id": creds.registration_id,
                     "msg_id": p.msg_id, "notification": p.notification, "message": p.message});
                 if out.send(line.to_string()).await.is_err() {

@@ -130,7 +130,45 @@ pub fn connect_url(base: &str) -> String {
 impl DeviceConnection {
     /// Connects, says hello and waits for `welcome`.
     pub async fn connect(base: &str, creds: &Credentials) -> Result<DeviceConnection, DeviceError> {
-        let (mut ws, _) = tokio_tungstenite::connect_async(connect_url(base)).await?;
+        DeviceConnection::connect_from(base, creds, None).await
+    }
+
+    /// Like [`DeviceConnection::connect`], from a chosen local address (load generators use
+    /// 127.0.0.x source addresses to get past one address's ephemeral ports).
+    pub async fn connect_from(
+        base: &str,
+        creds: &Credentials,
+        local: Option<std::net::IpAddr>,
+    ) -> Result<DeviceConnection, DeviceError> {
+        let url = connect_url(base);
+        let host_port = url
+            .split("://")
+            .nth(1)
+            .and_then(|rest| rest.split('/').next())
+            .ok_or_else(|| DeviceError::Protocol(format!("cannot find host:port in {url}")))?;
+        let addr = tokio::net::lookup_host(host_port)
+            .await
+            .map_err(|e| DeviceError::Protocol(format!("resolving {host_port}: {e}")))?
+            .next()
+            .ok_or_else(|| DeviceError::Protocol(format!("{host_port} resolves to nothing")))?;
+        let socket = if addr.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()
+        } else {
+            tokio::net::TcpSocket::new_v6()
+        }
+        .map_err(|e| DeviceError::Protocol(format!("socket: {e}")))?;
+        if let Some(ip) = local {
+            socket
+                .bind(std::net::SocketAddr::new(ip, 0))
+                .map_err(|e| DeviceError::Protocol(format!("binding {ip}: {e}")))?;
+        }
+        let stream = socket
+            .connect(addr)
+            .await
+            .map_err(|e| DeviceError::Protocol(format!("connecting to {addr}: {e}")))?;
+        let _ = stream.set_nodelay(true);
+        let (mut ws, _) =
+            tokio_tungstenite::client_async(url.as_str(), MaybeTlsStream::Plain(stream)).await?;
         let hello = json!({"op": "hello", "registration_id": creds.registration_id,
                            "device_secret": creds.device_secret, "sdk": "pigeon-device/0.1"});
         ws.send(Message::text(hello.to_string())).await?;

@@ -32,6 +32,18 @@ enum Command {
     /// Device tools.
     #[command(subcommand)]
     Device(DeviceCommand),
+    /// Benchmarks (see BENCHMARKS.md).
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+#[derive(Subcommand)]
+enum BenchCommand {
+    /// Broadcast fan-out and idle connection cost, beside Mosquitto.
+    Fanout(pigeon_bench::fanout::FanoutArgs),
+    /// A load-generating agent (started by the scenarios, not by hand).
+    #[command(hide = true)]
+    Agent(pigeon_bench::agent::AgentArgs),
 }
 
 #[derive(Subcommand)]
@@ -79,8 +91,20 @@ fn main() -> anyhow::Result<()> {
             Command::Serve(args) => serve::run(Config::load(args)?).await,
             Command::App(cmd) => app_command(cmd).await,
             Command::Device(DeviceCommand::Simulate(args)) => simulate::run(args).await,
+            Command::Bench(cmd) => bench(cmd).await,
         }
     })
+}
+
+async fn bench(cmd: BenchCommand) -> anyhow::Result<()> {
+    serve::raise_fd_limit();
+    match cmd {
+        // Scenarios drive agents through blocking pipes: keep them off the async workers.
+        BenchCommand::Fanout(args) => {
+            tokio::task::spawn_blocking(move || pigeon_bench::fanout::run(args)).await?
+        }
+        BenchCommand::Agent(args) => pigeon_bench::agent::run(args).await,
+    }
 }
 
 async fn app_command(cmd: AppCommand) -> anyhow::Result<()> {

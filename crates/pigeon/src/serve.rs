@@ -127,7 +127,7 @@ fn lock_data_dir(data: &Path) -> anyhow::Result<File> {
 }
 
 /// Each device connection is a file descriptor: take all the kernel allows.
-fn raise_fd_limit() {
+pub(crate) fn raise_fd_limit() {
     #[cfg(unix)]
     {
         let mut lim = libc::rlimit {

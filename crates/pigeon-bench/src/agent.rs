@@ -1,0 +1,244 @@
+//! A load-generating agent process. It holds many device connections (Pigeon's protocol or
+//! MQTT), records when pushes arrive, and answers one JSON line per command read on stdin:
+//!
+//! - `connect` → `{"connected": n}`
+//! - `wait K SECS` → waits until K pushes arrived in all (or SECS pass) →
+//!   `{"received": r, "first_us": .., "last_us": .., "latencies_us": [p50, p99, max]}`
+//! - `reset` → `{"reset": true}`; `quit` exits.
+//!
+//! A Pigeon agent registers its devices first and says `{"registered": n, "registration_ids": [..]}`.
+
+use crate::mqtt;
+use crate::procs::now_us;
+use clap::{Args, ValueEnum};
+use futures_util::stream::{self, StreamExt};
+use pigeon_device::{register, Credentials, DeviceConnection, Frame, RegisterRequest};
+use serde_json::json;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum Mode {
+    Pigeon,
+    Mqtt,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct AgentArgs {
+    #[arg(long, value_enum)]
+    pub mode: Mode,
+    /// Pigeon base URL, or MQTT host:port.
+    #[arg(long)]
+    pub server: String,
+    #[arg(long, default_value = "")]
+    pub app_key: String,
+    #[arg(long)]
+    pub count: usize,
+    /// Local address to connect from.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub source_ip: IpAddr,
+    /// Distinguishes this agent's devices from other agents'.
+    #[arg(long, default_value_t = 0)]
+    pub id: usize,
+    #[arg(long, default_value = "bench")]
+    pub topic: String,
+}
+
+#[derive(Default)]
+struct Stats {
+    received: AtomicU64,
+    first_us: AtomicU64,
+    last_us: AtomicU64,
+    latencies: Mutex<Vec<u64>>,
+}
+
+impl Stats {
+    fn record(&self, sent_us: Option<u64>) {
+        let now = now_us();
+        self.received.fetch_add(1, Ordering::Relaxed);
+        self.last_us.fetch_max(now, Ordering::Relaxed);
+        let _ = self
+            .first_us
+            .compare_exchange(0, now, Ordering::Relaxed, Ordering::Relaxed);
+        if let Some(t) = sent_us {
+            if let Ok(mut l) = self.latencies.lock() {
+                l.push(now.saturating_sub(t));
+            }
+        }
+    }
+
+    fn reset(&self) {
+        self.received.store(0, Ordering::Relaxed);
+        self.first_us.store(0, Ordering::Relaxed);
+        self.last_us.store(0, Ordering::Relaxed);
+        if let Ok(mut l) = self.latencies.lock() {
+            l.clear();
+        }
+    }
+
+    fn report(&self) -> serde_json::Value {
+        let mut l = self.latencies.lock().map(|l| l.clone()).unwrap_or_default();
+        l.sort_unstable();
+        let pct = |p: f64| {
+            l.get(((l.len() as f64 * p) as usize).min(l.len().saturating_sub(1)))
+                .copied()
+        };
+        json!({"received": self.received.load(Ordering::Relaxed),
+               "first_us": self.first_us.load(Ordering::Relaxed),
+               "last_us": self.last_us.load(Ordering::Relaxed),
+               "latency_count": l.len(),
+               "latency_p50_us": pct(0.5), "latency_p99_us": pct(0.99), "latency_max_us": l.last()})
+    }
+}
+
+fn say(v: serde_json::Value) {
+    println!("{v}");
+}
+
+pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
+    let stats = Arc::new(Stats::default());
+    let mut lines = BufReader::new(tokio::io::stdin()).lines();
+    let creds = match args.mode {
+        Mode::Pigeon => {
+            let creds = register_all(&args).await?;
+            let ids: Vec<&str> = creds.iter().map(|c| c.registration_id.as_str()).collect();
+            say(json!({"registered": creds.len(), "registration_ids": ids}));
+            creds
+        }
+        Mode::Mqtt => Vec::new(),
+    };
+    while let Some(line) = lines.next_line().await? {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        match words.as_slice() {
+            ["connect"] => {
+                let n = match args.mode {
+                    Mode::Pigeon => connect_pigeon(&args, &creds, &stats).await?,
+                    Mode::Mqtt => connect_mqtt(&args, &stats).await?,
+                };
+                say(json!({"connected": n}));
+            }
+            ["wait", k, secs] => {
+                let k: u64 = k.parse()?;
+                let deadline = tokio::time::Instant::now() + Duration::from_secs(secs.parse()?);
+                while stats.received.load(Ordering::Relaxed) < k
+                    && tokio::time::Instant::now() < deadline
+                {
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+                say(stats.report());
+            }
+            ["reset"] => {
+                stats.reset();
+                say(json!({"reset": true}));
+            }
+            ["quit"] | [] => break,
+            _ => say(json!({"error": format!("unknown command {line:?}")})),
+        }
+    }
+    Ok(())
+}
+
+async fn register_all(args: &AgentArgs) -> anyhow::Result<Vec<Credentials>> {
+    let http = reqwest::Client::builder()
+        .local_address(args.source_ip)
+        .build()?;
+    let results: Vec<anyhow::Result<Credentials>> = stream::iter(0..args.count)
+        .map(|i| {
+            let http = http.clone();
+            let req = RegisterRequest {
+                app_key: args.app_key.clone(),
+                platform: Some("android".into()),
+                install_id: Some(format!("bench-agent-{:04}-{i:08}", args.id)),
+                ..Default::default()
+            };
+            let server = args.server.clone();
+            async move { Ok(register(&http, &server, &req).await?) }
+        })
+        .buffered(64)
+        .collect()
+        .await;
+    results.into_iter().collect()
+}
+
+async fn connect_pigeon(
+    args: &AgentArgs,
+    creds: &[Credentials],
+    stats: &Arc<Stats>,
+) -> anyhow::Result<usize> {
+    let results: Vec<anyhow::Result<DeviceConnection>> = stream::iter(creds.iter())
+        .map(|c| async move {
+            Ok(DeviceConnection::connect_from(&args.server, c, Some(args.source_ip)).await?)
+        })
+        .buffer_unordered(128)
+        .collect()
+        .await;
+    let mut n = 0;
+    for conn in results {
+        tokio::spawn(pigeon_device_loop(conn?, stats.clone()));
+        n += 1;
+    }
+    Ok(n)
+}
+
+async fn pigeon_device_loop(mut conn: DeviceConnection, stats: Arc<Stats>) {
+    loop {
+        match conn.next_frame().await {
+            Ok(Frame::Push(p)) => {
+                let sent = p
+                    .notification
+                    .as_ref()
+                    .and_then(|n| n.get("extras"))
+                    .and_then(|e| e.get("t"))
+                    .and_then(|t| t.as_u64());
+                stats.record(sent);
+                if conn.ack(&[&p.msg_id]).await.is_err() {
+                    return;
+                }
+            }
+            Ok(Frame::Other(_)) => {}
+            Err(_) => return,
+        }
+    }
+}
+
+async fn connect_mqtt(args: &AgentArgs, stats: &Arc<Stats>) -> anyhow::Result<usize> {
+    let addr: std::net::SocketAddr = args.server.parse()?;
+    let results: Vec<anyhow::Result<tokio::net::TcpStream>> = stream::iter(0..args.count)
+        .map(|i| async move {
+            let socket = tokio::net::TcpSocket::new_v4()?;
+            socket.bind(std::net::SocketAddr::new(args.source_ip, 0))?;
+            let s = socket.connect(addr).await?;
+            s.set_nodelay(true)?;
+            mqtt::subscriber(s, &format!("bench-{}-{i}", args.id), &args.topic).await
+        })
+        .buffer_unordered(128)
+        .collect()
+        .await;
+    let mut n = 0;
+    for s in results {
+        tokio::spawn(mqtt_loop(s?, stats.clone()));
+        n += 1;
+    }
+    Ok(n)
+}
+
+async fn mqtt_loop(mut s: tokio::net::TcpStream, stats: Arc<Stats>) {
+    while let Ok(p) = mqtt::read_packet(&mut s).await {
+        if p.kind() != 3 {
+            continue;
+        }
+        let Ok(id) = p.publish_id() else { return };
+        let topic_len = u16::from_be_bytes([p.body[0], p.body[1]]) as usize;
+        let payload = &p.body[(2 + topic_len + 2).min(p.body.len())..];
+        let sent = std::str::from_utf8(payload)
+            .ok()
+            .and_then(|t| t.parse().ok());
+        stats.record(sent);
+        if s.write_all(&mqtt::puback(id)).await.is_err() {
+            return;
+        }
+    }
+}

@@ -1,0 +1,304 @@
+//! `pigeon bench fanout`: broadcast fan-out and idle connection cost, Pigeon and Mosquitto
+//! side by side. N devices (MQTT clients) connected from agent processes; one push to all
+//! (one QoS-1 publish); time from the request to the last device receiving (and acking) it.
+
+use crate::mqtt;
+use crate::procs::{now_us, require, rss_kib, split, wait_port, Agent, Guard, PigeonServer};
+use crate::table::Table;
+use anyhow::{bail, Context};
+use base64::Engine as _;
+use clap::Args;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+#[derive(Args, Debug)]
+pub struct FanoutArgs {
+    /// Device counts to measure.
+    #[arg(long, value_delimiter = ',', default_value = "5000,10000,19500")]
+    pub counts: Vec<usize>,
+    /// Broadcasts per count; the table shows the median.
+    #[arg(long, default_value_t = 5)]
+    pub rounds: usize,
+    /// Agent processes holding the device connections.
+    #[arg(long, default_value_t = 4)]
+    pub agents: usize,
+    /// Skip the Mosquitto comparison.
+    #[arg(long)]
+    pub no_mosquitto: bool,
+}
+
+/// What one system did at one N.
+pub struct Outcome {
+    pub n: usize,
+    pub rss_before_kib: u64,
+    pub rss_after_kib: u64,
+    /// Milliseconds from the request to the last device, one per round.
+    pub rounds_ms: Vec<f64>,
+}
+
+impl Outcome {
+    pub fn per_connection_bytes(&self) -> f64 {
+        (self.rss_after_kib.saturating_sub(self.rss_before_kib) * 1024) as f64 / self.n as f64
+    }
+    pub fn median_ms(&self) -> f64 {
+        let mut v = self.rounds_ms.clone();
+        v.sort_by(f64::total_cmp);
+        v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
+    }
+    pub fn deliveries_per_s(&self) -> f64 {
+        self.n as f64 / (self.median_ms() / 1000.0)
+    }
+}
+
+pub fn run(args: FanoutArgs) -> anyhow::Result<()> {
+    if !args.no_mosquitto {
+        require("mosquitto", "mosquitto")?;
+    }
+    let mut table = Table::new(&[
+        "N",
+        "pigeon ms",
+        "pigeon deliv/s",
+        "mosquitto ms",
+        "mosquitto deliv/s",
+        "ratio",
+        "pigeon B/conn",
+        "mosquitto B/conn",
+    ]);
+    for &n in &args.counts {
+        eprintln!("== N = {n}: pigeon");
+        let p = pigeon(n, args.agents, args.rounds)?;
+        eprintln!(
+            "   rounds ms: {:?}; idle {:.0} B/conn",
+            p.rounds_ms,
+            p.per_connection_bytes()
+        );
+        let m = if args.no_mosquitto {
+            None
+        } else {
+            eprintln!("== N = {n}: mosquitto");
+            let m = mosquitto(n, args.agents, args.rounds)?;
+            eprintln!(
+                "   rounds ms: {:?}; idle {:.0} B/conn",
+                m.rounds_ms,
+                m.per_connection_bytes()
+            );
+            Some(m)
+        };
+        table.row(vec![
+            n.to_string(),
+            format!("{:.1}", p.median_ms()),
+            format!("{:.0}", p.deliveries_per_s()),
+            m.as_ref()
+                .map(|m| format!("{:.1}", m.median_ms()))
+                .unwrap_or_default(),
+            m.as_ref()
+                .map(|m| format!("{:.0}", m.deliveries_per_s()))
+                .unwrap_or_default(),
+            m.as_ref()
+                .map(|m| format!("{:.2}x", p.deliveries_per_s() / m.deliveries_per_s()))
+                .unwrap_or_default(),
+            format!("{:.0}", p.per_connection_bytes()),
+            m.as_ref()
+                .map(|m| format!("{:.0}", m.per_connection_bytes()))
+                .unwrap_or_default(),
+        ]);
+    }
+    table.print();
+    Ok(())
+}
+
+fn spawn_agents(
+    n: usize,
+    agents: usize,
+    extra: impl Fn(usize) -> Vec<String>,
+) -> anyhow::Result<Vec<(usize, Agent)>> {
+    split(n, agents.max(1))
+        .into_iter()
+        .enumerate()
+        .map(|(i, count)| {
+            let mut a = vec![
+                "--count".to_string(),
+                count.to_string(),
+                "--source-ip".into(),
+                format!("127.0.0.{}", 10 + i),
+                "--id".into(),
+                i.to_string(),
+            ];
+            a.extend(extra(i));
+            Ok((count, Agent::spawn(&a)?))
+        })
+        .collect()
+}
+
+fn connect_all(agents: &mut [(usize, Agent)]) -> anyhow::Result<()> {
+    for (_, a) in agents.iter_mut() {
+        a.send("connect")?;
+    }
+    for (count, a) in agents.iter_mut() {
+        let v = a.recv()?;
+        if v["connected"].as_u64() != Some(*count as u64) {
+            bail!("agent connected {v} of {count}");
+        }
+    }
+    Ok(())
+}
+
+/// One broadcast round: arms every agent, calls `fire` (which returns its start time), and
+/// returns ms from that start to the last device.
+fn round(
+    agents: &mut [(usize, Agent)],
+    n: usize,
+    fire: &mut dyn FnMut() -> anyhow::Result<u64>,
+) -> anyhow::Result<f64> {
+    for (_, a) in agents.iter_mut() {
+        a.send("reset")?;
+        a.recv()?;
+    }
+    for (count, a) in agents.iter_mut() {
+        a.send(&format!("wait {count} 60"))?;
+    }
+    let t0 = fire()?;
+    let mut last = 0;
+    let mut received = 0;
+    for (_, a) in agents.iter_mut() {
+        let v = a.recv()?;
+        received += v["received"].as_u64().unwrap_or(0);
+        last = last.max(v["last_us"].as_u64().unwrap_or(0));
+    }
+    if received != n as u64 {
+        bail!("only {received} of {n} devices got the broadcast");
+    }
+    Ok(last.saturating_sub(t0) as f64 / 1000.0)
+}
+
+fn pigeon(n: usize, agents: usize, rounds: usize) -> anyhow::Result<Outcome> {
+    let server = PigeonServer::start(&[("PIGEON_HEARTBEAT_S", "600")])?;
+    let pid = server.guard.pid();
+    let (base, key) = (server.base.clone(), server.app_key.clone());
+    let mut agents = spawn_agents(n, agents, |_| {
+        vec![
+            "--mode".into(),
+            "pigeon".into(),
+            "--server".into(),
+            base.clone(),
+            "--app-key".into(),
+            key.clone(),
+        ]
+    })?;
+    for (_, a) in agents.iter_mut() {
+        a.recv()?; // registered
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    let rss_before_kib = rss_kib(pid)?;
+    connect_all(&mut agents)?;
+    std::thread::sleep(Duration::from_secs(2));
+    let rss_after_kib = rss_kib(pid)?;
+    let port: u16 = server.base.rsplit(':').next().unwrap_or_default().parse()?;
+    let auth = base64::engine::general_purpose::STANDARD
+        .encode(format!("{}:{}", server.app_key, server.master_secret));
+    let mut rounds_ms = Vec::new();
+    for _ in 0..rounds {
+        let mut fire = || -> anyhow::Result<u64> {
+            let body = format!(
+                r#"{{"platform":"all","audience":"all","notification":{{"alert":"bench","android":{{"extras":{{"t":{}}}}}}}}}"#,
+                now_us()
+            );
+            let request = format!(
+                "POST /v3/push HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Basic {auth}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let mut s = TcpStream::connect(("127.0.0.1", port))?;
+            let t0 = now_us();
+            s.write_all(request.as_bytes())?;
+            let mut answer = String::new();
+            s.read_to_string(&mut answer)?;
+            if !answer.starts_with("HTTP/1.1 200") {
+                bail!("push refused: {answer}");
+            }
+            Ok(t0)
+        };
+        rounds_ms.push(round(&mut agents, n, &mut fire)?);
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    for (_, a) in agents.iter_mut() {
+        let _ = a.send("quit");
+    }
+    Ok(Outcome {
+        n,
+        rss_before_kib,
+        rss_after_kib,
+        rounds_ms,
+    })
+}
+
+fn mosquitto(n: usize, agents: usize, rounds: usize) -> anyhow::Result<Outcome> {
+    let dir = tempfile::tempdir()?;
+    let port = crate::procs::free_port()?;
+    let conf = dir.path().join("mosquitto.conf");
+    std::fs::write(
+        &conf,
+        format!("listener {port} 127.0.0.1\nallow_anonymous true\nmax_connections -1\npersistence false\nmax_inflight_messages 64\nlog_dest stderr\nlog_type error\n"),
+    )?;
+    let bin = if std::path::Path::new("/usr/sbin/mosquitto").exists() {
+        "/usr/sbin/mosquitto"
+    } else {
+        "mosquitto"
+    };
+    let guard = Guard(
+        Command::new(bin)
+            .arg("-c")
+            .arg(&conf)
+            .stdout(Stdio::null())
+            .spawn()
+            .context("starting mosquitto")?,
+    );
+    wait_port(port, Duration::from_secs(10))?;
+    std::thread::sleep(Duration::from_millis(500));
+    let rss_before_kib = rss_kib(guard.pid())?;
+    let server = format!("127.0.0.1:{port}");
+    let mut agents = spawn_agents(n, agents, |_| {
+        vec![
+            "--mode".into(),
+            "mqtt".into(),
+            "--server".into(),
+            server.clone(),
+        ]
+    })?;
+    connect_all(&mut agents)?;
+    std::thread::sleep(Duration::from_secs(2));
+    let rss_after_kib = rss_kib(guard.pid())?;
+
+    let mut publisher = TcpStream::connect(("127.0.0.1", port))?;
+    publisher.set_nodelay(true)?;
+    publisher.write_all(&mqtt::connect("bench-publisher", 600))?;
+    let mut connack = [0u8; 4];
+    publisher.read_exact(&mut connack)?;
+    let mut rounds_ms = Vec::new();
+    for r in 0..rounds {
+        let mut fire = || -> anyhow::Result<u64> {
+            let t0 = now_us();
+            publisher.write_all(&mqtt::publish_qos1(
+                r as u16 + 1,
+                "bench",
+                t0.to_string().as_bytes(),
+            ))?;
+            Ok(t0)
+        };
+        rounds_ms.push(round(&mut agents, n, &mut fire)?);
+        let mut puback = [0u8; 4];
+        publisher.read_exact(&mut puback)?;
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    for (_, a) in agents.iter_mut() {
+        let _ = a.send("quit");
+    }
+    drop(guard);
+    Ok(Outcome {
+        n,
+        rss_before_kib,
+        rss_after_kib,
+        rounds_ms,
+    })
+}

@@ -1,0 +1,12 @@
+//! Pigeon's benchmark harness, behind `pigeon bench <scenario>`.
+//!
+//! A scenario starts what it needs (a fresh `pigeon serve`, and Mosquitto or Redis when it
+//! compares), drives the load from separate agent processes (`pigeon bench agent`, spread
+//! over 127.0.0.x source addresses and under each process's 20k-descriptor limit), prints a
+//! Markdown table and exits. Peers are run the same way, on the same machine, in the same run.
+
+pub mod agent;
+pub mod fanout;
+pub mod mqtt;
+pub mod procs;
+pub mod table;

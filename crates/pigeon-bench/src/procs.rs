@@ -1,0 +1,183 @@
+//! Processes a scenario starts: the Pigeon server, peers, agents; and what we read off them.
+
+use anyhow::{bail, Context};
+use std::io::{BufRead, BufReader, Write};
+use std::path::Path;
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Microseconds since the Unix epoch: the one clock every process of a run shares.
+pub fn now_us() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0)
+}
+
+pub fn free_port() -> anyhow::Result<u16> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0")?;
+    Ok(l.local_addr()?.port())
+}
+
+/// Resident memory of a process, in KiB.
+pub fn rss_kib(pid: u32) -> anyhow::Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    for line in status.lines() {
+        if let Some(rest) = line.strip_prefix("VmRSS:") {
+            let kib = rest.trim().trim_end_matches("kB").trim();
+            return Ok(kib.parse()?);
+        }
+    }
+    bail!("no VmRSS for pid {pid}")
+}
+
+/// Waits until something accepts TCP connections on `port`.
+pub fn wait_port(port: u16, limit: Duration) -> anyhow::Result<()> {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    bail!("nothing listens on port {port} after {limit:?}")
+}
+
+/// Fails with a clear message when a peer program is not installed.
+pub fn require(program: &str, package: &str) -> anyhow::Result<()> {
+    let found = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).any(|d| d.join(program).is_file()))
+        .unwrap_or(false)
+        || Path::new("/usr/sbin").join(program).is_file();
+    if !found {
+        bail!("{program} is not installed; install the Debian package `{package}` (apt-get install {package})");
+    }
+    Ok(())
+}
+
+/// A child that is killed when dropped.
+pub struct Guard(pub Child);
+
+impl Guard {
+    pub fn pid(&self) -> u32 {
+        self.0.id()
+    }
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A running `pigeon serve` on a fresh data directory, with one app.
+pub struct PigeonServer {
+    pub guard: Guard,
+    pub base: String,
+    pub app_key: String,
+    pub master_secret: String,
+    _dir: tempfile::TempDir,
+}
+
+impl PigeonServer {
+    pub fn start(env: &[(&str, &str)]) -> anyhow::Result<PigeonServer> {
+        let dir = tempfile::tempdir()?;
+        PigeonServer::start_in(dir, env)
+    }
+
+    pub fn start_in(dir: tempfile::TempDir, env: &[(&str, &str)]) -> anyhow::Result<PigeonServer> {
+        let exe = std::env::current_exe()?;
+        let data = dir.path().join("data");
+        let out = Command::new(&exe)
+            .args(["app", "create", "--name", "bench", "--data"])
+            .arg(&data)
+            .output()
+            .context("pigeon app create")?;
+        if !out.status.success() {
+            bail!(
+                "pigeon app create: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        let app: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+        let port = free_port()?;
+        let child = Command::new(&exe)
+            .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--data"])
+            .arg(&data)
+            .envs(env.iter().copied())
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .spawn()
+            .context("pigeon serve")?;
+        let guard = Guard(child);
+        wait_port(port, Duration::from_secs(60))?;
+        Ok(PigeonServer {
+            guard,
+            base: format!("http://127.0.0.1:{port}"),
+            app_key: app["app_key"].as_str().unwrap_or_default().to_string(),
+            master_secret: app["master_secret"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string(),
+            _dir: dir,
+        })
+    }
+}
+
+/// A load-generating agent: `pigeon bench agent ...` in its own process, driven by lines on
+/// stdin and answering one JSON line per command on stdout.
+pub struct Agent {
+    guard: Guard,
+    stdin: ChildStdin,
+    stdout: BufReader<ChildStdout>,
+}
+
+impl Agent {
+    pub fn spawn(args: &[String]) -> anyhow::Result<Agent> {
+        let exe = std::env::current_exe()?;
+        let mut child = Command::new(exe)
+            .arg("bench")
+            .arg("agent")
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .context("spawning an agent")?;
+        let stdin = child.stdin.take().context("agent stdin")?;
+        let stdout = BufReader::new(child.stdout.take().context("agent stdout")?);
+        Ok(Agent {
+            guard: Guard(child),
+            stdin,
+            stdout,
+        })
+    }
+
+    pub fn send(&mut self, line: &str) -> anyhow::Result<()> {
+        writeln!(self.stdin, "{line}")?;
+        self.stdin.flush()?;
+        Ok(())
+    }
+
+    /// The next JSON line; an `error` field becomes an error.
+    pub fn recv(&mut self) -> anyhow::Result<serde_json::Value> {
+        let mut line = String::new();
+        if self.stdout.read_line(&mut line)? == 0 {
+            bail!("agent {} exited", self.guard.pid());
+        }
+        let v: serde_json::Value =
+            serde_json::from_str(line.trim()).with_context(|| format!("agent said {line:?}"))?;
+        if let Some(e) = v.get("error") {
+            bail!("agent {}: {e}", self.guard.pid());
+        }
+        Ok(v)
+    }
+}
+
+/// Splits `total` over `parts` as evenly as possible.
+pub fn split(total: usize, parts: usize) -> Vec<usize> {
+    (0..parts)
+        .map(|i| total / parts + usize::from(i < total % parts))
+        .collect()
+}

@@ -10,9 +10,10 @@
 
 use crate::mqtt;
 use crate::procs::now_us;
+use crate::wsclient::{json_field, WsClient};
 use clap::{Args, ValueEnum};
 use futures_util::stream::{self, StreamExt};
-use pigeon_device::{register, Credentials, DeviceConnection, Frame, RegisterRequest};
+use pigeon_device::{register, Credentials, RegisterRequest};
 use serde_json::json;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -168,9 +169,29 @@ async fn connect_pigeon(
     creds: &[Credentials],
     stats: &Arc<Stats>,
 ) -> anyhow::Result<usize> {
-    let results: Vec<anyhow::Result<DeviceConnection>> = stream::iter(creds.iter())
-        .map(|c| async move {
-            Ok(DeviceConnection::connect_from(&args.server, c, Some(args.source_ip)).await?)
+    let host = args
+        .server
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_string();
+    let addr: std::net::SocketAddr = host.parse()?;
+    let results: Vec<anyhow::Result<WsClient>> = stream::iter(creds.iter())
+        .map(|c| {
+            let host = host.clone();
+            async move {
+                let socket = tokio::net::TcpSocket::new_v4()?;
+                socket.bind(std::net::SocketAddr::new(args.source_ip, 0))?;
+                let s = socket.connect(addr).await?;
+                s.set_nodelay(true)?;
+                let mut ws = WsClient::handshake(s, &host, "/v1/connect").await?;
+                let hello = json!({"op": "hello", "registration_id": c.registration_id, "device_secret": c.device_secret});
+                ws.send_text(&hello.to_string()).await?;
+                let welcome = ws.next_text().await?;
+                if json_field(std::str::from_utf8(&welcome)?, "op") != Some("welcome") {
+                    anyhow::bail!("no welcome: {}", String::from_utf8_lossy(&welcome));
+                }
+                Ok(ws)
+            }
         })
         .buffer_unordered(128)
         .collect()
@@ -183,23 +204,24 @@ async fn connect_pigeon(
     Ok(n)
 }
 
-async fn pigeon_device_loop(mut conn: DeviceConnection, stats: Arc<Stats>) {
-    loop {
-        match conn.next_frame().await {
-            Ok(Frame::Push(p)) => {
-                let sent = p
-                    .notification
-                    .as_ref()
-                    .and_then(|n| n.get("extras"))
-                    .and_then(|e| e.get("t"))
-                    .and_then(|t| t.as_u64());
-                stats.record(sent);
-                if conn.ack(&[&p.msg_id]).await.is_err() {
-                    return;
-                }
-            }
-            Ok(Frame::Other(_)) => {}
-            Err(_) => return,
+async fn pigeon_device_loop(mut ws: WsClient, stats: Arc<Stats>) {
+    while let Ok(frame) = ws.next_text().await {
+        let Ok(text) = std::str::from_utf8(&frame) else {
+            return;
+        };
+        if json_field(text, "op") != Some("push") {
+            continue;
+        }
+        stats.record(json_field(text, "t").and_then(|t| t.parse().ok()));
+        let Some(msg_id) = json_field(text, "msg_id") else {
+            return;
+        };
+        if ws
+            .send_text(&format!(r#"{{"op":"ack","msg_ids":["{msg_id}"]}}"#))
+            .await
+            .is_err()
+        {
+            return;
         }
     }
 }

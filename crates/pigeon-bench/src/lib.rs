@@ -10,3 +10,4 @@ pub mod fanout;
 pub mod mqtt;
 pub mod procs;
 pub mod table;
+pub mod wsclient;

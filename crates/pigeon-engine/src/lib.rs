@@ -13,7 +13,7 @@ mod session;
 pub use app::AppState;
 pub use ids::{hash_secret, is_app_credential, new_registration_id, now_ms, random_alnum};
 pub use live::LivePush;
-pub use session::{Session, SessionMsg};
+pub use session::Session;
 
 use parking_lot::RwLock;
 use pigeon_core::{Ordinal, Platform, PlatformSet, Push};
@@ -25,12 +25,12 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{mpsc, oneshot};
 
 /// How long an expired push is kept in memory for late acks.
 const EXPIRED_GRACE_MS: u64 = 60_000;
-/// Acks waiting to be written before connections are made to wait.
-const ACK_QUEUE: usize = 65_536;
+/// How often who-acked-what is checkpointed to storage. Acks younger than this are lost in a
+/// crash, which means a redelivery: the protocol is at least once.
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(500);
 
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
@@ -70,11 +70,6 @@ pub struct Registered {
     pub device_secret: String,
 }
 
-enum AckJob {
-    Ack(u64, Ordinal),
-    Flush(oneshot::Sender<()>),
-}
-
 /// The engine. One per process; shared by every front door.
 pub struct Engine {
     store: Arc<dyn Storage>,
@@ -83,13 +78,11 @@ pub struct Engine {
     devices_by_rid: RwLock<HashMap<String, (Arc<AppState>, Ordinal)>>,
     next_msg_id: AtomicU64,
     next_conn_id: AtomicU64,
-    acks: mpsc::Sender<AckJob>,
 }
 
 impl Engine {
     /// Loads every app, its devices and its live pushes, and starts the background tasks.
     pub async fn start(store: Arc<dyn Storage>) -> Result<Arc<Engine>, EngineError> {
-        let (acks, acks_rx) = mpsc::channel(ACK_QUEUE);
         let first_msg_id = (store.max_msg_id().await? + 1).max(now_ms() * 1000);
         let engine = Arc::new(Engine {
             store: store.clone(),
@@ -97,12 +90,11 @@ impl Engine {
             devices_by_rid: RwLock::new(HashMap::new()),
             next_msg_id: AtomicU64::new(first_msg_id),
             next_conn_id: AtomicU64::new(1),
-            acks,
         });
         for app in store.list_apps().await? {
             engine.load_app(app).await?;
         }
-        tokio::spawn(write_acks(store, acks_rx));
+        tokio::spawn(checkpoint_delivered(Arc::downgrade(&engine)));
         tokio::spawn(evict_expired(Arc::downgrade(&engine)));
         Ok(engine)
     }
@@ -329,12 +321,12 @@ impl Engine {
     }
 
     /// Opens a session for a device that presented its credentials. A session it already
-    /// had is asked to close (4002). Returns the session and the queue of live pushes for it.
+    /// had is asked to close (4002).
     pub fn connect(
         &self,
         registration_id: &str,
         device_secret: &str,
-    ) -> Result<(Arc<AppState>, Session, mpsc::Receiver<SessionMsg>), EngineError> {
+    ) -> Result<(Arc<AppState>, Session), EngineError> {
         let (app, ordinal) = self
             .devices_by_rid
             .read()
@@ -350,7 +342,7 @@ impl Engine {
             record.platform
         };
         let conn_id = self.next_conn_id.fetch_add(1, Ordering::Relaxed);
-        let (handle, rx) = SessionHandle::new(conn_id, platform);
+        let handle = SessionHandle::new(conn_id, platform);
         let replaced = {
             let mut p = app.presence.lock();
             p.online.insert(ordinal);
@@ -359,8 +351,7 @@ impl Engine {
         if let Some(old) = replaced {
             old.close(4002, "replaced by a newer connection");
         }
-        let session = Session::new(ordinal, registration_id.to_string(), &handle);
-        Ok((app, session, rx))
+        Ok((app, Session::new(ordinal, &handle)))
     }
 
     /// Ends a session; the device is offline unless a newer session replaced it.
@@ -381,9 +372,6 @@ impl Engine {
             };
             if live.mark_delivered(ordinal) {
                 newly += 1;
-                if self.acks.send(AckJob::Ack(msg_id, ordinal)).await.is_err() {
-                    tracing::error!("ack writer is gone; ack of {msg_id} not persisted");
-                }
             }
         }
         newly
@@ -423,13 +411,26 @@ impl Engine {
         }
     }
 
-    /// Makes every write so far durable (acks included) and stops the storage writer's queue.
+    /// Makes every write so far durable, acks included.
     pub async fn flush(&self) -> Result<(), EngineError> {
-        let (tx, rx) = oneshot::channel();
-        if self.acks.send(AckJob::Flush(tx)).await.is_ok() {
-            let _ = rx.await;
-        }
+        self.checkpoint().await?;
         Ok(self.store.close().await?)
+    }
+
+    /// Writes the delivered sets that changed since the last checkpoint.
+    async fn checkpoint(&self) -> Result<(), EngineError> {
+        let mut batch = Vec::new();
+        for app in self.apps() {
+            for push in app.live.read().values() {
+                if let Some(delivered) = push.take_checkpoint() {
+                    batch.push((push.msg_id(), delivered));
+                }
+            }
+        }
+        if !batch.is_empty() {
+            self.store.save_delivered(batch).await?;
+        }
+        Ok(())
     }
 }
 
@@ -469,33 +470,15 @@ fn dedup(tags: Vec<String>) -> Vec<String> {
     out
 }
 
-/// Writes acks in batches: one storage write for everything that queued meanwhile.
-async fn write_acks(store: Arc<dyn Storage>, mut rx: mpsc::Receiver<AckJob>) {
-    let mut batch = Vec::new();
-    let mut flushes = Vec::new();
-    while let Some(job) = rx.recv().await {
-        let mut next = Some(job);
-        while let Some(job) = next {
-            match job {
-                AckJob::Ack(m, o) => batch.push((m, o)),
-                AckJob::Flush(tx) => flushes.push(tx),
-            }
-            next = if batch.len() < 8192 {
-                rx.try_recv().ok()
-            } else {
-                None
-            };
-        }
-        if !batch.is_empty() {
-            if let Err(e) = store
-                .record_acks(std::mem::take(&mut batch), now_ms())
-                .await
-            {
-                tracing::error!(error = %e, "could not persist acks");
-            }
-        }
-        for tx in flushes.drain(..) {
-            let _ = tx.send(());
+async fn checkpoint_delivered(engine: std::sync::Weak<Engine>) {
+    let mut tick = tokio::time::interval(CHECKPOINT_EVERY);
+    loop {
+        tick.tick().await;
+        let Some(engine) = engine.upgrade() else {
+            return;
+        };
+        if let Err(e) = engine.checkpoint().await {
+            tracing::error!(error = %e, "could not checkpoint deliveries");
         }
     }
 }

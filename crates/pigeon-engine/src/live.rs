@@ -4,6 +4,7 @@ use bytes::Bytes;
 use parking_lot::Mutex;
 use pigeon_core::{Ordinal, Platform, Push};
 use roaring::RoaringBitmap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::OnceLock;
 
 /// A push that is still deliverable, with its resolved audience and who has acked it.
@@ -12,6 +13,8 @@ pub struct LivePush {
     pub push: Push,
     pub audience: RoaringBitmap,
     delivered: Mutex<RoaringBitmap>,
+    /// Acks arrived since the last checkpoint of `delivered`.
+    dirty: AtomicBool,
     /// The frame each platform's devices get, encoded once by whoever sends it.
     frames: [OnceLock<Bytes>; Platform::ALL.len()],
 }
@@ -22,6 +25,7 @@ impl LivePush {
             push,
             audience,
             delivered: Mutex::new(delivered),
+            dirty: AtomicBool::new(false),
             frames: Default::default(),
         }
     }
@@ -43,7 +47,20 @@ impl LivePush {
 
     /// Marks `ordinal` delivered; true if it was a target and had not acked before.
     pub fn mark_delivered(&self, ordinal: Ordinal) -> bool {
-        self.audience.contains(ordinal) && self.delivered.lock().insert(ordinal)
+        let newly = self.audience.contains(ordinal) && self.delivered.lock().insert(ordinal);
+        if newly {
+            self.dirty.store(true, Ordering::Release);
+        }
+        newly
+    }
+
+    /// The delivered set if it changed since the last call.
+    pub(crate) fn take_checkpoint(&self) -> Option<RoaringBitmap> {
+        if self.dirty.swap(false, Ordering::AcqRel) {
+            Some(self.delivered.lock().clone())
+        } else {
+            None
+        }
     }
 
     pub fn delivered_count(&self) -> u64 {

@@ -1,19 +1,18 @@
 //! What the engine knows of a connected device, and what it can tell the connection.
+//!
+//! Kept small on purpose: an idle connection should cost little memory. The queue of live
+//! pushes is an empty `VecDeque` (no allocation) until a push arrives.
 
 use crate::live::LivePush;
 use parking_lot::Mutex;
 use pigeon_core::{Ordinal, Platform};
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU16, Ordering};
 use std::sync::Arc;
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::Notify;
 
-/// Messages a connection gets from the engine.
-pub enum SessionMsg {
-    Push(Arc<LivePush>),
-}
-
-/// Depth of a connection's queue of live pushes. A slow device whose queue is full does not
-/// stall the fan-out: the push stays in the offline store and the connection picks it up again.
+/// Most live pushes queued for one connection. A slow device whose queue is full does not
+/// stall the fan-out: the push stays in the offline store and the connection resyncs.
 pub const SESSION_QUEUE: usize = 128;
 
 /// The engine's handle on one connection.
@@ -21,13 +20,13 @@ pub const SESSION_QUEUE: usize = 128;
 pub struct SessionHandle {
     pub conn_id: u64,
     pub platform: Platform,
-    tx: mpsc::Sender<SessionMsg>,
-    pub(crate) signals: Arc<Signals>,
+    pub(crate) shared: Arc<Shared>,
 }
 
-/// Out-of-band signals to a connection, never blocked by a full queue.
-pub struct Signals {
-    /// Set when a live push could not be queued: look in the offline store again.
+/// What the engine and one connection share.
+pub struct Shared {
+    queue: Mutex<VecDeque<Arc<LivePush>>>,
+    /// Set when a live push did not fit the queue: look in the offline store again.
     resync: AtomicBool,
     /// Close code requested by the engine (0 = none).
     close_code: AtomicU16,
@@ -36,41 +35,39 @@ pub struct Signals {
 }
 
 impl SessionHandle {
-    pub(crate) fn new(
-        conn_id: u64,
-        platform: Platform,
-    ) -> (SessionHandle, mpsc::Receiver<SessionMsg>) {
-        let (tx, rx) = mpsc::channel(SESSION_QUEUE);
-        let signals = Arc::new(Signals {
+    pub(crate) fn new(conn_id: u64, platform: Platform) -> SessionHandle {
+        let shared = Arc::new(Shared {
+            queue: Mutex::new(VecDeque::new()),
             resync: AtomicBool::new(false),
             close_code: AtomicU16::new(0),
             close_reason: Mutex::new(String::new()),
             wake: Notify::new(),
         });
-        (
-            SessionHandle {
-                conn_id,
-                platform,
-                tx,
-                signals,
-            },
-            rx,
-        )
+        SessionHandle {
+            conn_id,
+            platform,
+            shared,
+        }
     }
 
     /// Queues a live push; if the queue is full, asks the connection to resync instead.
     pub(crate) fn offer(&self, push: &Arc<LivePush>) {
-        if self.tx.try_send(SessionMsg::Push(push.clone())).is_err() {
-            self.signals.resync.store(true, Ordering::Release);
-            self.signals.wake.notify_one();
+        {
+            let mut q = self.shared.queue.lock();
+            if q.len() < SESSION_QUEUE {
+                q.push_back(push.clone());
+            } else {
+                self.shared.resync.store(true, Ordering::Release);
+            }
         }
+        self.shared.wake.notify_one();
     }
 
     /// Asks the connection to close with `code`.
     pub(crate) fn close(&self, code: u16, reason: &str) {
-        *self.signals.close_reason.lock() = reason.to_string();
-        self.signals.close_code.store(code, Ordering::Release);
-        self.signals.wake.notify_one();
+        *self.shared.close_reason.lock() = reason.to_string();
+        self.shared.close_code.store(code, Ordering::Release);
+        self.shared.wake.notify_one();
     }
 }
 
@@ -79,40 +76,39 @@ pub struct Session {
     pub ordinal: Ordinal,
     pub platform: Platform,
     pub conn_id: u64,
-    pub registration_id: String,
-    signals: Arc<Signals>,
+    shared: Arc<Shared>,
 }
 
 impl Session {
-    pub(crate) fn new(
-        ordinal: Ordinal,
-        registration_id: String,
-        handle: &SessionHandle,
-    ) -> Session {
+    pub(crate) fn new(ordinal: Ordinal, handle: &SessionHandle) -> Session {
         Session {
             ordinal,
             platform: handle.platform,
             conn_id: handle.conn_id,
-            registration_id,
-            signals: handle.signals.clone(),
+            shared: handle.shared.clone(),
         }
     }
 
-    /// Resolves when the engine signals something (resync or close).
+    /// Resolves when the engine has something for this connection (pushes, resync, close).
     pub async fn signalled(&self) {
-        self.signals.wake.notified().await
+        self.shared.wake.notified().await
+    }
+
+    /// Takes the queued live pushes, oldest first.
+    pub fn take_pushes(&self) -> VecDeque<Arc<LivePush>> {
+        std::mem::take(&mut *self.shared.queue.lock())
     }
 
     /// Takes the resync request, if any.
     pub fn take_resync(&self) -> bool {
-        self.signals.resync.swap(false, Ordering::AcqRel)
+        self.shared.resync.swap(false, Ordering::AcqRel)
     }
 
     /// The close the engine asked for, if any.
     pub fn close_request(&self) -> Option<(u16, String)> {
-        match self.signals.close_code.load(Ordering::Acquire) {
+        match self.shared.close_code.load(Ordering::Acquire) {
             0 => None,
-            code => Some((code, self.signals.close_reason.lock().clone())),
+            code => Some((code, self.shared.close_reason.lock().clone())),
         }
     }
 }

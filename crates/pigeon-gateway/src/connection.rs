@@ -1,165 +1,363 @@
 //! One device connection: `GET /v1/connect` upgraded to a WebSocket (protocol §2–§6).
+//!
+//! The hot path, written for a small idle footprint: no read or write buffer lives while a
+//! connection waits. Reads use a stack buffer only for the duration of one poll; bytes of a
+//! frame that is not complete yet, and writes, use heap buffers that are freed when done.
 
+use crate::ws::{self, FrameError, OP_CLOSE, OP_CONTINUATION, OP_PING, OP_PONG, OP_TEXT};
 use crate::{frames, register, Gateway, MAX_BAD_FRAMES, MAX_CLIENT_FRAME, MAX_INFLIGHT};
-use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
-use axum::extract::State;
-use axum::response::Response;
-use futures_util::SinkExt;
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use hyper::upgrade::Upgraded;
+use hyper_util::rt::TokioIo;
+use pigeon_core::error_json;
 use pigeon_core::names::check_name;
-use pigeon_engine::{now_ms, AppState, Engine, LivePush, Session, SessionMsg};
+use pigeon_engine::{now_ms, AppState, Engine, LivePush, Session};
 use serde_json::{Map, Value};
+use std::future::poll_fn;
+use std::io;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
-use tokio::sync::mpsc;
-use tokio::time::{sleep_until, timeout_at, Instant};
+use tokio::io::{AsyncRead, AsyncWriteExt, ReadBuf};
+use tokio::time::{sleep_until, timeout, Instant};
 
-pub(crate) async fn upgrade(State(gw): State<Gateway>, ws: WebSocketUpgrade) -> Response {
-    ws.max_message_size(MAX_CLIENT_FRAME)
-        .max_frame_size(MAX_CLIENT_FRAME)
-        .on_upgrade(move |socket| async move {
-            if let Err(e) = run(socket, gw).await {
-                tracing::debug!(error = %e, "connection ended with an error");
-            }
-        })
+type Io = TokioIo<Upgraded>;
+
+/// Longest a write to one device may take before the device counts as gone.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+
+fn refuse(status: StatusCode, message: &str) -> Response {
+    (status, axum::Json(error_json(1003, message))).into_response()
 }
 
-/// Why a connection ends, from the server's side.
+fn has_token(headers: &HeaderMap, name: header::HeaderName, token: &str) -> bool {
+    headers
+        .get_all(name)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case(token))
+}
+
+/// The opening handshake (RFC 6455 §4.2); no extensions are offered, so no compression.
+pub(crate) async fn upgrade(State(gw): State<Gateway>, mut req: Request) -> Response {
+    let headers = req.headers();
+    if !has_token(headers, header::CONNECTION, "upgrade")
+        || !has_token(headers, header::UPGRADE, "websocket")
+    {
+        return refuse(
+            StatusCode::BAD_REQUEST,
+            "GET /v1/connect must be a WebSocket upgrade (RFC 6455)",
+        );
+    }
+    if headers
+        .get(header::SEC_WEBSOCKET_VERSION)
+        .map(|v| v.as_bytes())
+        != Some(b"13")
+    {
+        let mut r = refuse(
+            StatusCode::UPGRADE_REQUIRED,
+            "Sec-WebSocket-Version must be 13",
+        );
+        r.headers_mut().insert(
+            header::SEC_WEBSOCKET_VERSION,
+            header::HeaderValue::from_static("13"),
+        );
+        return r;
+    }
+    let Some(key) = headers
+        .get(header::SEC_WEBSOCKET_KEY)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return refuse(StatusCode::BAD_REQUEST, "Sec-WebSocket-Key is missing");
+    };
+    let accept = ws::accept_key(key);
+    let on_upgrade = hyper::upgrade::on(&mut req);
+    tokio::spawn(async move {
+        match on_upgrade.await {
+            Ok(upgraded) => {
+                let mut conn = Conn {
+                    io: TokioIo::new(upgraded),
+                    inbuf: Vec::new(),
+                    message: None,
+                };
+                if let Err(e) = run(&mut conn, gw).await {
+                    tracing::debug!(error = %e, "connection ended with an error");
+                }
+            }
+            Err(e) => tracing::debug!(error = %e, "upgrade failed"),
+        }
+    });
+    let mut r = Response::new(Body::empty());
+    *r.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let h = r.headers_mut();
+    h.insert(
+        header::CONNECTION,
+        header::HeaderValue::from_static("upgrade"),
+    );
+    h.insert(
+        header::UPGRADE,
+        header::HeaderValue::from_static("websocket"),
+    );
+    if let Ok(v) = header::HeaderValue::from_str(&accept) {
+        h.insert(header::SEC_WEBSOCKET_ACCEPT, v);
+    }
+    r
+}
+
+/// A whole message from the client, after reassembly of fragments.
+enum Incoming {
+    Text(String),
+    /// A binary message, or text that is not UTF-8: not part of the protocol.
+    NotText,
+    Ping(Vec<u8>),
+    Close,
+}
+
+/// Why the server ends a connection.
 enum End {
-    /// Close with this code and reason.
     Close(u16, String),
-    /// The peer went away or closed; nothing more to send.
+    /// The peer is gone; nothing more to send.
     Gone,
 }
 
-type WsResult<T> = Result<T, axum::Error>;
-
-async fn close(socket: &mut WebSocket, code: u16, reason: &str) -> WsResult<()> {
-    let frame = CloseFrame {
-        code,
-        reason: Utf8Bytes::from(reason),
-    };
-    socket.send(Message::Close(Some(frame))).await
+/// The WebSocket layer of one connection.
+struct Conn {
+    io: Io,
+    /// Bytes of a frame that has not fully arrived; empty (no allocation) between frames.
+    inbuf: Vec<u8>,
+    /// Opcode and payload so far of a fragmented message.
+    message: Option<(u8, Vec<u8>)>,
 }
 
-fn is_too_large(e: &axum::Error) -> bool {
-    let text = e.to_string();
-    text.contains("too long") || text.contains("too big") || text.contains("Space limit")
+impl Conn {
+    /// Waits for bytes and appends them to `inbuf`; 0 means the peer closed.
+    async fn fill(&mut self) -> io::Result<usize> {
+        let (io, inbuf) = (&mut self.io, &mut self.inbuf);
+        poll_fn(|cx| {
+            let mut scratch = [0u8; 8192];
+            let mut rb = ReadBuf::new(&mut scratch);
+            match Pin::new(&mut *io).poll_read(cx, &mut rb) {
+                Poll::Ready(Ok(())) => {
+                    inbuf.extend_from_slice(rb.filled());
+                    Poll::Ready(Ok(rb.filled().len()))
+                }
+                Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+                Poll::Pending => Poll::Pending,
+            }
+        })
+        .await
+    }
+
+    /// The next complete message already read, if any.
+    fn next_message(&mut self) -> Result<Option<Incoming>, FrameError> {
+        loop {
+            let Some((frame, used)) = ws::parse(&self.inbuf, MAX_CLIENT_FRAME)? else {
+                return Ok(None);
+            };
+            if used == self.inbuf.len() {
+                self.inbuf = Vec::new();
+            } else {
+                self.inbuf.drain(..used);
+            }
+            let (opcode, payload) = match frame.opcode {
+                OP_PING => return Ok(Some(Incoming::Ping(frame.payload))),
+                OP_PONG => continue,
+                OP_CLOSE => return Ok(Some(Incoming::Close)),
+                OP_CONTINUATION => {
+                    let Some((opcode, mut so_far)) = self.message.take() else {
+                        return Err(FrameError::Protocol(
+                            "continuation without a first fragment",
+                        ));
+                    };
+                    if so_far.len() + frame.payload.len() > MAX_CLIENT_FRAME {
+                        return Err(FrameError::TooLarge);
+                    }
+                    so_far.extend_from_slice(&frame.payload);
+                    if !frame.fin {
+                        self.message = Some((opcode, so_far));
+                        continue;
+                    }
+                    (opcode, so_far)
+                }
+                opcode => {
+                    if self.message.is_some() {
+                        return Err(FrameError::Protocol(
+                            "a new message inside a fragmented one",
+                        ));
+                    }
+                    if !frame.fin {
+                        self.message = Some((opcode, frame.payload));
+                        continue;
+                    }
+                    (opcode, frame.payload)
+                }
+            };
+            return Ok(Some(match (opcode, String::from_utf8(payload)) {
+                (OP_TEXT, Ok(text)) => Incoming::Text(text),
+                _ => Incoming::NotText,
+            }));
+        }
+    }
+
+    /// Writes frames in one go.
+    async fn send(&mut self, frames: &[(u8, &[u8])]) -> io::Result<()> {
+        let mut out = Vec::with_capacity(frames.iter().map(|(_, p)| p.len() + 10).sum());
+        for (opcode, payload) in frames {
+            ws::encode(*opcode, payload, &mut out);
+        }
+        match timeout(WRITE_TIMEOUT, self.io.write_all(&out)).await {
+            Ok(r) => r,
+            Err(_) => Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "device does not read",
+            )),
+        }
+    }
+
+    async fn send_text(&mut self, text: &str) -> io::Result<()> {
+        self.send(&[(OP_TEXT, text.as_bytes())]).await
+    }
+
+    async fn close(&mut self, code: u16, reason: &str) -> io::Result<()> {
+        self.send(&[(OP_CLOSE, &ws::close_payload(code, reason))])
+            .await?;
+        self.io.shutdown().await
+    }
 }
 
-async fn run(mut socket: WebSocket, gw: Gateway) -> WsResult<()> {
-    let hello = match read_hello(&mut socket, gw.config.hello_timeout).await {
+fn frame_error_close(e: FrameError) -> End {
+    match e {
+        FrameError::TooLarge => End::Close(1009, "frame too large".into()),
+        FrameError::Protocol(why) => End::Close(1002, why.into()),
+    }
+}
+
+async fn run(conn: &mut Conn, gw: Gateway) -> io::Result<()> {
+    let (registration_id, secret) = match read_hello(conn, gw.config.hello_timeout).await? {
         Ok(h) => h,
-        Err(End::Close(code, reason)) => return close(&mut socket, code, &reason).await,
+        Err(End::Close(code, reason)) => return conn.close(code, &reason).await,
         Err(End::Gone) => return Ok(()),
     };
-    let (app, session, rx) = match gw.engine.connect(&hello.0, &hello.1) {
+    let (app, session) = match gw.engine.connect(&registration_id, &secret) {
         Ok(s) => s,
         Err(_) => {
             let reason = "registration_id and device_secret do not match a device";
-            socket
-                .send(Message::Text(frames::error(1004, reason, None).into()))
-                .await?;
-            return close(&mut socket, 4001, "bad credentials").await;
+            conn.send_text(&frames::error(1004, reason, None)).await?;
+            return conn.close(4001, "bad credentials").await;
         }
     };
-    let mut conn = Connection {
+    let mut device = Device {
         engine: gw.engine.clone(),
         app,
         session,
-        rx,
         heartbeat: Duration::from_secs(gw.config.heartbeat_s),
-        inflight: Vec::with_capacity(MAX_INFLIGHT),
+        inflight: Vec::new(),
         backlog: false,
         bad_frames: 0,
     };
-    let result = conn.serve(&mut socket, gw.config.heartbeat_s).await;
-    conn.engine.disconnect(&conn.app, &conn.session);
-    match result {
-        Ok(End::Close(code, reason)) => close(&mut socket, code, &reason).await,
-        Ok(End::Gone) => Ok(()),
-        Err(e) if is_too_large(&e) => close(&mut socket, 1009, "frame too large").await,
-        Err(e) => Err(e),
+    let end = device.serve(conn, gw.config.heartbeat_s).await;
+    device.engine.disconnect(&device.app, &device.session);
+    match end? {
+        End::Close(code, reason) => conn.close(code, &reason).await,
+        End::Gone => Ok(()),
     }
 }
 
-/// Waits for `{"op":"hello",...}`; control frames before it are allowed.
-async fn read_hello(socket: &mut WebSocket, limit: Duration) -> Result<(String, String), End> {
+/// Waits for `{"op":"hello",...}`; pings before it are answered.
+async fn read_hello(conn: &mut Conn, limit: Duration) -> io::Result<Result<(String, String), End>> {
     let deadline = Instant::now() + limit;
     loop {
-        let msg = match timeout_at(deadline, socket.recv()).await {
-            Err(_) => return Err(End::Close(4000, "no hello in time".into())),
-            Ok(None) => return Err(End::Gone),
-            Ok(Some(Err(e))) if is_too_large(&e) => {
-                return Err(End::Close(1009, "frame too large".into()))
-            }
-            Ok(Some(Err(_))) => return Err(End::Gone),
-            Ok(Some(Ok(m))) => m,
+        let msg = match conn.next_message() {
+            Err(e) => return Ok(Err(frame_error_close(e))),
+            Ok(Some(m)) => m,
+            Ok(None) => match timeout_at(deadline, conn.fill()).await {
+                None => return Ok(Err(End::Close(4000, "no hello in time".into()))),
+                Some(Ok(0)) | Some(Err(_)) => return Ok(Err(End::Gone)),
+                Some(Ok(_)) => continue,
+            },
         };
-        match msg {
-            Message::Ping(_) | Message::Pong(_) => continue,
-            Message::Close(_) => return Err(End::Gone),
-            Message::Binary(_) => {
-                return Err(End::Close(4000, "the first frame must be hello".into()))
+        let text = match msg {
+            Incoming::Ping(p) => {
+                conn.send(&[(OP_PONG, &p)]).await?;
+                continue;
             }
-            Message::Text(t) => {
-                let v: Value = serde_json::from_str(t.as_str()).unwrap_or(Value::Null);
-                let field = |k: &str| v.get(k).and_then(Value::as_str).map(str::to_string);
-                if field("op").as_deref() != Some("hello") {
-                    return Err(End::Close(4000, "the first frame must be hello".into()));
-                }
-                return match (field("registration_id"), field("device_secret")) {
-                    (Some(r), Some(s)) => Ok((r, s)),
-                    _ => Err(End::Close(
-                        4000,
-                        "hello needs registration_id and device_secret".into(),
-                    )),
-                };
+            Incoming::Close => return Ok(Err(End::Gone)),
+            Incoming::NotText => {
+                return Ok(Err(End::Close(
+                    4000,
+                    "the first frame must be hello".into(),
+                )))
             }
+            Incoming::Text(t) => t,
+        };
+        let v: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+        let field = |k: &str| v.get(k).and_then(Value::as_str).map(str::to_string);
+        if field("op").as_deref() != Some("hello") {
+            return Ok(Err(End::Close(
+                4000,
+                "the first frame must be hello".into(),
+            )));
         }
+        return Ok(match (field("registration_id"), field("device_secret")) {
+            (Some(r), Some(s)) => Ok((r, s)),
+            _ => Err(End::Close(
+                4000,
+                "hello needs registration_id and device_secret".into(),
+            )),
+        });
     }
 }
 
-struct Connection {
+async fn timeout_at<F: std::future::Future>(deadline: Instant, f: F) -> Option<F::Output> {
+    tokio::time::timeout_at(deadline, f).await.ok()
+}
+
+/// The device protocol on top of one connection.
+struct Device {
     engine: Arc<Engine>,
     app: Arc<AppState>,
     session: Session,
-    rx: mpsc::Receiver<SessionMsg>,
     heartbeat: Duration,
-    /// msg_ids sent and not yet acked, in send order; at most [`MAX_INFLIGHT`].
+    /// msg_ids sent and not yet acked, in send order; at most [`MAX_INFLIGHT`]. Freed when
+    /// empty, so an idle connection holds no allocation for it.
     inflight: Vec<u64>,
     /// More pushes may be waiting in the offline store than were sent.
     backlog: bool,
     bad_frames: u32,
 }
 
-impl Connection {
-    async fn serve(&mut self, socket: &mut WebSocket, heartbeat_s: u64) -> WsResult<End> {
+impl Device {
+    async fn serve(&mut self, conn: &mut Conn, heartbeat_s: u64) -> io::Result<End> {
         let pending = self.app.pending_for(self.session.ordinal, now_ms());
-        let welcome = frames::welcome(heartbeat_s, now_ms(), pending.len());
-        socket.send(Message::Text(welcome.into())).await?;
-        self.send_pushes(socket, pending).await?;
-        let mut deadline = Instant::now() + self.heartbeat * 2;
+        conn.send_text(&frames::welcome(heartbeat_s, now_ms(), pending.len()))
+            .await?;
+        self.send_pushes(conn, pending).await?;
+        let mut last_heard = Instant::now();
         loop {
+            // Anything from the client resets the keepalive; the timer is only re-armed when
+            // it fires, not on every frame.
+            let deadline = last_heard + self.heartbeat * 2;
             tokio::select! {
-                msg = socket.recv() => {
-                    deadline = Instant::now() + self.heartbeat * 2;
-                    match msg {
-                        None => return Ok(End::Gone),
-                        Some(Err(e)) => return Err(e),
-                        Some(Ok(m)) => {
-                            if let Some(end) = self.on_client_frame(socket, m).await? {
-                                return Ok(end);
+                read = conn.fill() => {
+                    match read {
+                        Ok(0) | Err(_) => return Ok(End::Gone),
+                        Ok(_) => last_heard = Instant::now(),
+                    }
+                    loop {
+                        match conn.next_message() {
+                            Err(e) => return Ok(frame_error_close(e)),
+                            Ok(None) => break,
+                            Ok(Some(msg)) => {
+                                if let Some(end) = self.on_message(conn, msg).await? {
+                                    return Ok(end);
+                                }
                             }
                         }
-                    }
-                }
-                Some(SessionMsg::Push(push)) = self.rx.recv() => {
-                    if self.inflight.len() >= MAX_INFLIGHT {
-                        self.backlog = true;
-                    } else if !self.inflight.contains(&push.msg_id())
-                        && push.is_live_for(self.session.ordinal, now_ms())
-                    {
-                        self.send_pushes(socket, vec![push]).await?;
                     }
                 }
                 _ = self.session.signalled() => {
@@ -169,9 +367,20 @@ impl Connection {
                     if self.session.take_resync() {
                         self.backlog = true;
                     }
+                    let now = now_ms();
+                    let ordinal = self.session.ordinal;
+                    let live: Vec<_> = self
+                        .session
+                        .take_pushes()
+                        .into_iter()
+                        .filter(|p| !self.inflight.contains(&p.msg_id()) && p.is_live_for(ordinal, now))
+                        .collect();
+                    self.send_pushes(conn, live).await?;
                 }
                 _ = sleep_until(deadline) => {
-                    return Ok(End::Close(4004, "heartbeat timeout".into()));
+                    if last_heard + self.heartbeat * 2 <= Instant::now() {
+                        return Ok(End::Close(4004, "heartbeat timeout".into()));
+                    }
                 }
             }
             if self.backlog && self.inflight.len() < MAX_INFLIGHT {
@@ -182,63 +391,55 @@ impl Connection {
                     .into_iter()
                     .filter(|p| !self.inflight.contains(&p.msg_id()))
                     .collect();
-                self.send_pushes(socket, pending).await?;
+                self.send_pushes(conn, pending).await?;
             }
         }
     }
 
-    /// Sends as many of `pushes` as the window allows; the rest wait for acks.
-    async fn send_pushes(
-        &mut self,
-        socket: &mut WebSocket,
-        pushes: Vec<Arc<LivePush>>,
-    ) -> WsResult<()> {
+    /// Sends as many of `pushes` as the window allows, in one write; the rest wait for acks.
+    async fn send_pushes(&mut self, conn: &mut Conn, pushes: Vec<Arc<LivePush>>) -> io::Result<()> {
         let platform = self.session.platform;
-        let mut sent = 0;
-        for push in pushes {
-            if self.inflight.len() >= MAX_INFLIGHT {
-                self.backlog = true;
-                break;
-            }
-            let bytes = push.frame(platform, |p| crate::encode_push(p, platform));
-            let text = Utf8Bytes::try_from(bytes).map_err(axum::Error::new)?;
-            socket.feed(Message::Text(text)).await?;
-            self.inflight.push(push.msg_id());
-            sent += 1;
+        let room = MAX_INFLIGHT - self.inflight.len().min(MAX_INFLIGHT);
+        if pushes.len() > room {
+            self.backlog = true;
         }
-        if sent > 0 {
-            socket.flush().await?;
+        let frames: Vec<_> = pushes
+            .iter()
+            .take(room)
+            .map(|p| p.frame(platform, |push| crate::encode_push(push, platform)))
+            .collect();
+        if frames.is_empty() {
+            return Ok(());
         }
+        let parts: Vec<(u8, &[u8])> = frames.iter().map(|f| (OP_TEXT, &f[..])).collect();
+        conn.send(&parts).await?;
+        self.inflight
+            .extend(pushes.iter().take(room).map(|p| p.msg_id()));
         Ok(())
     }
 
-    async fn send_text(&self, socket: &mut WebSocket, text: String) -> WsResult<()> {
-        socket.send(Message::Text(text.into())).await
-    }
-
-    async fn on_client_frame(
-        &mut self,
-        socket: &mut WebSocket,
-        msg: Message,
-    ) -> WsResult<Option<End>> {
+    async fn on_message(&mut self, conn: &mut Conn, msg: Incoming) -> io::Result<Option<End>> {
         let text = match msg {
-            Message::Ping(_) | Message::Pong(_) => return Ok(None),
-            Message::Close(_) => return Ok(Some(End::Gone)),
-            Message::Binary(_) => {
+            Incoming::Ping(p) => {
+                conn.send(&[(OP_PONG, &p)]).await?;
+                return Ok(None);
+            }
+            Incoming::Close => return Ok(Some(End::Close(1000, "bye".into()))),
+            Incoming::NotText => {
                 return self
-                    .bad_frame(socket, "binary frames are not part of the protocol")
+                    .bad_frame(conn, "only UTF-8 text frames are part of the protocol")
                     .await
             }
-            Message::Text(t) => t,
+            Incoming::Text(t) => t,
         };
-        let frame = match serde_json::from_str::<Value>(text.as_str()) {
+        let frame = match serde_json::from_str::<Value>(&text) {
             Ok(Value::Object(o)) if o.get("op").is_some_and(Value::is_string) => o,
             Ok(_) => {
                 return self
-                    .bad_frame(socket, "a frame must be a JSON object with a string op")
+                    .bad_frame(conn, "a frame must be a JSON object with a string op")
                     .await
             }
-            Err(e) => return self.bad_frame(socket, &format!("not JSON: {e}")).await,
+            Err(e) => return self.bad_frame(conn, &format!("not JSON: {e}")).await,
         };
         self.bad_frames = 0;
         let seq = frame.get("seq").cloned();
@@ -249,7 +450,7 @@ impl Connection {
                 return Ok(None);
             }
             "ping" => {
-                self.send_text(socket, frames::PONG.into()).await?;
+                conn.send_text(frames::PONG).await?;
                 return Ok(None);
             }
             "click" => self.on_click(&frame).await,
@@ -260,30 +461,29 @@ impl Connection {
             _ => {
                 if let Some(seq) = &seq {
                     let reason = format!("unknown op {op:?}");
-                    self.send_text(socket, frames::error(1009, &reason, Some(seq)))
+                    conn.send_text(&frames::error(1009, &reason, Some(seq)))
                         .await?;
                 }
                 return Ok(None);
             }
         };
         match (outcome, &seq) {
-            (Ok(()), Some(seq)) => self.send_text(socket, frames::ok(seq)).await?,
+            (Ok(()), Some(seq)) => conn.send_text(&frames::ok(seq)).await?,
             (Ok(()), None) => {}
             (Err(reason), seq) => {
-                self.send_text(socket, frames::error(1003, &reason, seq.as_ref()))
+                conn.send_text(&frames::error(1003, &reason, seq.as_ref()))
                     .await?
             }
         }
         Ok(None)
     }
 
-    async fn bad_frame(&mut self, socket: &mut WebSocket, reason: &str) -> WsResult<Option<End>> {
+    async fn bad_frame(&mut self, conn: &mut Conn, reason: &str) -> io::Result<Option<End>> {
         self.bad_frames += 1;
         if self.bad_frames >= MAX_BAD_FRAMES {
             return Ok(Some(End::Close(4003, "too many bad frames".into())));
         }
-        self.send_text(socket, frames::error(1003, reason, None))
-            .await?;
+        conn.send_text(&frames::error(1003, reason, None)).await?;
         Ok(None)
     }
 
@@ -293,12 +493,14 @@ impl Connection {
         };
         let ids: Vec<u64> = ids.iter().filter_map(msg_id_of).collect();
         self.inflight.retain(|m| !ids.contains(m));
-        self.engine.ack(&self.app, self.session.ordinal, &ids).await;
-        if !self.inflight.is_empty() || ids.is_empty() {
-            return;
+        if self.inflight.is_empty() {
+            self.inflight = Vec::new();
         }
-        // The window emptied: there may be more stored pushes than were sent.
-        self.backlog = true;
+        self.engine.ack(&self.app, self.session.ordinal, &ids).await;
+        if self.inflight.is_empty() && !ids.is_empty() {
+            // The window emptied: there may be more stored pushes than were sent.
+            self.backlog = true;
+        }
     }
 
     async fn on_click(&self, frame: &Map<String, Value>) -> Result<(), String> {

@@ -8,6 +8,7 @@
 mod connection;
 mod frames;
 mod register;
+mod ws;
 
 pub use frames::encode_push;
 

@@ -60,8 +60,8 @@ pub trait Storage: Send + Sync + 'static {
     /// The highest msg_id ever stored (0 if none).
     fn max_msg_id(&self) -> StoreFuture<'_, u64>;
 
-    /// Records that devices acked pushes: (msg_id, ordinal) pairs.
-    fn record_acks(&self, acks: Vec<(u64, u32)>, at_ms: u64) -> StoreFuture<'_, ()>;
+    /// Checkpoints who has acked each push: (msg_id, delivered bitmap), replacing the last.
+    fn save_delivered(&self, checkpoints: Vec<(u64, RoaringBitmap)>) -> StoreFuture<'_, ()>;
     /// Records a click or location a device reported.
     fn record_event(&self, event: DeviceEvent) -> StoreFuture<'_, ()>;
 

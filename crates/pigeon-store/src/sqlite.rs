@@ -47,15 +47,11 @@ CREATE TABLE IF NOT EXISTS pushes (
     sent_ms INTEGER NOT NULL,
     expires_ms INTEGER NOT NULL,
     body TEXT NOT NULL,
-    audience BLOB NOT NULL
+    audience BLOB NOT NULL,
+    -- Who acked, as a roaring bitmap checkpointed every few hundred ms.
+    delivered BLOB
 );
 CREATE INDEX IF NOT EXISTS pushes_by_app_expiry ON pushes (app_key, expires_ms);
-CREATE TABLE IF NOT EXISTS acks (
-    msg_id INTEGER NOT NULL,
-    ordinal INTEGER NOT NULL,
-    acked_ms INTEGER NOT NULL,
-    PRIMARY KEY (msg_id, ordinal)
-) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS device_events (
     id INTEGER PRIMARY KEY,
     app_key TEXT NOT NULL,
@@ -425,10 +421,9 @@ impl Storage for SqliteStore {
         let app_key = app_key.to_string();
         Box::pin(self.read(move |c| {
             let mut st = c.prepare(
-                "SELECT msg_id, body, audience FROM pushes
+                "SELECT msg_id, body, audience, delivered FROM pushes
                  WHERE app_key = ?1 AND expires_ms > ?2 ORDER BY msg_id",
             )?;
-            let mut acks = c.prepare("SELECT ordinal FROM acks WHERE msg_id = ?1")?;
             let mut rows = st.query(params![app_key, to_i64(now_ms)])?;
             let mut out = Vec::new();
             while let Some(r) = rows.next()? {
@@ -439,9 +434,13 @@ impl Storage for SqliteStore {
                     .map_err(|e| StoreError::Corrupt(format!("push {msg_id}: {e}")))?;
                 let audience = RoaringBitmap::deserialize_from(&blob[..])
                     .map_err(|e| StoreError::Corrupt(format!("push {msg_id} audience: {e}")))?;
-                let delivered: RoaringBitmap = acks
-                    .query_map([msg_id], |r| r.get::<_, u32>(0))?
-                    .collect::<Result<_, _>>()?;
+                let delivered_blob: Option<Vec<u8>> = r.get(3)?;
+                let delivered = match delivered_blob {
+                    None => RoaringBitmap::new(),
+                    Some(b) => RoaringBitmap::deserialize_from(&b[..]).map_err(|e| {
+                        StoreError::Corrupt(format!("push {msg_id} delivered: {e}"))
+                    })?,
+                };
                 out.push(StoredPush {
                     push,
                     audience,
@@ -459,17 +458,22 @@ impl Storage for SqliteStore {
         }))
     }
 
-    fn record_acks(&self, acks: Vec<(u64, u32)>, at_ms: u64) -> StoreFuture<'_, ()> {
-        Box::pin(self.write(move |c| {
-            let mut st = c.prepare_cached(
-                "INSERT INTO acks (msg_id, ordinal, acked_ms) VALUES (?1, ?2, ?3)
-                 ON CONFLICT DO NOTHING",
-            )?;
-            for (msg_id, ordinal) in acks {
-                st.execute(params![to_i64(msg_id), ordinal, to_i64(at_ms)])?;
-            }
-            Ok(())
-        }))
+    fn save_delivered(&self, checkpoints: Vec<(u64, RoaringBitmap)>) -> StoreFuture<'_, ()> {
+        Box::pin(async move {
+            let blobs = checkpoints
+                .iter()
+                .map(|(m, b)| Ok((*m, serialize_bitmap(b)?)))
+                .collect::<StoreResult<Vec<_>>>()?;
+            self.write(move |c| {
+                let mut st =
+                    c.prepare_cached("UPDATE pushes SET delivered = ?2 WHERE msg_id = ?1")?;
+                for (msg_id, blob) in blobs {
+                    st.execute(params![to_i64(msg_id), blob])?;
+                }
+                Ok(())
+            })
+            .await
+        })
     }
 
     fn record_event(&self, e: DeviceEvent) -> StoreFuture<'_, ()> {
@@ -562,10 +566,8 @@ mod tests {
         };
         let audience: RoaringBitmap = [0u32, 1].into_iter().collect();
         store.insert_push("k", &push, &audience).await.unwrap();
-        store
-            .record_acks(vec![(42, 1), (42, 1)], 2_000)
-            .await
-            .unwrap();
+        let delivered: RoaringBitmap = [1u32].into_iter().collect();
+        store.save_delivered(vec![(42, delivered)]).await.unwrap();
         let live = store.load_live_pushes("k", 2_000).await.unwrap();
         assert_eq!(live.len(), 1);
         assert_eq!(live[0].push, push);

@@ -18,6 +18,7 @@ use pigeon_engine::{now_ms, AppState, Engine, LivePush, Session};
 use serde_json::{Map, Value};
 use std::future::poll_fn;
 use std::io;
+use std::mem::MaybeUninit;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::Poll;
@@ -77,7 +78,7 @@ pub(crate) async fn upgrade(State(gw): State<Gateway>, mut req: Request) -> Resp
     };
     let accept = ws::accept_key(key);
     let on_upgrade = hyper::upgrade::on(&mut req);
-    tokio::spawn(async move {
+    let fut = async move {
         match on_upgrade.await {
             Ok(upgraded) => {
                 let mut conn = Conn {
@@ -91,7 +92,8 @@ pub(crate) async fn upgrade(State(gw): State<Gateway>, mut req: Request) -> Resp
             }
             Err(e) => tracing::debug!(error = %e, "upgrade failed"),
         }
-    });
+    };
+    tokio::spawn(fut);
     let mut r = Response::new(Body::empty());
     *r.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
     let h = r.headers_mut();
@@ -139,8 +141,8 @@ impl Conn {
     async fn fill(&mut self) -> io::Result<usize> {
         let (io, inbuf) = (&mut self.io, &mut self.inbuf);
         poll_fn(|cx| {
-            let mut scratch = [0u8; 8192];
-            let mut rb = ReadBuf::new(&mut scratch);
+            let mut scratch = [MaybeUninit::<u8>::uninit(); 8192];
+            let mut rb = ReadBuf::uninit(&mut scratch);
             match Pin::new(&mut *io).poll_read(cx, &mut rb) {
                 Poll::Ready(Ok(())) => {
                     inbuf.extend_from_slice(rb.filled());
@@ -238,17 +240,19 @@ fn frame_error_close(e: FrameError) -> End {
 }
 
 async fn run(conn: &mut Conn, gw: Gateway) -> io::Result<()> {
-    let (registration_id, secret) = match read_hello(conn, gw.config.hello_timeout).await? {
-        Ok(h) => h,
-        Err(End::Close(code, reason)) => return conn.close(code, &reason).await,
-        Err(End::Gone) => return Ok(()),
-    };
+    // Boxed sub-futures keep the connection's own future, what an idle device costs, small.
+    let (registration_id, secret) =
+        match Box::pin(read_hello(conn, gw.config.hello_timeout)).await? {
+            Ok(h) => h,
+            Err(End::Close(code, reason)) => return Box::pin(conn.close(code, &reason)).await,
+            Err(End::Gone) => return Ok(()),
+        };
     let (app, session) = match gw.engine.connect(&registration_id, &secret) {
         Ok(s) => s,
         Err(_) => {
             let reason = "registration_id and device_secret do not match a device";
-            conn.send_text(&frames::error(1004, reason, None)).await?;
-            return conn.close(4001, "bad credentials").await;
+            Box::pin(conn.send_text(&frames::error(1004, reason, None))).await?;
+            return Box::pin(conn.close(4001, "bad credentials")).await;
         }
     };
     let mut device = Device {
@@ -263,7 +267,7 @@ async fn run(conn: &mut Conn, gw: Gateway) -> io::Result<()> {
     let end = device.serve(conn, gw.config.heartbeat_s).await;
     device.engine.disconnect(&device.app, &device.session);
     match end? {
-        End::Close(code, reason) => conn.close(code, &reason).await,
+        End::Close(code, reason) => Box::pin(conn.close(code, &reason)).await,
         End::Gone => Ok(()),
     }
 }
@@ -334,14 +338,14 @@ struct Device {
 impl Device {
     async fn serve(&mut self, conn: &mut Conn, heartbeat_s: u64) -> io::Result<End> {
         let pending = self.app.pending_for(self.session.ordinal, now_ms());
-        conn.send_text(&frames::welcome(heartbeat_s, now_ms(), pending.len()))
-            .await?;
-        self.send_pushes(conn, pending).await?;
+        Box::pin(conn.send_text(&frames::welcome(heartbeat_s, now_ms(), pending.len()))).await?;
+        Box::pin(self.send_pushes(conn, pending)).await?;
         let mut last_heard = Instant::now();
+        // Anything from the client resets the keepalive; the timer is only re-armed when it
+        // fires, not on every frame.
+        let keepalive = sleep_until(last_heard + self.heartbeat * 2);
+        tokio::pin!(keepalive);
         loop {
-            // Anything from the client resets the keepalive; the timer is only re-armed when
-            // it fires, not on every frame.
-            let deadline = last_heard + self.heartbeat * 2;
             tokio::select! {
                 read = conn.fill() => {
                     match read {
@@ -353,7 +357,7 @@ impl Device {
                             Err(e) => return Ok(frame_error_close(e)),
                             Ok(None) => break,
                             Ok(Some(msg)) => {
-                                if let Some(end) = self.on_message(conn, msg).await? {
+                                if let Some(end) = Box::pin(self.on_message(conn, msg)).await? {
                                     return Ok(end);
                                 }
                             }
@@ -375,12 +379,14 @@ impl Device {
                         .into_iter()
                         .filter(|p| !self.inflight.contains(&p.msg_id()) && p.is_live_for(ordinal, now))
                         .collect();
-                    self.send_pushes(conn, live).await?;
+                    Box::pin(self.send_pushes(conn, live)).await?;
                 }
-                _ = sleep_until(deadline) => {
-                    if last_heard + self.heartbeat * 2 <= Instant::now() {
+                _ = &mut keepalive => {
+                    let deadline = last_heard + self.heartbeat * 2;
+                    if deadline <= Instant::now() {
                         return Ok(End::Close(4004, "heartbeat timeout".into()));
                     }
+                    keepalive.as_mut().reset(deadline);
                 }
             }
             if self.backlog && self.inflight.len() < MAX_INFLIGHT {
@@ -391,7 +397,7 @@ impl Device {
                     .into_iter()
                     .filter(|p| !self.inflight.contains(&p.msg_id()))
                     .collect();
-                self.send_pushes(conn, pending).await?;
+                Box::pin(self.send_pushes(conn, pending)).await?;
             }
         }
     }
@@ -497,10 +503,6 @@ impl Device {
             self.inflight = Vec::new();
         }
         self.engine.ack(&self.app, self.session.ordinal, &ids).await;
-        if self.inflight.is_empty() && !ids.is_empty() {
-            // The window emptied: there may be more stored pushes than were sent.
-            self.backlog = true;
-        }
     }
 
     async fn on_click(&self, frame: &Map<String, Value>) -> Result<(), String> {

@@ -6,8 +6,10 @@
 //! Markdown table and exits. Peers are run the same way, on the same machine, in the same run.
 
 pub mod agent;
+pub mod audience;
 pub mod fanout;
 pub mod mqtt;
 pub mod procs;
+pub mod resp;
 pub mod table;
 pub mod wsclient;

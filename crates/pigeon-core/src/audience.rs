@@ -88,6 +88,14 @@ impl AudienceIndex {
         self.by_registration_id.get(registration_id).copied()
     }
 
+    /// Bytes the tag bitmaps take (their serialized size, which tracks their heap size).
+    pub fn tag_index_bytes(&self) -> u64 {
+        self.by_tag
+            .values()
+            .map(|b| b.serialized_size() as u64)
+            .sum()
+    }
+
     /// Devices bound to `alias`.
     pub fn alias_members(&self, alias: &str) -> RoaringBitmap {
         self.by_alias.get(alias).cloned().unwrap_or_default()

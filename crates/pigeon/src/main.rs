@@ -41,6 +41,8 @@ enum Command {
 enum BenchCommand {
     /// Broadcast fan-out and idle connection cost, beside Mosquitto.
     Fanout(pigeon_bench::fanout::FanoutArgs),
+    /// Audience resolution over 10M devices, beside Redis.
+    Audience(pigeon_bench::audience::AudienceArgs),
     /// A load-generating agent (started by the scenarios, not by hand).
     #[command(hide = true)]
     Agent(pigeon_bench::agent::AgentArgs),
@@ -102,6 +104,9 @@ async fn bench(cmd: BenchCommand) -> anyhow::Result<()> {
         // Scenarios drive agents through blocking pipes: keep them off the async workers.
         BenchCommand::Fanout(args) => {
             tokio::task::spawn_blocking(move || pigeon_bench::fanout::run(args)).await?
+        }
+        BenchCommand::Audience(args) => {
+            tokio::task::spawn_blocking(move || pigeon_bench::audience::run(args)).await?
         }
         BenchCommand::Agent(args) => pigeon_bench::agent::run(args).await,
     }

@@ -1,0 +1,77 @@
+//! Criterion benchmarks of the per-push hot paths: audience algebra, the JPush push-object
+//! parser, and encoding a device frame.
+
+use criterion::{black_box, criterion_group, criterion_main, Criterion};
+use pigeon_core::{Audience, AudienceExpr, AudienceIndex, DeviceAttrs, Platform, PlatformSet};
+use serde_json::json;
+
+fn index(n: u32) -> AudienceIndex {
+    let mut ix = AudienceIndex::new();
+    for o in 0..n {
+        let h = (o as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        let mut tags = Vec::new();
+        if h % 100 < 50 {
+            tags.push("t50".to_string());
+        }
+        if (h >> 20) % 100 < 10 {
+            tags.push("t10".to_string());
+        }
+        if (h >> 40) % 100 < 1 {
+            tags.push("t1".to_string());
+        }
+        ix.upsert(o, DeviceAttrs { registration_id: format!("r{o}"), platform: Platform::Android, alias: None, tags });
+    }
+    ix
+}
+
+fn audience(c: &mut Criterion) {
+    let ix = index(1_000_000);
+    let expr = Audience::Expr(AudienceExpr {
+        tag_and: vec!["t50".into(), "t10".into()],
+        tag_not: vec!["t1".into()],
+        ..Default::default()
+    });
+    c.bench_function("resolve tag_and[50%,10%] + tag_not[1%] over 1M devices", |b| {
+        b.iter(|| black_box(ix.resolve(black_box(&expr), PlatformSet::all())))
+    });
+    let rids = Audience::Expr(AudienceExpr {
+        registration_id: (0..1000).map(|i| format!("r{}", i * 997)).collect(),
+        ..Default::default()
+    });
+    c.bench_function("resolve 1000 registration ids", |b| b.iter(|| black_box(ix.resolve(&rids, PlatformSet::all()))));
+}
+
+fn parser(c: &mut Criterion) {
+    let body = json!({
+        "platform": "all",
+        "audience": {"registration_id": ["1a0018970a5c1a3d0c1"]},
+        "notification": {"alert": "Hello", "android": {"title": "T", "extras": {"k": "v"}},
+                         "ios": {"badge": "+1", "sound": "default", "extras": {"k": "v"}}},
+        "options": {"time_to_live": 60, "apns_production": false}
+    });
+    let text = body.to_string();
+    c.bench_function("parse and validate a JPush push (JSON text to core Push)", |b| {
+        b.iter(|| {
+            let v: serde_json::Value = serde_json::from_str(black_box(&text)).unwrap_or_default();
+            black_box(pigeon_jpush::parse_push(&v).is_ok())
+        })
+    });
+}
+
+fn frames(c: &mut Criterion) {
+    let v = json!({"platform": "all", "audience": "all",
+                   "notification": {"alert": "Hello", "android": {"title": "T", "extras": {"k": "v"}}},
+                   "message": {"msg_content": "m"}});
+    let mut push = match pigeon_jpush::parse_push(&v) {
+        Ok(p) => p,
+        Err(e) => panic!("bench push invalid: {e:?}"),
+    };
+    push.msg_id = 1_795_475_749_276_000;
+    push.sent_ms = 1_795_475_749_276;
+    c.bench_function("encode a push frame for android", |b| {
+        b.iter(|| black_box(pigeon_gateway::encode_push(black_box(&push), Platform::Android)))
+    });
+}
+
+criterion_group!(benches, audience, parser, frames);
+criterion_main!(benches);

@@ -19,7 +19,15 @@ fn index(n: u32) -> AudienceIndex {
         if (h >> 40) % 100 < 1 {
             tags.push("t1".to_string());
         }
-        ix.upsert(o, DeviceAttrs { registration_id: format!("r{o}"), platform: Platform::Android, alias: None, tags });
+        ix.upsert(
+            o,
+            DeviceAttrs {
+                registration_id: format!("r{o}"),
+                platform: Platform::Android,
+                alias: None,
+                tags,
+            },
+        );
     }
     ix
 }
@@ -31,14 +39,17 @@ fn audience(c: &mut Criterion) {
         tag_not: vec!["t1".into()],
         ..Default::default()
     });
-    c.bench_function("resolve tag_and[50%,10%] + tag_not[1%] over 1M devices", |b| {
-        b.iter(|| black_box(ix.resolve(black_box(&expr), PlatformSet::all())))
-    });
+    c.bench_function(
+        "resolve tag_and[50%,10%] + tag_not[1%] over 1M devices",
+        |b| b.iter(|| black_box(ix.resolve(black_box(&expr), PlatformSet::all()))),
+    );
     let rids = Audience::Expr(AudienceExpr {
         registration_id: (0..1000).map(|i| format!("r{}", i * 997)).collect(),
         ..Default::default()
     });
-    c.bench_function("resolve 1000 registration ids", |b| b.iter(|| black_box(ix.resolve(&rids, PlatformSet::all()))));
+    c.bench_function("resolve 1000 registration ids", |b| {
+        b.iter(|| black_box(ix.resolve(&rids, PlatformSet::all())))
+    });
 }
 
 fn parser(c: &mut Criterion) {
@@ -50,12 +61,16 @@ fn parser(c: &mut Criterion) {
         "options": {"time_to_live": 60, "apns_production": false}
     });
     let text = body.to_string();
-    c.bench_function("parse and validate a JPush push (JSON text to core Push)", |b| {
-        b.iter(|| {
-            let v: serde_json::Value = serde_json::from_str(black_box(&text)).unwrap_or_default();
-            black_box(pigeon_jpush::parse_push(&v).is_ok())
-        })
-    });
+    c.bench_function(
+        "parse and validate a JPush push (JSON text to core Push)",
+        |b| {
+            b.iter(|| {
+                let v: serde_json::Value =
+                    serde_json::from_str(black_box(&text)).unwrap_or_default();
+                black_box(pigeon_jpush::parse_push(&v).is_ok())
+            })
+        },
+    );
 }
 
 fn frames(c: &mut Criterion) {
@@ -69,7 +84,12 @@ fn frames(c: &mut Criterion) {
     push.msg_id = 1_795_475_749_276_000;
     push.sent_ms = 1_795_475_749_276;
     c.bench_function("encode a push frame for android", |b| {
-        b.iter(|| black_box(pigeon_gateway::encode_push(black_box(&push), Platform::Android)))
+        b.iter(|| {
+            black_box(pigeon_gateway::encode_push(
+                black_box(&push),
+                Platform::Android,
+            ))
+        })
     });
 }
 

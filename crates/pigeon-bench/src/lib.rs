@@ -11,5 +11,6 @@ pub mod fanout;
 pub mod mqtt;
 pub mod procs;
 pub mod resp;
+pub mod restart;
 pub mod table;
 pub mod wsclient;

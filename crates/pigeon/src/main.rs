@@ -43,6 +43,8 @@ enum BenchCommand {
     Fanout(pigeon_bench::fanout::FanoutArgs),
     /// Audience resolution over 10M devices, beside Redis.
     Audience(pigeon_bench::audience::AudienceArgs),
+    /// Restart time and memory with many devices and pending pushes.
+    Restart(pigeon_bench::restart::RestartArgs),
     /// A load-generating agent (started by the scenarios, not by hand).
     #[command(hide = true)]
     Agent(pigeon_bench::agent::AgentArgs),
@@ -107,6 +109,9 @@ async fn bench(cmd: BenchCommand) -> anyhow::Result<()> {
         }
         BenchCommand::Audience(args) => {
             tokio::task::spawn_blocking(move || pigeon_bench::audience::run(args)).await?
+        }
+        BenchCommand::Restart(args) => {
+            tokio::task::spawn_blocking(move || pigeon_bench::restart::run(args)).await?
         }
         BenchCommand::Agent(args) => pigeon_bench::agent::run(args).await,
     }

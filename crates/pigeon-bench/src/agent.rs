@@ -25,6 +25,8 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 pub enum Mode {
     Pigeon,
     Mqtt,
+    /// Push API load: `run RATE SECS` (RATE 0 = as fast as possible).
+    Http,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -46,6 +48,12 @@ pub struct AgentArgs {
     pub id: usize,
     #[arg(long, default_value = "bench")]
     pub topic: String,
+    /// Http mode: base64 of app_key:master_secret.
+    #[arg(long, default_value = "")]
+    pub auth: String,
+    /// Http mode: a file with one registration id a line.
+    #[arg(long)]
+    pub rids_file: Option<std::path::PathBuf>,
 }
 
 #[derive(Default)]
@@ -109,7 +117,7 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
             say(json!({"registered": creds.len(), "registration_ids": ids}));
             creds
         }
-        Mode::Mqtt => Vec::new(),
+        Mode::Mqtt | Mode::Http => Vec::new(),
     };
     while let Some(line) = lines.next_line().await? {
         let words: Vec<&str> = line.split_whitespace().collect();
@@ -118,6 +126,7 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
                 let n = match args.mode {
                     Mode::Pigeon => connect_pigeon(&args, &creds, &stats).await?,
                     Mode::Mqtt => connect_mqtt(&args, &stats).await?,
+                    Mode::Http => 0,
                 };
                 say(json!({"connected": n}));
             }
@@ -130,6 +139,29 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
                     tokio::time::sleep(Duration::from_millis(1)).await;
                 }
                 say(stats.report());
+            }
+            ["run", rate, secs] => {
+                let rids = std::fs::read_to_string(
+                    args.rids_file
+                        .as_ref()
+                        .ok_or_else(|| anyhow::anyhow!("--rids-file is needed"))?,
+                )?;
+                let target = Arc::new(crate::httpload::Target {
+                    addr: args.server.trim_start_matches("http://").parse()?,
+                    auth: args.auth.clone(),
+                    rids: rids.lines().map(String::from).collect(),
+                });
+                let out = crate::httpload::run(
+                    target,
+                    args.source_ip,
+                    args.count,
+                    rate.parse()?,
+                    secs.parse()?,
+                )
+                .await?;
+                say(
+                    json!({"ok": out.ok, "errors": out.errors, "api": crate::httpload::percentiles(out.latencies_us)}),
+                );
             }
             ["reset"] => {
                 stats.reset();

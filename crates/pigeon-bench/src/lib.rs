@@ -8,8 +8,10 @@
 pub mod agent;
 pub mod audience;
 pub mod fanout;
+pub mod httpload;
 pub mod mqtt;
 pub mod procs;
+pub mod pushapi;
 pub mod resp;
 pub mod restart;
 pub mod table;

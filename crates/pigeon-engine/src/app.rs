@@ -19,6 +19,8 @@ pub struct AppState {
     pub(crate) devices: RwLock<Devices>,
     pub(crate) live: RwLock<BTreeMap<u64, Arc<LivePush>>>,
     pub(crate) presence: Mutex<Presence>,
+    /// Live pushes with acks not yet checkpointed.
+    pub(crate) dirty: Mutex<Vec<Arc<LivePush>>>,
 }
 
 #[derive(Default)]
@@ -77,6 +79,7 @@ impl AppState {
             devices: RwLock::new(Devices::default()),
             live: RwLock::new(BTreeMap::new()),
             presence: Mutex::new(Presence::default()),
+            dirty: Mutex::new(Vec::new()),
         }
     }
 

@@ -370,9 +370,11 @@ impl Engine {
             let Some(live) = app.live_push(msg_id) else {
                 continue;
             };
-            if live.mark_delivered(ordinal) {
-                newly += 1;
+            let (delivered, first_since_checkpoint) = live.mark_delivered(ordinal);
+            if first_since_checkpoint {
+                app.dirty.lock().push(live.clone());
             }
+            newly += usize::from(delivered);
         }
         newly
     }
@@ -421,14 +423,19 @@ impl Engine {
     async fn checkpoint(&self) -> Result<(), EngineError> {
         let mut batch = Vec::new();
         for app in self.apps() {
-            for push in app.live.read().values() {
+            let dirty = std::mem::take(&mut *app.dirty.lock());
+            for push in dirty {
                 if let Some(delivered) = push.take_checkpoint() {
                     batch.push((push.msg_id(), delivered));
                 }
             }
         }
-        if !batch.is_empty() {
+        // Small chunks, each awaited, so pushes being accepted meanwhile are not queued
+        // behind one long write.
+        while !batch.is_empty() {
+            let rest = batch.split_off(batch.len().min(128));
             self.store.save_delivered(batch).await?;
+            batch = rest;
         }
         Ok(())
     }

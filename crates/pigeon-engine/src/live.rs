@@ -45,13 +45,12 @@ impl LivePush {
             && !self.delivered.lock().contains(ordinal)
     }
 
-    /// Marks `ordinal` delivered; true if it was a target and had not acked before.
-    pub fn mark_delivered(&self, ordinal: Ordinal) -> bool {
+    /// Marks `ordinal` delivered. Returns (newly delivered, first change since the last
+    /// checkpoint), so the caller can list the push for the next checkpoint once.
+    pub fn mark_delivered(&self, ordinal: Ordinal) -> (bool, bool) {
         let newly = self.audience.contains(ordinal) && self.delivered.lock().insert(ordinal);
-        if newly {
-            self.dirty.store(true, Ordering::Release);
-        }
-        newly
+        let first = newly && !self.dirty.swap(true, Ordering::AcqRel);
+        (newly, first)
     }
 
     /// The delivered set if it changed since the last call.

@@ -130,10 +130,18 @@ impl SqliteStore {
         let path = path.as_ref().to_path_buf();
         let conn = open_connection(&path, sync)?;
         conn.execute_batch(SCHEMA)?;
+        // Checkpoints copy the WAL into the database; done inside a commit they stall every
+        // write behind it, so the writer never checkpoints and a thread of its own does.
+        conn.pragma_update(None, "wal_autocheckpoint", 0)?;
         let (jobs, rx) = mpsc::channel::<Job>(QUEUE_DEPTH);
         std::thread::Builder::new()
             .name("pigeon-sqlite-writer".into())
             .spawn(move || run_writer(conn, rx))?;
+        let checkpointer = open_connection(&path, sync)?;
+        let alive = jobs.downgrade();
+        std::thread::Builder::new()
+            .name("pigeon-sqlite-checkpoint".into())
+            .spawn(move || run_checkpointer(checkpointer, alive))?;
         Ok(SqliteStore {
             inner: Arc::new(Inner {
                 path,
@@ -202,15 +210,24 @@ fn in_savepoint<T>(
     conn: &Connection,
     f: impl FnOnce(&Connection) -> StoreResult<T>,
 ) -> StoreResult<T> {
-    conn.execute_batch("SAVEPOINT job")?;
+    conn.prepare_cached("SAVEPOINT job")?.execute([])?;
     let result = f(conn);
-    let end = if result.is_ok() {
-        "RELEASE job"
-    } else {
-        "ROLLBACK TO job; RELEASE job"
-    };
-    conn.execute_batch(end)?;
+    if result.is_err() {
+        conn.prepare_cached("ROLLBACK TO job")?.execute([])?;
+    }
+    conn.prepare_cached("RELEASE job")?.execute([])?;
     result
+}
+
+/// Copies the WAL into the database every second while the store is open (PASSIVE: it never
+/// blocks the writer), and truncates it at the end.
+fn run_checkpointer(conn: Connection, alive: mpsc::WeakSender<Job>) {
+    while alive.upgrade().is_some() {
+        std::thread::sleep(Duration::from_secs(1));
+        if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+            tracing::warn!(error = %e, "WAL checkpoint failed");
+        }
+    }
 }
 
 fn run_writer(conn: Connection, mut rx: mpsc::Receiver<Job>) {

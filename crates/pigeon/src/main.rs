@@ -45,6 +45,8 @@ enum BenchCommand {
     Audience(pigeon_bench::audience::AudienceArgs),
     /// Restart time and memory with many devices and pending pushes.
     Restart(pigeon_bench::restart::RestartArgs),
+    /// Push API throughput and API-to-device latency.
+    PushApi(pigeon_bench::pushapi::PushApiArgs),
     /// A load-generating agent (started by the scenarios, not by hand).
     #[command(hide = true)]
     Agent(pigeon_bench::agent::AgentArgs),
@@ -112,6 +114,9 @@ async fn bench(cmd: BenchCommand) -> anyhow::Result<()> {
         }
         BenchCommand::Restart(args) => {
             tokio::task::spawn_blocking(move || pigeon_bench::restart::run(args)).await?
+        }
+        BenchCommand::PushApi(args) => {
+            tokio::task::spawn_blocking(move || pigeon_bench::pushapi::run(args)).await?
         }
         BenchCommand::Agent(args) => pigeon_bench::agent::run(args).await,
     }

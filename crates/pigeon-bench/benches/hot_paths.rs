@@ -19,15 +19,14 @@ fn index(n: u32) -> AudienceIndex {
         if (h >> 40) % 100 < 1 {
             tags.push("t1".to_string());
         }
-        ix.upsert(
-            o,
-            DeviceAttrs {
-                registration_id: format!("r{o}"),
-                platform: Platform::Android,
-                alias: None,
-                tags,
-            },
-        );
+        let rid = format!("r{o}");
+        let attrs = DeviceAttrs {
+            registration_id: &rid,
+            platform: Platform::Android,
+            alias: None,
+            tags: &tags,
+        };
+        ix.upsert(o, None, attrs);
     }
     ix
 }

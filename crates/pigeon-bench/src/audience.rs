@@ -74,15 +74,14 @@ pub fn run(args: AudienceArgs) -> anyhow::Result<()> {
     let mut index = AudienceIndex::new();
     let progress = bar(n as u64, "indexing devices");
     for ordinal in 0..n {
-        index.upsert(
-            ordinal,
-            DeviceAttrs {
-                registration_id: registration_id(ordinal),
-                platform: Platform::Android,
-                alias: None,
-                tags: tags_of(ordinal),
-            },
-        );
+        let (rid, tags) = (registration_id(ordinal), tags_of(ordinal));
+        let attrs = DeviceAttrs {
+            registration_id: &rid,
+            platform: Platform::Android,
+            alias: None,
+            tags: &tags,
+        };
+        index.upsert(ordinal, None, attrs);
         if ordinal % 100_000 == 0 {
             progress.set_position(ordinal as u64);
         }

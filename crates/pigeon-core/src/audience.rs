@@ -46,19 +46,19 @@ impl AudienceExpr {
     }
 }
 
-/// What the index knows of one device: the attributes an audience can select on.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct DeviceAttrs {
-    pub registration_id: String,
+/// The attributes of one device an audience can select on, borrowed from wherever the
+/// device's record lives: the index keeps no copy of them, only bitmaps and the id lookup.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DeviceAttrs<'a> {
+    pub registration_id: &'a str,
     pub platform: Platform,
-    pub alias: Option<String>,
-    pub tags: Vec<String>,
+    pub alias: Option<&'a str>,
+    pub tags: &'a [String],
 }
 
 /// The audience index of one app.
 #[derive(Default)]
 pub struct AudienceIndex {
-    devices: Vec<Option<DeviceAttrs>>,
     all: RoaringBitmap,
     by_platform: HashMap<Platform, RoaringBitmap>,
     by_tag: HashMap<String, RoaringBitmap>,
@@ -80,10 +80,6 @@ impl AudienceIndex {
         self.all.is_empty()
     }
 
-    pub fn get(&self, ordinal: Ordinal) -> Option<&DeviceAttrs> {
-        self.devices.get(ordinal as usize).and_then(Option::as_ref)
-    }
-
     pub fn ordinal_of(&self, registration_id: &str) -> Option<Ordinal> {
         self.by_registration_id.get(registration_id).copied()
     }
@@ -101,45 +97,50 @@ impl AudienceIndex {
         self.by_alias.get(alias).cloned().unwrap_or_default()
     }
 
-    /// Inserts a device or replaces what the index knew of it.
-    pub fn upsert(&mut self, ordinal: Ordinal, attrs: DeviceAttrs) {
-        self.remove(ordinal);
+    /// Indexes a device; `old` is what was indexed for this ordinal before, if anything.
+    pub fn upsert(&mut self, ordinal: Ordinal, old: Option<DeviceAttrs<'_>>, new: DeviceAttrs<'_>) {
+        if let Some(old) = old {
+            self.remove(ordinal, old);
+        }
         self.all.insert(ordinal);
         self.by_platform
-            .entry(attrs.platform)
+            .entry(new.platform)
             .or_default()
             .insert(ordinal);
-        for tag in &attrs.tags {
-            self.by_tag.entry(tag.clone()).or_default().insert(ordinal);
+        for tag in new.tags {
+            match self.by_tag.get_mut(tag.as_str()) {
+                Some(b) => {
+                    b.insert(ordinal);
+                }
+                None => {
+                    self.by_tag
+                        .insert(tag.clone(), std::iter::once(ordinal).collect());
+                }
+            }
         }
-        if let Some(alias) = &attrs.alias {
+        if let Some(alias) = new.alias {
             self.by_alias
-                .entry(alias.clone())
+                .entry(alias.to_string())
                 .or_default()
                 .insert(ordinal);
         }
         self.by_registration_id
-            .insert(attrs.registration_id.clone(), ordinal);
-        let slot = ordinal as usize;
-        if self.devices.len() <= slot {
-            self.devices.resize(slot + 1, None);
-        }
-        self.devices[slot] = Some(attrs);
+            .insert(new.registration_id.to_string(), ordinal);
     }
 
-    /// Forgets a device; returns what the index knew of it.
-    pub fn remove(&mut self, ordinal: Ordinal) -> Option<DeviceAttrs> {
-        let old = self.devices.get_mut(ordinal as usize)?.take()?;
+    /// Forgets a device, given what was indexed for it.
+    pub fn remove(&mut self, ordinal: Ordinal, old: DeviceAttrs<'_>) {
         self.all.remove(ordinal);
         remove_from(&mut self.by_platform, &old.platform, ordinal);
-        for tag in &old.tags {
-            remove_from(&mut self.by_tag, tag, ordinal);
+        for tag in old.tags {
+            remove_from(&mut self.by_tag, tag.as_str(), ordinal);
         }
-        if let Some(alias) = &old.alias {
+        if let Some(alias) = old.alias {
             remove_from(&mut self.by_alias, alias, ordinal);
         }
-        self.by_registration_id.remove(&old.registration_id);
-        Some(old)
+        if self.by_registration_id.get(old.registration_id) == Some(&ordinal) {
+            self.by_registration_id.remove(old.registration_id);
+        }
     }
 
     /// The devices on `platforms`.
@@ -227,11 +228,11 @@ impl AudienceIndex {
     }
 }
 
-fn remove_from<K: std::hash::Hash + Eq>(
-    map: &mut HashMap<K, RoaringBitmap>,
-    key: &K,
-    ordinal: Ordinal,
-) {
+fn remove_from<K, Q>(map: &mut HashMap<K, RoaringBitmap>, key: &Q, ordinal: Ordinal)
+where
+    K: std::hash::Hash + Eq + std::borrow::Borrow<Q>,
+    Q: std::hash::Hash + Eq + ?Sized,
+{
     if let Some(b) = map.get_mut(key) {
         b.remove(ordinal);
         if b.is_empty() {
@@ -244,21 +245,47 @@ fn remove_from<K: std::hash::Hash + Eq>(
 mod tests {
     use super::*;
 
-    fn dev(rid: &str, platform: Platform, alias: Option<&str>, tags: &[&str]) -> DeviceAttrs {
-        DeviceAttrs {
-            registration_id: rid.into(),
+    struct Dev {
+        rid: String,
+        platform: Platform,
+        alias: Option<String>,
+        tags: Vec<String>,
+    }
+
+    impl Dev {
+        fn attrs(&self) -> DeviceAttrs<'_> {
+            DeviceAttrs {
+                registration_id: &self.rid,
+                platform: self.platform,
+                alias: self.alias.as_deref(),
+                tags: &self.tags,
+            }
+        }
+    }
+
+    fn dev(rid: &str, platform: Platform, alias: Option<&str>, tags: &[&str]) -> Dev {
+        Dev {
+            rid: rid.into(),
             platform,
             alias: alias.map(String::from),
             tags: tags.iter().map(|t| t.to_string()).collect(),
         }
     }
 
+    fn devices() -> Vec<Dev> {
+        vec![
+            dev("r0", Platform::Android, Some("alice"), &["a", "b"]),
+            dev("r1", Platform::Ios, Some("bob"), &["a"]),
+            dev("r2", Platform::Ios, None, &["b", "c"]),
+            dev("r3", Platform::Web, Some("alice"), &[]),
+        ]
+    }
+
     fn index() -> AudienceIndex {
         let mut ix = AudienceIndex::new();
-        ix.upsert(0, dev("r0", Platform::Android, Some("alice"), &["a", "b"]));
-        ix.upsert(1, dev("r1", Platform::Ios, Some("bob"), &["a"]));
-        ix.upsert(2, dev("r2", Platform::Ios, None, &["b", "c"]));
-        ix.upsert(3, dev("r3", Platform::Web, Some("alice"), &[]));
+        for (i, d) in devices().iter().enumerate() {
+            ix.upsert(i as u32, None, d.attrs());
+        }
         ix
     }
 
@@ -320,14 +347,18 @@ mod tests {
     #[test]
     fn upsert_replaces_old_attributes() {
         let mut ix = index();
-        ix.upsert(0, dev("r0", Platform::Android, None, &["z"]));
+        let before = devices();
+        let after = dev("r0", Platform::Android, None, &["z"]);
+        ix.upsert(0, Some(before[0].attrs()), after.attrs());
         let a = expr(|e| e.tag = vec!["a".into()]);
         assert_eq!(ords(ix.resolve(&a, PlatformSet::all())), [1]);
         assert!(ix.alias_members("alice").contains(3));
         assert!(!ix.alias_members("alice").contains(0));
         assert_eq!(ix.ordinal_of("r0"), Some(0));
-        ix.remove(0);
+        ix.remove(0, after.attrs());
         assert_eq!(ix.ordinal_of("r0"), None);
         assert_eq!(ix.len(), 3);
+        let z = expr(|e| e.tag = vec!["z".into()]);
+        assert!(ix.resolve(&z, PlatformSet::all()).is_empty());
     }
 }

@@ -39,12 +39,12 @@ pub(crate) struct Presence {
     pub online: RoaringBitmap,
 }
 
-pub(crate) fn attrs_of(r: &DeviceRecord) -> DeviceAttrs {
+pub(crate) fn attrs_of(r: &DeviceRecord) -> DeviceAttrs<'_> {
     DeviceAttrs {
-        registration_id: r.registration_id.clone(),
+        registration_id: &r.registration_id,
         platform: r.platform,
-        alias: r.alias.clone(),
-        tags: r.tags.clone(),
+        alias: r.alias.as_deref(),
+        tags: &r.tags,
     }
 }
 
@@ -56,7 +56,12 @@ impl Devices {
     /// Makes `record` the device's current state in memory (after it is durable).
     pub fn apply(&mut self, record: DeviceRecord) {
         let ordinal = record.ordinal;
-        self.index.upsert(ordinal, attrs_of(&record));
+        let old = self
+            .records
+            .get_mut(ordinal as usize)
+            .and_then(Option::take);
+        self.index
+            .upsert(ordinal, old.as_ref().map(attrs_of), attrs_of(&record));
         if let Some(install) = &record.install_id {
             self.by_install
                 .insert(install.clone(), (ordinal, record.registration_id.clone()));

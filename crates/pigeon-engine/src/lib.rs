@@ -101,16 +101,17 @@ impl Engine {
 
     async fn load_app(&self, record: AppRecord) -> Result<Arc<AppState>, EngineError> {
         let app = Arc::new(AppState::new(record));
-        let devices = self.store.load_devices(&app.app_key).await?;
-        let pushes = self.store.load_live_pushes(&app.app_key, now_ms()).await?;
-        {
+        let mut chunks = self.store.load_devices(&app.app_key);
+        while let Some(chunk) = chunks.recv().await {
+            let chunk = chunk?;
             let mut d = app.devices.write();
             let mut by_rid = self.devices_by_rid.write();
-            for rec in devices {
+            for rec in chunk {
                 by_rid.insert(rec.registration_id.clone(), (app.clone(), rec.ordinal));
                 d.apply(rec);
             }
         }
+        let pushes = self.store.load_live_pushes(&app.app_key, now_ms()).await?;
         {
             let mut live = app.live.write();
             for p in pushes {

@@ -43,8 +43,12 @@ pub trait Storage: Send + Sync + 'static {
     fn find_app(&self, app_key: &str) -> StoreFuture<'_, Option<AppRecord>>;
     fn list_apps(&self) -> StoreFuture<'_, Vec<AppRecord>>;
 
-    /// Every device of an app.
-    fn load_devices(&self, app_key: &str) -> StoreFuture<'_, Vec<DeviceRecord>>;
+    /// Every device of an app, in chunks (so that a million devices are never all held
+    /// twice while they are loaded).
+    fn load_devices(
+        &self,
+        app_key: &str,
+    ) -> tokio::sync::mpsc::Receiver<StoreResult<Vec<DeviceRecord>>>;
     /// Inserts the device or replaces the stored one with the same (app_key, ordinal).
     fn put_device(&self, device: DeviceRecord) -> StoreFuture<'_, ()>;
 

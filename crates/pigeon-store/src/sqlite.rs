@@ -282,6 +282,31 @@ fn app_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<AppRecord> {
     })
 }
 
+fn device_from_row(app_key: &str, r: &rusqlite::Row<'_>) -> StoreResult<DeviceRecord> {
+    let platform: String = r.get(4)?;
+    let tags: String = r.get(6)?;
+    let tokens: String = r.get(8)?;
+    let info: String = r.get(10)?;
+    Ok(DeviceRecord {
+        app_key: app_key.to_string(),
+        ordinal: r.get(0)?,
+        registration_id: r.get(1)?,
+        install_id: r.get(2)?,
+        secret_hash: r.get(3)?,
+        platform: Platform::parse(&platform)
+            .ok_or_else(|| StoreError::Corrupt(format!("device platform {platform:?}")))?,
+        alias: r.get(5)?,
+        tags: serde_json::from_str(&tags)
+            .map_err(|e| StoreError::Corrupt(format!("device tags: {e}")))?,
+        mobile: r.get(7)?,
+        push_tokens: json_map(&tokens, "device push_tokens")?,
+        apns_production: r.get(9)?,
+        info: json_map(&info, "device info")?,
+        created_ms: to_u64(r.get(11)?),
+        updated_ms: to_u64(r.get(12)?),
+    })
+}
+
 fn json_map(text: &str, what: &str) -> StoreResult<Map<String, Value>> {
     serde_json::from_str(text).map_err(|e| StoreError::Corrupt(format!("{what}: {e}")))
 }
@@ -329,43 +354,41 @@ impl Storage for SqliteStore {
         }))
     }
 
-    fn load_devices(&self, app_key: &str) -> StoreFuture<'_, Vec<DeviceRecord>> {
+    fn load_devices(&self, app_key: &str) -> mpsc::Receiver<StoreResult<Vec<DeviceRecord>>> {
+        const CHUNK: usize = 4096;
+        let (tx, rx) = mpsc::channel(2);
+        let inner = self.inner.clone();
         let app_key = app_key.to_string();
-        Box::pin(self.read(move |c| {
-            let mut st = c.prepare(
-                "SELECT ordinal, registration_id, install_id, secret_hash, platform, alias, tags,
-                        mobile, push_tokens, apns_production, info, created_ms, updated_ms
-                 FROM devices WHERE app_key = ?1 ORDER BY ordinal",
-            )?;
-            let mut rows = st.query([&app_key])?;
-            let mut out = Vec::new();
-            while let Some(r) = rows.next()? {
-                let platform: String = r.get(4)?;
-                let tags: String = r.get(6)?;
-                let tokens: String = r.get(8)?;
-                let info: String = r.get(10)?;
-                out.push(DeviceRecord {
-                    app_key: app_key.clone(),
-                    ordinal: r.get(0)?,
-                    registration_id: r.get(1)?,
-                    install_id: r.get(2)?,
-                    secret_hash: r.get(3)?,
-                    platform: Platform::parse(&platform).ok_or_else(|| {
-                        StoreError::Corrupt(format!("device platform {platform:?}"))
-                    })?,
-                    alias: r.get(5)?,
-                    tags: serde_json::from_str(&tags)
-                        .map_err(|e| StoreError::Corrupt(format!("device tags: {e}")))?,
-                    mobile: r.get(7)?,
-                    push_tokens: json_map(&tokens, "device push_tokens")?,
-                    apns_production: r.get(9)?,
-                    info: json_map(&info, "device info")?,
-                    created_ms: to_u64(r.get(11)?),
-                    updated_ms: to_u64(r.get(12)?),
-                });
+        tokio::task::spawn_blocking(move || {
+            let result = (|| -> StoreResult<()> {
+                let conn = Connection::open(&inner.path)?;
+                conn.busy_timeout(Duration::from_secs(10))?;
+                let mut st = conn.prepare(
+                    "SELECT ordinal, registration_id, install_id, secret_hash, platform, alias, tags,
+                            mobile, push_tokens, apns_production, info, created_ms, updated_ms
+                     FROM devices WHERE app_key = ?1 ORDER BY ordinal",
+                )?;
+                let mut rows = st.query([&app_key])?;
+                let mut chunk = Vec::with_capacity(CHUNK);
+                while let Some(r) = rows.next()? {
+                    chunk.push(device_from_row(&app_key, r)?);
+                    if chunk.len() == CHUNK {
+                        let full = std::mem::replace(&mut chunk, Vec::with_capacity(CHUNK));
+                        if tx.blocking_send(Ok(full)).is_err() {
+                            return Ok(());
+                        }
+                    }
+                }
+                if !chunk.is_empty() {
+                    let _ = tx.blocking_send(Ok(chunk));
+                }
+                Ok(())
+            })();
+            if let Err(e) = result {
+                let _ = tx.blocking_send(Err(e));
             }
-            Ok(out)
-        }))
+        });
+        rx
     }
 
     fn put_device(&self, d: DeviceRecord) -> StoreFuture<'_, ()> {
@@ -564,7 +587,11 @@ mod tests {
         d.tags = vec!["x".into(), "y".into()];
         store.put_device(d.clone()).await.unwrap();
         store.put_device(device(1, "r1")).await.unwrap();
-        let devices = store.load_devices("k").await.unwrap();
+        let mut chunks = store.load_devices("k");
+        let mut devices = Vec::new();
+        while let Some(chunk) = chunks.recv().await {
+            devices.extend(chunk.unwrap());
+        }
         assert_eq!(devices.len(), 2);
         assert_eq!(devices[0].tags, d.tags);
 

@@ -52,15 +52,16 @@ async fn populate(
     let app = new_app_record("restart-bench", None, None).map_err(|e| anyhow::anyhow!("{e}"))?;
     store.create_app(app.clone()).await?;
     let secret_hash = hash_secret(SECRET);
+    let shared_key: Arc<str> = Arc::from(app.app_key.as_str());
     let progress = bar(devices as u64, "registering devices");
     let mut pending = Vec::new();
     for i in 0..devices {
         let record = DeviceRecord {
-            app_key: app.app_key.clone(),
+            app_key: shared_key.clone(),
             ordinal: i,
             registration_id: rid(i),
             install_id: None,
-            secret_hash: secret_hash.clone(),
+            secret_hash,
             platform: if i % 3 == 0 {
                 Platform::Ios
             } else {

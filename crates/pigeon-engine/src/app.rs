@@ -14,6 +14,8 @@ use std::sync::Arc;
 /// One app (tenant). Nothing in it is reachable from another app.
 pub struct AppState {
     pub app_key: String,
+    /// The same key, shared by the app's device records.
+    pub(crate) shared_key: Arc<str>,
     pub master_secret: String,
     pub name: String,
     pub(crate) devices: RwLock<Devices>,
@@ -78,6 +80,7 @@ impl Devices {
 impl AppState {
     pub(crate) fn new(app: AppRecord) -> AppState {
         AppState {
+            shared_key: Arc::from(app.app_key.as_str()),
             app_key: app.app_key,
             master_secret: app.master_secret,
             name: app.name,

@@ -32,17 +32,13 @@ pub fn new_registration_id() -> String {
 }
 
 /// What is stored of a device secret.
-pub fn hash_secret(secret: &str) -> String {
-    hex::encode(Sha256::digest(secret.as_bytes()))
+pub fn hash_secret(secret: &str) -> [u8; 32] {
+    Sha256::digest(secret.as_bytes()).into()
 }
 
 /// Compares without stopping at the first difference, so timing tells nothing.
-pub fn same_secret_hash(a: &str, b: &str) -> bool {
-    a.len() == b.len()
-        && a.bytes()
-            .zip(b.bytes())
-            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
-            == 0
+pub fn same_secret(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// Whether `s` is a well-formed app_key or master secret: 24 characters of [A-Za-z0-9].
@@ -62,8 +58,9 @@ mod tests {
         assert_eq!(r.len(), 20);
         assert!(r.bytes().all(|b| b.is_ascii_alphanumeric()));
         assert_ne!(new_registration_id(), r);
-        assert!(same_secret_hash(&hash_secret("a"), &hash_secret("a")));
-        assert!(!same_secret_hash(&hash_secret("a"), &hash_secret("b")));
+        assert!(same_secret(&hash_secret("a"), &hash_secret("a")));
+        assert!(!same_secret(&hash_secret("a"), &hash_secret("b")));
+        assert!(!same_secret(b"short", b"longer"));
         assert!(!is_app_credential("short"));
     }
 }

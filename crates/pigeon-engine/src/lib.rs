@@ -146,7 +146,11 @@ impl Engine {
         master_secret: &str,
     ) -> Result<Arc<AppState>, EngineError> {
         match self.app(app_key).await? {
-            Some(app) if ids::same_secret_hash(&app.master_secret, master_secret) => Ok(app),
+            Some(app)
+                if ids::same_secret(app.master_secret.as_bytes(), master_secret.as_bytes()) =>
+            {
+                Ok(app)
+            }
             _ => Err(EngineError::BadCredentials),
         }
     }
@@ -176,7 +180,7 @@ impl Engine {
             if let Some((rid, secret)) = &reg.existing {
                 let ordinal = d.index.ordinal_of(rid).ok_or(EngineError::BadCredentials)?;
                 let record = d.record(ordinal).ok_or(EngineError::BadCredentials)?;
-                if !ids::same_secret_hash(&record.secret_hash, &hash_secret(secret)) {
+                if !ids::same_secret(&record.secret_hash, &hash_secret(secret)) {
                     return Err(EngineError::BadCredentials);
                 }
                 (record.clone(), secret.clone())
@@ -208,7 +212,7 @@ impl Engine {
                         ..r.clone()
                     },
                     None => DeviceRecord {
-                        app_key: app.app_key.clone(),
+                        app_key: app.shared_key.clone(),
                         ordinal,
                         registration_id,
                         install_id: reg.install_id.clone(),
@@ -337,7 +341,7 @@ impl Engine {
         let platform = {
             let d = app.devices.read();
             let record = d.record(ordinal).ok_or(EngineError::BadCredentials)?;
-            if !ids::same_secret_hash(&record.secret_hash, &hash_secret(device_secret)) {
+            if !ids::same_secret(&record.secret_hash, &hash_secret(device_secret)) {
                 return Err(EngineError::BadCredentials);
             }
             record.platform

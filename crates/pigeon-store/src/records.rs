@@ -3,6 +3,7 @@
 use pigeon_core::{Platform, Push};
 use roaring::RoaringBitmap;
 use serde_json::{Map, Value};
+use std::sync::Arc;
 
 /// An app (tenant): its credentials and name.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -16,12 +17,13 @@ pub struct AppRecord {
 /// One registered device.
 #[derive(Clone, Debug, PartialEq)]
 pub struct DeviceRecord {
-    pub app_key: String,
+    /// Shared by all of an app's device records in memory.
+    pub app_key: Arc<str>,
     pub ordinal: u32,
     pub registration_id: String,
     pub install_id: Option<String>,
-    /// Hex SHA-256 of the device secret; the secret itself is never stored.
-    pub secret_hash: String,
+    /// SHA-256 of the device secret; the secret itself is never stored.
+    pub secret_hash: [u8; 32],
     pub platform: Platform,
     pub alias: Option<String>,
     pub tags: Vec<String>,

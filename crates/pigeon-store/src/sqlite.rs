@@ -29,7 +29,7 @@ CREATE TABLE IF NOT EXISTS devices (
     ordinal INTEGER NOT NULL,
     registration_id TEXT NOT NULL UNIQUE,
     install_id TEXT,
-    secret_hash TEXT NOT NULL,
+    secret_hash BLOB NOT NULL,
     platform TEXT NOT NULL,
     alias TEXT,
     tags TEXT NOT NULL,
@@ -282,13 +282,13 @@ fn app_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<AppRecord> {
     })
 }
 
-fn device_from_row(app_key: &str, r: &rusqlite::Row<'_>) -> StoreResult<DeviceRecord> {
+fn device_from_row(app_key: &Arc<str>, r: &rusqlite::Row<'_>) -> StoreResult<DeviceRecord> {
     let platform: String = r.get(4)?;
     let tags: String = r.get(6)?;
     let tokens: String = r.get(8)?;
     let info: String = r.get(10)?;
     Ok(DeviceRecord {
-        app_key: app_key.to_string(),
+        app_key: app_key.clone(),
         ordinal: r.get(0)?,
         registration_id: r.get(1)?,
         install_id: r.get(2)?,
@@ -369,9 +369,10 @@ impl Storage for SqliteStore {
                      FROM devices WHERE app_key = ?1 ORDER BY ordinal",
                 )?;
                 let mut rows = st.query([&app_key])?;
+                let shared_key: Arc<str> = Arc::from(app_key.as_str());
                 let mut chunk = Vec::with_capacity(CHUNK);
                 while let Some(r) = rows.next()? {
-                    chunk.push(device_from_row(&app_key, r)?);
+                    chunk.push(device_from_row(&shared_key, r)?);
                     if chunk.len() == CHUNK {
                         let full = std::mem::replace(&mut chunk, Vec::with_capacity(CHUNK));
                         if tx.blocking_send(Ok(full)).is_err() {
@@ -406,7 +407,7 @@ impl Storage for SqliteStore {
                     info = excluded.info, updated_ms = excluded.updated_ms",
             )?
             .execute(params![
-                d.app_key,
+                &*d.app_key,
                 d.ordinal,
                 d.registration_id,
                 d.install_id,
@@ -547,11 +548,11 @@ mod tests {
 
     fn device(ordinal: u32, rid: &str) -> DeviceRecord {
         DeviceRecord {
-            app_key: "k".into(),
+            app_key: Arc::from("k"),
             ordinal,
             registration_id: rid.into(),
             install_id: None,
-            secret_hash: "h".into(),
+            secret_hash: [7; 32],
             platform: Platform::Ios,
             alias: Some("al".into()),
             tags: vec!["t1".into()],

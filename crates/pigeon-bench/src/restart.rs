@@ -22,6 +22,10 @@ pub struct RestartArgs {
     pub devices: u32,
     #[arg(long, default_value_t = 100_000)]
     pub pushes: u32,
+    /// Populate (and keep) this data directory instead of a temporary one, e.g. to profile
+    /// `pigeon serve` on it afterwards.
+    #[arg(long)]
+    pub data: Option<std::path::PathBuf>,
 }
 
 const SECRET: &str = "bench-device-secret";
@@ -133,7 +137,13 @@ async fn populate(
 
 pub fn run(args: RestartArgs) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
-    let data = dir.path().join("data");
+    let data = args.data.clone().unwrap_or_else(|| dir.path().join("data"));
+    if data.join("pigeon.db").exists() {
+        bail!(
+            "{} already holds a database; give an empty directory",
+            data.display()
+        );
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;

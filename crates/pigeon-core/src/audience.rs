@@ -4,10 +4,10 @@
 //! those ordinals, so resolving `tag_and [a, b]` + `tag_not [c]` over millions of devices is a
 //! few bitmap operations with no per-device work.
 
+use crate::FastMap as HashMap;
 use crate::{Ordinal, Platform, PlatformSet};
 use roaring::RoaringBitmap;
 use serde::{Deserialize, Serialize};
-use std::collections::HashMap;
 
 /// Whom a push is for.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

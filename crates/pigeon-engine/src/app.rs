@@ -5,10 +5,11 @@
 use crate::live::LivePush;
 use crate::session::SessionHandle;
 use parking_lot::{Mutex, RwLock};
+use pigeon_core::FastMap as HashMap;
 use pigeon_core::{AudienceIndex, DeviceAttrs, Ordinal};
 use pigeon_store::{AppRecord, DeviceRecord};
 use roaring::RoaringBitmap;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 /// One app (tenant). Nothing in it is reachable from another app.

@@ -16,12 +16,12 @@ pub use live::LivePush;
 pub use session::Session;
 
 use parking_lot::RwLock;
+use pigeon_core::FastMap as HashMap;
 use pigeon_core::{Ordinal, Platform, PlatformSet, Push};
 use pigeon_store::{AppRecord, DeviceEvent, DeviceRecord, Storage, StoreError};
 use roaring::RoaringBitmap;
 use serde_json::{Map, Value};
 use session::SessionHandle;
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -86,8 +86,8 @@ impl Engine {
         let first_msg_id = (store.max_msg_id().await? + 1).max(now_ms() * 1000);
         let engine = Arc::new(Engine {
             store: store.clone(),
-            apps: RwLock::new(HashMap::new()),
-            devices_by_rid: RwLock::new(HashMap::new()),
+            apps: RwLock::new(HashMap::default()),
+            devices_by_rid: RwLock::new(HashMap::default()),
             next_msg_id: AtomicU64::new(first_msg_id),
             next_conn_id: AtomicU64::new(1),
         });

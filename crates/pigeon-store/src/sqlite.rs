@@ -47,9 +47,13 @@ CREATE TABLE IF NOT EXISTS pushes (
     sent_ms INTEGER NOT NULL,
     expires_ms INTEGER NOT NULL,
     body TEXT NOT NULL,
-    audience BLOB NOT NULL,
-    -- Who acked, as a roaring bitmap checkpointed every few hundred ms.
-    delivered BLOB
+    audience BLOB NOT NULL
+);
+-- Who acked each push, as a roaring bitmap checkpointed every few hundred ms. A narrow table
+-- of its own, so a checkpoint does not rewrite the push's body.
+CREATE TABLE IF NOT EXISTS deliveries (
+    msg_id INTEGER PRIMARY KEY,
+    delivered BLOB NOT NULL
 );
 CREATE INDEX IF NOT EXISTS pushes_by_app_expiry ON pushes (app_key, expires_ms);
 CREATE TABLE IF NOT EXISTS device_events (
@@ -241,6 +245,8 @@ fn run_writer(conn: Connection, mut rx: mpsc::Receiver<Job>) {
                 Err(_) => break,
             }
         }
+        let started = std::time::Instant::now();
+        let jobs = batch.len();
         let began = conn.execute_batch("BEGIN IMMEDIATE");
         if let Err(e) = began {
             tracing::error!(error = %e, "storage: cannot begin a transaction");
@@ -259,6 +265,10 @@ fn run_writer(conn: Connection, mut rx: mpsc::Receiver<Job>) {
         }
         for done in after.drain(..) {
             done(committed.clone());
+        }
+        let took = started.elapsed();
+        if took > Duration::from_millis(100) {
+            tracing::warn!(jobs, ms = took.as_millis() as u64, "slow storage batch");
         }
     }
     // Every sender is gone: the channel is drained and everything is committed.
@@ -462,8 +472,9 @@ impl Storage for SqliteStore {
         let app_key = app_key.to_string();
         Box::pin(self.read(move |c| {
             let mut st = c.prepare(
-                "SELECT msg_id, body, audience, delivered FROM pushes
-                 WHERE app_key = ?1 AND expires_ms > ?2 ORDER BY msg_id",
+                "SELECT p.msg_id, p.body, p.audience, d.delivered
+                 FROM pushes p LEFT JOIN deliveries d ON d.msg_id = p.msg_id
+                 WHERE p.app_key = ?1 AND p.expires_ms > ?2 ORDER BY p.msg_id",
             )?;
             let mut rows = st.query(params![app_key, to_i64(now_ms)])?;
             let mut out = Vec::new();
@@ -506,8 +517,10 @@ impl Storage for SqliteStore {
                 .map(|(m, b)| Ok((*m, serialize_bitmap(b)?)))
                 .collect::<StoreResult<Vec<_>>>()?;
             self.write(move |c| {
-                let mut st =
-                    c.prepare_cached("UPDATE pushes SET delivered = ?2 WHERE msg_id = ?1")?;
+                let mut st = c.prepare_cached(
+                    "INSERT INTO deliveries (msg_id, delivered) VALUES (?1, ?2)
+                     ON CONFLICT (msg_id) DO UPDATE SET delivered = excluded.delivered",
+                )?;
                 for (msg_id, blob) in blobs {
                     st.execute(params![to_i64(msg_id), blob])?;
                 }

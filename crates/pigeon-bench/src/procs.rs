@@ -140,6 +140,9 @@ impl Agent {
             .arg("bench")
             .arg("agent")
             .args(args)
+            // One runtime thread per agent: fewer threads contending with the server (and
+            // with the peer it is compared to) on a 2-core machine.
+            .env("TOKIO_WORKER_THREADS", "1")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())

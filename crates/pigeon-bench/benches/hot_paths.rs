@@ -2,24 +2,14 @@
 //! parser, and encoding a device frame.
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
+use pigeon_bench::audience::{registration_id, tags_of};
 use pigeon_core::{Audience, AudienceExpr, AudienceIndex, DeviceAttrs, Platform, PlatformSet};
 use serde_json::json;
 
 fn index(n: u32) -> AudienceIndex {
     let mut ix = AudienceIndex::new();
     for o in 0..n {
-        let h = (o as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        let mut tags = Vec::new();
-        if h % 100 < 50 {
-            tags.push("t50".to_string());
-        }
-        if (h >> 20) % 100 < 10 {
-            tags.push("t10".to_string());
-        }
-        if (h >> 40) % 100 < 1 {
-            tags.push("t1".to_string());
-        }
-        let rid = format!("r{o}");
+        let (rid, tags) = (registration_id(o), tags_of(o));
         let attrs = DeviceAttrs {
             registration_id: &rid,
             platform: Platform::Android,
@@ -43,7 +33,7 @@ fn audience(c: &mut Criterion) {
         |b| b.iter(|| black_box(ix.resolve(black_box(&expr), PlatformSet::all()))),
     );
     let rids = Audience::Expr(AudienceExpr {
-        registration_id: (0..1000).map(|i| format!("r{}", i * 997)).collect(),
+        registration_id: (0..1000).map(|i| registration_id(i * 997)).collect(),
         ..Default::default()
     });
     c.bench_function("resolve 1000 registration ids", |b| {

@@ -32,7 +32,7 @@ fn splitmix(mut x: u64) -> u64 {
 }
 
 /// The tags of device `ordinal`: independent draws of 50%, 10% and 1%.
-fn tags_of(ordinal: u32) -> Vec<String> {
+pub fn tags_of(ordinal: u32) -> Vec<String> {
     let h = splitmix(ordinal as u64);
     let mut tags = Vec::new();
     if h % 100 < 50 {
@@ -47,7 +47,8 @@ fn tags_of(ordinal: u32) -> Vec<String> {
     tags
 }
 
-fn registration_id(ordinal: u32) -> String {
+/// A registration id for device `ordinal`, 20 hex digits.
+pub fn registration_id(ordinal: u32) -> String {
     format!(
         "{:020x}",
         splitmix(ordinal as u64 ^ 0xABCD) as u128 * 7 + ordinal as u128

@@ -77,7 +77,10 @@ pub async fn run(
     rate: u64,
     secs: u64,
 ) -> anyhow::Result<Outcome> {
-    let start = Instant::now() + Duration::from_millis(50);
+    // One anchor for the schedule, taken on both clocks at once, far enough ahead for every
+    // connection to be open: latency is counted from the scheduled time.
+    let start = Instant::now() + Duration::from_millis(300);
+    let start_us = now_us() + 300_000;
     let end = start + Duration::from_secs(secs);
     let mut tasks = Vec::new();
     for c in 0..connections {
@@ -91,7 +94,6 @@ pub async fn run(
             let mut buf = Vec::with_capacity(1024);
             let interval =
                 (rate > 0).then(|| Duration::from_secs_f64(connections as f64 / rate as f64));
-            let start_us = now_us() + 50_000;
             let mut k: u64 = 0;
             loop {
                 let due = match interval {

@@ -58,7 +58,7 @@ async fn populate(
     let secret_hash = hash_secret(SECRET);
     let shared_key: Arc<str> = Arc::from(app.app_key.as_str());
     let progress = bar(devices as u64, "registering devices");
-    let mut pending = Vec::new();
+    let mut pending: Pending = Vec::new();
     for i in 0..devices {
         let record = DeviceRecord {
             app_key: shared_key.clone(),
@@ -83,15 +83,11 @@ async fn populate(
         let s = store.clone();
         pending.push(tokio::spawn(async move { s.put_device(record).await }));
         if pending.len() >= 4096 {
-            for p in pending.drain(..) {
-                p.await??;
-            }
+            settle(&mut pending).await?;
             progress.set_position(i as u64);
         }
     }
-    for p in pending.drain(..) {
-        p.await??;
-    }
+    settle(&mut pending).await?;
     progress.finish_and_clear();
     let progress = bar(pushes as u64, "storing pending pushes");
     let now_ms = now_us() / 1000;
@@ -121,18 +117,24 @@ async fn populate(
             s.insert_push(&key, &push, &audience).await
         }));
         if pending.len() >= 4096 {
-            for p in pending.drain(..) {
-                p.await??;
-            }
+            settle(&mut pending).await?;
             progress.set_position(m as u64);
         }
     }
-    for p in pending.drain(..) {
-        p.await??;
-    }
+    settle(&mut pending).await?;
     progress.finish_and_clear();
     store.close().await?;
     Ok((app.app_key, app.master_secret))
+}
+
+type Pending = Vec<tokio::task::JoinHandle<pigeon_store::StoreResult<()>>>;
+
+/// Waits for a batch of spawned writes; many in flight at once share group commits.
+async fn settle(pending: &mut Pending) -> anyhow::Result<()> {
+    for p in pending.drain(..) {
+        p.await??;
+    }
+    Ok(())
 }
 
 pub fn run(args: RestartArgs) -> anyhow::Result<()> {

@@ -560,13 +560,7 @@ impl Device {
     }
 
     async fn on_set_tags(&self, frame: &Map<String, Value>) -> Result<(), String> {
-        let tags =
-            register::tags(frame.get("tags").unwrap_or(&Value::Null)).map_err(|(_, body)| {
-                body.0["error"]["message"]
-                    .as_str()
-                    .unwrap_or("bad tags")
-                    .to_string()
-            })?;
+        let tags = register::tags(frame.get("tags").unwrap_or(&Value::Null))?;
         self.engine
             .update_device(&self.app, self.session.ordinal, None, Some(tags))
             .await

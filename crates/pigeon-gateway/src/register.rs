@@ -115,7 +115,7 @@ fn parse(body: &[u8]) -> Result<Registration, Answer> {
         Some(_) => return Err(bad("alias must be a string or null")),
     }
     if let Some(t) = o.get("tags") {
-        reg.tags = Some(tags(t)?);
+        reg.tags = Some(tags(t).map_err(bad)?);
     }
     match o.get("mobile") {
         None => {}
@@ -143,19 +143,20 @@ fn req_str(o: &Map<String, Value>, key: &str) -> Result<Option<String>, Answer> 
     }
 }
 
-/// Tags a device carries: strings, each a valid name, at most [`MAX_DEVICE_TAGS`].
-pub(crate) fn tags(v: &Value) -> Result<Vec<String>, Answer> {
+/// Tags a device carries: strings, each a valid name, at most [`MAX_DEVICE_TAGS`]. The error
+/// says what is wrong.
+pub(crate) fn tags(v: &Value) -> Result<Vec<String>, String> {
     let Value::Array(items) = v else {
-        return Err(bad("tags must be an array of strings"));
+        return Err("tags must be an array of strings".into());
     };
     if items.len() > MAX_DEVICE_TAGS {
-        return Err(bad(format!("a device has at most {MAX_DEVICE_TAGS} tags")));
+        return Err(format!("a device has at most {MAX_DEVICE_TAGS} tags"));
     }
     items
         .iter()
         .map(|t| match t {
-            Value::String(s) => check_name("tag", s).map(|_| s.clone()).map_err(bad),
-            _ => Err(bad("tags must be an array of strings")),
+            Value::String(s) => check_name("tag", s).map(|_| s.clone()),
+            _ => Err("tags must be an array of strings".into()),
         })
         .collect()
 }

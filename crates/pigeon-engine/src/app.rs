@@ -102,11 +102,6 @@ impl AppState {
         self.presence.lock().online.len()
     }
 
-    /// Whether the device is connected now.
-    pub fn is_online(&self, ordinal: Ordinal) -> bool {
-        self.presence.lock().online.contains(ordinal)
-    }
-
     /// A device's current record.
     pub fn device(&self, ordinal: Ordinal) -> Option<DeviceRecord> {
         self.devices.read().record(ordinal).cloned()

@@ -62,10 +62,6 @@ impl LivePush {
         }
     }
 
-    pub fn delivered_count(&self) -> u64 {
-        self.delivered.lock().len()
-    }
-
     /// The encoded frame for `platform`, encoding it with `encode` the first time.
     pub fn frame(&self, platform: Platform, encode: impl FnOnce(&Push) -> Bytes) -> Bytes {
         self.frames[platform as usize]

@@ -13,6 +13,10 @@ use std::net::TcpStream;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+/// How long a server is left alone before its memory is read: longer than `pigeon serve`'s
+/// 5 s heap trim, so RSS shows live memory rather than freed buffers it has not returned yet.
+const SETTLE: Duration = Duration::from_secs(6);
+
 #[derive(Args, Debug)]
 pub struct FanoutArgs {
     /// Device counts to measure.
@@ -190,10 +194,10 @@ fn pigeon(n: usize, agents: usize, rounds: usize) -> anyhow::Result<Outcome> {
     for (_, a) in agents.iter_mut() {
         a.recv()?; // registered
     }
-    std::thread::sleep(Duration::from_secs(1));
+    std::thread::sleep(SETTLE);
     let rss_before_kib = rss_kib(pid)?;
     connect_all(&mut agents)?;
-    std::thread::sleep(Duration::from_secs(2));
+    std::thread::sleep(SETTLE);
     let rss_after_kib = rss_kib(pid)?;
     let port: u16 = server.base.rsplit(':').next().unwrap_or_default().parse()?;
     let auth = base64::engine::general_purpose::STANDARD
@@ -255,7 +259,7 @@ fn mosquitto(n: usize, agents: usize, rounds: usize) -> anyhow::Result<Outcome> 
             .context("starting mosquitto")?,
     );
     wait_port(port, Duration::from_secs(10))?;
-    std::thread::sleep(Duration::from_millis(500));
+    std::thread::sleep(SETTLE);
     let rss_before_kib = rss_kib(guard.pid())?;
     let server = format!("127.0.0.1:{port}");
     let mut agents = spawn_agents(n, agents, |_| {
@@ -267,7 +271,7 @@ fn mosquitto(n: usize, agents: usize, rounds: usize) -> anyhow::Result<Outcome> 
         ]
     })?;
     connect_all(&mut agents)?;
-    std::thread::sleep(Duration::from_secs(2));
+    std::thread::sleep(SETTLE);
     let rss_after_kib = rss_kib(guard.pid())?;
 
     let mut publisher = TcpStream::connect(("127.0.0.1", port))?;

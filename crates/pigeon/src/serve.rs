@@ -18,6 +18,7 @@ use std::time::Duration;
 
 pub async fn run(cfg: Config) -> anyhow::Result<()> {
     raise_fd_limit();
+    spawn_heap_trimmer();
     std::fs::create_dir_all(&cfg.data)
         .with_context(|| format!("creating the data directory {}", cfg.data.display()))?;
     let _lock = lock_data_dir(&cfg.data)?;
@@ -126,7 +127,25 @@ fn lock_data_dir(data: &Path) -> anyhow::Result<File> {
     Ok(file)
 }
 
-/// Each device connection is a file descriptor: take all the kernel allows.
+/// Bursts of connections leave freed handshake buffers scattered through the heap, which
+/// glibc keeps; a thread of its own returns free pages to the system now and then, so the
+/// memory a server holds follows its live connections.
+fn spawn_heap_trimmer() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        let _ = std::thread::Builder::new()
+            .name("pigeon-heap-trim".into())
+            .spawn(|| loop {
+                std::thread::sleep(Duration::from_secs(5));
+                // SAFETY: malloc_trim only releases free memory back to the system.
+                unsafe {
+                    libc::malloc_trim(0);
+                }
+            });
+    }
+}
+
+/// Each connection is one descriptor: take all the kernel allows.
 pub(crate) fn raise_fd_limit() {
     #[cfg(unix)]
     {

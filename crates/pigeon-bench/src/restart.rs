@@ -22,6 +22,10 @@ pub struct RestartArgs {
     pub devices: u32,
     #[arg(long, default_value_t = 100_000)]
     pub pushes: u32,
+    /// Devices with pending pushes that then reconnect one after another, timed per connect
+    /// (hello to welcome): what a reconnect storm after a restart costs per device.
+    #[arg(long, default_value_t = 2000)]
+    pub reconnects: u32,
     /// Populate (and keep) this data directory instead of a temporary one, e.g. to profile
     /// `pigeon serve` on it afterwards.
     #[arg(long)]
@@ -204,12 +208,29 @@ pub fn run(args: RestartArgs) -> anyhow::Result<()> {
     })?;
     let serving = t0.elapsed();
     let rss = rss_kib(guard.pid())?;
+    let reconnect_ms = rt.block_on(async {
+        let n = args.reconnects.min(args.devices).max(1);
+        let started = Instant::now();
+        for i in 0..n {
+            let device = (i as u64 * 7919 % args.devices as u64) as u32;
+            let creds = Credentials {
+                registration_id: rid(device),
+                device_secret: SECRET.into(),
+            };
+            DeviceConnection::connect(&base, &creds)
+                .await?
+                .close()
+                .await?;
+        }
+        anyhow::Ok(started.elapsed().as_secs_f64() * 1000.0 / n as f64)
+    })?;
     let mut table = Table::new(&[
         "devices",
         "pending pushes",
         "listening after ms",
         "connect+push served after ms",
         "RSS MiB",
+        "ms per reconnect",
     ]);
     table.row(vec![
         args.devices.to_string(),
@@ -217,6 +238,7 @@ pub fn run(args: RestartArgs) -> anyhow::Result<()> {
         format!("{}", ready.as_millis()),
         format!("{}", serving.as_millis()),
         format!("{:.0}", rss as f64 / 1024.0),
+        format!("{reconnect_ms:.2}"),
     ]);
     eprintln!("a device with {pending} pending pushes got {pushed} (pending + the new one)");
     table.print();

@@ -9,7 +9,7 @@ use pigeon_core::FastMap as HashMap;
 use pigeon_core::{AudienceIndex, DeviceAttrs, Ordinal};
 use pigeon_store::{AppRecord, DeviceRecord};
 use roaring::RoaringBitmap;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 /// One app (tenant). Nothing in it is reachable from another app.
@@ -20,7 +20,7 @@ pub struct AppState {
     pub master_secret: String,
     pub name: String,
     pub(crate) devices: RwLock<Devices>,
-    pub(crate) live: RwLock<BTreeMap<u64, Arc<LivePush>>>,
+    pub(crate) live: RwLock<Live>,
     pub(crate) presence: Mutex<Presence>,
     /// Live pushes with acks not yet checkpointed.
     pub(crate) dirty: Mutex<Vec<Arc<LivePush>>>,
@@ -34,6 +34,85 @@ pub(crate) struct Devices {
     /// that concurrent registrations of one installation agree on one device.
     pub by_install: HashMap<String, (Ordinal, String)>,
     pub next_ordinal: Ordinal,
+}
+
+/// Most targets a push may have to be listed under each of them; wider pushes (broadcasts,
+/// tags) are checked one by one when a device connects.
+const NARROW_PUSH: u64 = 64;
+
+/// Whether a push is listed under each of its targets.
+pub(crate) fn is_narrow(push: &LivePush) -> bool {
+    push.audience.len() <= NARROW_PUSH
+}
+
+/// The live pushes of an app: the offline store in memory, indexed so that a connecting
+/// device finds its pending pushes without looking at every push of the app.
+#[derive(Default)]
+pub(crate) struct Live {
+    pushes: BTreeMap<u64, Arc<LivePush>>,
+    /// Narrow pushes (≤ [`NARROW_PUSH`] targets) listed under each target not yet delivered.
+    by_device: HashMap<Ordinal, Vec<u64>>,
+    /// Wider pushes.
+    wide: BTreeSet<u64>,
+}
+
+impl Live {
+    pub fn insert(&mut self, push: Arc<LivePush>) {
+        let msg_id = push.msg_id();
+        if is_narrow(&push) {
+            for ordinal in push.audience.iter() {
+                if !push.is_delivered_to(ordinal) {
+                    self.by_device.entry(ordinal).or_default().push(msg_id);
+                }
+            }
+        } else {
+            self.wide.insert(msg_id);
+        }
+        self.pushes.insert(msg_id, push);
+    }
+
+    pub fn get(&self, msg_id: u64) -> Option<&Arc<LivePush>> {
+        self.pushes.get(&msg_id)
+    }
+
+    /// Stops listing a narrow push under a device that has it now.
+    pub fn delivered(&mut self, msg_id: u64, ordinal: Ordinal) {
+        if let Some(ids) = self.by_device.get_mut(&ordinal) {
+            ids.retain(|m| *m != msg_id);
+            if ids.is_empty() {
+                self.by_device.remove(&ordinal);
+            }
+        }
+    }
+
+    /// The pushes `ordinal` may still need, oldest first (callers check each).
+    fn candidates(&self, ordinal: Ordinal) -> Vec<&Arc<LivePush>> {
+        let mut ids: Vec<u64> = self.by_device.get(&ordinal).cloned().unwrap_or_default();
+        ids.extend(self.wide.iter().copied());
+        // Concurrent accepts may insert out of msg_id order.
+        ids.sort_unstable();
+        ids.dedup();
+        ids.iter().filter_map(|m| self.pushes.get(m)).collect()
+    }
+
+    /// Drops pushes that expired before `cutoff_ms`; returns how many.
+    fn evict(&mut self, cutoff_ms: u64) -> usize {
+        let expired: Vec<Arc<LivePush>> = self
+            .pushes
+            .values()
+            .filter(|p| p.expires_ms() < cutoff_ms)
+            .cloned()
+            .collect();
+        for p in &expired {
+            self.pushes.remove(&p.msg_id());
+            if !self.wide.remove(&p.msg_id()) {
+                for ordinal in p.audience.iter() {
+                    self.delivered(p.msg_id(), ordinal);
+                }
+            }
+        }
+        expired.len()
+    }
 }
 
 #[derive(Default)]
@@ -86,7 +165,7 @@ impl AppState {
             master_secret: app.master_secret,
             name: app.name,
             devices: RwLock::new(Devices::default()),
-            live: RwLock::new(BTreeMap::new()),
+            live: RwLock::new(Live::default()),
             presence: Mutex::new(Presence::default()),
             dirty: Mutex::new(Vec::new()),
         }
@@ -111,7 +190,8 @@ impl AppState {
     pub fn pending_for(&self, ordinal: Ordinal, now_ms: u64) -> Vec<Arc<LivePush>> {
         self.live
             .read()
-            .values()
+            .candidates(ordinal)
+            .into_iter()
             .filter(|p| p.is_pending_for(ordinal, now_ms))
             .cloned()
             .collect()
@@ -119,7 +199,7 @@ impl AppState {
 
     /// A live push by id.
     pub fn live_push(&self, msg_id: u64) -> Option<Arc<LivePush>> {
-        self.live.read().get(&msg_id).cloned()
+        self.live.read().get(msg_id).cloned()
     }
 
     /// Offers a push to every connected device in its audience.
@@ -136,9 +216,79 @@ impl AppState {
 
     /// Drops pushes that expired before `cutoff_ms`.
     pub(crate) fn evict_expired(&self, cutoff_ms: u64) -> usize {
-        let mut live = self.live.write();
-        let before = live.len();
-        live.retain(|_, p| p.expires_ms() >= cutoff_ms);
-        before - live.len()
+        self.live.write().evict(cutoff_ms)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pigeon_core::{Audience, PlatformSet, Push, PushOptions};
+    use serde_json::Map;
+
+    fn push(msg_id: u64, targets: impl IntoIterator<Item = u32>) -> Arc<LivePush> {
+        let p = Push {
+            msg_id,
+            sent_ms: 1_000,
+            platforms: PlatformSet::all(),
+            audience: Audience::All,
+            notification: None,
+            message: Some(Map::new()),
+            options: PushOptions::default(),
+            sms_message: None,
+            callback: None,
+            cid: None,
+            extra: Map::new(),
+        };
+        Arc::new(LivePush::new(
+            p,
+            targets.into_iter().collect(),
+            RoaringBitmap::new(),
+        ))
+    }
+
+    fn ids(live: &Live, ordinal: Ordinal) -> Vec<u64> {
+        live.candidates(ordinal)
+            .iter()
+            .map(|p| p.msg_id())
+            .collect()
+    }
+
+    #[test]
+    fn a_device_finds_its_narrow_and_all_wide_pushes_oldest_first() {
+        let mut live = Live::default();
+        live.insert(push(30, [1, 2]));
+        live.insert(push(10, 0..1000)); // wide
+        live.insert(push(20, [2]));
+        assert_eq!(ids(&live, 2), [10, 20, 30]);
+        assert_eq!(ids(&live, 1), [10, 30]);
+        assert_eq!(ids(&live, 999), [10]);
+        assert!(
+            !live.by_device.contains_key(&999),
+            "wide pushes are not listed per device"
+        );
+    }
+
+    #[test]
+    fn delivery_and_expiry_unlist_narrow_pushes() {
+        let mut live = Live::default();
+        let p = push(20, [2, 3]);
+        live.insert(p.clone());
+        live.delivered(20, 2);
+        assert_eq!(ids(&live, 2), Vec::<u64>::new());
+        assert_eq!(ids(&live, 3), [20]);
+        assert_eq!(live.evict(p.expires_ms() + 1), 1);
+        assert!(live.by_device.is_empty() && live.pushes.is_empty());
+        // A push loaded with some targets already delivered lists only the others.
+        let done: RoaringBitmap = [5].into_iter().collect();
+        let mut loaded = push(40, [5, 6]).push.clone();
+        loaded.msg_id = 41;
+        live.insert(Arc::new(LivePush::new(
+            loaded,
+            [5, 6].into_iter().collect(),
+            done,
+        )));
+        assert_eq!(ids(&live, 5), Vec::<u64>::new());
+        assert_eq!(ids(&live, 6), [41]);
     }
 }

@@ -115,10 +115,7 @@ impl Engine {
         {
             let mut live = app.live.write();
             for p in pushes {
-                live.insert(
-                    p.push.msg_id,
-                    Arc::new(LivePush::new(p.push, p.audience, p.delivered)),
-                );
+                live.insert(Arc::new(LivePush::new(p.push, p.audience, p.delivered)));
             }
         }
         let mut apps = self.apps.write();
@@ -153,19 +150,6 @@ impl Engine {
             }
             _ => Err(EngineError::BadCredentials),
         }
-    }
-
-    /// Creates an app; keys are generated when not given.
-    pub async fn create_app(
-        &self,
-        name: &str,
-        app_key: Option<String>,
-        master_secret: Option<String>,
-    ) -> Result<AppRecord, EngineError> {
-        let record = new_app_record(name, app_key, master_secret)?;
-        self.store.create_app(record.clone()).await?;
-        self.load_app(record.clone()).await?;
-        Ok(record)
     }
 
     /// Registers a device or updates one (see the device protocol, §1).
@@ -231,7 +215,7 @@ impl Engine {
                 (record, secret)
             }
         };
-        if let (Some(p), Some(_)) = (reg.platform, &reg.existing) {
+        if let Some(p) = reg.platform {
             record.platform = p;
         }
         if let Some(tokens) = reg.push_tokens {
@@ -319,7 +303,7 @@ impl Engine {
             .await?;
         let msg_id = push.msg_id;
         let live = Arc::new(LivePush::new(push, audience, RoaringBitmap::new()));
-        app.live.write().insert(msg_id, live.clone());
+        app.live.write().insert(live.clone());
         let reached = app.fan_out(&live);
         tracing::debug!(app = %app.app_key, msg_id, targets = live.audience.len(), online = reached, "push accepted");
         Ok(msg_id)
@@ -378,6 +362,9 @@ impl Engine {
             let (delivered, first_since_checkpoint) = live.mark_delivered(ordinal);
             if first_since_checkpoint {
                 app.dirty.lock().push(live.clone());
+            }
+            if delivered && app::is_narrow(&live) {
+                app.live.write().delivered(msg_id, ordinal);
             }
             newly += usize::from(delivered);
         }

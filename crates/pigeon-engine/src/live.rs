@@ -38,11 +38,17 @@ impl LivePush {
         self.push.expires_ms()
     }
 
-    /// Whether `ordinal` should still get this push at `now_ms`.
+    /// Whether `ordinal` acked this push.
+    pub fn is_delivered_to(&self, ordinal: Ordinal) -> bool {
+        self.delivered.lock().contains(ordinal)
+    }
+
+    /// Whether `ordinal`, connecting at `now_ms`, should still get this push from the
+    /// offline store.
     pub fn is_pending_for(&self, ordinal: Ordinal, now_ms: u64) -> bool {
         self.expires_ms() > now_ms
             && self.audience.contains(ordinal)
-            && !self.delivered.lock().contains(ordinal)
+            && !self.is_delivered_to(ordinal)
     }
 
     /// Marks `ordinal` delivered. Returns (newly delivered, first change since the last
@@ -71,10 +77,13 @@ impl LivePush {
 }
 
 impl LivePush {
-    /// Whether a live (just accepted) push should go to `ordinal` now: not acked yet, and
-    /// either online-only (time_to_live 0) or not expired.
+    /// Whether a push that just arrived live should go to `ordinal` now: pending, or
+    /// online-only (time_to_live 0, which never waits in the offline store) and not acked.
     pub fn is_live_for(&self, ordinal: Ordinal, now_ms: u64) -> bool {
-        let ttl_ok = self.push.options.time_to_live == 0 || self.expires_ms() > now_ms;
-        ttl_ok && self.audience.contains(ordinal) && !self.delivered.lock().contains(ordinal)
+        if self.push.options.time_to_live == 0 {
+            self.audience.contains(ordinal) && !self.is_delivered_to(ordinal)
+        } else {
+            self.is_pending_for(ordinal, now_ms)
+        }
     }
 }

@@ -2,27 +2,12 @@
 //! parser, and encoding a device frame.
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
-use pigeon_bench::audience::{registration_id, tags_of};
-use pigeon_core::{Audience, AudienceExpr, AudienceIndex, DeviceAttrs, Platform, PlatformSet};
+use pigeon_bench::audience::{build_index, registration_id};
+use pigeon_core::{Audience, AudienceExpr, Platform, PlatformSet};
 use serde_json::json;
 
-fn index(n: u32) -> AudienceIndex {
-    let mut ix = AudienceIndex::new();
-    for o in 0..n {
-        let (rid, tags) = (registration_id(o), tags_of(o));
-        let attrs = DeviceAttrs {
-            registration_id: &rid,
-            platform: Platform::Android,
-            alias: None,
-            tags: &tags,
-        };
-        ix.upsert(o, None, attrs);
-    }
-    ix
-}
-
 fn audience(c: &mut Criterion) {
-    let ix = index(1_000_000);
+    let ix = build_index(1_000_000, |_| {});
     let expr = Audience::Expr(AudienceExpr {
         tag_and: vec!["t50".into(), "t10".into()],
         tag_not: vec!["t1".into()],

@@ -9,7 +9,7 @@
 //! A Pigeon agent registers its devices first and says `{"registered": n, "registration_ids": [..]}`.
 
 use crate::mqtt;
-use crate::procs::now_us;
+use crate::procs::{connect_from, now_us};
 use crate::wsclient::{json_field, WsClient};
 use clap::{Args, ValueEnum};
 use futures_util::stream::{self, StreamExt};
@@ -211,10 +211,7 @@ async fn connect_pigeon(
         .map(|c| {
             let host = host.clone();
             async move {
-                let socket = tokio::net::TcpSocket::new_v4()?;
-                socket.bind(std::net::SocketAddr::new(args.source_ip, 0))?;
-                let s = socket.connect(addr).await?;
-                s.set_nodelay(true)?;
+                let s = connect_from(args.source_ip, addr).await?;
                 let mut ws = WsClient::handshake(s, &host, "/v1/connect").await?;
                 let hello = json!({"op": "hello", "registration_id": c.registration_id, "device_secret": c.device_secret});
                 ws.send_text(&hello.to_string()).await?;
@@ -262,10 +259,7 @@ async fn connect_mqtt(args: &AgentArgs, stats: &Arc<Stats>) -> anyhow::Result<us
     let addr: std::net::SocketAddr = args.server.parse()?;
     let results: Vec<anyhow::Result<tokio::net::TcpStream>> = stream::iter(0..args.count)
         .map(|i| async move {
-            let socket = tokio::net::TcpSocket::new_v4()?;
-            socket.bind(std::net::SocketAddr::new(args.source_ip, 0))?;
-            let s = socket.connect(addr).await?;
-            s.set_nodelay(true)?;
+            let s = connect_from(args.source_ip, addr).await?;
             mqtt::subscriber(s, &format!("bench-{}-{i}", args.id), &args.topic).await
         })
         .buffer_unordered(128)

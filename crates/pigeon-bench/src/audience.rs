@@ -55,6 +55,26 @@ pub fn registration_id(ordinal: u32) -> String {
     )
 }
 
+/// An index of `n` devices with the scenario's tags, through the same `upsert` the server
+/// uses; `progress` hears every 100k devices.
+pub fn build_index(n: u32, progress: impl Fn(u32)) -> AudienceIndex {
+    let mut index = AudienceIndex::new();
+    for ordinal in 0..n {
+        let (rid, tags) = (registration_id(ordinal), tags_of(ordinal));
+        let attrs = DeviceAttrs {
+            registration_id: &rid,
+            platform: Platform::Android,
+            alias: None,
+            tags: &tags,
+        };
+        index.upsert(ordinal, None, attrs);
+        if ordinal % 100_000 == 0 {
+            progress(ordinal);
+        }
+    }
+    index
+}
+
 fn bar(len: u64, what: &str) -> ProgressBar {
     ProgressBar::new(len).with_style(
         ProgressStyle::with_template(&format!("{what} {{bar:40}} {{pos}}/{{len}} ({{eta}})"))
@@ -72,21 +92,8 @@ pub fn run(args: AudienceArgs) -> anyhow::Result<()> {
         require("redis-server", "redis-server")?;
     }
     let n = args.devices;
-    let mut index = AudienceIndex::new();
     let progress = bar(n as u64, "indexing devices");
-    for ordinal in 0..n {
-        let (rid, tags) = (registration_id(ordinal), tags_of(ordinal));
-        let attrs = DeviceAttrs {
-            registration_id: &rid,
-            platform: Platform::Android,
-            alias: None,
-            tags: &tags,
-        };
-        index.upsert(ordinal, None, attrs);
-        if ordinal % 100_000 == 0 {
-            progress.set_position(ordinal as u64);
-        }
-    }
+    let index = build_index(n, |done| progress.set_position(done as u64));
     progress.finish_and_clear();
     let audience = Audience::Expr(AudienceExpr {
         tag_and: vec!["t50".into(), "t10".into()],

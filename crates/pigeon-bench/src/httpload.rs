@@ -86,10 +86,7 @@ pub async fn run(
     for c in 0..connections {
         let target = target.clone();
         tasks.push(tokio::spawn(async move {
-            let socket = tokio::net::TcpSocket::new_v4()?;
-            socket.bind(SocketAddr::new(source, 0))?;
-            let mut s = socket.connect(target.addr).await?;
-            s.set_nodelay(true)?;
+            let mut s = crate::procs::connect_from(source, target.addr).await?;
             let mut out = Outcome::default();
             let mut buf = Vec::with_capacity(1024);
             let interval =

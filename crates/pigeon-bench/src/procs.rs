@@ -14,6 +14,19 @@ pub fn now_us() -> u64 {
         .unwrap_or(0)
 }
 
+/// A TCP connection from a chosen local address (load generators spread over 127.0.0.x to get
+/// past one address's ephemeral ports), with Nagle off.
+pub async fn connect_from(
+    source: std::net::IpAddr,
+    to: std::net::SocketAddr,
+) -> std::io::Result<tokio::net::TcpStream> {
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    socket.bind(std::net::SocketAddr::new(source, 0))?;
+    let stream = socket.connect(to).await?;
+    stream.set_nodelay(true)?;
+    Ok(stream)
+}
+
 pub fn free_port() -> anyhow::Result<u16> {
     let l = std::net::TcpListener::bind("127.0.0.1:0")?;
     Ok(l.local_addr()?.port())

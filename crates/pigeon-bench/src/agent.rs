@@ -58,6 +58,9 @@ pub struct AgentArgs {
 
 #[derive(Default)]
 struct Stats {
+    /// `wait` is woken when `received` reaches this.
+    target: AtomicU64,
+    reached: tokio::sync::Notify,
     received: AtomicU64,
     first_us: AtomicU64,
     last_us: AtomicU64,
@@ -67,7 +70,10 @@ struct Stats {
 impl Stats {
     fn record(&self, sent_us: Option<u64>) {
         let now = now_us();
-        self.received.fetch_add(1, Ordering::Relaxed);
+        if self.received.fetch_add(1, Ordering::Relaxed) + 1 == self.target.load(Ordering::Relaxed)
+        {
+            self.reached.notify_one();
+        }
         self.last_us.fetch_max(now, Ordering::Relaxed);
         let _ = self
             .first_us
@@ -80,6 +86,9 @@ impl Stats {
     }
 
     fn reset(&self) {
+        self.target.store(u64::MAX, Ordering::Relaxed);
+        // A wake-up left over from a round that timed out must not end the next one.
+        let _ = futures_util::FutureExt::now_or_never(self.reached.notified());
         self.received.store(0, Ordering::Relaxed);
         self.first_us.store(0, Ordering::Relaxed);
         self.last_us.store(0, Ordering::Relaxed);
@@ -132,11 +141,10 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
             }
             ["wait", k, secs] => {
                 let k: u64 = k.parse()?;
-                let deadline = tokio::time::Instant::now() + Duration::from_secs(secs.parse()?);
-                while stats.received.load(Ordering::Relaxed) < k
-                    && tokio::time::Instant::now() < deadline
-                {
-                    tokio::time::sleep(Duration::from_millis(1)).await;
+                stats.target.store(k, Ordering::Relaxed);
+                if stats.received.load(Ordering::Relaxed) < k {
+                    let limit = Duration::from_secs(secs.parse()?);
+                    let _ = tokio::time::timeout(limit, stats.reached.notified()).await;
                 }
                 say(stats.report());
             }

@@ -3,7 +3,9 @@
 //! (one QoS-1 publish); time from the request to the last device receiving (and acking) it.
 
 use crate::mqtt;
-use crate::procs::{now_us, require, rss_kib, split, wait_port, Agent, Guard, PigeonServer};
+use crate::procs::{
+    cpu_ns, now_us, require, rss_kib, split, wait_port, Agent, Guard, PigeonServer,
+};
 use crate::table::Table;
 use anyhow::{bail, Context};
 use base64::Engine as _;
@@ -40,6 +42,8 @@ pub struct Outcome {
     pub rss_after_kib: u64,
     /// Milliseconds from the request to the last device, one per round.
     pub rounds_ms: Vec<f64>,
+    /// CPU µs per delivery spent by the server and by the agents, one pair per round.
+    pub rounds_cpu: Vec<(f64, f64)>,
 }
 
 impl Outcome {
@@ -50,6 +54,17 @@ impl Outcome {
         let mut v = self.rounds_ms.clone();
         v.sort_by(f64::total_cmp);
         v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
+    }
+    /// Median CPU µs per delivery: (server, agents).
+    pub fn median_cpu(&self) -> (f64, f64) {
+        let median = |mut v: Vec<f64>| {
+            v.sort_by(f64::total_cmp);
+            v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
+        };
+        (
+            median(self.rounds_cpu.iter().map(|c| c.0).collect()),
+            median(self.rounds_cpu.iter().map(|c| c.1).collect()),
+        )
     }
     pub fn deliveries_per_s(&self) -> f64 {
         self.n as f64 / (self.median_ms() / 1000.0)
@@ -69,13 +84,16 @@ pub fn run(args: FanoutArgs) -> anyhow::Result<()> {
         "ratio",
         "pigeon B/conn",
         "mosquitto B/conn",
+        "CPU µs/deliv pigeon (server+agents)",
+        "CPU µs/deliv mosquitto (server+agents)",
     ]);
     for &n in &args.counts {
         eprintln!("== N = {n}: pigeon");
         let p = pigeon(n, args.agents, args.rounds)?;
         eprintln!(
-            "   rounds ms: {:?}; idle {:.0} B/conn",
+            "   rounds ms: {:?}; CPU µs/delivery (server, agents): {:?}; idle {:.0} B/conn",
             p.rounds_ms,
+            p.rounds_cpu,
             p.per_connection_bytes()
         );
         let m = if args.no_mosquitto {
@@ -84,8 +102,9 @@ pub fn run(args: FanoutArgs) -> anyhow::Result<()> {
             eprintln!("== N = {n}: mosquitto");
             let m = mosquitto(n, args.agents, args.rounds)?;
             eprintln!(
-                "   rounds ms: {:?}; idle {:.0} B/conn",
+                "   rounds ms: {:?}; CPU µs/delivery (server, agents): {:?}; idle {:.0} B/conn",
                 m.rounds_ms,
+                m.rounds_cpu,
                 m.per_connection_bytes()
             );
             Some(m)
@@ -107,10 +126,18 @@ pub fn run(args: FanoutArgs) -> anyhow::Result<()> {
             m.as_ref()
                 .map(|m| format!("{:.0}", m.per_connection_bytes()))
                 .unwrap_or_default(),
+            cpu_cell(p.median_cpu()),
+            m.as_ref()
+                .map(|m| cpu_cell(m.median_cpu()))
+                .unwrap_or_default(),
         ]);
     }
     table.print();
     Ok(())
+}
+
+fn cpu_cell((server, agents): (f64, f64)) -> String {
+    format!("{server:.1}+{agents:.1}")
 }
 
 fn spawn_agents(
@@ -150,12 +177,15 @@ fn connect_all(agents: &mut [(usize, Agent)]) -> anyhow::Result<()> {
 }
 
 /// One broadcast round: arms every agent, calls `fire` (which returns its start time), and
-/// returns ms from that start to the last device.
+/// records ms from that start to the last device, and the CPU the server and the agents
+/// spent until then.
 fn round(
+    outcome: &mut Outcome,
+    server_pid: u32,
     agents: &mut [(usize, Agent)],
-    n: usize,
     fire: &mut dyn FnMut() -> anyhow::Result<u64>,
-) -> anyhow::Result<f64> {
+) -> anyhow::Result<()> {
+    let n = outcome.n;
     for (_, a) in agents.iter_mut() {
         a.send("reset")?;
         a.recv()?;
@@ -163,6 +193,9 @@ fn round(
     for (count, a) in agents.iter_mut() {
         a.send(&format!("wait {count} 60"))?;
     }
+    let agents_cpu =
+        |agents: &[(usize, Agent)]| -> u64 { agents.iter().map(|(_, a)| cpu_ns(a.pid())).sum() };
+    let (server_before, agents_before) = (cpu_ns(server_pid), agents_cpu(agents));
     let t0 = fire()?;
     let mut last = 0;
     let mut received = 0;
@@ -171,10 +204,19 @@ fn round(
         received += v["received"].as_u64().unwrap_or(0);
         last = last.max(v["last_us"].as_u64().unwrap_or(0));
     }
+    let per_delivery_us = |ns: u64| ns as f64 / 1000.0 / n as f64;
+    let cpu = (
+        per_delivery_us(cpu_ns(server_pid).saturating_sub(server_before)),
+        per_delivery_us(agents_cpu(agents).saturating_sub(agents_before)),
+    );
     if received != n as u64 {
         bail!("only {received} of {n} devices got the broadcast");
     }
-    Ok(last.saturating_sub(t0) as f64 / 1000.0)
+    outcome
+        .rounds_ms
+        .push(last.saturating_sub(t0) as f64 / 1000.0);
+    outcome.rounds_cpu.push(cpu);
+    Ok(())
 }
 
 fn pigeon(n: usize, agents: usize, rounds: usize) -> anyhow::Result<Outcome> {
@@ -202,7 +244,13 @@ fn pigeon(n: usize, agents: usize, rounds: usize) -> anyhow::Result<Outcome> {
     let port: u16 = server.base.rsplit(':').next().unwrap_or_default().parse()?;
     let auth = base64::engine::general_purpose::STANDARD
         .encode(format!("{}:{}", server.app_key, server.master_secret));
-    let mut rounds_ms = Vec::new();
+    let mut outcome = Outcome {
+        n,
+        rss_before_kib,
+        rss_after_kib,
+        rounds_ms: Vec::new(),
+        rounds_cpu: Vec::new(),
+    };
     for _ in 0..rounds {
         let mut fire = || -> anyhow::Result<u64> {
             let body = format!(
@@ -223,18 +271,13 @@ fn pigeon(n: usize, agents: usize, rounds: usize) -> anyhow::Result<Outcome> {
             }
             Ok(t0)
         };
-        rounds_ms.push(round(&mut agents, n, &mut fire)?);
+        round(&mut outcome, pid, &mut agents, &mut fire)?;
         std::thread::sleep(Duration::from_millis(300));
     }
     for (_, a) in agents.iter_mut() {
         let _ = a.send("quit");
     }
-    Ok(Outcome {
-        n,
-        rss_before_kib,
-        rss_after_kib,
-        rounds_ms,
-    })
+    Ok(outcome)
 }
 
 fn mosquitto(n: usize, agents: usize, rounds: usize) -> anyhow::Result<Outcome> {
@@ -279,7 +322,13 @@ fn mosquitto(n: usize, agents: usize, rounds: usize) -> anyhow::Result<Outcome> 
     publisher.write_all(&mqtt::connect("bench-publisher", 600))?;
     let mut connack = [0u8; 4];
     publisher.read_exact(&mut connack)?;
-    let mut rounds_ms = Vec::new();
+    let mut outcome = Outcome {
+        n,
+        rss_before_kib,
+        rss_after_kib,
+        rounds_ms: Vec::new(),
+        rounds_cpu: Vec::new(),
+    };
     for r in 0..rounds {
         let mut fire = || -> anyhow::Result<u64> {
             let t0 = now_us();
@@ -290,7 +339,7 @@ fn mosquitto(n: usize, agents: usize, rounds: usize) -> anyhow::Result<Outcome> 
             ))?;
             Ok(t0)
         };
-        rounds_ms.push(round(&mut agents, n, &mut fire)?);
+        round(&mut outcome, guard.pid(), &mut agents, &mut fire)?;
         let mut puback = [0u8; 4];
         publisher.read_exact(&mut puback)?;
         std::thread::sleep(Duration::from_millis(300));
@@ -299,10 +348,5 @@ fn mosquitto(n: usize, agents: usize, rounds: usize) -> anyhow::Result<Outcome> 
         let _ = a.send("quit");
     }
     drop(guard);
-    Ok(Outcome {
-        n,
-        rss_before_kib,
-        rss_after_kib,
-        rounds_ms,
-    })
+    Ok(outcome)
 }

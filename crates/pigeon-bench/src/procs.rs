@@ -44,6 +44,18 @@ pub fn rss_kib(pid: u32) -> anyhow::Result<u64> {
     bail!("no VmRSS for pid {pid}")
 }
 
+/// CPU time a process has used so far, all its threads, in nanoseconds.
+pub fn cpu_ns(pid: u32) -> u64 {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0;
+    };
+    tasks
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
+        .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+        .sum()
+}
+
 /// Waits until something accepts TCP connections on `port`.
 pub fn wait_port(port: u16, limit: Duration) -> anyhow::Result<()> {
     let deadline = Instant::now() + limit;
@@ -168,6 +180,10 @@ impl Agent {
             stdin,
             stdout,
         })
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.guard.pid()
     }
 
     pub fn send(&mut self, line: &str) -> anyhow::Result<()> {

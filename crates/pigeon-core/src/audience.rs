@@ -92,6 +92,16 @@ impl AudienceIndex {
             .sum()
     }
 
+    /// Every tag with the devices that carry it.
+    pub fn tags(&self) -> impl Iterator<Item = (&str, &RoaringBitmap)> {
+        self.by_tag.iter().map(|(t, b)| (t.as_str(), b))
+    }
+
+    /// Devices that carry `tag`.
+    pub fn tag_members(&self, tag: &str) -> RoaringBitmap {
+        self.by_tag.get(tag).cloned().unwrap_or_default()
+    }
+
     /// Devices bound to `alias`.
     pub fn alias_members(&self, alias: &str) -> RoaringBitmap {
         self.by_alias.get(alias).cloned().unwrap_or_default()

@@ -24,6 +24,11 @@ pub struct AppState {
     pub(crate) presence: Mutex<Presence>,
     /// Live pushes with acks not yet checkpointed.
     pub(crate) dirty: Mutex<Vec<Arc<LivePush>>>,
+    /// Serializes changes to device records (read, change, store, apply), which span an
+    /// await on storage.
+    pub(crate) edits: tokio::sync::Mutex<()>,
+    /// One lock per cid in use, so that concurrent pushes with one cid push once.
+    pub(crate) cid_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 #[derive(Default)]
@@ -168,6 +173,8 @@ impl AppState {
             live: RwLock::new(Live::default()),
             presence: Mutex::new(Presence::default()),
             dirty: Mutex::new(Vec::new()),
+            edits: tokio::sync::Mutex::new(()),
+            cid_locks: Mutex::new(HashMap::default()),
         }
     }
 
@@ -244,6 +251,7 @@ mod tests {
             p,
             targets.into_iter().collect(),
             RoaringBitmap::new(),
+            RoaringBitmap::new(),
         ))
     }
 
@@ -286,6 +294,7 @@ mod tests {
         live.insert(Arc::new(LivePush::new(
             loaded,
             [5, 6].into_iter().collect(),
+            RoaringBitmap::new(),
             done,
         )));
         assert_eq!(ids(&live, 5), Vec::<u64>::new());

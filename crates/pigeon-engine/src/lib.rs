@@ -6,12 +6,14 @@
 //! and the gateway encodes frames.
 
 mod app;
+pub mod devices;
 mod ids;
 mod live;
+pub mod report;
 mod session;
 
 pub use app::AppState;
-pub use ids::{hash_secret, is_app_credential, new_registration_id, now_ms, random_alnum};
+pub use ids::{hash_secret, is_app_credential, new_registration_id, now_ms, random_alnum, uuid_v4};
 pub use live::LivePush;
 pub use session::Session;
 
@@ -26,6 +28,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+/// How long a cid from the pool stays usable, and a push made with it is remembered.
+pub const CID_LIFETIME_MS: u64 = 86_400_000;
 /// How long an expired push is kept in memory for late acks.
 const EXPIRED_GRACE_MS: u64 = 60_000;
 /// How often who-acked-what is checkpointed to storage. Acks younger than this are lost in a
@@ -40,6 +44,12 @@ pub enum EngineError {
     BadCredentials,
     #[error("no device matched the audience")]
     NoTarget,
+    #[error("cid is not one of this app's pool, or is older than a day")]
+    UnknownCid,
+    #[error("no such device in this app")]
+    UnknownDevice,
+    #[error("alias {0:?} is already bound to {max} devices", max = devices::MAX_DEVICES_PER_ALIAS)]
+    AliasFull(String),
     #[error("{0}")]
     Invalid(String),
     #[error(transparent)]
@@ -115,7 +125,12 @@ impl Engine {
         {
             let mut live = app.live.write();
             for p in pushes {
-                live.insert(Arc::new(LivePush::new(p.push, p.audience, p.delivered)));
+                live.insert(Arc::new(LivePush::new(
+                    p.push,
+                    p.audience,
+                    p.sent,
+                    p.delivered,
+                )));
             }
         }
         let mut apps = self.apps.write();
@@ -255,18 +270,26 @@ impl Engine {
         alias: Option<Option<String>>,
         tags: Option<Vec<String>>,
     ) -> Result<(), EngineError> {
-        let mut record = app
-            .device(ordinal)
-            .ok_or_else(|| EngineError::Invalid("no such device".into()))?;
-        if let Some(alias) = alias {
-            record.alias = alias;
+        if app.device(ordinal).is_none() {
+            return Err(EngineError::UnknownDevice);
         }
-        if let Some(tags) = tags {
-            record.tags = dedup(tags);
-        }
-        record.updated_ms = now_ms();
-        self.store.put_device(record.clone()).await?;
-        app.devices.write().apply(record);
+        let tags = tags.map(dedup);
+        self.edit_devices(app, &[ordinal], |record, app| {
+            if let Some(alias) = &alias {
+                devices::bind_alias(app, record, alias.clone())?;
+            }
+            if let Some(tags) = &tags {
+                if tags.len() > devices::MAX_TAGS_PER_DEVICE {
+                    return Err(EngineError::Invalid(format!(
+                        "a device can carry at most {} tags",
+                        devices::MAX_TAGS_PER_DEVICE
+                    )));
+                }
+                record.tags = tags.clone();
+            }
+            Ok(true)
+        })
+        .await?;
         Ok(())
     }
 
@@ -286,6 +309,48 @@ impl Engine {
     pub async fn accept(
         &self,
         app: &AppState,
+        push: Push,
+        validate_only: bool,
+    ) -> Result<u64, EngineError> {
+        let Some(cid) = push.cid.clone() else {
+            return self.accept_once(app, push, validate_only).await;
+        };
+        // One request per cid at a time: a second one waits and gets the first one's msg_id.
+        let lock = app.cid_locks.lock().entry(cid.clone()).or_default().clone();
+        let outcome = {
+            let _one_at_a_time = lock.lock().await;
+            let since = now_ms().saturating_sub(CID_LIFETIME_MS);
+            match self.store.find_cid(&app.app_key, &cid, since).await? {
+                None => Err(EngineError::UnknownCid),
+                Some(Some(msg_id)) => Ok(msg_id),
+                Some(None) => self.accept_once(app, push, validate_only).await,
+            }
+        };
+        let mut locks = app.cid_locks.lock();
+        if Arc::strong_count(&lock) == 2 {
+            locks.remove(&cid);
+        }
+        outcome
+    }
+
+    /// Hands out `count` cids from the app's pool, each valid for a day.
+    pub async fn issue_cids(
+        &self,
+        app: &AppState,
+        count: usize,
+    ) -> Result<Vec<String>, EngineError> {
+        let cids: Vec<String> = (0..count)
+            .map(|_| format!("{}-{}", app.app_key, ids::uuid_v4()))
+            .collect();
+        self.store
+            .issue_cids(&app.app_key, cids.clone(), now_ms())
+            .await?;
+        Ok(cids)
+    }
+
+    async fn accept_once(
+        &self,
+        app: &AppState,
         mut push: Push,
         validate_only: bool,
     ) -> Result<u64, EngineError> {
@@ -302,7 +367,12 @@ impl Engine {
             .insert_push(&app.app_key, &push, &audience)
             .await?;
         let msg_id = push.msg_id;
-        let live = Arc::new(LivePush::new(push, audience, RoaringBitmap::new()));
+        let live = Arc::new(LivePush::new(
+            push,
+            audience,
+            RoaringBitmap::new(),
+            RoaringBitmap::new(),
+        ));
         app.live.write().insert(live.clone());
         let reached = app.fan_out(&live);
         tracing::debug!(app = %app.app_key, msg_id, targets = live.audience.len(), online = reached, "push accepted");
@@ -345,10 +415,30 @@ impl Engine {
 
     /// Ends a session; the device is offline unless a newer session replaced it.
     pub fn disconnect(&self, app: &AppState, session: &Session) {
-        let mut p = app.presence.lock();
-        if p.sessions.get(&session.ordinal).map(|s| s.conn_id) == Some(session.conn_id) {
-            p.sessions.remove(&session.ordinal);
-            p.online.remove(session.ordinal);
+        {
+            let mut p = app.presence.lock();
+            if p.sessions.get(&session.ordinal).map(|s| s.conn_id) == Some(session.conn_id) {
+                p.sessions.remove(&session.ordinal);
+                p.online.remove(session.ordinal);
+            }
+        }
+        // When it was last online is a hint for the Device API, not worth holding the
+        // connection's end for.
+        let store = self.store.clone();
+        let (app_key, ordinal) = (app.app_key.clone(), session.ordinal);
+        tokio::spawn(async move {
+            if let Err(e) = store.set_last_online(&app_key, ordinal, now_ms()).await {
+                tracing::debug!(error = %e, "could not record when a device was last online");
+            }
+        });
+    }
+
+    /// Records that these pushes were written to a device's connection.
+    pub fn sent(&self, app: &AppState, ordinal: Ordinal, pushes: &[Arc<LivePush>]) {
+        for push in pushes {
+            if push.mark_sent(ordinal) {
+                app.dirty.lock().push(push.clone());
+            }
         }
     }
 
@@ -417,8 +507,8 @@ impl Engine {
         for app in self.apps() {
             let dirty = std::mem::take(&mut *app.dirty.lock());
             for push in dirty {
-                if let Some(delivered) = push.take_checkpoint() {
-                    batch.push((push.msg_id(), delivered));
+                if let Some(checkpoint) = push.take_checkpoint() {
+                    batch.push(checkpoint);
                 }
             }
         }

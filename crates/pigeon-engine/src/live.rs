@@ -3,6 +3,7 @@
 use bytes::Bytes;
 use parking_lot::Mutex;
 use pigeon_core::{Ordinal, Platform, Push};
+use pigeon_store::Checkpoint;
 use roaring::RoaringBitmap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::OnceLock;
@@ -12,18 +13,26 @@ use std::sync::OnceLock;
 pub struct LivePush {
     pub push: Push,
     pub audience: RoaringBitmap,
+    /// Devices it was written to over Pigeon's own connection.
+    sent: Mutex<RoaringBitmap>,
     delivered: Mutex<RoaringBitmap>,
-    /// Acks arrived since the last checkpoint of `delivered`.
+    /// Sends or acks happened since the last checkpoint.
     dirty: AtomicBool,
     /// The frame each platform's devices get, encoded once by whoever sends it.
     frames: [OnceLock<Bytes>; Platform::ALL.len()],
 }
 
 impl LivePush {
-    pub fn new(push: Push, audience: RoaringBitmap, delivered: RoaringBitmap) -> LivePush {
+    pub fn new(
+        push: Push,
+        audience: RoaringBitmap,
+        sent: RoaringBitmap,
+        delivered: RoaringBitmap,
+    ) -> LivePush {
         LivePush {
             push,
             audience,
+            sent: Mutex::new(sent),
             delivered: Mutex::new(delivered),
             dirty: AtomicBool::new(false),
             frames: Default::default(),
@@ -59,10 +68,25 @@ impl LivePush {
         (newly, first)
     }
 
-    /// The delivered set if it changed since the last call.
-    pub(crate) fn take_checkpoint(&self) -> Option<RoaringBitmap> {
+    /// Records that the push was written to `ordinal`. Returns whether this is the first
+    /// change since the last checkpoint, like [`LivePush::mark_delivered`].
+    pub fn mark_sent(&self, ordinal: Ordinal) -> bool {
+        self.sent.lock().insert(ordinal) && !self.dirty.swap(true, Ordering::AcqRel)
+    }
+
+    /// Who it was written to, and who acked it.
+    pub fn sets(&self) -> (RoaringBitmap, RoaringBitmap) {
+        (self.sent.lock().clone(), self.delivered.lock().clone())
+    }
+
+    /// Who was sent it and who acked it, if that changed since the last call.
+    pub(crate) fn take_checkpoint(&self) -> Option<Checkpoint> {
         if self.dirty.swap(false, Ordering::AcqRel) {
-            Some(self.delivered.lock().clone())
+            Some(Checkpoint {
+                msg_id: self.msg_id(),
+                sent: self.sent.lock().clone(),
+                delivered: self.delivered.lock().clone(),
+            })
         } else {
             None
         }

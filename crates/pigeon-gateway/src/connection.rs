@@ -419,8 +419,9 @@ impl Device {
         }
         let parts: Vec<(u8, &[u8])> = frames.iter().map(|f| (OP_TEXT, &f[..])).collect();
         conn.send(&parts).await?;
-        self.inflight
-            .extend(pushes.iter().take(room).map(|p| p.msg_id()));
+        let sent = &pushes[..room.min(pushes.len())];
+        self.engine.sent(&self.app, self.session.ordinal, sent);
+        self.inflight.extend(sent.iter().map(|p| p.msg_id()));
         Ok(())
     }
 

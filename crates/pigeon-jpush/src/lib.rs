@@ -1,167 +1,165 @@
-//! Pigeon's JPush v3 front door: `POST /v3/push` and `POST /v3/push/validate`, spoken so that
-//! the official JPush server SDKs work unchanged (jpush-v3.md).
+//! Pigeon's JPush v3 front door, spoken so that the official JPush server SDKs work unchanged
+//! (jpush-v3.md): push, validate, cid pool, batch push, the Device API and the Report API.
 //!
-//! A thin translator: HTTP Basic auth against the app table, the push object parsed and
-//! validated into a core `Push`, JPush's answers and error codes. It never touches storage or
+//! A thin translator: HTTP Basic auth against the app table, request bodies parsed and
+//! validated into engine calls, JPush's answers and error codes. It never touches storage or
 //! connections; everything below goes through the engine.
 
+mod api;
+mod device_api;
 mod fields;
 mod push;
+mod push_api;
+mod report_api;
+pub mod time;
 
+pub use api::{json_response, ApiError, Family, MAX_BODY_BYTES};
 pub use fields::PushError;
 pub use push::parse_push;
 
-use axum::body::Body;
-use axum::extract::State;
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
-use axum::response::{IntoResponse, Response};
-use axum::routing::post;
+use axum::http::{StatusCode, Uri};
+use axum::response::Response;
+use axum::routing::{get, post, MethodRouter};
 use axum::Router;
-use base64::Engine as _;
-use pigeon_core::error_json;
-use pigeon_engine::{AppState, Engine, EngineError};
-use serde_json::{json, Value};
+use pigeon_engine::Engine;
 use std::sync::Arc;
 
-/// Largest request body accepted.
-pub const MAX_BODY_BYTES: usize = 1024 * 1024;
-
 #[derive(Clone)]
-struct JPush {
-    engine: Arc<Engine>,
+pub(crate) struct JPush {
+    pub engine: Arc<Engine>,
 }
 
-/// The JPush v3 routes (with and without a trailing slash).
+/// A route's handlers plus a JPush-style 405 for every other method.
+fn only(methods: &'static str, r: MethodRouter<JPush>) -> MethodRouter<JPush> {
+    r.fallback(move || async move {
+        ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            1001,
+            format!("this API accepts only {methods}"),
+        )
+    })
+}
+
+/// The JPush v3 routes. Paths are matched after [`normalize_path`].
 pub fn router(engine: Arc<Engine>) -> Router {
-    let push = || post(push).fallback(method_not_allowed);
-    let validate = || post(validate).fallback(method_not_allowed);
+    use device_api as d;
+    use push_api as p;
+    use report_api as r;
     Router::new()
-        .route("/v3/push", push())
-        .route("/v3/push/", push())
-        .route("/v3/push/validate", validate())
-        .route("/v3/push/validate/", validate())
+        .route("/v3/push", only("POST", post(p::push)))
+        .route("/v3/push/validate", only("POST", post(p::validate)))
+        .route("/v3/push/cid", only("GET", get(p::cid)))
+        .route(
+            "/v3/push/batch/regid/single",
+            only("POST", post(p::batch_regid)),
+        )
+        .route(
+            "/v3/push/batch/alias/single",
+            only("POST", post(p::batch_alias)),
+        )
+        .route("/v3/devices/status", only("POST", post(d::device_status)))
+        .route(
+            "/v3/devices/{registration_id}",
+            only("GET, POST", get(d::get_device).post(d::set_device)),
+        )
+        .route(
+            "/v3/aliases/{alias}",
+            only(
+                "GET, POST, DELETE",
+                get(d::get_alias)
+                    .post(d::unbind_alias)
+                    .delete(d::delete_alias),
+            ),
+        )
+        .route("/v3/tags", only("GET", get(d::list_tags)))
+        .route(
+            "/v3/tags/{tag}",
+            only("POST, DELETE", post(d::edit_tag).delete(d::delete_tag)),
+        )
+        .route(
+            "/v3/tags/{tag}/registration_ids/{registration_id}",
+            only("GET", get(d::tag_has_device)),
+        )
+        .route("/v3/received", only("GET", get(r::received)))
+        .route("/v3/received/detail", only("GET", get(r::received_detail)))
+        .route("/v3/messages", only("GET", get(r::messages)))
+        .route("/v3/messages/detail", only("GET", get(r::messages_detail)))
+        .route("/v3/status/message", only("POST", post(r::status_message)))
         .with_state(JPush { engine })
 }
 
-/// A JSON answer with the Content-Type every JPush client expects.
-pub fn json_response(status: StatusCode, body: &Value) -> Response {
-    let mut r = (status, body.to_string()).into_response();
-    r.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json; charset=utf-8"),
-    );
-    r
-}
-
-/// A JPush error answer; the HTTP status follows from the code (jpush-v3.md §3).
-pub fn error_response(code: u32, message: &str) -> Response {
-    let status = match code {
-        1000 => StatusCode::INTERNAL_SERVER_ERROR,
-        1001 => StatusCode::METHOD_NOT_ALLOWED,
-        1004 => StatusCode::UNAUTHORIZED,
-        1030 => StatusCode::SERVICE_UNAVAILABLE,
-        2002 => StatusCode::TOO_MANY_REQUESTS,
-        _ => StatusCode::BAD_REQUEST,
-    };
-    json_response(status, &error_json(code, message))
-}
-
-async fn method_not_allowed() -> Response {
-    error_response(1001, "this API only accepts POST")
-}
-
-async fn push(State(s): State<JPush>, headers: HeaderMap, body: Body) -> Response {
-    handle(s, headers, body, false).await
-}
-
-async fn validate(State(s): State<JPush>, headers: HeaderMap, body: Body) -> Response {
-    handle(s, headers, body, true).await
-}
-
-async fn handle(s: JPush, headers: HeaderMap, body: Body, validate_only: bool) -> Response {
-    let app = match authenticate(&s.engine, &headers).await {
-        Ok(app) => app,
-        Err(r) => return r,
-    };
-    let value = match read_json(body).await {
-        Ok(v) => v,
-        Err(r) => return r,
-    };
-    let push = match parse_push(&value) {
-        Ok(p) => p,
-        Err(e) => return error_response(e.code, &e.message),
-    };
-    let sendno = push.options.sendno.unwrap_or(0).to_string();
-    match s.engine.accept(&app, push, validate_only).await {
-        Ok(msg_id) => json_response(
-            StatusCode::OK,
-            &json!({"sendno": sendno, "msg_id": msg_id.to_string()}),
-        ),
-        Err(EngineError::NoTarget) => error_response(1011, "cannot find user by this audience"),
-        Err(e) => {
-            tracing::error!(error = %e, "push not accepted");
-            error_response(1000, "internal error: the push was not accepted, retry")
+/// Rewrites a request path to the one the router knows: without a trailing slash, and with
+/// the Beijing-zone prefixes of the official clients (`/v3/device/..`, `/v3/report/..`,
+/// `/v3/push/schedules`) mapped to the plain ones (jpush-v3.md §0, §11).
+pub fn normalize_path(uri: &Uri) -> Option<Uri> {
+    let path = uri.path();
+    let mut p = path.trim_end_matches('/');
+    if p.is_empty() {
+        p = "/";
+    }
+    const ZONE_PREFIXES: [(&str, &str); 5] = [
+        ("/v3/device/aliases", "/v3/aliases"),
+        ("/v3/device/tags", "/v3/tags"),
+        ("/v3/device", "/v3/devices"),
+        ("/v3/report", "/v3"),
+        ("/v3/push/schedules", "/v3/schedules"),
+    ];
+    let mut rewritten = p.to_string();
+    for (from, to) in ZONE_PREFIXES {
+        if let Some(rest) = p.strip_prefix(from) {
+            if rest.is_empty() || rest.starts_with('/') {
+                rewritten = format!("{to}{rest}");
+                break;
+            }
         }
     }
+    if rewritten == path {
+        return None;
+    }
+    let with_query = match uri.query() {
+        Some(q) => format!("{rewritten}?{q}"),
+        None => rewritten,
+    };
+    with_query.parse().ok()
 }
 
-/// Checks `Authorization: Basic base64(app_key:master_secret)`.
-pub async fn authenticate(engine: &Engine, headers: &HeaderMap) -> Result<Arc<AppState>, Response> {
-    let deny = |m: &str| error_response(1004, m);
-    let value = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .ok_or_else(|| {
-            deny("missing Authorization header: use HTTP Basic with app_key:master_secret")
-        })?;
-    let encoded = value
-        .strip_prefix("Basic ")
-        .or_else(|| value.strip_prefix("basic "))
-        .ok_or_else(|| deny("Authorization must be HTTP Basic"))?;
-    let decoded = base64::engine::general_purpose::STANDARD
-        .decode(encoded.trim())
-        .ok()
-        .and_then(|b| String::from_utf8(b).ok())
-        .ok_or_else(|| deny("Authorization is not valid base64"))?;
-    let (key, secret) = decoded
-        .split_once(':')
-        .ok_or_else(|| deny("Authorization must be app_key:master_secret"))?;
-    match engine.authenticate(key, secret).await {
-        Ok(app) => Ok(app),
-        Err(EngineError::BadCredentials) => Err(deny(
-            "authentication failed: unknown app_key or wrong master_secret",
-        )),
-        Err(e) => {
-            tracing::error!(error = %e, "authentication lookup failed");
-            Err(error_response(1000, "internal error, retry"))
-        }
-    }
+/// Answers requests that match no route: JSON, like every other answer.
+pub async fn not_found(uri: Uri) -> Response {
+    json_response(
+        StatusCode::NOT_FOUND,
+        &pigeon_core::error_json(404, &format!("no such API: {}", uri.path())),
+    )
 }
 
-/// Reads a JSON body whatever its Content-Type says, within [`MAX_BODY_BYTES`].
-pub async fn read_json(body: Body) -> Result<Value, Response> {
-    let bytes = axum::body::to_bytes(body, MAX_BODY_BYTES)
-        .await
-        .map_err(|_| {
-            error_response(
-                1005,
-                &format!("request body is larger than {MAX_BODY_BYTES} bytes"),
-            )
-        })?;
-    if bytes.iter().all(u8::is_ascii_whitespace) {
-        return Err(error_response(
-            1002,
-            "request body is empty: a JSON push object is required",
-        ));
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn norm(s: &str) -> String {
+        let uri: Uri = s.parse().unwrap();
+        normalize_path(&uri)
+            .map(|u| u.to_string())
+            .unwrap_or(s.to_string())
     }
-    serde_json::from_slice(&bytes).map_err(|e| {
-        error_response(
-            1003,
-            &format!(
-                "malformed JSON at line {}, column {}: {e}",
-                e.line(),
-                e.column()
-            ),
-        )
-    })
+
+    #[test]
+    fn trailing_slashes_and_zone_prefixes_are_normalized() {
+        assert_eq!(norm("/v3/push/"), "/v3/push");
+        assert_eq!(
+            norm("/v3/tags/?platform=android"),
+            "/v3/tags?platform=android"
+        );
+        assert_eq!(norm("/v3/device/abc"), "/v3/devices/abc");
+        assert_eq!(norm("/v3/device/status/"), "/v3/devices/status");
+        assert_eq!(norm("/v3/device/aliases/a1"), "/v3/aliases/a1");
+        assert_eq!(norm("/v3/device/tags/t"), "/v3/tags/t");
+        assert_eq!(
+            norm("/v3/report/received?msg_ids=1"),
+            "/v3/received?msg_ids=1"
+        );
+        assert_eq!(norm("/v3/push/schedules/x"), "/v3/schedules/x");
+        assert_eq!(norm("/v3/devices/abc"), "/v3/devices/abc");
+        assert_eq!(norm("/v3/devicesx"), "/v3/devicesx");
+        assert_eq!(norm("/"), "/");
+    }
 }

@@ -10,7 +10,7 @@
 mod records;
 mod sqlite;
 
-pub use records::{AppRecord, DeviceEvent, DeviceRecord, StoredPush};
+pub use records::{AppRecord, Checkpoint, DeviceEvent, DeviceRecord, StoredPush};
 pub use sqlite::{SqliteStore, Synchronous};
 
 use pigeon_core::Push;
@@ -51,21 +51,43 @@ pub trait Storage: Send + Sync + 'static {
     ) -> tokio::sync::mpsc::Receiver<StoreResult<Vec<DeviceRecord>>>;
     /// Inserts the device or replaces the stored one with the same (app_key, ordinal).
     fn put_device(&self, device: DeviceRecord) -> StoreFuture<'_, ()>;
+    /// [`Storage::put_device`] for many devices, all or none.
+    fn put_devices(&self, devices: Vec<DeviceRecord>) -> StoreFuture<'_, ()>;
+    /// Remembers when a device was last connected.
+    fn set_last_online(&self, app_key: &str, ordinal: u32, at_ms: u64) -> StoreFuture<'_, ()>;
+    /// When each of these devices was last connected, for those ever seen.
+    fn last_online(&self, app_key: &str, ordinals: Vec<u32>) -> StoreFuture<'_, Vec<(u32, u64)>>;
 
-    /// Stores an accepted push with its resolved audience.
+    /// Remembers cids handed out from an app's pool.
+    fn issue_cids(&self, app_key: &str, cids: Vec<String>, at_ms: u64) -> StoreFuture<'_, ()>;
+    /// A cid of this app's pool issued after `since_ms`: `Some(msg_id)` once a push used it,
+    /// `Some(None)` while unused, `None` if unknown or older.
+    fn find_cid(
+        &self,
+        app_key: &str,
+        cid: &str,
+        since_ms: u64,
+    ) -> StoreFuture<'_, Option<Option<u64>>>;
+
+    /// Stores an accepted push with its resolved audience. A push that carries a cid is
+    /// recorded as that cid's result in the same transaction.
     fn insert_push(
         &self,
         app_key: &str,
         push: &Push,
         audience: &RoaringBitmap,
     ) -> StoreFuture<'_, ()>;
+    /// One push of an app, live or not, with who received it.
+    fn load_push(&self, app_key: &str, msg_id: u64) -> StoreFuture<'_, Option<StoredPush>>;
+    /// The devices that reported a click on a push.
+    fn clicked(&self, app_key: &str, msg_id: u64) -> StoreFuture<'_, Vec<u32>>;
     /// Pushes of an app still deliverable at `now_ms`, oldest first, with who has acked them.
     fn load_live_pushes(&self, app_key: &str, now_ms: u64) -> StoreFuture<'_, Vec<StoredPush>>;
     /// The highest msg_id ever stored (0 if none).
     fn max_msg_id(&self) -> StoreFuture<'_, u64>;
 
-    /// Checkpoints who has acked each push: (msg_id, delivered bitmap), replacing the last.
-    fn save_delivered(&self, checkpoints: Vec<(u64, RoaringBitmap)>) -> StoreFuture<'_, ()>;
+    /// Checkpoints who has been sent and who has acked each push, replacing the last.
+    fn save_delivered(&self, checkpoints: Vec<Checkpoint>) -> StoreFuture<'_, ()>;
     /// Records a click or location a device reported.
     fn record_event(&self, event: DeviceEvent) -> StoreFuture<'_, ()>;
 

@@ -42,6 +42,16 @@ pub struct DeviceRecord {
 pub struct StoredPush {
     pub push: Push,
     pub audience: RoaringBitmap,
+    /// Devices the push was written to over Pigeon's own connection.
+    pub sent: RoaringBitmap,
+    pub delivered: RoaringBitmap,
+}
+
+/// Who has been sent a push and who acked it, as of a checkpoint.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Checkpoint {
+    pub msg_id: u64,
+    pub sent: RoaringBitmap,
     pub delivered: RoaringBitmap,
 }
 

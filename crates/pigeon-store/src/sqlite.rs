@@ -1,7 +1,8 @@
 //! The embedded store: SQLite in WAL mode behind one group-committing writer thread.
 
 use crate::{
-    AppRecord, DeviceEvent, DeviceRecord, Storage, StoreError, StoreFuture, StoreResult, StoredPush,
+    AppRecord, Checkpoint, DeviceEvent, DeviceRecord, Storage, StoreError, StoreFuture,
+    StoreResult, StoredPush,
 };
 use pigeon_core::{Platform, Push};
 use roaring::RoaringBitmap;
@@ -65,6 +66,21 @@ CREATE TABLE IF NOT EXISTS device_events (
     data TEXT NOT NULL,
     at_ms INTEGER NOT NULL
 );
+CREATE INDEX IF NOT EXISTS device_events_by_push ON device_events (msg_id, kind);
+CREATE TABLE IF NOT EXISTS device_seen (
+    app_key TEXT NOT NULL,
+    ordinal INTEGER NOT NULL,
+    at_ms INTEGER NOT NULL,
+    PRIMARY KEY (app_key, ordinal)
+) WITHOUT ROWID;
+-- cids handed out from an app's pool, and the push each one produced (NULL until used).
+CREATE TABLE IF NOT EXISTS cids (
+    app_key TEXT NOT NULL,
+    cid TEXT NOT NULL,
+    issued_ms INTEGER NOT NULL,
+    msg_id INTEGER,
+    PRIMARY KEY (app_key, cid)
+) WITHOUT ROWID;
 ";
 
 /// How hard SQLite works to make a commit survive: `Full` survives power loss, `Normal`
@@ -134,6 +150,7 @@ impl SqliteStore {
         let path = path.as_ref().to_path_buf();
         let conn = open_connection(&path, sync)?;
         conn.execute_batch(SCHEMA)?;
+        migrate(&conn)?;
         // Checkpoints copy the WAL into the database; done inside a commit they stall every
         // write behind it, so the writer never checkpoints and a thread of its own does.
         conn.pragma_update(None, "wal_autocheckpoint", 0)?;
@@ -207,6 +224,39 @@ impl SqliteStore {
         .await
         .map_err(|_| StoreError::Closed)?
     }
+}
+
+/// Brings a database made by an older Pigeon up to the current schema.
+fn migrate(conn: &Connection) -> StoreResult<()> {
+    let has_sent = conn
+        .prepare("SELECT 1 FROM pragma_table_info('deliveries') WHERE name = 'sent'")?
+        .exists([])?;
+    if !has_sent {
+        conn.execute_batch("ALTER TABLE deliveries ADD COLUMN sent BLOB")?;
+    }
+    Ok(())
+}
+
+fn deserialize_bitmap(blob: Option<Vec<u8>>, what: &str) -> StoreResult<RoaringBitmap> {
+    match blob {
+        None => Ok(RoaringBitmap::new()),
+        Some(b) => RoaringBitmap::deserialize_from(&b[..])
+            .map_err(|e| StoreError::Corrupt(format!("{what}: {e}"))),
+    }
+}
+
+/// A push row: `msg_id, body, audience, sent, delivered`.
+fn stored_push_from_row(r: &rusqlite::Row<'_>) -> StoreResult<StoredPush> {
+    let msg_id: i64 = r.get(0)?;
+    let body: String = r.get(1)?;
+    let push: Push = serde_json::from_str(&body)
+        .map_err(|e| StoreError::Corrupt(format!("push {msg_id}: {e}")))?;
+    Ok(StoredPush {
+        push,
+        audience: deserialize_bitmap(Some(r.get(2)?), &format!("push {msg_id} audience"))?,
+        sent: deserialize_bitmap(r.get(3)?, &format!("push {msg_id} sent"))?,
+        delivered: deserialize_bitmap(r.get(4)?, &format!("push {msg_id} delivered"))?,
+    })
 }
 
 /// Runs one job in a savepoint so that a failing job leaves the rest of its batch intact.
@@ -317,6 +367,38 @@ fn device_from_row(app_key: &Arc<str>, r: &rusqlite::Row<'_>) -> StoreResult<Dev
     })
 }
 
+fn write_device(c: &Connection, d: DeviceRecord) -> StoreResult<()> {
+    let tags = serde_json::to_string(&d.tags).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    c.prepare_cached(
+                "INSERT INTO devices (app_key, ordinal, registration_id, install_id, secret_hash,
+                    platform, alias, tags, mobile, push_tokens, apns_production, info, created_ms, updated_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)
+                 ON CONFLICT (app_key, ordinal) DO UPDATE SET
+                    registration_id = excluded.registration_id, install_id = excluded.install_id,
+                    secret_hash = excluded.secret_hash, platform = excluded.platform,
+                    alias = excluded.alias, tags = excluded.tags, mobile = excluded.mobile,
+                    push_tokens = excluded.push_tokens, apns_production = excluded.apns_production,
+                    info = excluded.info, updated_ms = excluded.updated_ms",
+            )?
+            .execute(params![
+                &*d.app_key,
+                d.ordinal,
+                d.registration_id,
+                d.install_id,
+                d.secret_hash,
+                d.platform.as_str(),
+                d.alias,
+                tags,
+                d.mobile,
+                Value::Object(d.push_tokens).to_string(),
+                d.apns_production,
+                Value::Object(d.info).to_string(),
+                to_i64(d.created_ms),
+                to_i64(d.updated_ms),
+            ])?;
+    Ok(())
+}
+
 fn json_map(text: &str, what: &str) -> StoreResult<Map<String, Value>> {
     serde_json::from_str(text).map_err(|e| StoreError::Corrupt(format!("{what}: {e}")))
 }
@@ -403,35 +485,14 @@ impl Storage for SqliteStore {
     }
 
     fn put_device(&self, d: DeviceRecord) -> StoreFuture<'_, ()> {
+        Box::pin(self.write(move |c| write_device(c, d)))
+    }
+
+    fn put_devices(&self, devices: Vec<DeviceRecord>) -> StoreFuture<'_, ()> {
         Box::pin(self.write(move |c| {
-            let tags = serde_json::to_string(&d.tags).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-            c.prepare_cached(
-                "INSERT INTO devices (app_key, ordinal, registration_id, install_id, secret_hash,
-                    platform, alias, tags, mobile, push_tokens, apns_production, info, created_ms, updated_ms)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)
-                 ON CONFLICT (app_key, ordinal) DO UPDATE SET
-                    registration_id = excluded.registration_id, install_id = excluded.install_id,
-                    secret_hash = excluded.secret_hash, platform = excluded.platform,
-                    alias = excluded.alias, tags = excluded.tags, mobile = excluded.mobile,
-                    push_tokens = excluded.push_tokens, apns_production = excluded.apns_production,
-                    info = excluded.info, updated_ms = excluded.updated_ms",
-            )?
-            .execute(params![
-                &*d.app_key,
-                d.ordinal,
-                d.registration_id,
-                d.install_id,
-                d.secret_hash,
-                d.platform.as_str(),
-                d.alias,
-                tags,
-                d.mobile,
-                Value::Object(d.push_tokens).to_string(),
-                d.apns_production,
-                Value::Object(d.info).to_string(),
-                to_i64(d.created_ms),
-                to_i64(d.updated_ms),
-            ])?;
+            for d in devices {
+                write_device(c, d)?;
+            }
             Ok(())
         }))
     }
@@ -446,6 +507,7 @@ impl Storage for SqliteStore {
         let body = serde_json::to_string(push);
         let blob = serialize_bitmap(audience);
         let (msg_id, sent, expires) = (push.msg_id, push.sent_ms, push.expires_ms());
+        let cid = push.cid.clone();
         Box::pin(async move {
             let body = body.map_err(|e| StoreError::Corrupt(format!("push body: {e}")))?;
             let blob = blob?;
@@ -462,6 +524,17 @@ impl Storage for SqliteStore {
                     body,
                     blob
                 ])?;
+                if let Some(cid) = cid {
+                    let used = c
+                        .prepare_cached(
+                            "UPDATE cids SET msg_id = ?3 WHERE app_key = ?1 AND cid = ?2
+                             AND msg_id IS NULL",
+                        )?
+                        .execute(params![app_key, cid, to_i64(msg_id)])?;
+                    if used == 0 {
+                        return Err(StoreError::Conflict(format!("cid {cid}")));
+                    }
+                }
                 Ok(())
             })
             .await
@@ -472,32 +545,14 @@ impl Storage for SqliteStore {
         let app_key = app_key.to_string();
         Box::pin(self.read(move |c| {
             let mut st = c.prepare(
-                "SELECT p.msg_id, p.body, p.audience, d.delivered
+                "SELECT p.msg_id, p.body, p.audience, d.sent, d.delivered
                  FROM pushes p LEFT JOIN deliveries d ON d.msg_id = p.msg_id
                  WHERE p.app_key = ?1 AND p.expires_ms > ?2 ORDER BY p.msg_id",
             )?;
             let mut rows = st.query(params![app_key, to_i64(now_ms)])?;
             let mut out = Vec::new();
             while let Some(r) = rows.next()? {
-                let msg_id: i64 = r.get(0)?;
-                let body: String = r.get(1)?;
-                let blob: Vec<u8> = r.get(2)?;
-                let push: Push = serde_json::from_str(&body)
-                    .map_err(|e| StoreError::Corrupt(format!("push {msg_id}: {e}")))?;
-                let audience = RoaringBitmap::deserialize_from(&blob[..])
-                    .map_err(|e| StoreError::Corrupt(format!("push {msg_id} audience: {e}")))?;
-                let delivered_blob: Option<Vec<u8>> = r.get(3)?;
-                let delivered = match delivered_blob {
-                    None => RoaringBitmap::new(),
-                    Some(b) => RoaringBitmap::deserialize_from(&b[..]).map_err(|e| {
-                        StoreError::Corrupt(format!("push {msg_id} delivered: {e}"))
-                    })?,
-                };
-                out.push(StoredPush {
-                    push,
-                    audience,
-                    delivered,
-                });
+                out.push(stored_push_from_row(r)?);
             }
             Ok(out)
         }))
@@ -510,24 +565,127 @@ impl Storage for SqliteStore {
         }))
     }
 
-    fn save_delivered(&self, checkpoints: Vec<(u64, RoaringBitmap)>) -> StoreFuture<'_, ()> {
+    fn save_delivered(&self, checkpoints: Vec<Checkpoint>) -> StoreFuture<'_, ()> {
         Box::pin(async move {
             let blobs = checkpoints
                 .iter()
-                .map(|(m, b)| Ok((*m, serialize_bitmap(b)?)))
+                .map(|c| {
+                    Ok((
+                        c.msg_id,
+                        serialize_bitmap(&c.sent)?,
+                        serialize_bitmap(&c.delivered)?,
+                    ))
+                })
                 .collect::<StoreResult<Vec<_>>>()?;
             self.write(move |c| {
                 let mut st = c.prepare_cached(
-                    "INSERT INTO deliveries (msg_id, delivered) VALUES (?1, ?2)
-                     ON CONFLICT (msg_id) DO UPDATE SET delivered = excluded.delivered",
+                    "INSERT INTO deliveries (msg_id, sent, delivered) VALUES (?1, ?2, ?3)
+                     ON CONFLICT (msg_id) DO UPDATE SET sent = excluded.sent,
+                        delivered = excluded.delivered",
                 )?;
-                for (msg_id, blob) in blobs {
-                    st.execute(params![to_i64(msg_id), blob])?;
+                for (msg_id, sent, delivered) in blobs {
+                    st.execute(params![to_i64(msg_id), sent, delivered])?;
                 }
                 Ok(())
             })
             .await
         })
+    }
+
+    fn load_push(&self, app_key: &str, msg_id: u64) -> StoreFuture<'_, Option<StoredPush>> {
+        let app_key = app_key.to_string();
+        Box::pin(self.read(move |c| {
+            let mut st = c.prepare_cached(
+                "SELECT p.msg_id, p.body, p.audience, d.sent, d.delivered
+                 FROM pushes p LEFT JOIN deliveries d ON d.msg_id = p.msg_id
+                 WHERE p.app_key = ?1 AND p.msg_id = ?2",
+            )?;
+            let mut rows = st.query(params![app_key, to_i64(msg_id)])?;
+            match rows.next()? {
+                Some(r) => Ok(Some(stored_push_from_row(r)?)),
+                None => Ok(None),
+            }
+        }))
+    }
+
+    fn clicked(&self, app_key: &str, msg_id: u64) -> StoreFuture<'_, Vec<u32>> {
+        let app_key = app_key.to_string();
+        Box::pin(self.read(move |c| {
+            let mut st = c.prepare_cached(
+                "SELECT DISTINCT ordinal FROM device_events
+                 WHERE msg_id = ?1 AND kind = 'click' AND app_key = ?2",
+            )?;
+            let rows = st.query_map(params![to_i64(msg_id), app_key], |r| r.get(0))?;
+            Ok(rows.collect::<Result<Vec<u32>, _>>()?)
+        }))
+    }
+
+    fn set_last_online(&self, app_key: &str, ordinal: u32, at_ms: u64) -> StoreFuture<'_, ()> {
+        let app_key = app_key.to_string();
+        Box::pin(self.write(move |c| {
+            c.prepare_cached(
+                "INSERT INTO device_seen (app_key, ordinal, at_ms) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (app_key, ordinal) DO UPDATE SET at_ms = excluded.at_ms",
+            )?
+            .execute(params![app_key, ordinal, to_i64(at_ms)])?;
+            Ok(())
+        }))
+    }
+
+    fn last_online(&self, app_key: &str, ordinals: Vec<u32>) -> StoreFuture<'_, Vec<(u32, u64)>> {
+        let app_key = app_key.to_string();
+        Box::pin(self.read(move |c| {
+            let mut st = c.prepare_cached(
+                "SELECT at_ms FROM device_seen WHERE app_key = ?1 AND ordinal = ?2",
+            )?;
+            let mut out = Vec::new();
+            for ordinal in ordinals {
+                let at: Option<i64> = st
+                    .query_row(params![app_key, ordinal], |r| r.get(0))
+                    .optional()?;
+                if let Some(at) = at {
+                    out.push((ordinal, to_u64(at)));
+                }
+            }
+            Ok(out)
+        }))
+    }
+
+    fn issue_cids(&self, app_key: &str, cids: Vec<String>, at_ms: u64) -> StoreFuture<'_, ()> {
+        let app_key = app_key.to_string();
+        Box::pin(self.write(move |c| {
+            let mut st =
+                c.prepare_cached("INSERT INTO cids (app_key, cid, issued_ms) VALUES (?1, ?2, ?3)")?;
+            for cid in cids {
+                st.execute(params![app_key, cid, to_i64(at_ms)])?;
+            }
+            // A cid lives one day; older ones are forgotten as new ones are issued.
+            c.prepare_cached("DELETE FROM cids WHERE app_key = ?1 AND issued_ms < ?2")?
+                .execute(params![
+                    app_key,
+                    to_i64(at_ms.saturating_sub(2 * 86_400_000))
+                ])?;
+            Ok(())
+        }))
+    }
+
+    fn find_cid(
+        &self,
+        app_key: &str,
+        cid: &str,
+        since_ms: u64,
+    ) -> StoreFuture<'_, Option<Option<u64>>> {
+        let (app_key, cid) = (app_key.to_string(), cid.to_string());
+        Box::pin(self.read(move |c| {
+            let found: Option<Option<i64>> = c
+                .query_row(
+                    "SELECT msg_id FROM cids WHERE app_key = ?1 AND cid = ?2 AND issued_ms >= ?3",
+                    params![app_key, cid, to_i64(since_ms)],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            Ok(found.map(|m| m.map(to_u64)))
+        }))
     }
 
     fn record_event(&self, e: DeviceEvent) -> StoreFuture<'_, ()> {
@@ -625,12 +783,22 @@ mod tests {
         let audience: RoaringBitmap = [0u32, 1].into_iter().collect();
         store.insert_push("k", &push, &audience).await.unwrap();
         let delivered: RoaringBitmap = [1u32].into_iter().collect();
-        store.save_delivered(vec![(42, delivered)]).await.unwrap();
+        let sent: RoaringBitmap = [1u32, 3].into_iter().collect();
+        let checkpoint = Checkpoint {
+            msg_id: 42,
+            sent,
+            delivered,
+        };
+        store.save_delivered(vec![checkpoint]).await.unwrap();
         let live = store.load_live_pushes("k", 2_000).await.unwrap();
         assert_eq!(live.len(), 1);
         assert_eq!(live[0].push, push);
         assert_eq!(live[0].audience, audience);
         assert_eq!(live[0].delivered.iter().collect::<Vec<_>>(), [1]);
+        assert_eq!(live[0].sent.iter().collect::<Vec<_>>(), [1, 3]);
+        let one = store.load_push("k", 42).await.unwrap().unwrap();
+        assert_eq!(one.sent.len(), 2);
+        assert!(store.load_push("other", 42).await.unwrap().is_none());
         assert!(store
             .load_live_pushes("k", push.expires_ms())
             .await

@@ -63,8 +63,17 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     let addr = listener.local_addr()?;
     tracing::info!(data = %cfg.data.display(), "pigeon listening on http://{addr}");
 
+    // Paths are normalized before routing (a layer on the Router would run after it).
+    let app = tower::ServiceBuilder::new()
+        .map_request(|mut req: axum::extract::Request| {
+            if let Some(uri) = pigeon_jpush::normalize_path(req.uri()) {
+                *req.uri_mut() = uri;
+            }
+            req
+        })
+        .service(app);
     let shutdown_engine = engine.clone();
-    axum::serve(listener, app)
+    axum::serve(listener, tower::make::Shared::new(app))
         .with_graceful_shutdown(async move {
             shutdown_signal().await;
             tracing::info!("shutting down: closing device connections with 1001");

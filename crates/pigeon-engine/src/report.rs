@@ -1,0 +1,150 @@
+//! What happened to a push, counted from what devices actually did: whom it targeted, whom
+//! Pigeon's own connection sent it to, who acked it and who clicked it.
+
+use crate::app::AppState;
+use crate::{Engine, EngineError};
+use pigeon_core::{Platform, PlatformSet};
+use roaring::RoaringBitmap;
+
+/// Counts for one platform (or all of them).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counts {
+    pub targets: u64,
+    pub sent: u64,
+    pub delivered: u64,
+    pub clicked: u64,
+}
+
+/// The report of one push.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PushReport {
+    pub msg_id: u64,
+    pub has_notification: bool,
+    pub has_message: bool,
+    pub total: Counts,
+    /// Counts per platform, for the platforms the push had targets on.
+    pub by_platform: Vec<(Platform, Counts)>,
+}
+
+/// Where one device stands with one push (`POST /v3/status/message`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeliveryStatus {
+    Delivered = 0,
+    NotDelivered = 1,
+    NotThisApp = 2,
+    NotTargeted = 3,
+}
+
+struct Sets {
+    audience: RoaringBitmap,
+    sent: RoaringBitmap,
+    delivered: RoaringBitmap,
+    clicked: RoaringBitmap,
+    has_notification: bool,
+    has_message: bool,
+}
+
+impl Engine {
+    /// Who a push targeted, was sent to, and acked it: from memory while it is live (fresher
+    /// than the last checkpoint), else from storage. `None` if it is not a push of this app.
+    async fn push_sets(&self, app: &AppState, msg_id: u64) -> Result<Option<Sets>, EngineError> {
+        let (audience, sent, delivered, has_notification, has_message) = match app.live_push(msg_id)
+        {
+            Some(live) => {
+                let (sent, delivered) = live.sets();
+                (
+                    live.audience.clone(),
+                    sent,
+                    delivered,
+                    live.push.notification.is_some(),
+                    live.push.message.is_some(),
+                )
+            }
+            None => match self.store.load_push(&app.app_key, msg_id).await? {
+                Some(p) => (
+                    p.audience,
+                    p.sent,
+                    p.delivered,
+                    p.push.notification.is_some(),
+                    p.push.message.is_some(),
+                ),
+                None => return Ok(None),
+            },
+        };
+        let clicked = self
+            .store
+            .clicked(&app.app_key, msg_id)
+            .await?
+            .into_iter()
+            .collect();
+        Ok(Some(Sets {
+            audience,
+            sent,
+            delivered,
+            clicked,
+            has_notification,
+            has_message,
+        }))
+    }
+
+    /// The report of a push of this app; `None` if there is no such push.
+    pub async fn push_report(
+        &self,
+        app: &AppState,
+        msg_id: u64,
+    ) -> Result<Option<PushReport>, EngineError> {
+        let Some(sets) = self.push_sets(app, msg_id).await? else {
+            return Ok(None);
+        };
+        let count = |within: &RoaringBitmap| Counts {
+            targets: sets.audience.intersection_len(within),
+            sent: sets.sent.intersection_len(within),
+            delivered: sets.delivered.intersection_len(within),
+            clicked: (&sets.clicked & &sets.audience).intersection_len(within),
+        };
+        let by_platform = {
+            let devices = app.devices.read();
+            Platform::ALL
+                .iter()
+                .filter_map(|&p| {
+                    let mut one = PlatformSet::empty();
+                    one.insert(p);
+                    let c = count(&devices.index.on_platforms(one));
+                    (c.targets > 0).then_some((p, c))
+                })
+                .collect()
+        };
+        let everyone = sets.audience.clone();
+        Ok(Some(PushReport {
+            msg_id,
+            has_notification: sets.has_notification,
+            has_message: sets.has_message,
+            total: count(&everyone),
+            by_platform,
+        }))
+    }
+
+    /// Where each registration id stands with a push; `None` if there is no such push.
+    pub async fn delivery_status(
+        &self,
+        app: &AppState,
+        msg_id: u64,
+        registration_ids: &[String],
+    ) -> Result<Option<Vec<DeliveryStatus>>, EngineError> {
+        let Some(sets) = self.push_sets(app, msg_id).await? else {
+            return Ok(None);
+        };
+        let devices = app.devices.read();
+        Ok(Some(
+            registration_ids
+                .iter()
+                .map(|rid| match devices.index.ordinal_of(rid) {
+                    None => DeliveryStatus::NotThisApp,
+                    Some(o) if !sets.audience.contains(o) => DeliveryStatus::NotTargeted,
+                    Some(o) if sets.delivered.contains(o) => DeliveryStatus::Delivered,
+                    Some(_) => DeliveryStatus::NotDelivered,
+                })
+                .collect(),
+        ))
+    }
+}

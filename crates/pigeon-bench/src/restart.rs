@@ -113,6 +113,7 @@ async fn populate(
             sms_message: None,
             callback: None,
             cid: None,
+            schedule: None,
             extra: Map::new(),
         };
         let audience: RoaringBitmap = [target].into_iter().collect();

@@ -34,6 +34,20 @@ pub struct Push {
     /// live_activity), stored as given.
     #[serde(default, skip_serializing_if = "Map::is_empty")]
     pub extra: Map<String, Value>,
+    /// Set when a schedule fires this push: storing the push also records the firing, in
+    /// the same transaction, so a schedule fires exactly once whatever crashes.
+    #[serde(skip)]
+    pub schedule: Option<ScheduleFiring>,
+}
+
+/// One firing of a schedule.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ScheduleFiring {
+    pub schedule_id: String,
+    /// The firing time this push is for.
+    pub due_ms: u64,
+    /// When the schedule fires next, if ever.
+    pub next_ms: Option<u64>,
 }
 
 /// A notification: a shared `alert` and one section per platform.
@@ -129,6 +143,7 @@ mod tests {
             sms_message: None,
             callback: None,
             cid: None,
+            schedule: None,
             extra: Map::new(),
         }
     }

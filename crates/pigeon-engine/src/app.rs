@@ -245,6 +245,7 @@ mod tests {
             sms_message: None,
             callback: None,
             cid: None,
+            schedule: None,
             extra: Map::new(),
         };
         Arc::new(LivePush::new(

@@ -88,6 +88,8 @@ pub struct Engine {
     devices_by_rid: RwLock<HashMap<String, (Arc<AppState>, Ordinal)>>,
     next_msg_id: AtomicU64,
     next_conn_id: AtomicU64,
+    /// Held while an app created by another process is loaded on first use.
+    loading: tokio::sync::Mutex<()>,
 }
 
 impl Engine {
@@ -100,6 +102,7 @@ impl Engine {
             devices_by_rid: RwLock::new(HashMap::default()),
             next_msg_id: AtomicU64::new(first_msg_id),
             next_conn_id: AtomicU64::new(1),
+            loading: tokio::sync::Mutex::new(()),
         });
         for app in store.list_apps().await? {
             engine.load_app(app).await?;
@@ -133,8 +136,8 @@ impl Engine {
                 )));
             }
         }
-        let mut apps = self.apps.write();
-        Ok(apps.entry(app.app_key.clone()).or_insert(app).clone())
+        self.apps.write().insert(app.app_key.clone(), app.clone());
+        Ok(app)
     }
 
     /// The app with this key, loading it from storage if another process created it.
@@ -144,6 +147,12 @@ impl Engine {
         }
         if !is_app_credential(app_key) {
             return Ok(None);
+        }
+        // One loader at a time: two loads of one app would each index its devices, and a
+        // device indexed under the copy that is then dropped could never be reached.
+        let _one_loader = self.loading.lock().await;
+        if let Some(app) = self.apps.read().get(app_key) {
+            return Ok(Some(app.clone()));
         }
         match self.store.find_app(app_key).await? {
             Some(record) => Ok(Some(self.load_app(record).await?)),
@@ -479,6 +488,12 @@ impl Engine {
             at_ms: now_ms(),
         };
         Ok(self.store.record_event(event).await?)
+    }
+
+    /// The storage, for front doors that keep records the engine does not interpret
+    /// (JPush schedules keep their trigger and push object in the JPush dialect).
+    pub fn store(&self) -> &Arc<dyn Storage> {
+        &self.store
     }
 
     /// Every app, in no particular order.

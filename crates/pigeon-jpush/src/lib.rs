@@ -11,7 +11,9 @@ mod fields;
 mod push;
 mod push_api;
 mod report_api;
+mod schedule_api;
 pub mod time;
+mod trigger;
 
 pub use api::{json_response, ApiError, Family, MAX_BODY_BYTES};
 pub use fields::PushError;
@@ -21,12 +23,13 @@ use axum::http::{StatusCode, Uri};
 use axum::response::Response;
 use axum::routing::{get, post, MethodRouter};
 use axum::Router;
-use pigeon_engine::Engine;
+use pigeon_engine::{Engine, EngineError};
 use std::sync::Arc;
 
 #[derive(Clone)]
 pub(crate) struct JPush {
     pub engine: Arc<Engine>,
+    pub scheduler: Arc<schedule_api::Scheduler>,
 }
 
 /// A route's handlers plus a JPush-style 405 for every other method.
@@ -40,12 +43,15 @@ fn only(methods: &'static str, r: MethodRouter<JPush>) -> MethodRouter<JPush> {
     })
 }
 
-/// The JPush v3 routes. Paths are matched after [`normalize_path`].
-pub fn router(engine: Arc<Engine>) -> Router {
+/// The JPush v3 routes, and the scheduler behind the Schedule API. Paths are matched after
+/// [`normalize_path`].
+pub async fn router(engine: Arc<Engine>) -> Result<Router, EngineError> {
     use device_api as d;
     use push_api as p;
     use report_api as r;
-    Router::new()
+    use schedule_api as s;
+    let scheduler = schedule_api::Scheduler::start(engine.clone()).await?;
+    Ok(Router::new()
         .route("/v3/push", only("POST", post(p::push)))
         .route("/v3/push/validate", only("POST", post(p::validate)))
         .route("/v3/push/cid", only("GET", get(p::cid)))
@@ -85,7 +91,22 @@ pub fn router(engine: Arc<Engine>) -> Router {
         .route("/v3/messages", only("GET", get(r::messages)))
         .route("/v3/messages/detail", only("GET", get(r::messages_detail)))
         .route("/v3/status/message", only("POST", post(r::status_message)))
-        .with_state(JPush { engine })
+        .route(
+            "/v3/schedules",
+            only("GET, POST", get(s::list).post(s::create)),
+        )
+        .route(
+            "/v3/schedules/{schedule_id}",
+            only(
+                "GET, PUT, DELETE",
+                get(s::get_one).put(s::replace).delete(s::delete),
+            ),
+        )
+        .route(
+            "/v3/schedules/{schedule_id}/msg_ids",
+            only("GET", get(s::msg_ids)),
+        )
+        .with_state(JPush { engine, scheduler }))
 }
 
 /// Rewrites a request path to the one the router knows: without a trailing slash, and with

@@ -292,6 +292,7 @@ pub fn parse_push(body: &Value) -> Checked<Push> {
         sms_message: top.get("sms_message").cloned(),
         callback: top.get("callback").cloned(),
         cid: top.get("cid").and_then(Value::as_str).map(String::from),
+        schedule: None,
         extra,
     })
 }

@@ -10,7 +10,9 @@
 mod records;
 mod sqlite;
 
-pub use records::{AppRecord, Checkpoint, DeviceEvent, DeviceRecord, StoredPush};
+pub use records::{
+    AppRecord, Checkpoint, DeviceEvent, DeviceRecord, ScheduleRecord, ScheduleRun, StoredPush,
+};
 pub use sqlite::{SqliteStore, Synchronous};
 
 use pigeon_core::Push;
@@ -90,6 +92,22 @@ pub trait Storage: Send + Sync + 'static {
     fn save_delivered(&self, checkpoints: Vec<Checkpoint>) -> StoreFuture<'_, ()>;
     /// Records a click or location a device reported.
     fn record_event(&self, event: DeviceEvent) -> StoreFuture<'_, ()>;
+
+    /// Creates or replaces a schedule.
+    fn put_schedule(&self, schedule: ScheduleRecord) -> StoreFuture<'_, ()>;
+    /// Deletes a schedule of an app; false if there was none.
+    fn delete_schedule(&self, app_key: &str, schedule_id: &str) -> StoreFuture<'_, bool>;
+    /// Every schedule of every app, oldest first.
+    fn load_schedules(&self) -> StoreFuture<'_, Vec<ScheduleRecord>>;
+    /// Records a firing that produced no push, and when the schedule fires next.
+    fn record_failed_run(
+        &self,
+        schedule_id: &str,
+        run: ScheduleRun,
+        next_ms: Option<u64>,
+    ) -> StoreFuture<'_, ()>;
+    /// The firings of a schedule, oldest first.
+    fn schedule_runs(&self, schedule_id: &str) -> StoreFuture<'_, Vec<ScheduleRun>>;
 
     /// Waits until everything written so far is durable, then stops the writer.
     fn close(&self) -> StoreFuture<'_, ()>;

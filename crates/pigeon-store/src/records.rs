@@ -66,3 +66,28 @@ pub struct DeviceEvent {
     pub data: Value,
     pub at_ms: u64,
 }
+
+/// A schedule (JPush's Schedule API): a push object fired by a trigger. Its trigger and push
+/// are kept as the dialect gave them; the front door that owns the dialect reads them.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ScheduleRecord {
+    pub schedule_id: String,
+    pub app_key: String,
+    pub name: String,
+    pub enabled: bool,
+    pub trigger: Value,
+    pub push: Value,
+    pub created_ms: u64,
+    /// When it fires next; `None` once it never will again.
+    pub next_ms: Option<u64>,
+}
+
+/// One firing of a schedule, as `GET /v3/schedules/{id}/msg_ids` lists it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ScheduleRun {
+    pub msg_id: Option<u64>,
+    /// The error code when the firing produced no push (0 when it did).
+    pub error_code: u32,
+    pub error_message: String,
+    pub at_ms: u64,
+}

@@ -1,8 +1,8 @@
 //! The embedded store: SQLite in WAL mode behind one group-committing writer thread.
 
 use crate::{
-    AppRecord, Checkpoint, DeviceEvent, DeviceRecord, Storage, StoreError, StoreFuture,
-    StoreResult, StoredPush,
+    AppRecord, Checkpoint, DeviceEvent, DeviceRecord, ScheduleRecord, ScheduleRun, Storage,
+    StoreError, StoreFuture, StoreResult, StoredPush,
 };
 use pigeon_core::{Platform, Push};
 use roaring::RoaringBitmap;
@@ -73,6 +73,26 @@ CREATE TABLE IF NOT EXISTS device_seen (
     at_ms INTEGER NOT NULL,
     PRIMARY KEY (app_key, ordinal)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS schedules (
+    schedule_id TEXT PRIMARY KEY,
+    app_key TEXT NOT NULL,
+    name TEXT NOT NULL,
+    enabled INTEGER NOT NULL,
+    trigger TEXT NOT NULL,
+    push TEXT NOT NULL,
+    created_ms INTEGER NOT NULL,
+    next_ms INTEGER
+);
+-- Each firing of a schedule: the push it made, or why it made none.
+CREATE TABLE IF NOT EXISTS schedule_runs (
+    id INTEGER PRIMARY KEY,
+    schedule_id TEXT NOT NULL,
+    msg_id INTEGER,
+    error_code INTEGER NOT NULL,
+    error_message TEXT NOT NULL,
+    at_ms INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS schedule_runs_by_schedule ON schedule_runs (schedule_id, id);
 -- cids handed out from an app's pool, and the push each one produced (NULL until used).
 CREATE TABLE IF NOT EXISTS cids (
     app_key TEXT NOT NULL,
@@ -367,6 +387,29 @@ fn device_from_row(app_key: &Arc<str>, r: &rusqlite::Row<'_>) -> StoreResult<Dev
     })
 }
 
+/// Records a firing and moves the schedule to its next one, in the caller's transaction.
+fn record_run(
+    c: &Connection,
+    schedule_id: &str,
+    run: &ScheduleRun,
+    next_ms: Option<u64>,
+) -> StoreResult<()> {
+    c.prepare_cached(
+        "INSERT INTO schedule_runs (schedule_id, msg_id, error_code, error_message, at_ms)
+         VALUES (?1, ?2, ?3, ?4, ?5)",
+    )?
+    .execute(params![
+        schedule_id,
+        run.msg_id.map(to_i64),
+        run.error_code,
+        run.error_message,
+        to_i64(run.at_ms)
+    ])?;
+    c.prepare_cached("UPDATE schedules SET next_ms = ?2 WHERE schedule_id = ?1")?
+        .execute(params![schedule_id, next_ms.map(to_i64)])?;
+    Ok(())
+}
+
 fn write_device(c: &Connection, d: DeviceRecord) -> StoreResult<()> {
     let tags = serde_json::to_string(&d.tags).map_err(|e| StoreError::Corrupt(e.to_string()))?;
     c.prepare_cached(
@@ -508,6 +551,7 @@ impl Storage for SqliteStore {
         let blob = serialize_bitmap(audience);
         let (msg_id, sent, expires) = (push.msg_id, push.sent_ms, push.expires_ms());
         let cid = push.cid.clone();
+        let schedule = push.schedule.clone();
         Box::pin(async move {
             let body = body.map_err(|e| StoreError::Corrupt(format!("push body: {e}")))?;
             let blob = blob?;
@@ -524,6 +568,19 @@ impl Storage for SqliteStore {
                     body,
                     blob
                 ])?;
+                if let Some(firing) = &schedule {
+                    record_run(
+                        c,
+                        &firing.schedule_id,
+                        &ScheduleRun {
+                            msg_id: Some(msg_id),
+                            error_code: 0,
+                            error_message: String::new(),
+                            at_ms: sent,
+                        },
+                        firing.next_ms,
+                    )?;
+                }
                 if let Some(cid) = cid {
                     let used = c
                         .prepare_cached(
@@ -706,6 +763,99 @@ impl Storage for SqliteStore {
         }))
     }
 
+    fn put_schedule(&self, r: ScheduleRecord) -> StoreFuture<'_, ()> {
+        Box::pin(self.write(move |c| {
+            c.prepare_cached(
+                "INSERT INTO schedules (schedule_id, app_key, name, enabled, trigger, push,
+                    created_ms, next_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+                 ON CONFLICT (schedule_id) DO UPDATE SET name = excluded.name,
+                    enabled = excluded.enabled, trigger = excluded.trigger, push = excluded.push,
+                    next_ms = excluded.next_ms",
+            )?
+            .execute(params![
+                r.schedule_id,
+                r.app_key,
+                r.name,
+                r.enabled,
+                r.trigger.to_string(),
+                r.push.to_string(),
+                to_i64(r.created_ms),
+                r.next_ms.map(to_i64),
+            ])?;
+            Ok(())
+        }))
+    }
+
+    fn delete_schedule(&self, app_key: &str, schedule_id: &str) -> StoreFuture<'_, bool> {
+        let (app_key, schedule_id) = (app_key.to_string(), schedule_id.to_string());
+        Box::pin(self.write(move |c| {
+            let n = c.execute(
+                "DELETE FROM schedules WHERE app_key = ?1 AND schedule_id = ?2",
+                params![app_key, schedule_id],
+            )?;
+            Ok(n > 0)
+        }))
+    }
+
+    fn load_schedules(&self) -> StoreFuture<'_, Vec<ScheduleRecord>> {
+        Box::pin(self.read(|c| {
+            let mut st = c.prepare(
+                "SELECT schedule_id, app_key, name, enabled, trigger, push, created_ms, next_ms
+                 FROM schedules ORDER BY created_ms, schedule_id",
+            )?;
+            let mut rows = st.query([])?;
+            let mut out = Vec::new();
+            while let Some(r) = rows.next()? {
+                let trigger: String = r.get(4)?;
+                let push: String = r.get(5)?;
+                let json = |t: &str| {
+                    serde_json::from_str(t)
+                        .map_err(|e| StoreError::Corrupt(format!("schedule: {e}")))
+                };
+                out.push(ScheduleRecord {
+                    schedule_id: r.get(0)?,
+                    app_key: r.get(1)?,
+                    name: r.get(2)?,
+                    enabled: r.get(3)?,
+                    trigger: json(&trigger)?,
+                    push: json(&push)?,
+                    created_ms: to_u64(r.get(6)?),
+                    next_ms: r.get::<_, Option<i64>>(7)?.map(to_u64),
+                });
+            }
+            Ok(out)
+        }))
+    }
+
+    fn record_failed_run(
+        &self,
+        schedule_id: &str,
+        run: ScheduleRun,
+        next_ms: Option<u64>,
+    ) -> StoreFuture<'_, ()> {
+        let schedule_id = schedule_id.to_string();
+        Box::pin(self.write(move |c| record_run(c, &schedule_id, &run, next_ms)))
+    }
+
+    fn schedule_runs(&self, schedule_id: &str) -> StoreFuture<'_, Vec<ScheduleRun>> {
+        let schedule_id = schedule_id.to_string();
+        Box::pin(self.read(move |c| {
+            let mut st = c.prepare_cached(
+                "SELECT msg_id, error_code, error_message, at_ms FROM schedule_runs
+                 WHERE schedule_id = ?1 ORDER BY id",
+            )?;
+            let rows = st.query_map([schedule_id], |r| {
+                Ok(ScheduleRun {
+                    msg_id: r.get::<_, Option<i64>>(0)?.map(to_u64),
+                    error_code: r.get(1)?,
+                    error_message: r.get(2)?,
+                    at_ms: to_u64(r.get(3)?),
+                })
+            })?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        }))
+    }
+
     fn close(&self) -> StoreFuture<'_, ()> {
         // A no-op write: once it is answered, every write queued before it is durable.
         Box::pin(self.write(|_| Ok(())))
@@ -778,6 +928,7 @@ mod tests {
             sms_message: None,
             callback: None,
             cid: None,
+            schedule: None,
             extra: Map::new(),
         };
         let audience: RoaringBitmap = [0u32, 1].into_iter().collect();

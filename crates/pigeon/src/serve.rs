@@ -47,7 +47,11 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         hello_timeout: Duration::from_millis(cfg.hello_timeout_ms),
     };
     let app = Router::new()
-        .merge(pigeon_jpush::router(engine.clone()))
+        .merge(
+            pigeon_jpush::router(engine.clone())
+                .await
+                .context("loading schedules")?,
+        )
         .merge(pigeon_gateway::router(engine.clone(), gateway))
         .route(
             "/health",

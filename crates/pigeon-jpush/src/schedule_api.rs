@@ -1,0 +1,449 @@
+//! The Schedule API (jpush-v3.md §7) and the scheduler that fires schedules.
+//!
+//! A schedule keeps its push object in the JPush dialect and is parsed again when it fires,
+//! so it always pushes to the audience as it is then. A firing stores its push and moves the
+//! schedule to its next time in one transaction, so a schedule fires exactly once per time,
+//! whatever crashes; a time missed while the server was down fires once when it is back.
+
+use crate::api::{
+    authenticate, json_response, ok_empty, query_value, read_json, ApiError, ApiResult, Family,
+};
+use crate::trigger::Trigger;
+use crate::{parse_push, JPush};
+use axum::body::Body;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{HeaderMap, StatusCode};
+use parking_lot::Mutex;
+use pigeon_core::ScheduleFiring;
+use pigeon_engine::{now_ms, uuid_v4, AppState, Engine, EngineError};
+use pigeon_store::{ScheduleRecord, ScheduleRun};
+use serde_json::{json, Map, Value};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::Notify;
+
+const F: Family = Family::Schedule;
+/// Most schedules an app may have that will still fire.
+const MAX_ACTIVE_PER_APP: usize = 100;
+const PAGE_SIZE: usize = 50;
+/// Longest a schedule name may be, in bytes.
+const MAX_NAME_BYTES: usize = 255;
+/// Longest the scheduler sleeps without looking (it is woken on every change).
+const IDLE_CHECK: Duration = Duration::from_secs(1);
+
+/// Every schedule, in memory; storage holds the same and is written first.
+pub struct Scheduler {
+    engine: Arc<Engine>,
+    schedules: Mutex<BTreeMap<String, ScheduleRecord>>,
+    /// Woken on every change, so a new earliest time is not slept past.
+    changed: Arc<Notify>,
+}
+
+impl Scheduler {
+    /// Loads the stored schedules and starts firing them.
+    pub async fn start(engine: Arc<Engine>) -> Result<Arc<Scheduler>, EngineError> {
+        let all = engine.store().load_schedules().await?;
+        let scheduler = Arc::new(Scheduler {
+            engine,
+            schedules: Mutex::new(
+                all.into_iter()
+                    .map(|s| (s.schedule_id.clone(), s))
+                    .collect(),
+            ),
+            changed: Arc::new(Notify::new()),
+        });
+        tokio::spawn(run(Arc::downgrade(&scheduler)));
+        Ok(scheduler)
+    }
+
+    fn due(&self, now: u64) -> Vec<ScheduleRecord> {
+        self.schedules
+            .lock()
+            .values()
+            .filter(|s| s.next_ms.is_some_and(|t| t <= now))
+            .cloned()
+            .collect()
+    }
+
+    fn earliest(&self) -> Option<u64> {
+        self.schedules
+            .lock()
+            .values()
+            .filter_map(|s| s.next_ms)
+            .min()
+    }
+
+    /// Fires one due schedule (or, if disabled, lets its time pass) and records its next time.
+    async fn fire(&self, s: ScheduleRecord, now: u64) -> Result<(), EngineError> {
+        let Some(due) = s.next_ms else { return Ok(()) };
+        let trigger = Trigger::parse(&s.trigger, s.created_ms)
+            .map_err(|e| EngineError::Invalid(format!("stored trigger: {e}")))?;
+        let next_ms = trigger.next_after(due.max(now));
+        let store = self.engine.store();
+        let app = self.engine.app(&s.app_key).await?;
+        let outcome = match (&app, s.enabled) {
+            (Some(app), true) => self.push(app, &s, due, next_ms).await?,
+            (None, _) => Err((1008, "the app no longer exists".to_string())),
+            (_, false) => {
+                let mut moved = s.clone();
+                moved.next_ms = next_ms;
+                store.put_schedule(moved).await?;
+                Ok(())
+            }
+        };
+        if let Err((code, message)) = outcome {
+            let run = ScheduleRun {
+                msg_id: None,
+                error_code: code,
+                error_message: message,
+                at_ms: now,
+            };
+            store
+                .record_failed_run(&s.schedule_id, run, next_ms)
+                .await?;
+        }
+        if let Some(mine) = self.schedules.lock().get_mut(&s.schedule_id) {
+            if mine.next_ms == Some(due) {
+                mine.next_ms = next_ms;
+            }
+        }
+        Ok(())
+    }
+
+    /// Pushes a firing; the push and the firing are stored together. An inner `Err` is a
+    /// firing that made no push, with its JPush code; an outer one, a storage failure to
+    /// retry.
+    async fn push(
+        &self,
+        app: &AppState,
+        s: &ScheduleRecord,
+        due: u64,
+        next_ms: Option<u64>,
+    ) -> Result<Result<(), (u32, String)>, EngineError> {
+        let mut push = match parse_push(&without_cid(&s.push)) {
+            Ok(p) => p,
+            Err(e) => return Ok(Err((e.code, e.message))),
+        };
+        push.schedule = Some(ScheduleFiring {
+            schedule_id: s.schedule_id.clone(),
+            due_ms: due,
+            next_ms,
+        });
+        match self.engine.accept(app, push, false).await {
+            Ok(msg_id) => {
+                tracing::info!(schedule = %s.schedule_id, msg_id, "schedule fired");
+                Ok(Ok(()))
+            }
+            Err(EngineError::NoTarget) => {
+                Ok(Err((1011, "cannot find user by this audience".into())))
+            }
+            Err(EngineError::Invalid(m)) => Ok(Err((1003, m))),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+async fn run(scheduler: std::sync::Weak<Scheduler>) {
+    loop {
+        let Some(s) = scheduler.upgrade() else { return };
+        let now = now_ms();
+        for due in s.due(now) {
+            let id = due.schedule_id.clone();
+            if let Err(e) = s.fire(due, now).await {
+                // Not moved on: it is tried again on the next round.
+                tracing::error!(schedule = %id, error = %e, "schedule could not fire");
+            }
+        }
+        let wait = s
+            .earliest()
+            .map(|t| Duration::from_millis(t.saturating_sub(now_ms())))
+            .unwrap_or(IDLE_CHECK)
+            .clamp(Duration::from_millis(10), IDLE_CHECK);
+        let changed = s.changed.clone();
+        drop(s);
+        let _ = tokio::time::timeout(wait, changed.notified()).await;
+    }
+}
+
+fn without_cid(push: &Value) -> Value {
+    let mut p = push.clone();
+    if let Some(o) = p.as_object_mut() {
+        o.remove("cid");
+    }
+    p
+}
+
+fn check_name(v: Option<&Value>) -> Result<String, ApiError> {
+    let name = v
+        .and_then(Value::as_str)
+        .ok_or_else(|| ApiError::invalid(F, "name is required"))?;
+    let ok = !name.is_empty()
+        && name.len() <= MAX_NAME_BYTES
+        && name
+            .chars()
+            .all(|c| c.is_alphanumeric() || c == '_' || c == '-');
+    if !ok {
+        return Err(ApiError::invalid(
+            F,
+            format!("name must be 1 to {MAX_NAME_BYTES} bytes of letters, digits, CJK, _ and -"),
+        ));
+    }
+    Ok(name.to_string())
+}
+
+fn check_push(v: Option<&Value>) -> Result<Value, ApiError> {
+    let push = v.ok_or_else(|| ApiError::invalid(F, "push is required"))?;
+    parse_push(&without_cid(push))
+        .map_err(|e| ApiError::invalid(F, format!("push: {} (code {})", e.message, e.code)))?;
+    Ok(push.clone())
+}
+
+fn check_trigger(v: Option<&Value>, now: u64) -> Result<(Value, Trigger, u64), ApiError> {
+    let v = v.ok_or_else(|| ApiError::invalid(F, "trigger is required"))?;
+    let trigger = Trigger::parse(v, now).map_err(|m| ApiError::invalid(F, m))?;
+    let next = trigger
+        .next_after(now)
+        .ok_or_else(|| ApiError::invalid(F, "the trigger never fires after now"))?;
+    Ok((v.clone(), trigger, next))
+}
+
+fn view(s: &ScheduleRecord) -> Value {
+    json!({"schedule_id": s.schedule_id, "name": s.name, "enabled": s.enabled,
+           "trigger": s.trigger, "push": s.push})
+}
+
+fn not_found(id: &str) -> ApiError {
+    ApiError::not_found(8104, format!("schedule {id:?} does not exist"))
+}
+
+/// `POST /v3/schedules`
+pub async fn create(State(s): State<JPush>, headers: HeaderMap, body: Body) -> ApiResult {
+    let app = authenticate(&s.engine, &headers, F).await?;
+    let body = read_json(body, F).await?;
+    let now = now_ms();
+    let name = check_name(body.get("name"))?;
+    if body.get("enabled") != Some(&Value::Bool(true)) {
+        return Err(ApiError::invalid(
+            F,
+            "enabled must be true when a schedule is created",
+        ));
+    }
+    let (trigger, _, next) = check_trigger(body.get("trigger"), now)?;
+    let push = check_push(body.get("push"))?;
+    let sched = &s.scheduler;
+    let active = sched
+        .schedules
+        .lock()
+        .values()
+        .filter(|x| x.app_key == app.app_key && x.next_ms.is_some())
+        .count();
+    if active >= MAX_ACTIVE_PER_APP {
+        return Err(ApiError::invalid(
+            F,
+            format!("an app may have at most {MAX_ACTIVE_PER_APP} active schedules"),
+        ));
+    }
+    let record = ScheduleRecord {
+        schedule_id: uuid_v4(),
+        app_key: app.app_key.clone(),
+        name,
+        enabled: true,
+        trigger,
+        push,
+        created_ms: now,
+        next_ms: Some(next),
+    };
+    save(&s, record.clone()).await?;
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({"schedule_id": record.schedule_id, "name": record.name}),
+    ))
+}
+
+async fn save(s: &JPush, record: ScheduleRecord) -> Result<(), ApiError> {
+    s.engine
+        .store()
+        .put_schedule(record.clone())
+        .await
+        .map_err(|e| ApiError::internal(F, &e))?;
+    s.scheduler
+        .schedules
+        .lock()
+        .insert(record.schedule_id.clone(), record);
+    s.scheduler.changed.notify_one();
+    Ok(())
+}
+
+fn find(s: &JPush, app: &AppState, id: &str) -> Result<ScheduleRecord, ApiError> {
+    s.scheduler
+        .schedules
+        .lock()
+        .get(id)
+        .filter(|x| x.app_key == app.app_key)
+        .cloned()
+        .ok_or_else(|| not_found(id))
+}
+
+/// `GET /v3/schedules?page=N`: schedules that will still fire, 50 a page, oldest first.
+pub async fn list(
+    State(s): State<JPush>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> ApiResult {
+    let app = authenticate(&s.engine, &headers, F).await?;
+    let page = match query_value(query.as_deref(), "page") {
+        None => 1,
+        Some(p) => p
+            .parse::<usize>()
+            .ok()
+            .filter(|p| *p >= 1)
+            .ok_or_else(|| ApiError::invalid(F, "page must be a number from 1"))?,
+    };
+    let mut mine: Vec<ScheduleRecord> = s
+        .scheduler
+        .schedules
+        .lock()
+        .values()
+        .filter(|x| x.app_key == app.app_key && x.next_ms.is_some())
+        .cloned()
+        .collect();
+    mine.sort_by(|a, b| (a.created_ms, &a.schedule_id).cmp(&(b.created_ms, &b.schedule_id)));
+    let total = mine.len();
+    let shown: Vec<Value> = mine
+        .iter()
+        .skip((page - 1) * PAGE_SIZE)
+        .take(PAGE_SIZE)
+        .map(view)
+        .collect();
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({"total_count": total, "total_pages": total.div_ceil(PAGE_SIZE), "page": page,
+                "schedules": shown}),
+    ))
+}
+
+/// `GET /v3/schedules/{id}`
+pub async fn get_one(
+    State(s): State<JPush>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> ApiResult {
+    let app = authenticate(&s.engine, &headers, F).await?;
+    Ok(json_response(StatusCode::OK, &view(&find(&s, &app, &id)?)))
+}
+
+/// `PUT /v3/schedules/{id}`: each section given replaces the old one.
+pub async fn replace(
+    State(s): State<JPush>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> ApiResult {
+    let app = authenticate(&s.engine, &headers, F).await?;
+    let mut record = find(&s, &app, &id)?;
+    let body = read_json(body, F).await?;
+    let obj: &Map<String, Value> = body
+        .as_object()
+        .ok_or_else(|| ApiError::invalid(F, "the body must be a JSON object"))?;
+    if let Some(k) = obj
+        .keys()
+        .find(|k| !["name", "enabled", "trigger", "push"].contains(&k.as_str()))
+    {
+        return Err(ApiError::invalid(
+            F,
+            format!("{k} cannot be updated: only name, enabled, trigger, push"),
+        ));
+    }
+    if obj.is_empty() {
+        return Err(ApiError::invalid(
+            F,
+            "give at least one of name, enabled, trigger, push",
+        ));
+    }
+    if record.next_ms.is_none() {
+        return Err(ApiError::invalid(
+            F,
+            "the schedule has expired and cannot be updated",
+        ));
+    }
+    let now = now_ms();
+    if obj.contains_key("name") {
+        record.name = check_name(obj.get("name"))?;
+    }
+    if let Some(enabled) = obj.get("enabled") {
+        record.enabled = enabled
+            .as_bool()
+            .ok_or_else(|| ApiError::invalid(F, "enabled must be true or false"))?;
+    }
+    if obj.contains_key("trigger") {
+        let old = Trigger::parse(&record.trigger, record.created_ms)
+            .map_err(|e| ApiError::internal(F, &e))?;
+        let (trigger, parsed, next) = check_trigger(obj.get("trigger"), now)?;
+        if !old.same_kind(&parsed) {
+            return Err(ApiError::invalid(
+                F,
+                "a schedule cannot switch between single and periodical",
+            ));
+        }
+        record.trigger = trigger;
+        record.created_ms = record.created_ms.min(now);
+        record.next_ms = Some(next);
+    }
+    if obj.contains_key("push") {
+        record.push = check_push(obj.get("push"))?;
+    }
+    save(&s, record.clone()).await?;
+    Ok(json_response(StatusCode::OK, &view(&record)))
+}
+
+/// `DELETE /v3/schedules/{id}`
+pub async fn delete(
+    State(s): State<JPush>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> ApiResult {
+    let app = authenticate(&s.engine, &headers, F).await?;
+    find(&s, &app, &id)?;
+    let deleted = s
+        .engine
+        .store()
+        .delete_schedule(&app.app_key, &id)
+        .await
+        .map_err(|e| ApiError::internal(F, &e))?;
+    s.scheduler.schedules.lock().remove(&id);
+    if !deleted {
+        return Err(not_found(&id));
+    }
+    Ok(ok_empty())
+}
+
+/// `GET /v3/schedules/{id}/msg_ids`, in the format JPush uses since 2018: each entry a JSON
+/// string with the msg_id, the error and the time.
+pub async fn msg_ids(
+    State(s): State<JPush>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> ApiResult {
+    let app = authenticate(&s.engine, &headers, F).await?;
+    find(&s, &app, &id)?;
+    let runs = s
+        .engine
+        .store()
+        .schedule_runs(&id)
+        .await
+        .map_err(|e| ApiError::internal(F, &e))?;
+    let ids: Vec<String> = runs
+        .iter()
+        .map(|r| {
+            json!({"msg_id": r.msg_id.map(|m| m.to_string()).unwrap_or_default(),
+                   "error": {"code": r.error_code, "message": r.error_message},
+                   "needRetry": false, "ts": r.at_ms})
+            .to_string()
+        })
+        .collect();
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({"count": ids.len(), "msgids": ids}),
+    ))
+}

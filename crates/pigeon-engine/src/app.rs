@@ -7,7 +7,7 @@ use crate::session::SessionHandle;
 use parking_lot::{Mutex, RwLock};
 use pigeon_core::FastMap as HashMap;
 use pigeon_core::{AudienceIndex, DeviceAttrs, Ordinal};
-use pigeon_store::{AppRecord, DeviceRecord};
+use pigeon_store::{AppRecord, AppSettings, DeviceRecord};
 use roaring::RoaringBitmap;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -29,6 +29,8 @@ pub struct AppState {
     pub(crate) edits: tokio::sync::Mutex<()>,
     /// One lock per cid in use, so that concurrent pushes with one cid push once.
     pub(crate) cid_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    pub(crate) settings: RwLock<AppSettings>,
+    pub(crate) rate: Mutex<crate::limits::RateWindow>,
 }
 
 #[derive(Default)]
@@ -175,7 +177,14 @@ impl AppState {
             dirty: Mutex::new(Vec::new()),
             edits: tokio::sync::Mutex::new(()),
             cid_locks: Mutex::new(HashMap::default()),
+            settings: RwLock::new(AppSettings::default()),
+            rate: Mutex::new(Default::default()),
         }
+    }
+
+    /// The app's current settings.
+    pub fn settings(&self) -> AppSettings {
+        self.settings.read().clone()
     }
 
     /// Number of registered devices.

@@ -8,6 +8,7 @@
 mod app;
 pub mod devices;
 mod ids;
+pub mod limits;
 mod live;
 pub mod report;
 mod session;
@@ -90,6 +91,8 @@ pub struct Engine {
     next_conn_id: AtomicU64,
     /// Held while an app created by another process is loaded on first use.
     loading: tokio::sync::Mutex<()>,
+    /// Calls per minute for apps without a limit of their own.
+    default_rate_limit: AtomicU64,
 }
 
 impl Engine {
@@ -103,12 +106,14 @@ impl Engine {
             next_msg_id: AtomicU64::new(first_msg_id),
             next_conn_id: AtomicU64::new(1),
             loading: tokio::sync::Mutex::new(()),
+            default_rate_limit: AtomicU64::new(limits::DEFAULT_RATE_LIMIT_PER_MINUTE),
         });
         for app in store.list_apps().await? {
             engine.load_app(app).await?;
         }
         tokio::spawn(checkpoint_delivered(Arc::downgrade(&engine)));
         tokio::spawn(evict_expired(Arc::downgrade(&engine)));
+        tokio::spawn(limits::refresh_settings_forever(Arc::downgrade(&engine)));
         Ok(engine)
     }
 
@@ -135,6 +140,15 @@ impl Engine {
                     p.delivered,
                 )));
             }
+        }
+        if let Some((_, settings)) = self
+            .store
+            .app_settings()
+            .await?
+            .into_iter()
+            .find(|(k, _)| *k == app.app_key)
+        {
+            *app.settings.write() = settings;
         }
         self.apps.write().insert(app.app_key.clone(), app.clone());
         Ok(app)

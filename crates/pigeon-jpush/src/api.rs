@@ -283,3 +283,58 @@ pub fn string_list(
         })
         .collect()
 }
+
+/// Enforces an app's switch, IP allowlist and rate limit on every JPush API call that
+/// carries its valid credentials, and tells the caller where it stands in `X-Rate-Limit-*`
+/// headers (jpush-v3.md §10). Calls with bad credentials are left to the handlers' 401 and
+/// are not counted, so nobody can use up another app's allowance.
+pub async fn limits(
+    axum::extract::State(engine): axum::extract::State<Arc<Engine>>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let app = match basic_credentials(req.headers()) {
+        Ok((key, secret)) => engine.authenticate(&key, &secret).await.ok(),
+        Err(_) => None,
+    };
+    let Some(app) = app else {
+        return next.run(req).await;
+    };
+    let ip = req
+        .extensions()
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0.ip());
+    use pigeon_engine::limits::Admission;
+    let (mut response, rate) = match engine.admit(&app, ip) {
+        Admission::Disabled => {
+            let e = ApiError::new(StatusCode::FORBIDDEN, 2003, "the app is disabled");
+            return e.into_response();
+        }
+        Admission::IpDenied => {
+            let who = ip
+                .map(|i| i.to_string())
+                .unwrap_or_else(|| "unknown".into());
+            let e = ApiError::new(
+                StatusCode::FORBIDDEN,
+                2004,
+                format!("calls from {who} are not in the app's IP allowlist"),
+            );
+            return e.into_response();
+        }
+        Admission::RateLimited(rate) => (
+            ApiError::new(StatusCode::TOO_MANY_REQUESTS, 2002, "Rate limit exceeded")
+                .into_response(),
+            rate,
+        ),
+        Admission::Allowed(rate) => (next.run(req).await, rate),
+    };
+    let h = response.headers_mut();
+    for (name, value) in [
+        ("x-rate-limit-limit", rate.limit),
+        ("x-rate-limit-remaining", rate.remaining),
+        ("x-rate-limit-reset", rate.reset_s),
+    ] {
+        h.insert(name, HeaderValue::from(value));
+    }
+    response
+}

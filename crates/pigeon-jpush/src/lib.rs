@@ -106,6 +106,10 @@ pub async fn router(engine: Arc<Engine>) -> Result<Router, EngineError> {
             "/v3/schedules/{schedule_id}/msg_ids",
             only("GET", get(s::msg_ids)),
         )
+        .layer(axum::middleware::from_fn_with_state(
+            engine.clone(),
+            api::limits,
+        ))
         .with_state(JPush { engine, scheduler }))
 }
 

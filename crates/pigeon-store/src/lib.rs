@@ -11,7 +11,8 @@ mod records;
 mod sqlite;
 
 pub use records::{
-    AppRecord, Checkpoint, DeviceEvent, DeviceRecord, ScheduleRecord, ScheduleRun, StoredPush,
+    AppRecord, AppSettings, Checkpoint, DeviceEvent, DeviceRecord, ScheduleRecord, ScheduleRun,
+    StoredPush,
 };
 pub use sqlite::{SqliteStore, Synchronous};
 
@@ -97,6 +98,11 @@ pub trait Storage: Send + Sync + 'static {
     fn put_schedule(&self, schedule: ScheduleRecord) -> StoreFuture<'_, ()>;
     /// Deletes a schedule of an app; false if there was none.
     fn delete_schedule(&self, app_key: &str, schedule_id: &str) -> StoreFuture<'_, bool>;
+    /// Replaces an app's settings.
+    fn set_app_settings(&self, app_key: &str, settings: AppSettings) -> StoreFuture<'_, ()>;
+    /// The settings of every app that has any (the others use the defaults).
+    fn app_settings(&self) -> StoreFuture<'_, Vec<(String, AppSettings)>>;
+
     /// Every schedule of every app, oldest first.
     fn load_schedules(&self) -> StoreFuture<'_, Vec<ScheduleRecord>>;
     /// Records a firing that produced no push, and when the schedule fires next.

@@ -91,3 +91,23 @@ pub struct ScheduleRun {
     pub error_message: String,
     pub at_ms: u64,
 }
+
+/// What an operator sets per app: whether it may call the APIs, from where, and how often.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct AppSettings {
+    pub enabled: bool,
+    /// API calls per minute; `None` means the server's default.
+    pub rate_limit_per_minute: Option<u64>,
+    /// Addresses or CIDR ranges the APIs accept calls from; empty means anywhere.
+    pub ip_allowlist: Vec<String>,
+}
+
+impl Default for AppSettings {
+    fn default() -> Self {
+        AppSettings {
+            enabled: true,
+            rate_limit_per_minute: None,
+            ip_allowlist: Vec::new(),
+        }
+    }
+}

@@ -1,8 +1,8 @@
 //! The embedded store: SQLite in WAL mode behind one group-committing writer thread.
 
 use crate::{
-    AppRecord, Checkpoint, DeviceEvent, DeviceRecord, ScheduleRecord, ScheduleRun, Storage,
-    StoreError, StoreFuture, StoreResult, StoredPush,
+    AppRecord, AppSettings, Checkpoint, DeviceEvent, DeviceRecord, ScheduleRecord, ScheduleRun,
+    Storage, StoreError, StoreFuture, StoreResult, StoredPush,
 };
 use pigeon_core::{Platform, Push};
 use roaring::RoaringBitmap;
@@ -73,6 +73,10 @@ CREATE TABLE IF NOT EXISTS device_seen (
     at_ms INTEGER NOT NULL,
     PRIMARY KEY (app_key, ordinal)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS app_settings (
+    app_key TEXT PRIMARY KEY,
+    settings TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS schedules (
     schedule_id TEXT PRIMARY KEY,
     app_key TEXT NOT NULL,
@@ -760,6 +764,39 @@ impl Storage for SqliteStore {
                 to_i64(e.at_ms)
             ])?;
             Ok(())
+        }))
+    }
+
+    fn set_app_settings(&self, app_key: &str, settings: AppSettings) -> StoreFuture<'_, ()> {
+        let app_key = app_key.to_string();
+        let text = serde_json::to_string(&settings);
+        Box::pin(async move {
+            let text = text.map_err(|e| StoreError::Corrupt(format!("app settings: {e}")))?;
+            self.write(move |c| {
+                c.execute(
+                    "INSERT INTO app_settings (app_key, settings) VALUES (?1, ?2)
+                     ON CONFLICT (app_key) DO UPDATE SET settings = excluded.settings",
+                    params![app_key, text],
+                )?;
+                Ok(())
+            })
+            .await
+        })
+    }
+
+    fn app_settings(&self) -> StoreFuture<'_, Vec<(String, AppSettings)>> {
+        Box::pin(self.read(|c| {
+            let mut st = c.prepare_cached("SELECT app_key, settings FROM app_settings")?;
+            let mut rows = st.query([])?;
+            let mut out = Vec::new();
+            while let Some(r) = rows.next()? {
+                let key: String = r.get(0)?;
+                let text: String = r.get(1)?;
+                let settings = serde_json::from_str(&text)
+                    .map_err(|e| StoreError::Corrupt(format!("settings of app {key}: {e}")))?;
+                out.push((key, settings));
+            }
+            Ok(out)
         }))
     }
 

@@ -37,6 +37,8 @@ pub struct Config {
     pub sqlite_synchronous: String,
     /// How long shutdown waits for devices to take their 1001 close, in ms.
     pub shutdown_grace_ms: u64,
+    /// API calls per minute for apps without a limit of their own.
+    pub rate_limit_per_minute: u64,
 }
 
 /// The TOML file: every key optional.
@@ -49,6 +51,7 @@ struct FileConfig {
     hello_timeout_ms: Option<u64>,
     sqlite_synchronous: Option<String>,
     shutdown_grace_ms: Option<u64>,
+    rate_limit_per_minute: Option<u64>,
 }
 
 impl Default for Config {
@@ -62,6 +65,7 @@ impl Default for Config {
             hello_timeout_ms: 10_000,
             sqlite_synchronous: "full".into(),
             shutdown_grace_ms: 2_000,
+            rate_limit_per_minute: pigeon_engine::limits::DEFAULT_RATE_LIMIT_PER_MINUTE,
         }
     }
 }
@@ -99,6 +103,9 @@ impl Config {
             if let Some(v) = f.shutdown_grace_ms {
                 c.shutdown_grace_ms = v;
             }
+            if let Some(v) = f.rate_limit_per_minute {
+                c.rate_limit_per_minute = v;
+            }
         }
         for (key, value) in env {
             let bad = |what: &str| anyhow::anyhow!("{key}={value:?} is not {what}");
@@ -119,6 +126,9 @@ impl Config {
                 "PIGEON_SHUTDOWN_GRACE_MS" => {
                     c.shutdown_grace_ms = value.parse().map_err(|_| bad("a number"))?
                 }
+                "PIGEON_RATE_LIMIT_PER_MINUTE" => {
+                    c.rate_limit_per_minute = value.parse().map_err(|_| bad("a number"))?
+                }
                 _ => {}
             }
         }
@@ -133,6 +143,9 @@ impl Config {
                 "heartbeat_s must be at least 5 (protocol §2), got {}",
                 c.heartbeat_s
             );
+        }
+        if c.rate_limit_per_minute == 0 {
+            anyhow::bail!("rate_limit_per_minute must be at least 1");
         }
         if !["full", "normal"].contains(&c.sqlite_synchronous.as_str()) {
             anyhow::bail!(

@@ -67,6 +67,23 @@ enum AppCommand {
         #[arg(long, env = "PIGEON_DATA", default_value = config::DEFAULT_DATA)]
         data: PathBuf,
     },
+    /// Change an app's settings and print them as one line of JSON; a running server picks
+    /// the change up within a second.
+    Set {
+        #[arg(long)]
+        app_key: String,
+        /// Whether the app may call the APIs (a disabled app gets 403, code 2003).
+        #[arg(long)]
+        enabled: Option<bool>,
+        /// API calls per minute (0 = the server's default).
+        #[arg(long)]
+        rate_limit: Option<u64>,
+        /// Comma-separated addresses or CIDR ranges allowed to call the APIs ("" = any).
+        #[arg(long)]
+        ip_allowlist: Option<String>,
+        #[arg(long, env = "PIGEON_DATA", default_value = config::DEFAULT_DATA)]
+        data: PathBuf,
+    },
     /// List apps, one JSON object a line.
     List {
         #[arg(long, env = "PIGEON_DATA", default_value = config::DEFAULT_DATA)]
@@ -145,6 +162,42 @@ async fn app_command(cmd: AppCommand) -> anyhow::Result<()> {
                 "{}",
                 serde_json::json!({"app_key": record.app_key, "master_secret": record.master_secret})
             );
+        }
+        AppCommand::Set {
+            app_key,
+            enabled,
+            rate_limit,
+            ip_allowlist,
+            data,
+        } => {
+            let store = open_store(&data)?;
+            if store.find_app(&app_key).await?.is_none() {
+                anyhow::bail!("no app with app_key {app_key}");
+            }
+            let mut settings = store
+                .app_settings()
+                .await?
+                .into_iter()
+                .find(|(k, _)| *k == app_key)
+                .map(|(_, s)| s)
+                .unwrap_or_default();
+            if let Some(e) = enabled {
+                settings.enabled = e;
+            }
+            if let Some(r) = rate_limit {
+                settings.rate_limit_per_minute = (r > 0).then_some(r);
+            }
+            if let Some(list) = ip_allowlist {
+                settings.ip_allowlist = list
+                    .split(',')
+                    .map(|s| s.trim().to_string())
+                    .filter(|s| !s.is_empty())
+                    .collect();
+            }
+            pigeon_engine::limits::check_settings(&settings).map_err(|e| anyhow::anyhow!("{e}"))?;
+            store.set_app_settings(&app_key, settings.clone()).await?;
+            store.close().await?;
+            println!("{}", serde_json::to_string(&settings)?);
         }
         AppCommand::List { data } => {
             let store = open_store(&data)?;

@@ -6,6 +6,7 @@ use anyhow::Context;
 use axum::http::{StatusCode, Uri};
 use axum::response::Response;
 use axum::routing::get;
+use axum::serve::IncomingStream;
 use axum::Router;
 use pigeon_core::error_json;
 use pigeon_engine::Engine;
@@ -15,6 +16,7 @@ use std::fs::File;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::net::TcpListener;
 
 pub async fn run(cfg: Config) -> anyhow::Result<()> {
     raise_fd_limit();
@@ -34,6 +36,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     let engine = Engine::start(Arc::new(store))
         .await
         .context("loading stored state")?;
+    engine.set_default_rate_limit(cfg.rate_limit_per_minute);
     let devices: u64 = engine.apps().iter().map(|a| a.device_count()).sum();
     tracing::info!(
         apps = engine.apps().len(),
@@ -61,23 +64,29 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         )
         .fallback(not_found);
 
-    let listener = tokio::net::TcpListener::bind(cfg.listen)
+    let listener = TcpListener::bind(cfg.listen)
         .await
         .with_context(|| format!("listening on {}", cfg.listen))?;
     let addr = listener.local_addr()?;
     tracing::info!(data = %cfg.data.display(), "pigeon listening on http://{addr}");
 
-    // Paths are normalized before routing (a layer on the Router would run after it).
-    let app = tower::ServiceBuilder::new()
-        .map_request(|mut req: axum::extract::Request| {
-            if let Some(uri) = pigeon_jpush::normalize_path(req.uri()) {
-                *req.uri_mut() = uri;
-            }
-            req
-        })
-        .service(app);
+    // Each connection's service knows the peer address (for IP allowlists) and normalizes
+    // paths before routing (a layer on the Router would run after it).
+    let make_service = tower::service_fn(move |incoming: IncomingStream<'_, TcpListener>| {
+        let peer = axum::extract::ConnectInfo(*incoming.remote_addr());
+        let service = tower::ServiceBuilder::new()
+            .map_request(move |mut req: axum::extract::Request| {
+                if let Some(uri) = pigeon_jpush::normalize_path(req.uri()) {
+                    *req.uri_mut() = uri;
+                }
+                req.extensions_mut().insert(peer);
+                req
+            })
+            .service(app.clone());
+        std::future::ready(Ok::<_, std::convert::Infallible>(service))
+    });
     let shutdown_engine = engine.clone();
-    axum::serve(listener, tower::make::Shared::new(app))
+    axum::serve(listener, make_service)
         .with_graceful_shutdown(async move {
             shutdown_signal().await;
             tracing::info!("shutting down: closing device connections with 1001");

@@ -181,3 +181,50 @@ def test_batch_single_push_by_regid_and_alias(server, app, jp, devices):
     assert r.json()["not-a-pool-cid"]["error"]["code"] == 1003
     with pytest.raises(common.Unauthorized):
         jpush.JPush(app["app_key"], "x" * 24, zone="local").create_push().get_cid(1)
+
+
+def test_group_push_reaches_every_app_of_the_group(server, app, devices):
+    import subprocess
+    from conftest import PIGEON, Device, local_zone
+    second = server.create_app("second")
+    empty = server.create_app("empty")
+    mine = devices(tags=["g"])
+    theirs = Device(server, second["app_key"], tags=["g"])
+    out = subprocess.run([PIGEON, "app", "group", "create", "--name", "family", "--app-keys",
+                          ",".join([app["app_key"], second["app_key"], empty["app_key"]]), "--data", server.data],
+                         capture_output=True, text=True, check=True)
+    group = json.loads(out.stdout)
+    assert len(group["group_key"]) == 24 and len(group["master_secret"]) == 24
+
+    gp = jpush.GroupPush(group["group_key"], group["master_secret"])
+    gp.zone = local_zone(server.base)
+    push = gp.create_push()
+    push.audience = jpush.audience(jpush.tag("g"))
+    push.platform = jpush.all_
+    push.notification = jpush.notification(alert="to the family")
+    push.options = {"sendno": 7}
+    answer = push.send().payload
+    assert answer["group_msgid"]
+    assert answer[app["app_key"]]["sendno"] == "7"
+    assert ids(mine.pushes(1)) == [answer[app["app_key"]]["msg_id"]]
+    assert ids(theirs.pushes(1)) == [answer[second["app_key"]]["msg_id"]]
+    assert answer[empty["app_key"]]["error"]["code"] == 1011
+    theirs.close()
+
+    # Errors: wrong secret, plain app credentials, override_msg_id, bad group creation.
+    bad = jpush.GroupPush(group["group_key"], "x" * 24)
+    bad.zone = "local"
+    p = bad.create_push()
+    p.audience, p.platform, p.notification = jpush.all_, jpush.all_, jpush.notification(alert="x")
+    with pytest.raises(common.Unauthorized):
+        p.send()
+    r = raw(server, app, "POST", "/v3/grouppush", {"platform": "all", "audience": "all",
+                                                  "notification": {"alert": "x"}})
+    assert r.status_code == 401 and "group-" in r.json()["error"]["message"]
+    r = requests.post(server.base + "/v3/grouppush", auth=("group-" + group["group_key"], group["master_secret"]),
+                      data=json.dumps({"platform": "all", "audience": "all", "notification": {"alert": "x"},
+                                       "options": {"override_msg_id": 1}}), timeout=5)
+    assert r.status_code == 400 and "override_msg_id" in r.json()["error"]["message"]
+    out = subprocess.run([PIGEON, "app", "group", "create", "--name", "x", "--app-keys", "y" * 24,
+                          "--data", server.data], capture_output=True, text=True)
+    assert out.returncode != 0 and "no app" in out.stderr

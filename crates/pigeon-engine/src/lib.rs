@@ -21,7 +21,7 @@ pub use session::Session;
 use parking_lot::RwLock;
 use pigeon_core::FastMap as HashMap;
 use pigeon_core::{Ordinal, Platform, PlatformSet, Push};
-use pigeon_store::{AppRecord, DeviceEvent, DeviceRecord, Storage, StoreError};
+use pigeon_store::{AppRecord, DeviceEvent, DeviceRecord, GroupRecord, Storage, StoreError};
 use roaring::RoaringBitmap;
 use serde_json::{Map, Value};
 use session::SessionHandle;
@@ -502,6 +502,27 @@ impl Engine {
             at_ms: now_ms(),
         };
         Ok(self.store.record_event(event).await?)
+    }
+
+    /// A group if `master_secret` is its secret, with its apps (those that exist).
+    pub async fn authenticate_group(
+        &self,
+        group_key: &str,
+        master_secret: &str,
+    ) -> Result<(GroupRecord, Vec<Arc<AppState>>), EngineError> {
+        let group = self
+            .store
+            .find_group(group_key)
+            .await?
+            .filter(|g| ids::same_secret(g.master_secret.as_bytes(), master_secret.as_bytes()))
+            .ok_or(EngineError::BadCredentials)?;
+        let mut apps = Vec::new();
+        for key in &group.app_keys {
+            if let Some(app) = self.app(key).await? {
+                apps.push(app);
+            }
+        }
+        Ok((group, apps))
     }
 
     /// The storage, for front doors that keep records the engine does not interpret

@@ -55,6 +55,7 @@ pub async fn router(engine: Arc<Engine>) -> Result<Router, EngineError> {
         .route("/v3/push", only("POST", post(p::push)))
         .route("/v3/push/validate", only("POST", post(p::validate)))
         .route("/v3/push/cid", only("GET", get(p::cid)))
+        .route("/v3/grouppush", only("POST", post(p::group_push)))
         .route(
             "/v3/push/batch/regid/single",
             only("POST", post(p::batch_regid)),

@@ -174,3 +174,48 @@ async fn batch_entry(
     push.cid = Some(cid.to_string());
     accept(s, app, push, false).await
 }
+
+/// `POST /v3/grouppush` with `group-<group_key>:<master_secret>`: the push goes to every app
+/// of the group, each answering for itself.
+pub async fn group_push(State(s): State<JPush>, headers: HeaderMap, body: Body) -> ApiResult {
+    let deny = |m: &str| ApiError::new(StatusCode::UNAUTHORIZED, 1004, m);
+    let (user, secret) = crate::api::basic_credentials(&headers).map_err(deny)?;
+    let group_key = user
+        .strip_prefix("group-")
+        .ok_or_else(|| deny("group push authenticates as group-<group_key>:<master_secret>"))?;
+    let (_, apps) = match s.engine.authenticate_group(group_key, &secret).await {
+        Ok(g) => g,
+        Err(EngineError::BadCredentials) => {
+            return Err(deny(
+                "authentication failed: unknown group or wrong master_secret",
+            ))
+        }
+        Err(e) => return Err(ApiError::internal(F, &e)),
+    };
+    let value = read_json(body, F).await?;
+    let push = parse_push(&value)
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.code, e.message))?;
+    if push.options.override_msg_id.is_some() {
+        return Err(ApiError::invalid(
+            F,
+            "group push does not support override_msg_id",
+        ));
+    }
+    if push.cid.is_some() {
+        return Err(ApiError::invalid(F, "group push does not support cid"));
+    }
+    let sendno = push.options.sendno.unwrap_or(0).to_string();
+    let mut out = Map::new();
+    out.insert(
+        "group_msgid".into(),
+        json!(pigeon_engine::uuid_v4().replace('-', "")),
+    );
+    for app in apps {
+        let answer = match accept(&s, &app, push.clone(), false).await {
+            Ok(msg_id) => json!({"msg_id": msg_id.to_string(), "sendno": sendno}),
+            Err(e) => json!({"error": {"code": e.code, "message": e.message}}),
+        };
+        out.insert(app.app_key.clone(), answer);
+    }
+    Ok(json_response(StatusCode::OK, &Value::Object(out)))
+}

@@ -11,8 +11,8 @@ mod records;
 mod sqlite;
 
 pub use records::{
-    AppRecord, AppSettings, Checkpoint, DeviceEvent, DeviceRecord, ScheduleRecord, ScheduleRun,
-    StoredPush,
+    AppRecord, AppSettings, Checkpoint, DeviceEvent, DeviceRecord, GroupRecord, ScheduleRecord,
+    ScheduleRun, StoredPush,
 };
 pub use sqlite::{SqliteStore, Synchronous};
 
@@ -98,6 +98,10 @@ pub trait Storage: Send + Sync + 'static {
     fn put_schedule(&self, schedule: ScheduleRecord) -> StoreFuture<'_, ()>;
     /// Deletes a schedule of an app; false if there was none.
     fn delete_schedule(&self, app_key: &str, schedule_id: &str) -> StoreFuture<'_, bool>;
+    /// Creates an app group; `Conflict` if the group key is taken.
+    fn create_group(&self, group: GroupRecord) -> StoreFuture<'_, ()>;
+    fn find_group(&self, group_key: &str) -> StoreFuture<'_, Option<GroupRecord>>;
+
     /// Replaces an app's settings.
     fn set_app_settings(&self, app_key: &str, settings: AppSettings) -> StoreFuture<'_, ()>;
     /// The settings of every app that has any (the others use the defaults).

@@ -111,3 +111,14 @@ impl Default for AppSettings {
         }
     }
 }
+
+/// An app group: one set of credentials that pushes to several apps at once
+/// (`POST /v3/grouppush`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GroupRecord {
+    pub group_key: String,
+    pub master_secret: String,
+    pub name: String,
+    pub app_keys: Vec<String>,
+    pub created_ms: u64,
+}

@@ -1,8 +1,8 @@
 //! The embedded store: SQLite in WAL mode behind one group-committing writer thread.
 
 use crate::{
-    AppRecord, AppSettings, Checkpoint, DeviceEvent, DeviceRecord, ScheduleRecord, ScheduleRun,
-    Storage, StoreError, StoreFuture, StoreResult, StoredPush,
+    AppRecord, AppSettings, Checkpoint, DeviceEvent, DeviceRecord, GroupRecord, ScheduleRecord,
+    ScheduleRun, Storage, StoreError, StoreFuture, StoreResult, StoredPush,
 };
 use pigeon_core::{Platform, Push};
 use roaring::RoaringBitmap;
@@ -73,6 +73,13 @@ CREATE TABLE IF NOT EXISTS device_seen (
     at_ms INTEGER NOT NULL,
     PRIMARY KEY (app_key, ordinal)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS app_groups (
+    group_key TEXT PRIMARY KEY,
+    master_secret TEXT NOT NULL,
+    name TEXT NOT NULL,
+    app_keys TEXT NOT NULL,
+    created_ms INTEGER NOT NULL
+);
 CREATE TABLE IF NOT EXISTS app_settings (
     app_key TEXT PRIMARY KEY,
     settings TEXT NOT NULL
@@ -764,6 +771,53 @@ impl Storage for SqliteStore {
                 to_i64(e.at_ms)
             ])?;
             Ok(())
+        }))
+    }
+
+    fn create_group(&self, g: GroupRecord) -> StoreFuture<'_, ()> {
+        Box::pin(self.write(move |c| {
+            let keys = serde_json::to_string(&g.app_keys)
+                .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            let n = c.execute(
+                "INSERT INTO app_groups (group_key, master_secret, name, app_keys, created_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (group_key) DO NOTHING",
+                params![
+                    g.group_key,
+                    g.master_secret,
+                    g.name,
+                    keys,
+                    to_i64(g.created_ms)
+                ],
+            )?;
+            if n == 0 {
+                return Err(StoreError::Conflict(format!("group_key {}", g.group_key)));
+            }
+            Ok(())
+        }))
+    }
+
+    fn find_group(&self, group_key: &str) -> StoreFuture<'_, Option<GroupRecord>> {
+        let group_key = group_key.to_string();
+        Box::pin(self.read(move |c| {
+            let row: Option<(String, String, String, String, i64)> = c
+                .query_row(
+                    "SELECT group_key, master_secret, name, app_keys, created_ms FROM app_groups
+                     WHERE group_key = ?1",
+                    [group_key],
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
+                )
+                .optional()?;
+            row.map(|(group_key, master_secret, name, keys, created)| {
+                Ok(GroupRecord {
+                    group_key,
+                    master_secret,
+                    name,
+                    app_keys: serde_json::from_str(&keys)
+                        .map_err(|e| StoreError::Corrupt(format!("group app_keys: {e}")))?,
+                    created_ms: to_u64(created),
+                })
+            })
+            .transpose()
         }))
     }
 

@@ -84,8 +84,26 @@ enum AppCommand {
         #[arg(long, env = "PIGEON_DATA", default_value = config::DEFAULT_DATA)]
         data: PathBuf,
     },
+    /// App groups, for group push.
+    #[command(subcommand)]
+    Group(GroupCommand),
     /// List apps, one JSON object a line.
     List {
+        #[arg(long, env = "PIGEON_DATA", default_value = config::DEFAULT_DATA)]
+        data: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum GroupCommand {
+    /// Create a group of apps and print {"group_key":..,"master_secret":..,"app_keys":[..]}.
+    /// Group push authenticates as group-<group_key>:<master_secret>.
+    Create {
+        #[arg(long)]
+        name: String,
+        /// Comma-separated app keys of the group's apps.
+        #[arg(long, value_delimiter = ',', required = true)]
+        app_keys: Vec<String>,
         #[arg(long, env = "PIGEON_DATA", default_value = config::DEFAULT_DATA)]
         data: PathBuf,
     },
@@ -198,6 +216,35 @@ async fn app_command(cmd: AppCommand) -> anyhow::Result<()> {
             store.set_app_settings(&app_key, settings.clone()).await?;
             store.close().await?;
             println!("{}", serde_json::to_string(&settings)?);
+        }
+        AppCommand::Group(GroupCommand::Create {
+            name,
+            app_keys,
+            data,
+        }) => {
+            let store = open_store(&data)?;
+            for key in &app_keys {
+                if store.find_app(key).await?.is_none() {
+                    anyhow::bail!("no app with app_key {key}");
+                }
+            }
+            if name.trim().is_empty() || name.len() > 128 {
+                anyhow::bail!("name must be 1..128 bytes");
+            }
+            let group = pigeon_store::GroupRecord {
+                group_key: pigeon_engine::random_alnum(24),
+                master_secret: pigeon_engine::random_alnum(24),
+                name,
+                app_keys,
+                created_ms: pigeon_engine::now_ms(),
+            };
+            store.create_group(group.clone()).await?;
+            store.close().await?;
+            println!(
+                "{}",
+                serde_json::json!({"group_key": group.group_key,
+                    "master_secret": group.master_secret, "app_keys": group.app_keys})
+            );
         }
         AppCommand::List { data } => {
             let store = open_store(&data)?;

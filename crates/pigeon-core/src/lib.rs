@@ -31,3 +31,16 @@ pub const MAX_TIME_TO_LIVE_S: u64 = 10 * 86_400;
 pub fn error_json(code: u32, message: &str) -> serde_json::Value {
     serde_json::json!({ "error": { "code": code, "message": message } })
 }
+
+/// One documented HTTP API route: what the router serves and what `/openapi.json` says.
+#[derive(Debug, Clone, Copy)]
+pub struct RouteDoc {
+    pub method: &'static str,
+    pub path: &'static str,
+    pub tag: &'static str,
+    pub summary: &'static str,
+    /// Query parameters it reads.
+    pub query: &'static [&'static str],
+    /// Whether it takes a JSON body.
+    pub body: bool,
+}

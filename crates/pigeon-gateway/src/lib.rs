@@ -50,6 +50,27 @@ pub(crate) struct Gateway {
     pub config: Arc<GatewayConfig>,
 }
 
+/// The gateway's routes, for the OpenAPI document.
+pub const ROUTES: &[pigeon_core::RouteDoc] = &[
+    pigeon_core::RouteDoc {
+        method: "post",
+        path: "/v1/devices/register",
+        tag: "Gateway",
+        summary:
+            "Register a device (device protocol §1); answers registration_id and device_secret",
+        query: &[],
+        body: true,
+    },
+    pigeon_core::RouteDoc {
+        method: "get",
+        path: "/v1/connect",
+        tag: "Gateway",
+        summary: "The device's WebSocket long connection (device protocol §2–§6)",
+        query: &[],
+        body: false,
+    },
+];
+
 /// The gateway's routes: `POST /v1/devices/register` and `GET /v1/connect`.
 pub fn router(engine: Arc<Engine>, config: GatewayConfig) -> Router {
     let state = Gateway {

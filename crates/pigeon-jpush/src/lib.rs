@@ -8,6 +8,7 @@
 mod api;
 mod device_api;
 mod fields;
+pub mod openapi;
 mod push;
 mod push_api;
 mod report_api;
@@ -17,11 +18,11 @@ mod trigger;
 
 pub use api::{json_response, ApiError, Family, MAX_BODY_BYTES};
 pub use fields::PushError;
+pub use pigeon_core::RouteDoc;
 pub use push::parse_push;
 
 use axum::http::{StatusCode, Uri};
 use axum::response::Response;
-use axum::routing::{get, post, MethodRouter};
 use axum::Router;
 use pigeon_engine::{Engine, EngineError};
 use std::sync::Arc;
@@ -32,81 +33,87 @@ pub(crate) struct JPush {
     pub scheduler: Arc<schedule_api::Scheduler>,
 }
 
-/// A route's handlers plus a JPush-style 405 for every other method.
-fn only(methods: &'static str, r: MethodRouter<JPush>) -> MethodRouter<JPush> {
-    r.fallback(move || async move {
-        ApiError::new(
-            StatusCode::METHOD_NOT_ALLOWED,
-            1001,
-            format!("this API accepts only {methods}"),
-        )
-    })
+/// Declares every JPush route once: the router is built from the same list the OpenAPI
+/// document is generated from, so the two cannot disagree.
+macro_rules! routes {
+    ($( $method:ident $path:literal => $handler:path, $tag:literal, $summary:literal,
+        query [$($q:literal),*], body $body:literal; )*) => {
+        /// Every JPush v3 route Pigeon serves.
+        pub const ROUTES: &[RouteDoc] = &[$(RouteDoc {
+            method: stringify!($method),
+            path: $path,
+            tag: $tag,
+            summary: $summary,
+            query: &[$($q),*],
+            body: $body,
+        }),*];
+
+        fn add_routes(mut r: Router<JPush>) -> Router<JPush> {
+            $( r = r.route($path, axum::routing::$method($handler)); )*
+            r
+        }
+    };
+}
+
+routes! {
+    post "/v3/push" => push_api::push, "Push", "Push a notification or message", query [], body true;
+    post "/v3/push/validate" => push_api::validate, "Push", "Validate a push without sending it", query [], body true;
+    get "/v3/push/cid" => push_api::cid, "Push", "Get cids for idempotent pushes", query ["count", "type"], body false;
+    post "/v3/grouppush" => push_api::group_push, "Push", "Push to every app of a group (group-<key> auth)", query [], body true;
+    post "/v3/push/batch/regid/single" => push_api::batch_regid, "Push", "Batch of single pushes by registration id", query [], body true;
+    post "/v3/push/batch/alias/single" => push_api::batch_alias, "Push", "Batch of single pushes by alias", query [], body true;
+    post "/v3/devices/status" => device_api::device_status, "Device", "Online status of devices", query [], body true;
+    get "/v3/devices/{registration_id}" => device_api::get_device, "Device", "Tags, alias and mobile of a device", query [], body false;
+    post "/v3/devices/{registration_id}" => device_api::set_device, "Device", "Set or clear tags, alias and mobile of a device", query [], body true;
+    get "/v3/aliases/{alias}" => device_api::get_alias, "Device", "Devices bound to an alias", query ["platform", "new_format"], body false;
+    post "/v3/aliases/{alias}" => device_api::unbind_alias, "Device", "Unbind devices from an alias", query [], body true;
+    delete "/v3/aliases/{alias}" => device_api::delete_alias, "Device", "Delete an alias", query ["platform"], body false;
+    get "/v3/tags" => device_api::list_tags, "Device", "The app's tags", query ["platform"], body false;
+    post "/v3/tags/{tag}" => device_api::edit_tag, "Device", "Add devices to or remove them from a tag", query [], body true;
+    delete "/v3/tags/{tag}" => device_api::delete_tag, "Device", "Delete a tag", query ["platform"], body false;
+    get "/v3/tags/{tag}/registration_ids/{registration_id}" => device_api::tag_has_device, "Device", "Whether a device carries a tag", query [], body false;
+    get "/v3/received" => report_api::received, "Report", "Delivery counts (old format)", query ["msg_ids"], body false;
+    get "/v3/received/detail" => report_api::received_detail, "Report", "Delivery counts per channel", query ["msg_ids"], body false;
+    get "/v3/messages" => report_api::messages, "Report", "Message statistics (old format)", query ["msg_ids"], body false;
+    get "/v3/messages/detail" => report_api::messages_detail, "Report", "Message statistics per channel", query ["msg_ids"], body false;
+    post "/v3/status/message" => report_api::status_message, "Report", "Delivery status of a push on some devices", query [], body true;
+    get "/v3/schedules" => schedule_api::list, "Schedule", "List schedules that will still fire", query ["page"], body false;
+    post "/v3/schedules" => schedule_api::create, "Schedule", "Create a schedule", query [], body true;
+    get "/v3/schedules/{schedule_id}" => schedule_api::get_one, "Schedule", "Get a schedule", query [], body false;
+    put "/v3/schedules/{schedule_id}" => schedule_api::replace, "Schedule", "Replace parts of a schedule", query [], body true;
+    delete "/v3/schedules/{schedule_id}" => schedule_api::delete, "Schedule", "Delete a schedule", query [], body false;
+    get "/v3/schedules/{schedule_id}/msg_ids" => schedule_api::msg_ids, "Schedule", "Pushes a schedule made", query [], body false;
+}
+
+/// Whether a concrete path matches a route template (`{name}` matches one segment).
+fn path_matches(template: &str, path: &str) -> bool {
+    let (t, p): (Vec<&str>, Vec<&str>) = (template.split('/').collect(), path.split('/').collect());
+    t.len() == p.len()
+        && t.iter()
+            .zip(&p)
+            .all(|(t, p)| (t.starts_with('{') && !p.is_empty()) || t == p)
+}
+
+/// 405 with the methods the path does accept.
+async fn method_not_allowed(uri: Uri) -> ApiError {
+    let allowed: Vec<String> = ROUTES
+        .iter()
+        .filter(|r| path_matches(r.path, uri.path()))
+        .map(|r| r.method.to_uppercase())
+        .collect();
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        1001,
+        format!("this API accepts only {}", allowed.join(", ")),
+    )
 }
 
 /// The JPush v3 routes, and the scheduler behind the Schedule API. Paths are matched after
 /// [`normalize_path`].
 pub async fn router(engine: Arc<Engine>) -> Result<Router, EngineError> {
-    use device_api as d;
-    use push_api as p;
-    use report_api as r;
-    use schedule_api as s;
     let scheduler = schedule_api::Scheduler::start(engine.clone()).await?;
-    Ok(Router::new()
-        .route("/v3/push", only("POST", post(p::push)))
-        .route("/v3/push/validate", only("POST", post(p::validate)))
-        .route("/v3/push/cid", only("GET", get(p::cid)))
-        .route("/v3/grouppush", only("POST", post(p::group_push)))
-        .route(
-            "/v3/push/batch/regid/single",
-            only("POST", post(p::batch_regid)),
-        )
-        .route(
-            "/v3/push/batch/alias/single",
-            only("POST", post(p::batch_alias)),
-        )
-        .route("/v3/devices/status", only("POST", post(d::device_status)))
-        .route(
-            "/v3/devices/{registration_id}",
-            only("GET, POST", get(d::get_device).post(d::set_device)),
-        )
-        .route(
-            "/v3/aliases/{alias}",
-            only(
-                "GET, POST, DELETE",
-                get(d::get_alias)
-                    .post(d::unbind_alias)
-                    .delete(d::delete_alias),
-            ),
-        )
-        .route("/v3/tags", only("GET", get(d::list_tags)))
-        .route(
-            "/v3/tags/{tag}",
-            only("POST, DELETE", post(d::edit_tag).delete(d::delete_tag)),
-        )
-        .route(
-            "/v3/tags/{tag}/registration_ids/{registration_id}",
-            only("GET", get(d::tag_has_device)),
-        )
-        .route("/v3/received", only("GET", get(r::received)))
-        .route("/v3/received/detail", only("GET", get(r::received_detail)))
-        .route("/v3/messages", only("GET", get(r::messages)))
-        .route("/v3/messages/detail", only("GET", get(r::messages_detail)))
-        .route("/v3/status/message", only("POST", post(r::status_message)))
-        .route(
-            "/v3/schedules",
-            only("GET, POST", get(s::list).post(s::create)),
-        )
-        .route(
-            "/v3/schedules/{schedule_id}",
-            only(
-                "GET, PUT, DELETE",
-                get(s::get_one).put(s::replace).delete(s::delete),
-            ),
-        )
-        .route(
-            "/v3/schedules/{schedule_id}/msg_ids",
-            only("GET", get(s::msg_ids)),
-        )
+    Ok(add_routes(Router::new())
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(
             engine.clone(),
             api::limits,

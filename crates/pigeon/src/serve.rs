@@ -9,6 +9,7 @@ use axum::routing::get;
 use axum::serve::IncomingStream;
 use axum::Router;
 use pigeon_core::error_json;
+use pigeon_core::RouteDoc;
 use pigeon_engine::Engine;
 use pigeon_gateway::GatewayConfig;
 use pigeon_store::{SqliteStore, Synchronous};
@@ -57,6 +58,10 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         )
         .merge(pigeon_gateway::router(engine.clone(), gateway))
         .route(
+            "/openapi.json",
+            get(|| async { pigeon_jpush::json_response(StatusCode::OK, &openapi_document()) }),
+        )
+        .route(
             "/health",
             get(|| async {
                 pigeon_jpush::json_response(StatusCode::OK, &serde_json::json!({"status": "ok"}))
@@ -104,6 +109,36 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     engine.flush().await.context("flushing storage")?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Pigeon's own operational routes, for the OpenAPI document.
+const OPS_ROUTES: &[RouteDoc] = &[
+    RouteDoc {
+        method: "get",
+        path: "/health",
+        tag: "Operations",
+        summary: "Liveness: {\"status\":\"ok\"}",
+        query: &[],
+        body: false,
+    },
+    RouteDoc {
+        method: "get",
+        path: "/openapi.json",
+        tag: "Operations",
+        summary: "This document",
+        query: &[],
+        body: false,
+    },
+];
+
+/// The OpenAPI document of every route this server mounts.
+fn openapi_document() -> serde_json::Value {
+    let routes: Vec<RouteDoc> = [pigeon_jpush::ROUTES, pigeon_gateway::ROUTES, OPS_ROUTES].concat();
+    let mut doc = pigeon_jpush::openapi::document(&routes);
+    for path in ["/health", "/openapi.json"] {
+        doc["paths"][path]["get"]["security"] = serde_json::json!([]);
+    }
+    doc
 }
 
 async fn not_found(uri: Uri) -> Response {

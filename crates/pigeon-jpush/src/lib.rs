@@ -8,6 +8,7 @@
 mod api;
 mod device_api;
 mod fields;
+mod file_api;
 pub mod openapi;
 mod push;
 mod push_api;
@@ -60,6 +61,12 @@ routes! {
     post "/v3/push/validate" => push_api::validate, "Push", "Validate a push without sending it", query [], body true;
     get "/v3/push/cid" => push_api::cid, "Push", "Get cids for idempotent pushes", query ["count", "type"], body false;
     post "/v3/grouppush" => push_api::group_push, "Push", "Push to every app of a group (group-<key> auth)", query [], body true;
+    post "/v3/push/file" => file_api::push_file, "File", "Push to the devices a file lists", query [], body true;
+    post "/v3/files/alias" => file_api::upload_alias, "File", "Upload a file of aliases (multipart: filename, ttl)", query [], body true;
+    post "/v3/files/registration_id" => file_api::upload_registration_id, "File", "Upload a file of registration ids (multipart: filename, ttl)", query [], body true;
+    get "/v3/files" => file_api::list, "File", "List the app's files", query [], body false;
+    get "/v3/files/{file_id}" => file_api::get_one, "File", "Get a file", query [], body false;
+    delete "/v3/files/{file_id}" => file_api::delete, "File", "Delete a file", query [], body false;
     post "/v3/push/batch/regid/single" => push_api::batch_regid, "Push", "Batch of single pushes by registration id", query [], body true;
     post "/v3/push/batch/alias/single" => push_api::batch_alias, "Push", "Batch of single pushes by alias", query [], body true;
     post "/v3/devices/status" => device_api::device_status, "Device", "Online status of devices", query [], body true;
@@ -114,6 +121,10 @@ pub async fn router(engine: Arc<Engine>) -> Result<Router, EngineError> {
     let scheduler = schedule_api::Scheduler::start(engine.clone()).await?;
     Ok(add_routes(Router::new())
         .method_not_allowed_fallback(method_not_allowed)
+        // Only extractors (file uploads) use this; JSON bodies are read within MAX_BODY_BYTES.
+        .layer(axum::extract::DefaultBodyLimit::max(
+            file_api::MAX_FILE_BYTES + 64 * 1024,
+        ))
         .layer(axum::middleware::from_fn_with_state(
             engine.clone(),
             api::limits,

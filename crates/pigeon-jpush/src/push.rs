@@ -337,6 +337,7 @@ fn parse_audience(v: &Value) -> Checked<Audience> {
                 })
                 .collect::<Checked<_>>()?,
             Value::String(_) if key == "live_activity_id" => vec![],
+            Value::Object(_) if key == "file" => vec![],
             _ => {
                 return Err(PushError::invalid(format!(
                     "{path} must be an array of strings"
@@ -349,9 +350,14 @@ fn parse_audience(v: &Value) -> Checked<Audience> {
                     "{path}: segments and A/B tests are not supported by this server yet"
                 )))
             }
-            "live_activity_id" | "file" => {
+            "file" => {
                 return Err(PushError::invalid(format!(
-                    "{path} is not supported by /v3/push on this server yet"
+                    "{path}: a file audience is pushed through POST /v3/push/file"
+                )))
+            }
+            "live_activity_id" => {
+                return Err(PushError::invalid(format!(
+                    "{path} is not supported by this server yet"
                 )))
             }
             "tag" | "tag_and" | "tag_not" => {

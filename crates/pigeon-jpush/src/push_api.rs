@@ -38,7 +38,7 @@ async fn handle(s: JPush, headers: HeaderMap, body: Body, validate_only: bool) -
     ))
 }
 
-async fn accept(
+pub(crate) async fn accept(
     s: &JPush,
     app: &AppState,
     push: Push,

@@ -8,8 +8,9 @@
 use crate::api::{
     authenticate, json_response, ok_empty, query_value, read_json, ApiError, ApiResult, Family,
 };
+use crate::file_api::parse_with_file;
 use crate::trigger::Trigger;
-use crate::{parse_push, JPush};
+use crate::JPush;
 use axum::body::Body;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -121,7 +122,7 @@ impl Scheduler {
         due: u64,
         next_ms: Option<u64>,
     ) -> Result<Result<(), (u32, String)>, EngineError> {
-        let mut push = match parse_push(&without_cid(&s.push)) {
+        let mut push = match parse_with_file(&self.engine, app, &without_cid(&s.push)).await {
             Ok(p) => p,
             Err(e) => return Ok(Err((e.code, e.message))),
         };
@@ -192,9 +193,10 @@ fn check_name(v: Option<&Value>) -> Result<String, ApiError> {
     Ok(name.to_string())
 }
 
-fn check_push(v: Option<&Value>) -> Result<Value, ApiError> {
+async fn check_push(s: &JPush, app: &AppState, v: Option<&Value>) -> Result<Value, ApiError> {
     let push = v.ok_or_else(|| ApiError::invalid(F, "push is required"))?;
-    parse_push(&without_cid(push))
+    parse_with_file(&s.engine, app, &without_cid(push))
+        .await
         .map_err(|e| ApiError::invalid(F, format!("push: {} (code {})", e.message, e.code)))?;
     Ok(push.clone())
 }
@@ -230,7 +232,7 @@ pub async fn create(State(s): State<JPush>, headers: HeaderMap, body: Body) -> A
         ));
     }
     let (trigger, _, next) = check_trigger(body.get("trigger"), now)?;
-    let push = check_push(body.get("push"))?;
+    let push = check_push(&s, &app, body.get("push")).await?;
     let sched = &s.scheduler;
     let active = sched
         .schedules
@@ -391,7 +393,7 @@ pub async fn replace(
         record.next_ms = Some(next);
     }
     if obj.contains_key("push") {
-        record.push = check_push(obj.get("push"))?;
+        record.push = check_push(&s, &app, obj.get("push")).await?;
     }
     save(&s, record.clone()).await?;
     Ok(json_response(StatusCode::OK, &view(&record)))

@@ -11,8 +11,8 @@ mod records;
 mod sqlite;
 
 pub use records::{
-    AppRecord, AppSettings, Checkpoint, DeviceEvent, DeviceRecord, GroupRecord, ScheduleRecord,
-    ScheduleRun, StoredPush,
+    AppRecord, AppSettings, Checkpoint, DeviceEvent, DeviceRecord, FileRecord, GroupRecord,
+    ScheduleRecord, ScheduleRun, StoredPush,
 };
 pub use sqlite::{SqliteStore, Synchronous};
 
@@ -101,6 +101,20 @@ pub trait Storage: Send + Sync + 'static {
     /// Creates an app group; `Conflict` if the group key is taken.
     fn create_group(&self, group: GroupRecord) -> StoreFuture<'_, ()>;
     fn find_group(&self, group_key: &str) -> StoreFuture<'_, Option<GroupRecord>>;
+
+    /// Stores an uploaded file with its values.
+    fn put_file(&self, file: FileRecord) -> StoreFuture<'_, ()>;
+    /// An app's files that have not expired at `now_ms`, oldest first, without values.
+    fn list_files(&self, app_key: &str, now_ms: u64) -> StoreFuture<'_, Vec<FileRecord>>;
+    /// One file of an app that has not expired, with its values.
+    fn get_file(
+        &self,
+        app_key: &str,
+        file_id: &str,
+        now_ms: u64,
+    ) -> StoreFuture<'_, Option<FileRecord>>;
+    /// Deletes a file of an app; false if there was none.
+    fn delete_file(&self, app_key: &str, file_id: &str) -> StoreFuture<'_, bool>;
 
     /// Replaces an app's settings.
     fn set_app_settings(&self, app_key: &str, settings: AppSettings) -> StoreFuture<'_, ()>;

@@ -122,3 +122,17 @@ pub struct GroupRecord {
     pub app_keys: Vec<String>,
     pub created_ms: u64,
 }
+
+/// An uploaded target file for file push: aliases or registration ids, one a line.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FileRecord {
+    pub file_id: String,
+    pub app_key: String,
+    /// `alias` or `registration_id`.
+    pub kind: String,
+    pub file_name: String,
+    pub created_ms: u64,
+    pub expires_ms: u64,
+    /// The values, in file order (empty when listed without them).
+    pub values: Vec<String>,
+}

@@ -1,8 +1,8 @@
 //! The embedded store: SQLite in WAL mode behind one group-committing writer thread.
 
 use crate::{
-    AppRecord, AppSettings, Checkpoint, DeviceEvent, DeviceRecord, GroupRecord, ScheduleRecord,
-    ScheduleRun, Storage, StoreError, StoreFuture, StoreResult, StoredPush,
+    AppRecord, AppSettings, Checkpoint, DeviceEvent, DeviceRecord, FileRecord, GroupRecord,
+    ScheduleRecord, ScheduleRun, Storage, StoreError, StoreFuture, StoreResult, StoredPush,
 };
 use pigeon_core::{Platform, Push};
 use roaring::RoaringBitmap;
@@ -73,6 +73,15 @@ CREATE TABLE IF NOT EXISTS device_seen (
     at_ms INTEGER NOT NULL,
     PRIMARY KEY (app_key, ordinal)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS files (
+    file_id TEXT PRIMARY KEY,
+    app_key TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    file_name TEXT NOT NULL,
+    created_ms INTEGER NOT NULL,
+    expires_ms INTEGER NOT NULL,
+    file_values TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS app_groups (
     group_key TEXT PRIMARY KEY,
     master_secret TEXT NOT NULL,
@@ -419,6 +428,23 @@ fn record_run(
     c.prepare_cached("UPDATE schedules SET next_ms = ?2 WHERE schedule_id = ?1")?
         .execute(params![schedule_id, next_ms.map(to_i64)])?;
     Ok(())
+}
+
+fn file_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<FileRecord> {
+    let values: String = r.get(6)?;
+    Ok(FileRecord {
+        file_id: r.get(0)?,
+        app_key: r.get(1)?,
+        kind: r.get(2)?,
+        file_name: r.get(3)?,
+        created_ms: to_u64(r.get(4)?),
+        expires_ms: to_u64(r.get(5)?),
+        values: if values.is_empty() {
+            Vec::new()
+        } else {
+            values.split('\n').map(str::to_string).collect()
+        },
+    })
 }
 
 fn write_device(c: &Connection, d: DeviceRecord) -> StoreResult<()> {
@@ -771,6 +797,66 @@ impl Storage for SqliteStore {
                 to_i64(e.at_ms)
             ])?;
             Ok(())
+        }))
+    }
+
+    fn put_file(&self, f: FileRecord) -> StoreFuture<'_, ()> {
+        Box::pin(self.write(move |c| {
+            c.execute(
+                "INSERT INTO files (file_id, app_key, kind, file_name, created_ms, expires_ms,
+                    file_values) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![
+                    f.file_id,
+                    f.app_key,
+                    f.kind,
+                    f.file_name,
+                    to_i64(f.created_ms),
+                    to_i64(f.expires_ms),
+                    f.values.join("\n")
+                ],
+            )?;
+            Ok(())
+        }))
+    }
+
+    fn list_files(&self, app_key: &str, now_ms: u64) -> StoreFuture<'_, Vec<FileRecord>> {
+        let app_key = app_key.to_string();
+        Box::pin(self.read(move |c| {
+            let mut st = c.prepare_cached(
+                "SELECT file_id, app_key, kind, file_name, created_ms, expires_ms, '' FROM files
+                 WHERE app_key = ?1 AND expires_ms > ?2 ORDER BY created_ms, file_id",
+            )?;
+            let rows = st.query_map(params![app_key, to_i64(now_ms)], file_from_row)?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        }))
+    }
+
+    fn get_file(
+        &self,
+        app_key: &str,
+        file_id: &str,
+        now_ms: u64,
+    ) -> StoreFuture<'_, Option<FileRecord>> {
+        let (app_key, file_id) = (app_key.to_string(), file_id.to_string());
+        Box::pin(self.read(move |c| {
+            Ok(c.query_row(
+                "SELECT file_id, app_key, kind, file_name, created_ms, expires_ms, file_values
+                 FROM files WHERE app_key = ?1 AND file_id = ?2 AND expires_ms > ?3",
+                params![app_key, file_id, to_i64(now_ms)],
+                file_from_row,
+            )
+            .optional()?)
+        }))
+    }
+
+    fn delete_file(&self, app_key: &str, file_id: &str) -> StoreFuture<'_, bool> {
+        let (app_key, file_id) = (app_key.to_string(), file_id.to_string());
+        Box::pin(self.write(move |c| {
+            let n = c.execute(
+                "DELETE FROM files WHERE app_key = ?1 AND file_id = ?2",
+                params![app_key, file_id],
+            )?;
+            Ok(n > 0)
         }))
     }
 

@@ -107,6 +107,13 @@ def test_an_alias_binds_at_most_ten_devices(server, app, jp, devices):
     # Re-binding a device already bound is not an eleventh binding.
     assert dev.set_deviceinfo(ds[0].registration_id, jpush.device_alias("crowd")).status_code == 200
     assert len(dev.get_aliasuser("crowd").payload["registration_ids"]) == 10
+    # Registration and the device protocol keep the same limit.
+    r = requests.post(server.base + "/v1/devices/register", timeout=5,
+                      json={"app_key": app["app_key"], "platform": "android", "alias": "crowd"})
+    assert r.status_code == 400 and r.json()["error"]["code"] == 1003 and "10 devices" in r.json()["error"]["message"]
+    ds[10].ws.send(json.dumps({"op": "set_alias", "alias": "crowd", "seq": 9}))
+    answer = json.loads(ds[10].ws.recv(timeout=5))
+    assert answer["op"] == "error" and answer["code"] == 1003 and "10 devices" in answer["reason"]
 
 
 def test_aliases_list_delete_and_unbind(server, app, jp, devices):

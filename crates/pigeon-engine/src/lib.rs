@@ -263,7 +263,7 @@ impl Engine {
             record.apns_production = p;
         }
         if let Some(alias) = reg.alias {
-            record.alias = alias;
+            devices::bind_alias(&app, &mut record, alias)?;
         }
         if let Some(tags) = reg.tags {
             record.tags = dedup(tags);

@@ -48,6 +48,7 @@ pub(crate) async fn register(State(gw): State<Gateway>, body: Bytes) -> Answer {
             )),
         ),
         Err(EngineError::Invalid(m)) => bad(m),
+        Err(e @ EngineError::AliasFull(_)) => bad(e.to_string()),
         Err(e) => {
             tracing::error!(error = %e, "registration failed");
             (

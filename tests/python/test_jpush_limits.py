@@ -114,3 +114,10 @@ def test_client_quirks(server, app, devices):
     assert r.status_code == 404 and r.headers["Content-Type"].startswith("application/json")
     r = requests.put(server.base + "/v3/push", auth=auth, timeout=5)
     assert r.status_code == 405 and r.json()["error"]["code"] == 1001
+
+
+def test_framework_rejections_are_json_too(server, app):
+    auth = (app["app_key"], app["master_secret"])
+    r = requests.get(server.base + "/v3/devices/%FF%FE", auth=auth, timeout=5)
+    assert r.status_code == 400 and r.headers["Content-Type"].startswith("application/json")
+    assert r.json()["error"]["code"] == 1003 and r.json()["error"]["message"]

@@ -338,3 +338,35 @@ pub async fn limits(
     }
     response
 }
+
+/// Turns any answer that is not JSON (the framework's own rejections, e.g. a path segment
+/// that is not valid percent-encoded UTF-8) into a JPush-style JSON error, so every client
+/// gets the body and Content-Type it expects.
+pub async fn json_errors(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let response = next.run(req).await;
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if is_json || response.status().is_success() {
+        return response;
+    }
+    let status = response.status();
+    let text = axum::body::to_bytes(response.into_body(), 64 * 1024)
+        .await
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .unwrap_or_default();
+    let code = match status {
+        StatusCode::PAYLOAD_TOO_LARGE => 1005,
+        StatusCode::METHOD_NOT_ALLOWED => 1001,
+        StatusCode::BAD_REQUEST | StatusCode::UNSUPPORTED_MEDIA_TYPE => 1003,
+        other => u32::from(other.as_u16()),
+    };
+    let message = if text.trim().is_empty() {
+        status.canonical_reason().unwrap_or("error").to_string()
+    } else {
+        text
+    };
+    ApiError::new(status, code, message).into_response()
+}

@@ -129,6 +129,7 @@ pub async fn router(engine: Arc<Engine>) -> Result<Router, EngineError> {
             engine.clone(),
             api::limits,
         ))
+        .layer(axum::middleware::from_fn(api::json_errors))
         .with_state(JPush { engine, scheduler }))
 }
 

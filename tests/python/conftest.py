@@ -27,14 +27,15 @@ def free_port():
 
 
 class Server:
-    def __init__(self, data):
+    def __init__(self, data, env=None):
         self.data = data
+        self.extra_env = env or {}
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.proc = None
 
     def start(self):
-        env = dict(os.environ, RUST_LOG="warn", PIGEON_SQLITE_SYNCHRONOUS="normal")
+        env = dict(os.environ, RUST_LOG="warn", PIGEON_SQLITE_SYNCHRONOUS="normal", **self.extra_env)
         self.proc = subprocess.Popen(
             [PIGEON, "serve", "--data", self.data, "--listen", f"127.0.0.1:{self.port}"], env=env)
         deadline = time.time() + 20

@@ -121,3 +121,25 @@ def test_framework_rejections_are_json_too(server, app):
     r = requests.get(server.base + "/v3/devices/%FF%FE", auth=auth, timeout=5)
     assert r.status_code == 400 and r.headers["Content-Type"].startswith("application/json")
     assert r.json()["error"]["code"] == 1003 and r.json()["error"]["message"]
+
+
+def test_the_rate_window_resets():
+    """A short window (configurable for this) instead of waiting a minute."""
+    import os
+    import tempfile
+    from conftest import Server
+    with tempfile.TemporaryDirectory() as tmp:
+        s = Server(os.path.join(tmp, "data"), env={"PIGEON_RATE_LIMIT_PER_MINUTE": "3",
+                                                    "PIGEON_RATE_LIMIT_WINDOW_S": "2"})
+        s.start()
+        try:
+            app = s.create_app("window")
+            codes = [get(s, app).status_code for _ in range(4)]
+            assert codes == [200, 200, 200, 429]
+            r = get(s, app)
+            assert r.headers["X-Rate-Limit-Limit"] == "3" and int(r.headers["X-Rate-Limit-Reset"]) <= 2
+            time.sleep(int(r.headers["X-Rate-Limit-Reset"]) + 0.1)
+            r = get(s, app)
+            assert r.status_code == 200 and r.headers["X-Rate-Limit-Remaining"] == "2"
+        finally:
+            s.stop()

@@ -91,8 +91,9 @@ pub struct Engine {
     next_conn_id: AtomicU64,
     /// Held while an app created by another process is loaded on first use.
     loading: tokio::sync::Mutex<()>,
-    /// Calls per minute for apps without a limit of their own.
+    /// Calls per window for apps without a limit of their own.
     default_rate_limit: AtomicU64,
+    rate_window_ms: AtomicU64,
 }
 
 impl Engine {
@@ -107,6 +108,7 @@ impl Engine {
             next_conn_id: AtomicU64::new(1),
             loading: tokio::sync::Mutex::new(()),
             default_rate_limit: AtomicU64::new(limits::DEFAULT_RATE_LIMIT_PER_MINUTE),
+            rate_window_ms: AtomicU64::new(limits::DEFAULT_WINDOW_MS),
         });
         for app in store.list_apps().await? {
             engine.load_app(app).await?;

@@ -9,7 +9,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 /// JPush's rate-limit window.
-pub const WINDOW_MS: u64 = 60_000;
+pub const DEFAULT_WINDOW_MS: u64 = 60_000;
 /// Calls per minute an app may make unless its settings say otherwise. Generous: a limit a
 /// self-hosted server enforces is a guard rail, not a price plan.
 pub const DEFAULT_RATE_LIMIT_PER_MINUTE: u64 = 6_000_000;
@@ -60,14 +60,15 @@ impl Engine {
             return Admission::IpDenied;
         }
         let now = now_ms();
+        let window = self.rate_window_ms.load(Ordering::Relaxed);
         let mut w = app.rate.lock();
-        if now >= w.start_ms + WINDOW_MS {
+        if now >= w.start_ms + window {
             *w = RateWindow {
                 start_ms: now,
                 calls: 0,
             };
         }
-        let reset_s = (w.start_ms + WINDOW_MS - now).div_ceil(1000);
+        let reset_s = (w.start_ms + window - now).div_ceil(1000);
         if w.calls >= limit {
             return Admission::RateLimited(RateState {
                 limit,
@@ -86,6 +87,12 @@ impl Engine {
     /// Sets the rate limit of apps without one of their own.
     pub fn set_default_rate_limit(&self, per_minute: u64) {
         self.default_rate_limit.store(per_minute, Ordering::Relaxed);
+    }
+
+    /// Sets the length of the rate-limit window (JPush's is a minute; tests shorten it).
+    pub fn set_rate_window(&self, window: Duration) {
+        let ms = u64::try_from(window.as_millis()).unwrap_or(u64::MAX).max(1);
+        self.rate_window_ms.store(ms, Ordering::Relaxed);
     }
 
     /// Stores an app's settings and applies them.

@@ -39,6 +39,8 @@ pub struct Config {
     pub shutdown_grace_ms: u64,
     /// API calls per minute for apps without a limit of their own.
     pub rate_limit_per_minute: u64,
+    /// Length of the rate-limit window in seconds: 60 as JPush; tests shorten it.
+    pub rate_limit_window_s: u64,
 }
 
 /// The TOML file: every key optional.
@@ -52,6 +54,7 @@ struct FileConfig {
     sqlite_synchronous: Option<String>,
     shutdown_grace_ms: Option<u64>,
     rate_limit_per_minute: Option<u64>,
+    rate_limit_window_s: Option<u64>,
 }
 
 impl Default for Config {
@@ -66,6 +69,7 @@ impl Default for Config {
             sqlite_synchronous: "full".into(),
             shutdown_grace_ms: 2_000,
             rate_limit_per_minute: pigeon_engine::limits::DEFAULT_RATE_LIMIT_PER_MINUTE,
+            rate_limit_window_s: 60,
         }
     }
 }
@@ -106,6 +110,9 @@ impl Config {
             if let Some(v) = f.rate_limit_per_minute {
                 c.rate_limit_per_minute = v;
             }
+            if let Some(v) = f.rate_limit_window_s {
+                c.rate_limit_window_s = v;
+            }
         }
         for (key, value) in env {
             let bad = |what: &str| anyhow::anyhow!("{key}={value:?} is not {what}");
@@ -129,6 +136,9 @@ impl Config {
                 "PIGEON_RATE_LIMIT_PER_MINUTE" => {
                     c.rate_limit_per_minute = value.parse().map_err(|_| bad("a number"))?
                 }
+                "PIGEON_RATE_LIMIT_WINDOW_S" => {
+                    c.rate_limit_window_s = value.parse().map_err(|_| bad("a number"))?
+                }
                 _ => {}
             }
         }
@@ -146,6 +156,12 @@ impl Config {
         }
         if c.rate_limit_per_minute == 0 {
             anyhow::bail!("rate_limit_per_minute must be at least 1");
+        }
+        if !(1..=3600).contains(&c.rate_limit_window_s) {
+            anyhow::bail!(
+                "rate_limit_window_s must be 1 to 3600, got {}",
+                c.rate_limit_window_s
+            );
         }
         if !["full", "normal"].contains(&c.sqlite_synchronous.as_str()) {
             anyhow::bail!(

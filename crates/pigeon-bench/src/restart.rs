@@ -119,7 +119,7 @@ async fn populate(
         let audience: RoaringBitmap = [target].into_iter().collect();
         let (s, key) = (store.clone(), app.app_key.clone());
         pending.push(tokio::spawn(async move {
-            s.insert_push(&key, &push, &audience).await
+            s.insert_push(&key, &push, &audience, Vec::new()).await
         }));
         if pending.len() >= 4096 {
             settle(&mut pending).await?;

@@ -30,6 +30,8 @@ pub struct AppState {
     /// One lock per cid in use, so that concurrent pushes with one cid push once.
     pub(crate) cid_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     pub(crate) settings: RwLock<AppSettings>,
+    /// The app's callback endpoints (refreshed from storage every second).
+    pub(crate) callbacks: RwLock<Vec<pigeon_store::CallbackEndpoint>>,
     pub(crate) rate: Mutex<crate::limits::RateWindow>,
 }
 
@@ -178,6 +180,7 @@ impl AppState {
             edits: tokio::sync::Mutex::new(()),
             cid_locks: Mutex::new(HashMap::default()),
             settings: RwLock::new(AppSettings::default()),
+            callbacks: RwLock::new(Vec::new()),
             rate: Mutex::new(Default::default()),
         }
     }

@@ -7,6 +7,7 @@
 
 mod app;
 pub mod devices;
+pub mod events;
 mod ids;
 pub mod limits;
 mod live;
@@ -152,6 +153,13 @@ impl Engine {
         {
             *app.settings.write() = settings;
         }
+        *app.callbacks.write() = self
+            .store
+            .list_callbacks()
+            .await?
+            .into_iter()
+            .filter(|e| e.app_key == app.app_key)
+            .collect();
         self.apps.write().insert(app.app_key.clone(), app.clone());
         Ok(app)
     }
@@ -388,8 +396,9 @@ impl Engine {
         if validate_only {
             return Ok(push.msg_id);
         }
+        let events = self.accepted_event(app, &push, audience.len());
         self.store
-            .insert_push(&app.app_key, &push, &audience)
+            .insert_push(&app.app_key, &push, &audience, events)
             .await?;
         let msg_id = push.msg_id;
         let live = Arc::new(LivePush::new(
@@ -447,15 +456,6 @@ impl Engine {
                 p.online.remove(session.ordinal);
             }
         }
-        // When it was last online is a hint for the Device API, not worth holding the
-        // connection's end for.
-        let store = self.store.clone();
-        let (app_key, ordinal) = (app.app_key.clone(), session.ordinal);
-        tokio::spawn(async move {
-            if let Err(e) = store.set_last_online(&app_key, ordinal, now_ms()).await {
-                tracing::debug!(error = %e, "could not record when a device was last online");
-            }
-        });
     }
 
     /// Records that these pushes were written to a device's connection.

@@ -187,6 +187,9 @@ pub(crate) async fn refresh_settings_forever(engine: std::sync::Weak<Engine>) {
         if let Err(e) = engine.refresh_settings().await {
             tracing::warn!(error = %e, "could not refresh app settings");
         }
+        if let Err(e) = engine.refresh_callbacks().await {
+            tracing::warn!(error = %e, "could not refresh callback endpoints");
+        }
     }
 }
 

@@ -14,6 +14,7 @@ use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
 use pigeon_core::error_json;
 use pigeon_core::names::check_name;
+use pigeon_engine::events::PresenceReason;
 use pigeon_engine::{now_ms, AppState, Engine, LivePush, Session};
 use serde_json::{Map, Value};
 use std::future::poll_fn;
@@ -255,6 +256,13 @@ async fn run(conn: &mut Conn, gw: Gateway) -> io::Result<()> {
             return Box::pin(conn.close(4001, "bad credentials")).await;
         }
     };
+    if let Err(e) = gw
+        .engine
+        .record_presence(&app, session.ordinal, true, PresenceReason::Login)
+        .await
+    {
+        tracing::warn!(error = %e, "could not record a device going online");
+    }
     let mut device = Device {
         engine: gw.engine.clone(),
         app,
@@ -266,6 +274,19 @@ async fn run(conn: &mut Conn, gw: Gateway) -> io::Result<()> {
     };
     let end = device.serve(conn, gw.config.heartbeat_s).await;
     device.engine.disconnect(&device.app, &device.session);
+    let reason = match &end {
+        Ok(End::Close(4004, _)) => PresenceReason::Timeout,
+        Ok(End::Close(4002, _)) => PresenceReason::Replaced,
+        Ok(End::Close(1000, _)) => PresenceReason::Logout,
+        _ => PresenceReason::Disconnect,
+    };
+    if let Err(e) = device
+        .engine
+        .record_presence(&device.app, device.session.ordinal, false, reason)
+        .await
+    {
+        tracing::warn!(error = %e, "could not record a device going offline");
+    }
     match end? {
         End::Close(code, reason) => Box::pin(conn.close(code, &reason)).await,
         End::Gone => Ok(()),

@@ -11,7 +11,7 @@ mod records;
 mod sqlite;
 
 pub use records::{
-    AppRecord, AppSettings, Checkpoint, DeviceEvent, DeviceRecord, FileRecord, GroupRecord,
+    CallbackBatch, CallbackEndpoint, NewEvent, StoredEvent, AppRecord, AppSettings, Checkpoint, DeviceEvent, DeviceRecord, FileRecord, GroupRecord,
     ScheduleRecord, ScheduleRun, StoredPush,
 };
 pub use sqlite::{SqliteStore, Synchronous};
@@ -56,8 +56,14 @@ pub trait Storage: Send + Sync + 'static {
     fn put_device(&self, device: DeviceRecord) -> StoreFuture<'_, ()>;
     /// [`Storage::put_device`] for many devices, all or none.
     fn put_devices(&self, devices: Vec<DeviceRecord>) -> StoreFuture<'_, ()>;
-    /// Remembers when a device was last connected.
-    fn set_last_online(&self, app_key: &str, ordinal: u32, at_ms: u64) -> StoreFuture<'_, ()>;
+    /// Remembers when a device was last connected, with the events that report it.
+    fn set_last_online(
+        &self,
+        app_key: &str,
+        ordinal: u32,
+        at_ms: u64,
+        events: Vec<NewEvent>,
+    ) -> StoreFuture<'_, ()>;
     /// When each of these devices was last connected, for those ever seen.
     fn last_online(&self, app_key: &str, ordinals: Vec<u32>) -> StoreFuture<'_, Vec<(u32, u64)>>;
 
@@ -72,13 +78,15 @@ pub trait Storage: Send + Sync + 'static {
         since_ms: u64,
     ) -> StoreFuture<'_, Option<Option<u64>>>;
 
-    /// Stores an accepted push with its resolved audience. A push that carries a cid is
-    /// recorded as that cid's result in the same transaction.
+    /// Stores an accepted push with its resolved audience, and the events that report it,
+    /// in one transaction. A push that carries a cid is recorded as that cid's result, and a
+    /// schedule's firing as that schedule's, in the same transaction.
     fn insert_push(
         &self,
         app_key: &str,
         push: &Push,
         audience: &RoaringBitmap,
+        events: Vec<NewEvent>,
     ) -> StoreFuture<'_, ()>;
     /// One push of an app, live or not, with who received it.
     fn load_push(&self, app_key: &str, msg_id: u64) -> StoreFuture<'_, Option<StoredPush>>;
@@ -98,6 +106,43 @@ pub trait Storage: Send + Sync + 'static {
     fn put_schedule(&self, schedule: ScheduleRecord) -> StoreFuture<'_, ()>;
     /// Deletes a schedule of an app; false if there was none.
     fn delete_schedule(&self, app_key: &str, schedule_id: &str) -> StoreFuture<'_, bool>;
+    /// Adds a callback endpoint; it gets the events recorded from now on. Returns its id.
+    fn add_callback(&self, endpoint: CallbackEndpoint) -> StoreFuture<'_, u64>;
+    /// Removes an endpoint of an app with its pending batches; false if there was none.
+    fn remove_callback(&self, app_key: &str, id: u64) -> StoreFuture<'_, bool>;
+    /// Every endpoint of every app.
+    fn list_callbacks(&self) -> StoreFuture<'_, Vec<CallbackEndpoint>>;
+    /// Records events in the outbox, durably.
+    fn append_events(&self, events: Vec<NewEvent>) -> StoreFuture<'_, ()>;
+    /// Up to `limit` events of one command of an app after `after_id`, oldest first.
+    fn events_after(
+        &self,
+        app_key: &str,
+        command: &str,
+        after_id: u64,
+        limit: usize,
+    ) -> StoreFuture<'_, Vec<StoredEvent>>;
+    /// Where an endpoint is in one command's events (its start if it has sent none).
+    fn callback_cursor(&self, endpoint_id: u64, command: &str) -> StoreFuture<'_, Option<u64>>;
+    /// Creates a batch and moves the endpoint's cursor for its command past its last event,
+    /// in one transaction.
+    fn create_batch(&self, batch: CallbackBatch, last_event_id: u64) -> StoreFuture<'_, ()>;
+    /// A batch the receiver took: forgotten.
+    fn finish_batch(&self, delivery_id: &str) -> StoreFuture<'_, ()>;
+    /// A batch that failed: its next try, or dead.
+    fn fail_batch(
+        &self,
+        delivery_id: &str,
+        attempts: u32,
+        next_ms: u64,
+        dead: bool,
+        error: &str,
+    ) -> StoreFuture<'_, ()>;
+    /// The batches of an endpoint not yet taken (dead ones too), oldest first.
+    fn callback_batches(&self, endpoint_id: u64) -> StoreFuture<'_, Vec<CallbackBatch>>;
+    /// Drops outbox events every endpoint of the app has batched.
+    fn prune_events(&self, app_key: &str) -> StoreFuture<'_, u64>;
+
     /// Creates an app group; `Conflict` if the group key is taken.
     fn create_group(&self, group: GroupRecord) -> StoreFuture<'_, ()>;
     fn find_group(&self, group_key: &str) -> StoreFuture<'_, Option<GroupRecord>>;

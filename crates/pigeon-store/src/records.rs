@@ -136,3 +136,53 @@ pub struct FileRecord {
     /// The values, in file order (empty when listed without them).
     pub values: Vec<String>,
 }
+
+/// A URL an app's events are posted to (callbacks.md §1).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CallbackEndpoint {
+    pub id: u64,
+    pub app_key: String,
+    pub url: String,
+    /// Commands it wants; empty means all.
+    pub commands: Vec<String>,
+    /// Whether requests carry JPush-style `Authorization: Basic app_key:master_secret`.
+    pub basic_auth: bool,
+    pub signing_secret: String,
+    pub created_ms: u64,
+    /// Events up to this id happened before it existed and are not sent to it.
+    pub start_event_id: u64,
+}
+
+/// An event waiting in the outbox, as the engine records it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct NewEvent {
+    pub app_key: String,
+    pub command: String,
+    /// The event's fields (everything but `EventId`, which is its outbox id).
+    pub body: serde_json::Value,
+    pub at_ms: u64,
+}
+
+/// An event read back from the outbox.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StoredEvent {
+    pub id: u64,
+    pub command: String,
+    pub body: serde_json::Value,
+    pub at_ms: u64,
+}
+
+/// A batch of one command's events for one endpoint, sent and retried as a unit.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CallbackBatch {
+    pub delivery_id: String,
+    pub endpoint_id: u64,
+    pub command: String,
+    /// The events as sent, `EventId` included.
+    pub events: Vec<serde_json::Value>,
+    pub attempts: u32,
+    pub next_ms: u64,
+    pub first_ms: u64,
+    pub dead: bool,
+    pub last_error: String,
+}

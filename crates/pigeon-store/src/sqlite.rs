@@ -1,7 +1,7 @@
 //! The embedded store: SQLite in WAL mode behind one group-committing writer thread.
 
 use crate::{
-    AppRecord, AppSettings, Checkpoint, DeviceEvent, DeviceRecord, FileRecord, GroupRecord,
+    CallbackBatch, CallbackEndpoint, NewEvent, StoredEvent, AppRecord, AppSettings, Checkpoint, DeviceEvent, DeviceRecord, FileRecord, GroupRecord,
     ScheduleRecord, ScheduleRun, Storage, StoreError, StoreFuture, StoreResult, StoredPush,
 };
 use pigeon_core::{Platform, Push};
@@ -73,6 +73,43 @@ CREATE TABLE IF NOT EXISTS device_seen (
     at_ms INTEGER NOT NULL,
     PRIMARY KEY (app_key, ordinal)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS callback_endpoints (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    app_key TEXT NOT NULL,
+    url TEXT NOT NULL,
+    commands TEXT NOT NULL,
+    basic_auth INTEGER NOT NULL,
+    signing_secret TEXT NOT NULL,
+    created_ms INTEGER NOT NULL,
+    start_event_id INTEGER NOT NULL
+);
+-- The outbox: events are written in the transaction of the change they report.
+CREATE TABLE IF NOT EXISTS callback_events (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    app_key TEXT NOT NULL,
+    command TEXT NOT NULL,
+    body TEXT NOT NULL,
+    at_ms INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS callback_events_by_command ON callback_events (app_key, command, id);
+CREATE TABLE IF NOT EXISTS callback_cursors (
+    endpoint_id INTEGER NOT NULL,
+    command TEXT NOT NULL,
+    last_event_id INTEGER NOT NULL,
+    PRIMARY KEY (endpoint_id, command)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS callback_batches (
+    delivery_id TEXT PRIMARY KEY,
+    endpoint_id INTEGER NOT NULL,
+    command TEXT NOT NULL,
+    events TEXT NOT NULL,
+    attempts INTEGER NOT NULL,
+    next_ms INTEGER NOT NULL,
+    first_ms INTEGER NOT NULL,
+    dead INTEGER NOT NULL,
+    last_error TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS callback_batches_by_endpoint ON callback_batches (endpoint_id, first_ms);
 CREATE TABLE IF NOT EXISTS files (
     file_id TEXT PRIMARY KEY,
     app_key TEXT NOT NULL,
@@ -407,6 +444,20 @@ fn device_from_row(app_key: &Arc<str>, r: &rusqlite::Row<'_>) -> StoreResult<Dev
     })
 }
 
+/// Appends events to the outbox, in the caller's transaction.
+fn write_events(c: &Connection, events: &[NewEvent]) -> StoreResult<()> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    let mut st = c.prepare_cached(
+        "INSERT INTO callback_events (app_key, command, body, at_ms) VALUES (?1, ?2, ?3, ?4)",
+    )?;
+    for e in events {
+        st.execute(params![e.app_key, e.command, e.body.to_string(), to_i64(e.at_ms)])?;
+    }
+    Ok(())
+}
+
 /// Records a firing and moves the schedule to its next one, in the caller's transaction.
 fn record_run(
     c: &Connection,
@@ -582,6 +633,7 @@ impl Storage for SqliteStore {
         app_key: &str,
         push: &Push,
         audience: &RoaringBitmap,
+        events: Vec<NewEvent>,
     ) -> StoreFuture<'_, ()> {
         let app_key = app_key.to_string();
         let body = serde_json::to_string(push);
@@ -605,6 +657,7 @@ impl Storage for SqliteStore {
                     body,
                     blob
                 ])?;
+                write_events(c, &events)?;
                 if let Some(firing) = &schedule {
                     record_run(
                         c,
@@ -714,9 +767,16 @@ impl Storage for SqliteStore {
         }))
     }
 
-    fn set_last_online(&self, app_key: &str, ordinal: u32, at_ms: u64) -> StoreFuture<'_, ()> {
+    fn set_last_online(
+        &self,
+        app_key: &str,
+        ordinal: u32,
+        at_ms: u64,
+        events: Vec<NewEvent>,
+    ) -> StoreFuture<'_, ()> {
         let app_key = app_key.to_string();
         Box::pin(self.write(move |c| {
+            write_events(c, &events)?;
             c.prepare_cached(
                 "INSERT INTO device_seen (app_key, ordinal, at_ms) VALUES (?1, ?2, ?3)
                  ON CONFLICT (app_key, ordinal) DO UPDATE SET at_ms = excluded.at_ms",
@@ -857,6 +917,207 @@ impl Storage for SqliteStore {
                 params![app_key, file_id],
             )?;
             Ok(n > 0)
+        }))
+    }
+
+    fn add_callback(&self, e: CallbackEndpoint) -> StoreFuture<'_, u64> {
+        Box::pin(self.write(move |c| {
+            let commands = serde_json::to_string(&e.commands)
+                .map_err(|err| StoreError::Corrupt(err.to_string()))?;
+            let start: i64 =
+                c.query_row("SELECT COALESCE(MAX(id), 0) FROM callback_events", [], |r| r.get(0))?;
+            c.execute(
+                "INSERT INTO callback_endpoints (app_key, url, commands, basic_auth,
+                    signing_secret, created_ms, start_event_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![e.app_key, e.url, commands, e.basic_auth, e.signing_secret,
+                        to_i64(e.created_ms), start],
+            )?;
+            Ok(to_u64(c.last_insert_rowid()))
+        }))
+    }
+
+    fn remove_callback(&self, app_key: &str, id: u64) -> StoreFuture<'_, bool> {
+        let app_key = app_key.to_string();
+        Box::pin(self.write(move |c| {
+            let n = c.execute(
+                "DELETE FROM callback_endpoints WHERE app_key = ?1 AND id = ?2",
+                params![app_key, to_i64(id)],
+            )?;
+            c.execute("DELETE FROM callback_cursors WHERE endpoint_id = ?1", [to_i64(id)])?;
+            c.execute("DELETE FROM callback_batches WHERE endpoint_id = ?1", [to_i64(id)])?;
+            Ok(n > 0)
+        }))
+    }
+
+    fn list_callbacks(&self) -> StoreFuture<'_, Vec<CallbackEndpoint>> {
+        Box::pin(self.read(|c| {
+            let mut st = c.prepare_cached(
+                "SELECT id, app_key, url, commands, basic_auth, signing_secret, created_ms,
+                    start_event_id FROM callback_endpoints ORDER BY id",
+            )?;
+            let mut rows = st.query([])?;
+            let mut out = Vec::new();
+            while let Some(r) = rows.next()? {
+                let commands: String = r.get(3)?;
+                out.push(CallbackEndpoint {
+                    id: to_u64(r.get(0)?),
+                    app_key: r.get(1)?,
+                    url: r.get(2)?,
+                    commands: serde_json::from_str(&commands)
+                        .map_err(|e| StoreError::Corrupt(format!("callback commands: {e}")))?,
+                    basic_auth: r.get(4)?,
+                    signing_secret: r.get(5)?,
+                    created_ms: to_u64(r.get(6)?),
+                    start_event_id: to_u64(r.get(7)?),
+                });
+            }
+            Ok(out)
+        }))
+    }
+
+    fn append_events(&self, events: Vec<NewEvent>) -> StoreFuture<'_, ()> {
+        Box::pin(self.write(move |c| write_events(c, &events)))
+    }
+
+    fn events_after(
+        &self,
+        app_key: &str,
+        command: &str,
+        after_id: u64,
+        limit: usize,
+    ) -> StoreFuture<'_, Vec<StoredEvent>> {
+        let (app_key, command) = (app_key.to_string(), command.to_string());
+        Box::pin(self.read(move |c| {
+            let mut st = c.prepare_cached(
+                "SELECT id, body, at_ms FROM callback_events
+                 WHERE app_key = ?1 AND command = ?2 AND id > ?3 ORDER BY id LIMIT ?4",
+            )?;
+            let mut rows = st.query(params![app_key, command, to_i64(after_id), limit as i64])?;
+            let mut out = Vec::new();
+            while let Some(r) = rows.next()? {
+                let body: String = r.get(1)?;
+                out.push(StoredEvent {
+                    id: to_u64(r.get(0)?),
+                    command: command.clone(),
+                    body: serde_json::from_str(&body)
+                        .map_err(|e| StoreError::Corrupt(format!("callback event: {e}")))?,
+                    at_ms: to_u64(r.get(2)?),
+                });
+            }
+            Ok(out)
+        }))
+    }
+
+    fn callback_cursor(&self, endpoint_id: u64, command: &str) -> StoreFuture<'_, Option<u64>> {
+        let command = command.to_string();
+        Box::pin(self.read(move |c| {
+            let v: Option<i64> = c
+                .query_row(
+                    "SELECT last_event_id FROM callback_cursors WHERE endpoint_id = ?1 AND command = ?2",
+                    params![to_i64(endpoint_id), command],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            Ok(v.map(to_u64))
+        }))
+    }
+
+    fn create_batch(&self, b: CallbackBatch, last_event_id: u64) -> StoreFuture<'_, ()> {
+        Box::pin(self.write(move |c| {
+            let events = serde_json::to_string(&b.events)
+                .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            c.prepare_cached(
+                "INSERT INTO callback_batches (delivery_id, endpoint_id, command, events,
+                    attempts, next_ms, first_ms, dead, last_error)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            )?
+            .execute(params![b.delivery_id, to_i64(b.endpoint_id), b.command, events,
+                             b.attempts, to_i64(b.next_ms), to_i64(b.first_ms), b.dead,
+                             b.last_error])?;
+            c.prepare_cached(
+                "INSERT INTO callback_cursors (endpoint_id, command, last_event_id)
+                 VALUES (?1, ?2, ?3) ON CONFLICT (endpoint_id, command)
+                 DO UPDATE SET last_event_id = excluded.last_event_id",
+            )?
+            .execute(params![to_i64(b.endpoint_id), b.command, to_i64(last_event_id)])?;
+            Ok(())
+        }))
+    }
+
+    fn finish_batch(&self, delivery_id: &str) -> StoreFuture<'_, ()> {
+        let delivery_id = delivery_id.to_string();
+        Box::pin(self.write(move |c| {
+            c.prepare_cached("DELETE FROM callback_batches WHERE delivery_id = ?1")?
+                .execute([delivery_id])?;
+            Ok(())
+        }))
+    }
+
+    fn fail_batch(
+        &self,
+        delivery_id: &str,
+        attempts: u32,
+        next_ms: u64,
+        dead: bool,
+        error: &str,
+    ) -> StoreFuture<'_, ()> {
+        let (delivery_id, error) = (delivery_id.to_string(), error.to_string());
+        Box::pin(self.write(move |c| {
+            c.prepare_cached(
+                "UPDATE callback_batches SET attempts = ?2, next_ms = ?3, dead = ?4,
+                    last_error = ?5 WHERE delivery_id = ?1",
+            )?
+            .execute(params![delivery_id, attempts, to_i64(next_ms), dead, error])?;
+            Ok(())
+        }))
+    }
+
+    fn callback_batches(&self, endpoint_id: u64) -> StoreFuture<'_, Vec<CallbackBatch>> {
+        Box::pin(self.read(move |c| {
+            let mut st = c.prepare_cached(
+                "SELECT delivery_id, endpoint_id, command, events, attempts, next_ms, first_ms,
+                    dead, last_error FROM callback_batches WHERE endpoint_id = ?1
+                 ORDER BY first_ms, delivery_id",
+            )?;
+            let mut rows = st.query([to_i64(endpoint_id)])?;
+            let mut out = Vec::new();
+            while let Some(r) = rows.next()? {
+                let events: String = r.get(3)?;
+                out.push(CallbackBatch {
+                    delivery_id: r.get(0)?,
+                    endpoint_id: to_u64(r.get(1)?),
+                    command: r.get(2)?,
+                    events: serde_json::from_str(&events)
+                        .map_err(|e| StoreError::Corrupt(format!("callback batch: {e}")))?,
+                    attempts: r.get(4)?,
+                    next_ms: to_u64(r.get(5)?),
+                    first_ms: to_u64(r.get(6)?),
+                    dead: r.get(7)?,
+                    last_error: r.get(8)?,
+                });
+            }
+            Ok(out)
+        }))
+    }
+
+    fn prune_events(&self, app_key: &str) -> StoreFuture<'_, u64> {
+        let app_key = app_key.to_string();
+        Box::pin(self.write(move |c| {
+            // An event may go once every endpoint of its app that wants its command has
+            // moved its cursor past it (or started after it).
+            let n = c.execute(
+                "DELETE FROM callback_events WHERE app_key = ?1 AND id <= (
+                    SELECT COALESCE(MIN(COALESCE(
+                        (SELECT last_event_id FROM callback_cursors k
+                         WHERE k.endpoint_id = e.id AND k.command = ev.command),
+                        e.start_event_id)), 9223372036854775807)
+                    FROM callback_endpoints e, (SELECT DISTINCT command FROM callback_events
+                        WHERE app_key = ?1) ev
+                    WHERE e.app_key = ?1
+                      AND (e.commands = '[]' OR instr(e.commands, '\"' || ev.command || '\"') > 0))",
+                [app_key],
+            )?;
+            Ok(n as u64)
         }))
     }
 
@@ -1109,7 +1370,10 @@ mod tests {
             extra: Map::new(),
         };
         let audience: RoaringBitmap = [0u32, 1].into_iter().collect();
-        store.insert_push("k", &push, &audience).await.unwrap();
+        store
+            .insert_push("k", &push, &audience, Vec::new())
+            .await
+            .unwrap();
         let delivered: RoaringBitmap = [1u32].into_iter().collect();
         let sent: RoaringBitmap = [1u32, 3].into_iter().collect();
         let checkpoint = Checkpoint {

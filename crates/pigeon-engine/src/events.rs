@@ -1,0 +1,162 @@
+//! The events of callbacks.md §3 that the engine reports, built only for apps with an
+//! endpoint that wants them, and handed to storage with the change they report.
+
+use crate::app::AppState;
+use crate::{now_ms, Engine, EngineError};
+use pigeon_core::{Audience, Push};
+use pigeon_store::{CallbackEndpoint, NewEvent};
+use serde_json::{json, Value};
+
+pub const PUSH_ACCEPTED: &str = "Push.Accepted";
+pub const PUSH_EVENT: &str = "Push.Event";
+pub const PUSH_UNDELIVERED: &str = "Push.Undelivered";
+pub const DEVICE_ONLINE_STATUS: &str = "Device.OnlineStatus";
+pub const GEOFENCE_EVENT: &str = "Geofence.Event";
+pub const SMS_RESULT: &str = "Sms.Result";
+
+/// Every command of the contract.
+pub const COMMANDS: [&str; 6] = [
+    PUSH_ACCEPTED,
+    PUSH_EVENT,
+    PUSH_UNDELIVERED,
+    DEVICE_ONLINE_STATUS,
+    GEOFENCE_EVENT,
+    SMS_RESULT,
+];
+
+/// Why a device went online or offline (`Reason` of `Device.OnlineStatus`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PresenceReason {
+    Login,
+    Logout,
+    Disconnect,
+    Timeout,
+    Replaced,
+}
+
+impl PresenceReason {
+    fn as_str(self) -> &'static str {
+        match self {
+            PresenceReason::Login => "Login",
+            PresenceReason::Logout => "Logout",
+            PresenceReason::Disconnect => "Disconnect",
+            PresenceReason::Timeout => "Timeout",
+            PresenceReason::Replaced => "Replaced",
+        }
+    }
+}
+
+/// Whether an endpoint wants a command.
+pub fn wants(endpoint: &CallbackEndpoint, command: &str) -> bool {
+    endpoint.commands.is_empty() || endpoint.commands.iter().any(|c| c == command)
+}
+
+fn event(app: &AppState, command: &str, mut fields: Value) -> NewEvent {
+    let at_ms = now_ms();
+    fields["CallbackCommand"] = json!(command);
+    fields["EventTime"] = json!(at_ms / 1000);
+    NewEvent {
+        app_key: app.app_key.clone(),
+        command: command.to_string(),
+        body: fields,
+        at_ms,
+    }
+}
+
+/// `AudienceType`: the audience keys given, joined with `+`.
+fn audience_type(audience: &Audience) -> String {
+    match audience {
+        Audience::All => "all".into(),
+        Audience::Expr(e) => [
+            ("tag", e.tag.is_empty()),
+            ("tag_and", e.tag_and.is_empty()),
+            ("tag_not", e.tag_not.is_empty()),
+            ("alias", e.alias.is_empty()),
+            ("registration_id", e.registration_id.is_empty()),
+        ]
+        .iter()
+        .filter(|(_, empty)| !empty)
+        .map(|(k, _)| *k)
+        .collect::<Vec<_>>()
+        .join("+"),
+    }
+}
+
+impl AppState {
+    /// Whether any of the app's endpoints wants `command`.
+    pub fn wants(&self, command: &str) -> bool {
+        self.callbacks.read().iter().any(|e| wants(e, command))
+    }
+}
+
+impl Engine {
+    /// `Push.Accepted` for a push just accepted, if the app wants it.
+    pub(crate) fn accepted_event(&self, app: &AppState, push: &Push, targets: u64) -> Vec<NewEvent> {
+        if !app.wants(PUSH_ACCEPTED) {
+            return Vec::new();
+        }
+        let mut fields = json!({
+            "MsgId": push.msg_id.to_string(),
+            "Sendno": push.options.sendno.unwrap_or(0).to_string(),
+            "Platform": push.platforms.iter().map(|p| p.as_str()).collect::<Vec<_>>(),
+            "AudienceType": audience_type(&push.audience),
+            "TargetCount": targets,
+        });
+        if let Some(params) = push.callback.as_ref().and_then(|c| c.get("params")) {
+            fields["Params"] = params.clone();
+        }
+        vec![event(app, PUSH_ACCEPTED, fields)]
+    }
+
+    /// Records that a device went online or offline: when it was last online, and the
+    /// `Device.OnlineStatus` event if the app wants it, in one write.
+    pub async fn record_presence(
+        &self,
+        app: &AppState,
+        ordinal: pigeon_core::Ordinal,
+        online: bool,
+        reason: PresenceReason,
+    ) -> Result<(), EngineError> {
+        let mut events = Vec::new();
+        if app.wants(DEVICE_ONLINE_STATUS) {
+            if let Some(d) = app.device(ordinal) {
+                events.push(event(
+                    app,
+                    DEVICE_ONLINE_STATUS,
+                    json!({
+                        "RegistrationId": d.registration_id,
+                        "To_Account": d.alias.unwrap_or_default(),
+                        "Platform": d.platform.as_str(),
+                        "Status": if online { "Online" } else { "Offline" },
+                        "Reason": reason.as_str(),
+                    }),
+                ));
+            }
+        }
+        if online && events.is_empty() {
+            // Going online changes nothing stored unless someone wants to hear of it: a
+            // reconnect storm costs no writes.
+            return Ok(());
+        }
+        Ok(self
+            .store
+            .set_last_online(&app.app_key, ordinal, now_ms(), events)
+            .await?)
+    }
+
+    /// Re-reads every app's callback endpoints from storage.
+    pub(crate) async fn refresh_callbacks(&self) -> Result<(), EngineError> {
+        let all = self.store.list_callbacks().await?;
+        for app in self.apps() {
+            let mine: Vec<CallbackEndpoint> = all
+                .iter()
+                .filter(|e| e.app_key == app.app_key)
+                .cloned()
+                .collect();
+            if *app.callbacks.read() != mine {
+                *app.callbacks.write() = mine;
+            }
+        }
+        Ok(())
+    }
+}

@@ -91,7 +91,12 @@ impl AppState {
 
 impl Engine {
     /// `Push.Accepted` for a push just accepted, if the app wants it.
-    pub(crate) fn accepted_event(&self, app: &AppState, push: &Push, targets: u64) -> Vec<NewEvent> {
+    pub(crate) fn accepted_event(
+        &self,
+        app: &AppState,
+        push: &Push,
+        targets: u64,
+    ) -> Vec<NewEvent> {
         if !app.wants(PUSH_ACCEPTED) {
             return Vec::new();
         }

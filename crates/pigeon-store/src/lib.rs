@@ -11,8 +11,8 @@ mod records;
 mod sqlite;
 
 pub use records::{
-    CallbackBatch, CallbackEndpoint, NewEvent, StoredEvent, AppRecord, AppSettings, Checkpoint, DeviceEvent, DeviceRecord, FileRecord, GroupRecord,
-    ScheduleRecord, ScheduleRun, StoredPush,
+    AppRecord, AppSettings, CallbackBatch, CallbackEndpoint, Checkpoint, DeviceEvent, DeviceRecord,
+    FileRecord, GroupRecord, NewEvent, ScheduleRecord, ScheduleRun, StoredEvent, StoredPush,
 };
 pub use sqlite::{SqliteStore, Synchronous};
 

@@ -1,8 +1,9 @@
 //! The embedded store: SQLite in WAL mode behind one group-committing writer thread.
 
 use crate::{
-    CallbackBatch, CallbackEndpoint, NewEvent, StoredEvent, AppRecord, AppSettings, Checkpoint, DeviceEvent, DeviceRecord, FileRecord, GroupRecord,
-    ScheduleRecord, ScheduleRun, Storage, StoreError, StoreFuture, StoreResult, StoredPush,
+    AppRecord, AppSettings, CallbackBatch, CallbackEndpoint, Checkpoint, DeviceEvent, DeviceRecord,
+    FileRecord, GroupRecord, NewEvent, ScheduleRecord, ScheduleRun, Storage, StoreError,
+    StoreFuture, StoreResult, StoredEvent, StoredPush,
 };
 use pigeon_core::{Platform, Push};
 use roaring::RoaringBitmap;
@@ -453,7 +454,12 @@ fn write_events(c: &Connection, events: &[NewEvent]) -> StoreResult<()> {
         "INSERT INTO callback_events (app_key, command, body, at_ms) VALUES (?1, ?2, ?3, ?4)",
     )?;
     for e in events {
-        st.execute(params![e.app_key, e.command, e.body.to_string(), to_i64(e.at_ms)])?;
+        st.execute(params![
+            e.app_key,
+            e.command,
+            e.body.to_string(),
+            to_i64(e.at_ms)
+        ])?;
     }
     Ok(())
 }
@@ -943,8 +949,14 @@ impl Storage for SqliteStore {
                 "DELETE FROM callback_endpoints WHERE app_key = ?1 AND id = ?2",
                 params![app_key, to_i64(id)],
             )?;
-            c.execute("DELETE FROM callback_cursors WHERE endpoint_id = ?1", [to_i64(id)])?;
-            c.execute("DELETE FROM callback_batches WHERE endpoint_id = ?1", [to_i64(id)])?;
+            c.execute(
+                "DELETE FROM callback_cursors WHERE endpoint_id = ?1",
+                [to_i64(id)],
+            )?;
+            c.execute(
+                "DELETE FROM callback_batches WHERE endpoint_id = ?1",
+                [to_i64(id)],
+            )?;
             Ok(n > 0)
         }))
     }
@@ -1024,22 +1036,34 @@ impl Storage for SqliteStore {
 
     fn create_batch(&self, b: CallbackBatch, last_event_id: u64) -> StoreFuture<'_, ()> {
         Box::pin(self.write(move |c| {
-            let events = serde_json::to_string(&b.events)
-                .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            let events =
+                serde_json::to_string(&b.events).map_err(|e| StoreError::Corrupt(e.to_string()))?;
             c.prepare_cached(
                 "INSERT INTO callback_batches (delivery_id, endpoint_id, command, events,
                     attempts, next_ms, first_ms, dead, last_error)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
             )?
-            .execute(params![b.delivery_id, to_i64(b.endpoint_id), b.command, events,
-                             b.attempts, to_i64(b.next_ms), to_i64(b.first_ms), b.dead,
-                             b.last_error])?;
+            .execute(params![
+                b.delivery_id,
+                to_i64(b.endpoint_id),
+                b.command,
+                events,
+                b.attempts,
+                to_i64(b.next_ms),
+                to_i64(b.first_ms),
+                b.dead,
+                b.last_error
+            ])?;
             c.prepare_cached(
                 "INSERT INTO callback_cursors (endpoint_id, command, last_event_id)
                  VALUES (?1, ?2, ?3) ON CONFLICT (endpoint_id, command)
                  DO UPDATE SET last_event_id = excluded.last_event_id",
             )?
-            .execute(params![to_i64(b.endpoint_id), b.command, to_i64(last_event_id)])?;
+            .execute(params![
+                to_i64(b.endpoint_id),
+                b.command,
+                to_i64(last_event_id)
+            ])?;
             Ok(())
         }))
     }

@@ -41,6 +41,32 @@ pub struct Config {
     pub rate_limit_per_minute: u64,
     /// Length of the rate-limit window in seconds: 60 as JPush; tests shorten it.
     pub rate_limit_window_s: u64,
+    pub callbacks: CallbacksConfig,
+}
+
+/// The `[callbacks]` section.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CallbacksConfig {
+    /// Whether callback URLs may point at loopback, private or link-local addresses.
+    pub allow_private_networks: bool,
+    /// Longest the oldest event of a batch waits for more, in ms.
+    pub batch_wait_ms: u64,
+    /// The first retry delay in ms; later ones grow from it (×6, ×24, ×120, ...).
+    pub retry_first_ms: u64,
+    /// A batch failing for this long is dead-lettered, in seconds.
+    pub dead_after_s: u64,
+}
+
+impl Default for CallbacksConfig {
+    fn default() -> Self {
+        CallbacksConfig {
+            allow_private_networks: false,
+            batch_wait_ms: 1000,
+            retry_first_ms: 5000,
+            dead_after_s: 24 * 3600,
+        }
+    }
 }
 
 /// The TOML file: every key optional.
@@ -55,6 +81,7 @@ struct FileConfig {
     shutdown_grace_ms: Option<u64>,
     rate_limit_per_minute: Option<u64>,
     rate_limit_window_s: Option<u64>,
+    callbacks: Option<CallbacksConfig>,
 }
 
 impl Default for Config {
@@ -70,6 +97,7 @@ impl Default for Config {
             shutdown_grace_ms: 2_000,
             rate_limit_per_minute: pigeon_engine::limits::DEFAULT_RATE_LIMIT_PER_MINUTE,
             rate_limit_window_s: 60,
+            callbacks: CallbacksConfig::default(),
         }
     }
 }
@@ -113,6 +141,9 @@ impl Config {
             if let Some(v) = f.rate_limit_window_s {
                 c.rate_limit_window_s = v;
             }
+            if let Some(v) = f.callbacks {
+                c.callbacks = v;
+            }
         }
         for (key, value) in env {
             let bad = |what: &str| anyhow::anyhow!("{key}={value:?} is not {what}");
@@ -138,6 +169,19 @@ impl Config {
                 }
                 "PIGEON_RATE_LIMIT_WINDOW_S" => {
                     c.rate_limit_window_s = value.parse().map_err(|_| bad("a number"))?
+                }
+                "PIGEON_CALLBACKS_ALLOW_PRIVATE_NETWORKS" => {
+                    c.callbacks.allow_private_networks =
+                        value.parse().map_err(|_| bad("true or false"))?
+                }
+                "PIGEON_CALLBACKS_BATCH_WAIT_MS" => {
+                    c.callbacks.batch_wait_ms = value.parse().map_err(|_| bad("a number"))?
+                }
+                "PIGEON_CALLBACKS_RETRY_FIRST_MS" => {
+                    c.callbacks.retry_first_ms = value.parse().map_err(|_| bad("a number"))?
+                }
+                "PIGEON_CALLBACKS_DEAD_AFTER_S" => {
+                    c.callbacks.dead_after_s = value.parse().map_err(|_| bad("a number"))?
                 }
                 _ => {}
             }

@@ -84,11 +84,50 @@ enum AppCommand {
         #[arg(long, env = "PIGEON_DATA", default_value = config::DEFAULT_DATA)]
         data: PathBuf,
     },
+    /// Callback endpoints of an app.
+    #[command(subcommand)]
+    Callback(CallbackCommand),
     /// App groups, for group push.
     #[command(subcommand)]
     Group(GroupCommand),
     /// List apps, one JSON object a line.
     List {
+        #[arg(long, env = "PIGEON_DATA", default_value = config::DEFAULT_DATA)]
+        data: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum CallbackCommand {
+    /// Add an endpoint; prints {"id":..,"url":..,"signing_secret":..}. A running server starts
+    /// posting to it within a second.
+    Add {
+        #[arg(long)]
+        app_key: String,
+        #[arg(long)]
+        url: String,
+        /// Commands it wants (all when not given): Push.Accepted, Push.Event, ...
+        #[arg(long, value_delimiter = ',')]
+        commands: Vec<String>,
+        /// Do not send JPush-style Basic authentication.
+        #[arg(long)]
+        no_basic_auth: bool,
+        #[arg(long, env = "PIGEON_DATA", default_value = config::DEFAULT_DATA)]
+        data: PathBuf,
+    },
+    /// List an app's endpoints, one JSON object a line (signing secrets shortened).
+    List {
+        #[arg(long)]
+        app_key: String,
+        #[arg(long, env = "PIGEON_DATA", default_value = config::DEFAULT_DATA)]
+        data: PathBuf,
+    },
+    /// Remove an endpoint and its undelivered batches.
+    Remove {
+        #[arg(long)]
+        app_key: String,
+        #[arg(long)]
+        id: u64,
         #[arg(long, env = "PIGEON_DATA", default_value = config::DEFAULT_DATA)]
         data: PathBuf,
     },
@@ -217,6 +256,7 @@ async fn app_command(cmd: AppCommand) -> anyhow::Result<()> {
             store.close().await?;
             println!("{}", serde_json::to_string(&settings)?);
         }
+        AppCommand::Callback(cmd) => callback_command(cmd).await?,
         AppCommand::Group(GroupCommand::Create {
             name,
             app_keys,
@@ -255,6 +295,73 @@ async fn app_command(cmd: AppCommand) -> anyhow::Result<()> {
                                        "name": app.name, "created_ms": app.created_ms})
                 );
             }
+        }
+    }
+    Ok(())
+}
+
+async fn callback_command(cmd: CallbackCommand) -> anyhow::Result<()> {
+    match cmd {
+        CallbackCommand::Add {
+            app_key,
+            url,
+            commands,
+            no_basic_auth,
+            data,
+        } => {
+            let parsed = url::Url::parse(&url).with_context(|| format!("{url:?} is not a URL"))?;
+            if !["http", "https"].contains(&parsed.scheme()) || parsed.host_str().is_none() {
+                anyhow::bail!("{url:?} must be an http or https URL with a host");
+            }
+            for c in &commands {
+                if !pigeon_engine::events::COMMANDS.contains(&c.as_str()) {
+                    anyhow::bail!(
+                        "unknown command {c:?}; known: {}",
+                        pigeon_engine::events::COMMANDS.join(", ")
+                    );
+                }
+            }
+            let store = open_store(&data)?;
+            if store.find_app(&app_key).await?.is_none() {
+                anyhow::bail!("no app with app_key {app_key}");
+            }
+            let endpoint = pigeon_store::CallbackEndpoint {
+                id: 0,
+                app_key,
+                url: url.clone(),
+                commands,
+                basic_auth: !no_basic_auth,
+                signing_secret: pigeon_engine::random_alnum(32),
+                created_ms: pigeon_engine::now_ms(),
+                start_event_id: 0,
+            };
+            let id = store.add_callback(endpoint.clone()).await?;
+            store.close().await?;
+            println!(
+                "{}",
+                serde_json::json!({"id": id, "url": url, "signing_secret": endpoint.signing_secret})
+            );
+        }
+        CallbackCommand::List { app_key, data } => {
+            let store = open_store(&data)?;
+            for e in store.list_callbacks().await? {
+                if e.app_key == app_key {
+                    let hint: String = e.signing_secret.chars().take(4).collect();
+                    println!(
+                        "{}",
+                        serde_json::json!({"id": e.id, "url": e.url, "commands": e.commands,
+                            "basic_auth": e.basic_auth, "signing_secret": format!("{hint}…")})
+                    );
+                }
+            }
+        }
+        CallbackCommand::Remove { app_key, id, data } => {
+            let store = open_store(&data)?;
+            if !store.remove_callback(&app_key, id).await? {
+                anyhow::bail!("app {app_key} has no callback endpoint {id}");
+            }
+            store.close().await?;
+            println!("{}", serde_json::json!({"removed": id}));
         }
     }
     Ok(())

@@ -47,6 +47,15 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         "state loaded"
     );
 
+    pigeon_callbacks::start(
+        engine.clone(),
+        pigeon_callbacks::Config {
+            batch_wait: Duration::from_millis(cfg.callbacks.batch_wait_ms),
+            retry_first: Duration::from_millis(cfg.callbacks.retry_first_ms.max(1)),
+            dead_after: Duration::from_secs(cfg.callbacks.dead_after_s),
+            allow_private_networks: cfg.callbacks.allow_private_networks,
+        },
+    );
     let gateway = GatewayConfig {
         heartbeat_s: cfg.heartbeat_s,
         hello_timeout: Duration::from_millis(cfg.hello_timeout_ms),

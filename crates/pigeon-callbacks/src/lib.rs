@@ -1,0 +1,376 @@
+//! Pigeon's callback dispatcher (callbacks.md): takes the events the engine wrote to the
+//! outbox, batches them per endpoint and command (up to 100, or whatever waited the batch
+//! wait), signs and posts them, and retries a failed batch — same delivery id, same events —
+//! with growing, jittered delays until it is dead-lettered.
+//!
+//! Each endpoint has a task of its own, so a slow or dead receiver delays nobody else. A batch
+//! is written before it is sent and deleted only when the receiver took it, so a crash at any
+//! moment loses no event; it may send one twice, which receivers dedupe by `EventId`.
+//!
+//! It knows nothing of pushes or devices: only outbox rows, endpoints and HTTP.
+
+mod sign;
+
+pub use sign::signature;
+
+use pigeon_engine::events::{wants, COMMANDS};
+use pigeon_engine::{now_ms, uuid_v4, Engine};
+use pigeon_store::{CallbackBatch, CallbackEndpoint, Storage, StoreError};
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::task::JoinHandle;
+
+/// Most events in one request.
+pub const MAX_BATCH: usize = 100;
+/// Longest a receiver may take to answer.
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often endpoints are looked for and idle endpoints look for new events.
+const POLL: Duration = Duration::from_millis(100);
+/// Delays between tries, as multiples of the first delay (5 s by default: 5 s, 30 s, 2 min,
+/// 10 min, 30 min, 1 h, then every 2 h).
+const BACKOFF: [u64; 7] = [1, 6, 24, 120, 360, 720, 1440];
+
+/// How the dispatcher behaves.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Longest the oldest event of a batch waits for more.
+    pub batch_wait: Duration,
+    /// The first retry delay; later ones grow from it.
+    pub retry_first: Duration,
+    /// A batch that has failed for this long is dead-lettered.
+    pub dead_after: Duration,
+    /// Whether URLs may point at loopback, private or link-local addresses.
+    pub allow_private_networks: bool,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            batch_wait: Duration::from_secs(1),
+            retry_first: Duration::from_secs(5),
+            dead_after: Duration::from_secs(24 * 3600),
+            allow_private_networks: false,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+enum SendError {
+    #[error("{0}")]
+    Refused(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Starts dispatching every app's events; runs until the process ends.
+pub fn start(engine: Arc<Engine>, config: Config) -> JoinHandle<()> {
+    tokio::spawn(supervise(engine, Arc::new(config)))
+}
+
+/// Keeps one task per endpoint, starting and stopping them as endpoints come and go.
+async fn supervise(engine: Arc<Engine>, config: Arc<Config>) {
+    let http = match reqwest::Client::builder()
+        .timeout(ANSWER_TIMEOUT)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+    {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(error = %e, "callbacks disabled: no HTTP client");
+            return;
+        }
+    };
+    let mut running: HashMap<u64, (CallbackEndpoint, JoinHandle<()>)> = HashMap::new();
+    loop {
+        match engine.store().list_callbacks().await {
+            Ok(endpoints) => {
+                running.retain(|id, (known, task)| {
+                    let keep = endpoints.iter().any(|e| e == known && e.id == *id);
+                    if !keep {
+                        task.abort();
+                    }
+                    keep
+                });
+                for e in endpoints {
+                    if let std::collections::hash_map::Entry::Vacant(slot) = running.entry(e.id) {
+                        let worker = Endpoint {
+                            engine: engine.clone(),
+                            http: http.clone(),
+                            config: config.clone(),
+                            endpoint: e.clone(),
+                        };
+                        slot.insert((e, tokio::spawn(worker.run())));
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "could not list callback endpoints"),
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+struct Endpoint {
+    engine: Arc<Engine>,
+    http: reqwest::Client,
+    config: Arc<Config>,
+    endpoint: CallbackEndpoint,
+}
+
+impl Endpoint {
+    fn store(&self) -> &Arc<dyn Storage> {
+        self.engine.store()
+    }
+
+    async fn run(self) {
+        let mut rounds = 0u64;
+        loop {
+            if let Err(e) = self.round().await {
+                tracing::warn!(endpoint = self.endpoint.id, error = %e, "callback round failed");
+            }
+            rounds += 1;
+            if rounds % 50 == 0 {
+                if let Err(e) = self.store().prune_events(&self.endpoint.app_key).await {
+                    tracing::warn!(error = %e, "could not prune sent callback events");
+                }
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    /// Retries what is due, then batches and sends what is new. A batch that fails stops
+    /// the round: the endpoint is not answering, and its next try is scheduled.
+    async fn round(&self) -> Result<(), StoreError> {
+        let now = now_ms();
+        let pending = self.store().callback_batches(self.endpoint.id).await?;
+        for batch in pending.into_iter().filter(|b| !b.dead) {
+            if batch.next_ms > now {
+                // Order per endpoint: nothing new goes out while an older batch waits.
+                return Ok(());
+            }
+            if !self.deliver(batch).await? {
+                return Ok(());
+            }
+        }
+        for command in COMMANDS.iter().filter(|c| wants(&self.endpoint, c)) {
+            loop {
+                let after = self
+                    .store()
+                    .callback_cursor(self.endpoint.id, command)
+                    .await?
+                    .unwrap_or(self.endpoint.start_event_id);
+                let events = self
+                    .store()
+                    .events_after(&self.endpoint.app_key, command, after, MAX_BATCH)
+                    .await?;
+                let Some(oldest) = events.first() else { break };
+                let waited = now_ms().saturating_sub(oldest.at_ms);
+                if events.len() < MAX_BATCH && waited < self.config.batch_wait.as_millis() as u64 {
+                    break;
+                }
+                let last = events.last().map(|e| e.id).unwrap_or(after);
+                let batch = CallbackBatch {
+                    delivery_id: uuid_v4(),
+                    endpoint_id: self.endpoint.id,
+                    command: command.to_string(),
+                    events: events
+                        .into_iter()
+                        .map(|e| {
+                            let mut body = e.body;
+                            body["EventId"] = json!(e.id.to_string());
+                            body
+                        })
+                        .collect(),
+                    attempts: 0,
+                    next_ms: now_ms(),
+                    first_ms: now_ms(),
+                    dead: false,
+                    last_error: String::new(),
+                };
+                self.store().create_batch(batch.clone(), last).await?;
+                if !self.deliver(batch).await? {
+                    return Ok(());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends a batch; true if the receiver took it. A failure schedules the next try or
+    /// dead-letters the batch.
+    async fn deliver(&self, batch: CallbackBatch) -> Result<bool, StoreError> {
+        match self.send(&batch).await {
+            Ok(()) => {
+                self.store().finish_batch(&batch.delivery_id).await?;
+                Ok(true)
+            }
+            Err(SendError::Store(e)) => Err(e),
+            Err(SendError::Refused(why)) => {
+                let attempts = batch.attempts + 1;
+                let now = now_ms();
+                let dead =
+                    now.saturating_sub(batch.first_ms) >= self.config.dead_after.as_millis() as u64;
+                let next = now + self.delay(attempts);
+                if dead {
+                    tracing::warn!(endpoint = self.endpoint.id, delivery = %batch.delivery_id,
+                        attempts, error = %why, "callback batch dead-lettered");
+                } else {
+                    tracing::info!(endpoint = self.endpoint.id, delivery = %batch.delivery_id,
+                        attempts, error = %why, "callback batch failed; will retry");
+                }
+                self.store()
+                    .fail_batch(&batch.delivery_id, attempts, next, dead, &why)
+                    .await?;
+                Ok(false)
+            }
+        }
+    }
+
+    /// The delay before try `attempts + 1`, ±20% so that receivers coming back are not hit
+    /// by every sender at once.
+    fn delay(&self, attempts: u32) -> u64 {
+        let step = BACKOFF[(attempts as usize).saturating_sub(1).min(BACKOFF.len() - 1)];
+        let base = self.config.retry_first.as_millis() as u64 * step;
+        let jitter = rand::random::<f64>() * 0.4 + 0.8;
+        (base as f64 * jitter) as u64
+    }
+
+    async fn send(&self, batch: &CallbackBatch) -> Result<(), SendError> {
+        let app = self
+            .engine
+            .app(&self.endpoint.app_key)
+            .await
+            .map_err(|e| SendError::Refused(format!("app lookup: {e}")))?
+            .ok_or_else(|| SendError::Refused("the app no longer exists".into()))?;
+        let mut url = url::Url::parse(&self.endpoint.url)
+            .map_err(|e| SendError::Refused(format!("bad URL: {e}")))?;
+        self.check_address(&url).await?;
+        url.query_pairs_mut()
+            .append_pair("SdkAppid", &app.app_key)
+            .append_pair("CallbackCommand", &batch.command)
+            .append_pair("contenttype", "json");
+        let body = json!({ "Events": batch.events }).to_string();
+        let t = now_ms() / 1000;
+        let mut req = self
+            .http
+            .post(url)
+            .header("Content-Type", "application/json")
+            .header(
+                "X-Pigeon-Signature",
+                format!(
+                    "t={t},v1={}",
+                    signature(&self.endpoint.signing_secret, t, &body)
+                ),
+            )
+            .header("X-Pigeon-Delivery", &batch.delivery_id)
+            .body(body);
+        if self.endpoint.basic_auth {
+            req = req.basic_auth(&app.app_key, Some(&app.master_secret));
+        }
+        let answer = req
+            .send()
+            .await
+            .map_err(|e| SendError::Refused(format!("no answer: {e}")))?;
+        let status = answer.status();
+        let text = answer
+            .text()
+            .await
+            .map_err(|e| SendError::Refused(format!("reading the answer: {e}")))?;
+        if status != reqwest::StatusCode::OK {
+            return Err(SendError::Refused(format!("HTTP {status}")));
+        }
+        let v: Value = serde_json::from_str(&text)
+            .map_err(|_| SendError::Refused("the answer is not JSON".into()))?;
+        let ok = v.get("ActionStatus").and_then(Value::as_str) == Some("OK")
+            && v.get("ErrorCode").and_then(Value::as_i64) == Some(0);
+        if !ok {
+            return Err(SendError::Refused(format!("the receiver said {v}")));
+        }
+        Ok(())
+    }
+
+    /// Refuses loopback, private and link-local targets unless the operator allows them.
+    async fn check_address(&self, url: &url::Url) -> Result<(), SendError> {
+        if self.config.allow_private_networks {
+            return Ok(());
+        }
+        let host = url
+            .host_str()
+            .ok_or_else(|| SendError::Refused("the URL has no host".into()))?;
+        let port = url.port_or_known_default().unwrap_or(80);
+        let addrs = tokio::net::lookup_host((host.trim_matches(['[', ']']), port))
+            .await
+            .map_err(|e| SendError::Refused(format!("cannot resolve {host}: {e}")))?;
+        for a in addrs {
+            if is_private(a.ip()) {
+                return Err(SendError::Refused(format!(
+                    "{host} resolves to the private address {}; set allow_private_networks to allow it",
+                    a.ip()
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Loopback, private, link-local, unspecified or unique-local addresses.
+pub fn is_private(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => {
+            v4.is_loopback()
+                || v4.is_private()
+                || v4.is_link_local()
+                || v4.is_unspecified()
+                || v4.is_broadcast()
+        }
+        IpAddr::V6(v6) => {
+            if let Some(v4) = v6.to_ipv4_mapped() {
+                return is_private(IpAddr::V4(v4));
+            }
+            v6.is_loopback()
+                || v6.is_unspecified()
+                || (v6.segments()[0] & 0xfe00) == 0xfc00
+                || (v6.segments()[0] & 0xffc0) == 0xfe80
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn private_addresses_are_recognized() {
+        for a in [
+            "127.0.0.1",
+            "10.1.2.3",
+            "192.168.0.1",
+            "172.16.5.5",
+            "169.254.1.1",
+            "::1",
+            "fd00::1",
+            "fe80::1",
+            "::ffff:10.0.0.1",
+        ] {
+            assert!(is_private(a.parse().unwrap()), "{a}");
+        }
+        for a in ["8.8.8.8", "2001:4860::8888"] {
+            assert!(!is_private(a.parse().unwrap()), "{a}");
+        }
+    }
+
+    #[test]
+    fn retry_delays_grow_with_jitter() {
+        let config = Config::default();
+        let e = |attempts| {
+            let step = BACKOFF[(attempts as usize - 1).min(BACKOFF.len() - 1)];
+            config.retry_first.as_millis() as u64 * step
+        };
+        assert_eq!(e(1), 5_000);
+        assert_eq!(e(2), 30_000);
+        assert_eq!(e(7), 2 * 3600 * 1000);
+        assert_eq!(e(20), 2 * 3600 * 1000);
+    }
+}

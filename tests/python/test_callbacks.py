@@ -1,0 +1,230 @@
+"""Callbacks (callbacks.md) to a real HTTP receiver: endpoints added with the CLI while the
+server runs, the request shape, Basic auth and signature, batching, retries of the same
+batch after every kind of failed answer, and no loss across `kill -9`."""
+
+import base64
+import hashlib
+import hmac
+import json
+import os
+import signal
+import subprocess
+import tempfile
+import threading
+import time
+import urllib.parse
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+import requests
+
+from conftest import PIGEON, Device, Server
+
+FAST = {"PIGEON_CALLBACKS_ALLOW_PRIVATE_NETWORKS": "true", "PIGEON_CALLBACKS_BATCH_WAIT_MS": "100",
+        "PIGEON_CALLBACKS_RETRY_FIRST_MS": "20"}
+
+
+class Receiver:
+    """Records every request; answers with whatever `answers` holds next (then OK)."""
+
+    def __init__(self):
+        self.requests = []
+        self.answers = []
+        self.lock = threading.Lock()
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                with receiver.lock:
+                    receiver.requests.append({"path": self.path, "headers": {k.lower(): v for k, v in self.headers.items()}, "body": body})
+                    answer = receiver.answers.pop(0) if receiver.answers else "ok"
+                if answer == "hang":
+                    time.sleep(11)
+                    return
+                status, payload = {
+                    "ok": (200, b'{"ActionStatus":"OK","ErrorCode":0,"ErrorInfo":""}'),
+                    "500": (500, b'{"ActionStatus":"OK","ErrorCode":0,"ErrorInfo":""}'),
+                    "failure": (200, b'{"ActionStatus":"FAILURE","ErrorCode":0,"ErrorInfo":""}'),
+                    "errorcode": (200, b'{"ActionStatus":"OK","ErrorCode":7,"ErrorInfo":"no"}'),
+                    "garbage": (200, b"<html>hello</html>"),
+                }[answer]
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.end_headers()
+                self.wfile.write(payload)
+
+            def log_message(self, *args):
+                pass
+
+        self.http = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.http.server_address[1]}/hook"
+        threading.Thread(target=self.http.serve_forever, daemon=True).start()
+
+    def events(self, command=None):
+        with self.lock:
+            out = []
+            for r in self.requests:
+                for e in json.loads(r["body"])["Events"]:
+                    if command is None or e["CallbackCommand"] == command:
+                        out.append(e)
+            return out
+
+    def wait(self, check, limit=10.0):
+        deadline = time.time() + limit
+        while time.time() < deadline:
+            if check():
+                return True
+            time.sleep(0.05)
+        return False
+
+    def close(self):
+        self.http.shutdown()
+
+
+def add_callback(server, app, url, *args):
+    out = subprocess.run([PIGEON, "app", "callback", "add", "--app-key", app["app_key"], "--url", url,
+                          "--data", server.data, *args], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout)
+
+
+@pytest.fixture
+def fast_server():
+    with tempfile.TemporaryDirectory() as tmp:
+        s = Server(os.path.join(tmp, "data"), env=FAST)
+        s.start()
+        yield s
+        s.stop()
+
+
+def push(server, app, rid):
+    body = {"platform": "all", "audience": {"registration_id": [rid]}, "notification": {"alert": "cb"},
+            "options": {"sendno": 42}, "callback": {"params": {"campaign": "c1"}}}
+    r = requests.post(server.base + "/v3/push", data=json.dumps(body), timeout=5,
+                      auth=(app["app_key"], app["master_secret"]))
+    assert r.status_code == 200, r.text
+    return r.json()["msg_id"]
+
+
+def test_events_reach_the_receiver_signed_and_batched(fast_server):
+    server = fast_server
+    app = server.create_app("cb")
+    rcv = Receiver()
+    try:
+        cb = add_callback(server, app, rcv.url + "?tenant=7", "--commands", "Push.Accepted,Device.OnlineStatus")
+        assert cb["id"] >= 1 and len(cb["signing_secret"]) >= 32
+        time.sleep(1.2)  # a running server picks the endpoint up within a second
+        d = Device(server, app["app_key"], alias="cb_user")
+        msg_id = push(server, app, d.registration_id)
+        d.ws.close()
+        assert rcv.wait(lambda: len(rcv.events()) >= 3)
+
+        online = rcv.events("Device.OnlineStatus")
+        assert [(e["Status"], e["Reason"]) for e in online] == [("Online", "Login"), ("Offline", "Logout")]
+        assert online[0]["RegistrationId"] == d.registration_id and online[0]["To_Account"] == "cb_user"
+        assert online[0]["Platform"] == "android"
+        (accepted,) = rcv.events("Push.Accepted")
+        assert accepted["MsgId"] == msg_id and accepted["Sendno"] == "42" and accepted["TargetCount"] == 1
+        assert accepted["AudienceType"] == "registration_id" and accepted["Params"] == {"campaign": "c1"}
+        ids = [e["EventId"] for e in rcv.events()]
+        assert len(set(ids)) == len(ids)
+
+        for r in rcv.requests:
+            url = urllib.parse.urlparse(r["path"])
+            q = urllib.parse.parse_qs(url.query)
+            assert url.path == "/hook" and q["tenant"] == ["7"] and q["SdkAppid"] == [app["app_key"]]
+            assert q["contenttype"] == ["json"]
+            events = json.loads(r["body"])["Events"]
+            assert 1 <= len(events) <= 100 and {e["CallbackCommand"] for e in events} == set(q["CallbackCommand"])
+            h = r["headers"]
+            assert h["content-type"] == "application/json"
+            expected = base64.b64encode(f"{app['app_key']}:{app['master_secret']}".encode()).decode()
+            assert h["authorization"] == "Basic " + expected
+            t, v1 = [kv.split("=", 1)[1] for kv in h["x-pigeon-signature"].split(",")]
+            assert abs(int(t) - time.time()) < 300
+            mac = hmac.new(cb["signing_secret"].encode(), f"{t}.".encode() + r["body"], hashlib.sha256)
+            assert hmac.compare_digest(mac.hexdigest(), v1)
+            assert h["x-pigeon-delivery"]
+
+        listed = subprocess.run([PIGEON, "app", "callback", "list", "--app-key", app["app_key"],
+                                 "--data", server.data], capture_output=True, text=True, check=True)
+        entry = json.loads(listed.stdout.splitlines()[0])
+        assert entry["url"] == rcv.url + "?tenant=7" and cb["signing_secret"] not in listed.stdout
+    finally:
+        rcv.close()
+
+
+def test_a_failed_batch_is_retried_unchanged(fast_server):
+    server = fast_server
+    app = server.create_app("retry")
+    rcv = Receiver()
+    try:
+        add_callback(server, app, rcv.url, "--commands", "Push.Accepted", "--no-basic-auth")
+        time.sleep(1.2)
+        d = Device(server, app["app_key"])
+        rcv.answers = ["500", "failure", "errorcode", "garbage"]
+        msg_id = push(server, app, d.registration_id)
+        assert rcv.wait(lambda: len(rcv.requests) >= 5, limit=20), len(rcv.requests)
+        deliveries = {r["headers"]["x-pigeon-delivery"] for r in rcv.requests[:5]}
+        bodies = {r["body"] for r in rcv.requests[:5]}
+        assert len(deliveries) == 1 and len(bodies) == 1
+        assert json.loads(rcv.requests[0]["body"])["Events"][0]["MsgId"] == msg_id
+        assert "authorization" not in rcv.requests[0]["headers"]
+        time.sleep(0.5)
+        assert len(rcv.requests) == 5  # taken on the fifth try, not sent again
+        d.close()
+    finally:
+        rcv.close()
+
+
+def test_no_event_is_lost_across_kill_9(fast_server):
+    server = fast_server
+    app = server.create_app("durable")
+    rcv = Receiver()
+    try:
+        add_callback(server, app, rcv.url, "--commands", "Push.Accepted")
+        time.sleep(1.2)
+        d = Device(server, app["app_key"])
+        rcv.answers = ["500"] * 1000  # down for now
+        sent = {push(server, app, d.registration_id) for _ in range(30)}
+        time.sleep(0.3)
+        server.proc.send_signal(signal.SIGKILL)
+        server.proc.wait(5)
+        server.proc = None
+        d.ws.close()
+        rcv.answers = []  # back
+        server.start()
+        assert rcv.wait(lambda: {e["MsgId"] for e in rcv.events()} >= sent, limit=20)
+        got = [e["EventId"] for e in rcv.events() if json.dumps(e)]
+        assert {e["MsgId"] for e in rcv.events()} == sent
+        assert len(set(got)) == 30
+    finally:
+        rcv.close()
+
+
+def test_private_addresses_are_refused_unless_allowed(server, app):
+    rcv = Receiver()
+    try:
+        add_callback(server, app, rcv.url)
+        time.sleep(1.2)
+        d = Device(server, app["app_key"])
+        push(server, app, d.registration_id)
+        time.sleep(2.0)
+        assert rcv.requests == []
+        d.close()
+    finally:
+        rcv.close()
+
+
+def test_callback_cli_refuses_bad_input(server, app):
+    def run(*args):
+        return subprocess.run([PIGEON, "app", "callback", *args, "--data", server.data], capture_output=True, text=True)
+    out = run("add", "--app-key", app["app_key"], "--url", "ftp://x")
+    assert out.returncode != 0 and "http or https" in out.stderr
+    out = run("add", "--app-key", app["app_key"], "--url", "http://example.com/x", "--commands", "Push.Nothing")
+    assert out.returncode != 0 and "unknown command" in out.stderr
+    out = run("add", "--app-key", "y" * 24, "--url", "http://example.com/x")
+    assert out.returncode != 0 and "no app" in out.stderr
+    out = run("remove", "--app-key", app["app_key"], "--id", "99999")
+    assert out.returncode != 0

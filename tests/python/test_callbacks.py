@@ -228,3 +228,30 @@ def test_callback_cli_refuses_bad_input(server, app):
     assert out.returncode != 0 and "no app" in out.stderr
     out = run("remove", "--app-key", app["app_key"], "--id", "99999")
     assert out.returncode != 0
+
+
+def test_push_events_sent_delivered_clicked(fast_server):
+    server = fast_server
+    app = server.create_app("stages")
+    rcv = Receiver()
+    try:
+        add_callback(server, app, rcv.url, "--commands", "Push.Event")
+        time.sleep(1.2)
+        d = Device(server, app["app_key"], platform="ios", alias="stage_user")
+        msg_id = push(server, app, d.registration_id)
+        assert [f["msg_id"] for f in d.pushes(1)] == [msg_id]
+        d.ws.send(json.dumps({"op": "click", "msg_id": msg_id, "seq": 1}))
+        assert json.loads(d.ws.recv(timeout=5))["op"] == "ok"
+        assert rcv.wait(lambda: len(rcv.events("Push.Event")) >= 3)
+        events = sorted(rcv.events("Push.Event"), key=lambda e: e["PushStage"])
+        assert [e["PushStage"] for e in events] == [1, 2, 3]
+        for e in events:
+            assert e["MsgId"] == msg_id and e["PushID"] == msg_id
+            assert e["RegistrationId"] == d.registration_id and e["To_Account"] == "stage_user"
+            assert e["Platform"] == "ios" and e["PushPlatform"] == 10
+            assert e["ErrCode"] == 0 and e["Params"] == {"campaign": "c1"}
+        # Only Push.Event was asked for.
+        assert rcv.events("Device.OnlineStatus") == [] and rcv.events("Push.Accepted") == []
+        d.close()
+    finally:
+        rcv.close()

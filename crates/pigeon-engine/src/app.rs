@@ -32,6 +32,8 @@ pub struct AppState {
     pub(crate) settings: RwLock<AppSettings>,
     /// The app's callback endpoints (refreshed from storage every second).
     pub(crate) callbacks: RwLock<Vec<pigeon_store::CallbackEndpoint>>,
+    /// Stages of pushes on devices to report (`Push.Event`) with the next checkpoint.
+    pub(crate) push_events: Mutex<Vec<(u64, Ordinal, crate::events::Stage)>>,
     pub(crate) rate: Mutex<crate::limits::RateWindow>,
 }
 
@@ -181,6 +183,7 @@ impl AppState {
             cid_locks: Mutex::new(HashMap::default()),
             settings: RwLock::new(AppSettings::default()),
             callbacks: RwLock::new(Vec::new()),
+            push_events: Mutex::new(Vec::new()),
             rate: Mutex::new(Default::default()),
         }
     }

@@ -46,6 +46,17 @@ impl PresenceReason {
     }
 }
 
+/// `PushStage` of `Push.Event`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    Sent = 1,
+    Delivered = 2,
+    Clicked = 3,
+}
+
+/// `PushPlatform` of Pigeon's own connection.
+pub const OWN_CONNECTION: u8 = 10;
+
 /// Whether an endpoint wants a command.
 pub fn wants(endpoint: &CallbackEndpoint, command: &str) -> bool {
     endpoint.commands.is_empty() || endpoint.commands.iter().any(|c| c == command)
@@ -111,6 +122,52 @@ impl Engine {
             fields["Params"] = params.clone();
         }
         vec![event(app, PUSH_ACCEPTED, fields)]
+    }
+
+    /// `Push.Event`s for stages of pushes on devices.
+    pub(crate) fn push_events(
+        &self,
+        app: &AppState,
+        stages: &[(u64, pigeon_core::Ordinal, Stage)],
+    ) -> Vec<NewEvent> {
+        if stages.is_empty() {
+            return Vec::new();
+        }
+        let mut params: pigeon_core::FastMap<u64, Option<Value>> = Default::default();
+        let devices = app.devices.read();
+        stages
+            .iter()
+            .filter_map(|&(msg_id, ordinal, stage)| {
+                let d = devices.record(ordinal)?;
+                let params = params
+                    .entry(msg_id)
+                    .or_insert_with(|| {
+                        app.live_push(msg_id).and_then(|p| {
+                            p.push
+                                .callback
+                                .as_ref()
+                                .and_then(|c| c.get("params"))
+                                .cloned()
+                        })
+                    })
+                    .clone();
+                let mut fields = json!({
+                    "MsgId": msg_id.to_string(),
+                    "PushID": msg_id.to_string(),
+                    "RegistrationId": d.registration_id,
+                    "To_Account": d.alias.clone().unwrap_or_default(),
+                    "Platform": d.platform.as_str(),
+                    "PushPlatform": OWN_CONNECTION,
+                    "PushStage": stage as u8,
+                    "ErrCode": 0,
+                    "ErrInfo": "",
+                });
+                if let Some(p) = params {
+                    fields["Params"] = p;
+                }
+                Some(event(app, PUSH_EVENT, fields))
+            })
+            .collect()
     }
 
     /// Records that a device went online or offline: when it was last online, and the

@@ -460,9 +460,16 @@ impl Engine {
 
     /// Records that these pushes were written to a device's connection.
     pub fn sent(&self, app: &AppState, ordinal: Ordinal, pushes: &[Arc<LivePush>]) {
+        let report = app.wants(events::PUSH_EVENT);
         for push in pushes {
-            if push.mark_sent(ordinal) {
+            let (newly, first) = push.mark_sent(ordinal);
+            if first {
                 app.dirty.lock().push(push.clone());
+            }
+            if newly && report {
+                app.push_events
+                    .lock()
+                    .push((push.msg_id(), ordinal, events::Stage::Sent));
             }
         }
     }
@@ -477,6 +484,11 @@ impl Engine {
             let (delivered, first_since_checkpoint) = live.mark_delivered(ordinal);
             if first_since_checkpoint {
                 app.dirty.lock().push(live.clone());
+            }
+            if delivered && app.wants(events::PUSH_EVENT) {
+                app.push_events
+                    .lock()
+                    .push((msg_id, ordinal, events::Stage::Delivered));
             }
             if delivered && app::is_narrow(&live) {
                 app.live.write().delivered(msg_id, ordinal);
@@ -495,6 +507,12 @@ impl Engine {
         msg_id: Option<u64>,
         data: Value,
     ) -> Result<(), EngineError> {
+        let reports = match msg_id {
+            Some(m) if kind == "click" && app.wants(events::PUSH_EVENT) => {
+                self.push_events(app, &[(m, ordinal, events::Stage::Clicked)])
+            }
+            _ => Vec::new(),
+        };
         let event = DeviceEvent {
             app_key: app.app_key.clone(),
             ordinal,
@@ -503,7 +521,7 @@ impl Engine {
             data,
             at_ms: now_ms(),
         };
-        Ok(self.store.record_event(event).await?)
+        Ok(self.store.record_event(event, reports).await?)
     }
 
     /// A group if `master_secret` is its secret, with its apps (those that exist).
@@ -556,7 +574,10 @@ impl Engine {
     /// Writes the delivered sets that changed since the last checkpoint.
     async fn checkpoint(&self) -> Result<(), EngineError> {
         let mut batch = Vec::new();
+        let mut reports = Vec::new();
         for app in self.apps() {
+            let stages = std::mem::take(&mut *app.push_events.lock());
+            reports.extend(self.push_events(&app, &stages));
             let dirty = std::mem::take(&mut *app.dirty.lock());
             for push in dirty {
                 if let Some(checkpoint) = push.take_checkpoint() {
@@ -566,9 +587,17 @@ impl Engine {
         }
         // Small chunks, each awaited, so pushes being accepted meanwhile are not queued
         // behind one long write.
+        // The events go with the first chunk: never after the state they report, at worst
+        // before (a crash then means a redelivery, reported again; receivers dedupe).
+        if batch.is_empty() && !reports.is_empty() {
+            self.store.save_delivered(Vec::new(), reports).await?;
+            return Ok(());
+        }
         while !batch.is_empty() {
             let rest = batch.split_off(batch.len().min(128));
-            self.store.save_delivered(batch).await?;
+            self.store
+                .save_delivered(batch, std::mem::take(&mut reports))
+                .await?;
             batch = rest;
         }
         Ok(())

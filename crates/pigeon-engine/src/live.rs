@@ -68,10 +68,11 @@ impl LivePush {
         (newly, first)
     }
 
-    /// Records that the push was written to `ordinal`. Returns whether this is the first
-    /// change since the last checkpoint, like [`LivePush::mark_delivered`].
-    pub fn mark_sent(&self, ordinal: Ordinal) -> bool {
-        self.sent.lock().insert(ordinal) && !self.dirty.swap(true, Ordering::AcqRel)
+    /// Records that the push was written to `ordinal`. Returns (newly sent, first change
+    /// since the last checkpoint), like [`LivePush::mark_delivered`].
+    pub fn mark_sent(&self, ordinal: Ordinal) -> (bool, bool) {
+        let newly = self.sent.lock().insert(ordinal);
+        (newly, newly && !self.dirty.swap(true, Ordering::AcqRel))
     }
 
     /// Who it was written to, and who acked it.

@@ -97,10 +97,15 @@ pub trait Storage: Send + Sync + 'static {
     /// The highest msg_id ever stored (0 if none).
     fn max_msg_id(&self) -> StoreFuture<'_, u64>;
 
-    /// Checkpoints who has been sent and who has acked each push, replacing the last.
-    fn save_delivered(&self, checkpoints: Vec<Checkpoint>) -> StoreFuture<'_, ()>;
-    /// Records a click or location a device reported.
-    fn record_event(&self, event: DeviceEvent) -> StoreFuture<'_, ()>;
+    /// Checkpoints who has been sent and who has acked each push, replacing the last, with
+    /// the events that report it.
+    fn save_delivered(
+        &self,
+        checkpoints: Vec<Checkpoint>,
+        events: Vec<NewEvent>,
+    ) -> StoreFuture<'_, ()>;
+    /// Records a click or location a device reported, with the events that report it.
+    fn record_event(&self, event: DeviceEvent, events: Vec<NewEvent>) -> StoreFuture<'_, ()>;
 
     /// Creates or replaces a schedule.
     fn put_schedule(&self, schedule: ScheduleRecord) -> StoreFuture<'_, ()>;

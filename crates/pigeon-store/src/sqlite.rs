@@ -718,7 +718,11 @@ impl Storage for SqliteStore {
         }))
     }
 
-    fn save_delivered(&self, checkpoints: Vec<Checkpoint>) -> StoreFuture<'_, ()> {
+    fn save_delivered(
+        &self,
+        checkpoints: Vec<Checkpoint>,
+        events: Vec<NewEvent>,
+    ) -> StoreFuture<'_, ()> {
         Box::pin(async move {
             let blobs = checkpoints
                 .iter()
@@ -739,7 +743,7 @@ impl Storage for SqliteStore {
                 for (msg_id, sent, delivered) in blobs {
                     st.execute(params![to_i64(msg_id), sent, delivered])?;
                 }
-                Ok(())
+                write_events(c, &events)
             })
             .await
         })
@@ -848,8 +852,9 @@ impl Storage for SqliteStore {
         }))
     }
 
-    fn record_event(&self, e: DeviceEvent) -> StoreFuture<'_, ()> {
+    fn record_event(&self, e: DeviceEvent, events: Vec<NewEvent>) -> StoreFuture<'_, ()> {
         Box::pin(self.write(move |c| {
+            write_events(c, &events)?;
             c.prepare_cached(
                 "INSERT INTO device_events (app_key, ordinal, kind, msg_id, data, at_ms)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
@@ -1405,7 +1410,10 @@ mod tests {
             sent,
             delivered,
         };
-        store.save_delivered(vec![checkpoint]).await.unwrap();
+        store
+            .save_delivered(vec![checkpoint], Vec::new())
+            .await
+            .unwrap();
         let live = store.load_live_pushes("k", 2_000).await.unwrap();
         assert_eq!(live.len(), 1);
         assert_eq!(live[0].push, push);

@@ -21,7 +21,7 @@ import requests
 from conftest import PIGEON, Device, Server
 
 FAST = {"PIGEON_CALLBACKS_ALLOW_PRIVATE_NETWORKS": "true", "PIGEON_CALLBACKS_BATCH_WAIT_MS": "100",
-        "PIGEON_CALLBACKS_RETRY_FIRST_MS": "20"}
+        "PIGEON_CALLBACKS_RETRY_FIRST_MS": "20", "PIGEON_EXPIRED_GRACE_MS": "200"}
 
 
 class Receiver:
@@ -253,5 +253,37 @@ def test_push_events_sent_delivered_clicked(fast_server):
         # Only Push.Event was asked for.
         assert rcv.events("Device.OnlineStatus") == [] and rcv.events("Push.Accepted") == []
         d.close()
+    finally:
+        rcv.close()
+
+
+def test_expired_pushes_report_their_undelivered_devices(fast_server):
+    server = fast_server
+    app = server.create_app("expiry")
+    rcv = Receiver()
+    try:
+        add_callback(server, app, rcv.url, "--commands", "Push.Undelivered")
+        time.sleep(1.2)
+        online = Device(server, app["app_key"], tags=["exp"])
+        offline = Device(server, app["app_key"], tags=["exp"], alias="away")
+        offline.close()
+        body = {"platform": "all", "audience": {"tag": ["exp"]}, "notification": {"alert": "short-lived"},
+                "options": {"time_to_live": 1}}
+        r = requests.post(server.base + "/v3/push", data=json.dumps(body), timeout=5,
+                          auth=(app["app_key"], app["master_secret"]))
+        msg_id = r.json()["msg_id"]
+        assert [f["msg_id"] for f in online.pushes(1)] == [msg_id]
+        assert rcv.wait(lambda: rcv.events("Push.Undelivered"), limit=10)
+        time.sleep(1.5)
+        (e,) = rcv.events("Push.Undelivered")
+        assert e["MsgId"] == msg_id and e["RegistrationId"] == offline.registration_id
+        assert e["To_Account"] == "away" and e["ErrCode"] == 1 and "expired" in e["ErrInfo"]
+        assert "PushStage" not in e
+        # Reported once, also after a restart.
+        server.stop()
+        server.start()
+        time.sleep(1.5)
+        assert len(rcv.events("Push.Undelivered")) == 1
+        online.close()
     finally:
         rcv.close()

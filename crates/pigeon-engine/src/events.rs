@@ -170,6 +170,49 @@ impl Engine {
             .collect()
     }
 
+    /// Reports pushes that expired more than the grace ago: `Push.Undelivered` (ErrCode 1)
+    /// for every target that never acked, if the app wants it; the report and its events
+    /// are one write, so a restart neither loses nor repeats one.
+    pub(crate) async fn report_expired(&self, app: &AppState) -> Result<usize, EngineError> {
+        let before = now_ms().saturating_sub(self.expired_grace_ms());
+        let expired = self.store.expired_unreported(&app.app_key, before).await?;
+        let n = expired.len();
+        for p in expired {
+            let mut events = Vec::new();
+            if app.wants(PUSH_UNDELIVERED) {
+                let missed = &p.audience - &p.delivered;
+                let params = p
+                    .push
+                    .callback
+                    .as_ref()
+                    .and_then(|c| c.get("params"))
+                    .cloned();
+                let devices = app.devices.read();
+                for ordinal in missed.iter() {
+                    let Some(d) = devices.record(ordinal) else {
+                        continue;
+                    };
+                    let mut fields = json!({
+                        "MsgId": p.push.msg_id.to_string(),
+                        "PushID": p.push.msg_id.to_string(),
+                        "RegistrationId": d.registration_id,
+                        "To_Account": d.alias.clone().unwrap_or_default(),
+                        "Platform": d.platform.as_str(),
+                        "PushPlatform": if p.sent.contains(ordinal) { OWN_CONNECTION } else { 0 },
+                        "ErrCode": 1,
+                        "ErrInfo": "expired: time_to_live ran out before the device received it",
+                    });
+                    if let Some(params) = &params {
+                        fields["Params"] = params.clone();
+                    }
+                    events.push(event(app, PUSH_UNDELIVERED, fields));
+                }
+            }
+            self.store.report_expired(p.push.msg_id, events).await?;
+        }
+        Ok(n)
+    }
+
     /// Records that a device went online or offline: when it was last online, and the
     /// `Device.OnlineStatus` event if the app wants it, in one write.
     pub async fn record_presence(

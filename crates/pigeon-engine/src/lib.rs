@@ -32,8 +32,9 @@ use std::time::Duration;
 
 /// How long a cid from the pool stays usable, and a push made with it is remembered.
 pub const CID_LIFETIME_MS: u64 = 86_400_000;
-/// How long an expired push is kept in memory for late acks.
-const EXPIRED_GRACE_MS: u64 = 60_000;
+/// How long an expired push is kept in memory for late acks (and its undelivered targets
+/// wait before they are reported).
+pub const DEFAULT_EXPIRED_GRACE_MS: u64 = 60_000;
 /// How often who-acked-what is checkpointed to storage. Acks younger than this are lost in a
 /// crash, which means a redelivery: the protocol is at least once.
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(500);
@@ -95,6 +96,7 @@ pub struct Engine {
     /// Calls per window for apps without a limit of their own.
     default_rate_limit: AtomicU64,
     rate_window_ms: AtomicU64,
+    expired_grace_ms: AtomicU64,
 }
 
 impl Engine {
@@ -110,6 +112,7 @@ impl Engine {
             loading: tokio::sync::Mutex::new(()),
             default_rate_limit: AtomicU64::new(limits::DEFAULT_RATE_LIMIT_PER_MINUTE),
             rate_window_ms: AtomicU64::new(limits::DEFAULT_WINDOW_MS),
+            expired_grace_ms: AtomicU64::new(DEFAULT_EXPIRED_GRACE_MS),
         });
         for app in store.list_apps().await? {
             engine.load_app(app).await?;
@@ -545,6 +548,17 @@ impl Engine {
         Ok((group, apps))
     }
 
+    /// Sets how long expired pushes wait for late acks before they are dropped and their
+    /// undelivered targets reported.
+    pub fn set_expired_grace(&self, grace: Duration) {
+        let ms = u64::try_from(grace.as_millis()).unwrap_or(u64::MAX);
+        self.expired_grace_ms.store(ms, Ordering::Relaxed);
+    }
+
+    pub(crate) fn expired_grace_ms(&self) -> u64 {
+        self.expired_grace_ms.load(Ordering::Relaxed)
+    }
+
     /// The storage, for front doors that keep records the engine does not interpret
     /// (JPush schedules keep their trigger and push object in the JPush dialect).
     pub fn store(&self) -> &Arc<dyn Storage> {
@@ -654,17 +668,20 @@ async fn checkpoint_delivered(engine: std::sync::Weak<Engine>) {
 }
 
 async fn evict_expired(engine: std::sync::Weak<Engine>) {
-    let mut tick = tokio::time::interval(Duration::from_secs(10));
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
         tick.tick().await;
         let Some(engine) = engine.upgrade() else {
             return;
         };
-        let cutoff = now_ms().saturating_sub(EXPIRED_GRACE_MS);
+        let cutoff = now_ms().saturating_sub(engine.expired_grace_ms());
         for app in engine.apps() {
             let n = app.evict_expired(cutoff);
             if n > 0 {
                 tracing::debug!(app = %app.app_key, evicted = n, "expired pushes dropped from memory");
+            }
+            if let Err(e) = engine.report_expired(&app).await {
+                tracing::warn!(app = %app.app_key, error = %e, "could not report expired pushes");
             }
         }
     }

@@ -88,6 +88,11 @@ pub trait Storage: Send + Sync + 'static {
         audience: &RoaringBitmap,
         events: Vec<NewEvent>,
     ) -> StoreFuture<'_, ()>;
+    /// Pushes of an app that expired before `before_ms` and whose expiry is not reported yet.
+    fn expired_unreported(&self, app_key: &str, before_ms: u64)
+        -> StoreFuture<'_, Vec<StoredPush>>;
+    /// Marks a push's expiry reported, with the events that report it, in one transaction.
+    fn report_expired(&self, msg_id: u64, events: Vec<NewEvent>) -> StoreFuture<'_, ()>;
     /// One push of an app, live or not, with who received it.
     fn load_push(&self, app_key: &str, msg_id: u64) -> StoreFuture<'_, Option<StoredPush>>;
     /// The devices that reported a click on a push.

@@ -312,6 +312,14 @@ fn migrate(conn: &Connection) -> StoreResult<()> {
     if !has_sent {
         conn.execute_batch("ALTER TABLE deliveries ADD COLUMN sent BLOB")?;
     }
+    let has_flag = conn
+        .prepare("SELECT 1 FROM pragma_table_info('pushes') WHERE name = 'expiry_reported'")?
+        .exists([])?;
+    if !has_flag {
+        conn.execute_batch(
+            "ALTER TABLE pushes ADD COLUMN expiry_reported INTEGER NOT NULL DEFAULT 0",
+        )?;
+    }
     Ok(())
 }
 
@@ -747,6 +755,37 @@ impl Storage for SqliteStore {
             })
             .await
         })
+    }
+
+    fn expired_unreported(
+        &self,
+        app_key: &str,
+        before_ms: u64,
+    ) -> StoreFuture<'_, Vec<StoredPush>> {
+        let app_key = app_key.to_string();
+        Box::pin(self.read(move |c| {
+            let mut st = c.prepare_cached(
+                "SELECT p.msg_id, p.body, p.audience, d.sent, d.delivered
+                 FROM pushes p LEFT JOIN deliveries d ON d.msg_id = p.msg_id
+                 WHERE p.app_key = ?1 AND p.expires_ms < ?2 AND p.expiry_reported = 0
+                 ORDER BY p.msg_id LIMIT 100",
+            )?;
+            let mut rows = st.query(params![app_key, to_i64(before_ms)])?;
+            let mut out = Vec::new();
+            while let Some(r) = rows.next()? {
+                out.push(stored_push_from_row(r)?);
+            }
+            Ok(out)
+        }))
+    }
+
+    fn report_expired(&self, msg_id: u64, events: Vec<NewEvent>) -> StoreFuture<'_, ()> {
+        Box::pin(self.write(move |c| {
+            write_events(c, &events)?;
+            c.prepare_cached("UPDATE pushes SET expiry_reported = 1 WHERE msg_id = ?1")?
+                .execute([to_i64(msg_id)])?;
+            Ok(())
+        }))
     }
 
     fn load_push(&self, app_key: &str, msg_id: u64) -> StoreFuture<'_, Option<StoredPush>> {

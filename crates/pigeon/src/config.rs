@@ -42,6 +42,9 @@ pub struct Config {
     /// Length of the rate-limit window in seconds: 60 as JPush; tests shorten it.
     pub rate_limit_window_s: u64,
     pub callbacks: CallbacksConfig,
+    /// How long an expired push waits for late acks before its undelivered targets are
+    /// reported, in ms.
+    pub expired_grace_ms: u64,
 }
 
 /// The `[callbacks]` section.
@@ -82,6 +85,7 @@ struct FileConfig {
     rate_limit_per_minute: Option<u64>,
     rate_limit_window_s: Option<u64>,
     callbacks: Option<CallbacksConfig>,
+    expired_grace_ms: Option<u64>,
 }
 
 impl Default for Config {
@@ -98,6 +102,7 @@ impl Default for Config {
             rate_limit_per_minute: pigeon_engine::limits::DEFAULT_RATE_LIMIT_PER_MINUTE,
             rate_limit_window_s: 60,
             callbacks: CallbacksConfig::default(),
+            expired_grace_ms: pigeon_engine::DEFAULT_EXPIRED_GRACE_MS,
         }
     }
 }
@@ -144,6 +149,9 @@ impl Config {
             if let Some(v) = f.callbacks {
                 c.callbacks = v;
             }
+            if let Some(v) = f.expired_grace_ms {
+                c.expired_grace_ms = v;
+            }
         }
         for (key, value) in env {
             let bad = |what: &str| anyhow::anyhow!("{key}={value:?} is not {what}");
@@ -179,6 +187,9 @@ impl Config {
                 }
                 "PIGEON_CALLBACKS_RETRY_FIRST_MS" => {
                     c.callbacks.retry_first_ms = value.parse().map_err(|_| bad("a number"))?
+                }
+                "PIGEON_EXPIRED_GRACE_MS" => {
+                    c.expired_grace_ms = value.parse().map_err(|_| bad("a number"))?
                 }
                 "PIGEON_CALLBACKS_DEAD_AFTER_S" => {
                     c.callbacks.dead_after_s = value.parse().map_err(|_| bad("a number"))?

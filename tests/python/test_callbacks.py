@@ -287,3 +287,56 @@ def test_expired_pushes_report_their_undelivered_devices(fast_server):
         online.close()
     finally:
         rcv.close()
+
+
+def test_dead_letters_are_listed_and_replayed_over_http():
+    with tempfile.TemporaryDirectory() as tmp:
+        server = Server(os.path.join(tmp, "data"), env=dict(FAST, PIGEON_CALLBACKS_DEAD_AFTER_S="1"))
+        server.start()
+        rcv = Receiver()
+        try:
+            app = server.create_app("dead")
+            auth = (app["app_key"], app["master_secret"])
+            api = server.base + "/v3/callbacks"
+            r = requests.post(api, auth=auth, timeout=5,
+                              data=json.dumps({"url": rcv.url, "commands": ["Push.Accepted"], "basic_auth": False}))
+            assert r.status_code == 200, r.text
+            cb = r.json()
+            assert requests.get(api, auth=auth, timeout=5).json()["callbacks"][0]["id"] == cb["id"]
+            time.sleep(1.2)
+            rcv.answers = ["500"] * 100000
+            d = Device(server, app["app_key"])
+            msg_id = push(server, app, d.registration_id)
+            dead_url = f"{api}/{cb['id']}/dead"
+            deadline = time.time() + 15
+            while not requests.get(dead_url, auth=auth, timeout=5).json()["dead"]:
+                assert time.time() < deadline, "the batch was never dead-lettered"
+                time.sleep(0.2)
+            (dead,) = requests.get(dead_url, auth=auth, timeout=5).json()["dead"]
+            assert dead["command"] == "Push.Accepted" and dead["events"] == 1 and "500" in dead["last_error"]
+            tries = len(rcv.requests)
+            time.sleep(0.5)
+            assert len(rcv.requests) == tries  # dead: no more tries
+            rcv.answers = []
+            r = requests.post(f"{dead_url}/{dead['delivery_id']}/replay", auth=auth, timeout=5)
+            assert r.status_code == 200, r.text
+            assert rcv.wait(lambda: len(rcv.requests) > tries)
+            last = rcv.requests[-1]
+            assert last["headers"]["x-pigeon-delivery"] == dead["delivery_id"]
+            assert json.loads(last["body"])["Events"][0]["MsgId"] == msg_id
+            assert requests.get(dead_url, auth=auth, timeout=5).json()["dead"] == []
+            # Errors.
+            r = requests.post(f"{dead_url}/nope/replay", auth=auth, timeout=5)
+            assert r.status_code == 404
+            r = requests.post(api, auth=auth, timeout=5, data=json.dumps({"url": "gopher://x"}))
+            assert r.status_code == 400 and "http or https" in r.json()["error"]["message"]
+            r = requests.post(api, auth=auth, timeout=5, data=json.dumps({"url": rcv.url, "commands": ["X"]}))
+            assert r.status_code == 400 and "unknown command" in r.json()["error"]["message"]
+            r = requests.delete(f"{api}/abc", auth=auth, timeout=5)
+            assert r.status_code == 400 and r.headers["Content-Type"].startswith("application/json")
+            assert requests.delete(f"{api}/{cb['id']}", auth=auth, timeout=5).status_code == 200
+            assert requests.delete(f"{api}/{cb['id']}", auth=auth, timeout=5).status_code == 404
+            d.close()
+        finally:
+            rcv.close()
+            server.stop()

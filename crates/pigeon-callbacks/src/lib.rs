@@ -315,6 +315,21 @@ impl Endpoint {
     }
 }
 
+/// Checks an endpoint before it is stored: an http(s) URL with a host, known commands.
+pub fn check_endpoint(url: &str, commands: &[String]) -> Result<(), String> {
+    let parsed = url::Url::parse(url).map_err(|e| format!("{url:?} is not a URL: {e}"))?;
+    if !["http", "https"].contains(&parsed.scheme()) || parsed.host_str().is_none() {
+        return Err(format!("{url:?} must be an http or https URL with a host"));
+    }
+    if let Some(c) = commands.iter().find(|c| !COMMANDS.contains(&c.as_str())) {
+        return Err(format!(
+            "unknown command {c:?}; known: {}",
+            COMMANDS.join(", ")
+        ));
+    }
+    Ok(())
+}
+
 /// Loopback, private, link-local, unspecified or unique-local addresses.
 pub fn is_private(ip: IpAddr) -> bool {
     match ip {

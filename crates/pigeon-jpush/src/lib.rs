@@ -6,6 +6,7 @@
 //! connections; everything below goes through the engine.
 
 mod api;
+mod callback_api;
 mod device_api;
 mod fields;
 mod file_api;
@@ -89,6 +90,11 @@ routes! {
     get "/v3/schedules/{schedule_id}" => schedule_api::get_one, "Schedule", "Get a schedule", query [], body false;
     put "/v3/schedules/{schedule_id}" => schedule_api::replace, "Schedule", "Replace parts of a schedule", query [], body true;
     delete "/v3/schedules/{schedule_id}" => schedule_api::delete, "Schedule", "Delete a schedule", query [], body false;
+    get "/v3/callbacks" => callback_api::list, "Callback", "The app's callback endpoints (Pigeon extension)", query [], body false;
+    post "/v3/callbacks" => callback_api::add, "Callback", "Add a callback endpoint: url, commands, basic_auth (Pigeon extension)", query [], body true;
+    delete "/v3/callbacks/{id}" => callback_api::remove, "Callback", "Remove a callback endpoint (Pigeon extension)", query [], body false;
+    get "/v3/callbacks/{id}/dead" => callback_api::dead, "Callback", "Dead-lettered batches of an endpoint (Pigeon extension)", query [], body false;
+    post "/v3/callbacks/{id}/dead/{delivery_id}/replay" => callback_api::replay, "Callback", "Send a dead-lettered batch again (Pigeon extension)", query [], body false;
     get "/v3/schedules/{schedule_id}/msg_ids" => schedule_api::msg_ids, "Schedule", "Pushes a schedule made", query [], body false;
 }
 

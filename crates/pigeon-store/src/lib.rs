@@ -150,6 +150,14 @@ pub trait Storage: Send + Sync + 'static {
     ) -> StoreFuture<'_, ()>;
     /// The batches of an endpoint not yet taken (dead ones too), oldest first.
     fn callback_batches(&self, endpoint_id: u64) -> StoreFuture<'_, Vec<CallbackBatch>>;
+    /// Sends a dead-lettered batch again: it is retried from now, as a new one. False if the
+    /// endpoint has no such dead batch.
+    fn replay_batch(
+        &self,
+        endpoint_id: u64,
+        delivery_id: &str,
+        now_ms: u64,
+    ) -> StoreFuture<'_, bool>;
     /// Drops outbox events every endpoint of the app has batched.
     fn prune_events(&self, app_key: &str) -> StoreFuture<'_, u64>;
 

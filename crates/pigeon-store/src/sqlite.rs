@@ -1168,6 +1168,23 @@ impl Storage for SqliteStore {
         }))
     }
 
+    fn replay_batch(
+        &self,
+        endpoint_id: u64,
+        delivery_id: &str,
+        now_ms: u64,
+    ) -> StoreFuture<'_, bool> {
+        let delivery_id = delivery_id.to_string();
+        Box::pin(self.write(move |c| {
+            let n = c.execute(
+                "UPDATE callback_batches SET dead = 0, attempts = 0, next_ms = ?3, first_ms = ?3
+                 WHERE endpoint_id = ?1 AND delivery_id = ?2 AND dead = 1",
+                params![to_i64(endpoint_id), delivery_id, to_i64(now_ms)],
+            )?;
+            Ok(n > 0)
+        }))
+    }
+
     fn prune_events(&self, app_key: &str) -> StoreFuture<'_, u64> {
         let app_key = app_key.to_string();
         Box::pin(self.write(move |c| {

@@ -309,18 +309,7 @@ async fn callback_command(cmd: CallbackCommand) -> anyhow::Result<()> {
             no_basic_auth,
             data,
         } => {
-            let parsed = url::Url::parse(&url).with_context(|| format!("{url:?} is not a URL"))?;
-            if !["http", "https"].contains(&parsed.scheme()) || parsed.host_str().is_none() {
-                anyhow::bail!("{url:?} must be an http or https URL with a host");
-            }
-            for c in &commands {
-                if !pigeon_engine::events::COMMANDS.contains(&c.as_str()) {
-                    anyhow::bail!(
-                        "unknown command {c:?}; known: {}",
-                        pigeon_engine::events::COMMANDS.join(", ")
-                    );
-                }
-            }
+            pigeon_callbacks::check_endpoint(&url, &commands).map_err(|e| anyhow::anyhow!(e))?;
             let store = open_store(&data)?;
             if store.find_app(&app_key).await?.is_none() {
                 anyhow::bail!("no app with app_key {app_key}");

@@ -1,0 +1,148 @@
+//! Callback endpoints and their dead letters over HTTP, a Pigeon extension with JPush-style
+//! authentication and errors: what `pigeon app callback` does, for an app's own backend.
+
+use crate::api::{authenticate, json_response, ok_empty, read_json, ApiError, ApiResult, Family};
+use crate::JPush;
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use pigeon_engine::{now_ms, random_alnum, AppState};
+use pigeon_store::CallbackEndpoint;
+use serde_json::{json, Value};
+
+const F: Family = Family::Push;
+
+fn view(e: &CallbackEndpoint) -> Value {
+    let hint: String = e.signing_secret.chars().take(4).collect();
+    json!({"id": e.id, "url": e.url, "commands": e.commands, "basic_auth": e.basic_auth,
+           "signing_secret": format!("{hint}…")})
+}
+
+async fn endpoint_of(s: &JPush, app: &AppState, id: u64) -> Result<CallbackEndpoint, ApiError> {
+    s.engine
+        .store()
+        .list_callbacks()
+        .await
+        .map_err(|e| ApiError::internal(F, &e))?
+        .into_iter()
+        .find(|e| e.id == id && e.app_key == app.app_key)
+        .ok_or_else(|| ApiError::not_found(1003, format!("no callback endpoint {id}")))
+}
+
+/// `GET /v3/callbacks`
+pub async fn list(State(s): State<JPush>, headers: HeaderMap) -> ApiResult {
+    let app = authenticate(&s.engine, &headers, F).await?;
+    let all = s
+        .engine
+        .store()
+        .list_callbacks()
+        .await
+        .map_err(|e| ApiError::internal(F, &e))?;
+    let mine: Vec<Value> = all
+        .iter()
+        .filter(|e| e.app_key == app.app_key)
+        .map(view)
+        .collect();
+    Ok(json_response(StatusCode::OK, &json!({ "callbacks": mine })))
+}
+
+/// `POST /v3/callbacks` with `{"url": .., "commands": [..], "basic_auth": true}`
+pub async fn add(State(s): State<JPush>, headers: HeaderMap, body: Body) -> ApiResult {
+    let app = authenticate(&s.engine, &headers, F).await?;
+    let body = read_json(body, F).await?;
+    let url = body
+        .get("url")
+        .and_then(Value::as_str)
+        .ok_or_else(|| ApiError::new(StatusCode::BAD_REQUEST, 1002, "url is required"))?;
+    let commands = crate::api::string_list(&body, "commands", 16, F)?;
+    let basic_auth = match body.get("basic_auth") {
+        None => true,
+        Some(v) => v
+            .as_bool()
+            .ok_or_else(|| ApiError::invalid(F, "basic_auth must be true or false"))?,
+    };
+    pigeon_callbacks::check_endpoint(url, &commands).map_err(|m| ApiError::invalid(F, m))?;
+    let endpoint = CallbackEndpoint {
+        id: 0,
+        app_key: app.app_key.clone(),
+        url: url.to_string(),
+        commands,
+        basic_auth,
+        signing_secret: random_alnum(32),
+        created_ms: now_ms(),
+        start_event_id: 0,
+    };
+    let id = s
+        .engine
+        .store()
+        .add_callback(endpoint.clone())
+        .await
+        .map_err(|e| ApiError::internal(F, &e))?;
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({"id": id, "url": url, "signing_secret": endpoint.signing_secret}),
+    ))
+}
+
+/// `DELETE /v3/callbacks/{id}`
+pub async fn remove(State(s): State<JPush>, Path(id): Path<u64>, headers: HeaderMap) -> ApiResult {
+    let app = authenticate(&s.engine, &headers, F).await?;
+    let removed = s
+        .engine
+        .store()
+        .remove_callback(&app.app_key, id)
+        .await
+        .map_err(|e| ApiError::internal(F, &e))?;
+    if !removed {
+        return Err(ApiError::not_found(
+            1003,
+            format!("no callback endpoint {id}"),
+        ));
+    }
+    Ok(ok_empty())
+}
+
+/// `GET /v3/callbacks/{id}/dead`: batches that failed for longer than the dead-letter time.
+pub async fn dead(State(s): State<JPush>, Path(id): Path<u64>, headers: HeaderMap) -> ApiResult {
+    let app = authenticate(&s.engine, &headers, F).await?;
+    endpoint_of(&s, &app, id).await?;
+    let batches = s
+        .engine
+        .store()
+        .callback_batches(id)
+        .await
+        .map_err(|e| ApiError::internal(F, &e))?;
+    let dead: Vec<Value> = batches
+        .iter()
+        .filter(|b| b.dead)
+        .map(|b| {
+            json!({"delivery_id": b.delivery_id, "command": b.command, "events": b.events.len(),
+                   "attempts": b.attempts, "first_try": crate::time::beijing(b.first_ms),
+                   "last_error": b.last_error})
+        })
+        .collect();
+    Ok(json_response(StatusCode::OK, &json!({ "dead": dead })))
+}
+
+/// `POST /v3/callbacks/{id}/dead/{delivery_id}/replay`: sends a dead batch again.
+pub async fn replay(
+    State(s): State<JPush>,
+    Path((id, delivery_id)): Path<(u64, String)>,
+    headers: HeaderMap,
+) -> ApiResult {
+    let app = authenticate(&s.engine, &headers, F).await?;
+    endpoint_of(&s, &app, id).await?;
+    let replayed = s
+        .engine
+        .store()
+        .replay_batch(id, &delivery_id, now_ms())
+        .await
+        .map_err(|e| ApiError::internal(F, &e))?;
+    if !replayed {
+        return Err(ApiError::not_found(
+            1003,
+            format!("no dead batch {delivery_id:?} on callback endpoint {id}"),
+        ));
+    }
+    Ok(ok_empty())
+}

@@ -340,3 +340,25 @@ def test_dead_letters_are_listed_and_replayed_over_http():
         finally:
             rcv.close()
             server.stop()
+
+
+def test_a_hanging_receiver_does_not_delay_another(fast_server):
+    server = fast_server
+    app = server.create_app("isolation")
+    slow, fast = Receiver(), Receiver()
+    try:
+        slow.answers = ["hang"] * 10
+        add_callback(server, app, slow.url, "--commands", "Push.Accepted")
+        add_callback(server, app, fast.url, "--commands", "Push.Accepted")
+        time.sleep(1.2)
+        d = Device(server, app["app_key"])
+        first = push(server, app, d.registration_id)
+        assert slow.wait(lambda: slow.requests, limit=5)  # the slow one is now hanging
+        second = push(server, app, d.registration_id)
+        started = time.time()
+        assert fast.wait(lambda: {e["MsgId"] for e in fast.events()} == {first, second}, limit=5)
+        assert time.time() - started < 3
+        d.close()
+    finally:
+        slow.close()
+        fast.close()

@@ -65,6 +65,22 @@ async fn reports(
     Ok(out)
 }
 
+/// Answers a report query: one row per requested msg_id, in request order.
+async fn report_rows(
+    s: &JPush,
+    headers: &HeaderMap,
+    query: Option<&str>,
+    row: impl Fn(u64, Option<PushReport>) -> Value,
+) -> ApiResult {
+    let app = authenticate(&s.engine, headers, F).await?;
+    let rows: Vec<Value> = reports(s, &app, query)
+        .await?
+        .into_iter()
+        .map(|(id, r)| row(id, r))
+        .collect();
+    Ok(json_response(StatusCode::OK, &Value::Array(rows)))
+}
+
 fn on(r: &PushReport, p: Platform) -> Counts {
     r.by_platform
         .iter()
@@ -79,22 +95,17 @@ pub async fn received(
     RawQuery(query): RawQuery,
     headers: HeaderMap,
 ) -> ApiResult {
-    let app = authenticate(&s.engine, &headers, F).await?;
-    let rows: Vec<Value> = reports(&s, &app, query.as_deref())
-        .await?
-        .into_iter()
-        .map(|(id, r)| match r {
-            None => json!({"msg_id": id.to_string(), "android_received": null,
+    report_rows(&s, &headers, query.as_deref(), |id, r| match r {
+        None => json!({"msg_id": id.to_string(), "android_received": null,
                            "ios_apns_sent": null, "ios_apns_received": null,
                            "ios_msg_received": null, "wp_mpns_sent": null}),
-            Some(r) => json!({"msg_id": id.to_string(),
+        Some(r) => json!({"msg_id": id.to_string(),
                               "android_received": on(&r, Platform::Android).delivered,
                               "ios_apns_sent": 0, "ios_apns_received": 0,
                               "ios_msg_received": on(&r, Platform::Ios).delivered,
                               "wp_mpns_sent": 0}),
-        })
-        .collect();
-    Ok(json_response(StatusCode::OK, &Value::Array(rows)))
+    })
+    .await
 }
 
 /// `GET /v3/received/detail?msg_ids=..`
@@ -103,7 +114,6 @@ pub async fn received_detail(
     RawQuery(query): RawQuery,
     headers: HeaderMap,
 ) -> ApiResult {
-    let app = authenticate(&s.engine, &headers, F).await?;
     const COUNTERS: [&str; 15] = [
         "jpush_received",
         "android_pns_sent",
@@ -121,31 +131,27 @@ pub async fn received_detail(
         "hmos_msg_sent",
         "hmos_msg_received",
     ];
-    let rows: Vec<Value> = reports(&s, &app, query.as_deref())
-        .await?
-        .into_iter()
-        .map(|(id, r)| {
-            let mut row = Map::new();
-            row.insert("msg_id".into(), json!(id.to_string()));
-            for c in COUNTERS {
-                let v = match &r {
-                    None => Value::Null,
-                    Some(r) => json!(match c {
-                        "jpush_received" => on(r, Platform::Android).delivered,
-                        "ios_msg_received" => on(r, Platform::Ios).delivered,
-                        "quickapp_jpush_received" => on(r, Platform::Quickapp).delivered,
-                        "hmos_msg_sent" => on(r, Platform::Hmos).sent,
-                        "hmos_msg_received" => on(r, Platform::Hmos).delivered,
-                        // Vendor channels (APNs, Huawei, ...) carried nothing.
-                        _ => 0,
-                    }),
-                };
-                row.insert(c.into(), v);
-            }
-            Value::Object(row)
-        })
-        .collect();
-    Ok(json_response(StatusCode::OK, &Value::Array(rows)))
+    report_rows(&s, &headers, query.as_deref(), |id, r| {
+        let mut row = Map::new();
+        row.insert("msg_id".into(), json!(id.to_string()));
+        for c in COUNTERS {
+            let v = match &r {
+                None => Value::Null,
+                Some(r) => json!(match c {
+                    "jpush_received" => on(r, Platform::Android).delivered,
+                    "ios_msg_received" => on(r, Platform::Ios).delivered,
+                    "quickapp_jpush_received" => on(r, Platform::Quickapp).delivered,
+                    "hmos_msg_sent" => on(r, Platform::Hmos).sent,
+                    "hmos_msg_received" => on(r, Platform::Hmos).delivered,
+                    // Vendor channels (APNs, Huawei, ...) carried nothing.
+                    _ => 0,
+                }),
+            };
+            row.insert(c.into(), v);
+        }
+        Value::Object(row)
+    })
+    .await
 }
 
 fn channel(c: Counts) -> Value {
@@ -190,23 +196,18 @@ pub async fn messages_detail(
     RawQuery(query): RawQuery,
     headers: HeaderMap,
 ) -> ApiResult {
-    let app = authenticate(&s.engine, &headers, F).await?;
-    let rows: Vec<Value> = reports(&s, &app, query.as_deref())
-        .await?
-        .into_iter()
-        .map(|(id, r)| match r {
-            None => json!({"msg_id": id.to_string(), "details": null}),
-            Some(r) => json!({"msg_id": id.to_string(), "details": {
-                // A device acks a push once; its counts go to the notification when the push
-                // has one, else to the message.
-                "notification": kind_stats(&r, r.has_notification),
-                "message": kind_stats(&r, !r.has_notification && r.has_message),
-                "inapp": null,
-                "live_activity": null,
-            }}),
-        })
-        .collect();
-    Ok(json_response(StatusCode::OK, &Value::Array(rows)))
+    report_rows(&s, &headers, query.as_deref(), |id, r| match r {
+        None => json!({"msg_id": id.to_string(), "details": null}),
+        Some(r) => json!({"msg_id": id.to_string(), "details": {
+            // A device acks a push once; its counts go to the notification when the push
+            // has one, else to the message.
+            "notification": kind_stats(&r, r.has_notification),
+            "message": kind_stats(&r, !r.has_notification && r.has_message),
+            "inapp": null,
+            "live_activity": null,
+        }}),
+    })
+    .await
 }
 
 /// `GET /v3/messages?msg_ids=..` (the old format).
@@ -215,26 +216,21 @@ pub async fn messages(
     RawQuery(query): RawQuery,
     headers: HeaderMap,
 ) -> ApiResult {
-    let app = authenticate(&s.engine, &headers, F).await?;
-    let rows: Vec<Value> = reports(&s, &app, query.as_deref())
-        .await?
-        .into_iter()
-        .map(|(id, r)| match r {
-            None => {
-                json!({"msg_id": id.to_string(), "android": null, "ios": null, "winphone": null})
-            }
-            Some(r) => {
-                let (a, i) = (on(&r, Platform::Android), on(&r, Platform::Ios));
-                json!({"msg_id": id.to_string(),
+    report_rows(&s, &headers, query.as_deref(), |id, r| match r {
+        None => {
+            json!({"msg_id": id.to_string(), "android": null, "ios": null, "winphone": null})
+        }
+        Some(r) => {
+            let (a, i) = (on(&r, Platform::Android), on(&r, Platform::Ios));
+            json!({"msg_id": id.to_string(),
                     "android": {"received": a.delivered, "target": a.targets,
                                 "online_push": a.sent, "click": a.clicked, "msg_click": a.clicked},
                     "ios": {"apns_sent": 0, "apns_target": 0, "apns_received": 0,
                             "click": i.clicked, "target": i.targets, "received": i.delivered},
                     "winphone": {"mpns_target": 0, "mpns_sent": 0, "click": 0}})
-            }
-        })
-        .collect();
-    Ok(json_response(StatusCode::OK, &Value::Array(rows)))
+        }
+    })
+    .await
 }
 
 /// `POST /v3/status/message` with `{"msg_id":..,"registration_ids":[..],"date":..}`

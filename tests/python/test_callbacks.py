@@ -362,3 +362,28 @@ def test_a_hanging_receiver_does_not_delay_another(fast_server):
     finally:
         slow.close()
         fast.close()
+
+
+def test_a_silent_device_goes_offline_with_timeout():
+    with tempfile.TemporaryDirectory() as tmp:
+        server = Server(os.path.join(tmp, "data"), env=dict(FAST, PIGEON_HEARTBEAT_S="5"))
+        server.start()
+        rcv = Receiver()
+        try:
+            app = server.create_app("timeout")
+            add_callback(server, app, rcv.url, "--commands", "Device.OnlineStatus")
+            time.sleep(1.2)
+            d = Device(server, app["app_key"])  # says nothing after hello
+            assert rcv.wait(lambda: len(rcv.events()) >= 2, limit=15)
+            assert [(e["Status"], e["Reason"]) for e in rcv.events()] == [("Online", "Login"), ("Offline", "Timeout")]
+            d2 = Device(server, app["app_key"])
+            # A second connection of the same device replaces the first.
+            from websockets.sync.client import connect
+            ws = connect(server.base.replace("http://", "ws://") + "/v1/connect")
+            ws.send(json.dumps({"op": "hello", "registration_id": d2.registration_id, "device_secret": d2.secret}))
+            assert json.loads(ws.recv(timeout=5))["op"] == "welcome"
+            assert rcv.wait(lambda: any(e["Reason"] == "Replaced" for e in rcv.events()), limit=5)
+            ws.close()
+        finally:
+            rcv.close()
+            server.stop()

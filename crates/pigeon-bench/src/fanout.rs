@@ -44,6 +44,8 @@ pub struct Outcome {
     pub rounds_ms: Vec<f64>,
     /// CPU µs per delivery spent by the server and by the agents, one pair per round.
     pub rounds_cpu: Vec<(f64, f64)>,
+    /// When the first broadcast was requested (µs since the epoch).
+    pub first_start_us: u64,
 }
 
 impl Outcome {
@@ -197,6 +199,9 @@ fn round(
         |agents: &[(usize, Agent)]| -> u64 { agents.iter().map(|(_, a)| cpu_ns(a.pid())).sum() };
     let (server_before, agents_before) = (cpu_ns(server_pid), agents_cpu(agents));
     let t0 = fire()?;
+    if outcome.first_start_us == 0 {
+        outcome.first_start_us = t0;
+    }
     let mut last = 0;
     let mut received = 0;
     for (_, a) in agents.iter_mut() {
@@ -220,7 +225,23 @@ fn round(
 }
 
 fn pigeon(n: usize, agents: usize, rounds: usize) -> anyhow::Result<Outcome> {
-    let server = PigeonServer::start(&[("PIGEON_HEARTBEAT_S", "600")])?;
+    pigeon_with(n, agents, rounds, &[], &|_| Ok(()), &|_| Ok(()))
+}
+
+/// [`pigeon`] with extra server environment, a setup step run on the fresh server and a
+/// step run after the broadcasts, while the server still runs.
+pub fn pigeon_with(
+    n: usize,
+    agents: usize,
+    rounds: usize,
+    env: &[(&str, &str)],
+    setup: &dyn Fn(&PigeonServer) -> anyhow::Result<()>,
+    after: &dyn Fn(&Outcome) -> anyhow::Result<()>,
+) -> anyhow::Result<Outcome> {
+    let mut all_env = vec![("PIGEON_HEARTBEAT_S", "600")];
+    all_env.extend_from_slice(env);
+    let server = PigeonServer::start(&all_env)?;
+    setup(&server)?;
     let pid = server.guard.pid();
     let (base, key) = (server.base.clone(), server.app_key.clone());
     let mut agents = spawn_agents(n, agents, |_| {
@@ -250,6 +271,7 @@ fn pigeon(n: usize, agents: usize, rounds: usize) -> anyhow::Result<Outcome> {
         rss_after_kib,
         rounds_ms: Vec::new(),
         rounds_cpu: Vec::new(),
+        first_start_us: 0,
     };
     for _ in 0..rounds {
         let mut fire = || -> anyhow::Result<u64> {
@@ -274,6 +296,7 @@ fn pigeon(n: usize, agents: usize, rounds: usize) -> anyhow::Result<Outcome> {
         round(&mut outcome, pid, &mut agents, &mut fire)?;
         std::thread::sleep(Duration::from_millis(300));
     }
+    after(&outcome)?;
     for (_, a) in agents.iter_mut() {
         let _ = a.send("quit");
     }
@@ -328,6 +351,7 @@ fn mosquitto(n: usize, agents: usize, rounds: usize) -> anyhow::Result<Outcome> 
         rss_after_kib,
         rounds_ms: Vec::new(),
         rounds_cpu: Vec::new(),
+        first_start_us: 0,
     };
     for r in 0..rounds {
         let mut fire = || -> anyhow::Result<u64> {

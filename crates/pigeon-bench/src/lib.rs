@@ -7,6 +7,7 @@
 
 pub mod agent;
 pub mod audience;
+pub mod callbacks;
 pub mod fanout;
 pub mod httpload;
 pub mod mqtt;

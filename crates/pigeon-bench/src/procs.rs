@@ -99,6 +99,8 @@ impl Drop for Guard {
 /// A running `pigeon serve` on a fresh data directory, with one app.
 pub struct PigeonServer {
     pub guard: Guard,
+    /// Its data directory.
+    pub data: std::path::PathBuf,
     pub base: String,
     pub app_key: String,
     pub master_secret: String,
@@ -139,6 +141,7 @@ impl PigeonServer {
         wait_port(port, Duration::from_secs(60))?;
         Ok(PigeonServer {
             guard,
+            data: data.clone(),
             base: format!("http://127.0.0.1:{port}"),
             app_key: app["app_key"].as_str().unwrap_or_default().to_string(),
             master_secret: app["master_secret"]

@@ -25,6 +25,9 @@ use tokio::task::JoinHandle;
 
 /// Most events in one request.
 pub const MAX_BATCH: usize = 100;
+/// Most batches created (and, once taken, forgotten) in one storage write: commits, not
+/// requests, are what a busy endpoint waits on.
+const BATCHES_PER_WRITE: usize = 20;
 /// Longest a receiver may take to answer.
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often endpoints are looked for and idle endpoints look for new events.
@@ -144,15 +147,24 @@ impl Endpoint {
     /// the round: the endpoint is not answering, and its next try is scheduled.
     async fn round(&self) -> Result<(), StoreError> {
         let now = now_ms();
-        let pending = self.store().callback_batches(self.endpoint.id).await?;
-        for batch in pending.into_iter().filter(|b| !b.dead) {
-            if batch.next_ms > now {
-                // Order per endpoint: nothing new goes out while an older batch waits.
-                return Ok(());
-            }
-            if !self.deliver(batch).await? {
-                return Ok(());
-            }
+        let pending: Vec<CallbackBatch> = self
+            .store()
+            .callback_batches(self.endpoint.id)
+            .await?
+            .into_iter()
+            .filter(|b| !b.dead)
+            .collect();
+        if pending.iter().any(|b| b.next_ms > now) {
+            // Order per endpoint: nothing new goes out while an older batch waits to retry.
+            let due: Vec<CallbackBatch> = pending
+                .into_iter()
+                .take_while(|b| b.next_ms <= now)
+                .collect();
+            self.deliver_all(due).await?;
+            return Ok(());
+        }
+        if !self.deliver_all(pending).await? {
+            return Ok(());
         }
         for command in COMMANDS.iter().filter(|c| wants(&self.endpoint, c)) {
             loop {
@@ -161,36 +173,53 @@ impl Endpoint {
                     .callback_cursor(self.endpoint.id, command)
                     .await?
                     .unwrap_or(self.endpoint.start_event_id);
-                let events = self
+                let mut events = self
                     .store()
-                    .events_after(&self.endpoint.app_key, command, after, MAX_BATCH)
+                    .events_after(
+                        &self.endpoint.app_key,
+                        command,
+                        after,
+                        MAX_BATCH * BATCHES_PER_WRITE,
+                    )
                     .await?;
                 let Some(oldest) = events.first() else { break };
-                let waited = now_ms().saturating_sub(oldest.at_ms);
-                if events.len() < MAX_BATCH && waited < self.config.batch_wait.as_millis() as u64 {
+                let wait = self.config.batch_wait.as_millis() as u64;
+                if events.len() < MAX_BATCH && now_ms().saturating_sub(oldest.at_ms) < wait {
                     break;
                 }
+                // Full batches now; a last partial one only once its oldest event has waited.
+                let partial = events.len() % MAX_BATCH;
+                if partial != 0 && events.len() > MAX_BATCH {
+                    let from = events.len() - partial;
+                    if now_ms().saturating_sub(events[from].at_ms) < wait {
+                        events.truncate(from);
+                    }
+                }
                 let last = events.last().map(|e| e.id).unwrap_or(after);
-                let batch = CallbackBatch {
-                    delivery_id: uuid_v4(),
-                    endpoint_id: self.endpoint.id,
-                    command: command.to_string(),
-                    events: events
-                        .into_iter()
-                        .map(|e| {
-                            let mut body = e.body;
-                            body["EventId"] = json!(e.id.to_string());
-                            body
-                        })
-                        .collect(),
-                    attempts: 0,
-                    next_ms: now_ms(),
-                    first_ms: now_ms(),
-                    dead: false,
-                    last_error: String::new(),
-                };
-                self.store().create_batch(batch.clone(), last).await?;
-                if !self.deliver(batch).await? {
+                let now = now_ms();
+                let batches: Vec<CallbackBatch> = events
+                    .chunks(MAX_BATCH)
+                    .map(|chunk| CallbackBatch {
+                        delivery_id: uuid_v4(),
+                        endpoint_id: self.endpoint.id,
+                        command: command.to_string(),
+                        events: chunk
+                            .iter()
+                            .map(|e| {
+                                let mut body = e.body.clone();
+                                body["EventId"] = json!(e.id.to_string());
+                                body
+                            })
+                            .collect(),
+                        attempts: 0,
+                        next_ms: now,
+                        first_ms: now,
+                        dead: false,
+                        last_error: String::new(),
+                    })
+                    .collect();
+                self.store().create_batches(batches.clone(), last).await?;
+                if !self.deliver_all(batches).await? {
                     return Ok(());
                 }
             }
@@ -198,14 +227,31 @@ impl Endpoint {
         Ok(())
     }
 
-    /// Sends a batch; true if the receiver took it. A failure schedules the next try or
-    /// dead-letters the batch.
+    /// Sends batches in order until one fails, and forgets those taken in one write. True if
+    /// all were taken.
+    async fn deliver_all(&self, batches: Vec<CallbackBatch>) -> Result<bool, StoreError> {
+        let mut taken = Vec::new();
+        let mut all = true;
+        for batch in batches {
+            let id = batch.delivery_id.clone();
+            if self.deliver(batch).await? {
+                taken.push(id);
+            } else {
+                all = false;
+                break;
+            }
+        }
+        if !taken.is_empty() {
+            self.store().finish_batches(taken).await?;
+        }
+        Ok(all)
+    }
+
+    /// Sends a batch; true if the receiver took it (the caller forgets it). A failure
+    /// schedules the next try or dead-letters the batch.
     async fn deliver(&self, batch: CallbackBatch) -> Result<bool, StoreError> {
         match self.send(&batch).await {
-            Ok(()) => {
-                self.store().finish_batch(&batch.delivery_id).await?;
-                Ok(true)
-            }
+            Ok(()) => Ok(true),
             Err(SendError::Store(e)) => Err(e),
             Err(SendError::Refused(why)) => {
                 let attempts = batch.attempts + 1;

@@ -134,11 +134,15 @@ pub trait Storage: Send + Sync + 'static {
     ) -> StoreFuture<'_, Vec<StoredEvent>>;
     /// Where an endpoint is in one command's events (its start if it has sent none).
     fn callback_cursor(&self, endpoint_id: u64, command: &str) -> StoreFuture<'_, Option<u64>>;
-    /// Creates a batch and moves the endpoint's cursor for its command past its last event,
-    /// in one transaction.
-    fn create_batch(&self, batch: CallbackBatch, last_event_id: u64) -> StoreFuture<'_, ()>;
-    /// A batch the receiver took: forgotten.
-    fn finish_batch(&self, delivery_id: &str) -> StoreFuture<'_, ()>;
+    /// Creates batches (of one endpoint and command) and moves the endpoint's cursor for
+    /// that command past `last_event_id`, in one transaction.
+    fn create_batches(
+        &self,
+        batches: Vec<CallbackBatch>,
+        last_event_id: u64,
+    ) -> StoreFuture<'_, ()>;
+    /// Batches the receiver took: forgotten.
+    fn finish_batches(&self, delivery_ids: Vec<String>) -> StoreFuture<'_, ()>;
     /// A batch that failed: its next try, or dead.
     fn fail_batch(
         &self,

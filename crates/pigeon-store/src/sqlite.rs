@@ -1078,45 +1078,52 @@ impl Storage for SqliteStore {
         }))
     }
 
-    fn create_batch(&self, b: CallbackBatch, last_event_id: u64) -> StoreFuture<'_, ()> {
+    fn create_batches(
+        &self,
+        batches: Vec<CallbackBatch>,
+        last_event_id: u64,
+    ) -> StoreFuture<'_, ()> {
         Box::pin(self.write(move |c| {
-            let events =
-                serde_json::to_string(&b.events).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-            c.prepare_cached(
+            let Some(first) = batches.first() else {
+                return Ok(());
+            };
+            let (endpoint_id, command) = (first.endpoint_id, first.command.clone());
+            let mut insert = c.prepare_cached(
                 "INSERT INTO callback_batches (delivery_id, endpoint_id, command, events,
                     attempts, next_ms, first_ms, dead, last_error)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-            )?
-            .execute(params![
-                b.delivery_id,
-                to_i64(b.endpoint_id),
-                b.command,
-                events,
-                b.attempts,
-                to_i64(b.next_ms),
-                to_i64(b.first_ms),
-                b.dead,
-                b.last_error
-            ])?;
+            )?;
+            for b in &batches {
+                let events = serde_json::to_string(&b.events)
+                    .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                insert.execute(params![
+                    b.delivery_id,
+                    to_i64(b.endpoint_id),
+                    b.command,
+                    events,
+                    b.attempts,
+                    to_i64(b.next_ms),
+                    to_i64(b.first_ms),
+                    b.dead,
+                    b.last_error
+                ])?;
+            }
             c.prepare_cached(
                 "INSERT INTO callback_cursors (endpoint_id, command, last_event_id)
                  VALUES (?1, ?2, ?3) ON CONFLICT (endpoint_id, command)
                  DO UPDATE SET last_event_id = excluded.last_event_id",
             )?
-            .execute(params![
-                to_i64(b.endpoint_id),
-                b.command,
-                to_i64(last_event_id)
-            ])?;
+            .execute(params![to_i64(endpoint_id), command, to_i64(last_event_id)])?;
             Ok(())
         }))
     }
 
-    fn finish_batch(&self, delivery_id: &str) -> StoreFuture<'_, ()> {
-        let delivery_id = delivery_id.to_string();
+    fn finish_batches(&self, delivery_ids: Vec<String>) -> StoreFuture<'_, ()> {
         Box::pin(self.write(move |c| {
-            c.prepare_cached("DELETE FROM callback_batches WHERE delivery_id = ?1")?
-                .execute([delivery_id])?;
+            let mut st = c.prepare_cached("DELETE FROM callback_batches WHERE delivery_id = ?1")?;
+            for id in delivery_ids {
+                st.execute([id])?;
+            }
             Ok(())
         }))
     }

@@ -41,6 +41,8 @@ enum Command {
 enum BenchCommand {
     /// Broadcast fan-out and idle connection cost, beside Mosquitto.
     Fanout(pigeon_bench::fanout::FanoutArgs),
+    /// Callback throughput and what callbacks cost the fan-out.
+    Callbacks(pigeon_bench::callbacks::CallbacksArgs),
     /// Audience resolution over 10M devices, beside Redis.
     Audience(pigeon_bench::audience::AudienceArgs),
     /// Restart time and memory with many devices and pending pushes.
@@ -182,6 +184,9 @@ async fn bench(cmd: BenchCommand) -> anyhow::Result<()> {
         // Scenarios drive agents through blocking pipes: keep them off the async workers.
         BenchCommand::Fanout(args) => {
             tokio::task::spawn_blocking(move || pigeon_bench::fanout::run(args)).await?
+        }
+        BenchCommand::Callbacks(args) => {
+            tokio::task::spawn_blocking(move || pigeon_bench::callbacks::run(args)).await?
         }
         BenchCommand::Audience(args) => {
             tokio::task::spawn_blocking(move || pigeon_bench::audience::run(args)).await?

@@ -114,3 +114,20 @@ fn push_api_delivers_every_accepted_push() {
         assert!(per_s > 0.0 && delivered >= per_s, "{r:?}");
     }
 }
+
+#[test]
+fn callbacks_bench_receives_every_delivered_event() {
+    let r = row(&bench(&[
+        "callbacks",
+        "--devices",
+        "200",
+        "--broadcasts",
+        "2",
+        "--agents",
+        "2",
+    ]));
+    assert_eq!(r[0], "200");
+    assert_eq!(r[5], "400 of 400", "{r:?}");
+    let rate: f64 = r[6].parse().expect("events/s");
+    assert!(rate > 0.0, "{r:?}");
+}

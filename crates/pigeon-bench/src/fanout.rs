@@ -49,6 +49,17 @@ pub struct Outcome {
 }
 
 impl Outcome {
+    fn new(n: usize, rss_before_kib: u64, rss_after_kib: u64) -> Outcome {
+        Outcome {
+            n,
+            rss_before_kib,
+            rss_after_kib,
+            rounds_ms: Vec::new(),
+            rounds_cpu: Vec::new(),
+            first_start_us: 0,
+        }
+    }
+
     pub fn per_connection_bytes(&self) -> f64 {
         (self.rss_after_kib.saturating_sub(self.rss_before_kib) * 1024) as f64 / self.n as f64
     }
@@ -265,14 +276,7 @@ pub fn pigeon_with(
     let port: u16 = server.base.rsplit(':').next().unwrap_or_default().parse()?;
     let auth = base64::engine::general_purpose::STANDARD
         .encode(format!("{}:{}", server.app_key, server.master_secret));
-    let mut outcome = Outcome {
-        n,
-        rss_before_kib,
-        rss_after_kib,
-        rounds_ms: Vec::new(),
-        rounds_cpu: Vec::new(),
-        first_start_us: 0,
-    };
+    let mut outcome = Outcome::new(n, rss_before_kib, rss_after_kib);
     for _ in 0..rounds {
         let mut fire = || -> anyhow::Result<u64> {
             let body = format!(
@@ -345,14 +349,7 @@ fn mosquitto(n: usize, agents: usize, rounds: usize) -> anyhow::Result<Outcome> 
     publisher.write_all(&mqtt::connect("bench-publisher", 600))?;
     let mut connack = [0u8; 4];
     publisher.read_exact(&mut connack)?;
-    let mut outcome = Outcome {
-        n,
-        rss_before_kib,
-        rss_after_kib,
-        rounds_ms: Vec::new(),
-        rounds_cpu: Vec::new(),
-        first_start_us: 0,
-    };
+    let mut outcome = Outcome::new(n, rss_before_kib, rss_after_kib);
     for r in 0..rounds {
         let mut fire = || -> anyhow::Result<u64> {
             let t0 = now_us();

@@ -34,6 +34,7 @@ struct Counts {
     requests: AtomicU64,
     delivered: AtomicU64,
     events: AtomicU64,
+    first_delivered_us: AtomicU64,
     last_delivered_us: AtomicU64,
 }
 
@@ -76,7 +77,14 @@ fn receive(stream: TcpStream, counts: Arc<Counts>) -> anyhow::Result<()> {
         counts.events.fetch_add(events, Ordering::Relaxed);
         if delivered > 0 {
             counts.delivered.fetch_add(delivered, Ordering::Relaxed);
-            counts.last_delivered_us.store(now_us(), Ordering::Relaxed);
+            let now = now_us();
+            let _ = counts.first_delivered_us.compare_exchange(
+                0,
+                now,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            );
+            counts.last_delivered_us.store(now, Ordering::Relaxed);
         }
         // One write: a head and a body written apart meet Nagle's algorithm and the
         // sender's delayed ack, and every answer would wait ~40 ms.
@@ -145,10 +153,11 @@ pub fn run(args: CallbacksArgs) -> anyhow::Result<()> {
     };
     let with = pigeon_with(n, args.agents, rounds, &env, &|s| add(s), &wait_for_events)?;
     let got = counts.delivered.load(Ordering::Relaxed);
-    let delivered_after = (got >= expected).then(|| {
-        let last = counts.last_delivered_us.load(Ordering::Relaxed);
-        last.saturating_sub(with.first_start_us) as f64 / 1e6
-    });
+    let last = counts.last_delivered_us.load(Ordering::Relaxed);
+    let first = counts.first_delivered_us.load(Ordering::Relaxed);
+    let delivered_after =
+        (got >= expected).then(|| last.saturating_sub(with.first_start_us) as f64 / 1e6);
+    let flowing = (got >= expected && last > first).then(|| (last - first) as f64 / 1e6);
 
     let mut table = Table::new(&[
         "devices",
@@ -158,6 +167,7 @@ pub fn run(args: CallbacksArgs) -> anyhow::Result<()> {
         "fan-out cost",
         "delivered events received",
         "events/s (first broadcast → last delivered event)",
+        "events/s (first → last delivered event received)",
         "requests",
     ]);
     table.row(vec![
@@ -171,6 +181,9 @@ pub fn run(args: CallbacksArgs) -> anyhow::Result<()> {
         ),
         format!("{got} of {expected}"),
         delivered_after
+            .map(|s| format!("{:.0}", expected as f64 / s))
+            .unwrap_or_else(|| "not all arrived".into()),
+        flowing
             .map(|s| format!("{:.0}", expected as f64 / s))
             .unwrap_or_else(|| "not all arrived".into()),
         counts.requests.load(Ordering::Relaxed).to_string(),

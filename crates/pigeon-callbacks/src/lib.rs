@@ -28,6 +28,8 @@ pub const MAX_BATCH: usize = 100;
 /// Most batches created (and, once taken, forgotten) in one storage write: commits, not
 /// requests, are what a busy endpoint waits on.
 const BATCHES_PER_WRITE: usize = 20;
+/// Requests in flight to one endpoint at once.
+const IN_FLIGHT: usize = 4;
 /// Longest a receiver may take to answer.
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often endpoints are looked for and idle endpoints look for new events.
@@ -227,17 +229,24 @@ impl Endpoint {
         Ok(())
     }
 
-    /// Sends batches in order until one fails, and forgets those taken in one write. True if
-    /// all were taken.
+    /// Sends batches, [`IN_FLIGHT`] at a time, until one fails, and forgets those taken in
+    /// one write. True if all were taken.
     async fn deliver_all(&self, batches: Vec<CallbackBatch>) -> Result<bool, StoreError> {
         let mut taken = Vec::new();
         let mut all = true;
-        for batch in batches {
-            let id = batch.delivery_id.clone();
-            if self.deliver(batch).await? {
-                taken.push(id);
-            } else {
-                all = false;
+        for group in batches.chunks(IN_FLIGHT) {
+            let sends = group.iter().cloned().map(|b| async move {
+                let id = b.delivery_id.clone();
+                (id, self.deliver(b).await)
+            });
+            for (id, result) in futures_util::future::join_all(sends).await {
+                if result? {
+                    taken.push(id);
+                } else {
+                    all = false;
+                }
+            }
+            if !all {
                 break;
             }
         }

@@ -78,7 +78,7 @@ impl Scheduler {
     /// Fires one due schedule (or, if disabled, lets its time pass) and records its next time.
     async fn fire(&self, s: ScheduleRecord, now: u64) -> Result<(), EngineError> {
         let Some(due) = s.next_ms else { return Ok(()) };
-        let trigger = Trigger::parse(&s.trigger, s.created_ms)
+        let trigger = Trigger::parse_stored(&s.trigger)
             .map_err(|e| EngineError::Invalid(format!("stored trigger: {e}")))?;
         let next_ms = trigger.next_after(due.max(now));
         let store = self.engine.store();
@@ -379,8 +379,7 @@ pub async fn replace(
             .ok_or_else(|| ApiError::invalid(F, "enabled must be true or false"))?;
     }
     if obj.contains_key("trigger") {
-        let old = Trigger::parse(&record.trigger, record.created_ms)
-            .map_err(|e| ApiError::internal(F, &e))?;
+        let old = Trigger::parse_stored(&record.trigger).map_err(|e| ApiError::internal(F, &e))?;
         let (trigger, parsed, next) = check_trigger(obj.get("trigger"), now)?;
         if !old.same_kind(&parsed) {
             return Err(ApiError::invalid(
@@ -389,7 +388,6 @@ pub async fn replace(
             ));
         }
         record.trigger = trigger;
-        record.created_ms = record.created_ms.min(now);
         record.next_ms = Some(next);
     }
     if obj.contains_key("push") {

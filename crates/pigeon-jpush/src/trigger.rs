@@ -48,6 +48,16 @@ fn at(date: NaiveDate, time: NaiveTime) -> Option<u64> {
 impl Trigger {
     /// Parses and checks a trigger object given at `now_ms`.
     pub fn parse(v: &Value, now_ms: u64) -> Result<Trigger, String> {
+        Self::parse_within(v, Some(now_ms))
+    }
+
+    /// Parses a trigger that was checked when it was stored: the one-year horizon counted
+    /// from then, so it is not checked again against another time.
+    pub fn parse_stored(v: &Value) -> Result<Trigger, String> {
+        Self::parse_within(v, None)
+    }
+
+    fn parse_within(v: &Value, now_ms: Option<u64>) -> Result<Trigger, String> {
         let obj = v.as_object().ok_or("trigger must be an object")?;
         match (obj.get("single"), obj.get("periodical")) {
             (Some(s), None) => Self::single(s, now_ms),
@@ -56,7 +66,7 @@ impl Trigger {
         }
     }
 
-    fn single(v: &Value, now_ms: u64) -> Result<Trigger, String> {
+    fn single(v: &Value, now_ms: Option<u64>) -> Result<Trigger, String> {
         let time = v
             .get("time")
             .and_then(Value::as_str)
@@ -64,7 +74,7 @@ impl Trigger {
         let at_ms = parse_beijing(time).ok_or_else(|| {
             format!("trigger.single.time {time:?} is not \"yyyy-MM-dd HH:mm:ss\"")
         })?;
-        if at_ms > now_ms + ONE_YEAR_MS {
+        if now_ms.is_some_and(|now| at_ms > now + ONE_YEAR_MS) {
             return Err("trigger.single.time must be at most one year ahead".into());
         }
         Ok(Trigger::Single { at_ms })
@@ -223,6 +233,17 @@ mod tests {
     }
 
     const NOW: &str = "2026-11-20 12:00:00";
+
+    #[test]
+    fn a_stored_trigger_is_not_rechecked_against_another_time() {
+        // Replaced 11 months ahead of its replacement, 2 months after its creation: valid
+        // when stored, and still readable when it fires.
+        let v = json!({"single": {"time": "2027-10-20 08:00:00"}});
+        assert!(Trigger::parse(&v, ms("2026-09-20 12:00:00")).is_err());
+        assert!(Trigger::parse(&v, ms(NOW)).is_ok());
+        let t = Trigger::parse_stored(&v).unwrap();
+        assert_eq!(t.next_after(ms(NOW)), Some(ms("2027-10-20 08:00:00")));
+    }
 
     #[test]
     fn single_fires_once_at_its_time() {

@@ -188,11 +188,6 @@ impl AppState {
         }
     }
 
-    /// The app's current settings.
-    pub fn settings(&self) -> AppSettings {
-        self.settings.read().clone()
-    }
-
     /// Number of registered devices.
     pub fn device_count(&self) -> u64 {
         self.devices.read().index.len()

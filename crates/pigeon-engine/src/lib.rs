@@ -119,7 +119,7 @@ impl Engine {
         }
         tokio::spawn(checkpoint_delivered(Arc::downgrade(&engine)));
         tokio::spawn(evict_expired(Arc::downgrade(&engine)));
-        tokio::spawn(limits::refresh_settings_forever(Arc::downgrade(&engine)));
+        tokio::spawn(limits::refresh_app_config_forever(Arc::downgrade(&engine)));
         Ok(engine)
     }
 

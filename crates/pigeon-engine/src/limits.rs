@@ -177,7 +177,8 @@ fn in_range(ip: IpAddr, range: &str) -> bool {
     }
 }
 
-pub(crate) async fn refresh_settings_forever(engine: std::sync::Weak<Engine>) {
+/// Picks up app settings and callback endpoints changed by another process (the CLI).
+pub(crate) async fn refresh_app_config_forever(engine: std::sync::Weak<Engine>) {
     let mut tick = tokio::time::interval(SETTINGS_REFRESH);
     loop {
         tick.tick().await;

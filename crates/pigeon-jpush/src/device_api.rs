@@ -232,10 +232,10 @@ pub async fn get_alias(
     let platforms = query_platforms(query.as_deref(), F)?;
     let devices = s.engine.alias_devices(&app, &alias, platforms);
     if query_value(query.as_deref(), "new_format").as_deref() == Some("true") {
-        let ordinals: Vec<String> = devices.iter().map(|d| d.registration_id.clone()).collect();
+        let rids: Vec<String> = devices.iter().map(|d| d.registration_id.clone()).collect();
         let presence = s
             .engine
-            .device_presence(&app, &ordinals)
+            .device_presence(&app, &rids)
             .await
             .map_err(|e| ApiError::engine(F, e))?;
         let now = pigeon_engine::now_ms();

@@ -3,7 +3,7 @@
 //! device. First as fast as the server answers, then at a fixed rate with the API-to-device
 //! latency measured at the devices.
 
-use crate::procs::{split, Agent, PigeonServer};
+use crate::procs::{cpu_ns, rss_kib, split, Agent, PigeonServer};
 use crate::table::Table;
 use anyhow::bail;
 use base64::Engine as _;
@@ -95,6 +95,8 @@ pub fn run(args: PushApiArgs) -> anyhow::Result<()> {
         "to-device p50 ms",
         "to-device p99 ms",
         "delivered",
+        "CPU µs/push server+load",
+        "server RSS MiB",
     ]);
     let phases: Vec<(String, u64)> = std::iter::once(("max".to_string(), 0))
         .chain(args.rates.iter().map(|r| (format!("{r}/s"), *r)))
@@ -102,6 +104,11 @@ pub fn run(args: PushApiArgs) -> anyhow::Result<()> {
     for (name, rate) in phases {
         devices.send("reset")?;
         devices.recv()?;
+        let server_pid = server.guard.pid();
+        let load_cpu = |loaders: &[Agent], devices: &Agent| -> u64 {
+            loaders.iter().map(|l| cpu_ns(l.pid())).sum::<u64>() + cpu_ns(devices.pid())
+        };
+        let (server_before, load_before) = (cpu_ns(server_pid), load_cpu(&loaders, &devices));
         let rates = split(rate as usize, loaders.len());
         for (l, r) in loaders.iter_mut().zip(&rates) {
             l.send(&format!("run {r} {}", args.secs))?;
@@ -117,6 +124,13 @@ pub fn run(args: PushApiArgs) -> anyhow::Result<()> {
         devices.send(&format!("wait {ok} 30"))?;
         let d = devices.recv()?;
         let delivered = d["received"].as_u64().unwrap_or(0);
+        let per_push = |ns: u64| ns as f64 / 1000.0 / ok.max(1) as f64;
+        let cpu = format!(
+            "{:.1}+{:.1}",
+            per_push(cpu_ns(server_pid).saturating_sub(server_before)),
+            per_push(load_cpu(&loaders, &devices).saturating_sub(load_before))
+        );
+        let rss_mib = rss_kib(server_pid)? / 1024;
         if delivered < ok {
             bail!("{name}: {ok} pushes accepted but only {delivered} delivered");
         }
@@ -134,6 +148,8 @@ pub fn run(args: PushApiArgs) -> anyhow::Result<()> {
             ms(&d["latency_p50_us"]),
             ms(&d["latency_p99_us"]),
             delivered.to_string(),
+            cpu,
+            rss_mib.to_string(),
         ]);
         std::thread::sleep(Duration::from_millis(500));
     }

@@ -34,6 +34,9 @@ pub struct AppState {
     pub(crate) callbacks: RwLock<Vec<pigeon_store::CallbackEndpoint>>,
     /// Stages of pushes on devices to report (`Push.Event`) with the next checkpoint.
     pub(crate) push_events: Mutex<Vec<(u64, Ordinal, crate::events::Stage)>>,
+    /// The `callback` field of pushes retired before they expire (every target acked them),
+    /// with their expiry: later events (clicks) still carry its params.
+    pub(crate) retired_callbacks: Mutex<HashMap<u64, (u64, serde_json::Value)>>,
     pub(crate) rate: Mutex<crate::limits::RateWindow>,
 }
 
@@ -84,6 +87,18 @@ impl Live {
 
     pub fn get(&self, msg_id: u64) -> Option<&Arc<LivePush>> {
         self.pushes.get(&msg_id)
+    }
+
+    /// Drops a push that has nothing left to deliver.
+    pub fn retire(&mut self, msg_id: u64) {
+        let Some(push) = self.pushes.remove(&msg_id) else {
+            return;
+        };
+        if !self.wide.remove(&msg_id) {
+            for ordinal in push.audience.iter() {
+                self.delivered(msg_id, ordinal);
+            }
+        }
     }
 
     /// Stops listing a narrow push under a device that has it now.
@@ -184,6 +199,7 @@ impl AppState {
             settings: RwLock::new(AppSettings::default()),
             callbacks: RwLock::new(Vec::new()),
             push_events: Mutex::new(Vec::new()),
+            retired_callbacks: Mutex::new(HashMap::default()),
             rate: Mutex::new(Default::default()),
         }
     }
@@ -231,8 +247,34 @@ impl AppState {
         targets.len()
     }
 
+    /// The `callback` field of a push that is live or was retired.
+    pub(crate) fn push_callback(&self, msg_id: u64) -> Option<serde_json::Value> {
+        match self.live_push(msg_id) {
+            Some(p) => p.push.callback.clone(),
+            None => self
+                .retired_callbacks
+                .lock()
+                .get(&msg_id)
+                .map(|(_, c)| c.clone()),
+        }
+    }
+
+    /// Drops a push every target acked from memory (its state is durable by then): memory
+    /// follows what is still to deliver, not everything pushed within a day.
+    pub(crate) fn retire(&self, push: &LivePush) {
+        if let Some(callback) = &push.push.callback {
+            self.retired_callbacks
+                .lock()
+                .insert(push.msg_id(), (push.expires_ms(), callback.clone()));
+        }
+        self.live.write().retire(push.msg_id());
+    }
+
     /// Drops pushes that expired before `cutoff_ms`.
     pub(crate) fn evict_expired(&self, cutoff_ms: u64) -> usize {
+        self.retired_callbacks
+            .lock()
+            .retain(|_, (expires_ms, _)| *expires_ms >= cutoff_ms);
         self.live.write().evict(cutoff_ms)
     }
 }
@@ -310,5 +352,21 @@ mod tests {
         )));
         assert_eq!(ids(&live, 5), Vec::<u64>::new());
         assert_eq!(ids(&live, 6), [41]);
+    }
+
+    #[test]
+    fn a_retired_push_is_gone_from_every_list() {
+        let mut live = Live::default();
+        let narrow = push(50, [7, 8]);
+        live.insert(narrow.clone());
+        live.insert(push(60, 0..1000));
+        assert!(!narrow.is_complete());
+        narrow.mark_delivered(7);
+        narrow.mark_delivered(8);
+        assert!(narrow.is_complete());
+        live.retire(50);
+        live.retire(60);
+        assert!(live.pushes.is_empty() && live.by_device.is_empty() && live.wide.is_empty());
+        live.retire(60); // a second retirement is a no-op
     }
 }

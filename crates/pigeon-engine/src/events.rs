@@ -142,13 +142,8 @@ impl Engine {
                 let params = params
                     .entry(msg_id)
                     .or_insert_with(|| {
-                        app.live_push(msg_id).and_then(|p| {
-                            p.push
-                                .callback
-                                .as_ref()
-                                .and_then(|c| c.get("params"))
-                                .cloned()
-                        })
+                        app.push_callback(msg_id)
+                            .and_then(|c| c.get("params").cloned())
                     })
                     .clone();
                 let mut fields = json!({

@@ -136,16 +136,20 @@ impl Engine {
             }
         }
         let pushes = self.store.load_live_pushes(&app.app_key, now_ms()).await?;
+        let mut complete = Vec::new();
         {
             let mut live = app.live.write();
             for p in pushes {
-                live.insert(Arc::new(LivePush::new(
-                    p.push,
-                    p.audience,
-                    p.sent,
-                    p.delivered,
-                )));
+                let push = Arc::new(LivePush::new(p.push, p.audience, p.sent, p.delivered));
+                if push.is_complete() {
+                    complete.push(push);
+                } else {
+                    live.insert(push);
+                }
             }
+        }
+        for push in complete {
+            app.retire(&push);
         }
         if let Some((_, settings)) = self
             .store
@@ -589,12 +593,16 @@ impl Engine {
     async fn checkpoint(&self) -> Result<(), EngineError> {
         let mut batch = Vec::new();
         let mut reports = Vec::new();
+        let mut complete = Vec::new();
         for app in self.apps() {
             let stages = std::mem::take(&mut *app.push_events.lock());
             reports.extend(self.push_events(&app, &stages));
             let dirty = std::mem::take(&mut *app.dirty.lock());
             for push in dirty {
                 if let Some(checkpoint) = push.take_checkpoint() {
+                    if checkpoint.delivered.len() >= push.audience.len() {
+                        complete.push((app.clone(), push));
+                    }
                     batch.push(checkpoint);
                 }
             }
@@ -613,6 +621,9 @@ impl Engine {
                 .save_delivered(batch, std::mem::take(&mut reports))
                 .await?;
             batch = rest;
+        }
+        for (app, push) in complete {
+            app.retire(&push);
         }
         Ok(())
     }

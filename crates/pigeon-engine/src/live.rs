@@ -75,6 +75,11 @@ impl LivePush {
         (newly, newly && !self.dirty.swap(true, Ordering::AcqRel))
     }
 
+    /// Whether every target acked it: nothing is left to deliver.
+    pub fn is_complete(&self) -> bool {
+        self.delivered.lock().len() >= self.audience.len()
+    }
+
     /// Who it was written to, and who acked it.
     pub fn sets(&self) -> (RoaringBitmap, RoaringBitmap) {
         (self.sent.lock().clone(), self.delivered.lock().clone())

@@ -6,7 +6,7 @@ use anyhow::Context;
 use axum::http::{StatusCode, Uri};
 use axum::response::Response;
 use axum::routing::get;
-use axum::serve::IncomingStream;
+use axum::serve::{IncomingStream, ListenerExt, TapIo};
 use axum::Router;
 use pigeon_core::error_json;
 use pigeon_core::RouteDoc;
@@ -17,7 +17,7 @@ use std::fs::File;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 
 pub async fn run(cfg: Config) -> anyhow::Result<()> {
     raise_fd_limit();
@@ -84,23 +84,29 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("listening on {}", cfg.listen))?;
     let addr = listener.local_addr()?;
+    // Answers and push frames are whole messages written at once: sending them at once
+    // matters more than coalescing (Nagle's wait on the peer's ack adds latency to every
+    // frame that follows another one still unacked).
+    let listener = listener.tap_io(set_nodelay as fn(&mut TcpStream));
     tracing::info!(data = %cfg.data.display(), "pigeon listening on http://{addr}");
 
     // Each connection's service knows the peer address (for IP allowlists) and normalizes
     // paths before routing (a layer on the Router would run after it).
-    let make_service = tower::service_fn(move |incoming: IncomingStream<'_, TcpListener>| {
-        let peer = axum::extract::ConnectInfo(*incoming.remote_addr());
-        let service = tower::ServiceBuilder::new()
-            .map_request(move |mut req: axum::extract::Request| {
-                if let Some(uri) = pigeon_jpush::normalize_path(req.uri()) {
-                    *req.uri_mut() = uri;
-                }
-                req.extensions_mut().insert(peer);
-                req
-            })
-            .service(app.clone());
-        std::future::ready(Ok::<_, std::convert::Infallible>(service))
-    });
+    let make_service = tower::service_fn(
+        move |incoming: IncomingStream<'_, TapIo<TcpListener, fn(&mut TcpStream)>>| {
+            let peer = axum::extract::ConnectInfo(*incoming.remote_addr());
+            let service = tower::ServiceBuilder::new()
+                .map_request(move |mut req: axum::extract::Request| {
+                    if let Some(uri) = pigeon_jpush::normalize_path(req.uri()) {
+                        *req.uri_mut() = uri;
+                    }
+                    req.extensions_mut().insert(peer);
+                    req
+                })
+                .service(app.clone());
+            std::future::ready(Ok::<_, std::convert::Infallible>(service))
+        },
+    );
     let shutdown_engine = engine.clone();
     axum::serve(listener, make_service)
         .with_graceful_shutdown(async move {
@@ -120,6 +126,12 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     engine.flush().await.context("flushing storage")?;
     tracing::info!("stopped");
     Ok(())
+}
+
+fn set_nodelay(tcp: &mut TcpStream) {
+    if let Err(e) = tcp.set_nodelay(true) {
+        tracing::debug!(error = %e, "could not set TCP_NODELAY");
+    }
 }
 
 /// Pigeon's own operational routes, for the OpenAPI document.

@@ -387,3 +387,180 @@ def test_a_silent_device_goes_offline_with_timeout():
         finally:
             rcv.close()
             server.stop()
+
+
+def signed_by(request, secret):
+    t, v1 = [kv.split("=", 1)[1] for kv in request["headers"]["x-pigeon-signature"].split(",")]
+    mac = hmac.new(secret.encode(), f"{t}.".encode() + request["body"], hashlib.sha256)
+    return hmac.compare_digest(mac.hexdigest(), v1)
+
+
+def push_with_callback(server, app, rid, callback):
+    body = {"platform": "all", "audience": {"registration_id": [rid]}, "notification": {"alert": "cb"},
+            "callback": callback}
+    return requests.post(server.base + "/v3/push", data=json.dumps(body), timeout=5,
+                         auth=(app["app_key"], app["master_secret"]))
+
+
+def test_a_push_level_callback_url_gets_the_kinds_its_type_asks_for(fast_server):
+    server = fast_server
+    app = server.create_app("pushlevel")
+    own, mine = Receiver(), Receiver()
+    try:
+        cb = add_callback(server, app, own.url, "--commands", "Push.Accepted,Push.Event")
+        time.sleep(1.2)
+        d = Device(server, app["app_key"])
+        # type 9 = delivered (1) + accepted (8): no clicks, and never stage 1 (not a type bit).
+        r = push_with_callback(server, app, d.registration_id,
+                               {"url": mine.url, "params": {"order": "A1"}, "type": 9})
+        assert r.status_code == 200, r.text
+        first = r.json()["msg_id"]
+        r = push_with_callback(server, app, d.registration_id, {"url": mine.url, "type": "2"})
+        assert r.status_code == 200, r.text
+        second = r.json()["msg_id"]
+        assert sorted(f["msg_id"] for f in d.pushes(2)) == sorted([first, second])
+        for msg_id in (first, second):
+            d.ws.send(json.dumps({"op": "click", "msg_id": msg_id, "seq": 1}))
+            assert json.loads(d.ws.recv(timeout=5))["op"] == "ok"
+
+        def kinds(rcv):
+            return sorted((e["CallbackCommand"], e["MsgId"], e.get("PushStage", 0)) for e in rcv.events())
+
+        want_mine = sorted([("Push.Accepted", first, 0), ("Push.Event", first, 2), ("Push.Event", second, 3)])
+        assert mine.wait(lambda: kinds(mine) == want_mine), kinds(mine)
+        want_own = sorted([("Push.Accepted", m, 0) for m in (first, second)]
+                          + [("Push.Event", m, s) for m in (first, second) for s in (1, 2, 3)])
+        assert own.wait(lambda: kinds(own) == want_own), kinds(own)
+        time.sleep(0.5)
+        assert kinds(mine) == want_mine  # nothing more arrives
+        for e in mine.events():
+            if e["MsgId"] == first:
+                assert e["Params"] == {"order": "A1"}
+        # Signed with the app's own endpoint's secret, Basic auth on.
+        expected = base64.b64encode(f"{app['app_key']}:{app['master_secret']}".encode()).decode()
+        for r in mine.requests:
+            assert signed_by(r, cb["signing_secret"])
+            assert r["headers"]["authorization"] == "Basic " + expected
+            q = urllib.parse.parse_qs(urllib.parse.urlparse(r["path"]).query)
+            assert q["SdkAppid"] == [app["app_key"]]
+        listed = requests.get(server.base + "/v3/callbacks", auth=(app["app_key"], app["master_secret"]),
+                              timeout=5).json()["callbacks"]
+        assert [(c["url"], c["push_level"]) for c in listed] == [(own.url, False), (mine.url, True)]
+        # Bad callback fields.
+        for bad, words in [({"url": "ftp://x/y"}, "http or https"), ({"url": mine.url, "type": 16}, "type"),
+                           ({"url": "http://" + "a" * 1100}, "at most 1024"), ({"url": 7}, "url")]:
+            r = push_with_callback(server, app, d.registration_id, bad)
+            assert r.status_code == 400, (bad, r.text)
+            assert r.json()["error"]["code"] == 1003 and words in r.json()["error"]["message"], r.text
+        d.close()
+    finally:
+        own.close()
+        mine.close()
+
+
+def test_a_push_level_url_of_an_app_without_endpoints_is_signed_with_the_master_secret(fast_server):
+    server = fast_server
+    app = server.create_app("pushonly")
+    mine = Receiver()
+    try:
+        d = Device(server, app["app_key"])
+        r = push_with_callback(server, app, d.registration_id, {"url": mine.url})
+        assert r.status_code == 200, r.text
+        msg_id = r.json()["msg_id"]
+        assert [f["msg_id"] for f in d.pushes(1)] == [msg_id]
+        # No type: every kind (accepted, delivered); the device's presence is not a push event.
+        assert mine.wait(lambda: len(mine.events()) >= 2)
+        time.sleep(0.4)
+        assert sorted((e["CallbackCommand"], e.get("PushStage", 0)) for e in mine.events()) == [
+            ("Push.Accepted", 0), ("Push.Event", 2)]
+        assert all(signed_by(r, app["master_secret"]) for r in mine.requests)
+        d.close()
+    finally:
+        mine.close()
+
+
+def test_a_receiver_that_does_not_answer_within_10_s_fails_the_batch(fast_server):
+    server = fast_server
+    app = server.create_app("timeout")
+    rcv = Receiver()
+    try:
+        rcv.answers = ["hang"]
+        add_callback(server, app, rcv.url, "--commands", "Push.Accepted")
+        time.sleep(1.2)
+        d = Device(server, app["app_key"])
+        msg_id = push(server, app, d.registration_id)
+        assert rcv.wait(lambda: len(rcv.requests) >= 1, limit=5)
+        first = time.time()
+        assert rcv.wait(lambda: len(rcv.requests) >= 2, limit=15), "the batch was not retried"
+        waited = time.time() - first
+        assert 9.0 <= waited <= 12.5, waited
+        a, b = rcv.requests[:2]
+        assert a["headers"]["x-pigeon-delivery"] == b["headers"]["x-pigeon-delivery"] and a["body"] == b["body"]
+        assert json.loads(b["body"])["Events"][0]["MsgId"] == msg_id
+        d.close()
+    finally:
+        rcv.close()
+
+
+def test_an_endpoint_failing_too_long_is_disabled_reported_and_enabled_again():
+    with tempfile.TemporaryDirectory() as tmp:
+        server = Server(os.path.join(tmp, "data"), env=dict(FAST, PIGEON_CALLBACKS_DISABLE_AFTER_S="2"))
+        server.start()
+        rcv = Receiver()
+        try:
+            app = server.create_app("disable")
+            auth = (app["app_key"], app["master_secret"])
+            cb = add_callback(server, app, rcv.url, "--commands", "Push.Accepted")
+            time.sleep(1.2)
+            rcv.answers = ["500"] * 100000
+            d = Device(server, app["app_key"])
+            old = push(server, app, d.registration_id)
+
+            def listed():
+                out = subprocess.run([PIGEON, "app", "callback", "list", "--app-key", app["app_key"],
+                                      "--data", server.data], capture_output=True, text=True, check=True)
+                return json.loads(out.stdout.splitlines()[0])
+
+            deadline = time.time() + 15
+            while not listed()["disabled"]:
+                assert time.time() < deadline, "the failing endpoint was never disabled"
+                time.sleep(0.3)
+            entry = listed()
+            assert entry["failing_since_ms"] and entry["disabled_ms"] >= entry["failing_since_ms"] + 2000
+            api = requests.get(server.base + "/v3/callbacks", auth=auth, timeout=5).json()["callbacks"]
+            assert api[0]["disabled"] is True
+            time.sleep(1.5)  # the dispatcher has let it go: no more tries
+            tries = len(rcv.requests)
+            time.sleep(1.0)
+            assert len(rcv.requests) == tries
+            (dead,) = requests.get(f"{server.base}/v3/callbacks/{cb['id']}/dead", auth=auth,
+                                   timeout=5).json()["dead"]
+            assert dead["events"] == 1
+            push(server, app, d.registration_id)  # not kept for a disabled endpoint
+            tries = len(rcv.requests)
+
+            rcv.answers = []
+            out = subprocess.run([PIGEON, "app", "callback", "enable", "--app-key", app["app_key"],
+                                  "--id", str(cb["id"]), "--data", server.data], capture_output=True, text=True)
+            assert out.returncode == 0, out.stderr
+            assert not listed()["disabled"] and listed()["failing_since_ms"] is None
+            time.sleep(1.2)
+            new = push(server, app, d.registration_id)
+            assert rcv.wait(lambda: new in {e["MsgId"] for e in rcv.events()})
+            time.sleep(0.3)
+            since_enabled = [e["MsgId"] for r in rcv.requests[tries:] for e in json.loads(r["body"])["Events"]]
+            assert since_enabled == [new]  # neither the dead batch nor what happened while disabled
+            r = requests.post(f"{server.base}/v3/callbacks/{cb['id']}/dead/{dead['delivery_id']}/replay",
+                              auth=auth, timeout=5)
+            assert r.status_code == 200, r.text
+            assert rcv.wait(lambda: rcv.requests[-1]["headers"]["x-pigeon-delivery"] == dead["delivery_id"])
+            # Errors.
+            r = requests.post(f"{server.base}/v3/callbacks/999/enable", auth=auth, timeout=5)
+            assert r.status_code == 404 and r.json()["error"]["code"] == 1003
+            out = subprocess.run([PIGEON, "app", "callback", "enable", "--app-key", app["app_key"],
+                                  "--id", "999", "--data", server.data], capture_output=True, text=True)
+            assert out.returncode != 0 and "no callback endpoint 999" in out.stderr
+            d.close()
+        finally:
+            rcv.close()
+            server.stop()

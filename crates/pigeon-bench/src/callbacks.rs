@@ -8,11 +8,12 @@ use crate::procs::now_us;
 use crate::table::Table;
 use anyhow::{bail, Context};
 use clap::Args;
+use std::collections::HashSet;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::process::Command;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 #[derive(Args, Debug)]
@@ -26,6 +27,10 @@ pub struct CallbacksArgs {
     /// Agent processes holding the device connections.
     #[arg(long, default_value_t = 4)]
     pub agents: usize,
+    /// Instead: the receiver is down (connections refused) for this many seconds from before
+    /// the broadcasts on; then it comes back and every event must arrive, each once.
+    #[arg(long, default_value_t = 0)]
+    pub outage_secs: u64,
 }
 
 /// What the receiver has seen.
@@ -36,6 +41,9 @@ struct Counts {
     events: AtomicU64,
     first_delivered_us: AtomicU64,
     last_delivered_us: AtomicU64,
+    /// Every EventId seen, and how many arrived again.
+    seen: Mutex<HashSet<String>>,
+    duplicates: AtomicU64,
 }
 
 /// A bare HTTP/1.1 keep-alive receiver that answers every batch with OK.
@@ -73,6 +81,14 @@ fn receive(stream: TcpStream, counts: Arc<Counts>) -> anyhow::Result<()> {
             .as_array()
             .map(|e| e.iter().filter(|e| e["PushStage"] == 2).count())
             .unwrap_or(0) as u64;
+        if let Some(events) = v["Events"].as_array() {
+            let mut seen = counts.seen.lock().unwrap_or_else(|e| e.into_inner());
+            for e in events {
+                if !seen.insert(e["EventId"].as_str().unwrap_or_default().to_string()) {
+                    counts.duplicates.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
         counts.requests.fetch_add(1, Ordering::Relaxed);
         counts.events.fetch_add(events, Ordering::Relaxed);
         if delivered > 0 {
@@ -98,7 +114,11 @@ fn receive(stream: TcpStream, counts: Arc<Counts>) -> anyhow::Result<()> {
 }
 
 fn start_receiver(counts: Arc<Counts>) -> anyhow::Result<String> {
-    let listener = TcpListener::bind("127.0.0.1:0")?;
+    start_receiver_on(counts, "127.0.0.1:0")
+}
+
+fn start_receiver_on(counts: Arc<Counts>, addr: &str) -> anyhow::Result<String> {
+    let listener = TcpListener::bind(addr).with_context(|| format!("receiver on {addr}"))?;
     let url = format!("http://{}/events", listener.local_addr()?);
     std::thread::spawn(move || {
         for stream in listener.incoming().flatten() {
@@ -111,7 +131,118 @@ fn start_receiver(counts: Arc<Counts>) -> anyhow::Result<String> {
     Ok(url)
 }
 
+/// Adds an endpoint for `Push.Event` at `url` to the bench server's app.
+fn add_endpoint(server: &crate::procs::PigeonServer, url: &str) -> anyhow::Result<()> {
+    let out = Command::new(std::env::current_exe()?)
+        .args([
+            "app",
+            "callback",
+            "add",
+            "--app-key",
+            &server.app_key,
+            "--url",
+            url,
+        ])
+        .args(["--commands", "Push.Event", "--data"])
+        .arg(&server.data)
+        .output()
+        .context("pigeon app callback add")?;
+    if !out.status.success() {
+        bail!("callback add: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    // A running server picks endpoints up within a second.
+    std::thread::sleep(Duration::from_millis(1500));
+    Ok(())
+}
+
+/// The receiver is down while the broadcasts happen and for `outage_secs` in all, with the
+/// server's default retry delays; then it comes back on the same port. Every `Push.Event`
+/// (sent and delivered, per device per broadcast) must arrive; duplicates are counted.
+fn outage(args: &CallbacksArgs) -> anyhow::Result<()> {
+    let (n, rounds) = (args.devices, args.broadcasts);
+    let addr = TcpListener::bind("127.0.0.1:0")?.local_addr()?.to_string();
+    let url = format!("http://{addr}/events");
+    let counts = Arc::new(Counts::default());
+    let down_since = Mutex::new(Instant::now());
+    let expected = (2 * n * rounds) as u64;
+    let came_back: Mutex<Option<(f64, Option<f64>)>> = Mutex::new(None);
+    let env = [("PIGEON_CALLBACKS_ALLOW_PRIVATE_NETWORKS", "true")];
+    eprintln!(
+        "== {n} devices, {rounds} broadcasts, receiver down for {} s",
+        args.outage_secs
+    );
+    let setup = |server: &crate::procs::PigeonServer| -> anyhow::Result<()> {
+        add_endpoint(server, &url)?;
+        *down_since.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
+        Ok(())
+    };
+    let after = |_: &Outcome| -> anyhow::Result<()> {
+        let since = *down_since.lock().unwrap_or_else(|e| e.into_inner());
+        let up_at = since + Duration::from_secs(args.outage_secs);
+        let bar = indicatif::ProgressBar::new(args.outage_secs);
+        while Instant::now() < up_at {
+            bar.set_position(since.elapsed().as_secs());
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        bar.finish_and_clear();
+        start_receiver_on(counts.clone(), &addr)?;
+        let up = Instant::now();
+        eprintln!(
+            "   receiver up after {:.0} s down",
+            since.elapsed().as_secs_f64()
+        );
+        // Longer than the retry delay that may be pending (up to 2 h by default past 1 h).
+        let deadline = up + Duration::from_secs(args.outage_secs.max(60) * 3 / 2 + 300);
+        let unique = || counts.seen.lock().map(|s| s.len()).unwrap_or(0) as u64;
+        while unique() < expected && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let all_in = (unique() >= expected).then(|| up.elapsed().as_secs_f64());
+        std::thread::sleep(Duration::from_secs(3)); // anything sent twice shows up too
+        *came_back.lock().unwrap_or_else(|e| e.into_inner()) =
+            Some((since.elapsed().as_secs_f64(), all_in));
+        Ok(())
+    };
+    pigeon_with(n, args.agents, rounds, &env, &setup, &after)?;
+    let unique = counts.seen.lock().map(|s| s.len()).unwrap_or(0) as u64;
+    let duplicates = counts.duplicates.load(Ordering::Relaxed);
+    let (_, all_in) = came_back
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .unwrap_or_default();
+    let mut table = Table::new(&[
+        "devices",
+        "broadcasts",
+        "receiver down s",
+        "events expected",
+        "distinct events received",
+        "lost",
+        "duplicates",
+        "all in after receiver up, s",
+    ]);
+    table.row(vec![
+        n.to_string(),
+        rounds.to_string(),
+        args.outage_secs.to_string(),
+        expected.to_string(),
+        unique.to_string(),
+        expected.saturating_sub(unique).to_string(),
+        format!(
+            "{duplicates} ({:.2}%)",
+            duplicates as f64 * 100.0 / unique.max(1) as f64
+        ),
+        all_in
+            .map(|s| format!("{s:.1}"))
+            .unwrap_or_else(|| "not all arrived".into()),
+    ]);
+    table.print();
+    Ok(())
+}
+
 pub fn run(args: CallbacksArgs) -> anyhow::Result<()> {
+    if args.outage_secs > 0 {
+        return outage(&args);
+    }
     let (n, rounds) = (args.devices, args.broadcasts);
     eprintln!("== {n} devices, {rounds} broadcasts, no callbacks");
     let plain = pigeon_with(n, args.agents, rounds, &[], &|_| Ok(()), &|_| Ok(()))?;
@@ -121,28 +252,7 @@ pub fn run(args: CallbacksArgs) -> anyhow::Result<()> {
     let url = start_receiver(counts.clone())?;
     eprintln!("== the same with a Push.Event endpoint");
     let env = [("PIGEON_CALLBACKS_ALLOW_PRIVATE_NETWORKS", "true")];
-    let add = |server: &crate::procs::PigeonServer| -> anyhow::Result<()> {
-        let out = Command::new(std::env::current_exe()?)
-            .args([
-                "app",
-                "callback",
-                "add",
-                "--app-key",
-                &server.app_key,
-                "--url",
-                &url,
-            ])
-            .args(["--commands", "Push.Event", "--data"])
-            .arg(&server.data)
-            .output()
-            .context("pigeon app callback add")?;
-        if !out.status.success() {
-            bail!("callback add: {}", String::from_utf8_lossy(&out.stderr));
-        }
-        // A running server picks endpoints up within a second.
-        std::thread::sleep(Duration::from_millis(1500));
-        Ok(())
-    };
+    let add = |server: &crate::procs::PigeonServer| add_endpoint(server, &url);
     let expected = (n * rounds) as u64;
     let wait_for_events = |_: &Outcome| -> anyhow::Result<()> {
         let deadline = Instant::now() + Duration::from_secs(120);

@@ -19,6 +19,7 @@ use pigeon_store::{CallbackBatch, CallbackEndpoint, Storage, StoreError};
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::task::JoinHandle;
@@ -49,6 +50,8 @@ pub struct Config {
     pub dead_after: Duration,
     /// Whether URLs may point at loopback, private or link-local addresses.
     pub allow_private_networks: bool,
+    /// An endpoint whose every request has failed for this long is disabled.
+    pub disable_after: Duration,
 }
 
 impl Default for Config {
@@ -58,6 +61,7 @@ impl Default for Config {
             retry_first: Duration::from_secs(5),
             dead_after: Duration::from_secs(24 * 3600),
             allow_private_networks: false,
+            disable_after: Duration::from_secs(3 * 24 * 3600),
         }
     }
 }
@@ -92,8 +96,14 @@ async fn supervise(engine: Arc<Engine>, config: Arc<Config>) {
     loop {
         match engine.store().list_callbacks().await {
             Ok(endpoints) => {
+                let endpoints: Vec<CallbackEndpoint> = endpoints
+                    .into_iter()
+                    .filter(|e| e.disabled_ms.is_none())
+                    .collect();
                 running.retain(|id, (known, task)| {
-                    let keep = endpoints.iter().any(|e| e == known && e.id == *id);
+                    let keep = endpoints
+                        .iter()
+                        .any(|e| e.same_config(known) && e.id == *id);
                     if !keep {
                         task.abort();
                     }
@@ -105,6 +115,7 @@ async fn supervise(engine: Arc<Engine>, config: Arc<Config>) {
                             engine: engine.clone(),
                             http: http.clone(),
                             config: config.clone(),
+                            failing_since_ms: AtomicU64::new(e.failing_since_ms.unwrap_or(0)),
                             endpoint: e.clone(),
                         };
                         slot.insert((e, tokio::spawn(worker.run())));
@@ -122,6 +133,8 @@ struct Endpoint {
     http: reqwest::Client,
     config: Arc<Config>,
     endpoint: CallbackEndpoint,
+    /// Since when every request has failed; 0 while the last one was taken.
+    failing_since_ms: AtomicU64,
 }
 
 impl Endpoint {
@@ -179,6 +192,7 @@ impl Endpoint {
                     .store()
                     .events_after(
                         &self.endpoint.app_key,
+                        self.endpoint.push_level.then_some(self.endpoint.id),
                         command,
                         after,
                         MAX_BATCH * BATCHES_PER_WRITE,
@@ -260,7 +274,18 @@ impl Endpoint {
     /// schedules the next try or dead-letters the batch.
     async fn deliver(&self, batch: CallbackBatch) -> Result<bool, StoreError> {
         match self.send(&batch).await {
-            Ok(()) => Ok(true),
+            Ok(()) => {
+                if self.failing_since_ms.swap(0, Ordering::AcqRel) != 0 {
+                    tracing::info!(
+                        endpoint = self.endpoint.id,
+                        "callback endpoint answers again"
+                    );
+                    self.store()
+                        .set_endpoint_health(self.endpoint.id, None, None)
+                        .await?;
+                }
+                Ok(true)
+            }
             Err(SendError::Store(e)) => Err(e),
             Err(SendError::Refused(why)) => {
                 let attempts = batch.attempts + 1;
@@ -278,9 +303,41 @@ impl Endpoint {
                 self.store()
                     .fail_batch(&batch.delivery_id, attempts, next, dead, &why)
                     .await?;
+                self.failed(&why).await?;
                 Ok(false)
             }
         }
+    }
+
+    /// Notes a failed request; an endpoint that has failed for [`Config::disable_after`]
+    /// is disabled (its task stops with the next look at the endpoints) and reported.
+    async fn failed(&self, why: &str) -> Result<(), StoreError> {
+        let now = now_ms();
+        let since = match self.failing_since_ms.compare_exchange(
+            0,
+            now,
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        ) {
+            Ok(_) => {
+                self.store()
+                    .set_endpoint_health(self.endpoint.id, Some(now), None)
+                    .await?;
+                now
+            }
+            Err(since) => since,
+        };
+        if now.saturating_sub(since) >= self.config.disable_after.as_millis() as u64 {
+            tracing::error!(endpoint = self.endpoint.id, app = %self.endpoint.app_key,
+                url = %self.endpoint.url, failing_since_ms = since, error = %why,
+                "callback endpoint disabled: every request has failed since failing_since_ms; \
+                 its waiting batches are dead-lettered; enable it again with \
+                 `pigeon app callback enable` or POST /v3/callbacks/{{id}}/enable");
+            self.store()
+                .set_endpoint_health(self.endpoint.id, Some(since), Some(now))
+                .await?;
+        }
+        Ok(())
     }
 
     /// The delay before try `attempts + 1`, ±20% so that receivers coming back are not hit
@@ -368,6 +425,39 @@ impl Endpoint {
         }
         Ok(())
     }
+}
+
+/// How an endpoint is shown to an operator (`pigeon app callback list`, `GET /v3/callbacks`):
+/// its secret only as a hint.
+pub fn endpoint_view(e: &CallbackEndpoint) -> Value {
+    let hint: String = e.signing_secret.chars().take(4).collect();
+    json!({"id": e.id, "url": e.url, "commands": e.commands, "basic_auth": e.basic_auth,
+           "signing_secret": format!("{hint}…"), "push_level": e.push_level,
+           "failing_since_ms": e.failing_since_ms, "disabled": e.disabled_ms.is_some(),
+           "disabled_ms": e.disabled_ms})
+}
+
+/// A new endpoint of an app's own (not push-level), checked, with a fresh signing secret.
+pub fn new_endpoint(
+    app_key: &str,
+    url: &str,
+    commands: Vec<String>,
+    basic_auth: bool,
+) -> Result<CallbackEndpoint, String> {
+    check_endpoint(url, &commands)?;
+    Ok(CallbackEndpoint {
+        id: 0,
+        app_key: app_key.to_string(),
+        url: url.to_string(),
+        commands,
+        basic_auth,
+        signing_secret: pigeon_engine::random_alnum(32),
+        created_ms: now_ms(),
+        start_event_id: 0,
+        push_level: false,
+        failing_since_ms: None,
+        disabled_ms: None,
+    })
 }
 
 /// Checks an endpoint before it is stored: an http(s) URL with a host, known commands.

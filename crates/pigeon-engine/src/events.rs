@@ -57,12 +57,33 @@ pub enum Stage {
 /// `PushPlatform` of Pigeon's own connection.
 pub const OWN_CONNECTION: u8 = 10;
 
+/// Bits of a push's `callback.type` (callbacks.md §1): which of its events go to its URL.
+pub const TYPE_DELIVERED: u64 = 1;
+pub const TYPE_CLICKED: u64 = 2;
+pub const TYPE_UNDELIVERED: u64 = 4;
+pub const TYPE_ACCEPTED: u64 = 8;
+const TYPE_ALL: u64 = 15;
+
+/// Commands a push-level endpoint can get.
+pub const PUSH_LEVEL_COMMANDS: [&str; 3] = [PUSH_ACCEPTED, PUSH_EVENT, PUSH_UNDELIVERED];
+
 /// Whether an endpoint wants a command.
 pub fn wants(endpoint: &CallbackEndpoint, command: &str) -> bool {
     endpoint.commands.is_empty() || endpoint.commands.iter().any(|c| c == command)
 }
 
-fn event(app: &AppState, command: &str, mut fields: Value) -> NewEvent {
+/// The URL of a push's `callback` field, if it names one.
+pub fn push_callback_url(callback: Option<&Value>) -> Option<&str> {
+    callback?.get("url")?.as_str()
+}
+
+/// An event for the app's endpoints (`endpoint_id` none) or one push-level endpoint.
+fn event_for(
+    app: &AppState,
+    command: &str,
+    mut fields: Value,
+    endpoint_id: Option<u64>,
+) -> NewEvent {
     let at_ms = now_ms();
     fields["CallbackCommand"] = json!(command);
     fields["EventTime"] = json!(at_ms / 1000);
@@ -71,7 +92,34 @@ fn event(app: &AppState, command: &str, mut fields: Value) -> NewEvent {
         command: command.to_string(),
         body: fields,
         at_ms,
+        endpoint_id,
     }
+}
+
+fn event(app: &AppState, command: &str, fields: Value) -> NewEvent {
+    event_for(app, command, fields, None)
+}
+
+/// The copies of one event of a push: one for the app's endpoints if any wants `command`,
+/// one for the push's own URL if its `callback.type` has `kind`.
+fn push_event_copies(
+    app: &AppState,
+    command: &str,
+    mut fields: Value,
+    callback: Option<&Value>,
+    kind: u64,
+) -> Vec<NewEvent> {
+    if let Some(params) = callback.and_then(|c| c.get("params")) {
+        fields["Params"] = params.clone();
+    }
+    let mut out = Vec::new();
+    if let Some(id) = app.push_endpoint_for(callback, kind) {
+        out.push(event_for(app, command, fields.clone(), Some(id)));
+    }
+    if app.wants(command) {
+        out.push(event(app, command, fields));
+    }
+    out
 }
 
 /// `AudienceType`: the audience keys given, joined with `+`.
@@ -94,9 +142,40 @@ fn audience_type(audience: &Audience) -> String {
 }
 
 impl AppState {
-    /// Whether any of the app's endpoints wants `command`.
+    /// Whether any of the app's own (not push-level, not disabled) endpoints wants `command`.
     pub fn wants(&self, command: &str) -> bool {
-        self.callbacks.read().iter().any(|e| wants(e, command))
+        self.callbacks
+            .read()
+            .iter()
+            .any(|e| !e.push_level && e.disabled_ms.is_none() && wants(e, command))
+    }
+
+    /// Whether a push's stages are worth recording: an endpoint of the app wants
+    /// `Push.Event`, or the push has a URL of its own.
+    pub(crate) fn reports_stages(&self, push: &pigeon_core::Push) -> bool {
+        push_callback_url(push.callback.as_ref()).is_some() || self.wants(PUSH_EVENT)
+    }
+
+    /// The push-level endpoint that a push's events of `kind` (a `callback.type` bit) go
+    /// to, if its `callback` names a URL and asks for that kind.
+    fn push_endpoint_for(&self, callback: Option<&Value>, kind: u64) -> Option<u64> {
+        let url = push_callback_url(callback)?;
+        let bits = callback
+            .and_then(|c| c.get("type"))
+            .and_then(|t| match t {
+                Value::Number(n) => n.as_u64(),
+                Value::String(s) => s.trim().parse().ok(),
+                _ => None,
+            })
+            .unwrap_or(TYPE_ALL);
+        if bits & kind == 0 {
+            return None;
+        }
+        self.callbacks
+            .read()
+            .iter()
+            .find(|e| e.push_level && e.url == url && e.disabled_ms.is_none())
+            .map(|e| e.id)
     }
 }
 
@@ -108,20 +187,23 @@ impl Engine {
         push: &Push,
         targets: u64,
     ) -> Vec<NewEvent> {
-        if !app.wants(PUSH_ACCEPTED) {
+        if !app.wants(PUSH_ACCEPTED) && push_callback_url(push.callback.as_ref()).is_none() {
             return Vec::new();
         }
-        let mut fields = json!({
+        let fields = json!({
             "MsgId": push.msg_id.to_string(),
             "Sendno": push.options.sendno.unwrap_or(0).to_string(),
             "Platform": push.platforms.iter().map(|p| p.as_str()).collect::<Vec<_>>(),
             "AudienceType": audience_type(&push.audience),
             "TargetCount": targets,
         });
-        if let Some(params) = push.callback.as_ref().and_then(|c| c.get("params")) {
-            fields["Params"] = params.clone();
-        }
-        vec![event(app, PUSH_ACCEPTED, fields)]
+        push_event_copies(
+            app,
+            PUSH_ACCEPTED,
+            fields,
+            push.callback.as_ref(),
+            TYPE_ACCEPTED,
+        )
     }
 
     /// `Push.Event`s for stages of pushes on devices.
@@ -133,36 +215,41 @@ impl Engine {
         if stages.is_empty() {
             return Vec::new();
         }
-        let mut params: pigeon_core::FastMap<u64, Option<Value>> = Default::default();
+        let mut callbacks: pigeon_core::FastMap<u64, Option<Value>> = Default::default();
         let devices = app.devices.read();
-        stages
-            .iter()
-            .filter_map(|&(msg_id, ordinal, stage)| {
-                let d = devices.record(ordinal)?;
-                let params = params
-                    .entry(msg_id)
-                    .or_insert_with(|| {
-                        app.push_callback(msg_id)
-                            .and_then(|c| c.get("params").cloned())
-                    })
-                    .clone();
-                let mut fields = json!({
-                    "MsgId": msg_id.to_string(),
-                    "PushID": msg_id.to_string(),
-                    "RegistrationId": d.registration_id,
-                    "To_Account": d.alias.clone().unwrap_or_default(),
-                    "Platform": d.platform.as_str(),
-                    "PushPlatform": OWN_CONNECTION,
-                    "PushStage": stage as u8,
-                    "ErrCode": 0,
-                    "ErrInfo": "",
-                });
-                if let Some(p) = params {
-                    fields["Params"] = p;
-                }
-                Some(event(app, PUSH_EVENT, fields))
-            })
-            .collect()
+        let mut out = Vec::new();
+        for &(msg_id, ordinal, stage) in stages {
+            let Some(d) = devices.record(ordinal) else {
+                continue;
+            };
+            let callback = callbacks
+                .entry(msg_id)
+                .or_insert_with(|| app.push_callback(msg_id));
+            let fields = json!({
+                "MsgId": msg_id.to_string(),
+                "PushID": msg_id.to_string(),
+                "RegistrationId": d.registration_id,
+                "To_Account": d.alias.clone().unwrap_or_default(),
+                "Platform": d.platform.as_str(),
+                "PushPlatform": OWN_CONNECTION,
+                "PushStage": stage as u8,
+                "ErrCode": 0,
+                "ErrInfo": "",
+            });
+            let kind = match stage {
+                Stage::Sent => 0,
+                Stage::Delivered => TYPE_DELIVERED,
+                Stage::Clicked => TYPE_CLICKED,
+            };
+            out.extend(push_event_copies(
+                app,
+                PUSH_EVENT,
+                fields,
+                callback.as_ref(),
+                kind,
+            ));
+        }
+        out
     }
 
     /// Reports pushes that expired more than the grace ago: `Push.Undelivered` (ErrCode 1)
@@ -174,20 +261,15 @@ impl Engine {
         let n = expired.len();
         for p in expired {
             let mut events = Vec::new();
-            if app.wants(PUSH_UNDELIVERED) {
+            let callback = p.push.callback.as_ref();
+            if app.wants(PUSH_UNDELIVERED) || push_callback_url(callback).is_some() {
                 let missed = &p.audience - &p.delivered;
-                let params = p
-                    .push
-                    .callback
-                    .as_ref()
-                    .and_then(|c| c.get("params"))
-                    .cloned();
                 let devices = app.devices.read();
                 for ordinal in missed.iter() {
                     let Some(d) = devices.record(ordinal) else {
                         continue;
                     };
-                    let mut fields = json!({
+                    let fields = json!({
                         "MsgId": p.push.msg_id.to_string(),
                         "PushID": p.push.msg_id.to_string(),
                         "RegistrationId": d.registration_id,
@@ -197,10 +279,13 @@ impl Engine {
                         "ErrCode": 1,
                         "ErrInfo": "expired: time_to_live ran out before the device received it",
                     });
-                    if let Some(params) = &params {
-                        fields["Params"] = params.clone();
-                    }
-                    events.push(event(app, PUSH_UNDELIVERED, fields));
+                    events.extend(push_event_copies(
+                        app,
+                        PUSH_UNDELIVERED,
+                        fields,
+                        callback,
+                        TYPE_UNDELIVERED,
+                    ));
                 }
             }
             self.store.report_expired(p.push.msg_id, events).await?;

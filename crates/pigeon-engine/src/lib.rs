@@ -403,6 +403,9 @@ impl Engine {
         if validate_only {
             return Ok(push.msg_id);
         }
+        if let Some(url) = events::push_callback_url(push.callback.as_ref()) {
+            self.ensure_push_endpoint(app, url).await?;
+        }
         let events = self.accepted_event(app, &push, audience.len());
         self.store
             .insert_push(&app.app_key, &push, &audience, events)
@@ -465,14 +468,58 @@ impl Engine {
         }
     }
 
+    /// Makes sure the push-level endpoint for a push's `callback.url` exists, so that the
+    /// push's events can be addressed to it.
+    async fn ensure_push_endpoint(&self, app: &AppState, url: &str) -> Result<(), EngineError> {
+        let secret = {
+            let endpoints = app.callbacks.read();
+            if endpoints.iter().any(|e| e.push_level && e.url == url) {
+                return Ok(());
+            }
+            // Signed like the app's own callbacks, so one receiver can check both; an app
+            // without any signs with its master secret, which its backend knows.
+            endpoints
+                .iter()
+                .find(|e| !e.push_level)
+                .map(|e| e.signing_secret.clone())
+                .unwrap_or_else(|| app.master_secret.clone())
+        };
+        let endpoint = self
+            .store
+            .push_endpoint(pigeon_store::CallbackEndpoint {
+                id: 0,
+                app_key: app.app_key.clone(),
+                url: url.to_string(),
+                commands: events::PUSH_LEVEL_COMMANDS
+                    .iter()
+                    .map(|c| c.to_string())
+                    .collect(),
+                basic_auth: true,
+                signing_secret: secret,
+                created_ms: now_ms(),
+                start_event_id: 0,
+                push_level: true,
+                failing_since_ms: None,
+                disabled_ms: None,
+            })
+            .await?;
+        let mut endpoints = app.callbacks.write();
+        if !endpoints.iter().any(|e| e.id == endpoint.id) {
+            endpoints.push(endpoint);
+        }
+        Ok(())
+    }
+
     /// Records that these pushes were written to a device's connection.
     pub fn sent(&self, app: &AppState, ordinal: Ordinal, pushes: &[Arc<LivePush>]) {
-        let report = app.wants(events::PUSH_EVENT);
+        let app_wants = app.wants(events::PUSH_EVENT);
         for push in pushes {
             let (newly, first) = push.mark_sent(ordinal);
             if first {
                 app.dirty.lock().push(push.clone());
             }
+            let report =
+                app_wants || events::push_callback_url(push.push.callback.as_ref()).is_some();
             if newly && report {
                 app.push_events
                     .lock()
@@ -492,7 +539,7 @@ impl Engine {
             if first_since_checkpoint {
                 app.dirty.lock().push(live.clone());
             }
-            if delivered && app.wants(events::PUSH_EVENT) {
+            if delivered && app.reports_stages(&live.push) {
                 app.push_events
                     .lock()
                     .push((msg_id, ordinal, events::Stage::Delivered));
@@ -515,7 +562,11 @@ impl Engine {
         data: Value,
     ) -> Result<(), EngineError> {
         let reports = match msg_id {
-            Some(m) if kind == "click" && app.wants(events::PUSH_EVENT) => {
+            Some(m)
+                if kind == "click"
+                    && (app.wants(events::PUSH_EVENT)
+                        || events::push_callback_url(app.push_callback(m).as_ref()).is_some()) =>
+            {
                 self.push_events(app, &[(m, ordinal, events::Stage::Clicked)])
             }
             _ => Vec::new(),

@@ -6,17 +6,11 @@ use crate::JPush;
 use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
-use pigeon_engine::{now_ms, random_alnum, AppState};
+use pigeon_engine::{now_ms, AppState};
 use pigeon_store::CallbackEndpoint;
 use serde_json::{json, Value};
 
 const F: Family = Family::Push;
-
-fn view(e: &CallbackEndpoint) -> Value {
-    let hint: String = e.signing_secret.chars().take(4).collect();
-    json!({"id": e.id, "url": e.url, "commands": e.commands, "basic_auth": e.basic_auth,
-           "signing_secret": format!("{hint}…")})
-}
 
 async fn endpoint_of(s: &JPush, app: &AppState, id: u64) -> Result<CallbackEndpoint, ApiError> {
     s.engine
@@ -41,7 +35,7 @@ pub async fn list(State(s): State<JPush>, headers: HeaderMap) -> ApiResult {
     let mine: Vec<Value> = all
         .iter()
         .filter(|e| e.app_key == app.app_key)
-        .map(view)
+        .map(pigeon_callbacks::endpoint_view)
         .collect();
     Ok(json_response(StatusCode::OK, &json!({ "callbacks": mine })))
 }
@@ -61,17 +55,8 @@ pub async fn add(State(s): State<JPush>, headers: HeaderMap, body: Body) -> ApiR
             .as_bool()
             .ok_or_else(|| ApiError::invalid(F, "basic_auth must be true or false"))?,
     };
-    pigeon_callbacks::check_endpoint(url, &commands).map_err(|m| ApiError::invalid(F, m))?;
-    let endpoint = CallbackEndpoint {
-        id: 0,
-        app_key: app.app_key.clone(),
-        url: url.to_string(),
-        commands,
-        basic_auth,
-        signing_secret: random_alnum(32),
-        created_ms: now_ms(),
-        start_event_id: 0,
-    };
+    let endpoint = pigeon_callbacks::new_endpoint(&app.app_key, url, commands, basic_auth)
+        .map_err(|m| ApiError::invalid(F, m))?;
     let id = s
         .engine
         .store()
@@ -142,6 +127,25 @@ pub async fn replay(
         return Err(ApiError::not_found(
             1003,
             format!("no dead batch {delivery_id:?} on callback endpoint {id}"),
+        ));
+    }
+    Ok(ok_empty())
+}
+
+/// `POST /v3/callbacks/{id}/enable`: an endpoint disabled for failing too long gets events
+/// again, from now on.
+pub async fn enable(State(s): State<JPush>, Path(id): Path<u64>, headers: HeaderMap) -> ApiResult {
+    let app = authenticate(&s.engine, &headers, F).await?;
+    let enabled = s
+        .engine
+        .store()
+        .enable_callback(&app.app_key, id)
+        .await
+        .map_err(|e| ApiError::internal(F, &e))?;
+    if !enabled {
+        return Err(ApiError::not_found(
+            1003,
+            format!("no callback endpoint {id}"),
         ));
     }
     Ok(ok_empty())

@@ -94,6 +94,7 @@ routes! {
     post "/v3/callbacks" => callback_api::add, "Callback", "Add a callback endpoint: url, commands, basic_auth (Pigeon extension)", query [], body true;
     delete "/v3/callbacks/{id}" => callback_api::remove, "Callback", "Remove a callback endpoint (Pigeon extension)", query [], body false;
     get "/v3/callbacks/{id}/dead" => callback_api::dead, "Callback", "Dead-lettered batches of an endpoint (Pigeon extension)", query [], body false;
+    post "/v3/callbacks/{id}/enable" => callback_api::enable, "Callback", "Enable an endpoint disabled for failing too long (Pigeon extension)", query [], body false;
     post "/v3/callbacks/{id}/dead/{delivery_id}/replay" => callback_api::replay, "Callback", "Send a dead-lettered batch again (Pigeon extension)", query [], body false;
     get "/v3/schedules/{schedule_id}/msg_ids" => schedule_api::msg_ids, "Schedule", "Pushes a schedule made", query [], body false;
 }

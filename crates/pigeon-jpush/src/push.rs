@@ -192,6 +192,9 @@ const SMS: Spec = &[
     ("active_filter", Bool),
 ];
 
+/// Longest `callback.url`.
+const MAX_CALLBACK_URL: usize = 1024;
+
 const CALLBACK: Spec = &[("url", Str), ("params", Object), ("type", Int(1, 15))];
 
 const AUDIENCE: Spec = &[
@@ -268,11 +271,14 @@ pub fn parse_push(body: &Value) -> Checked<Push> {
         let cb = as_object("callback", cb)?;
         check_object("callback", cb, CALLBACK)?;
         if let Some(url) = cb.get("url").and_then(Value::as_str) {
-            if !(url.starts_with("http://") || url.starts_with("https://")) {
-                return Err(PushError::invalid(
-                    "callback.url must be an http:// or https:// URL",
-                ));
+            if url.len() > MAX_CALLBACK_URL {
+                return Err(PushError::invalid(format!(
+                    "callback.url is {} bytes; at most {MAX_CALLBACK_URL}",
+                    url.len()
+                )));
             }
+            pigeon_callbacks::check_endpoint(url, &[])
+                .map_err(|m| PushError::invalid(format!("callback.url: {m}")))?;
         }
     }
     let mut extra = Map::new();

@@ -124,10 +124,24 @@ pub trait Storage: Send + Sync + 'static {
     fn list_callbacks(&self) -> StoreFuture<'_, Vec<CallbackEndpoint>>;
     /// Records events in the outbox, durably.
     fn append_events(&self, events: Vec<NewEvent>) -> StoreFuture<'_, ()>;
-    /// Up to `limit` events of one command of an app after `after_id`, oldest first.
+    /// Enables an endpoint of an app again (it gets events from now on); false if there
+    /// is no such endpoint.
+    fn enable_callback(&self, app_key: &str, id: u64) -> StoreFuture<'_, bool>;
+    /// Finds or adds the push-level endpoint for `url` (a push's `callback.url`).
+    fn push_endpoint(&self, endpoint: CallbackEndpoint) -> StoreFuture<'_, CallbackEndpoint>;
+    /// Records an endpoint's health: since when it fails, and whether it is disabled.
+    fn set_endpoint_health(
+        &self,
+        id: u64,
+        failing_since_ms: Option<u64>,
+        disabled_ms: Option<u64>,
+    ) -> StoreFuture<'_, ()>;
+    /// Up to `limit` events of one command of an app after `after_id`, oldest first: the
+    /// app-wide ones (`endpoint` none) or those addressed to one push-level endpoint.
     fn events_after(
         &self,
         app_key: &str,
+        endpoint: Option<u64>,
         command: &str,
         after_id: u64,
         limit: usize,

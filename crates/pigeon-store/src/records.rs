@@ -151,6 +151,31 @@ pub struct CallbackEndpoint {
     pub created_ms: u64,
     /// Events up to this id happened before it existed and are not sent to it.
     pub start_event_id: u64,
+    /// Made for a push's own `callback.url`: it gets only the events addressed to it.
+    pub push_level: bool,
+    /// Since when every request to it has failed (none if its last one was taken).
+    pub failing_since_ms: Option<u64>,
+    /// When it was disabled for failing too long; nothing is sent to it or kept for it.
+    pub disabled_ms: Option<u64>,
+}
+
+impl CallbackEndpoint {
+    /// Whether `other` is the same endpoint configured the same way (its health aside).
+    pub fn same_config(&self, other: &CallbackEndpoint) -> bool {
+        (
+            self.id,
+            &self.url,
+            &self.commands,
+            self.basic_auth,
+            &self.signing_secret,
+        ) == (
+            other.id,
+            &other.url,
+            &other.commands,
+            other.basic_auth,
+            &other.signing_secret,
+        ) && self.disabled_ms.is_some() == other.disabled_ms.is_some()
+    }
 }
 
 /// An event waiting in the outbox, as the engine records it.
@@ -161,6 +186,8 @@ pub struct NewEvent {
     /// The event's fields (everything but `EventId`, which is its outbox id).
     pub body: serde_json::Value,
     pub at_ms: u64,
+    /// The push-level endpoint it is addressed to; `None`: the app's endpoints that want it.
+    pub endpoint_id: Option<u64>,
 }
 
 /// An event read back from the outbox.

@@ -82,7 +82,10 @@ CREATE TABLE IF NOT EXISTS callback_endpoints (
     basic_auth INTEGER NOT NULL,
     signing_secret TEXT NOT NULL,
     created_ms INTEGER NOT NULL,
-    start_event_id INTEGER NOT NULL
+    start_event_id INTEGER NOT NULL,
+    push_level INTEGER NOT NULL DEFAULT 0,
+    failing_since_ms INTEGER,
+    disabled_ms INTEGER
 );
 -- The outbox: events are written in the transaction of the change they report.
 CREATE TABLE IF NOT EXISTS callback_events (
@@ -90,9 +93,9 @@ CREATE TABLE IF NOT EXISTS callback_events (
     app_key TEXT NOT NULL,
     command TEXT NOT NULL,
     body TEXT NOT NULL,
-    at_ms INTEGER NOT NULL
+    at_ms INTEGER NOT NULL,
+    endpoint_id INTEGER
 );
-CREATE INDEX IF NOT EXISTS callback_events_by_command ON callback_events (app_key, command, id);
 CREATE TABLE IF NOT EXISTS callback_cursors (
     endpoint_id INTEGER NOT NULL,
     command TEXT NOT NULL,
@@ -320,6 +323,22 @@ fn migrate(conn: &Connection) -> StoreResult<()> {
             "ALTER TABLE pushes ADD COLUMN expiry_reported INTEGER NOT NULL DEFAULT 0",
         )?;
     }
+    let has_target = conn
+        .prepare("SELECT 1 FROM pragma_table_info('callback_events') WHERE name = 'endpoint_id'")?
+        .exists([])?;
+    if !has_target {
+        conn.execute_batch(
+            "ALTER TABLE callback_events ADD COLUMN endpoint_id INTEGER;
+             ALTER TABLE callback_endpoints ADD COLUMN push_level INTEGER NOT NULL DEFAULT 0;
+             ALTER TABLE callback_endpoints ADD COLUMN failing_since_ms INTEGER;
+             ALTER TABLE callback_endpoints ADD COLUMN disabled_ms INTEGER;
+             DROP INDEX IF EXISTS callback_events_by_command;",
+        )?;
+    }
+    conn.execute_batch(
+        "CREATE INDEX IF NOT EXISTS callback_events_by_target
+         ON callback_events (app_key, endpoint_id, command, id)",
+    )?;
     Ok(())
 }
 
@@ -411,6 +430,41 @@ fn run_writer(conn: Connection, mut rx: mpsc::Receiver<Job>) {
     let _ = conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)");
 }
 
+/// The commands of callbacks.md §3, for pruning the outbox command by command.
+const CALLBACK_COMMANDS: [&str; 6] = [
+    "Push.Accepted",
+    "Push.Event",
+    "Push.Undelivered",
+    "Device.OnlineStatus",
+    "Geofence.Event",
+    "Sms.Result",
+];
+
+const ENDPOINT_COLUMNS: &str = "id, app_key, url, commands, basic_auth, signing_secret, \
+    created_ms, start_event_id, push_level, failing_since_ms, disabled_ms";
+
+/// A row of [`ENDPOINT_COLUMNS`]; the inner result is a corrupt command list.
+fn endpoint_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoreResult<CallbackEndpoint>> {
+    let commands: String = r.get(3)?;
+    let commands = match serde_json::from_str(&commands) {
+        Ok(c) => c,
+        Err(e) => return Ok(Err(StoreError::Corrupt(format!("callback commands: {e}")))),
+    };
+    Ok(Ok(CallbackEndpoint {
+        id: to_u64(r.get(0)?),
+        app_key: r.get(1)?,
+        url: r.get(2)?,
+        commands,
+        basic_auth: r.get(4)?,
+        signing_secret: r.get(5)?,
+        created_ms: to_u64(r.get(6)?),
+        start_event_id: to_u64(r.get(7)?),
+        push_level: r.get(8)?,
+        failing_since_ms: r.get::<_, Option<i64>>(9)?.map(to_u64),
+        disabled_ms: r.get::<_, Option<i64>>(10)?.map(to_u64),
+    }))
+}
+
 fn to_i64(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
@@ -459,14 +513,16 @@ fn write_events(c: &Connection, events: &[NewEvent]) -> StoreResult<()> {
         return Ok(());
     }
     let mut st = c.prepare_cached(
-        "INSERT INTO callback_events (app_key, command, body, at_ms) VALUES (?1, ?2, ?3, ?4)",
+        "INSERT INTO callback_events (app_key, command, body, at_ms, endpoint_id)
+         VALUES (?1, ?2, ?3, ?4, ?5)",
     )?;
     for e in events {
         st.execute(params![
             e.app_key,
             e.command,
             e.body.to_string(),
-            to_i64(e.at_ms)
+            to_i64(e.at_ms),
+            e.endpoint_id.map(to_i64)
         ])?;
     }
     Ok(())
@@ -974,15 +1030,116 @@ impl Storage for SqliteStore {
         Box::pin(self.write(move |c| {
             let commands = serde_json::to_string(&e.commands)
                 .map_err(|err| StoreError::Corrupt(err.to_string()))?;
-            let start: i64 =
-                c.query_row("SELECT COALESCE(MAX(id), 0) FROM callback_events", [], |r| r.get(0))?;
+            let start: i64 = c.query_row(
+                "SELECT COALESCE(MAX(id), 0) FROM callback_events",
+                [],
+                |r| r.get(0),
+            )?;
             c.execute(
                 "INSERT INTO callback_endpoints (app_key, url, commands, basic_auth,
-                    signing_secret, created_ms, start_event_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                params![e.app_key, e.url, commands, e.basic_auth, e.signing_secret,
-                        to_i64(e.created_ms), start],
+                    signing_secret, created_ms, start_event_id, push_level)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                params![
+                    e.app_key,
+                    e.url,
+                    commands,
+                    e.basic_auth,
+                    e.signing_secret,
+                    to_i64(e.created_ms),
+                    start,
+                    e.push_level
+                ],
             )?;
             Ok(to_u64(c.last_insert_rowid()))
+        }))
+    }
+
+    fn enable_callback(&self, app_key: &str, id: u64) -> StoreFuture<'_, bool> {
+        let app_key = app_key.to_string();
+        Box::pin(self.write(move |c| {
+            // What happened while it was disabled was not kept for it: it starts from now.
+            let now: i64 = c.query_row(
+                "SELECT COALESCE(MAX(id), 0) FROM callback_events",
+                [],
+                |r| r.get(0),
+            )?;
+            let n = c.execute(
+                "UPDATE callback_endpoints SET failing_since_ms = NULL, disabled_ms = NULL,
+                    start_event_id = CASE WHEN disabled_ms IS NULL THEN start_event_id ELSE ?3 END
+                 WHERE app_key = ?1 AND id = ?2",
+                params![app_key, to_i64(id), now],
+            )?;
+            c.execute(
+                "UPDATE callback_cursors SET last_event_id = MAX(last_event_id, ?2)
+                 WHERE endpoint_id = ?1",
+                params![to_i64(id), now],
+            )?;
+            Ok(n > 0)
+        }))
+    }
+
+    fn push_endpoint(&self, e: CallbackEndpoint) -> StoreFuture<'_, CallbackEndpoint> {
+        Box::pin(self.write(move |c| {
+            let found = c
+                .prepare_cached(&format!(
+                    "SELECT {ENDPOINT_COLUMNS} FROM callback_endpoints
+                     WHERE app_key = ?1 AND url = ?2 AND push_level = 1 ORDER BY id LIMIT 1"
+                ))?
+                .query_row(params![e.app_key, e.url], endpoint_from_row)
+                .optional()?;
+            if let Some(found) = found {
+                return found;
+            }
+            let commands = serde_json::to_string(&e.commands)
+                .map_err(|err| StoreError::Corrupt(err.to_string()))?;
+            c.execute(
+                "INSERT INTO callback_endpoints (app_key, url, commands, basic_auth,
+                    signing_secret, created_ms, start_event_id, push_level)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, 0, 1)",
+                params![
+                    e.app_key,
+                    e.url,
+                    commands,
+                    e.basic_auth,
+                    e.signing_secret,
+                    to_i64(e.created_ms)
+                ],
+            )?;
+            Ok(CallbackEndpoint {
+                id: to_u64(c.last_insert_rowid()),
+                start_event_id: 0,
+                push_level: true,
+                failing_since_ms: None,
+                disabled_ms: None,
+                ..e
+            })
+        }))
+    }
+
+    fn set_endpoint_health(
+        &self,
+        id: u64,
+        failing_since_ms: Option<u64>,
+        disabled_ms: Option<u64>,
+    ) -> StoreFuture<'_, ()> {
+        Box::pin(self.write(move |c| {
+            c.prepare_cached(
+                "UPDATE callback_endpoints SET failing_since_ms = ?2, disabled_ms = ?3
+                 WHERE id = ?1",
+            )?
+            .execute(params![
+                to_i64(id),
+                failing_since_ms.map(to_i64),
+                disabled_ms.map(to_i64)
+            ])?;
+            if disabled_ms.is_some() {
+                // Kept, listed and replayable, like any batch that gave up.
+                c.execute(
+                    "UPDATE callback_batches SET dead = 1 WHERE endpoint_id = ?1",
+                    [to_i64(id)],
+                )?;
+            }
+            Ok(())
         }))
     }
 
@@ -1007,25 +1164,13 @@ impl Storage for SqliteStore {
 
     fn list_callbacks(&self) -> StoreFuture<'_, Vec<CallbackEndpoint>> {
         Box::pin(self.read(|c| {
-            let mut st = c.prepare_cached(
-                "SELECT id, app_key, url, commands, basic_auth, signing_secret, created_ms,
-                    start_event_id FROM callback_endpoints ORDER BY id",
-            )?;
+            let mut st = c.prepare_cached(&format!(
+                "SELECT {ENDPOINT_COLUMNS} FROM callback_endpoints ORDER BY id"
+            ))?;
             let mut rows = st.query([])?;
             let mut out = Vec::new();
             while let Some(r) = rows.next()? {
-                let commands: String = r.get(3)?;
-                out.push(CallbackEndpoint {
-                    id: to_u64(r.get(0)?),
-                    app_key: r.get(1)?,
-                    url: r.get(2)?,
-                    commands: serde_json::from_str(&commands)
-                        .map_err(|e| StoreError::Corrupt(format!("callback commands: {e}")))?,
-                    basic_auth: r.get(4)?,
-                    signing_secret: r.get(5)?,
-                    created_ms: to_u64(r.get(6)?),
-                    start_event_id: to_u64(r.get(7)?),
-                });
+                out.push(endpoint_from_row(r)??);
             }
             Ok(out)
         }))
@@ -1038,6 +1183,7 @@ impl Storage for SqliteStore {
     fn events_after(
         &self,
         app_key: &str,
+        endpoint: Option<u64>,
         command: &str,
         after_id: u64,
         limit: usize,
@@ -1046,9 +1192,16 @@ impl Storage for SqliteStore {
         Box::pin(self.read(move |c| {
             let mut st = c.prepare_cached(
                 "SELECT id, body, at_ms FROM callback_events
-                 WHERE app_key = ?1 AND command = ?2 AND id > ?3 ORDER BY id LIMIT ?4",
+                 WHERE app_key = ?1 AND endpoint_id IS ?2 AND command = ?3 AND id > ?4
+                 ORDER BY id LIMIT ?5",
             )?;
-            let mut rows = st.query(params![app_key, command, to_i64(after_id), limit as i64])?;
+            let mut rows = st.query(params![
+                app_key,
+                endpoint.map(to_i64),
+                command,
+                to_i64(after_id),
+                limit as i64
+            ])?;
             let mut out = Vec::new();
             while let Some(r) = rows.next()? {
                 let body: String = r.get(1)?;
@@ -1195,19 +1348,52 @@ impl Storage for SqliteStore {
     fn prune_events(&self, app_key: &str) -> StoreFuture<'_, u64> {
         let app_key = app_key.to_string();
         Box::pin(self.write(move |c| {
-            // An event may go once every endpoint of its app that wants its command has
-            // moved its cursor past it (or started after it).
-            let n = c.execute(
-                "DELETE FROM callback_events WHERE app_key = ?1 AND id <= (
-                    SELECT COALESCE(MIN(COALESCE(
-                        (SELECT last_event_id FROM callback_cursors k
-                         WHERE k.endpoint_id = e.id AND k.command = ev.command),
-                        e.start_event_id)), 9223372036854775807)
-                    FROM callback_endpoints e, (SELECT DISTINCT command FROM callback_events
-                        WHERE app_key = ?1) ev
-                    WHERE e.app_key = ?1
-                      AND (e.commands = '[]' OR instr(e.commands, '\"' || ev.command || '\"') > 0))",
-                [app_key],
+            // An event may go once every endpoint it is for has moved its cursor past it
+            // (or started after it). A disabled endpoint holds nothing back.
+            let mut endpoints = Vec::new();
+            {
+                let mut st = c.prepare_cached(&format!(
+                    "SELECT {ENDPOINT_COLUMNS} FROM callback_endpoints WHERE app_key = ?1"
+                ))?;
+                let mut rows = st.query([&app_key])?;
+                while let Some(r) = rows.next()? {
+                    endpoints.push(endpoint_from_row(r)??);
+                }
+            }
+            let mut cursor = c.prepare_cached(
+                "SELECT last_event_id FROM callback_cursors WHERE endpoint_id = ?1 AND command = ?2",
+            )?;
+            let mut delete = c.prepare_cached(
+                "DELETE FROM callback_events
+                 WHERE app_key = ?1 AND endpoint_id IS ?2 AND command = ?3 AND id <= ?4",
+            )?;
+            let mut n = 0;
+            for command in CALLBACK_COMMANDS {
+                let mut app_wide: Option<u64> = None;
+                for e in &endpoints {
+                    let wants = e.commands.is_empty() || e.commands.iter().any(|x| x == command);
+                    if !wants || e.disabled_ms.is_some() {
+                        continue;
+                    }
+                    let at: Option<i64> = cursor
+                        .query_row(params![to_i64(e.id), command], |r| r.get(0))
+                        .optional()?;
+                    let at = at.map(to_u64).unwrap_or(e.start_event_id);
+                    if e.push_level {
+                        n += delete.execute(params![app_key, to_i64(e.id), command, to_i64(at)])?;
+                    } else {
+                        app_wide = Some(app_wide.map_or(at, |m| m.min(at)));
+                    }
+                }
+                let upto = app_wide.map(to_i64).unwrap_or(i64::MAX);
+                n += delete.execute(params![app_key, None::<i64>, command, upto])?;
+            }
+            // Events for push-level endpoints that are gone or disabled.
+            n += c.execute(
+                "DELETE FROM callback_events WHERE app_key = ?1 AND endpoint_id IS NOT NULL
+                 AND endpoint_id NOT IN (SELECT id FROM callback_endpoints
+                     WHERE app_key = ?1 AND disabled_ms IS NULL)",
+                [&app_key],
             )?;
             Ok(n as u64)
         }))

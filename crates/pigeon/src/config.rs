@@ -59,6 +59,8 @@ pub struct CallbacksConfig {
     pub retry_first_ms: u64,
     /// A batch failing for this long is dead-lettered, in seconds.
     pub dead_after_s: u64,
+    /// An endpoint whose every request has failed for this long is disabled, in seconds.
+    pub disable_after_s: u64,
 }
 
 impl Default for CallbacksConfig {
@@ -68,6 +70,7 @@ impl Default for CallbacksConfig {
             batch_wait_ms: 1000,
             retry_first_ms: 5000,
             dead_after_s: 24 * 3600,
+            disable_after_s: 3 * 24 * 3600,
         }
     }
 }
@@ -193,6 +196,9 @@ impl Config {
                 }
                 "PIGEON_CALLBACKS_DEAD_AFTER_S" => {
                     c.callbacks.dead_after_s = value.parse().map_err(|_| bad("a number"))?
+                }
+                "PIGEON_CALLBACKS_DISABLE_AFTER_S" => {
+                    c.callbacks.disable_after_s = value.parse().map_err(|_| bad("a number"))?
                 }
                 _ => {}
             }

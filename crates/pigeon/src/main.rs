@@ -124,6 +124,15 @@ enum CallbackCommand {
         #[arg(long, env = "PIGEON_DATA", default_value = config::DEFAULT_DATA)]
         data: PathBuf,
     },
+    /// Enable an endpoint that was disabled for failing too long; it gets events from now on.
+    Enable {
+        #[arg(long)]
+        app_key: String,
+        #[arg(long)]
+        id: u64,
+        #[arg(long, env = "PIGEON_DATA", default_value = config::DEFAULT_DATA)]
+        data: PathBuf,
+    },
     /// Remove an endpoint and its undelivered batches.
     Remove {
         #[arg(long)]
@@ -314,21 +323,12 @@ async fn callback_command(cmd: CallbackCommand) -> anyhow::Result<()> {
             no_basic_auth,
             data,
         } => {
-            pigeon_callbacks::check_endpoint(&url, &commands).map_err(|e| anyhow::anyhow!(e))?;
+            let endpoint = pigeon_callbacks::new_endpoint(&app_key, &url, commands, !no_basic_auth)
+                .map_err(|e| anyhow::anyhow!(e))?;
             let store = open_store(&data)?;
             if store.find_app(&app_key).await?.is_none() {
                 anyhow::bail!("no app with app_key {app_key}");
             }
-            let endpoint = pigeon_store::CallbackEndpoint {
-                id: 0,
-                app_key,
-                url: url.clone(),
-                commands,
-                basic_auth: !no_basic_auth,
-                signing_secret: pigeon_engine::random_alnum(32),
-                created_ms: pigeon_engine::now_ms(),
-                start_event_id: 0,
-            };
             let id = store.add_callback(endpoint.clone()).await?;
             store.close().await?;
             println!(
@@ -340,14 +340,17 @@ async fn callback_command(cmd: CallbackCommand) -> anyhow::Result<()> {
             let store = open_store(&data)?;
             for e in store.list_callbacks().await? {
                 if e.app_key == app_key {
-                    let hint: String = e.signing_secret.chars().take(4).collect();
-                    println!(
-                        "{}",
-                        serde_json::json!({"id": e.id, "url": e.url, "commands": e.commands,
-                            "basic_auth": e.basic_auth, "signing_secret": format!("{hint}…")})
-                    );
+                    println!("{}", pigeon_callbacks::endpoint_view(&e));
                 }
             }
+        }
+        CallbackCommand::Enable { app_key, id, data } => {
+            let store = open_store(&data)?;
+            if !store.enable_callback(&app_key, id).await? {
+                anyhow::bail!("app {app_key} has no callback endpoint {id}");
+            }
+            store.close().await?;
+            println!("{}", serde_json::json!({"enabled": id}));
         }
         CallbackCommand::Remove { app_key, id, data } => {
             let store = open_store(&data)?;

@@ -54,6 +54,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
             batch_wait: Duration::from_millis(cfg.callbacks.batch_wait_ms),
             retry_first: Duration::from_millis(cfg.callbacks.retry_first_ms.max(1)),
             dead_after: Duration::from_secs(cfg.callbacks.dead_after_s),
+            disable_after: Duration::from_secs(cfg.callbacks.disable_after_s),
             allow_private_networks: cfg.callbacks.allow_private_networks,
         },
     );
@@ -92,21 +93,19 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
 
     // Each connection's service knows the peer address (for IP allowlists) and normalizes
     // paths before routing (a layer on the Router would run after it).
-    let make_service = tower::service_fn(
-        move |incoming: IncomingStream<'_, TapIo<TcpListener, fn(&mut TcpStream)>>| {
-            let peer = axum::extract::ConnectInfo(*incoming.remote_addr());
-            let service = tower::ServiceBuilder::new()
-                .map_request(move |mut req: axum::extract::Request| {
-                    if let Some(uri) = pigeon_jpush::normalize_path(req.uri()) {
-                        *req.uri_mut() = uri;
-                    }
-                    req.extensions_mut().insert(peer);
-                    req
-                })
-                .service(app.clone());
-            std::future::ready(Ok::<_, std::convert::Infallible>(service))
-        },
-    );
+    let make_service = tower::service_fn(move |incoming: IncomingStream<'_, Listener>| {
+        let peer = axum::extract::ConnectInfo(*incoming.remote_addr());
+        let service = tower::ServiceBuilder::new()
+            .map_request(move |mut req: axum::extract::Request| {
+                if let Some(uri) = pigeon_jpush::normalize_path(req.uri()) {
+                    *req.uri_mut() = uri;
+                }
+                req.extensions_mut().insert(peer);
+                req
+            })
+            .service(app.clone());
+        std::future::ready(Ok::<_, std::convert::Infallible>(service))
+    });
     let shutdown_engine = engine.clone();
     axum::serve(listener, make_service)
         .with_graceful_shutdown(async move {
@@ -127,6 +126,9 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     tracing::info!("stopped");
     Ok(())
 }
+
+/// The listener with TCP_NODELAY set on every accepted connection.
+type Listener = TapIo<TcpListener, fn(&mut TcpStream)>;
 
 fn set_nodelay(tcp: &mut TcpStream) {
     if let Err(e) = tcp.set_nodelay(true) {

@@ -3,7 +3,7 @@
 //! that wants `Push.Event`; a local receiver counts the delivered events (stage 2) and the
 //! time from the first broadcast to the last of them.
 
-use crate::fanout::{pigeon_with, Outcome};
+use crate::fanout::{basic_auth, broadcast, pigeon_with, Outcome};
 use crate::procs::now_us;
 use crate::table::Table;
 use anyhow::{bail, Context};
@@ -252,16 +252,47 @@ pub fn run(args: CallbacksArgs) -> anyhow::Result<()> {
     let url = start_receiver(counts.clone())?;
     eprintln!("== the same with a Push.Event endpoint");
     let env = [("PIGEON_CALLBACKS_ALLOW_PRIVATE_NETWORKS", "true")];
-    let add = |server: &crate::procs::PigeonServer| add_endpoint(server, &url);
+    let target: Mutex<Option<(u16, String)>> = Mutex::new(None);
+    let add = |server: &crate::procs::PigeonServer| -> anyhow::Result<()> {
+        let port: u16 = server.base.rsplit(':').next().unwrap_or_default().parse()?;
+        *target.lock().unwrap_or_else(|e| e.into_inner()) = Some((port, basic_auth(server)));
+        add_endpoint(server, &url)
+    };
     let expected = (n * rounds) as u64;
-    let wait_for_events = |_: &Outcome| -> anyhow::Result<()> {
+    let wait_for = |count: u64| {
         let deadline = Instant::now() + Duration::from_secs(120);
-        while counts.delivered.load(Ordering::Relaxed) < expected && Instant::now() < deadline {
+        while counts.delivered.load(Ordering::Relaxed) < count && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(20));
         }
+    };
+    // Then the same number of broadcasts fired at once, not paced by the rounds.
+    let burst: Mutex<Option<(u64, u64, u64)>> = Mutex::new(None);
+    let wait_for_events = |_: &Outcome| -> anyhow::Result<()> {
+        wait_for(expected);
+        let paced = counts.delivered.load(Ordering::Relaxed);
+        let last_paced = counts.last_delivered_us.load(Ordering::Relaxed);
+        let Some((port, auth)) = target.lock().unwrap_or_else(|e| e.into_inner()).clone() else {
+            bail!("no server to burst to");
+        };
+        std::thread::sleep(Duration::from_secs(2));
+        let mut first = 0;
+        for _ in 0..rounds {
+            let t0 = broadcast(port, &auth)?;
+            if first == 0 {
+                first = t0;
+            }
+        }
+        wait_for(paced + expected);
+        let got = counts.delivered.load(Ordering::Relaxed) - paced;
+        let last = counts.last_delivered_us.load(Ordering::Relaxed);
+        *burst.lock().unwrap_or_else(|e| e.into_inner()) = Some((got, first, last));
+        counts
+            .last_delivered_us
+            .store(last_paced, Ordering::Relaxed);
+        counts.delivered.store(paced, Ordering::Relaxed);
         Ok(())
     };
-    let with = pigeon_with(n, args.agents, rounds, &env, &|s| add(s), &wait_for_events)?;
+    let with = pigeon_with(n, args.agents, rounds, &env, &add, &wait_for_events)?;
     let got = counts.delivered.load(Ordering::Relaxed);
     let last = counts.last_delivered_us.load(Ordering::Relaxed);
     let first = counts.first_delivered_us.load(Ordering::Relaxed);
@@ -278,6 +309,8 @@ pub fn run(args: CallbacksArgs) -> anyhow::Result<()> {
         "delivered events received",
         "events/s (first broadcast → last delivered event)",
         "events/s (first → last delivered event received)",
+        "broadcasts took s (first request → last device)",
+        "last delivered event after the last device, ms",
         "requests",
     ]);
     table.row(vec![
@@ -296,7 +329,44 @@ pub fn run(args: CallbacksArgs) -> anyhow::Result<()> {
         flowing
             .map(|s| format!("{:.0}", expected as f64 / s))
             .unwrap_or_else(|| "not all arrived".into()),
+        format!(
+            "{:.2}",
+            with.last_end_us.saturating_sub(with.first_start_us) as f64 / 1e6
+        ),
+        if got >= expected {
+            format!(
+                "{:.0}",
+                last.saturating_sub(with.last_end_us) as f64 / 1000.0
+            )
+        } else {
+            "-".into()
+        },
         counts.requests.load(Ordering::Relaxed).to_string(),
+    ]);
+    table.print();
+
+    let mut table = Table::new(&[
+        "devices",
+        "broadcasts fired at once",
+        "delivered events received",
+        "s from the first request to the last delivered event",
+        "events/s",
+    ]);
+    let (got, first, last) = burst
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .unwrap_or_default();
+    let secs = last.saturating_sub(first) as f64 / 1e6;
+    table.row(vec![
+        n.to_string(),
+        rounds.to_string(),
+        format!("{got} of {expected}"),
+        format!("{secs:.2}"),
+        if got >= expected && secs > 0.0 {
+            format!("{:.0}", expected as f64 / secs)
+        } else {
+            "not all arrived".into()
+        },
     ]);
     table.print();
     Ok(())

@@ -46,6 +46,8 @@ pub struct Outcome {
     pub rounds_cpu: Vec<(f64, f64)>,
     /// When the first broadcast was requested (µs since the epoch).
     pub first_start_us: u64,
+    /// When the last device got the last broadcast (µs since the epoch).
+    pub last_end_us: u64,
 }
 
 impl Outcome {
@@ -57,6 +59,7 @@ impl Outcome {
             rounds_ms: Vec::new(),
             rounds_cpu: Vec::new(),
             first_start_us: 0,
+            last_end_us: 0,
         }
     }
 
@@ -228,6 +231,7 @@ fn round(
     if received != n as u64 {
         bail!("only {received} of {n} devices got the broadcast");
     }
+    outcome.last_end_us = outcome.last_end_us.max(last);
     outcome
         .rounds_ms
         .push(last.saturating_sub(t0) as f64 / 1000.0);
@@ -274,29 +278,10 @@ pub fn pigeon_with(
     std::thread::sleep(SETTLE);
     let rss_after_kib = rss_kib(pid)?;
     let port: u16 = server.base.rsplit(':').next().unwrap_or_default().parse()?;
-    let auth = base64::engine::general_purpose::STANDARD
-        .encode(format!("{}:{}", server.app_key, server.master_secret));
+    let auth = basic_auth(&server);
     let mut outcome = Outcome::new(n, rss_before_kib, rss_after_kib);
     for _ in 0..rounds {
-        let mut fire = || -> anyhow::Result<u64> {
-            let body = format!(
-                r#"{{"platform":"all","audience":"all","notification":{{"alert":"bench","android":{{"extras":{{"t":{}}}}}}}}}"#,
-                now_us()
-            );
-            let request = format!(
-                "POST /v3/push HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Basic {auth}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                body.len()
-            );
-            let mut s = TcpStream::connect(("127.0.0.1", port))?;
-            let t0 = now_us();
-            s.write_all(request.as_bytes())?;
-            let mut answer = String::new();
-            s.read_to_string(&mut answer)?;
-            if !answer.starts_with("HTTP/1.1 200") {
-                bail!("push refused: {answer}");
-            }
-            Ok(t0)
-        };
+        let mut fire = || broadcast(port, &auth);
         round(&mut outcome, pid, &mut agents, &mut fire)?;
         std::thread::sleep(Duration::from_millis(300));
     }
@@ -305,6 +290,34 @@ pub fn pigeon_with(
         let _ = a.send("quit");
     }
     Ok(outcome)
+}
+
+/// The Basic credentials of a bench server's app, base64-encoded.
+pub fn basic_auth(server: &PigeonServer) -> String {
+    base64::engine::general_purpose::STANDARD
+        .encode(format!("{}:{}", server.app_key, server.master_secret))
+}
+
+/// One push to `all` through `POST /v3/push` on its own connection; returns when the request
+/// was written (µs since the epoch), after the server accepted it.
+pub fn broadcast(port: u16, auth: &str) -> anyhow::Result<u64> {
+    let body = format!(
+        r#"{{"platform":"all","audience":"all","notification":{{"alert":"bench","android":{{"extras":{{"t":{}}}}}}}}}"#,
+        now_us()
+    );
+    let request = format!(
+        "POST /v3/push HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Basic {auth}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let mut s = TcpStream::connect(("127.0.0.1", port))?;
+    let t0 = now_us();
+    s.write_all(request.as_bytes())?;
+    let mut answer = String::new();
+    s.read_to_string(&mut answer)?;
+    if !answer.starts_with("HTTP/1.1 200") {
+        bail!("push refused: {answer}");
+    }
+    Ok(t0)
 }
 
 fn mosquitto(n: usize, agents: usize, rounds: usize) -> anyhow::Result<Outcome> {

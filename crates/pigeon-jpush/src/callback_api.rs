@@ -101,7 +101,7 @@ pub async fn dead(State(s): State<JPush>, Path(id): Path<u64>, headers: HeaderMa
         .iter()
         .filter(|b| b.dead)
         .map(|b| {
-            json!({"delivery_id": b.delivery_id, "command": b.command, "events": b.events.len(),
+            json!({"delivery_id": b.delivery_id, "command": b.command, "events": serde_json::from_str::<Vec<Value>>(&b.events).map(|e| e.len()).unwrap_or(0),
                    "attempts": b.attempts, "first_try": crate::time::beijing(b.first_ms),
                    "last_error": b.last_error})
         })

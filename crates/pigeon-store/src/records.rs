@@ -195,7 +195,9 @@ pub struct NewEvent {
 pub struct StoredEvent {
     pub id: u64,
     pub command: String,
-    pub body: serde_json::Value,
+    /// The event's fields as the engine wrote them: a JSON object, kept as text so that
+    /// batching them costs no parsing.
+    pub body: String,
     pub at_ms: u64,
 }
 
@@ -205,8 +207,8 @@ pub struct CallbackBatch {
     pub delivery_id: String,
     pub endpoint_id: u64,
     pub command: String,
-    /// The events as sent, `EventId` included.
-    pub events: Vec<serde_json::Value>,
+    /// The events as sent, `EventId` included: a JSON array, as text.
+    pub events: String,
     pub attempts: u32,
     pub next_ms: u64,
     pub first_ms: u64,

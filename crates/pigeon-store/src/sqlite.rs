@@ -1204,12 +1204,10 @@ impl Storage for SqliteStore {
             ])?;
             let mut out = Vec::new();
             while let Some(r) = rows.next()? {
-                let body: String = r.get(1)?;
                 out.push(StoredEvent {
                     id: to_u64(r.get(0)?),
                     command: command.clone(),
-                    body: serde_json::from_str(&body)
-                        .map_err(|e| StoreError::Corrupt(format!("callback event: {e}")))?,
+                    body: r.get(1)?,
                     at_ms: to_u64(r.get(2)?),
                 });
             }
@@ -1247,13 +1245,11 @@ impl Storage for SqliteStore {
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
             )?;
             for b in &batches {
-                let events = serde_json::to_string(&b.events)
-                    .map_err(|e| StoreError::Corrupt(e.to_string()))?;
                 insert.execute(params![
                     b.delivery_id,
                     to_i64(b.endpoint_id),
                     b.command,
-                    events,
+                    b.events,
                     b.attempts,
                     to_i64(b.next_ms),
                     to_i64(b.first_ms),
@@ -1310,13 +1306,11 @@ impl Storage for SqliteStore {
             let mut rows = st.query([to_i64(endpoint_id)])?;
             let mut out = Vec::new();
             while let Some(r) = rows.next()? {
-                let events: String = r.get(3)?;
                 out.push(CallbackBatch {
                     delivery_id: r.get(0)?,
                     endpoint_id: to_u64(r.get(1)?),
                     command: r.get(2)?,
-                    events: serde_json::from_str(&events)
-                        .map_err(|e| StoreError::Corrupt(format!("callback batch: {e}")))?,
+                    events: r.get(3)?,
                     attempts: r.get(4)?,
                     next_ms: to_u64(r.get(5)?),
                     first_ms: to_u64(r.get(6)?),

@@ -154,7 +154,10 @@ impl Endpoint {
                     tracing::warn!(error = %e, "could not prune sent callback events");
                 }
             }
-            tokio::time::sleep(POLL).await;
+            tokio::select! {
+                _ = tokio::time::sleep(POLL) => {}
+                _ = self.engine.events_written() => {}
+            }
         }
     }
 

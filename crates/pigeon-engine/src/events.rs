@@ -77,31 +77,62 @@ pub fn push_callback_url(callback: Option<&Value>) -> Option<&str> {
     callback?.get("url")?.as_str()
 }
 
-/// An event for the app's endpoints (`endpoint_id` none) or one push-level endpoint.
-fn event_for(
-    app: &AppState,
-    command: &str,
-    mut fields: Value,
-    endpoint_id: Option<u64>,
-) -> NewEvent {
-    let at_ms = now_ms();
+/// An event's JSON text: its fields with its command and time.
+fn event_body(command: &str, mut fields: Value, at_ms: u64) -> String {
     fields["CallbackCommand"] = json!(command);
     fields["EventTime"] = json!(at_ms / 1000);
+    fields.to_string()
+}
+
+fn new_event(
+    app: &AppState,
+    command: &str,
+    body: String,
+    at_ms: u64,
+    endpoint_id: Option<u64>,
+) -> NewEvent {
     NewEvent {
         app_key: app.app_key.clone(),
         command: command.to_string(),
-        body: fields,
+        body,
         at_ms,
         endpoint_id,
     }
 }
 
+/// An event for the app's endpoints.
 fn event(app: &AppState, command: &str, fields: Value) -> NewEvent {
-    event_for(app, command, fields, None)
+    let at_ms = now_ms();
+    new_event(
+        app,
+        command,
+        event_body(command, fields, at_ms),
+        at_ms,
+        None,
+    )
 }
 
-/// The copies of one event of a push: one for the app's endpoints if any wants `command`,
-/// one for the push's own URL if its `callback.type` has `kind`.
+/// The copies of one event of a push: one for the app's endpoints if `app_wants`, one for
+/// the push's own URL if its `callback.type` has `kind`.
+fn copies(
+    app: &AppState,
+    command: &str,
+    (body, at_ms): (String, u64),
+    app_wants: bool,
+    callback: Option<&Value>,
+    kind: u64,
+) -> Vec<NewEvent> {
+    let mut out = Vec::new();
+    if let Some(id) = app.push_endpoint_for(callback, kind) {
+        out.push(new_event(app, command, body.clone(), at_ms, Some(id)));
+    }
+    if app_wants {
+        out.push(new_event(app, command, body, at_ms, None));
+    }
+    out
+}
+
+/// [`copies`] of an event given as fields, with the push's `Params`.
 fn push_event_copies(
     app: &AppState,
     command: &str,
@@ -112,13 +143,44 @@ fn push_event_copies(
     if let Some(params) = callback.and_then(|c| c.get("params")) {
         fields["Params"] = params.clone();
     }
-    let mut out = Vec::new();
-    if let Some(id) = app.push_endpoint_for(callback, kind) {
-        out.push(event_for(app, command, fields.clone(), Some(id)));
+    let at_ms = now_ms();
+    let body = event_body(command, fields, at_ms);
+    copies(
+        app,
+        command,
+        (body, at_ms),
+        app.wants(command),
+        callback,
+        kind,
+    )
+}
+
+/// The JSON text of a `Push.Event` on Pigeon's own connection, written directly: a broadcast
+/// makes two for every device, and building each through a JSON tree cost more than the
+/// delivery it reports. `params` is the push's `Params`, already JSON.
+fn stage_event_body(
+    msg_id: u64,
+    device: &pigeon_store::DeviceRecord,
+    stage: Stage,
+    params: Option<&str>,
+    at_ms: u64,
+) -> String {
+    use std::fmt::Write as _;
+    let text = |s: &str| Value::from(s).to_string();
+    let mut out = String::with_capacity(320);
+    let _ = write!(
+        out,
+        r#"{{"CallbackCommand":"{PUSH_EVENT}","EventTime":{},"MsgId":"{msg_id}","PushID":"{msg_id}","RegistrationId":{},"To_Account":{},"Platform":"{}","PushPlatform":{OWN_CONNECTION},"PushStage":{},"ErrCode":0,"ErrInfo":"""#,
+        at_ms / 1000,
+        text(&device.registration_id),
+        text(device.alias.as_deref().unwrap_or_default()),
+        device.platform.as_str(),
+        stage as u8,
+    );
+    if let Some(p) = params {
+        let _ = write!(out, r#","Params":{p}"#);
     }
-    if app.wants(command) {
-        out.push(event(app, command, fields));
-    }
+    out.push('}');
     out
 }
 
@@ -215,36 +277,36 @@ impl Engine {
         if stages.is_empty() {
             return Vec::new();
         }
-        let mut callbacks: pigeon_core::FastMap<u64, Option<Value>> = Default::default();
+        // Per push: its `callback` field and its `Params` as JSON.
+        let mut pushes: pigeon_core::FastMap<u64, (Option<Value>, Option<String>)> =
+            Default::default();
+        let app_wants = app.wants(PUSH_EVENT);
+        let at_ms = now_ms();
         let devices = app.devices.read();
         let mut out = Vec::new();
         for &(msg_id, ordinal, stage) in stages {
             let Some(d) = devices.record(ordinal) else {
                 continue;
             };
-            let callback = callbacks
-                .entry(msg_id)
-                .or_insert_with(|| app.push_callback(msg_id));
-            let fields = json!({
-                "MsgId": msg_id.to_string(),
-                "PushID": msg_id.to_string(),
-                "RegistrationId": d.registration_id,
-                "To_Account": d.alias.clone().unwrap_or_default(),
-                "Platform": d.platform.as_str(),
-                "PushPlatform": OWN_CONNECTION,
-                "PushStage": stage as u8,
-                "ErrCode": 0,
-                "ErrInfo": "",
+            let (callback, params) = pushes.entry(msg_id).or_insert_with(|| {
+                let callback = app.push_callback(msg_id);
+                let params = callback
+                    .as_ref()
+                    .and_then(|c| c.get("params"))
+                    .map(Value::to_string);
+                (callback, params)
             });
             let kind = match stage {
                 Stage::Sent => 0,
                 Stage::Delivered => TYPE_DELIVERED,
                 Stage::Clicked => TYPE_CLICKED,
             };
-            out.extend(push_event_copies(
+            let body = stage_event_body(msg_id, d, stage, params.as_deref(), at_ms);
+            out.extend(copies(
                 app,
                 PUSH_EVENT,
-                fields,
+                (body, at_ms),
+                app_wants,
                 callback.as_ref(),
                 kind,
             ));
@@ -343,5 +405,58 @@ impl Engine {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pigeon_core::Platform;
+    use pigeon_store::DeviceRecord;
+    use std::sync::Arc;
+
+    #[test]
+    fn a_stage_event_written_directly_is_the_json_of_its_fields() {
+        let device = DeviceRecord {
+            app_key: Arc::from("k"),
+            ordinal: 3,
+            registration_id: "1a2b".into(),
+            install_id: None,
+            secret_hash: [0; 32],
+            platform: Platform::Ios,
+            alias: Some("quote\" back\\ 用户\n".into()),
+            tags: Vec::new(),
+            mobile: None,
+            push_tokens: Default::default(),
+            apns_production: false,
+            info: Default::default(),
+            created_ms: 0,
+            updated_ms: 0,
+        };
+        let text = stage_event_body(
+            42,
+            &device,
+            Stage::Clicked,
+            Some(r#"{"a":[1,"x"]}"#),
+            1_700_000_123_456,
+        );
+        let v: Value = serde_json::from_str(&text).expect("valid JSON");
+        assert_eq!(
+            v,
+            json!({"CallbackCommand": "Push.Event", "EventTime": 1_700_000_123u64, "MsgId": "42",
+                   "PushID": "42", "RegistrationId": "1a2b", "To_Account": "quote\" back\\ 用户\n",
+                   "Platform": "ios", "PushPlatform": 10, "PushStage": 3, "ErrCode": 0,
+                   "ErrInfo": "", "Params": {"a": [1, "x"]}})
+        );
+        let device = DeviceRecord {
+            alias: None,
+            ..device
+        };
+        let v: Value = serde_json::from_str(&stage_event_body(1, &device, Stage::Sent, None, 0))
+            .expect("valid JSON");
+        assert_eq!(
+            (v["To_Account"].as_str(), v.get("Params")),
+            (Some(""), None)
+        );
     }
 }

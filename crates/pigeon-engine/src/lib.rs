@@ -37,7 +37,7 @@ pub const CID_LIFETIME_MS: u64 = 86_400_000;
 pub const DEFAULT_EXPIRED_GRACE_MS: u64 = 60_000;
 /// How often who-acked-what is checkpointed to storage. Acks younger than this are lost in a
 /// crash, which means a redelivery: the protocol is at least once.
-const CHECKPOINT_EVERY: Duration = Duration::from_millis(500);
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(250);
 
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
@@ -97,6 +97,9 @@ pub struct Engine {
     default_rate_limit: AtomicU64,
     rate_window_ms: AtomicU64,
     expired_grace_ms: AtomicU64,
+    /// Woken when the delivery checkpoint wrote callback events, so the dispatcher takes
+    /// them at once instead of at its next look.
+    events_written: tokio::sync::Notify,
 }
 
 impl Engine {
@@ -110,6 +113,7 @@ impl Engine {
             next_msg_id: AtomicU64::new(first_msg_id),
             next_conn_id: AtomicU64::new(1),
             loading: tokio::sync::Mutex::new(()),
+            events_written: tokio::sync::Notify::new(),
             default_rate_limit: AtomicU64::new(limits::DEFAULT_RATE_LIMIT_PER_MINUTE),
             rate_window_ms: AtomicU64::new(limits::DEFAULT_WINDOW_MS),
             expired_grace_ms: AtomicU64::new(DEFAULT_EXPIRED_GRACE_MS),
@@ -620,6 +624,11 @@ impl Engine {
         &self.store
     }
 
+    /// Resolves the next time the delivery checkpoint writes callback events.
+    pub fn events_written(&self) -> tokio::sync::futures::Notified<'_> {
+        self.events_written.notified()
+    }
+
     /// Every app, in no particular order.
     pub fn apps(&self) -> Vec<Arc<AppState>> {
         self.apps.read().values().cloned().collect()
@@ -662,8 +671,10 @@ impl Engine {
         // behind one long write.
         // The events go with the first chunk: never after the state they report, at worst
         // before (a crash then means a redelivery, reported again; receivers dedupe).
-        if batch.is_empty() && !reports.is_empty() {
+        let wrote_events = !reports.is_empty();
+        if batch.is_empty() && wrote_events {
             self.store.save_delivered(Vec::new(), reports).await?;
+            self.events_written.notify_waiters();
             return Ok(());
         }
         while !batch.is_empty() {
@@ -671,6 +682,9 @@ impl Engine {
             self.store
                 .save_delivered(batch, std::mem::take(&mut reports))
                 .await?;
+            if wrote_events {
+                self.events_written.notify_waiters();
+            }
             batch = rest;
         }
         for (app, push) in complete {

@@ -183,8 +183,9 @@ impl CallbackEndpoint {
 pub struct NewEvent {
     pub app_key: String,
     pub command: String,
-    /// The event's fields (everything but `EventId`, which is its outbox id).
-    pub body: serde_json::Value,
+    /// The event's fields as a JSON object (everything but `EventId`, which is its outbox
+    /// id).
+    pub body: String,
     pub at_ms: u64,
     /// The push-level endpoint it is addressed to; `None`: the app's endpoints that want it.
     pub endpoint_id: Option<u64>,

@@ -520,7 +520,7 @@ fn write_events(c: &Connection, events: &[NewEvent]) -> StoreResult<()> {
         st.execute(params![
             e.app_key,
             e.command,
-            e.body.to_string(),
+            e.body,
             to_i64(e.at_ms),
             e.endpoint_id.map(to_i64)
         ])?;

@@ -27,7 +27,7 @@ FAST = {"PIGEON_CALLBACKS_ALLOW_PRIVATE_NETWORKS": "true", "PIGEON_CALLBACKS_BAT
 class Receiver:
     """Records every request; answers with whatever `answers` holds next (then OK)."""
 
-    def __init__(self):
+    def __init__(self, port=0):
         self.requests = []
         self.answers = []
         self.lock = threading.Lock()
@@ -57,7 +57,7 @@ class Receiver:
             def log_message(self, *args):
                 pass
 
-        self.http = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.http = ThreadingHTTPServer(("127.0.0.1", port), Handler)
         self.url = f"http://127.0.0.1:{self.http.server_address[1]}/hook"
         threading.Thread(target=self.http.serve_forever, daemon=True).start()
 
@@ -564,3 +564,55 @@ def test_an_endpoint_failing_too_long_is_disabled_reported_and_enabled_again():
         finally:
             rcv.close()
             server.stop()
+
+
+def test_batches_hold_at_most_100_events_and_a_partial_one_waits_for_the_batch_wait():
+    with tempfile.TemporaryDirectory() as tmp:
+        server = Server(os.path.join(tmp, "data"), env=dict(FAST, PIGEON_CALLBACKS_BATCH_WAIT_MS="3000"))
+        server.start()
+        rcv = Receiver()
+        try:
+            app = server.create_app("sizes")
+            add_callback(server, app, rcv.url, "--commands", "Push.Accepted")
+            time.sleep(1.2)
+            d = Device(server, app["app_key"])
+            started = time.time()
+            sent = {push(server, app, d.registration_id) for _ in range(250)}
+            assert time.time() - started < 2.5, "pushing took longer than the batch wait"
+            assert rcv.wait(lambda: len(rcv.events()) >= 200, limit=5)
+            full_at = time.time()
+            assert [len(json.loads(r["body"])["Events"]) for r in rcv.requests] == [100, 100]
+            assert rcv.wait(lambda: len(rcv.events()) == 250, limit=6)
+            # The last 50 waited for the batch wait, counted from the oldest of them.
+            assert time.time() - started >= 2.8 and time.time() - full_at > 0.3
+            assert sorted(len(json.loads(r["body"])["Events"]) for r in rcv.requests) == [50, 100, 100]
+            assert {e["MsgId"] for e in rcv.events()} == sent
+            d.close()
+        finally:
+            rcv.close()
+            server.stop()
+
+
+def test_a_refused_connection_fails_the_batch_until_the_receiver_listens(fast_server):
+    import socket
+    server = fast_server
+    app = server.create_app("refused")
+    probe = socket.socket()
+    probe.bind(("127.0.0.1", 0))
+    port = probe.getsockname()[1]
+    probe.close()  # nothing listens there now
+    add_callback(server, app, f"http://127.0.0.1:{port}/hook", "--commands", "Push.Accepted")
+    time.sleep(1.2)
+    d = Device(server, app["app_key"])
+    msg_id = push(server, app, d.registration_id)
+    time.sleep(1.0)  # several tries refused
+    rcv = Receiver(port)
+    try:
+        assert rcv.wait(lambda: rcv.events(), limit=15), "never retried after the receiver came up"
+        (event,) = rcv.events()
+        assert event["MsgId"] == msg_id
+        time.sleep(0.5)
+        assert len(rcv.requests) == 1  # taken once, not sent again
+        d.close()
+    finally:
+        rcv.close()

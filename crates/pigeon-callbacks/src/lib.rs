@@ -15,7 +15,7 @@ pub use sign::signature;
 
 use pigeon_engine::events::{wants, COMMANDS};
 use pigeon_engine::{now_ms, uuid_v4, Engine};
-use pigeon_store::{CallbackBatch, CallbackEndpoint, Storage, StoreError, StoredEvent};
+use pigeon_store::{batch_events_json, CallbackBatch, CallbackEndpoint, Storage, StoreError};
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -222,7 +222,9 @@ impl Endpoint {
                         delivery_id: uuid_v4(),
                         endpoint_id: self.endpoint.id,
                         command: command.to_string(),
-                        events: events_json(chunk),
+                        events: batch_events_json(chunk),
+                        first_event_id: chunk.first().map(|e| e.id).unwrap_or(0),
+                        last_event_id: chunk.last().map(|e| e.id).unwrap_or(0),
                         attempts: 0,
                         next_ms: now,
                         first_ms: now,
@@ -423,28 +425,6 @@ impl Endpoint {
     }
 }
 
-/// The JSON array of a batch's events, each with its `EventId` first: spliced as text, as
-/// the outbox holds each event as the JSON object the engine wrote (parsing and writing
-/// every event again was most of what the dispatcher spent).
-fn events_json(events: &[StoredEvent]) -> String {
-    use std::fmt::Write as _;
-    let mut out =
-        String::with_capacity(events.iter().map(|e| e.body.len() + 24).sum::<usize>() + 2);
-    out.push('[');
-    for (i, e) in events.iter().enumerate() {
-        if i > 0 {
-            out.push(',');
-        }
-        let rest = e.body.trim().strip_prefix('{').map(str::trim_start);
-        let _ = match rest {
-            Some(rest) if rest != "}" => write!(out, r#"{{"EventId":"{}",{rest}"#, e.id),
-            _ => write!(out, r#"{{"EventId":"{}"}}"#, e.id),
-        };
-    }
-    out.push(']');
-    out
-}
-
 /// How an endpoint is shown to an operator (`pigeon app callback list`, `GET /v3/callbacks`):
 /// its secret only as a hint.
 pub fn endpoint_view(e: &CallbackEndpoint) -> Value {
@@ -537,31 +517,6 @@ mod tests {
         for a in ["8.8.8.8", "2001:4860::8888"] {
             assert!(!is_private(a.parse().unwrap()), "{a}");
         }
-    }
-
-    #[test]
-    fn events_are_spliced_into_one_json_array_with_their_ids() {
-        let event = |id, body: &str| StoredEvent {
-            id,
-            command: "Push.Event".into(),
-            body: body.into(),
-            at_ms: 0,
-        };
-        let text = events_json(&[
-            event(7, r#"{"CallbackCommand":"Push.Event","MsgId":"1"}"#),
-            event(8, " { \"A\": [1, {\"b\": \"}\"}] } "),
-            event(9, "{}"),
-        ]);
-        let v: Value = serde_json::from_str(&text).expect("valid JSON");
-        assert_eq!(
-            v,
-            json!([
-                {"EventId": "7", "CallbackCommand": "Push.Event", "MsgId": "1"},
-                {"EventId": "8", "A": [1, {"b": "}"}]},
-                {"EventId": "9"}
-            ])
-        );
-        assert_eq!(events_json(&[]), "[]");
     }
 
     #[test]

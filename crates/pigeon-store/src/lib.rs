@@ -11,8 +11,9 @@ mod records;
 mod sqlite;
 
 pub use records::{
-    AppRecord, AppSettings, CallbackBatch, CallbackEndpoint, Checkpoint, DeviceEvent, DeviceRecord,
-    FileRecord, GroupRecord, NewEvent, ScheduleRecord, ScheduleRun, StoredEvent, StoredPush,
+    batch_events_json, AppRecord, AppSettings, CallbackBatch, CallbackEndpoint, Checkpoint,
+    DeviceEvent, DeviceRecord, FileRecord, GroupRecord, NewEvent, ScheduleRecord, ScheduleRun,
+    StoredEvent, StoredPush,
 };
 pub use sqlite::{SqliteStore, Synchronous};
 

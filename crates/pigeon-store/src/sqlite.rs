@@ -1,9 +1,9 @@
 //! The embedded store: SQLite in WAL mode behind one group-committing writer thread.
 
 use crate::{
-    AppRecord, AppSettings, CallbackBatch, CallbackEndpoint, Checkpoint, DeviceEvent, DeviceRecord,
-    FileRecord, GroupRecord, NewEvent, ScheduleRecord, ScheduleRun, Storage, StoreError,
-    StoreFuture, StoreResult, StoredEvent, StoredPush,
+    batch_events_json, AppRecord, AppSettings, CallbackBatch, CallbackEndpoint, Checkpoint,
+    DeviceEvent, DeviceRecord, FileRecord, GroupRecord, NewEvent, ScheduleRecord, ScheduleRun,
+    Storage, StoreError, StoreFuture, StoreResult, StoredEvent, StoredPush,
 };
 use pigeon_core::{Platform, Push};
 use roaring::RoaringBitmap;
@@ -111,7 +111,9 @@ CREATE TABLE IF NOT EXISTS callback_batches (
     next_ms INTEGER NOT NULL,
     first_ms INTEGER NOT NULL,
     dead INTEGER NOT NULL,
-    last_error TEXT NOT NULL
+    last_error TEXT NOT NULL,
+    first_event_id INTEGER NOT NULL DEFAULT 0,
+    last_event_id INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS callback_batches_by_endpoint ON callback_batches (endpoint_id, first_ms);
 CREATE TABLE IF NOT EXISTS files (
@@ -335,6 +337,17 @@ fn migrate(conn: &Connection) -> StoreResult<()> {
              DROP INDEX IF EXISTS callback_events_by_command;",
         )?;
     }
+    let has_range = conn
+        .prepare(
+            "SELECT 1 FROM pragma_table_info('callback_batches') WHERE name = 'first_event_id'",
+        )?
+        .exists([])?;
+    if !has_range {
+        conn.execute_batch(
+            "ALTER TABLE callback_batches ADD COLUMN first_event_id INTEGER NOT NULL DEFAULT 0;
+             ALTER TABLE callback_batches ADD COLUMN last_event_id INTEGER NOT NULL DEFAULT 0;",
+        )?;
+    }
     conn.execute_batch(
         "CREATE INDEX IF NOT EXISTS callback_events_by_target
          ON callback_events (app_key, endpoint_id, command, id)",
@@ -428,6 +441,85 @@ fn run_writer(conn: Connection, mut rx: mpsc::Receiver<Job>) {
     }
     // Every sender is gone: the channel is drained and everything is committed.
     let _ = conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)");
+}
+
+const BATCH_COLUMNS: &str = "delivery_id, endpoint_id, command, events, attempts, next_ms, \
+    first_ms, dead, last_error, first_event_id, last_event_id";
+
+fn batch_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<CallbackBatch> {
+    Ok(CallbackBatch {
+        delivery_id: r.get(0)?,
+        endpoint_id: to_u64(r.get(1)?),
+        command: r.get(2)?,
+        events: r.get(3)?,
+        attempts: r.get(4)?,
+        next_ms: to_u64(r.get(5)?),
+        first_ms: to_u64(r.get(6)?),
+        dead: r.get(7)?,
+        last_error: r.get(8)?,
+        first_event_id: to_u64(r.get(9)?),
+        last_event_id: to_u64(r.get(10)?),
+    })
+}
+
+/// The events a stored batch refers to, read back from the outbox as they were sent.
+fn referenced_events(c: &Connection, b: &CallbackBatch) -> StoreResult<String> {
+    let (app_key, push_level): (String, bool) = c
+        .prepare_cached("SELECT app_key, push_level FROM callback_endpoints WHERE id = ?1")?
+        .query_row([to_i64(b.endpoint_id)], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    let mut st = c.prepare_cached(
+        "SELECT id, body, at_ms FROM callback_events
+         WHERE app_key = ?1 AND endpoint_id IS ?2 AND command = ?3 AND id BETWEEN ?4 AND ?5
+         ORDER BY id",
+    )?;
+    let target = push_level.then_some(to_i64(b.endpoint_id));
+    let mut rows = st.query(params![
+        app_key,
+        target,
+        b.command,
+        to_i64(b.first_event_id),
+        to_i64(b.last_event_id)
+    ])?;
+    let mut events = Vec::new();
+    while let Some(r) = rows.next()? {
+        events.push(StoredEvent {
+            id: to_u64(r.get(0)?),
+            command: b.command.clone(),
+            body: r.get(1)?,
+            at_ms: to_u64(r.get(2)?),
+        });
+    }
+    if events.is_empty() {
+        return Err(StoreError::Corrupt(format!(
+            "callback batch {}: its events {}..={} are gone from the outbox",
+            b.delivery_id, b.first_event_id, b.last_event_id
+        )));
+    }
+    Ok(batch_events_json(&events))
+}
+
+/// Gives the waiting batches of an endpoint that refer to outbox events (all of them, or
+/// one) a copy of their events, so that they outlive the outbox: done as they die.
+fn hold_events(c: &Connection, endpoint_id: u64, delivery_id: Option<&str>) -> StoreResult<()> {
+    let mut batches = Vec::new();
+    {
+        let mut st = c.prepare_cached(&format!(
+            "SELECT {BATCH_COLUMNS} FROM callback_batches
+             WHERE endpoint_id = ?1 AND events = '' AND (?2 IS NULL OR delivery_id = ?2)"
+        ))?;
+        let mut rows = st.query(params![to_i64(endpoint_id), delivery_id])?;
+        while let Some(r) = rows.next()? {
+            batches.push(batch_from_row(r)?);
+        }
+    }
+    let mut update = c.prepare_cached(
+        "UPDATE callback_batches SET events = ?2, first_event_id = 0, last_event_id = 0
+         WHERE delivery_id = ?1",
+    )?;
+    for b in batches {
+        update.execute(params![b.delivery_id, referenced_events(c, &b)?])?;
+    }
+    Ok(())
 }
 
 /// The commands of callbacks.md §3, for pruning the outbox command by command.
@@ -1134,6 +1226,7 @@ impl Storage for SqliteStore {
             ])?;
             if disabled_ms.is_some() {
                 // Kept, listed and replayable, like any batch that gave up.
+                hold_events(c, id, None)?;
                 c.execute(
                     "UPDATE callback_batches SET dead = 1 WHERE endpoint_id = ?1",
                     [to_i64(id)],
@@ -1241,20 +1334,24 @@ impl Storage for SqliteStore {
             let (endpoint_id, command) = (first.endpoint_id, first.command.clone());
             let mut insert = c.prepare_cached(
                 "INSERT INTO callback_batches (delivery_id, endpoint_id, command, events,
-                    attempts, next_ms, first_ms, dead, last_error)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                    attempts, next_ms, first_ms, dead, last_error, first_event_id, last_event_id)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
             )?;
             for b in &batches {
+                // A batch of outbox events refers to them; they stay until it is taken.
+                let held = if b.first_event_id > 0 { "" } else { &b.events };
                 insert.execute(params![
                     b.delivery_id,
                     to_i64(b.endpoint_id),
                     b.command,
-                    b.events,
+                    held,
                     b.attempts,
                     to_i64(b.next_ms),
                     to_i64(b.first_ms),
                     b.dead,
-                    b.last_error
+                    b.last_error,
+                    to_i64(b.first_event_id),
+                    to_i64(b.last_event_id)
                 ])?;
             }
             c.prepare_cached(
@@ -1292,31 +1389,34 @@ impl Storage for SqliteStore {
                     last_error = ?5 WHERE delivery_id = ?1",
             )?
             .execute(params![delivery_id, attempts, to_i64(next_ms), dead, error])?;
+            if dead {
+                let endpoint_id: i64 = c.query_row(
+                    "SELECT endpoint_id FROM callback_batches WHERE delivery_id = ?1",
+                    [&delivery_id],
+                    |r| r.get(0),
+                )?;
+                hold_events(c, to_u64(endpoint_id), Some(&delivery_id))?;
+            }
             Ok(())
         }))
     }
 
     fn callback_batches(&self, endpoint_id: u64) -> StoreFuture<'_, Vec<CallbackBatch>> {
         Box::pin(self.read(move |c| {
-            let mut st = c.prepare_cached(
-                "SELECT delivery_id, endpoint_id, command, events, attempts, next_ms, first_ms,
-                    dead, last_error FROM callback_batches WHERE endpoint_id = ?1
-                 ORDER BY first_ms, delivery_id",
-            )?;
+            let mut st = c.prepare_cached(&format!(
+                "SELECT {BATCH_COLUMNS} FROM callback_batches WHERE endpoint_id = ?1
+                 ORDER BY first_ms, delivery_id"
+            ))?;
             let mut rows = st.query([to_i64(endpoint_id)])?;
             let mut out = Vec::new();
             while let Some(r) = rows.next()? {
-                out.push(CallbackBatch {
-                    delivery_id: r.get(0)?,
-                    endpoint_id: to_u64(r.get(1)?),
-                    command: r.get(2)?,
-                    events: r.get(3)?,
-                    attempts: r.get(4)?,
-                    next_ms: to_u64(r.get(5)?),
-                    first_ms: to_u64(r.get(6)?),
-                    dead: r.get(7)?,
-                    last_error: r.get(8)?,
-                });
+                out.push(batch_from_row(r)?);
+            }
+            drop(rows);
+            for b in &mut out {
+                if b.events.is_empty() {
+                    b.events = referenced_events(c, b)?;
+                }
             }
             Ok(out)
         }))
@@ -1361,6 +1461,10 @@ impl Storage for SqliteStore {
                 "DELETE FROM callback_events
                  WHERE app_key = ?1 AND endpoint_id IS ?2 AND command = ?3 AND id <= ?4",
             )?;
+            let mut held = c.prepare_cached(
+                "SELECT MIN(first_event_id) FROM callback_batches
+                 WHERE endpoint_id = ?1 AND command = ?2 AND events = ''",
+            )?;
             let mut n = 0;
             for command in CALLBACK_COMMANDS {
                 let mut app_wide: Option<u64> = None;
@@ -1372,7 +1476,13 @@ impl Storage for SqliteStore {
                     let at: Option<i64> = cursor
                         .query_row(params![to_i64(e.id), command], |r| r.get(0))
                         .optional()?;
-                    let at = at.map(to_u64).unwrap_or(e.start_event_id);
+                    let mut at = at.map(to_u64).unwrap_or(e.start_event_id);
+                    // Events that waiting batches refer to stay.
+                    let referenced: Option<i64> = held
+                        .query_row(params![to_i64(e.id), command], |r| r.get(0))?;
+                    if let Some(first) = referenced {
+                        at = at.min(to_u64(first).saturating_sub(1));
+                    }
                     if e.push_level {
                         n += delete.execute(params![app_key, to_i64(e.id), command, to_i64(at)])?;
                     } else {

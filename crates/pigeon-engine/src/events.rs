@@ -314,6 +314,45 @@ impl Engine {
         out
     }
 
+    /// `Push.Undelivered` (ErrCode 2) for the devices a recalled push never reached.
+    pub(crate) fn recalled_events(
+        &self,
+        app: &AppState,
+        push: &Push,
+        missed: &roaring::RoaringBitmap,
+        sent: &roaring::RoaringBitmap,
+    ) -> Vec<NewEvent> {
+        let callback = push.callback.as_ref();
+        if !app.wants(PUSH_UNDELIVERED) && push_callback_url(callback).is_none() {
+            return Vec::new();
+        }
+        let devices = app.devices.read();
+        let mut events = Vec::new();
+        for ordinal in missed.iter() {
+            let Some(d) = devices.record(ordinal) else {
+                continue;
+            };
+            let fields = json!({
+                "MsgId": push.msg_id.to_string(),
+                "PushID": push.msg_id.to_string(),
+                "RegistrationId": d.registration_id,
+                "To_Account": d.alias.clone().unwrap_or_default(),
+                "Platform": d.platform.as_str(),
+                "PushPlatform": if sent.contains(ordinal) { OWN_CONNECTION } else { 0 },
+                "ErrCode": 2,
+                "ErrInfo": "recalled: the push was withdrawn before the device received it",
+            });
+            events.extend(push_event_copies(
+                app,
+                PUSH_UNDELIVERED,
+                fields,
+                callback,
+                TYPE_UNDELIVERED,
+            ));
+        }
+        events
+    }
+
     /// Reports pushes that expired more than the grace ago: `Push.Undelivered` (ErrCode 1)
     /// for every target that never acked, if the app wants it; the report and its events
     /// are one write, so a restart neither loses nor repeats one.

@@ -55,6 +55,10 @@ pub enum EngineError {
     AliasFull(String),
     #[error("{0}")]
     Invalid(String),
+    #[error("no push {0} of this app")]
+    UnknownPush(u64),
+    #[error("push {0} was already recalled")]
+    AlreadyRecalled(u64),
     #[error(transparent)]
     Storage(#[from] StoreError),
 }
@@ -97,6 +101,7 @@ pub struct Engine {
     default_rate_limit: AtomicU64,
     rate_window_ms: AtomicU64,
     expired_grace_ms: AtomicU64,
+    recall_window_ms: AtomicU64,
     /// Woken when the delivery checkpoint wrote callback events, so the dispatcher takes
     /// them at once instead of at its next look.
     events_written: tokio::sync::Notify,
@@ -117,6 +122,7 @@ impl Engine {
             default_rate_limit: AtomicU64::new(limits::DEFAULT_RATE_LIMIT_PER_MINUTE),
             rate_window_ms: AtomicU64::new(limits::DEFAULT_WINDOW_MS),
             expired_grace_ms: AtomicU64::new(DEFAULT_EXPIRED_GRACE_MS),
+            recall_window_ms: AtomicU64::new(24 * 3600 * 1000),
         });
         for app in store.list_apps().await? {
             engine.load_app(app).await?;
@@ -472,6 +478,61 @@ impl Engine {
         }
     }
 
+    /// Recalls a push of `app` sent within the recall window (a day by default): devices that have not got it never
+    /// will (each is reported `Push.Undelivered`, ErrCode 2, in the write that records the
+    /// recall), and connected devices that got it are told to remove it (`revoke`).
+    pub async fn recall(&self, app: &AppState, msg_id: u64) -> Result<(), EngineError> {
+        let window = Duration::from_millis(self.recall_window_ms.load(Ordering::Relaxed));
+        let (push, audience, sent, delivered) = match app.live_push(msg_id) {
+            Some(live) => {
+                let (sent, delivered) = live.sets();
+                (live.push.clone(), live.audience.clone(), sent, delivered)
+            }
+            None => match self.store.load_push(&app.app_key, msg_id).await? {
+                Some(p) => (p.push, p.audience, p.sent, p.delivered),
+                None => return Err(EngineError::UnknownPush(msg_id)),
+            },
+        };
+        let now = now_ms();
+        if now.saturating_sub(push.sent_ms) > window.as_millis() as u64 {
+            if self.store.recalled_at(msg_id).await?.is_some() {
+                return Err(EngineError::AlreadyRecalled(msg_id));
+            }
+            return Err(EngineError::Invalid(format!(
+                "push {msg_id} was sent more than {} s ago; only pushes of the last {} s can be recalled",
+                window.as_secs(),
+                window.as_secs()
+            )));
+        }
+        // Stopped first, so that no device gets it while the recall is written.
+        let live = app.live_push(msg_id);
+        if let Some(live) = &live {
+            live.set_recalled(true);
+        }
+        let (sent, delivered) = live.as_ref().map(|l| l.sets()).unwrap_or((sent, delivered));
+        let events = self.recalled_events(app, &push, &(&audience - &delivered), &sent);
+        match self.store.recall_push(msg_id, now, events).await {
+            Ok(true) => {}
+            Ok(false) => return Err(EngineError::AlreadyRecalled(msg_id)),
+            Err(e) => {
+                if let Some(live) = &live {
+                    live.set_recalled(false);
+                }
+                return Err(e.into());
+            }
+        }
+        if let Some(live) = &live {
+            app.retire(live);
+        }
+        let presence = app.presence.lock();
+        for ordinal in (&sent & &presence.online).iter() {
+            if let Some(session) = presence.sessions.get(&ordinal) {
+                session.revoke(msg_id);
+            }
+        }
+        Ok(())
+    }
+
     /// Makes sure the push-level endpoint for a push's `callback.url` exists, so that the
     /// push's events can be addressed to it.
     async fn ensure_push_endpoint(&self, app: &AppState, url: &str) -> Result<(), EngineError> {
@@ -612,6 +673,12 @@ impl Engine {
     pub fn set_expired_grace(&self, grace: Duration) {
         let ms = u64::try_from(grace.as_millis()).unwrap_or(u64::MAX);
         self.expired_grace_ms.store(ms, Ordering::Relaxed);
+    }
+
+    /// How old a push may be and still be recalled.
+    pub fn set_recall_window(&self, window: Duration) {
+        let ms = u64::try_from(window.as_millis()).unwrap_or(u64::MAX);
+        self.recall_window_ms.store(ms, Ordering::Relaxed);
     }
 
     pub(crate) fn expired_grace_ms(&self) -> u64 {

@@ -18,6 +18,8 @@ pub struct LivePush {
     delivered: Mutex<RoaringBitmap>,
     /// Sends or acks happened since the last checkpoint.
     dirty: AtomicBool,
+    /// Recalled: no device gets it any more.
+    recalled: AtomicBool,
     /// The frame each platform's devices get, encoded once by whoever sends it.
     frames: [OnceLock<Bytes>; Platform::ALL.len()],
 }
@@ -35,6 +37,7 @@ impl LivePush {
             sent: Mutex::new(sent),
             delivered: Mutex::new(delivered),
             dirty: AtomicBool::new(false),
+            recalled: AtomicBool::new(false),
             frames: Default::default(),
         }
     }
@@ -56,6 +59,7 @@ impl LivePush {
     /// offline store.
     pub fn is_pending_for(&self, ordinal: Ordinal, now_ms: u64) -> bool {
         self.expires_ms() > now_ms
+            && !self.is_recalled()
             && self.audience.contains(ordinal)
             && !self.is_delivered_to(ordinal)
     }
@@ -73,6 +77,15 @@ impl LivePush {
     pub fn mark_sent(&self, ordinal: Ordinal) -> (bool, bool) {
         let newly = self.sent.lock().insert(ordinal);
         (newly, newly && !self.dirty.swap(true, Ordering::AcqRel))
+    }
+
+    /// Stops (or, if the recall could not be recorded, resumes) every further delivery.
+    pub(crate) fn set_recalled(&self, recalled: bool) {
+        self.recalled.store(recalled, Ordering::Release);
+    }
+
+    pub fn is_recalled(&self) -> bool {
+        self.recalled.load(Ordering::Acquire)
     }
 
     /// Whether every target acked it: nothing is left to deliver.
@@ -111,7 +124,7 @@ impl LivePush {
     /// online-only (time_to_live 0, which never waits in the offline store) and not acked.
     pub fn is_live_for(&self, ordinal: Ordinal, now_ms: u64) -> bool {
         if self.push.options.time_to_live == 0 {
-            self.audience.contains(ordinal) && !self.is_delivered_to(ordinal)
+            self.audience.contains(ordinal) && !self.is_delivered_to(ordinal) && !self.is_recalled()
         } else {
             self.is_pending_for(ordinal, now_ms)
         }

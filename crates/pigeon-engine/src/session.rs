@@ -28,6 +28,8 @@ pub struct Shared {
     queue: Mutex<VecDeque<Arc<LivePush>>>,
     /// Set when a live push did not fit the queue: look in the offline store again.
     resync: AtomicBool,
+    /// Recalled pushes the device got, to tell it of (`revoke`).
+    revokes: Mutex<Vec<u64>>,
     /// Close code requested by the engine (0 = none).
     close_code: AtomicU16,
     close_reason: Mutex<String>,
@@ -39,6 +41,7 @@ impl SessionHandle {
         let shared = Arc::new(Shared {
             queue: Mutex::new(VecDeque::new()),
             resync: AtomicBool::new(false),
+            revokes: Mutex::new(Vec::new()),
             close_code: AtomicU16::new(0),
             close_reason: Mutex::new(String::new()),
             wake: Notify::new(),
@@ -60,6 +63,12 @@ impl SessionHandle {
                 self.shared.resync.store(true, Ordering::Release);
             }
         }
+        self.shared.wake.notify_one();
+    }
+
+    /// Tells the device that a push it got was recalled.
+    pub(crate) fn revoke(&self, msg_id: u64) {
+        self.shared.revokes.lock().push(msg_id);
         self.shared.wake.notify_one();
     }
 
@@ -97,6 +106,11 @@ impl Session {
     /// Takes the queued live pushes, oldest first.
     pub fn take_pushes(&self) -> VecDeque<Arc<LivePush>> {
         std::mem::take(&mut *self.shared.queue.lock())
+    }
+
+    /// Takes the recalled pushes to revoke on the device.
+    pub fn take_revokes(&self) -> Vec<u64> {
+        std::mem::take(&mut *self.shared.revokes.lock())
     }
 
     /// Takes the resync request, if any.

@@ -392,6 +392,17 @@ impl Device {
                     if self.session.take_resync() {
                         self.backlog = true;
                     }
+                    let revokes = self.session.take_revokes();
+                    if !revokes.is_empty() {
+                        self.inflight.retain(|m| !revokes.contains(m));
+                        let frames: Vec<String> = revokes
+                            .iter()
+                            .map(|m| format!(r#"{{"op":"revoke","msg_id":"{m}"}}"#))
+                            .collect();
+                        let parts: Vec<(u8, &[u8])> =
+                            frames.iter().map(|f| (OP_TEXT, f.as_bytes())).collect();
+                        conn.send(&parts).await?;
+                    }
                     let now = now_ms();
                     let ordinal = self.session.ordinal;
                     let live: Vec<_> = self

@@ -60,6 +60,7 @@ macro_rules! routes {
 routes! {
     post "/v3/push" => push_api::push, "Push", "Push a notification or message", query [], body true;
     post "/v3/push/validate" => push_api::validate, "Push", "Validate a push without sending it", query [], body true;
+    delete "/v3/push/{msg_id}" => push_api::recall, "Push", "Recall (withdraw) a push of the last day", query [], body false;
     get "/v3/push/cid" => push_api::cid, "Push", "Get cids for idempotent pushes", query ["count", "type"], body false;
     post "/v3/grouppush" => push_api::group_push, "Push", "Push to every app of a group (group-<key> auth)", query [], body true;
     post "/v3/push/file" => file_api::push_file, "File", "Push to the devices a file lists", query [], body true;

@@ -1,11 +1,11 @@
 //! The push side (jpush-v3.md §2–§4): push, validate, the cid pool, batch single push.
 
 use crate::api::{
-    authenticate, json_response, query_value, read_json, ApiError, ApiResult, Family,
+    authenticate, json_response, ok_empty, query_value, read_json, ApiError, ApiResult, Family,
 };
 use crate::{parse_push, JPush};
 use axum::body::Body;
-use axum::extract::{RawQuery, State};
+use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
 use pigeon_core::Push;
 use pigeon_engine::{AppState, EngineError};
@@ -23,6 +23,23 @@ pub async fn push(State(s): State<JPush>, headers: HeaderMap, body: Body) -> Api
 
 pub async fn validate(State(s): State<JPush>, headers: HeaderMap, body: Body) -> ApiResult {
     handle(s, headers, body, true).await
+}
+
+/// `DELETE /v3/push/{msg_id}`: recalls a push; 200 with an empty body.
+pub async fn recall(
+    State(s): State<JPush>,
+    Path(msg_id): Path<String>,
+    headers: HeaderMap,
+) -> ApiResult {
+    let app = authenticate(&s.engine, &headers, F).await?;
+    let msg_id: u64 = msg_id
+        .parse()
+        .map_err(|_| ApiError::invalid(F, format!("msg_id {msg_id:?} is not a number")))?;
+    s.engine
+        .recall(&app, msg_id)
+        .await
+        .map_err(|e| ApiError::engine(F, e))?;
+    Ok(ok_empty())
 }
 
 async fn handle(s: JPush, headers: HeaderMap, body: Body, validate_only: bool) -> ApiResult {

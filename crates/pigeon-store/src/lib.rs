@@ -94,6 +94,11 @@ pub trait Storage: Send + Sync + 'static {
         -> StoreFuture<'_, Vec<StoredPush>>;
     /// Marks a push's expiry reported, with the events that report it, in one transaction.
     fn report_expired(&self, msg_id: u64, events: Vec<NewEvent>) -> StoreFuture<'_, ()>;
+    /// Marks a push recalled at `at_ms` with the events that report it, in one write; false
+    /// if it was recalled already.
+    fn recall_push(&self, msg_id: u64, at_ms: u64, events: Vec<NewEvent>) -> StoreFuture<'_, bool>;
+    /// When a push was recalled, if it was.
+    fn recalled_at(&self, msg_id: u64) -> StoreFuture<'_, Option<u64>>;
     /// One push of an app, live or not, with who received it.
     fn load_push(&self, app_key: &str, msg_id: u64) -> StoreFuture<'_, Option<StoredPush>>;
     /// The devices that reported a click on a push.

@@ -325,6 +325,12 @@ fn migrate(conn: &Connection) -> StoreResult<()> {
             "ALTER TABLE pushes ADD COLUMN expiry_reported INTEGER NOT NULL DEFAULT 0",
         )?;
     }
+    let has_recall = conn
+        .prepare("SELECT 1 FROM pragma_table_info('pushes') WHERE name = 'recalled_ms'")?
+        .exists([])?;
+    if !has_recall {
+        conn.execute_batch("ALTER TABLE pushes ADD COLUMN recalled_ms INTEGER")?;
+    }
     let has_target = conn
         .prepare("SELECT 1 FROM pragma_table_info('callback_events') WHERE name = 'endpoint_id'")?
         .exists([])?;
@@ -856,7 +862,8 @@ impl Storage for SqliteStore {
             let mut st = c.prepare(
                 "SELECT p.msg_id, p.body, p.audience, d.sent, d.delivered
                  FROM pushes p LEFT JOIN deliveries d ON d.msg_id = p.msg_id
-                 WHERE p.app_key = ?1 AND p.expires_ms > ?2 ORDER BY p.msg_id",
+                 WHERE p.app_key = ?1 AND p.expires_ms > ?2 AND p.recalled_ms IS NULL
+                 ORDER BY p.msg_id",
             )?;
             let mut rows = st.query(params![app_key, to_i64(now_ms)])?;
             let mut out = Vec::new();
@@ -933,6 +940,33 @@ impl Storage for SqliteStore {
             c.prepare_cached("UPDATE pushes SET expiry_reported = 1 WHERE msg_id = ?1")?
                 .execute([to_i64(msg_id)])?;
             Ok(())
+        }))
+    }
+
+    fn recall_push(&self, msg_id: u64, at_ms: u64, events: Vec<NewEvent>) -> StoreFuture<'_, bool> {
+        Box::pin(self.write(move |c| {
+            // Its undelivered devices are reported here, not again when it expires.
+            let n = c
+                .prepare_cached(
+                    "UPDATE pushes SET recalled_ms = ?2, expiry_reported = 1
+                     WHERE msg_id = ?1 AND recalled_ms IS NULL",
+                )?
+                .execute(params![to_i64(msg_id), to_i64(at_ms)])?;
+            if n == 0 {
+                return Ok(false);
+            }
+            write_events(c, &events)?;
+            Ok(true)
+        }))
+    }
+
+    fn recalled_at(&self, msg_id: u64) -> StoreFuture<'_, Option<u64>> {
+        Box::pin(self.read(move |c| {
+            let at: Option<Option<i64>> = c
+                .prepare_cached("SELECT recalled_ms FROM pushes WHERE msg_id = ?1")?
+                .query_row([to_i64(msg_id)], |r| r.get(0))
+                .optional()?;
+            Ok(at.flatten().map(to_u64))
         }))
     }
 

@@ -45,6 +45,8 @@ pub struct Config {
     /// How long an expired push waits for late acks before its undelivered targets are
     /// reported, in ms.
     pub expired_grace_ms: u64,
+    /// How old a push may be and still be recalled, in seconds (a day, as JPush).
+    pub recall_window_s: u64,
 }
 
 /// The `[callbacks]` section.
@@ -89,6 +91,7 @@ struct FileConfig {
     rate_limit_window_s: Option<u64>,
     callbacks: Option<CallbacksConfig>,
     expired_grace_ms: Option<u64>,
+    recall_window_s: Option<u64>,
 }
 
 impl Default for Config {
@@ -106,6 +109,7 @@ impl Default for Config {
             rate_limit_window_s: 60,
             callbacks: CallbacksConfig::default(),
             expired_grace_ms: pigeon_engine::DEFAULT_EXPIRED_GRACE_MS,
+            recall_window_s: 24 * 3600,
         }
     }
 }
@@ -155,6 +159,9 @@ impl Config {
             if let Some(v) = f.expired_grace_ms {
                 c.expired_grace_ms = v;
             }
+            if let Some(v) = f.recall_window_s {
+                c.recall_window_s = v;
+            }
         }
         for (key, value) in env {
             let bad = |what: &str| anyhow::anyhow!("{key}={value:?} is not {what}");
@@ -190,6 +197,9 @@ impl Config {
                 }
                 "PIGEON_CALLBACKS_RETRY_FIRST_MS" => {
                     c.callbacks.retry_first_ms = value.parse().map_err(|_| bad("a number"))?
+                }
+                "PIGEON_RECALL_WINDOW_S" => {
+                    c.recall_window_s = value.parse().map_err(|_| bad("a number"))?
                 }
                 "PIGEON_EXPIRED_GRACE_MS" => {
                     c.expired_grace_ms = value.parse().map_err(|_| bad("a number"))?

@@ -3,6 +3,7 @@ server runs, the request shape, Basic auth and signature, batching, retries of t
 batch after every kind of failed answer, and no loss across `kill -9`."""
 
 import base64
+import contextlib
 import hashlib
 import hmac
 import json
@@ -87,6 +88,24 @@ def add_callback(server, app, url, *args):
                           "--data", server.data, *args], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     return json.loads(out.stdout)
+
+
+@contextlib.contextmanager
+def server_with_receiver(extra_env, app_name, commands):
+    """A server of its own (FAST plus `extra_env`), an app, and a receiver added for
+    `commands` (a running server picks it up within a second)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        server = Server(os.path.join(tmp, "data"), env=dict(FAST, **extra_env))
+        server.start()
+        rcv = Receiver()
+        try:
+            app = server.create_app(app_name)
+            cb = add_callback(server, app, rcv.url, "--commands", commands)
+            time.sleep(1.2)
+            yield server, app, rcv, cb
+        finally:
+            rcv.close()
+            server.stop()
 
 
 @pytest.fixture
@@ -503,94 +522,76 @@ def test_a_receiver_that_does_not_answer_within_10_s_fails_the_batch(fast_server
 
 
 def test_an_endpoint_failing_too_long_is_disabled_reported_and_enabled_again():
-    with tempfile.TemporaryDirectory() as tmp:
-        server = Server(os.path.join(tmp, "data"), env=dict(FAST, PIGEON_CALLBACKS_DISABLE_AFTER_S="2"))
-        server.start()
-        rcv = Receiver()
-        try:
-            app = server.create_app("disable")
-            auth = (app["app_key"], app["master_secret"])
-            cb = add_callback(server, app, rcv.url, "--commands", "Push.Accepted")
-            time.sleep(1.2)
-            rcv.answers = ["500"] * 100000
-            d = Device(server, app["app_key"])
-            old = push(server, app, d.registration_id)
+    env = {"PIGEON_CALLBACKS_DISABLE_AFTER_S": "2"}
+    with server_with_receiver(env, "disable", "Push.Accepted") as (server, app, rcv, cb):
+        auth = (app["app_key"], app["master_secret"])
+        rcv.answers = ["500"] * 100000
+        d = Device(server, app["app_key"])
+        old = push(server, app, d.registration_id)
 
-            def listed():
-                out = subprocess.run([PIGEON, "app", "callback", "list", "--app-key", app["app_key"],
-                                      "--data", server.data], capture_output=True, text=True, check=True)
-                return json.loads(out.stdout.splitlines()[0])
+        def listed():
+            out = subprocess.run([PIGEON, "app", "callback", "list", "--app-key", app["app_key"],
+                                  "--data", server.data], capture_output=True, text=True, check=True)
+            return json.loads(out.stdout.splitlines()[0])
 
-            deadline = time.time() + 15
-            while not listed()["disabled"]:
-                assert time.time() < deadline, "the failing endpoint was never disabled"
-                time.sleep(0.3)
-            entry = listed()
-            assert entry["failing_since_ms"] and entry["disabled_ms"] >= entry["failing_since_ms"] + 2000
-            api = requests.get(server.base + "/v3/callbacks", auth=auth, timeout=5).json()["callbacks"]
-            assert api[0]["disabled"] is True
-            time.sleep(1.5)  # the dispatcher has let it go: no more tries
-            tries = len(rcv.requests)
-            time.sleep(1.0)
-            assert len(rcv.requests) == tries
-            (dead,) = requests.get(f"{server.base}/v3/callbacks/{cb['id']}/dead", auth=auth,
-                                   timeout=5).json()["dead"]
-            assert dead["events"] == 1
-            push(server, app, d.registration_id)  # not kept for a disabled endpoint
-            tries = len(rcv.requests)
-
-            rcv.answers = []
-            out = subprocess.run([PIGEON, "app", "callback", "enable", "--app-key", app["app_key"],
-                                  "--id", str(cb["id"]), "--data", server.data], capture_output=True, text=True)
-            assert out.returncode == 0, out.stderr
-            assert not listed()["disabled"] and listed()["failing_since_ms"] is None
-            time.sleep(1.2)
-            new = push(server, app, d.registration_id)
-            assert rcv.wait(lambda: new in {e["MsgId"] for e in rcv.events()})
+        deadline = time.time() + 15
+        while not listed()["disabled"]:
+            assert time.time() < deadline, "the failing endpoint was never disabled"
             time.sleep(0.3)
-            since_enabled = [e["MsgId"] for r in rcv.requests[tries:] for e in json.loads(r["body"])["Events"]]
-            assert since_enabled == [new]  # neither the dead batch nor what happened while disabled
-            r = requests.post(f"{server.base}/v3/callbacks/{cb['id']}/dead/{dead['delivery_id']}/replay",
-                              auth=auth, timeout=5)
-            assert r.status_code == 200, r.text
-            assert rcv.wait(lambda: rcv.requests[-1]["headers"]["x-pigeon-delivery"] == dead["delivery_id"])
-            # Errors.
-            r = requests.post(f"{server.base}/v3/callbacks/999/enable", auth=auth, timeout=5)
-            assert r.status_code == 404 and r.json()["error"]["code"] == 1003
-            out = subprocess.run([PIGEON, "app", "callback", "enable", "--app-key", app["app_key"],
-                                  "--id", "999", "--data", server.data], capture_output=True, text=True)
-            assert out.returncode != 0 and "no callback endpoint 999" in out.stderr
-            d.close()
-        finally:
-            rcv.close()
-            server.stop()
+        entry = listed()
+        assert entry["failing_since_ms"] and entry["disabled_ms"] >= entry["failing_since_ms"] + 2000
+        api = requests.get(server.base + "/v3/callbacks", auth=auth, timeout=5).json()["callbacks"]
+        assert api[0]["disabled"] is True
+        time.sleep(1.5)  # the dispatcher has let it go: no more tries
+        tries = len(rcv.requests)
+        time.sleep(1.0)
+        assert len(rcv.requests) == tries
+        (dead,) = requests.get(f"{server.base}/v3/callbacks/{cb['id']}/dead", auth=auth,
+                               timeout=5).json()["dead"]
+        assert dead["events"] == 1
+        push(server, app, d.registration_id)  # not kept for a disabled endpoint
+        tries = len(rcv.requests)
+
+        rcv.answers = []
+        out = subprocess.run([PIGEON, "app", "callback", "enable", "--app-key", app["app_key"],
+                              "--id", str(cb["id"]), "--data", server.data], capture_output=True, text=True)
+        assert out.returncode == 0, out.stderr
+        assert not listed()["disabled"] and listed()["failing_since_ms"] is None
+        time.sleep(1.2)
+        new = push(server, app, d.registration_id)
+        assert rcv.wait(lambda: new in {e["MsgId"] for e in rcv.events()})
+        time.sleep(0.3)
+        since_enabled = [e["MsgId"] for r in rcv.requests[tries:] for e in json.loads(r["body"])["Events"]]
+        assert since_enabled == [new]  # neither the dead batch nor what happened while disabled
+        r = requests.post(f"{server.base}/v3/callbacks/{cb['id']}/dead/{dead['delivery_id']}/replay",
+                          auth=auth, timeout=5)
+        assert r.status_code == 200, r.text
+        assert rcv.wait(lambda: rcv.requests[-1]["headers"]["x-pigeon-delivery"] == dead["delivery_id"])
+        # Errors.
+        r = requests.post(f"{server.base}/v3/callbacks/999/enable", auth=auth, timeout=5)
+        assert r.status_code == 404 and r.json()["error"]["code"] == 1003
+        out = subprocess.run([PIGEON, "app", "callback", "enable", "--app-key", app["app_key"],
+                              "--id", "999", "--data", server.data], capture_output=True, text=True)
+        assert out.returncode != 0 and "no callback endpoint 999" in out.stderr
+        d.close()
 
 
 def test_batches_hold_at_most_100_events_and_a_partial_one_waits_for_the_batch_wait():
-    with tempfile.TemporaryDirectory() as tmp:
-        server = Server(os.path.join(tmp, "data"), env=dict(FAST, PIGEON_CALLBACKS_BATCH_WAIT_MS="3000"))
-        server.start()
-        rcv = Receiver()
-        try:
-            app = server.create_app("sizes")
-            add_callback(server, app, rcv.url, "--commands", "Push.Accepted")
-            time.sleep(1.2)
-            d = Device(server, app["app_key"])
-            started = time.time()
-            sent = {push(server, app, d.registration_id) for _ in range(250)}
-            assert time.time() - started < 2.5, "pushing took longer than the batch wait"
-            assert rcv.wait(lambda: len(rcv.events()) >= 200, limit=5)
-            full_at = time.time()
-            assert [len(json.loads(r["body"])["Events"]) for r in rcv.requests] == [100, 100]
-            assert rcv.wait(lambda: len(rcv.events()) == 250, limit=6)
-            # The last 50 waited for the batch wait, counted from the oldest of them.
-            assert time.time() - started >= 2.8 and time.time() - full_at > 0.3
-            assert sorted(len(json.loads(r["body"])["Events"]) for r in rcv.requests) == [50, 100, 100]
-            assert {e["MsgId"] for e in rcv.events()} == sent
-            d.close()
-        finally:
-            rcv.close()
-            server.stop()
+    env = {"PIGEON_CALLBACKS_BATCH_WAIT_MS": "3000"}
+    with server_with_receiver(env, "sizes", "Push.Accepted") as (server, app, rcv, _):
+        d = Device(server, app["app_key"])
+        started = time.time()
+        sent = {push(server, app, d.registration_id) for _ in range(250)}
+        assert time.time() - started < 2.5, "pushing took longer than the batch wait"
+        assert rcv.wait(lambda: len(rcv.events()) >= 200, limit=5)
+        full_at = time.time()
+        assert [len(json.loads(r["body"])["Events"]) for r in rcv.requests] == [100, 100]
+        assert rcv.wait(lambda: len(rcv.events()) == 250, limit=6)
+        # The last 50 waited for the batch wait, counted from the oldest of them.
+        assert time.time() - started >= 2.8 and time.time() - full_at > 0.3
+        assert sorted(len(json.loads(r["body"])["Events"]) for r in rcv.requests) == [50, 100, 100]
+        assert {e["MsgId"] for e in rcv.events()} == sent
+        d.close()
 
 
 def test_a_refused_connection_fails_the_batch_until_the_receiver_listens(fast_server):

@@ -3,14 +3,12 @@ reported `Push.Undelivered` with ErrCode 2, connected devices that got the push 
 `revoke`, a restart does not bring the push back, and every refusal has its JPush-style error."""
 
 import json
-import os
-import tempfile
 import time
 
 import requests
 
-from conftest import Device, Server, connect
-from test_callbacks import FAST, Receiver, add_callback
+from conftest import Device, connect
+from test_callbacks import server_with_receiver
 
 
 def push_to(server, app, rids):
@@ -45,61 +43,52 @@ def frames(ws, quiet=0.8):
 
 
 def test_recall_drops_pending_copies_revokes_delivered_ones_and_survives_a_restart():
-    with tempfile.TemporaryDirectory() as tmp:
-        server = Server(os.path.join(tmp, "data"), env=dict(FAST, PIGEON_RECALL_WINDOW_S="3"))
+    env = {"PIGEON_RECALL_WINDOW_S": "3"}
+    with server_with_receiver(env, "recall", "Push.Undelivered") as (server, app, rcv, _):
+        online = Device(server, app["app_key"])
+        offline = Device(server, app["app_key"], alias="away")
+        offline.close()
+        time.sleep(0.3)
+        msg_id = push_to(server, app, [online.registration_id, offline.registration_id])
+        assert [f["msg_id"] for f in online.pushes(1)] == [msg_id]
+
+        r = recall(server, app, msg_id)
+        assert r.status_code == 200 and r.json() == {}, r.text
+        assert {"op": "revoke", "msg_id": msg_id} in frames(online.ws)
+
+        # The device that had not got it never will, not even after a restart.
+        ws = reconnect(server, offline)
+        assert [f for f in frames(ws) if f["op"] == "push"] == []
+        ws.close()
+        assert rcv.wait(lambda: rcv.events("Push.Undelivered"))
+        time.sleep(0.5)
+        (event,) = rcv.events("Push.Undelivered")
+        assert event["MsgId"] == msg_id and event["RegistrationId"] == offline.registration_id
+        assert event["ErrCode"] == 2 and event["To_Account"] == "away" and "recalled" in event["ErrInfo"]
+        online.close()
+        server.stop()
         server.start()
-        rcv = Receiver()
-        try:
-            app = server.create_app("recall")
-            add_callback(server, app, rcv.url, "--commands", "Push.Undelivered")
-            time.sleep(1.2)
-            online = Device(server, app["app_key"])
-            offline = Device(server, app["app_key"], alias="away")
-            offline.close()
-            time.sleep(0.3)
-            msg_id = push_to(server, app, [online.registration_id, offline.registration_id])
-            assert [f["msg_id"] for f in online.pushes(1)] == [msg_id]
+        ws = reconnect(server, offline)
+        assert [f for f in frames(ws) if f["op"] == "push"] == []
+        ws.close()
 
-            r = recall(server, app, msg_id)
-            assert r.status_code == 200 and r.json() == {}, r.text
-            assert {"op": "revoke", "msg_id": msg_id} in frames(online.ws)
-
-            # The device that had not got it never will, not even after a restart.
-            ws = reconnect(server, offline)
-            assert [f for f in frames(ws) if f["op"] == "push"] == []
-            ws.close()
-            assert rcv.wait(lambda: rcv.events("Push.Undelivered"))
-            time.sleep(0.5)
-            (event,) = rcv.events("Push.Undelivered")
-            assert event["MsgId"] == msg_id and event["RegistrationId"] == offline.registration_id
-            assert event["ErrCode"] == 2 and event["To_Account"] == "away" and "recalled" in event["ErrInfo"]
-            online.close()
-            server.stop()
-            server.start()
-            ws = reconnect(server, offline)
-            assert [f for f in frames(ws) if f["op"] == "push"] == []
-            ws.close()
-
-            # Refusals.
-            r = recall(server, app, msg_id)
-            assert r.status_code == 400 and r.json()["error"]["code"] == 1003
-            assert "already recalled" in r.json()["error"]["message"]
-            r = recall(server, app, 123456789)
-            assert r.status_code == 404 and r.json()["error"]["code"] == 1003
-            r = recall(server, app, "abc")
-            assert r.status_code == 400 and "not a number" in r.json()["error"]["message"]
-            other = server.create_app("other")
-            r = recall(server, other, msg_id)
-            assert r.status_code == 404, r.text  # another app's push is not found
-            r = requests.delete(f"{server.base}/v3/push/{msg_id}", timeout=5)
-            assert r.status_code == 401
-            old = push_to(server, app, [offline.registration_id])
-            time.sleep(3.5)  # past the recall window of this server (3 s; a day by default)
-            r = recall(server, app, old)
-            assert r.status_code == 400 and "only pushes of the last 3 s" in r.json()["error"]["message"]
-        finally:
-            rcv.close()
-            server.stop()
+        # Refusals.
+        r = recall(server, app, msg_id)
+        assert r.status_code == 400 and r.json()["error"]["code"] == 1003
+        assert "already recalled" in r.json()["error"]["message"]
+        r = recall(server, app, 123456789)
+        assert r.status_code == 404 and r.json()["error"]["code"] == 1003
+        r = recall(server, app, "abc")
+        assert r.status_code == 400 and "not a number" in r.json()["error"]["message"]
+        other = server.create_app("other")
+        r = recall(server, other, msg_id)
+        assert r.status_code == 404, r.text  # another app's push is not found
+        r = requests.delete(f"{server.base}/v3/push/{msg_id}", timeout=5)
+        assert r.status_code == 401
+        old = push_to(server, app, [offline.registration_id])
+        time.sleep(3.5)  # past the recall window of this server (3 s; a day by default)
+        r = recall(server, app, old)
+        assert r.status_code == 400 and "only pushes of the last 3 s" in r.json()["error"]["message"]
 
 
 def test_recalling_a_broadcast_revokes_it_on_every_device_that_got_it(server, app):

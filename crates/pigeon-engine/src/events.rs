@@ -314,13 +314,15 @@ impl Engine {
         out
     }
 
-    /// `Push.Undelivered` (ErrCode 2) for the devices a recalled push never reached.
-    pub(crate) fn recalled_events(
+    /// `Push.Undelivered` for the devices a push will never reach (`missed`), with why
+    /// (callbacks.md: 1 expired, 2 recalled, ...). `sent`: who it was written to.
+    pub(crate) fn undelivered_events(
         &self,
         app: &AppState,
         push: &Push,
         missed: &roaring::RoaringBitmap,
         sent: &roaring::RoaringBitmap,
+        (err_code, err_info): (u8, &str),
     ) -> Vec<NewEvent> {
         let callback = push.callback.as_ref();
         if !app.wants(PUSH_UNDELIVERED) && push_callback_url(callback).is_none() {
@@ -339,8 +341,8 @@ impl Engine {
                 "To_Account": d.alias.clone().unwrap_or_default(),
                 "Platform": d.platform.as_str(),
                 "PushPlatform": if sent.contains(ordinal) { OWN_CONNECTION } else { 0 },
-                "ErrCode": 2,
-                "ErrInfo": "recalled: the push was withdrawn before the device received it",
+                "ErrCode": err_code,
+                "ErrInfo": err_info,
             });
             events.extend(push_event_copies(
                 app,
@@ -361,34 +363,16 @@ impl Engine {
         let expired = self.store.expired_unreported(&app.app_key, before).await?;
         let n = expired.len();
         for p in expired {
-            let mut events = Vec::new();
-            let callback = p.push.callback.as_ref();
-            if app.wants(PUSH_UNDELIVERED) || push_callback_url(callback).is_some() {
-                let missed = &p.audience - &p.delivered;
-                let devices = app.devices.read();
-                for ordinal in missed.iter() {
-                    let Some(d) = devices.record(ordinal) else {
-                        continue;
-                    };
-                    let fields = json!({
-                        "MsgId": p.push.msg_id.to_string(),
-                        "PushID": p.push.msg_id.to_string(),
-                        "RegistrationId": d.registration_id,
-                        "To_Account": d.alias.clone().unwrap_or_default(),
-                        "Platform": d.platform.as_str(),
-                        "PushPlatform": if p.sent.contains(ordinal) { OWN_CONNECTION } else { 0 },
-                        "ErrCode": 1,
-                        "ErrInfo": "expired: time_to_live ran out before the device received it",
-                    });
-                    events.extend(push_event_copies(
-                        app,
-                        PUSH_UNDELIVERED,
-                        fields,
-                        callback,
-                        TYPE_UNDELIVERED,
-                    ));
-                }
-            }
+            let events = self.undelivered_events(
+                app,
+                &p.push,
+                &(&p.audience - &p.delivered),
+                &p.sent,
+                (
+                    1,
+                    "expired: time_to_live ran out before the device received it",
+                ),
+            );
             self.store.report_expired(p.push.msg_id, events).await?;
         }
         Ok(n)

@@ -510,7 +510,16 @@ impl Engine {
             live.set_recalled(true);
         }
         let (sent, delivered) = live.as_ref().map(|l| l.sets()).unwrap_or((sent, delivered));
-        let events = self.recalled_events(app, &push, &(&audience - &delivered), &sent);
+        let events = self.undelivered_events(
+            app,
+            &push,
+            &(&audience - &delivered),
+            &sent,
+            (
+                2,
+                "recalled: the push was withdrawn before the device received it",
+            ),
+        );
         match self.store.recall_push(msg_id, now, events).await {
             Ok(true) => {}
             Ok(false) => return Err(EngineError::AlreadyRecalled(msg_id)),

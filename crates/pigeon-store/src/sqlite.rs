@@ -311,48 +311,46 @@ impl SqliteStore {
 
 /// Brings a database made by an older Pigeon up to the current schema.
 fn migrate(conn: &Connection) -> StoreResult<()> {
-    let has_sent = conn
-        .prepare("SELECT 1 FROM pragma_table_info('deliveries') WHERE name = 'sent'")?
-        .exists([])?;
-    if !has_sent {
-        conn.execute_batch("ALTER TABLE deliveries ADD COLUMN sent BLOB")?;
-    }
-    let has_flag = conn
-        .prepare("SELECT 1 FROM pragma_table_info('pushes') WHERE name = 'expiry_reported'")?
-        .exists([])?;
-    if !has_flag {
-        conn.execute_batch(
+    // Each column added since the first release, with the statements that add it.
+    let added: [(&str, &str, &str); 5] = [
+        (
+            "deliveries",
+            "sent",
+            "ALTER TABLE deliveries ADD COLUMN sent BLOB",
+        ),
+        (
+            "pushes",
+            "expiry_reported",
             "ALTER TABLE pushes ADD COLUMN expiry_reported INTEGER NOT NULL DEFAULT 0",
-        )?;
-    }
-    let has_recall = conn
-        .prepare("SELECT 1 FROM pragma_table_info('pushes') WHERE name = 'recalled_ms'")?
-        .exists([])?;
-    if !has_recall {
-        conn.execute_batch("ALTER TABLE pushes ADD COLUMN recalled_ms INTEGER")?;
-    }
-    let has_target = conn
-        .prepare("SELECT 1 FROM pragma_table_info('callback_events') WHERE name = 'endpoint_id'")?
-        .exists([])?;
-    if !has_target {
-        conn.execute_batch(
+        ),
+        (
+            "pushes",
+            "recalled_ms",
+            "ALTER TABLE pushes ADD COLUMN recalled_ms INTEGER",
+        ),
+        (
+            "callback_events",
+            "endpoint_id",
             "ALTER TABLE callback_events ADD COLUMN endpoint_id INTEGER;
              ALTER TABLE callback_endpoints ADD COLUMN push_level INTEGER NOT NULL DEFAULT 0;
              ALTER TABLE callback_endpoints ADD COLUMN failing_since_ms INTEGER;
              ALTER TABLE callback_endpoints ADD COLUMN disabled_ms INTEGER;
              DROP INDEX IF EXISTS callback_events_by_command;",
-        )?;
-    }
-    let has_range = conn
-        .prepare(
-            "SELECT 1 FROM pragma_table_info('callback_batches') WHERE name = 'first_event_id'",
-        )?
-        .exists([])?;
-    if !has_range {
-        conn.execute_batch(
+        ),
+        (
+            "callback_batches",
+            "first_event_id",
             "ALTER TABLE callback_batches ADD COLUMN first_event_id INTEGER NOT NULL DEFAULT 0;
              ALTER TABLE callback_batches ADD COLUMN last_event_id INTEGER NOT NULL DEFAULT 0;",
-        )?;
+        ),
+    ];
+    for (table, column, add) in added {
+        let present = conn
+            .prepare("SELECT 1 FROM pragma_table_info(?1) WHERE name = ?2")?
+            .exists([table, column])?;
+        if !present {
+            conn.execute_batch(add)?;
+        }
     }
     conn.execute_batch(
         "CREATE INDEX IF NOT EXISTS callback_events_by_target
@@ -540,6 +538,27 @@ const CALLBACK_COMMANDS: [&str; 6] = [
 
 const ENDPOINT_COLUMNS: &str = "id, app_key, url, commands, basic_auth, signing_secret, \
     created_ms, start_event_id, push_level, failing_since_ms, disabled_ms";
+
+/// Stores a new endpoint; returns its id.
+fn insert_endpoint(c: &Connection, e: &CallbackEndpoint) -> StoreResult<u64> {
+    let commands =
+        serde_json::to_string(&e.commands).map_err(|err| StoreError::Corrupt(err.to_string()))?;
+    c.execute(
+        "INSERT INTO callback_endpoints (app_key, url, commands, basic_auth, signing_secret,
+            created_ms, start_event_id, push_level) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        params![
+            e.app_key,
+            e.url,
+            commands,
+            e.basic_auth,
+            e.signing_secret,
+            to_i64(e.created_ms),
+            to_i64(e.start_event_id),
+            e.push_level
+        ],
+    )?;
+    Ok(to_u64(c.last_insert_rowid()))
+}
 
 /// A row of [`ENDPOINT_COLUMNS`]; the inner result is a corrupt command list.
 fn endpoint_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoreResult<CallbackEndpoint>> {
@@ -1154,29 +1173,18 @@ impl Storage for SqliteStore {
 
     fn add_callback(&self, e: CallbackEndpoint) -> StoreFuture<'_, u64> {
         Box::pin(self.write(move |c| {
-            let commands = serde_json::to_string(&e.commands)
-                .map_err(|err| StoreError::Corrupt(err.to_string()))?;
             let start: i64 = c.query_row(
                 "SELECT COALESCE(MAX(id), 0) FROM callback_events",
                 [],
                 |r| r.get(0),
             )?;
-            c.execute(
-                "INSERT INTO callback_endpoints (app_key, url, commands, basic_auth,
-                    signing_secret, created_ms, start_event_id, push_level)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-                params![
-                    e.app_key,
-                    e.url,
-                    commands,
-                    e.basic_auth,
-                    e.signing_secret,
-                    to_i64(e.created_ms),
-                    start,
-                    e.push_level
-                ],
-            )?;
-            Ok(to_u64(c.last_insert_rowid()))
+            insert_endpoint(
+                c,
+                &CallbackEndpoint {
+                    start_event_id: to_u64(start),
+                    ..e
+                },
+            )
         }))
     }
 
@@ -1216,27 +1224,15 @@ impl Storage for SqliteStore {
             if let Some(found) = found {
                 return found;
             }
-            let commands = serde_json::to_string(&e.commands)
-                .map_err(|err| StoreError::Corrupt(err.to_string()))?;
-            c.execute(
-                "INSERT INTO callback_endpoints (app_key, url, commands, basic_auth,
-                    signing_secret, created_ms, start_event_id, push_level)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, 0, 1)",
-                params![
-                    e.app_key,
-                    e.url,
-                    commands,
-                    e.basic_auth,
-                    e.signing_secret,
-                    to_i64(e.created_ms)
-                ],
-            )?;
-            Ok(CallbackEndpoint {
-                id: to_u64(c.last_insert_rowid()),
+            let e = CallbackEndpoint {
                 start_event_id: 0,
                 push_level: true,
                 failing_since_ms: None,
                 disabled_ms: None,
+                ..e
+            };
+            Ok(CallbackEndpoint {
+                id: insert_endpoint(c, &e)?,
                 ..e
             })
         }))
@@ -1738,6 +1734,62 @@ mod tests {
             created_ms: 1,
             updated_ms: 1,
         }
+    }
+
+    #[tokio::test]
+    async fn a_database_of_an_older_pigeon_gets_the_columns_added_since() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db");
+        Connection::open(&path)
+            .unwrap()
+            .execute_batch(
+                "CREATE TABLE pushes (msg_id INTEGER PRIMARY KEY, app_key TEXT NOT NULL,
+                    sent_ms INTEGER NOT NULL, expires_ms INTEGER NOT NULL, body TEXT NOT NULL,
+                    audience BLOB NOT NULL);
+                 CREATE TABLE deliveries (msg_id INTEGER PRIMARY KEY, delivered BLOB);
+                 CREATE TABLE callback_events (id INTEGER PRIMARY KEY AUTOINCREMENT,
+                    app_key TEXT NOT NULL, command TEXT NOT NULL, body TEXT NOT NULL,
+                    at_ms INTEGER NOT NULL);
+                 CREATE INDEX callback_events_by_command ON callback_events (app_key, command, id);
+                 CREATE TABLE callback_endpoints (id INTEGER PRIMARY KEY AUTOINCREMENT,
+                    app_key TEXT NOT NULL, url TEXT NOT NULL, commands TEXT NOT NULL,
+                    basic_auth INTEGER NOT NULL, signing_secret TEXT NOT NULL,
+                    created_ms INTEGER NOT NULL, start_event_id INTEGER NOT NULL);
+                 CREATE TABLE callback_batches (delivery_id TEXT PRIMARY KEY,
+                    endpoint_id INTEGER NOT NULL, command TEXT NOT NULL, events TEXT NOT NULL,
+                    attempts INTEGER NOT NULL, next_ms INTEGER NOT NULL, first_ms INTEGER NOT NULL,
+                    dead INTEGER NOT NULL, last_error TEXT NOT NULL);",
+            )
+            .unwrap();
+        let store = SqliteStore::open(&path, Synchronous::Normal).unwrap();
+        store.close().await.unwrap();
+        let c = Connection::open(&path).unwrap();
+        let columns = |table: &str| -> Vec<String> {
+            c.prepare("SELECT name FROM pragma_table_info(?1)")
+                .unwrap()
+                .query_map([table], |r| r.get(0))
+                .unwrap()
+                .map(|r| r.unwrap())
+                .collect()
+        };
+        assert!(columns("pushes").ends_with(&["expiry_reported".into(), "recalled_ms".into()]));
+        assert!(columns("deliveries").contains(&"sent".into()));
+        assert!(columns("callback_events").contains(&"endpoint_id".into()));
+        assert!(columns("callback_endpoints").ends_with(&[
+            "push_level".into(),
+            "failing_since_ms".into(),
+            "disabled_ms".into()
+        ]));
+        assert!(columns("callback_batches")
+            .ends_with(&["first_event_id".into(), "last_event_id".into()]));
+        let indexes: Vec<String> = c
+            .prepare("SELECT name FROM pragma_index_list('callback_events')")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .map(|r| r.unwrap())
+            .collect();
+        assert_eq!(indexes, ["callback_events_by_target"]);
     }
 
     #[tokio::test]

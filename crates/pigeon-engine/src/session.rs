@@ -108,6 +108,11 @@ impl Session {
         std::mem::take(&mut *self.shared.queue.lock())
     }
 
+    /// Whether recalled pushes wait to be revoked on the device.
+    pub fn has_revokes(&self) -> bool {
+        !self.shared.revokes.lock().is_empty()
+    }
+
     /// Takes the recalled pushes to revoke on the device.
     pub fn take_revokes(&self) -> Vec<u64> {
         std::mem::take(&mut *self.shared.revokes.lock())

@@ -392,16 +392,10 @@ impl Device {
                     if self.session.take_resync() {
                         self.backlog = true;
                     }
-                    let revokes = self.session.take_revokes();
-                    if !revokes.is_empty() {
-                        self.inflight.retain(|m| !revokes.contains(m));
-                        let frames: Vec<String> = revokes
-                            .iter()
-                            .map(|m| format!(r#"{{"op":"revoke","msg_id":"{m}"}}"#))
-                            .collect();
-                        let parts: Vec<(u8, &[u8])> =
-                            frames.iter().map(|f| (OP_TEXT, f.as_bytes())).collect();
-                        conn.send(&parts).await?;
+                    // Boxed, as rare paths are here: their state would otherwise be part of
+                    // every idle connection's future.
+                    if self.session.has_revokes() {
+                        Box::pin(self.send_revokes(conn)).await?;
                     }
                     let now = now_ms();
                     let ordinal = self.session.ordinal;
@@ -432,6 +426,18 @@ impl Device {
                 Box::pin(self.send_pushes(conn, pending)).await?;
             }
         }
+    }
+
+    /// Tells the device of recalled pushes it got (`revoke`), if there are any.
+    async fn send_revokes(&mut self, conn: &mut Conn) -> io::Result<()> {
+        let revokes = self.session.take_revokes();
+        self.inflight.retain(|m| !revokes.contains(m));
+        let frames: Vec<String> = revokes
+            .iter()
+            .map(|m| format!(r#"{{"op":"revoke","msg_id":"{m}"}}"#))
+            .collect();
+        let parts: Vec<(u8, &[u8])> = frames.iter().map(|f| (OP_TEXT, f.as_bytes())).collect();
+        conn.send(&parts).await
     }
 
     /// Sends as many of `pushes` as the window allows, in one write; the rest wait for acks.

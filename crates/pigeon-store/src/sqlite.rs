@@ -1197,18 +1197,33 @@ impl Storage for SqliteStore {
                 [],
                 |r| r.get(0),
             )?;
-            let n = c.execute(
-                "UPDATE callback_endpoints SET failing_since_ms = NULL, disabled_ms = NULL,
-                    start_event_id = CASE WHEN disabled_ms IS NULL THEN start_event_id ELSE ?3 END
-                 WHERE app_key = ?1 AND id = ?2",
-                params![app_key, to_i64(id), now],
-            )?;
+            let disabled: Option<Option<i64>> = c
+                .query_row(
+                    "SELECT disabled_ms FROM callback_endpoints WHERE app_key = ?1 AND id = ?2",
+                    params![app_key, to_i64(id)],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            let Some(disabled) = disabled else {
+                return Ok(false);
+            };
             c.execute(
-                "UPDATE callback_cursors SET last_event_id = MAX(last_event_id, ?2)
-                 WHERE endpoint_id = ?1",
-                params![to_i64(id), now],
+                "UPDATE callback_endpoints SET failing_since_ms = NULL, disabled_ms = NULL
+                 WHERE id = ?1",
+                [to_i64(id)],
             )?;
-            Ok(n > 0)
+            if disabled.is_some() {
+                c.execute(
+                    "UPDATE callback_endpoints SET start_event_id = ?2 WHERE id = ?1",
+                    params![to_i64(id), now],
+                )?;
+                c.execute(
+                    "UPDATE callback_cursors SET last_event_id = MAX(last_event_id, ?2)
+                     WHERE endpoint_id = ?1",
+                    params![to_i64(id), now],
+                )?;
+            }
+            Ok(true)
         }))
     }
 
@@ -1790,6 +1805,78 @@ mod tests {
             .map(|r| r.unwrap())
             .collect();
         assert_eq!(indexes, ["callback_events_by_target"]);
+    }
+
+    #[tokio::test]
+    async fn enabling_moves_only_a_disabled_endpoint_of_that_app_past_what_it_missed() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path().join("db"), Synchronous::Normal).unwrap();
+        let endpoint = CallbackEndpoint {
+            id: 0,
+            app_key: "k".into(),
+            url: "http://x/".into(),
+            commands: Vec::new(),
+            basic_auth: true,
+            signing_secret: "s".into(),
+            created_ms: 0,
+            start_event_id: 0,
+            push_level: false,
+            failing_since_ms: None,
+            disabled_ms: None,
+        };
+        let id = store.add_callback(endpoint).await.unwrap();
+        let event = || NewEvent {
+            app_key: "k".into(),
+            command: "Push.Accepted".into(),
+            body: "{}".into(),
+            at_ms: 0,
+            endpoint_id: None,
+        };
+        store.append_events(vec![event(), event()]).await.unwrap();
+        let batch = CallbackBatch {
+            delivery_id: "d1".into(),
+            endpoint_id: id,
+            command: "Push.Accepted".into(),
+            events: r#"[{"EventId":"1"}]"#.into(),
+            attempts: 0,
+            next_ms: 0,
+            first_ms: 0,
+            dead: false,
+            last_error: String::new(),
+            first_event_id: 1,
+            last_event_id: 1,
+        };
+        store.create_batches(vec![batch], 1).await.unwrap();
+        let cursor = || store.callback_cursor(id, "Push.Accepted");
+        assert_eq!(cursor().await.unwrap(), Some(1));
+        // A healthy endpoint keeps its place (event 2 is still to send): enabling is a no-op.
+        assert!(store.enable_callback("k", id).await.unwrap());
+        assert_eq!(cursor().await.unwrap(), Some(1));
+        assert_eq!(
+            store
+                .events_after("k", None, "Push.Accepted", 0, 10)
+                .await
+                .unwrap()
+                .len(),
+            2
+        );
+        // Another app cannot touch it.
+        store
+            .set_endpoint_health(id, Some(1), Some(2))
+            .await
+            .unwrap();
+        assert!(!store.enable_callback("other", id).await.unwrap());
+        let listed = store.list_callbacks().await.unwrap();
+        assert_eq!(listed[0].disabled_ms, Some(2));
+        // Enabled again, it starts after what it missed while disabled.
+        assert!(store.enable_callback("k", id).await.unwrap());
+        let listed = store.list_callbacks().await.unwrap();
+        assert_eq!(
+            (listed[0].disabled_ms, listed[0].failing_since_ms),
+            (None, None)
+        );
+        assert_eq!(listed[0].start_event_id, 2);
+        assert_eq!(cursor().await.unwrap(), Some(2));
     }
 
     #[tokio::test]

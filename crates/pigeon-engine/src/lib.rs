@@ -483,18 +483,19 @@ impl Engine {
     /// recall), and connected devices that got it are told to remove it (`revoke`).
     pub async fn recall(&self, app: &AppState, msg_id: u64) -> Result<(), EngineError> {
         let window = Duration::from_millis(self.recall_window_ms.load(Ordering::Relaxed));
-        let (push, audience, sent, delivered) = match app.live_push(msg_id) {
-            Some(live) => {
-                let (sent, delivered) = live.sets();
-                (live.push.clone(), live.audience.clone(), sent, delivered)
-            }
+        // A push no longer in memory (every target acked it) is read back the same shape.
+        let (push, in_memory) = match app.live_push(msg_id) {
+            Some(live) => (live, true),
             None => match self.store.load_push(&app.app_key, msg_id).await? {
-                Some(p) => (p.push, p.audience, p.sent, p.delivered),
+                Some(p) => (
+                    Arc::new(LivePush::new(p.push, p.audience, p.sent, p.delivered)),
+                    false,
+                ),
                 None => return Err(EngineError::UnknownPush(msg_id)),
             },
         };
         let now = now_ms();
-        if now.saturating_sub(push.sent_ms) > window.as_millis() as u64 {
+        if now.saturating_sub(push.push.sent_ms) > window.as_millis() as u64 {
             if self.store.recalled_at(msg_id).await?.is_some() {
                 return Err(EngineError::AlreadyRecalled(msg_id));
             }
@@ -505,15 +506,12 @@ impl Engine {
             )));
         }
         // Stopped first, so that no device gets it while the recall is written.
-        let live = app.live_push(msg_id);
-        if let Some(live) = &live {
-            live.set_recalled(true);
-        }
-        let (sent, delivered) = live.as_ref().map(|l| l.sets()).unwrap_or((sent, delivered));
+        push.set_recalled(true);
+        let (sent, delivered) = push.sets();
         let events = self.undelivered_events(
             app,
-            &push,
-            &(&audience - &delivered),
+            &push.push,
+            &(&push.audience - &delivered),
             &sent,
             (
                 2,
@@ -524,14 +522,12 @@ impl Engine {
             Ok(true) => {}
             Ok(false) => return Err(EngineError::AlreadyRecalled(msg_id)),
             Err(e) => {
-                if let Some(live) = &live {
-                    live.set_recalled(false);
-                }
+                push.set_recalled(false);
                 return Err(e.into());
             }
         }
-        if let Some(live) = &live {
-            app.retire(live);
+        if in_memory {
+            app.retire(&push);
         }
         let presence = app.presence.lock();
         for ordinal in (&sent & &presence.online).iter() {

@@ -3,7 +3,7 @@
 //! that wants `Push.Event`; a local receiver counts the delivered events (stage 2) and the
 //! time from the first broadcast to the last of them.
 
-use crate::fanout::{basic_auth, broadcast, pigeon_with, Outcome};
+use crate::fanout::{basic_auth, pigeon_then_burst, pigeon_with, Outcome};
 use crate::procs::now_us;
 use crate::table::Table;
 use anyhow::{bail, Context};
@@ -41,6 +41,8 @@ struct Counts {
     events: AtomicU64,
     first_delivered_us: AtomicU64,
     last_delivered_us: AtomicU64,
+    /// When the last delivered event of the broadcasts fired at once arrived.
+    burst_last_us: AtomicU64,
     /// Every EventId seen, and how many arrived again.
     seen: Mutex<HashSet<String>>,
     duplicates: AtomicU64,
@@ -245,7 +247,15 @@ pub fn run(args: CallbacksArgs) -> anyhow::Result<()> {
     }
     let (n, rounds) = (args.devices, args.broadcasts);
     eprintln!("== {n} devices, {rounds} broadcasts, no callbacks");
-    let plain = pigeon_with(n, args.agents, rounds, &[], &|_| Ok(()), &|_| Ok(()))?;
+    let plain = pigeon_then_burst(
+        n,
+        args.agents,
+        rounds,
+        &[],
+        &|_| Ok(()),
+        &|_| Ok(()),
+        Some(&|_| Ok(())),
+    )?;
     eprintln!("   rounds ms: {:?}", plain.rounds_ms);
 
     let counts = Arc::new(Counts::default());
@@ -265,34 +275,38 @@ pub fn run(args: CallbacksArgs) -> anyhow::Result<()> {
             std::thread::sleep(Duration::from_millis(20));
         }
     };
-    // Then the same number of broadcasts fired at once, not paced by the rounds.
-    let burst: Mutex<Option<(u64, u64, u64)>> = Mutex::new(None);
-    let wait_for_events = |_: &Outcome| -> anyhow::Result<()> {
+    // Then the same number of broadcasts fired at once, not paced by the rounds: the paced
+    // events are counted, the counters reset, and the burst's events waited for.
+    let paced: Mutex<(u64, u64)> = Mutex::new((0, 0));
+    let burst_got = AtomicU64::new(0);
+    let wait_for_paced = |_: &Outcome| -> anyhow::Result<()> {
         wait_for(expected);
-        let paced = counts.delivered.load(Ordering::Relaxed);
-        let last_paced = counts.last_delivered_us.load(Ordering::Relaxed);
-        let Some((port, auth)) = target.lock().unwrap_or_else(|e| e.into_inner()).clone() else {
-            bail!("no server to burst to");
-        };
-        std::thread::sleep(Duration::from_secs(2));
-        let mut first = 0;
-        for _ in 0..rounds {
-            let t0 = broadcast(port, &auth)?;
-            if first == 0 {
-                first = t0;
-            }
-        }
-        wait_for(paced + expected);
-        let got = counts.delivered.load(Ordering::Relaxed) - paced;
-        let last = counts.last_delivered_us.load(Ordering::Relaxed);
-        *burst.lock().unwrap_or_else(|e| e.into_inner()) = Some((got, first, last));
-        counts
-            .last_delivered_us
-            .store(last_paced, Ordering::Relaxed);
-        counts.delivered.store(paced, Ordering::Relaxed);
+        *paced.lock().unwrap_or_else(|e| e.into_inner()) = (
+            counts.delivered.swap(0, Ordering::Relaxed),
+            counts.last_delivered_us.swap(0, Ordering::Relaxed),
+        );
         Ok(())
     };
-    let with = pigeon_with(n, args.agents, rounds, &env, &add, &wait_for_events)?;
+    let wait_for_burst = |_: &Outcome| -> anyhow::Result<()> {
+        wait_for(expected);
+        let (got, last) = *paced.lock().unwrap_or_else(|e| e.into_inner());
+        burst_got.store(
+            counts.delivered.swap(got, Ordering::Relaxed),
+            Ordering::Relaxed,
+        );
+        let burst_last = counts.last_delivered_us.swap(last, Ordering::Relaxed);
+        counts.burst_last_us.store(burst_last, Ordering::Relaxed);
+        Ok(())
+    };
+    let with = pigeon_then_burst(
+        n,
+        args.agents,
+        rounds,
+        &env,
+        &add,
+        &wait_for_paced,
+        Some(&wait_for_burst),
+    )?;
     let got = counts.delivered.load(Ordering::Relaxed);
     let last = counts.last_delivered_us.load(Ordering::Relaxed);
     let first = counts.first_delivered_us.load(Ordering::Relaxed);
@@ -348,24 +362,38 @@ pub fn run(args: CallbacksArgs) -> anyhow::Result<()> {
     let mut table = Table::new(&[
         "devices",
         "broadcasts fired at once",
+        "last device, s, no callbacks",
+        "last device, s, Push.Event endpoint",
         "delivered events received",
         "s from the first request to the last delivered event",
         "events/s",
+        "last delivered event after the last device, ms",
     ]);
-    let (got, first, last) = burst
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .unwrap_or_default();
-    let secs = last.saturating_sub(first) as f64 / 1e6;
+    let span = |o: &Outcome| o.burst.map(|(first, last)| last.saturating_sub(first));
+    let got = burst_got.load(Ordering::Relaxed);
+    let last_event = counts.burst_last_us.load(Ordering::Relaxed);
+    let (first, last_device) = with.burst.unwrap_or_default();
+    let secs = last_event.saturating_sub(first) as f64 / 1e6;
+    let all_in = got >= expected && secs > 0.0;
     table.row(vec![
         n.to_string(),
         rounds.to_string(),
+        format!("{:.2}", span(&plain).unwrap_or_default() as f64 / 1e6),
+        format!("{:.2}", span(&with).unwrap_or_default() as f64 / 1e6),
         format!("{got} of {expected}"),
         format!("{secs:.2}"),
-        if got >= expected && secs > 0.0 {
+        if all_in {
             format!("{:.0}", expected as f64 / secs)
         } else {
             "not all arrived".into()
+        },
+        if all_in {
+            format!(
+                "{:.0}",
+                last_event.saturating_sub(last_device) as f64 / 1000.0
+            )
+        } else {
+            "-".into()
         },
     ]);
     table.print();

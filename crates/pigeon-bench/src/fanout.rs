@@ -48,6 +48,9 @@ pub struct Outcome {
     pub first_start_us: u64,
     /// When the last device got the last broadcast (µs since the epoch).
     pub last_end_us: u64,
+    /// The broadcasts fired at once after the paced rounds, if asked for: when the first
+    /// was requested and when the last device got the last one (µs since the epoch).
+    pub burst: Option<(u64, u64)>,
 }
 
 impl Outcome {
@@ -60,6 +63,7 @@ impl Outcome {
             rounds_cpu: Vec::new(),
             first_start_us: 0,
             last_end_us: 0,
+            burst: None,
         }
     }
 
@@ -239,6 +243,40 @@ fn round(
     Ok(())
 }
 
+/// Fires `count` broadcasts one after another without waiting for the devices, then waits
+/// until every device got all of them; returns (first request, last device) in µs.
+fn burst(
+    n: usize,
+    count: usize,
+    agents: &mut [(usize, Agent)],
+    fire: &mut dyn FnMut() -> anyhow::Result<u64>,
+) -> anyhow::Result<(u64, u64)> {
+    for (_, a) in agents.iter_mut() {
+        a.send("reset")?;
+        a.recv()?;
+    }
+    for (devices, a) in agents.iter_mut() {
+        a.send(&format!("wait {} 120", *devices * count))?;
+    }
+    let mut first = 0;
+    for _ in 0..count {
+        let t0 = fire()?;
+        if first == 0 {
+            first = t0;
+        }
+    }
+    let (mut last, mut received) = (0, 0);
+    for (_, a) in agents.iter_mut() {
+        let v = a.recv()?;
+        received += v["received"].as_u64().unwrap_or(0);
+        last = last.max(v["last_us"].as_u64().unwrap_or(0));
+    }
+    if received != (n * count) as u64 {
+        bail!("only {received} of {} deliveries of the burst", n * count);
+    }
+    Ok((first, last))
+}
+
 fn pigeon(n: usize, agents: usize, rounds: usize) -> anyhow::Result<Outcome> {
     pigeon_with(n, agents, rounds, &[], &|_| Ok(()), &|_| Ok(()))
 }
@@ -252,6 +290,23 @@ pub fn pigeon_with(
     env: &[(&str, &str)],
     setup: &dyn Fn(&PigeonServer) -> anyhow::Result<()>,
     after: &dyn Fn(&Outcome) -> anyhow::Result<()>,
+) -> anyhow::Result<Outcome> {
+    pigeon_then_burst(n, agents, rounds, env, setup, after, None)
+}
+
+/// A step run on a bench's outcome while its server still runs.
+pub type Step<'a> = dyn Fn(&Outcome) -> anyhow::Result<()> + 'a;
+
+/// [`pigeon_with`], then, if `after_burst` is given, the same number of broadcasts fired at
+/// once (recorded in [`Outcome::burst`]) and `after_burst`.
+pub fn pigeon_then_burst(
+    n: usize,
+    agents: usize,
+    rounds: usize,
+    env: &[(&str, &str)],
+    setup: &dyn Fn(&PigeonServer) -> anyhow::Result<()>,
+    after: &dyn Fn(&Outcome) -> anyhow::Result<()>,
+    after_burst: Option<&Step<'_>>,
 ) -> anyhow::Result<Outcome> {
     let mut all_env = vec![("PIGEON_HEARTBEAT_S", "600")];
     all_env.extend_from_slice(env);
@@ -286,6 +341,12 @@ pub fn pigeon_with(
         std::thread::sleep(Duration::from_millis(300));
     }
     after(&outcome)?;
+    if let Some(after_burst) = after_burst {
+        std::thread::sleep(Duration::from_secs(2));
+        let mut fire = || broadcast(port, &auth);
+        outcome.burst = Some(burst(n, rounds, &mut agents, &mut fire)?);
+        after_burst(&outcome)?;
+    }
     for (_, a) in agents.iter_mut() {
         let _ = a.send("quit");
     }

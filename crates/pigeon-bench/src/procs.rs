@@ -133,7 +133,11 @@ impl PigeonServer {
             .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--data"])
             .arg(&data)
             .envs(env.iter().copied())
-            .env("RUST_LOG", "warn")
+            // The server's log filter; PIGEON_BENCH_SERVER_LOG overrides it when diagnosing.
+            .env(
+                "RUST_LOG",
+                std::env::var("PIGEON_BENCH_SERVER_LOG").unwrap_or_else(|_| "warn".into()),
+            )
             .stdout(Stdio::null())
             .spawn()
             .context("pigeon serve")?;

@@ -14,7 +14,7 @@ mod sign;
 pub use sign::signature;
 
 use pigeon_engine::events::{wants, COMMANDS};
-use pigeon_engine::{now_ms, uuid_v4, Engine};
+use pigeon_engine::{now_ms, Engine};
 use pigeon_store::{batch_events_json, CallbackBatch, CallbackEndpoint, Storage, StoreError};
 use serde_json::{json, Value};
 use std::collections::HashMap;
@@ -29,6 +29,10 @@ pub const MAX_BATCH: usize = 100;
 /// Most batches created (and, once taken, forgotten) in one storage write: commits, not
 /// requests, are what a busy endpoint waits on.
 const BATCHES_PER_WRITE: usize = 50;
+/// Why a new batch was not taken when it was never sent.
+const NOT_TRIED: &str = "not tried: an earlier batch of the window failed";
+/// Cursor writes a sending endpoint may have waiting to commit.
+const CURSOR_WRITES_AHEAD: usize = 16;
 /// Requests in flight to one endpoint at once.
 const IN_FLIGHT: usize = 8;
 /// Longest a receiver may take to answer.
@@ -74,9 +78,53 @@ enum SendError {
     Store(#[from] StoreError),
 }
 
-/// Starts dispatching every app's events; runs until the process ends.
-pub fn start(engine: Arc<Engine>, config: Config) -> JoinHandle<()> {
-    tokio::spawn(supervise(engine, Arc::new(config)))
+/// Starts dispatching every app's events on a thread of its own; runs until the process
+/// ends.
+///
+/// Its own runtime, because on the server's the dispatcher's every wake-up (a read done, an
+/// answer in) queues behind the tasks of thousands of connections during a broadcast: the
+/// events then wait for the fan-out that made them instead of flowing beside it.
+pub fn start(engine: Arc<Engine>, config: Config) -> std::io::Result<std::thread::JoinHandle<()>> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .thread_name("pigeon-callbacks")
+        .build()?;
+    std::thread::Builder::new()
+        .name("pigeon-callbacks".into())
+        .spawn(move || runtime.block_on(supervise(engine, Arc::new(config))))
+}
+
+/// The `X-Pigeon-Delivery` of the batch of an endpoint's events `first..=last` of one
+/// command: the same whenever that batch is sent, even again after a crash before it was
+/// recorded as taken. Shaped as a UUID (version 8, RFC 9562).
+fn delivery_id(endpoint_id: u64, command: &str, first: u64, last: u64) -> String {
+    use sha2::Digest;
+    let digest = sha2::Sha256::new()
+        .chain_update(endpoint_id.to_be_bytes())
+        .chain_update(command.as_bytes())
+        .chain_update(first.to_be_bytes())
+        .chain_update(last.to_be_bytes())
+        .finalize();
+    let mut b = [0u8; 16];
+    b.copy_from_slice(&digest[..16]);
+    b[6] = (b[6] & 0x0f) | 0x80;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    format!(
+        "{}-{}-{}-{}-{}",
+        &hex[0..8],
+        &hex[8..12],
+        &hex[12..16],
+        &hex[16..20],
+        &hex[20..32]
+    )
+}
+
+/// The result of a spawned storage write, a panic in it reported as a storage error.
+async fn joined(write: JoinHandle<Result<(), StoreError>>) -> Result<(), StoreError> {
+    write
+        .await
+        .map_err(|e| StoreError::Io(std::io::Error::other(format!("cursor write stopped: {e}"))))?
 }
 
 /// Keeps one task per endpoint, starting and stopping them as endpoints come and go.
@@ -178,81 +226,177 @@ impl Endpoint {
                 .into_iter()
                 .take_while(|b| b.next_ms <= now)
                 .collect();
-            self.deliver_all(due).await?;
+            self.retry_all(due).await?;
             return Ok(());
         }
-        if !self.deliver_all(pending).await? {
+        if !self.retry_all(pending).await? {
             return Ok(());
         }
         for command in COMMANDS.iter().filter(|c| wants(&self.endpoint, c)) {
-            loop {
-                let after = self
-                    .store()
-                    .callback_cursor(self.endpoint.id, command)
-                    .await?
-                    .unwrap_or(self.endpoint.start_event_id);
-                let mut events = self
-                    .store()
-                    .events_after(
-                        &self.endpoint.app_key,
-                        self.endpoint.push_level.then_some(self.endpoint.id),
-                        command,
-                        after,
-                        MAX_BATCH * BATCHES_PER_WRITE,
-                    )
-                    .await?;
-                let Some(oldest) = events.first() else { break };
-                let wait = self.config.batch_wait.as_millis() as u64;
-                if events.len() < MAX_BATCH && now_ms().saturating_sub(oldest.at_ms) < wait {
-                    break;
-                }
-                // Full batches now; a last partial one only once its oldest event has waited.
-                let partial = events.len() % MAX_BATCH;
-                if partial != 0 && events.len() > MAX_BATCH {
-                    let from = events.len() - partial;
-                    if now_ms().saturating_sub(events[from].at_ms) < wait {
-                        events.truncate(from);
-                    }
-                }
-                let last = events.last().map(|e| e.id).unwrap_or(after);
-                let now = now_ms();
-                let batches: Vec<CallbackBatch> = events
-                    .chunks(MAX_BATCH)
-                    .map(|chunk| CallbackBatch {
-                        delivery_id: uuid_v4(),
-                        endpoint_id: self.endpoint.id,
-                        command: command.to_string(),
-                        events: batch_events_json(chunk),
-                        first_event_id: chunk.first().map(|e| e.id).unwrap_or(0),
-                        last_event_id: chunk.last().map(|e| e.id).unwrap_or(0),
-                        attempts: 0,
-                        next_ms: now,
-                        first_ms: now,
-                        dead: false,
-                        last_error: String::new(),
-                    })
-                    .collect();
-                self.store().create_batches(batches.clone(), last).await?;
-                if !self.deliver_all(batches).await? {
-                    return Ok(());
-                }
+            if !self.send_new(command).await? {
+                return Ok(());
             }
         }
         Ok(())
     }
 
-    /// Sends batches, [`IN_FLIGHT`] at a time, until one fails, and forgets those taken in
-    /// one write. True if all were taken.
-    async fn deliver_all(&self, batches: Vec<CallbackBatch>) -> Result<bool, StoreError> {
+    /// Sends the outbox's events of `command` after the endpoint's cursor, in batches,
+    /// until none is ready or one fails; false if one failed.
+    ///
+    /// A batch is stored only if it was not taken: the events are durable in the outbox
+    /// already, and the cursor moves past a window of batches only in the write that stores
+    /// the ones not taken (a crash before it sends the window again; receivers dedupe). Up to
+    /// [`CURSOR_WRITES_AHEAD`] of those writes are not waited for before the next window is
+    /// read and sent: commits queue behind the delivery checkpoint's, and waiting for each
+    /// would hold events that are durable already.
+    async fn send_new(&self, command: &str) -> Result<bool, StoreError> {
+        let mut after = self
+            .store()
+            .callback_cursor(self.endpoint.id, command)
+            .await?
+            .unwrap_or(self.endpoint.start_event_id);
+        // Cursor writes not yet committed, oldest first; the writer commits them in order.
+        let mut moving: std::collections::VecDeque<JoinHandle<Result<(), StoreError>>> =
+            Default::default();
+        let all_taken = loop {
+            let mut events = self
+                .store()
+                .events_after(
+                    &self.endpoint.app_key,
+                    self.endpoint.push_level.then_some(self.endpoint.id),
+                    command,
+                    after,
+                    MAX_BATCH * BATCHES_PER_WRITE,
+                )
+                .await?;
+            let Some(oldest) = events.first() else {
+                break true;
+            };
+            let wait = self.config.batch_wait.as_millis() as u64;
+            if events.len() < MAX_BATCH && now_ms().saturating_sub(oldest.at_ms) < wait {
+                break true;
+            }
+            // Full batches now; a last partial one only once its oldest event has waited.
+            let partial = events.len() % MAX_BATCH;
+            if partial != 0 && events.len() > MAX_BATCH {
+                let from = events.len() - partial;
+                if now_ms().saturating_sub(events[from].at_ms) < wait {
+                    events.truncate(from);
+                }
+            }
+            let last = events.last().map(|e| e.id).unwrap_or(after);
+            let now = now_ms();
+            let batches: Vec<CallbackBatch> = events
+                .chunks(MAX_BATCH)
+                .map(|chunk| {
+                    let (first, last) = (
+                        chunk.first().map(|e| e.id).unwrap_or(0),
+                        chunk.last().map(|e| e.id).unwrap_or(0),
+                    );
+                    CallbackBatch {
+                        delivery_id: delivery_id(self.endpoint.id, command, first, last),
+                        endpoint_id: self.endpoint.id,
+                        command: command.to_string(),
+                        events: batch_events_json(chunk),
+                        first_event_id: first,
+                        last_event_id: last,
+                        attempts: 0,
+                        next_ms: now,
+                        first_ms: now,
+                        dead: false,
+                        last_error: String::new(),
+                    }
+                })
+                .collect();
+            tracing::debug!(events = events.len(), "window");
+            let outcomes = self.send_window(batches).await?;
+            let failed = outcomes
+                .iter()
+                .find_map(|(_, why)| why.clone().filter(|w| w != NOT_TRIED));
+            let not_taken: Vec<CallbackBatch> = outcomes
+                .into_iter()
+                .filter_map(|(b, why)| why.map(|why| self.failed_batch(b, why)))
+                .collect();
+            if moving.len() >= CURSOR_WRITES_AHEAD {
+                if let Some(oldest) = moving.pop_front() {
+                    joined(oldest).await?;
+                }
+            }
+            let (store, id, command) =
+                (self.store().clone(), self.endpoint.id, command.to_string());
+            let write = async move { store.create_batches(id, &command, not_taken, last).await };
+            if let Some(why) = failed {
+                write.await?;
+                self.failed(&why).await?;
+                break false;
+            }
+            moving.push_back(tokio::spawn(write));
+            after = last;
+        };
+        for write in moving {
+            joined(write).await?;
+        }
+        Ok(all_taken)
+    }
+
+    /// Sends new batches, [`IN_FLIGHT`] at a time, starting no more once one failed.
+    /// Returns each with `None` if it was taken, else why not (batches never started
+    /// included).
+    async fn send_window(
+        &self,
+        batches: Vec<CallbackBatch>,
+    ) -> Result<Vec<(CallbackBatch, Option<String>)>, StoreError> {
+        let mut waiting = batches.into_iter();
+        let mut in_flight = futures_util::stream::FuturesOrdered::new();
+        let mut out = Vec::new();
+        let mut failed = false;
+        loop {
+            while !failed && in_flight.len() < IN_FLIGHT {
+                let Some(b) = waiting.next() else { break };
+                in_flight.push_back(async move {
+                    let answer = self.attempt(&b).await;
+                    (b, answer)
+                });
+            }
+            let Some((b, answer)) = futures_util::StreamExt::next(&mut in_flight).await else {
+                break;
+            };
+            let why = answer?;
+            failed |= why.is_some();
+            out.push((b, why));
+        }
+        out.extend(waiting.map(|b| (b, Some(NOT_TRIED.into()))));
+        Ok(out)
+    }
+
+    /// A new batch that was not taken, as it is stored to be tried again (dead-lettered
+    /// only by a later try: it has failed once).
+    fn failed_batch(&self, mut b: CallbackBatch, why: String) -> CallbackBatch {
+        let tried = why != NOT_TRIED;
+        let now = now_ms();
+        b.attempts = u32::from(tried);
+        b.next_ms = now + self.delay(1);
+        b.last_error = why;
+        b
+    }
+
+    /// Tries stored batches again, [`IN_FLIGHT`] at a time, until one fails, and forgets
+    /// those taken in one write. True if all were taken.
+    async fn retry_all(&self, batches: Vec<CallbackBatch>) -> Result<bool, StoreError> {
         let mut taken = Vec::new();
         let mut all = true;
         for group in batches.chunks(IN_FLIGHT) {
-            let sends = group.iter().cloned().map(|b| async move {
-                let id = b.delivery_id.clone();
-                (id, self.deliver(b).await)
+            let sends = group.iter().map(|b| async move {
+                let answer = self.attempt(b).await?;
+                if let Some(why) = &answer {
+                    self.record_failure(b, why).await?;
+                    self.failed(why).await?;
+                }
+                Ok::<_, StoreError>((b.delivery_id.clone(), answer.is_none()))
             });
-            for (id, result) in futures_util::future::join_all(sends).await {
-                if result? {
+            for result in futures_util::future::join_all(sends).await {
+                let (id, ok) = result?;
+                if ok {
                     taken.push(id);
                 } else {
                     all = false;
@@ -268,10 +412,11 @@ impl Endpoint {
         Ok(all)
     }
 
-    /// Sends a batch; true if the receiver took it (the caller forgets it). A failure
-    /// schedules the next try or dead-letters the batch.
-    async fn deliver(&self, batch: CallbackBatch) -> Result<bool, StoreError> {
-        match self.send(&batch).await {
+    /// Sends a batch; `None` if the receiver took it, else why not. A failure is for the
+    /// caller to record, then to count against the endpoint ([`Endpoint::failed`], which
+    /// may disable it and dead-letter what it recorded).
+    async fn attempt(&self, batch: &CallbackBatch) -> Result<Option<String>, StoreError> {
+        match self.send(batch).await {
             Ok(()) => {
                 if self.failing_since_ms.swap(0, Ordering::AcqRel) != 0 {
                     tracing::info!(
@@ -282,29 +427,36 @@ impl Endpoint {
                         .set_endpoint_health(self.endpoint.id, None, None)
                         .await?;
                 }
-                Ok(true)
+                Ok(None)
             }
             Err(SendError::Store(e)) => Err(e),
             Err(SendError::Refused(why)) => {
                 let attempts = batch.attempts + 1;
-                let now = now_ms();
-                let dead =
-                    now.saturating_sub(batch.first_ms) >= self.config.dead_after.as_millis() as u64;
-                let next = now + self.delay(attempts);
-                if dead {
-                    tracing::warn!(endpoint = self.endpoint.id, delivery = %batch.delivery_id,
-                        attempts, error = %why, "callback batch dead-lettered");
-                } else {
-                    tracing::info!(endpoint = self.endpoint.id, delivery = %batch.delivery_id,
-                        attempts, error = %why, "callback batch failed; will retry");
-                }
-                self.store()
-                    .fail_batch(&batch.delivery_id, attempts, next, dead, &why)
-                    .await?;
-                self.failed(&why).await?;
-                Ok(false)
+                tracing::info!(endpoint = self.endpoint.id, delivery = %batch.delivery_id,
+                    attempts, error = %why, "callback batch failed; will retry");
+                Ok(Some(why))
             }
         }
+    }
+
+    /// Schedules the next try of a stored batch that failed, or dead-letters it.
+    async fn record_failure(&self, batch: &CallbackBatch, why: &str) -> Result<(), StoreError> {
+        let attempts = batch.attempts + 1;
+        let now = now_ms();
+        let dead = now.saturating_sub(batch.first_ms) >= self.config.dead_after.as_millis() as u64;
+        if dead {
+            tracing::warn!(endpoint = self.endpoint.id, delivery = %batch.delivery_id,
+                attempts, error = %why, "callback batch dead-lettered");
+        }
+        self.store()
+            .fail_batch(
+                &batch.delivery_id,
+                attempts,
+                now + self.delay(attempts),
+                dead,
+                why,
+            )
+            .await
     }
 
     /// Notes a failed request; an endpoint that has failed for [`Config::disable_after`]

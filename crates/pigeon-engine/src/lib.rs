@@ -37,7 +37,7 @@ pub const CID_LIFETIME_MS: u64 = 86_400_000;
 pub const DEFAULT_EXPIRED_GRACE_MS: u64 = 60_000;
 /// How often who-acked-what is checkpointed to storage. Acks younger than this are lost in a
 /// crash, which means a redelivery: the protocol is at least once.
-const CHECKPOINT_EVERY: Duration = Duration::from_millis(250);
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(100);
 
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
@@ -744,6 +744,7 @@ impl Engine {
         // The events go with the first chunk: never after the state they report, at worst
         // before (a crash then means a redelivery, reported again; receivers dedupe).
         let wrote_events = !reports.is_empty();
+        tracing::debug!(events = reports.len(), pushes = batch.len(), "checkpoint");
         if batch.is_empty() && wrote_events {
             self.store.save_delivered(Vec::new(), reports).await?;
             self.events_written.notify_waiters();

@@ -154,10 +154,12 @@ pub trait Storage: Send + Sync + 'static {
     ) -> StoreFuture<'_, Vec<StoredEvent>>;
     /// Where an endpoint is in one command's events (its start if it has sent none).
     fn callback_cursor(&self, endpoint_id: u64, command: &str) -> StoreFuture<'_, Option<u64>>;
-    /// Creates batches (of one endpoint and command) and moves the endpoint's cursor for
-    /// that command past `last_event_id`, in one transaction.
+    /// Stores batches of one endpoint and command, to be tried (again), and moves the
+    /// endpoint's cursor for that command past `last_event_id`, in one transaction.
     fn create_batches(
         &self,
+        endpoint_id: u64,
+        command: &str,
         batches: Vec<CallbackBatch>,
         last_event_id: u64,
     ) -> StoreFuture<'_, ()>;

@@ -87,15 +87,25 @@ CREATE TABLE IF NOT EXISTS callback_endpoints (
     failing_since_ms INTEGER,
     disabled_ms INTEGER
 );
--- The outbox: events are written in the transaction of the change they report.
-CREATE TABLE IF NOT EXISTS callback_events (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
+-- The outbox: events are written in the transaction of the change they report. The events
+-- of one write for one target (the app's endpoints, or one push-level endpoint) and command
+-- are rows of up to CHUNK_EVENTS events with the ids first_id..=last_id, one JSON object a
+-- line: a broadcast's events are a few dozen rows, not one each.
+CREATE TABLE IF NOT EXISTS callback_event_chunks (
+    first_id INTEGER PRIMARY KEY,
+    last_id INTEGER NOT NULL,
     app_key TEXT NOT NULL,
+    endpoint_id INTEGER,
     command TEXT NOT NULL,
-    body TEXT NOT NULL,
     at_ms INTEGER NOT NULL,
-    endpoint_id INTEGER
+    bodies TEXT NOT NULL
 );
+CREATE INDEX IF NOT EXISTS callback_event_chunks_by_target
+    ON callback_event_chunks (app_key, endpoint_id, command, last_id);
+-- The last event id handed out: ids are never used twice, even after their events are pruned.
+CREATE TABLE IF NOT EXISTS callback_event_ids (last_id INTEGER NOT NULL);
+INSERT INTO callback_event_ids (last_id)
+    SELECT 0 WHERE NOT EXISTS (SELECT 1 FROM callback_event_ids);
 CREATE TABLE IF NOT EXISTS callback_cursors (
     endpoint_id INTEGER NOT NULL,
     command TEXT NOT NULL,
@@ -312,7 +322,7 @@ impl SqliteStore {
 /// Brings a database made by an older Pigeon up to the current schema.
 fn migrate(conn: &Connection) -> StoreResult<()> {
     // Each column added since the first release, with the statements that add it.
-    let added: [(&str, &str, &str); 5] = [
+    let added: [(&str, &str, &str); 6] = [
         (
             "deliveries",
             "sent",
@@ -329,13 +339,16 @@ fn migrate(conn: &Connection) -> StoreResult<()> {
             "ALTER TABLE pushes ADD COLUMN recalled_ms INTEGER",
         ),
         (
+            "callback_endpoints",
+            "push_level",
+            "ALTER TABLE callback_endpoints ADD COLUMN push_level INTEGER NOT NULL DEFAULT 0;
+             ALTER TABLE callback_endpoints ADD COLUMN failing_since_ms INTEGER;
+             ALTER TABLE callback_endpoints ADD COLUMN disabled_ms INTEGER;",
+        ),
+        (
             "callback_events",
             "endpoint_id",
-            "ALTER TABLE callback_events ADD COLUMN endpoint_id INTEGER;
-             ALTER TABLE callback_endpoints ADD COLUMN push_level INTEGER NOT NULL DEFAULT 0;
-             ALTER TABLE callback_endpoints ADD COLUMN failing_since_ms INTEGER;
-             ALTER TABLE callback_endpoints ADD COLUMN disabled_ms INTEGER;
-             DROP INDEX IF EXISTS callback_events_by_command;",
+            "ALTER TABLE callback_events ADD COLUMN endpoint_id INTEGER;",
         ),
         (
             "callback_batches",
@@ -344,18 +357,34 @@ fn migrate(conn: &Connection) -> StoreResult<()> {
              ALTER TABLE callback_batches ADD COLUMN last_event_id INTEGER NOT NULL DEFAULT 0;",
         ),
     ];
+    let exists = |table: &str| -> rusqlite::Result<bool> {
+        conn.prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?1")?
+            .exists([table])
+    };
     for (table, column, add) in added {
         let present = conn
             .prepare("SELECT 1 FROM pragma_table_info(?1) WHERE name = ?2")?
             .exists([table, column])?;
-        if !present {
+        if !present && exists(table)? {
             conn.execute_batch(add)?;
         }
     }
-    conn.execute_batch(
-        "CREATE INDEX IF NOT EXISTS callback_events_by_target
-         ON callback_events (app_key, endpoint_id, command, id)",
-    )?;
+    // The outbox of an event a row: each event becomes a chunk of one, same id, and the
+    // ids go on after the last one handed out.
+    if exists("callback_events")? {
+        conn.execute_batch(
+            "BEGIN;
+             INSERT INTO callback_event_chunks
+                 (first_id, last_id, app_key, endpoint_id, command, at_ms, bodies)
+                 SELECT id, id, app_key, endpoint_id, command, at_ms, body FROM callback_events;
+             UPDATE callback_event_ids SET last_id = MAX(last_id,
+                 (SELECT COALESCE(MAX(id), 0) FROM callback_events),
+                 (SELECT COALESCE(MAX(seq), 0) FROM sqlite_sequence
+                     WHERE name = 'callback_events'));
+             DROP TABLE callback_events;
+             COMMIT;",
+        )?;
+    }
     Ok(())
 }
 
@@ -471,28 +500,14 @@ fn referenced_events(c: &Connection, b: &CallbackBatch) -> StoreResult<String> {
     let (app_key, push_level): (String, bool) = c
         .prepare_cached("SELECT app_key, push_level FROM callback_endpoints WHERE id = ?1")?
         .query_row([to_i64(b.endpoint_id)], |r| Ok((r.get(0)?, r.get(1)?)))?;
-    let mut st = c.prepare_cached(
-        "SELECT id, body, at_ms FROM callback_events
-         WHERE app_key = ?1 AND endpoint_id IS ?2 AND command = ?3 AND id BETWEEN ?4 AND ?5
-         ORDER BY id",
+    let target = push_level.then_some(b.endpoint_id);
+    let events = outbox_events(
+        c,
+        (&app_key, target, &b.command),
+        b.first_event_id,
+        b.last_event_id,
+        usize::MAX,
     )?;
-    let target = push_level.then_some(to_i64(b.endpoint_id));
-    let mut rows = st.query(params![
-        app_key,
-        target,
-        b.command,
-        to_i64(b.first_event_id),
-        to_i64(b.last_event_id)
-    ])?;
-    let mut events = Vec::new();
-    while let Some(r) = rows.next()? {
-        events.push(StoredEvent {
-            id: to_u64(r.get(0)?),
-            command: b.command.clone(),
-            body: r.get(1)?,
-            at_ms: to_u64(r.get(2)?),
-        });
-    }
     if events.is_empty() {
         return Err(StoreError::Corrupt(format!(
             "callback batch {}: its events {}..={} are gone from the outbox",
@@ -625,24 +640,113 @@ fn device_from_row(app_key: &Arc<str>, r: &rusqlite::Row<'_>) -> StoreResult<Dev
 }
 
 /// Appends events to the outbox, in the caller's transaction.
+/// Most events in one outbox row: a reader of a few events reads at most this many.
+const CHUNK_EVENTS: usize = 500;
+
+/// Appends events to the outbox, in the caller's transaction: grouped by target and command
+/// (in their order within each), each group's events numbered on from the last id.
 fn write_events(c: &Connection, events: &[NewEvent]) -> StoreResult<()> {
     if events.is_empty() {
         return Ok(());
     }
-    let mut st = c.prepare_cached(
-        "INSERT INTO callback_events (app_key, command, body, at_ms, endpoint_id)
-         VALUES (?1, ?2, ?3, ?4, ?5)",
-    )?;
+    let mut groups: Vec<(&str, Option<u64>, &str, Vec<&NewEvent>)> = Vec::new();
     for e in events {
-        st.execute(params![
-            e.app_key,
-            e.command,
-            e.body,
-            to_i64(e.at_ms),
-            e.endpoint_id.map(to_i64)
-        ])?;
+        let key = (e.app_key.as_str(), e.endpoint_id, e.command.as_str());
+        match groups.iter_mut().find(|g| (g.0, g.1, g.2) == key) {
+            Some(g) => g.3.push(e),
+            None => groups.push((key.0, key.1, key.2, vec![e])),
+        }
     }
+    let mut next: u64 =
+        to_u64(c.query_row("SELECT last_id FROM callback_event_ids", [], |r| r.get(0))?) + 1;
+    let mut insert = c.prepare_cached(
+        "INSERT INTO callback_event_chunks
+             (first_id, last_id, app_key, endpoint_id, command, at_ms, bodies)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    )?;
+    for (app_key, endpoint_id, command, group) in groups {
+        for chunk in group.chunks(CHUNK_EVENTS) {
+            let mut bodies = String::with_capacity(chunk.iter().map(|e| e.body.len() + 1).sum());
+            for (i, e) in chunk.iter().enumerate() {
+                if i > 0 {
+                    bodies.push('\n');
+                }
+                // A JSON text has no raw line break, so a line is an event.
+                bodies.push_str(e.body.trim());
+            }
+            let at_ms = chunk.iter().map(|e| e.at_ms).min().unwrap_or(0);
+            let last = next + chunk.len() as u64 - 1;
+            insert.execute(params![
+                to_i64(next),
+                to_i64(last),
+                app_key,
+                endpoint_id.map(to_i64),
+                command,
+                to_i64(at_ms),
+                bodies
+            ])?;
+            next = last + 1;
+        }
+    }
+    c.prepare_cached("UPDATE callback_event_ids SET last_id = ?1")?
+        .execute([to_i64(next - 1)])?;
     Ok(())
+}
+
+/// The outbox events of one target and command with ids `from..=to`, oldest first, at most
+/// `limit`.
+fn outbox_events(
+    c: &Connection,
+    (app_key, endpoint_id, command): (&str, Option<u64>, &str),
+    from: u64,
+    to: u64,
+    limit: usize,
+) -> StoreResult<Vec<StoredEvent>> {
+    let mut st = c.prepare_cached(
+        "SELECT first_id, at_ms, bodies FROM callback_event_chunks
+         WHERE app_key = ?1 AND endpoint_id IS ?2 AND command = ?3
+             AND last_id >= ?4 AND first_id <= ?5
+         ORDER BY last_id",
+    )?;
+    let mut rows = st.query(params![
+        app_key,
+        endpoint_id.map(to_i64),
+        command,
+        to_i64(from),
+        to_i64(to)
+    ])?;
+    let mut out = Vec::new();
+    while let Some(r) = rows.next()? {
+        let (first, at_ms) = (to_u64(r.get(0)?), to_u64(r.get(1)?));
+        let bodies = r
+            .get_ref(2)?
+            .as_str()
+            .map_err(|e| StoreError::Corrupt(format!("outbox chunk {first}: {e}")))?;
+        for (id, body) in (first..).zip(bodies.split('\n')) {
+            if id < from || id > to {
+                continue;
+            }
+            if out.len() >= limit {
+                return Ok(out);
+            }
+            out.push(StoredEvent {
+                id,
+                command: command.to_string(),
+                body: body.to_string(),
+                at_ms,
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// The last event id handed out (0 before the first).
+fn last_event_id(c: &Connection) -> StoreResult<u64> {
+    Ok(to_u64(c.query_row(
+        "SELECT last_id FROM callback_event_ids",
+        [],
+        |r| r.get(0),
+    )?))
 }
 
 /// Records a firing and moves the schedule to its next one, in the caller's transaction.
@@ -1173,15 +1277,11 @@ impl Storage for SqliteStore {
 
     fn add_callback(&self, e: CallbackEndpoint) -> StoreFuture<'_, u64> {
         Box::pin(self.write(move |c| {
-            let start: i64 = c.query_row(
-                "SELECT COALESCE(MAX(id), 0) FROM callback_events",
-                [],
-                |r| r.get(0),
-            )?;
+            let start = last_event_id(c)?;
             insert_endpoint(
                 c,
                 &CallbackEndpoint {
-                    start_event_id: to_u64(start),
+                    start_event_id: start,
                     ..e
                 },
             )
@@ -1192,11 +1292,7 @@ impl Storage for SqliteStore {
         let app_key = app_key.to_string();
         Box::pin(self.write(move |c| {
             // What happened while it was disabled was not kept for it: it starts from now.
-            let now: i64 = c.query_row(
-                "SELECT COALESCE(MAX(id), 0) FROM callback_events",
-                [],
-                |r| r.get(0),
-            )?;
+            let now = to_i64(last_event_id(c)?);
             let disabled: Option<Option<i64>> = c
                 .query_row(
                     "SELECT disabled_ms FROM callback_endpoints WHERE app_key = ?1 AND id = ?2",
@@ -1328,28 +1424,13 @@ impl Storage for SqliteStore {
     ) -> StoreFuture<'_, Vec<StoredEvent>> {
         let (app_key, command) = (app_key.to_string(), command.to_string());
         Box::pin(self.read(move |c| {
-            let mut st = c.prepare_cached(
-                "SELECT id, body, at_ms FROM callback_events
-                 WHERE app_key = ?1 AND endpoint_id IS ?2 AND command = ?3 AND id > ?4
-                 ORDER BY id LIMIT ?5",
-            )?;
-            let mut rows = st.query(params![
-                app_key,
-                endpoint.map(to_i64),
-                command,
-                to_i64(after_id),
-                limit as i64
-            ])?;
-            let mut out = Vec::new();
-            while let Some(r) = rows.next()? {
-                out.push(StoredEvent {
-                    id: to_u64(r.get(0)?),
-                    command: command.clone(),
-                    body: r.get(1)?,
-                    at_ms: to_u64(r.get(2)?),
-                });
-            }
-            Ok(out)
+            outbox_events(
+                c,
+                (&app_key, endpoint, &command),
+                after_id.saturating_add(1),
+                i64::MAX as u64,
+                limit,
+            )
         }))
     }
 
@@ -1369,14 +1450,13 @@ impl Storage for SqliteStore {
 
     fn create_batches(
         &self,
+        endpoint_id: u64,
+        command: &str,
         batches: Vec<CallbackBatch>,
         last_event_id: u64,
     ) -> StoreFuture<'_, ()> {
+        let command = command.to_string();
         Box::pin(self.write(move |c| {
-            let Some(first) = batches.first() else {
-                return Ok(());
-            };
-            let (endpoint_id, command) = (first.endpoint_id, first.command.clone());
             let mut insert = c.prepare_cached(
                 "INSERT INTO callback_batches (delivery_id, endpoint_id, command, events,
                     attempts, next_ms, first_ms, dead, last_error, first_event_id, last_event_id)
@@ -1450,7 +1530,7 @@ impl Storage for SqliteStore {
         Box::pin(self.read(move |c| {
             let mut st = c.prepare_cached(&format!(
                 "SELECT {BATCH_COLUMNS} FROM callback_batches WHERE endpoint_id = ?1
-                 ORDER BY first_ms, delivery_id"
+                 ORDER BY first_ms, first_event_id, delivery_id"
             ))?;
             let mut rows = st.query([to_i64(endpoint_id)])?;
             let mut out = Vec::new();
@@ -1503,8 +1583,8 @@ impl Storage for SqliteStore {
                 "SELECT last_event_id FROM callback_cursors WHERE endpoint_id = ?1 AND command = ?2",
             )?;
             let mut delete = c.prepare_cached(
-                "DELETE FROM callback_events
-                 WHERE app_key = ?1 AND endpoint_id IS ?2 AND command = ?3 AND id <= ?4",
+                "DELETE FROM callback_event_chunks
+                 WHERE app_key = ?1 AND endpoint_id IS ?2 AND command = ?3 AND last_id <= ?4",
             )?;
             let mut held = c.prepare_cached(
                 "SELECT MIN(first_event_id) FROM callback_batches
@@ -1539,7 +1619,7 @@ impl Storage for SqliteStore {
             }
             // Events for push-level endpoints that are gone or disabled.
             n += c.execute(
-                "DELETE FROM callback_events WHERE app_key = ?1 AND endpoint_id IS NOT NULL
+                "DELETE FROM callback_event_chunks WHERE app_key = ?1 AND endpoint_id IS NOT NULL
                  AND endpoint_id NOT IN (SELECT id FROM callback_endpoints
                      WHERE app_key = ?1 AND disabled_ms IS NULL)",
                 [&app_key],
@@ -1752,7 +1832,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_database_of_an_older_pigeon_gets_the_columns_added_since() {
+    async fn a_database_of_an_older_pigeon_gets_the_columns_and_tables_changed_since() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("db");
         Connection::open(&path)
@@ -1773,10 +1853,38 @@ mod tests {
                  CREATE TABLE callback_batches (delivery_id TEXT PRIMARY KEY,
                     endpoint_id INTEGER NOT NULL, command TEXT NOT NULL, events TEXT NOT NULL,
                     attempts INTEGER NOT NULL, next_ms INTEGER NOT NULL, first_ms INTEGER NOT NULL,
-                    dead INTEGER NOT NULL, last_error TEXT NOT NULL);",
+                    dead INTEGER NOT NULL, last_error TEXT NOT NULL);
+                 INSERT INTO callback_events (app_key, command, body, at_ms)
+                    VALUES ('k', 'Push.Accepted', '{\"n\":1}', 10),
+                           ('k', 'Push.Accepted', '{\"n\":2}', 11),
+                           ('k', 'Push.Accepted', '{\"n\":3}', 12);
+                 DELETE FROM callback_events WHERE id = 3;",
             )
             .unwrap();
         let store = SqliteStore::open(&path, Synchronous::Normal).unwrap();
+        // The outbox of an event a row is now chunks: same ids, same bodies, and ids go on
+        // after the last one handed out (3, pruned), never reused.
+        let old = store
+            .events_after("k", None, "Push.Accepted", 0, 10)
+            .await
+            .unwrap();
+        let ids_bodies: Vec<(u64, &str)> = old.iter().map(|e| (e.id, e.body.as_str())).collect();
+        assert_eq!(ids_bodies, [(1, r#"{"n":1}"#), (2, r#"{"n":2}"#)]);
+        store
+            .append_events(vec![NewEvent {
+                app_key: "k".into(),
+                command: "Push.Accepted".into(),
+                body: r#"{"n":4}"#.into(),
+                at_ms: 13,
+                endpoint_id: None,
+            }])
+            .await
+            .unwrap();
+        let new = store
+            .events_after("k", None, "Push.Accepted", 2, 10)
+            .await
+            .unwrap();
+        assert_eq!(new.iter().map(|e| e.id).collect::<Vec<_>>(), [4]);
         store.close().await.unwrap();
         let c = Connection::open(&path).unwrap();
         let columns = |table: &str| -> Vec<String> {
@@ -1789,7 +1897,7 @@ mod tests {
         };
         assert!(columns("pushes").ends_with(&["expiry_reported".into(), "recalled_ms".into()]));
         assert!(columns("deliveries").contains(&"sent".into()));
-        assert!(columns("callback_events").contains(&"endpoint_id".into()));
+        assert!(columns("callback_events").is_empty());
         assert!(columns("callback_endpoints").ends_with(&[
             "push_level".into(),
             "failing_since_ms".into(),
@@ -1798,13 +1906,13 @@ mod tests {
         assert!(columns("callback_batches")
             .ends_with(&["first_event_id".into(), "last_event_id".into()]));
         let indexes: Vec<String> = c
-            .prepare("SELECT name FROM pragma_index_list('callback_events')")
+            .prepare("SELECT name FROM pragma_index_list('callback_event_chunks')")
             .unwrap()
             .query_map([], |r| r.get(0))
             .unwrap()
             .map(|r| r.unwrap())
             .collect();
-        assert_eq!(indexes, ["callback_events_by_target"]);
+        assert_eq!(indexes, ["callback_event_chunks_by_target"]);
     }
 
     #[tokio::test]
@@ -1846,7 +1954,10 @@ mod tests {
             first_event_id: 1,
             last_event_id: 1,
         };
-        store.create_batches(vec![batch], 1).await.unwrap();
+        store
+            .create_batches(id, "Push.Accepted", vec![batch], 1)
+            .await
+            .unwrap();
         let cursor = || store.callback_cursor(id, "Push.Accepted");
         assert_eq!(cursor().await.unwrap(), Some(1));
         // A healthy endpoint keeps its place (event 2 is still to send): enabling is a no-op.

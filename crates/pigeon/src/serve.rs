@@ -58,7 +58,8 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
             disable_after: Duration::from_secs(cfg.callbacks.disable_after_s),
             allow_private_networks: cfg.callbacks.allow_private_networks,
         },
-    );
+    )
+    .context("starting the callback dispatcher")?;
     let gateway = GatewayConfig {
         heartbeat_s: cfg.heartbeat_s,
         hello_timeout: Duration::from_millis(cfg.hello_timeout_ms),

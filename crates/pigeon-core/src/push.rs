@@ -72,6 +72,10 @@ pub struct PushOptions {
     pub apns_collapse_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub override_msg_id: Option<u64>,
+    /// The notification id devices show it under, when it is not its own msg_id: set by the
+    /// engine to that of the push it overrides, so the device replaces that notification.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notify_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub big_push_duration: Option<u64>,
     #[serde(default, skip_serializing_if = "Map::is_empty")]
@@ -86,6 +90,7 @@ impl Default for PushOptions {
             apns_production: true,
             apns_collapse_id: None,
             override_msg_id: None,
+            notify_id: None,
             big_push_duration: None,
             other: Map::new(),
         }
@@ -97,6 +102,15 @@ impl Push {
     pub fn expires_ms(&self) -> u64 {
         self.sent_ms
             .saturating_add(self.options.time_to_live.saturating_mul(1000))
+    }
+
+    /// The id under which devices show its notification: notifications with the same one
+    /// replace each other.
+    pub fn notify_id(&self) -> String {
+        match &self.options.notify_id {
+            Some(id) => id.clone(),
+            None => self.msg_id.to_string(),
+        }
     }
 
     /// The notification a device on `platform` shows: the push's shared `alert` merged under

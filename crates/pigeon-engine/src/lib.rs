@@ -408,6 +408,14 @@ impl Engine {
         if audience.is_empty() {
             return Err(EngineError::NoTarget);
         }
+        let overridden = match push.options.override_msg_id {
+            Some(old) => {
+                let old = self.overridable(app, old).await?;
+                push.options.notify_id = Some(old.push.notify_id());
+                Some(old)
+            }
+            None => None,
+        };
         push.msg_id = self.next_msg_id.fetch_add(1, Ordering::Relaxed);
         push.sent_ms = now_ms();
         if validate_only {
@@ -417,9 +425,24 @@ impl Engine {
             self.ensure_push_endpoint(app, url).await?;
         }
         let events = self.accepted_event(app, &push, audience.len());
-        self.store
+        // The old push stops before the new one is written, so no device gets both; if
+        // the write fails it goes on.
+        if let Some(old) = &overridden {
+            old.set_recalled(true);
+        }
+        if let Err(e) = self
+            .store
             .insert_push(&app.app_key, &push, &audience, events)
-            .await?;
+            .await
+        {
+            if let Some(old) = &overridden {
+                old.set_recalled(false);
+            }
+            return Err(e.into());
+        }
+        if let Some(old) = &overridden {
+            app.retire(old);
+        }
         let msg_id = push.msg_id;
         let live = Arc::new(LivePush::new(
             push,
@@ -536,6 +559,36 @@ impl Engine {
             }
         }
         Ok(())
+    }
+
+    /// The push `msg_id` of `app` as a new push may override it: sent within the recall
+    /// window (a day by default) and not recalled. In memory if it is still deliverable.
+    async fn overridable(&self, app: &AppState, msg_id: u64) -> Result<Arc<LivePush>, EngineError> {
+        let invalid = |why: &str| EngineError::Invalid(format!("override_msg_id {msg_id}: {why}"));
+        let old = match app.live_push(msg_id) {
+            Some(live) => live,
+            None => match self.store.load_push(&app.app_key, msg_id).await? {
+                Some(p) => Arc::new(LivePush::new(p.push, p.audience, p.sent, p.delivered)),
+                None => return Err(invalid("no such push of this app")),
+            },
+        };
+        let window = self.recall_window_ms.load(Ordering::Relaxed);
+        if now_ms().saturating_sub(old.push.sent_ms) > window {
+            return Err(invalid(&format!(
+                "sent more than {} s ago; only pushes of the last {} s can be overridden",
+                window / 1000,
+                window / 1000
+            )));
+        }
+        if let Some(newer) = self.store.overridden_by(msg_id).await? {
+            return Err(invalid(&format!(
+                "push {newer} overrode it already; override that one"
+            )));
+        }
+        if old.is_recalled() || self.store.recalled_at(msg_id).await?.is_some() {
+            return Err(invalid("that push was recalled"));
+        }
+        Ok(old)
     }
 
     /// Makes sure the push-level endpoint for a push's `callback.url` exists, so that the

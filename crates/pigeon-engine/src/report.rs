@@ -24,6 +24,8 @@ pub struct PushReport {
     pub total: Counts,
     /// Counts per platform, for the platforms the push had targets on.
     pub by_platform: Vec<(Platform, Counts)>,
+    /// The push that replaced it (`options.override_msg_id`): it went no further after.
+    pub overridden_by: Option<u64>,
 }
 
 /// Where one device stands with one push (`POST /v3/status/message`).
@@ -121,6 +123,7 @@ impl Engine {
             has_message: sets.has_message,
             total: count(&everyone),
             by_platform,
+            overridden_by: self.store.overridden_by(msg_id).await?,
         }))
     }
 

@@ -18,6 +18,10 @@ pub fn encode_push(push: &Push, platform: Platform) -> Bytes {
     if let Some(m) = &push.message {
         frame.insert("message".into(), Value::Object(m.clone()));
     }
+    frame.insert("notify_id".into(), json!(push.notify_id()));
+    if let (Platform::Ios, Some(collapse)) = (platform, &push.options.apns_collapse_id) {
+        frame.insert("apns_collapse_id".into(), json!(collapse));
+    }
     Bytes::from(Value::Object(frame).to_string())
 }
 

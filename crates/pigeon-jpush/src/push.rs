@@ -550,6 +550,7 @@ fn parse_options(v: &Value) -> Checked<PushOptions> {
             .and_then(Value::as_str)
             .map(String::from),
         override_msg_id: int("override_msg_id").map(|m| m as u64),
+        notify_id: None,
         big_push_duration: int("big_push_duration").map(|m| m as u64),
         other: Map::new(),
     };

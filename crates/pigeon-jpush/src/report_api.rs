@@ -149,6 +149,9 @@ pub async fn received_detail(
             };
             row.insert(c.into(), v);
         }
+        if let Some(by) = r.as_ref().and_then(|r| r.overridden_by) {
+            row.insert("overridden_by".into(), json!(by.to_string()));
+        }
         Value::Object(row)
     })
     .await
@@ -198,14 +201,20 @@ pub async fn messages_detail(
 ) -> ApiResult {
     report_rows(&s, &headers, query.as_deref(), |id, r| match r {
         None => json!({"msg_id": id.to_string(), "details": null}),
-        Some(r) => json!({"msg_id": id.to_string(), "details": {
-            // A device acks a push once; its counts go to the notification when the push
-            // has one, else to the message.
-            "notification": kind_stats(&r, r.has_notification),
-            "message": kind_stats(&r, !r.has_notification && r.has_message),
-            "inapp": null,
-            "live_activity": null,
-        }}),
+        Some(r) => {
+            let mut row = json!({"msg_id": id.to_string(), "details": {
+                // A device acks a push once; its counts go to the notification when the push
+                // has one, else to the message.
+                "notification": kind_stats(&r, r.has_notification),
+                "message": kind_stats(&r, !r.has_notification && r.has_message),
+                "inapp": null,
+                "live_activity": null,
+            }});
+            if let Some(by) = r.overridden_by {
+                row["overridden_by"] = json!(by.to_string());
+            }
+            row
+        }
     })
     .await
 }

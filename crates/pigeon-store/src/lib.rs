@@ -81,7 +81,8 @@ pub trait Storage: Send + Sync + 'static {
 
     /// Stores an accepted push with its resolved audience, and the events that report it,
     /// in one transaction. A push that carries a cid is recorded as that cid's result, and a
-    /// schedule's firing as that schedule's, in the same transaction.
+    /// schedule's firing as that schedule's, in the same transaction; a push that overrides
+    /// another (`options.override_msg_id`, of the same app) marks it overridden.
     fn insert_push(
         &self,
         app_key: &str,
@@ -99,6 +100,8 @@ pub trait Storage: Send + Sync + 'static {
     fn recall_push(&self, msg_id: u64, at_ms: u64, events: Vec<NewEvent>) -> StoreFuture<'_, bool>;
     /// When a push was recalled, if it was.
     fn recalled_at(&self, msg_id: u64) -> StoreFuture<'_, Option<u64>>;
+    /// The push that overrode a push (`options.override_msg_id`), if one did.
+    fn overridden_by(&self, msg_id: u64) -> StoreFuture<'_, Option<u64>>;
     /// One push of an app, live or not, with who received it.
     fn load_push(&self, app_key: &str, msg_id: u64) -> StoreFuture<'_, Option<StoredPush>>;
     /// The devices that reported a click on a push.

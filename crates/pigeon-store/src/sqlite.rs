@@ -322,7 +322,7 @@ impl SqliteStore {
 /// Brings a database made by an older Pigeon up to the current schema.
 fn migrate(conn: &Connection) -> StoreResult<()> {
     // Each column added since the first release, with the statements that add it.
-    let added: [(&str, &str, &str); 6] = [
+    let added: [(&str, &str, &str); 7] = [
         (
             "deliveries",
             "sent",
@@ -337,6 +337,11 @@ fn migrate(conn: &Connection) -> StoreResult<()> {
             "pushes",
             "recalled_ms",
             "ALTER TABLE pushes ADD COLUMN recalled_ms INTEGER",
+        ),
+        (
+            "pushes",
+            "overridden_by",
+            "ALTER TABLE pushes ADD COLUMN overridden_by INTEGER",
         ),
         (
             "callback_endpoints",
@@ -932,6 +937,7 @@ impl Storage for SqliteStore {
         let (msg_id, sent, expires) = (push.msg_id, push.sent_ms, push.expires_ms());
         let cid = push.cid.clone();
         let schedule = push.schedule.clone();
+        let overrides = push.options.override_msg_id;
         Box::pin(async move {
             let body = body.map_err(|e| StoreError::Corrupt(format!("push body: {e}")))?;
             let blob = blob?;
@@ -949,6 +955,14 @@ impl Storage for SqliteStore {
                     blob
                 ])?;
                 write_events(c, &events)?;
+                if let Some(old) = overrides {
+                    // Replaced: never delivered again, nor reported undelivered at expiry.
+                    c.prepare_cached(
+                        "UPDATE pushes SET overridden_by = ?3, expiry_reported = 1
+                         WHERE msg_id = ?1 AND app_key = ?2",
+                    )?
+                    .execute(params![to_i64(old), app_key, to_i64(msg_id)])?;
+                }
                 if let Some(firing) = &schedule {
                     record_run(
                         c,
@@ -986,6 +1000,7 @@ impl Storage for SqliteStore {
                 "SELECT p.msg_id, p.body, p.audience, d.sent, d.delivered
                  FROM pushes p LEFT JOIN deliveries d ON d.msg_id = p.msg_id
                  WHERE p.app_key = ?1 AND p.expires_ms > ?2 AND p.recalled_ms IS NULL
+                     AND p.overridden_by IS NULL
                  ORDER BY p.msg_id",
             )?;
             let mut rows = st.query(params![app_key, to_i64(now_ms)])?;
@@ -1090,6 +1105,16 @@ impl Storage for SqliteStore {
                 .query_row([to_i64(msg_id)], |r| r.get(0))
                 .optional()?;
             Ok(at.flatten().map(to_u64))
+        }))
+    }
+
+    fn overridden_by(&self, msg_id: u64) -> StoreFuture<'_, Option<u64>> {
+        Box::pin(self.read(move |c| {
+            let by: Option<Option<i64>> = c
+                .prepare_cached("SELECT overridden_by FROM pushes WHERE msg_id = ?1")?
+                .query_row([to_i64(msg_id)], |r| r.get(0))
+                .optional()?;
+            Ok(by.flatten().map(to_u64))
         }))
     }
 
@@ -1895,7 +1920,11 @@ mod tests {
                 .map(|r| r.unwrap())
                 .collect()
         };
-        assert!(columns("pushes").ends_with(&["expiry_reported".into(), "recalled_ms".into()]));
+        assert!(columns("pushes").ends_with(&[
+            "expiry_reported".into(),
+            "recalled_ms".into(),
+            "overridden_by".into()
+        ]));
         assert!(columns("deliveries").contains(&"sent".into()));
         assert!(columns("callback_events").is_empty());
         assert!(columns("callback_endpoints").ends_with(&[

@@ -91,8 +91,8 @@ def jp(server, app):
 class Device:
     """A device written from the protocol text: register, hello, receive, ack."""
 
-    def __init__(self, server, app_key, platform="android", tags=None, alias=None):
-        body = {"app_key": app_key, "platform": platform}
+    def __init__(self, server, app_key, platform="android", tags=None, alias=None, **register):
+        body = {"app_key": app_key, "platform": platform, **register}
         if tags:
             body["tags"] = tags
         if alias:

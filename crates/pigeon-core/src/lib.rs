@@ -12,7 +12,7 @@ pub mod push;
 
 pub use audience::{Audience, AudienceExpr, AudienceIndex, DeviceAttrs};
 pub use platform::{Platform, PlatformSet};
-pub use push::{Notification, Push, PushOptions, ScheduleFiring};
+pub use push::{BadgeOp, Notification, Push, PushOptions, ScheduleFiring, MAX_BADGE};
 
 /// A hash map with a fast, per-process seeded hasher: for the big in-memory tables (devices
 /// by registration id, tags, aliases), where SipHash was a fifth of loading a million devices.

@@ -40,6 +40,55 @@ pub struct Push {
     pub schedule: Option<ScheduleFiring>,
 }
 
+/// The highest badge number Pigeon keeps for a device.
+pub const MAX_BADGE: u32 = 99_999;
+
+/// A change to a device's app-icon badge, which the server keeps per device.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BadgeOp {
+    Set(u32),
+    Add(i64),
+}
+
+impl BadgeOp {
+    /// `N`, `"N"`, `"+N"`, `"-N"`; `""` clears the badge and `"auto"` adds one (what the
+    /// SDKs send by default).
+    pub fn parse(v: &Value) -> Option<BadgeOp> {
+        match v {
+            Value::Number(n) => n
+                .as_u64()
+                .map(|n| BadgeOp::Set(n.min(u64::from(MAX_BADGE)) as u32)),
+            Value::String(s) if s.is_empty() => Some(BadgeOp::Set(0)),
+            Value::String(s) if s == "auto" => Some(BadgeOp::Add(1)),
+            Value::String(s) => {
+                let n = |digits: &str| -> Option<i64> {
+                    (!digits.is_empty()
+                        && digits.len() <= 5
+                        && digits.bytes().all(|b| b.is_ascii_digit()))
+                    .then(|| digits.parse().ok())
+                    .flatten()
+                };
+                if let Some(d) = s.strip_prefix('+') {
+                    n(d).map(BadgeOp::Add)
+                } else if let Some(d) = s.strip_prefix('-') {
+                    n(d).map(|n| BadgeOp::Add(-n))
+                } else {
+                    n(s).map(|n| BadgeOp::Set(n.min(i64::from(MAX_BADGE)) as u32))
+                }
+            }
+            _ => None,
+        }
+    }
+
+    /// The badge after this change to `current`: never below 0 nor above [`MAX_BADGE`].
+    pub fn apply(self, current: u32) -> u32 {
+        match self {
+            BadgeOp::Set(n) => n.min(MAX_BADGE),
+            BadgeOp::Add(d) => (i64::from(current) + d).clamp(0, i64::from(MAX_BADGE)) as u32,
+        }
+    }
+}
+
 /// One firing of a schedule.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ScheduleFiring {
@@ -134,6 +183,28 @@ impl Push {
         Some(out)
     }
 
+    /// How this push changes the app-icon badge of a device on `platform`: `ios.badge`;
+    /// `badge_set_num` (which wins) or `badge_add_num` of `android` and `hmos`.
+    pub fn badge_op(&self, platform: Platform) -> Option<BadgeOp> {
+        let section = self
+            .notification
+            .as_ref()?
+            .sections
+            .get(platform.as_str())?;
+        match platform {
+            Platform::Ios => section.get("badge").and_then(BadgeOp::parse),
+            Platform::Android | Platform::Hmos => {
+                let num = |k: &str| section.get(k).and_then(Value::as_i64);
+                match (num("badge_set_num"), num("badge_add_num")) {
+                    (Some(n), _) => Some(BadgeOp::Set(n.clamp(0, MAX_BADGE as i64) as u32)),
+                    (None, Some(n)) => Some(BadgeOp::Add(n)),
+                    (None, None) => None,
+                }
+            }
+            _ => None,
+        }
+    }
+
     /// Whether a device on `platform` gets anything from this push.
     pub fn has_content_for(&self, platform: Platform) -> bool {
         self.message.is_some() || self.notification_for(platform).is_some()
@@ -184,6 +255,38 @@ mod tests {
         assert!(p.notification_for(Platform::Android).is_none());
         assert!(!p.has_content_for(Platform::Android));
         assert!(p.has_content_for(Platform::Ios));
+    }
+
+    #[test]
+    fn badges_set_add_and_never_go_below_zero() {
+        let op = |v: Value| BadgeOp::parse(&v);
+        assert_eq!(op(json!(5)), Some(BadgeOp::Set(5)));
+        assert_eq!(op(json!("7")), Some(BadgeOp::Set(7)));
+        assert_eq!(op(json!("+2")), Some(BadgeOp::Add(2)));
+        assert_eq!(op(json!("-3")), Some(BadgeOp::Add(-3)));
+        assert_eq!(op(json!("")), Some(BadgeOp::Set(0)));
+        assert_eq!(op(json!("auto")), Some(BadgeOp::Add(1)));
+        for bad in [
+            json!("+"),
+            json!("x1"),
+            json!("+1.5"),
+            json!(-1),
+            json!(null),
+            json!("123456"),
+        ] {
+            assert_eq!(op(bad.clone()), None, "{bad}");
+        }
+        assert_eq!(BadgeOp::Add(-3).apply(2), 0);
+        assert_eq!(BadgeOp::Add(2).apply(2), 4);
+        assert_eq!(BadgeOp::Add(5).apply(MAX_BADGE), MAX_BADGE);
+        let p = push(json!({"alert": "x", "sections": {
+            "ios": {"badge": "+1"},
+            "android": {"badge_add_num": 2, "badge_set_num": 9},
+            "hmos": {"badge_add_num": 3}}}));
+        assert_eq!(p.badge_op(Platform::Ios), Some(BadgeOp::Add(1)));
+        assert_eq!(p.badge_op(Platform::Android), Some(BadgeOp::Set(9)));
+        assert_eq!(p.badge_op(Platform::Hmos), Some(BadgeOp::Add(3)));
+        assert_eq!(p.badge_op(Platform::Web), None);
     }
 
     #[test]

@@ -38,6 +38,35 @@ pub struct AppState {
     /// with their expiry: later events (clicks) still carry its params.
     pub(crate) retired_callbacks: Mutex<HashMap<u64, (u64, serde_json::Value)>>,
     pub(crate) rate: Mutex<crate::limits::RateWindow>,
+    pub(crate) badges: Mutex<Badges>,
+}
+
+/// The app-icon badge number the server keeps for each device that has one, and which
+/// changed since the last checkpoint.
+#[derive(Default)]
+pub(crate) struct Badges {
+    pub counts: HashMap<Ordinal, u32>,
+    changed: Vec<Ordinal>,
+}
+
+impl Badges {
+    pub fn get(&self, ordinal: Ordinal) -> u32 {
+        self.counts.get(&ordinal).copied().unwrap_or(0)
+    }
+
+    pub fn set(&mut self, ordinal: Ordinal, badge: u32) {
+        if self.counts.insert(ordinal, badge) != Some(badge) {
+            self.changed.push(ordinal);
+        }
+    }
+
+    /// The numbers that changed since the last call: (ordinal, badge).
+    pub fn take_changed(&mut self) -> Vec<(Ordinal, u32)> {
+        let mut changed = std::mem::take(&mut self.changed);
+        changed.sort_unstable();
+        changed.dedup();
+        changed.into_iter().map(|o| (o, self.get(o))).collect()
+    }
 }
 
 #[derive(Default)]
@@ -201,6 +230,7 @@ impl AppState {
             push_events: Mutex::new(Vec::new()),
             retired_callbacks: Mutex::new(HashMap::default()),
             rate: Mutex::new(Default::default()),
+            badges: Mutex::new(Badges::default()),
         }
     }
 

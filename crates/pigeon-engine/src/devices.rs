@@ -4,9 +4,11 @@
 
 use crate::app::AppState;
 use crate::{now_ms, Engine, EngineError};
+use pigeon_core::FastMap as HashMap;
 use pigeon_core::{Ordinal, PlatformSet};
 use pigeon_store::DeviceRecord;
 use roaring::RoaringBitmap;
+use serde_json::Value;
 
 /// Most devices one alias may be bound to.
 pub const MAX_DEVICES_PER_ALIAS: u64 = 10;
@@ -48,7 +50,8 @@ impl Engine {
         devices.record(ordinal).cloned()
     }
 
-    fn ordinals_of(
+    /// The devices of an app with these registration ids, and the ids that are none.
+    pub fn ordinals_of(
         &self,
         app: &AppState,
         registration_ids: &[String],
@@ -62,6 +65,37 @@ impl Engine {
                 None => unknown.push(rid.clone()),
             }
         }
+        (found, unknown)
+    }
+
+    /// The devices of an app with these APNs device tokens (hex, any case), and the tokens
+    /// no device has.
+    pub fn ordinals_by_apns_token(
+        &self,
+        app: &AppState,
+        tokens: &[String],
+    ) -> (Vec<Ordinal>, Vec<String>) {
+        let wanted: HashMap<String, usize> = tokens
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (t.to_ascii_lowercase(), i))
+            .collect();
+        let mut seen = vec![false; tokens.len()];
+        let mut found = Vec::new();
+        let devices = app.devices.read();
+        for record in devices.records.iter().flatten() {
+            let token = record.push_tokens.get("apns").and_then(Value::as_str);
+            if let Some(&i) = token.and_then(|t| wanted.get(&t.to_ascii_lowercase())) {
+                seen[i] = true;
+                found.push(record.ordinal);
+            }
+        }
+        let unknown = tokens
+            .iter()
+            .zip(seen)
+            .filter(|(_, seen)| !seen)
+            .map(|(t, _)| t.clone())
+            .collect();
         (found, unknown)
     }
 

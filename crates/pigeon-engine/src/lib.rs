@@ -17,11 +17,11 @@ mod session;
 pub use app::AppState;
 pub use ids::{hash_secret, is_app_credential, new_registration_id, now_ms, random_alnum, uuid_v4};
 pub use live::LivePush;
-pub use session::Session;
+pub use session::{Notice, Session};
 
 use parking_lot::RwLock;
 use pigeon_core::FastMap as HashMap;
-use pigeon_core::{Ordinal, Platform, PlatformSet, Push};
+use pigeon_core::{BadgeOp, Ordinal, Platform, PlatformSet, Push};
 use pigeon_store::{AppRecord, DeviceEvent, DeviceRecord, GroupRecord, Storage, StoreError};
 use roaring::RoaringBitmap;
 use serde_json::{Map, Value};
@@ -145,6 +145,12 @@ impl Engine {
                 d.apply(rec);
             }
         }
+        app.badges.lock().counts = self
+            .store
+            .load_badges(&app.app_key)
+            .await?
+            .into_iter()
+            .collect();
         let pushes = self.store.load_live_pushes(&app.app_key, now_ms()).await?;
         let mut complete = Vec::new();
         {
@@ -555,7 +561,7 @@ impl Engine {
         let presence = app.presence.lock();
         for ordinal in (&sent & &presence.online).iter() {
             if let Some(session) = presence.sessions.get(&ordinal) {
-                session.revoke(msg_id);
+                session.notify(Notice::Revoke(msg_id));
             }
         }
         Ok(())
@@ -629,6 +635,59 @@ impl Engine {
         let mut endpoints = app.callbacks.write();
         if !endpoints.iter().any(|e| e.id == endpoint.id) {
             endpoints.push(endpoint);
+        }
+        Ok(())
+    }
+
+    /// The badge number a device on `platform` shows with this push, if the push changes
+    /// badges there. The first time the push is written to the device its change is applied
+    /// to the number the server keeps for the device; a push written again (redelivered)
+    /// shows the number as it is.
+    pub fn badge_for(
+        &self,
+        app: &AppState,
+        ordinal: Ordinal,
+        platform: Platform,
+        push: &LivePush,
+    ) -> Option<u32> {
+        let op = push.badge_op(platform)?;
+        let mut badges = app.badges.lock();
+        let current = badges.get(ordinal);
+        if push.was_sent_to(ordinal) {
+            return Some(current);
+        }
+        let badge = op.apply(current);
+        badges.set(ordinal, badge);
+        Some(badge)
+    }
+
+    /// Changes the badge number of devices (`POST /v3/devices/badge`): durable when it
+    /// returns, and connected devices are sent their new number (`badge`).
+    pub async fn change_badges(
+        &self,
+        app: &AppState,
+        ordinals: &[Ordinal],
+        op: BadgeOp,
+    ) -> Result<(), EngineError> {
+        let changed: Vec<(Ordinal, u32)> = {
+            let mut badges = app.badges.lock();
+            ordinals
+                .iter()
+                .map(|&o| {
+                    let badge = op.apply(badges.get(o));
+                    badges.set(o, badge);
+                    (o, badge)
+                })
+                .collect()
+        };
+        self.store
+            .save_badges(&app.app_key, changed.clone())
+            .await?;
+        let presence = app.presence.lock();
+        for (ordinal, badge) in changed {
+            if let Some(session) = presence.sessions.get(&ordinal) {
+                session.notify(Notice::Badge(badge));
+            }
         }
         Ok(())
     }
@@ -796,6 +855,12 @@ impl Engine {
         // behind one long write.
         // The events go with the first chunk: never after the state they report, at worst
         // before (a crash then means a redelivery, reported again; receivers dedupe).
+        for app in self.apps() {
+            let badges = app.badges.lock().take_changed();
+            if !badges.is_empty() {
+                self.store.save_badges(&app.app_key, badges).await?;
+            }
+        }
         let wrote_events = !reports.is_empty();
         tracing::debug!(events = reports.len(), pushes = batch.len(), "checkpoint");
         if batch.is_empty() && wrote_events {

@@ -2,7 +2,7 @@
 
 use bytes::Bytes;
 use parking_lot::Mutex;
-use pigeon_core::{Ordinal, Platform, Push};
+use pigeon_core::{BadgeOp, Ordinal, Platform, Push};
 use pigeon_store::Checkpoint;
 use roaring::RoaringBitmap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -22,6 +22,8 @@ pub struct LivePush {
     recalled: AtomicBool,
     /// The frame each platform's devices get, encoded once by whoever sends it.
     frames: [OnceLock<Bytes>; Platform::ALL.len()],
+    /// How it changes the badge of each platform's devices.
+    badge_ops: [Option<BadgeOp>; Platform::ALL.len()],
 }
 
 impl LivePush {
@@ -32,6 +34,7 @@ impl LivePush {
         delivered: RoaringBitmap,
     ) -> LivePush {
         LivePush {
+            badge_ops: Platform::ALL.map(|p| push.badge_op(p)),
             push,
             audience,
             sent: Mutex::new(sent),
@@ -48,6 +51,16 @@ impl LivePush {
 
     pub fn expires_ms(&self) -> u64 {
         self.push.expires_ms()
+    }
+
+    /// How it changes the badge of a device on `platform`, if it does.
+    pub fn badge_op(&self, platform: Platform) -> Option<BadgeOp> {
+        self.badge_ops[platform as usize]
+    }
+
+    /// Whether it was written to `ordinal` over Pigeon's own connection.
+    pub fn was_sent_to(&self, ordinal: Ordinal) -> bool {
+        self.sent.lock().contains(ordinal)
     }
 
     /// Whether `ordinal` acked this push.

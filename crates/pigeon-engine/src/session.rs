@@ -15,6 +15,15 @@ use tokio::sync::Notify;
 /// stall the fan-out: the push stays in the offline store and the connection resyncs.
 pub const SESSION_QUEUE: usize = 128;
 
+/// Something to tell a connected device besides a push.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Notice {
+    /// A push it got was recalled (`revoke`).
+    Revoke(u64),
+    /// Its app-icon badge is now this number (`badge`).
+    Badge(u32),
+}
+
 /// The engine's handle on one connection.
 #[derive(Clone)]
 pub struct SessionHandle {
@@ -28,8 +37,8 @@ pub struct Shared {
     queue: Mutex<VecDeque<Arc<LivePush>>>,
     /// Set when a live push did not fit the queue: look in the offline store again.
     resync: AtomicBool,
-    /// Recalled pushes the device got, to tell it of (`revoke`).
-    revokes: Mutex<Vec<u64>>,
+    /// What to tell the device besides pushes (`revoke`, `badge`), oldest first.
+    notices: Mutex<Vec<Notice>>,
     /// Close code requested by the engine (0 = none).
     close_code: AtomicU16,
     close_reason: Mutex<String>,
@@ -41,7 +50,7 @@ impl SessionHandle {
         let shared = Arc::new(Shared {
             queue: Mutex::new(VecDeque::new()),
             resync: AtomicBool::new(false),
-            revokes: Mutex::new(Vec::new()),
+            notices: Mutex::new(Vec::new()),
             close_code: AtomicU16::new(0),
             close_reason: Mutex::new(String::new()),
             wake: Notify::new(),
@@ -66,9 +75,9 @@ impl SessionHandle {
         self.shared.wake.notify_one();
     }
 
-    /// Tells the device that a push it got was recalled.
-    pub(crate) fn revoke(&self, msg_id: u64) {
-        self.shared.revokes.lock().push(msg_id);
+    /// Tells the device something besides a push.
+    pub(crate) fn notify(&self, notice: Notice) {
+        self.shared.notices.lock().push(notice);
         self.shared.wake.notify_one();
     }
 
@@ -108,14 +117,14 @@ impl Session {
         std::mem::take(&mut *self.shared.queue.lock())
     }
 
-    /// Whether recalled pushes wait to be revoked on the device.
-    pub fn has_revokes(&self) -> bool {
-        !self.shared.revokes.lock().is_empty()
+    /// Whether notices wait to be told to the device.
+    pub fn has_notices(&self) -> bool {
+        !self.shared.notices.lock().is_empty()
     }
 
-    /// Takes the recalled pushes to revoke on the device.
-    pub fn take_revokes(&self) -> Vec<u64> {
-        std::mem::take(&mut *self.shared.revokes.lock())
+    /// Takes the notices to tell the device, oldest first.
+    pub fn take_notices(&self) -> Vec<Notice> {
+        std::mem::take(&mut *self.shared.notices.lock())
     }
 
     /// Takes the resync request, if any.

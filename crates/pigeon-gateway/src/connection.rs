@@ -15,7 +15,7 @@ use hyper_util::rt::TokioIo;
 use pigeon_core::error_json;
 use pigeon_core::names::check_name;
 use pigeon_engine::events::PresenceReason;
-use pigeon_engine::{now_ms, AppState, Engine, LivePush, Session};
+use pigeon_engine::{now_ms, AppState, Engine, LivePush, Notice, Session};
 use serde_json::{Map, Value};
 use std::future::poll_fn;
 use std::io;
@@ -394,8 +394,8 @@ impl Device {
                     }
                     // Boxed, as rare paths are here: their state would otherwise be part of
                     // every idle connection's future.
-                    if self.session.has_revokes() {
-                        Box::pin(self.send_revokes(conn)).await?;
+                    if self.session.has_notices() {
+                        Box::pin(self.send_notices(conn)).await?;
                     }
                     let now = now_ms();
                     let ordinal = self.session.ordinal;
@@ -428,13 +428,19 @@ impl Device {
         }
     }
 
-    /// Tells the device of recalled pushes it got (`revoke`), if there are any.
-    async fn send_revokes(&mut self, conn: &mut Conn) -> io::Result<()> {
-        let revokes = self.session.take_revokes();
-        self.inflight.retain(|m| !revokes.contains(m));
-        let frames: Vec<String> = revokes
+    /// Tells the device what the engine noted for it: recalled pushes it got (`revoke`), its
+    /// badge number (`badge`).
+    async fn send_notices(&mut self, conn: &mut Conn) -> io::Result<()> {
+        let notices = self.session.take_notices();
+        let frames: Vec<String> = notices
             .iter()
-            .map(|m| format!(r#"{{"op":"revoke","msg_id":"{m}"}}"#))
+            .map(|n| match *n {
+                Notice::Revoke(m) => {
+                    self.inflight.retain(|x| *x != m);
+                    format!(r#"{{"op":"revoke","msg_id":"{m}"}}"#)
+                }
+                Notice::Badge(b) => format!(r#"{{"op":"badge","badge":{b}}}"#),
+            })
             .collect();
         let parts: Vec<(u8, &[u8])> = frames.iter().map(|f| (OP_TEXT, f.as_bytes())).collect();
         conn.send(&parts).await
@@ -447,10 +453,17 @@ impl Device {
         if pushes.len() > room {
             self.backlog = true;
         }
+        let ordinal = self.session.ordinal;
         let frames: Vec<_> = pushes
             .iter()
             .take(room)
-            .map(|p| p.frame(platform, |push| crate::encode_push(push, platform)))
+            .map(|p| {
+                let frame = p.frame(platform, |push| crate::encode_push(push, platform));
+                match self.engine.badge_for(&self.app, ordinal, platform, p) {
+                    Some(badge) => frames::with_badge(&frame, badge),
+                    None => frame,
+                }
+            })
             .collect();
         if frames.is_empty() {
             return Ok(());

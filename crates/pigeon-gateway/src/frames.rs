@@ -25,6 +25,18 @@ pub fn encode_push(push: &Push, platform: Platform) -> Bytes {
     Bytes::from(Value::Object(frame).to_string())
 }
 
+/// A push frame with this device's `badge` number: the shared frame, the number spliced in
+/// before its closing brace (badges differ per device; the rest of the frame does not).
+pub fn with_badge(frame: &Bytes, badge: u32) -> Bytes {
+    let Some(body) = frame.strip_suffix(b"}") else {
+        return frame.clone();
+    };
+    let mut out = Vec::with_capacity(frame.len() + 16);
+    out.extend_from_slice(body);
+    out.extend_from_slice(format!(r#","badge":{badge}}}"#).as_bytes());
+    Bytes::from(out)
+}
+
 pub fn welcome(heartbeat_s: u64, server_time_ms: u64, pending: usize) -> String {
     json!({"op": "welcome", "heartbeat_s": heartbeat_s, "server_time_ms": server_time_ms, "pending": pending})
         .to_string()
@@ -43,3 +55,18 @@ pub fn ok(seq: &Value) -> String {
 }
 
 pub const PONG: &str = r#"{"op":"pong"}"#;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_badge_is_spliced_into_the_shared_frame() {
+        let frame = Bytes::from_static(br#"{"op":"push","msg_id":"7","notify_id":"7"}"#);
+        let v: Value = serde_json::from_slice(&with_badge(&frame, 3)).unwrap();
+        assert_eq!(
+            v,
+            json!({"op": "push", "msg_id": "7", "notify_id": "7", "badge": 3})
+        );
+    }
+}

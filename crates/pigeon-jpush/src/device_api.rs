@@ -10,6 +10,7 @@ use axum::body::Body;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
 use pigeon_core::names::check_name;
+use pigeon_core::{BadgeOp, MAX_BADGE};
 use pigeon_engine::devices::{DeviceEdit, Presence, TagEdit};
 use serde_json::{json, Map, Value};
 
@@ -214,6 +215,65 @@ pub async fn device_status(State(s): State<JPush>, headers: HeaderMap, body: Bod
         out.insert(rid.clone(), entry);
     }
     Ok(json_response(StatusCode::OK, &Value::Object(out)))
+}
+
+/// `POST /v3/devices/badge` (a Pigeon extension with the semantics of Getui's
+/// setBadgeForCID and setBadgeForDeviceToken): `{"registration_ids": [..], "badge": "+1"}` or
+/// `{"device_tokens": [..], "badge": "5"}`; connected devices get the `badge` op.
+pub async fn set_badge(State(s): State<JPush>, headers: HeaderMap, body: Body) -> ApiResult {
+    let app = authenticate(&s.engine, &headers, F).await?;
+    let body = read_json(body, F).await?;
+    let op = body
+        .get("badge")
+        .filter(|b| b.is_string() || b.is_number())
+        .and_then(BadgeOp::parse)
+        .ok_or_else(|| {
+            ApiError::invalid(
+                F,
+                format!("badge must be \"N\", \"+N\" or \"-N\" with N in 0..={MAX_BADGE}"),
+            )
+        })?;
+    let (key, what) = match (body.get("registration_ids"), body.get("device_tokens")) {
+        (Some(_), None) => ("registration_ids", "registration id"),
+        (None, Some(_)) => ("device_tokens", "APNs device token"),
+        _ => {
+            return Err(ApiError::invalid(
+                F,
+                "give either registration_ids or device_tokens (not both)",
+            ))
+        }
+    };
+    let ids = string_list(&body, key, MAX_IDS, F)?;
+    if ids.is_empty() {
+        return Err(ApiError::invalid(
+            F,
+            format!("{key} must list 1 to {MAX_IDS} ids"),
+        ));
+    }
+    let (ordinals, unknown) = if key == "registration_ids" {
+        s.engine.ordinals_of(&app, &ids)
+    } else {
+        s.engine.ordinals_by_apns_token(&app, &ids)
+    };
+    if !unknown.is_empty() {
+        return Err(ApiError::invalid(
+            F,
+            format!("no device of this app has the {what} {:?}", unknown[0]),
+        )
+        .with(
+            if key == "registration_ids" {
+                "illegal_rids"
+            } else {
+                "illegal_tokens"
+            },
+            json!(unknown),
+        ));
+    }
+    s.engine
+        .change_badges(&app, &ordinals, op)
+        .await
+        .map_err(|e| ApiError::engine(F, e))?;
+    Ok(json_response(StatusCode::OK, &json!({})))
 }
 
 fn checked_alias(alias: &str) -> Result<(), ApiError> {

@@ -71,6 +71,7 @@ routes! {
     delete "/v3/files/{file_id}" => file_api::delete, "File", "Delete a file", query [], body false;
     post "/v3/push/batch/regid/single" => push_api::batch_regid, "Push", "Batch of single pushes by registration id", query [], body true;
     post "/v3/push/batch/alias/single" => push_api::batch_alias, "Push", "Batch of single pushes by alias", query [], body true;
+    post "/v3/devices/badge" => device_api::set_badge, "Device", "Set, raise or lower the badge number of devices (Pigeon extension)", query [], body true;
     post "/v3/devices/status" => device_api::device_status, "Device", "Online status of devices", query [], body true;
     get "/v3/devices/{registration_id}" => device_api::get_device, "Device", "Tags, alias and mobile of a device", query [], body false;
     post "/v3/devices/{registration_id}" => device_api::set_device, "Device", "Set or clear tags, alias and mobile of a device", query [], body true;

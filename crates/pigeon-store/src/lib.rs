@@ -106,6 +106,10 @@ pub trait Storage: Send + Sync + 'static {
     fn load_push(&self, app_key: &str, msg_id: u64) -> StoreFuture<'_, Option<StoredPush>>;
     /// The devices that reported a click on a push.
     fn clicked(&self, app_key: &str, msg_id: u64) -> StoreFuture<'_, Vec<u32>>;
+    /// The badge number of every device of an app that has one: (ordinal, badge).
+    fn load_badges(&self, app_key: &str) -> StoreFuture<'_, Vec<(u32, u32)>>;
+    /// Records devices' badge numbers: (ordinal, badge).
+    fn save_badges(&self, app_key: &str, badges: Vec<(u32, u32)>) -> StoreFuture<'_, ()>;
     /// Pushes of an app still deliverable at `now_ms`, oldest first, with who has acked them.
     fn load_live_pushes(&self, app_key: &str, now_ms: u64) -> StoreFuture<'_, Vec<StoredPush>>;
     /// The highest msg_id ever stored (0 if none).

@@ -102,6 +102,13 @@ CREATE TABLE IF NOT EXISTS callback_event_chunks (
 );
 CREATE INDEX IF NOT EXISTS callback_event_chunks_by_target
     ON callback_event_chunks (app_key, endpoint_id, command, last_id);
+-- The app-icon badge number the server keeps for each device that has one.
+CREATE TABLE IF NOT EXISTS device_badges (
+    app_key TEXT NOT NULL,
+    ordinal INTEGER NOT NULL,
+    badge INTEGER NOT NULL,
+    PRIMARY KEY (app_key, ordinal)
+);
 -- The last event id handed out: ids are never used twice, even after their events are pruned.
 CREATE TABLE IF NOT EXISTS callback_event_ids (last_id INTEGER NOT NULL);
 INSERT INTO callback_event_ids (last_id)
@@ -1131,6 +1138,30 @@ impl Storage for SqliteStore {
                 Some(r) => Ok(Some(stored_push_from_row(r)?)),
                 None => Ok(None),
             }
+        }))
+    }
+
+    fn load_badges(&self, app_key: &str) -> StoreFuture<'_, Vec<(u32, u32)>> {
+        let app_key = app_key.to_string();
+        Box::pin(self.read(move |c| {
+            let mut st =
+                c.prepare_cached("SELECT ordinal, badge FROM device_badges WHERE app_key = ?1")?;
+            let rows = st.query_map([app_key], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            Ok(rows.collect::<Result<Vec<(u32, u32)>, _>>()?)
+        }))
+    }
+
+    fn save_badges(&self, app_key: &str, badges: Vec<(u32, u32)>) -> StoreFuture<'_, ()> {
+        let app_key = app_key.to_string();
+        Box::pin(self.write(move |c| {
+            let mut st = c.prepare_cached(
+                "INSERT INTO device_badges (app_key, ordinal, badge) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (app_key, ordinal) DO UPDATE SET badge = excluded.badge",
+            )?;
+            for (ordinal, badge) in badges {
+                st.execute(params![app_key, ordinal, badge])?;
+            }
+            Ok(())
         }))
     }
 

@@ -127,6 +127,10 @@ pub struct PushOptions {
     pub notify_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub big_push_duration: Option<u64>,
+    /// How long its paced delivery lasts in ms: `big_push_duration` as the engine resolved it
+    /// when it accepted the push (kept, so a restart resumes the same pace).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pace_ms: Option<u64>,
     #[serde(default, skip_serializing_if = "Map::is_empty")]
     pub other: Map<String, Value>,
 }
@@ -141,6 +145,7 @@ impl Default for PushOptions {
             override_msg_id: None,
             notify_id: None,
             big_push_duration: None,
+            pace_ms: None,
             other: Map::new(),
         }
     }

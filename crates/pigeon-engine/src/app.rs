@@ -97,6 +97,8 @@ pub(crate) struct Live {
     by_device: HashMap<Ordinal, Vec<u64>>,
     /// Wider pushes.
     wide: BTreeSet<u64>,
+    /// Paced pushes still releasing targets.
+    paced: BTreeSet<u64>,
 }
 
 impl Live {
@@ -111,7 +113,39 @@ impl Live {
         } else {
             self.wide.insert(msg_id);
         }
+        if push.is_paced() && push.released(crate::now_ms()) < push.audience.len() {
+            self.paced.insert(msg_id);
+        }
         self.pushes.insert(msg_id, push);
+    }
+
+    /// The paced pushes still releasing targets at `now_ms`, each with the targets
+    /// released since it was last asked; those done releasing are dropped from the list.
+    pub fn pace(&mut self, now_ms: u64) -> Vec<(Arc<LivePush>, RoaringBitmap)> {
+        let mut out = Vec::new();
+        let mut done = Vec::new();
+        for msg_id in &self.paced {
+            let Some(push) = self.pushes.get(msg_id) else {
+                done.push(*msg_id);
+                continue;
+            };
+            if push.is_recalled() || push.released(now_ms) >= push.audience.len() {
+                done.push(*msg_id);
+            }
+            let fresh = push.newly_released(now_ms);
+            if !fresh.is_empty() && !push.is_recalled() {
+                out.push((push.clone(), fresh));
+            }
+        }
+        for msg_id in done {
+            self.paced.remove(&msg_id);
+        }
+        out
+    }
+
+    /// How many paced pushes are still releasing targets.
+    pub fn paced_running(&self) -> usize {
+        self.paced.len()
     }
 
     pub fn get(&self, msg_id: u64) -> Option<&Arc<LivePush>> {
@@ -120,6 +154,7 @@ impl Live {
 
     /// Drops a push that has nothing left to deliver.
     pub fn retire(&mut self, msg_id: u64) {
+        self.paced.remove(&msg_id);
         let Some(push) = self.pushes.remove(&msg_id) else {
             return;
         };
@@ -160,6 +195,7 @@ impl Live {
             .collect();
         for p in &expired {
             self.pushes.remove(&p.msg_id());
+            self.paced.remove(&p.msg_id());
             if !self.wide.remove(&p.msg_id()) {
                 for ordinal in p.audience.iter() {
                     self.delivered(p.msg_id(), ordinal);
@@ -265,10 +301,19 @@ impl AppState {
         self.live.read().get(msg_id).cloned()
     }
 
-    /// Offers a push to every connected device in its audience.
+    /// Offers a push to every connected device in its audience (of a paced push, only to
+    /// those its pace has reached; the pacer offers it to the others as it reaches them).
     pub(crate) fn fan_out(&self, push: &Arc<LivePush>) -> u64 {
+        if push.is_paced() {
+            return self.offer(push, &push.newly_released(crate::now_ms()));
+        }
+        self.offer(push, &push.audience)
+    }
+
+    /// Offers a push to the connected devices among `ordinals`.
+    pub(crate) fn offer(&self, push: &Arc<LivePush>, ordinals: &RoaringBitmap) -> u64 {
         let presence = self.presence.lock();
-        let targets = &push.audience & &presence.online;
+        let targets = ordinals & &presence.online;
         for ordinal in targets.iter() {
             if let Some(session) = presence.sessions.get(&ordinal) {
                 session.offer(push);
@@ -358,6 +403,38 @@ mod tests {
             !live.by_device.contains_key(&999),
             "wide pushes are not listed per device"
         );
+    }
+
+    #[test]
+    fn a_paced_push_releases_its_targets_in_order_evenly_over_its_pace() {
+        let now = crate::now_ms();
+        let mut p = Push::clone(&push(1, [0]).push);
+        p.sent_ms = now - 500;
+        p.options.pace_ms = Some(1000);
+        let paced = Arc::new(LivePush::new(
+            p,
+            (0..100).collect(),
+            RoaringBitmap::new(),
+            RoaringBitmap::new(),
+        ));
+        assert!(paced.is_paced());
+        assert_eq!(paced.released(now), 50);
+        assert!(paced.is_released_for(49, now) && !paced.is_released_for(50, now));
+        // What was released before it was made (a restart) is not offered again.
+        assert!(paced.newly_released(now).is_empty());
+        let next = paced.newly_released(now + 250);
+        assert_eq!(
+            next.iter().collect::<Vec<_>>(),
+            (50..75).collect::<Vec<_>>()
+        );
+        assert_eq!(paced.released(now + 10_000), 100);
+        let mut live = Live::default();
+        live.insert(paced.clone());
+        assert_eq!(live.paced_running(), 1);
+        let offered = live.pace(now + 10_000);
+        assert_eq!(offered[0].1.len(), 25);
+        assert_eq!(live.paced_running(), 0, "done releasing");
+        assert!(!push(2, 0..10).is_paced());
     }
 
     #[test]

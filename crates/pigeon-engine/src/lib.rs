@@ -38,6 +38,10 @@ pub const DEFAULT_EXPIRED_GRACE_MS: u64 = 60_000;
 /// How often who-acked-what is checkpointed to storage. Acks younger than this are lost in a
 /// crash, which means a redelivery: the protocol is at least once.
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(100);
+/// Most paced pushes (`big_push_duration`) an app may have releasing targets at once.
+pub const MAX_PACED_PER_APP: usize = 20;
+/// How often paced pushes are offered to the devices their pace has reached since.
+const PACE_TICK: Duration = Duration::from_millis(50);
 
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
@@ -59,6 +63,8 @@ pub enum EngineError {
     UnknownPush(u64),
     #[error("push {0} was already recalled")]
     AlreadyRecalled(u64),
+    #[error("at most {MAX_PACED_PER_APP} paced pushes (big_push_duration) may run at once")]
+    TooManyPaced,
     #[error(transparent)]
     Storage(#[from] StoreError),
 }
@@ -102,6 +108,8 @@ pub struct Engine {
     rate_window_ms: AtomicU64,
     expired_grace_ms: AtomicU64,
     recall_window_ms: AtomicU64,
+    /// How long one minute of `big_push_duration` lasts (shortened in tests).
+    pacing_minute_ms: AtomicU64,
     /// Woken when the delivery checkpoint wrote callback events, so the dispatcher takes
     /// them at once instead of at its next look.
     events_written: tokio::sync::Notify,
@@ -123,12 +131,14 @@ impl Engine {
             rate_window_ms: AtomicU64::new(limits::DEFAULT_WINDOW_MS),
             expired_grace_ms: AtomicU64::new(DEFAULT_EXPIRED_GRACE_MS),
             recall_window_ms: AtomicU64::new(24 * 3600 * 1000),
+            pacing_minute_ms: AtomicU64::new(60_000),
         });
         for app in store.list_apps().await? {
             engine.load_app(app).await?;
         }
         tokio::spawn(checkpoint_delivered(Arc::downgrade(&engine)));
         tokio::spawn(evict_expired(Arc::downgrade(&engine)));
+        tokio::spawn(pace_forever(Arc::downgrade(&engine)));
         tokio::spawn(limits::refresh_app_config_forever(Arc::downgrade(&engine)));
         Ok(engine)
     }
@@ -413,6 +423,13 @@ impl Engine {
         let audience = self.resolve(app, &push);
         if audience.is_empty() {
             return Err(EngineError::NoTarget);
+        }
+        if let Some(minutes) = push.options.big_push_duration.filter(|m| *m > 0) {
+            let minute = self.pacing_minute_ms.load(Ordering::Relaxed);
+            push.options.pace_ms = Some(minutes.saturating_mul(minute));
+            if app.live.read().paced_running() >= MAX_PACED_PER_APP {
+                return Err(EngineError::TooManyPaced);
+            }
         }
         let overridden = match push.options.override_msg_id {
             Some(old) => {
@@ -798,6 +815,12 @@ impl Engine {
         self.recall_window_ms.store(ms, Ordering::Relaxed);
     }
 
+    /// How long one minute of `big_push_duration` lasts: a minute, except in tests.
+    pub fn set_pacing_minute(&self, minute: Duration) {
+        let ms = u64::try_from(minute.as_millis()).unwrap_or(u64::MAX).max(1);
+        self.pacing_minute_ms.store(ms, Ordering::Relaxed);
+    }
+
     pub(crate) fn expired_grace_ms(&self) -> u64 {
         self.expired_grace_ms.load(Ordering::Relaxed)
     }
@@ -930,6 +953,24 @@ async fn checkpoint_delivered(engine: std::sync::Weak<Engine>) {
         };
         if let Err(e) = engine.checkpoint().await {
             tracing::error!(error = %e, "could not checkpoint deliveries");
+        }
+    }
+}
+
+/// Offers paced pushes to the connected devices their pace reached since the last tick.
+async fn pace_forever(engine: std::sync::Weak<Engine>) {
+    let mut tick = tokio::time::interval(PACE_TICK);
+    loop {
+        tick.tick().await;
+        let Some(engine) = engine.upgrade() else {
+            return;
+        };
+        let now = now_ms();
+        for app in engine.apps() {
+            let released = app.live.write().pace(now);
+            for (push, ordinals) in released {
+                app.offer(&push, &ordinals);
+            }
         }
     }
 }

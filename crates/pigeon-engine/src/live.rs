@@ -5,7 +5,7 @@ use parking_lot::Mutex;
 use pigeon_core::{BadgeOp, Ordinal, Platform, Push};
 use pigeon_store::Checkpoint;
 use roaring::RoaringBitmap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::OnceLock;
 
 /// A push that is still deliverable, with its resolved audience and who has acked it.
@@ -24,6 +24,9 @@ pub struct LivePush {
     frames: [OnceLock<Bytes>; Platform::ALL.len()],
     /// How it changes the badge of each platform's devices.
     badge_ops: [Option<BadgeOp>; Platform::ALL.len()],
+    /// A paced push: how many of its targets (in ordinal order) were offered to connected
+    /// devices so far.
+    paced_offered: AtomicU64,
 }
 
 impl LivePush {
@@ -33,8 +36,11 @@ impl LivePush {
         sent: RoaringBitmap,
         delivered: RoaringBitmap,
     ) -> LivePush {
+        let now = crate::now_ms();
+        let released = released(&push, audience.len(), now);
         LivePush {
             badge_ops: Platform::ALL.map(|p| push.badge_op(p)),
+            paced_offered: AtomicU64::new(released),
             push,
             audience,
             sent: Mutex::new(sent),
@@ -74,7 +80,42 @@ impl LivePush {
         self.expires_ms() > now_ms
             && !self.is_recalled()
             && self.audience.contains(ordinal)
+            && self.is_released_for(ordinal, now_ms)
             && !self.is_delivered_to(ordinal)
+    }
+
+    /// Whether it is paced (`big_push_duration`).
+    pub fn is_paced(&self) -> bool {
+        self.push.options.pace_ms.is_some_and(|d| d > 0)
+    }
+
+    /// How many of its targets its pace lets it reach by `now_ms` (all if not paced).
+    pub fn released(&self, now_ms: u64) -> u64 {
+        released(&self.push, self.audience.len(), now_ms)
+    }
+
+    /// Whether its pace has reached `ordinal` by `now_ms`: targets are released in ordinal
+    /// order, evenly over the pace, so this follows from the push alone (also after a
+    /// restart).
+    pub fn is_released_for(&self, ordinal: Ordinal, now_ms: u64) -> bool {
+        !self.is_paced() || self.audience.rank(ordinal) <= self.released(now_ms)
+    }
+
+    /// The targets released since the last call, which connected devices should be offered;
+    /// empty for a push that is not paced.
+    pub(crate) fn newly_released(&self, now_ms: u64) -> RoaringBitmap {
+        let upto = self.released(now_ms);
+        let from = self.paced_offered.swap(upto, Ordering::AcqRel);
+        let mut out = RoaringBitmap::new();
+        if upto > from {
+            if let (Some(first), Some(last)) = (
+                self.audience.select(from as u32),
+                self.audience.select((upto - 1) as u32),
+            ) {
+                out.extend(self.audience.range(first..=last));
+            }
+        }
+        out
     }
 
     /// Marks `ordinal` delivered. Returns (newly delivered, first change since the last
@@ -132,12 +173,30 @@ impl LivePush {
     }
 }
 
+/// How many of a push's `targets` its pace lets it reach by `now_ms`.
+fn released(push: &Push, targets: u64, now_ms: u64) -> u64 {
+    match push.options.pace_ms {
+        Some(pace) if pace > 0 => {
+            let elapsed = now_ms.saturating_sub(push.sent_ms);
+            if elapsed >= pace {
+                targets
+            } else {
+                (u128::from(targets) * u128::from(elapsed) / u128::from(pace)) as u64
+            }
+        }
+        _ => targets,
+    }
+}
+
 impl LivePush {
     /// Whether a push that just arrived live should go to `ordinal` now: pending, or
     /// online-only (time_to_live 0, which never waits in the offline store) and not acked.
     pub fn is_live_for(&self, ordinal: Ordinal, now_ms: u64) -> bool {
         if self.push.options.time_to_live == 0 {
-            self.audience.contains(ordinal) && !self.is_delivered_to(ordinal) && !self.is_recalled()
+            self.audience.contains(ordinal)
+                && self.is_released_for(ordinal, now_ms)
+                && !self.is_delivered_to(ordinal)
+                && !self.is_recalled()
         } else {
             self.is_pending_for(ordinal, now_ms)
         }

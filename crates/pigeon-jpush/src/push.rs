@@ -552,6 +552,7 @@ fn parse_options(v: &Value) -> Checked<PushOptions> {
         override_msg_id: int("override_msg_id").map(|m| m as u64),
         notify_id: None,
         big_push_duration: int("big_push_duration").map(|m| m as u64),
+        pace_ms: None,
         other: Map::new(),
     };
     if let Some(tpc) = obj.get("third_party_channel") {

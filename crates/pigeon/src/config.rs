@@ -47,6 +47,8 @@ pub struct Config {
     pub expired_grace_ms: u64,
     /// How old a push may be and still be recalled, in seconds (a day, as JPush).
     pub recall_window_s: u64,
+    /// How long one minute of `big_push_duration` lasts, in ms: 60000; tests shorten it.
+    pub pacing_minute_ms: u64,
 }
 
 /// The `[callbacks]` section.
@@ -92,6 +94,7 @@ struct FileConfig {
     callbacks: Option<CallbacksConfig>,
     expired_grace_ms: Option<u64>,
     recall_window_s: Option<u64>,
+    pacing_minute_ms: Option<u64>,
 }
 
 impl Default for Config {
@@ -110,6 +113,7 @@ impl Default for Config {
             callbacks: CallbacksConfig::default(),
             expired_grace_ms: pigeon_engine::DEFAULT_EXPIRED_GRACE_MS,
             recall_window_s: 24 * 3600,
+            pacing_minute_ms: 60_000,
         }
     }
 }
@@ -162,6 +166,9 @@ impl Config {
             if let Some(v) = f.recall_window_s {
                 c.recall_window_s = v;
             }
+            if let Some(v) = f.pacing_minute_ms {
+                c.pacing_minute_ms = v;
+            }
         }
         for (key, value) in env {
             let bad = |what: &str| anyhow::anyhow!("{key}={value:?} is not {what}");
@@ -200,6 +207,9 @@ impl Config {
                 }
                 "PIGEON_RECALL_WINDOW_S" => {
                     c.recall_window_s = value.parse().map_err(|_| bad("a number"))?
+                }
+                "PIGEON_PACING_MINUTE_MS" => {
+                    c.pacing_minute_ms = value.parse().map_err(|_| bad("a number"))?
                 }
                 "PIGEON_EXPIRED_GRACE_MS" => {
                     c.expired_grace_ms = value.parse().map_err(|_| bad("a number"))?

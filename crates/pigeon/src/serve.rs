@@ -41,6 +41,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     engine.set_rate_window(Duration::from_secs(cfg.rate_limit_window_s));
     engine.set_expired_grace(Duration::from_millis(cfg.expired_grace_ms));
     engine.set_recall_window(Duration::from_secs(cfg.recall_window_s));
+    engine.set_pacing_minute(Duration::from_millis(cfg.pacing_minute_ms));
     let devices: u64 = engine.apps().iter().map(|a| a.device_count()).sum();
     tracing::info!(
         apps = engine.apps().len(),

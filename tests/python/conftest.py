@@ -27,9 +27,10 @@ def free_port():
 
 
 class Server:
-    def __init__(self, data, env=None):
+    def __init__(self, data, env=None, args=()):
         self.data = data
         self.extra_env = env or {}
+        self.extra_args = list(args)
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.proc = None
@@ -37,7 +38,8 @@ class Server:
     def start(self):
         env = dict(os.environ, RUST_LOG="warn", PIGEON_SQLITE_SYNCHRONOUS="normal", **self.extra_env)
         self.proc = subprocess.Popen(
-            [PIGEON, "serve", "--data", self.data, "--listen", f"127.0.0.1:{self.port}"], env=env)
+            [PIGEON, "serve", "--data", self.data, "--listen", f"127.0.0.1:{self.port}",
+             *self.extra_args], env=env)
         deadline = time.time() + 20
         while time.time() < deadline:
             try:

@@ -158,6 +158,13 @@ impl Push {
             .saturating_add(self.options.time_to_live.saturating_mul(1000))
     }
 
+    /// When its SMS fallback is due (`sms_message.delay_time` seconds after it was
+    /// accepted), if it has one.
+    pub fn sms_due_ms(&self) -> Option<u64> {
+        let delay_s = self.sms_message.as_ref()?.get("delay_time")?.as_u64()?;
+        Some(self.sent_ms.saturating_add(delay_s.saturating_mul(1000)))
+    }
+
     /// The id under which devices show its notification: notifications with the same one
     /// replace each other.
     pub fn notify_id(&self) -> String {

@@ -241,7 +241,44 @@ impl AppState {
     }
 }
 
+/// A mobile number as events show it: all but the last four digits masked.
+pub fn masked_mobile(mobile: &str) -> String {
+    let chars: Vec<char> = mobile.chars().collect();
+    let keep = chars.len().saturating_sub(4);
+    chars
+        .iter()
+        .enumerate()
+        .map(|(i, c)| if i < keep { '*' } else { *c })
+        .collect()
+}
+
 impl Engine {
+    /// `Sms.Result` for one SMS of a push's fallback, if the app wants it: `code` 0 sent,
+    /// else why not in `info`.
+    pub fn sms_result_event(
+        &self,
+        app: &AppState,
+        msg_id: u64,
+        registration_id: &str,
+        mobile: &str,
+        (code, info): (u32, &str),
+    ) -> Vec<NewEvent> {
+        if !app.wants(SMS_RESULT) {
+            return Vec::new();
+        }
+        vec![event(
+            app,
+            SMS_RESULT,
+            json!({
+                "MsgId": msg_id.to_string(),
+                "RegistrationId": registration_id,
+                "Mobile": masked_mobile(mobile),
+                "ErrCode": code,
+                "ErrInfo": info,
+            }),
+        )]
+    }
+
     /// `Push.Accepted` for a push just accepted, if the app wants it.
     pub(crate) fn accepted_event(
         &self,

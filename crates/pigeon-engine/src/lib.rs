@@ -614,6 +614,45 @@ impl Engine {
         Ok(old)
     }
 
+    /// The devices a push's SMS fallback goes to now: those it targeted that have not acked
+    /// it and have a mobile number bound, with the push's `sms_message`. `None` if the push
+    /// or its app is gone; no devices if it was recalled or overridden.
+    pub async fn sms_targets(
+        &self,
+        app_key: &str,
+        msg_id: u64,
+    ) -> Result<Option<(Arc<AppState>, Value, Vec<(Ordinal, String, String)>)>, EngineError> {
+        let Some(app) = self.app(app_key).await? else {
+            return Ok(None);
+        };
+        let (push, audience, delivered) = match app.live_push(msg_id) {
+            Some(live) => (live.push.clone(), live.audience.clone(), live.sets().1),
+            None => match self.store.load_push(app_key, msg_id).await? {
+                Some(p) => (p.push, p.audience, p.delivered),
+                None => return Ok(None),
+            },
+        };
+        let Some(sms) = push.sms_message.clone() else {
+            return Ok(None);
+        };
+        let stopped = self.store.recalled_at(msg_id).await?.is_some()
+            || self.store.overridden_by(msg_id).await?.is_some();
+        if stopped {
+            return Ok(Some((app, sms, Vec::new())));
+        }
+        let devices = app.devices.read();
+        let targets = (&audience - &delivered)
+            .iter()
+            .filter_map(|o| {
+                let record = devices.record(o)?;
+                let mobile = record.mobile.clone().filter(|m| !m.is_empty())?;
+                Some((o, record.registration_id.clone(), mobile))
+            })
+            .collect();
+        drop(devices);
+        Ok(Some((app, sms, targets)))
+    }
+
     /// Makes sure the push-level endpoint for a push's `callback.url` exists, so that the
     /// push's events can be addressed to it.
     async fn ensure_push_endpoint(&self, app: &AppState, url: &str) -> Result<(), EngineError> {

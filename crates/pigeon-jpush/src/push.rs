@@ -190,6 +190,7 @@ const SMS: Spec = &[
     ("temp_para", Object),
     ("signid", Int(0, i64::MAX)),
     ("active_filter", Bool),
+    ("content", StrMax(1000)),
 ];
 
 /// Longest `callback.url`.

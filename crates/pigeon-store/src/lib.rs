@@ -13,7 +13,7 @@ mod sqlite;
 pub use records::{
     batch_events_json, AppRecord, AppSettings, CallbackBatch, CallbackEndpoint, Checkpoint,
     DeviceEvent, DeviceRecord, FileRecord, GroupRecord, NewEvent, ScheduleRecord, ScheduleRun,
-    StoredEvent, StoredPush,
+    SmsSend, StoredEvent, StoredPush,
 };
 pub use sqlite::{SqliteStore, Synchronous};
 
@@ -228,6 +228,30 @@ pub trait Storage: Send + Sync + 'static {
     ) -> StoreFuture<'_, ()>;
     /// The firings of a schedule, oldest first.
     fn schedule_runs(&self, schedule_id: &str) -> StoreFuture<'_, Vec<ScheduleRun>>;
+
+    /// Pushes whose SMS fallback is due by `now_ms` (msg_id, app_key), oldest first. A
+    /// push with `sms_message` gets its timer in the transaction that stores it; recalling
+    /// or overriding it drops the timer and its unsent SMS.
+    fn due_sms_jobs(&self, now_ms: u64, limit: usize) -> StoreFuture<'_, Vec<(u64, String)>>;
+    /// Replaces a push's SMS timer by the SMS it comes to, in one transaction.
+    fn expand_sms_job(&self, msg_id: u64, sends: Vec<SmsSend>) -> StoreFuture<'_, ()>;
+    /// SMS due to be sent (or tried again) by `now_ms`.
+    fn due_sms_sends(&self, now_ms: u64, limit: usize) -> StoreFuture<'_, Vec<SmsSend>>;
+    /// An SMS is done with (sent, or given up): forgotten, with the events that report it.
+    fn finish_sms_send(
+        &self,
+        msg_id: u64,
+        ordinal: u32,
+        events: Vec<NewEvent>,
+    ) -> StoreFuture<'_, ()>;
+    /// An SMS try failed: when to try again.
+    fn retry_sms_send(
+        &self,
+        msg_id: u64,
+        ordinal: u32,
+        attempts: u32,
+        next_ms: u64,
+    ) -> StoreFuture<'_, ()>;
 
     /// Waits until everything written so far is durable, then stops the writer.
     fn close(&self) -> StoreFuture<'_, ()>;

@@ -178,6 +178,22 @@ impl CallbackEndpoint {
     }
 }
 
+/// One SMS of a push's fallback, to one device's mobile number, waiting to be sent.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SmsSend {
+    pub msg_id: u64,
+    pub ordinal: u32,
+    pub app_key: String,
+    pub registration_id: String,
+    pub mobile: String,
+    /// The push's `sms_message` as JSON text.
+    pub sms: String,
+    /// Tries so far.
+    pub attempts: u32,
+    /// When it is due (again).
+    pub next_ms: u64,
+}
+
 /// An event waiting in the outbox, as the engine records it.
 #[derive(Clone, Debug, PartialEq)]
 pub struct NewEvent {

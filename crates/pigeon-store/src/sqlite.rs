@@ -3,7 +3,7 @@
 use crate::{
     batch_events_json, AppRecord, AppSettings, CallbackBatch, CallbackEndpoint, Checkpoint,
     DeviceEvent, DeviceRecord, FileRecord, GroupRecord, NewEvent, ScheduleRecord, ScheduleRun,
-    Storage, StoreError, StoreFuture, StoreResult, StoredEvent, StoredPush,
+    SmsSend, Storage, StoreError, StoreFuture, StoreResult, StoredEvent, StoredPush,
 };
 use pigeon_core::{Platform, Push};
 use roaring::RoaringBitmap;
@@ -102,6 +102,25 @@ CREATE TABLE IF NOT EXISTS callback_event_chunks (
 );
 CREATE INDEX IF NOT EXISTS callback_event_chunks_by_target
     ON callback_event_chunks (app_key, endpoint_id, command, last_id);
+-- SMS fallback: a timer per push with sms_message, then the SMS it came to, one per device.
+CREATE TABLE IF NOT EXISTS sms_jobs (
+    msg_id INTEGER PRIMARY KEY,
+    app_key TEXT NOT NULL,
+    due_ms INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS sms_jobs_by_due ON sms_jobs (due_ms);
+CREATE TABLE IF NOT EXISTS sms_sends (
+    msg_id INTEGER NOT NULL,
+    ordinal INTEGER NOT NULL,
+    app_key TEXT NOT NULL,
+    registration_id TEXT NOT NULL,
+    mobile TEXT NOT NULL,
+    sms TEXT NOT NULL,
+    attempts INTEGER NOT NULL,
+    next_ms INTEGER NOT NULL,
+    PRIMARY KEY (msg_id, ordinal)
+);
+CREATE INDEX IF NOT EXISTS sms_sends_by_next ON sms_sends (next_ms);
 -- The app-icon badge number the server keeps for each device that has one.
 CREATE TABLE IF NOT EXISTS device_badges (
     app_key TEXT NOT NULL,
@@ -652,6 +671,15 @@ fn device_from_row(app_key: &Arc<str>, r: &rusqlite::Row<'_>) -> StoreResult<Dev
 }
 
 /// Appends events to the outbox, in the caller's transaction.
+/// Drops a push's SMS fallback that has not gone out: its timer and its unsent SMS.
+fn drop_sms(c: &Connection, msg_id: u64) -> StoreResult<()> {
+    c.prepare_cached("DELETE FROM sms_jobs WHERE msg_id = ?1")?
+        .execute([to_i64(msg_id)])?;
+    c.prepare_cached("DELETE FROM sms_sends WHERE msg_id = ?1")?
+        .execute([to_i64(msg_id)])?;
+    Ok(())
+}
+
 /// Most events in one outbox row: a reader of a few events reads at most this many.
 const CHUNK_EVENTS: usize = 500;
 
@@ -945,6 +973,7 @@ impl Storage for SqliteStore {
         let cid = push.cid.clone();
         let schedule = push.schedule.clone();
         let overrides = push.options.override_msg_id;
+        let sms_due = push.sms_due_ms();
         Box::pin(async move {
             let body = body.map_err(|e| StoreError::Corrupt(format!("push body: {e}")))?;
             let blob = blob?;
@@ -969,6 +998,13 @@ impl Storage for SqliteStore {
                          WHERE msg_id = ?1 AND app_key = ?2",
                     )?
                     .execute(params![to_i64(old), app_key, to_i64(msg_id)])?;
+                    drop_sms(c, old)?;
+                }
+                if let Some(due) = sms_due {
+                    c.prepare_cached(
+                        "INSERT INTO sms_jobs (msg_id, app_key, due_ms) VALUES (?1, ?2, ?3)",
+                    )?
+                    .execute(params![to_i64(msg_id), app_key, to_i64(due)])?;
                 }
                 if let Some(firing) = &schedule {
                     record_run(
@@ -1101,6 +1137,7 @@ impl Storage for SqliteStore {
                 return Ok(false);
             }
             write_events(c, &events)?;
+            drop_sms(c, msg_id)?;
             Ok(true)
         }))
     }
@@ -1138,6 +1175,101 @@ impl Storage for SqliteStore {
                 Some(r) => Ok(Some(stored_push_from_row(r)?)),
                 None => Ok(None),
             }
+        }))
+    }
+
+    fn due_sms_jobs(&self, now_ms: u64, limit: usize) -> StoreFuture<'_, Vec<(u64, String)>> {
+        Box::pin(self.read(move |c| {
+            let mut st = c.prepare_cached(
+                "SELECT msg_id, app_key FROM sms_jobs WHERE due_ms <= ?1
+                 ORDER BY due_ms LIMIT ?2",
+            )?;
+            let rows = st.query_map(params![to_i64(now_ms), limit as i64], |r| {
+                Ok((to_u64(r.get(0)?), r.get(1)?))
+            })?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        }))
+    }
+
+    fn expand_sms_job(&self, msg_id: u64, sends: Vec<SmsSend>) -> StoreFuture<'_, ()> {
+        Box::pin(self.write(move |c| {
+            let n = c
+                .prepare_cached("DELETE FROM sms_jobs WHERE msg_id = ?1")?
+                .execute([to_i64(msg_id)])?;
+            if n == 0 {
+                // Recalled or overridden meanwhile: nothing goes out.
+                return Ok(());
+            }
+            let mut st = c.prepare_cached(
+                "INSERT OR IGNORE INTO sms_sends (msg_id, ordinal, app_key, registration_id,
+                    mobile, sms, attempts, next_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            )?;
+            for s in sends {
+                st.execute(params![
+                    to_i64(s.msg_id),
+                    s.ordinal,
+                    s.app_key,
+                    s.registration_id,
+                    s.mobile,
+                    s.sms,
+                    s.attempts,
+                    to_i64(s.next_ms)
+                ])?;
+            }
+            Ok(())
+        }))
+    }
+
+    fn due_sms_sends(&self, now_ms: u64, limit: usize) -> StoreFuture<'_, Vec<SmsSend>> {
+        Box::pin(self.read(move |c| {
+            let mut st = c.prepare_cached(
+                "SELECT msg_id, ordinal, app_key, registration_id, mobile, sms, attempts, next_ms
+                 FROM sms_sends WHERE next_ms <= ?1 ORDER BY next_ms LIMIT ?2",
+            )?;
+            let rows = st.query_map(params![to_i64(now_ms), limit as i64], |r| {
+                Ok(SmsSend {
+                    msg_id: to_u64(r.get(0)?),
+                    ordinal: r.get(1)?,
+                    app_key: r.get(2)?,
+                    registration_id: r.get(3)?,
+                    mobile: r.get(4)?,
+                    sms: r.get(5)?,
+                    attempts: r.get(6)?,
+                    next_ms: to_u64(r.get(7)?),
+                })
+            })?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        }))
+    }
+
+    fn finish_sms_send(
+        &self,
+        msg_id: u64,
+        ordinal: u32,
+        events: Vec<NewEvent>,
+    ) -> StoreFuture<'_, ()> {
+        Box::pin(self.write(move |c| {
+            c.prepare_cached("DELETE FROM sms_sends WHERE msg_id = ?1 AND ordinal = ?2")?
+                .execute(params![to_i64(msg_id), ordinal])?;
+            write_events(c, &events)
+        }))
+    }
+
+    fn retry_sms_send(
+        &self,
+        msg_id: u64,
+        ordinal: u32,
+        attempts: u32,
+        next_ms: u64,
+    ) -> StoreFuture<'_, ()> {
+        Box::pin(self.write(move |c| {
+            c.prepare_cached(
+                "UPDATE sms_sends SET attempts = ?3, next_ms = ?4
+                 WHERE msg_id = ?1 AND ordinal = ?2",
+            )?
+            .execute(params![to_i64(msg_id), ordinal, attempts, to_i64(next_ms)])?;
+            Ok(())
         }))
     }
 

@@ -49,6 +49,8 @@ pub struct Config {
     pub recall_window_s: u64,
     /// How long one minute of `big_push_duration` lasts, in ms: 60000; tests shorten it.
     pub pacing_minute_ms: u64,
+    /// The `[sms]` section: the SMS fallback's provider.
+    pub sms: pigeon_sms::Config,
 }
 
 /// The `[callbacks]` section.
@@ -95,6 +97,7 @@ struct FileConfig {
     expired_grace_ms: Option<u64>,
     recall_window_s: Option<u64>,
     pacing_minute_ms: Option<u64>,
+    sms: Option<pigeon_sms::Config>,
 }
 
 impl Default for Config {
@@ -114,6 +117,7 @@ impl Default for Config {
             expired_grace_ms: pigeon_engine::DEFAULT_EXPIRED_GRACE_MS,
             recall_window_s: 24 * 3600,
             pacing_minute_ms: 60_000,
+            sms: pigeon_sms::Config::default(),
         }
     }
 }
@@ -169,6 +173,9 @@ impl Config {
             if let Some(v) = f.pacing_minute_ms {
                 c.pacing_minute_ms = v;
             }
+            if let Some(v) = f.sms {
+                c.sms = v;
+            }
         }
         for (key, value) in env {
             let bad = |what: &str| anyhow::anyhow!("{key}={value:?} is not {what}");
@@ -207,6 +214,14 @@ impl Config {
                 }
                 "PIGEON_RECALL_WINDOW_S" => {
                     c.recall_window_s = value.parse().map_err(|_| bad("a number"))?
+                }
+                "PIGEON_SMS_PROVIDER" => c.sms.provider = value.clone(),
+                "PIGEON_SMS_URL" => c.sms.url = Some(value.clone()),
+                "PIGEON_SMS_MAX_ATTEMPTS" => {
+                    c.sms.max_attempts = value.parse().map_err(|_| bad("a number"))?
+                }
+                "PIGEON_SMS_RETRY_FIRST_MS" => {
+                    c.sms.retry_first_ms = value.parse().map_err(|_| bad("a number"))?
                 }
                 "PIGEON_PACING_MINUTE_MS" => {
                     c.pacing_minute_ms = value.parse().map_err(|_| bad("a number"))?

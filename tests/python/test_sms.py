@@ -195,3 +195,56 @@ def test_bad_sms_messages_and_configs_are_refused(server, app):
                                   "127.0.0.1:0", "--config", config],
                                  capture_output=True, text=True, timeout=20)
             assert out.returncode != 0 and words in out.stderr, (section, out.stderr)
+
+
+def one_sms_through(config_text, provider):
+    """Starts a server with this `[sms]` config, sends one SMS (delay 0), returns the request
+    the provider got."""
+    with tempfile.TemporaryDirectory() as tmp:
+        config = os.path.join(tmp, "pigeon.toml")
+        with open(config, "w") as f:
+            f.write("[sms]\n" + config_text + "\n")
+        server = Server(os.path.join(tmp, "data"), args=["--config", config])
+        server.start()
+        try:
+            app = server.create_app("providers")
+            away = offline(server, app, "+8613600000001")
+            pushed(server, app, [away.registration_id],
+                   {"delay_time": 0, "temp_id": 9, "temp_para": {"n": 3}, "content": "hello there"})
+            assert provider.wait(lambda: provider.requests, limit=5)
+            time.sleep(0.5)
+            assert len(provider.requests) == 1
+            return provider.requests[0], away.registration_id
+        finally:
+            server.stop()
+
+
+def test_twilio_and_templated_http_providers_speak_their_protocols():
+    import base64
+    from urllib.parse import parse_qs
+
+    twilio = Provider()
+    try:
+        base = twilio.url.rsplit("/", 1)[0]
+        request, _ = one_sms_through(
+            f'provider = "twilio"\nurl = "{base}"\naccount_sid = "AC123"\n'
+            f'auth_token = "secret-token"\nfrom = "+15550001"', twilio)
+        assert request["path"] == "/2010-04-01/Accounts/AC123/Messages.json"
+        assert request["headers"]["authorization"] == "Basic " + base64.b64encode(b"AC123:secret-token").decode()
+        assert request["headers"]["content-type"] == "application/x-www-form-urlencoded"
+        assert parse_qs(request["body"].decode()) == {
+            "To": ["+8613600000001"], "From": ["+15550001"], "Body": ["hello there"]}
+    finally:
+        twilio.close()
+
+    templated = Provider()
+    try:
+        request, rid = one_sms_through(
+            f'provider = "http"\nurl = "{templated.url}"\n'
+            'headers = { "X-Api-Key" = "k-1" }\n'
+            """body_template = '{"to": {mobile}, "vars": {temp_para}, "ref": {registration_id}}'""",
+            templated)
+        assert request["headers"]["x-api-key"] == "k-1"
+        assert json.loads(request["body"]) == {"to": "+8613600000001", "vars": {"n": 3}, "ref": rid}
+    finally:
+        templated.close()

@@ -251,22 +251,23 @@ fn form_encode(v: &str) -> String {
         .collect()
 }
 
-/// Refuses a template with a placeholder that is not a field.
+/// Refuses a template with a placeholder (`{name}`, name of `a-z` and `_`) that is not a
+/// field.
 fn check_template(template: &str) -> Result<(), ProviderError> {
-    let mut rest = template;
-    while let Some(start) = rest.find('{') {
-        let after = &rest[start + 1..];
-        let Some(end) = after.find('}') else { break };
-        let name = &after[..end];
-        let looks_like_placeholder =
-            !name.is_empty() && name.bytes().all(|b| b.is_ascii_lowercase() || b == b'_');
-        if looks_like_placeholder && PLACEHOLDERS.iter().all(|p| *p != name) {
+    for (start, _) in template.match_indices('{') {
+        let after = &template[start + 1..];
+        let name_len = after
+            .bytes()
+            .take_while(|b| b.is_ascii_lowercase() || *b == b'_')
+            .count();
+        let name = &after[..name_len];
+        let closed = after[name_len..].starts_with('}');
+        if closed && !name.is_empty() && PLACEHOLDERS.iter().all(|p| *p != name) {
             return Err(ProviderError::Template(format!(
                 "{{{name}}} is not one of {}",
                 PLACEHOLDERS.map(|p| format!("{{{p}}}")).join(", ")
             )));
         }
-        rest = &after[end + 1..];
     }
     Ok(())
 }

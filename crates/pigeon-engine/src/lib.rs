@@ -13,6 +13,7 @@ pub mod limits;
 mod live;
 pub mod report;
 mod session;
+pub mod vendors;
 
 pub use app::AppState;
 pub use ids::{hash_secret, is_app_credential, new_registration_id, now_ms, random_alnum, uuid_v4};

@@ -106,6 +106,27 @@ pub trait Storage: Send + Sync + 'static {
     fn load_push(&self, app_key: &str, msg_id: u64) -> StoreFuture<'_, Option<StoredPush>>;
     /// The devices that reported a click on a push.
     fn clicked(&self, app_key: &str, msg_id: u64) -> StoreFuture<'_, Vec<u32>>;
+    /// The app's Web Push (VAPID) public key, storing this pair first if it has none.
+    fn ensure_vapid_keys(
+        &self,
+        app_key: &str,
+        private_key: String,
+        public_key: String,
+    ) -> StoreFuture<'_, String>;
+    /// The app's VAPID key pair (private, public), if it has one.
+    fn vapid_keys(&self, app_key: &str) -> StoreFuture<'_, Option<(String, String)>>;
+    /// Sets (replaces) an app's credentials for one vendor.
+    fn set_vendor_credentials(
+        &self,
+        app_key: &str,
+        vendor: &str,
+        body: String,
+        at_ms: u64,
+    ) -> StoreFuture<'_, ()>;
+    /// An app's credentials: (vendor, JSON, updated_ms), by vendor.
+    fn vendor_credentials(&self, app_key: &str) -> StoreFuture<'_, Vec<(String, String, u64)>>;
+    /// Removes an app's credentials for one vendor; false if it had none.
+    fn remove_vendor_credentials(&self, app_key: &str, vendor: &str) -> StoreFuture<'_, bool>;
     /// The badge number of every device of an app that has one: (ordinal, badge).
     fn load_badges(&self, app_key: &str) -> StoreFuture<'_, Vec<(u32, u32)>>;
     /// Records devices' badge numbers: (ordinal, badge).

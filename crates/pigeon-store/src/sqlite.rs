@@ -121,6 +121,20 @@ CREATE TABLE IF NOT EXISTS sms_sends (
     PRIMARY KEY (msg_id, ordinal)
 );
 CREATE INDEX IF NOT EXISTS sms_sends_by_next ON sms_sends (next_ms);
+-- Each app's Web Push (VAPID) key pair, base64url: made once, never changed.
+CREATE TABLE IF NOT EXISTS app_vapid_keys (
+    app_key TEXT PRIMARY KEY,
+    private_key TEXT NOT NULL,
+    public_key TEXT NOT NULL
+);
+-- Each app's credentials per push vendor, as JSON.
+CREATE TABLE IF NOT EXISTS vendor_credentials (
+    app_key TEXT NOT NULL,
+    vendor TEXT NOT NULL,
+    body TEXT NOT NULL,
+    updated_ms INTEGER NOT NULL,
+    PRIMARY KEY (app_key, vendor)
+);
 -- The app-icon badge number the server keeps for each device that has one.
 CREATE TABLE IF NOT EXISTS device_badges (
     app_key TEXT NOT NULL,
@@ -1270,6 +1284,81 @@ impl Storage for SqliteStore {
             )?
             .execute(params![to_i64(msg_id), ordinal, attempts, to_i64(next_ms)])?;
             Ok(())
+        }))
+    }
+
+    fn ensure_vapid_keys(
+        &self,
+        app_key: &str,
+        private_key: String,
+        public_key: String,
+    ) -> StoreFuture<'_, String> {
+        let app_key = app_key.to_string();
+        Box::pin(self.write(move |c| {
+            c.prepare_cached(
+                "INSERT OR IGNORE INTO app_vapid_keys (app_key, private_key, public_key)
+                 VALUES (?1, ?2, ?3)",
+            )?
+            .execute(params![app_key, private_key, public_key])?;
+            Ok(
+                c.prepare_cached("SELECT public_key FROM app_vapid_keys WHERE app_key = ?1")?
+                    .query_row([&app_key], |r| r.get(0))?,
+            )
+        }))
+    }
+
+    fn vapid_keys(&self, app_key: &str) -> StoreFuture<'_, Option<(String, String)>> {
+        let app_key = app_key.to_string();
+        Box::pin(self.read(move |c| {
+            Ok(c.prepare_cached(
+                "SELECT private_key, public_key FROM app_vapid_keys WHERE app_key = ?1",
+            )?
+            .query_row([app_key], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()?)
+        }))
+    }
+
+    fn set_vendor_credentials(
+        &self,
+        app_key: &str,
+        vendor: &str,
+        body: String,
+        at_ms: u64,
+    ) -> StoreFuture<'_, ()> {
+        let (app_key, vendor) = (app_key.to_string(), vendor.to_string());
+        Box::pin(self.write(move |c| {
+            c.prepare_cached(
+                "INSERT INTO vendor_credentials (app_key, vendor, body, updated_ms)
+                 VALUES (?1, ?2, ?3, ?4) ON CONFLICT (app_key, vendor)
+                 DO UPDATE SET body = excluded.body, updated_ms = excluded.updated_ms",
+            )?
+            .execute(params![app_key, vendor, body, to_i64(at_ms)])?;
+            Ok(())
+        }))
+    }
+
+    fn vendor_credentials(&self, app_key: &str) -> StoreFuture<'_, Vec<(String, String, u64)>> {
+        let app_key = app_key.to_string();
+        Box::pin(self.read(move |c| {
+            let mut st = c.prepare_cached(
+                "SELECT vendor, body, updated_ms FROM vendor_credentials WHERE app_key = ?1
+                 ORDER BY vendor",
+            )?;
+            let rows =
+                st.query_map([app_key], |r| Ok((r.get(0)?, r.get(1)?, to_u64(r.get(2)?))))?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        }))
+    }
+
+    fn remove_vendor_credentials(&self, app_key: &str, vendor: &str) -> StoreFuture<'_, bool> {
+        let (app_key, vendor) = (app_key.to_string(), vendor.to_string());
+        Box::pin(self.write(move |c| {
+            let n = c
+                .prepare_cached(
+                    "DELETE FROM vendor_credentials WHERE app_key = ?1 AND vendor = ?2",
+                )?
+                .execute(params![app_key, vendor])?;
+            Ok(n > 0)
         }))
     }
 

@@ -7,7 +7,7 @@ mod simulate;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use config::{Config, ServeArgs};
-use pigeon_engine::{new_app_record, EngineError};
+use pigeon_engine::{new_app_record, vendors, EngineError};
 use pigeon_store::{SqliteStore, Storage, StoreError};
 use std::path::PathBuf;
 
@@ -92,6 +92,18 @@ enum AppCommand {
     /// App groups, for group push.
     #[command(subcommand)]
     Group(GroupCommand),
+    /// Print one line of JSON: the app's key, name, Web Push VAPID public key
+    /// (`webpush_vapid_public_key`, base64url, uncompressed P-256) and vendor credentials
+    /// (masked).
+    Show {
+        #[arg(long)]
+        app_key: String,
+        #[arg(long, env = "PIGEON_DATA", default_value = config::DEFAULT_DATA)]
+        data: PathBuf,
+    },
+    /// Vendor credentials of an app (APNs, FCM, Huawei, Honor, Xiaomi, OPPO, vivo, Meizu).
+    #[command(subcommand)]
+    Vendor(VendorCommand),
     /// List apps, one JSON object a line.
     List {
         #[arg(long, env = "PIGEON_DATA", default_value = config::DEFAULT_DATA)]
@@ -139,6 +151,40 @@ enum CallbackCommand {
         app_key: String,
         #[arg(long)]
         id: u64,
+        #[arg(long, env = "PIGEON_DATA", default_value = config::DEFAULT_DATA)]
+        data: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum VendorCommand {
+    /// Set (replace) the app's credentials for a vendor and print them masked.
+    Set {
+        #[arg(long)]
+        app_key: String,
+        /// apns, fcm, huawei, honor, xiaomi, oppo, vivo or meizu.
+        #[arg(long)]
+        vendor: String,
+        /// The credentials as a JSON object, or @FILE to read them from a file (an FCM
+        /// service-account key file as downloaded, for example).
+        #[arg(long)]
+        credentials: String,
+        #[arg(long, env = "PIGEON_DATA", default_value = config::DEFAULT_DATA)]
+        data: PathBuf,
+    },
+    /// List the app's vendor credentials, one JSON object a line, masked.
+    List {
+        #[arg(long)]
+        app_key: String,
+        #[arg(long, env = "PIGEON_DATA", default_value = config::DEFAULT_DATA)]
+        data: PathBuf,
+    },
+    /// Remove the app's credentials for a vendor.
+    Remove {
+        #[arg(long)]
+        app_key: String,
+        #[arg(long)]
+        vendor: String,
         #[arg(long, env = "PIGEON_DATA", default_value = config::DEFAULT_DATA)]
         data: PathBuf,
     },
@@ -228,6 +274,9 @@ async fn app_command(cmd: AppCommand) -> anyhow::Result<()> {
                 Err(StoreError::Conflict(what)) => anyhow::bail!("{what} already exists"),
                 Err(e) => return Err(e).context("creating the app"),
             }
+            vendors::vapid_public_key(&store, &record.app_key)
+                .await
+                .context("making the app's VAPID key pair")?;
             store.close().await?;
             println!(
                 "{}",
@@ -271,6 +320,19 @@ async fn app_command(cmd: AppCommand) -> anyhow::Result<()> {
             println!("{}", serde_json::to_string(&settings)?);
         }
         AppCommand::Callback(cmd) => callback_command(cmd).await?,
+        AppCommand::Show { app_key, data } => {
+            let store = open_store(&data)?;
+            let Some(app) = store.find_app(&app_key).await? else {
+                anyhow::bail!("no app with app_key {app_key}");
+            };
+            let mut shown = vendors::channels_view(&store, &app_key).await?;
+            shown["app_key"] = serde_json::json!(app.app_key);
+            shown["name"] = serde_json::json!(app.name);
+            shown["created_ms"] = serde_json::json!(app.created_ms);
+            store.close().await?;
+            println!("{shown}");
+        }
+        AppCommand::Vendor(cmd) => vendor_command(cmd).await?,
         AppCommand::Group(GroupCommand::Create {
             name,
             app_keys,
@@ -309,6 +371,60 @@ async fn app_command(cmd: AppCommand) -> anyhow::Result<()> {
                                        "name": app.name, "created_ms": app.created_ms})
                 );
             }
+        }
+    }
+    Ok(())
+}
+
+async fn vendor_command(cmd: VendorCommand) -> anyhow::Result<()> {
+    match cmd {
+        VendorCommand::Set {
+            app_key,
+            vendor,
+            credentials,
+            data,
+        } => {
+            let text = match credentials.strip_prefix('@') {
+                Some(path) => std::fs::read_to_string(path)
+                    .with_context(|| format!("reading credentials from {path}"))?,
+                None => credentials,
+            };
+            let value: serde_json::Value = serde_json::from_str(&text)
+                .map_err(|e| anyhow::anyhow!("the credentials are not JSON: {e}"))?;
+            let store = open_store(&data)?;
+            if store.find_app(&app_key).await?.is_none() {
+                anyhow::bail!("no app with app_key {app_key}");
+            }
+            let shown = vendors::set_vendor_credentials(&store, &app_key, &vendor, &value)
+                .await
+                .map_err(|e| match e {
+                    EngineError::Invalid(m) => anyhow::anyhow!(m),
+                    e => e.into(),
+                })?;
+            store.close().await?;
+            println!("{shown}");
+        }
+        VendorCommand::List { app_key, data } => {
+            let store = open_store(&data)?;
+            if store.find_app(&app_key).await?.is_none() {
+                anyhow::bail!("no app with app_key {app_key}");
+            }
+            let view = vendors::channels_view(&store, &app_key).await?;
+            for v in view["vendors"].as_array().into_iter().flatten() {
+                println!("{v}");
+            }
+            store.close().await?;
+        }
+        VendorCommand::Remove {
+            app_key,
+            vendor,
+            data,
+        } => {
+            let store = open_store(&data)?;
+            if !store.remove_vendor_credentials(&app_key, &vendor).await? {
+                anyhow::bail!("app {app_key} has no {vendor} credentials");
+            }
+            store.close().await?;
         }
     }
     Ok(())

@@ -6,6 +6,7 @@
 //! Markdown table and exits. Peers are run the same way, on the same machine, in the same run.
 
 pub mod agent;
+pub mod apns;
 pub mod audience;
 pub mod callbacks;
 pub mod fanout;

@@ -49,6 +49,8 @@ enum BenchCommand {
     Restart(pigeon_bench::restart::RestartArgs),
     /// Push API throughput and API-to-device latency.
     PushApi(pigeon_bench::pushapi::PushApiArgs),
+    /// The APNs client against the local APNs fake (HTTP/2, TLS), over one connection.
+    Apns(pigeon_bench::apns::ApnsArgs),
     /// A load-generating agent (started by the scenarios, not by hand).
     #[command(hide = true)]
     Agent(pigeon_bench::agent::AgentArgs),
@@ -251,6 +253,9 @@ async fn bench(cmd: BenchCommand) -> anyhow::Result<()> {
         }
         BenchCommand::PushApi(args) => {
             tokio::task::spawn_blocking(move || pigeon_bench::pushapi::run(args)).await?
+        }
+        BenchCommand::Apns(args) => {
+            tokio::task::spawn_blocking(move || pigeon_bench::apns::run(args)).await?
         }
         BenchCommand::Agent(args) => pigeon_bench::agent::run(args).await,
     }

@@ -5,6 +5,8 @@
 
 pub mod apns;
 pub mod fake_apns;
+pub mod fake_fcm;
+pub mod fcm;
 pub mod jwt;
 
 use std::time::Duration;

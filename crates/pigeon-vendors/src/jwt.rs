@@ -33,6 +33,13 @@ impl Es256Signer {
         Ok(Es256Signer { key })
     }
 
+    /// From a P-256 secret key (a VAPID key).
+    pub fn from_secret(secret: &p256::SecretKey) -> Es256Signer {
+        Es256Signer {
+            key: SigningKey::from(secret),
+        }
+    }
+
     /// `header.claims.signature`, each base64url.
     pub fn sign(&self, header: &Value, claims: &Value) -> String {
         let input = format!(

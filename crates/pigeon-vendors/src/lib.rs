@@ -8,6 +8,7 @@ pub mod fake_apns;
 pub mod fake_fcm;
 pub mod fcm;
 pub mod jwt;
+pub mod webpush;
 
 use std::time::Duration;
 

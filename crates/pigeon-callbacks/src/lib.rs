@@ -107,17 +107,7 @@ fn delivery_id(endpoint_id: u64, command: &str, first: u64, last: u64) -> String
         .finalize();
     let mut b = [0u8; 16];
     b.copy_from_slice(&digest[..16]);
-    b[6] = (b[6] & 0x0f) | 0x80;
-    b[8] = (b[8] & 0x3f) | 0x80;
-    let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
-    format!(
-        "{}-{}-{}-{}-{}",
-        &hex[0..8],
-        &hex[8..12],
-        &hex[12..16],
-        &hex[16..20],
-        &hex[20..32]
-    )
+    pigeon_engine::uuid_text(b, 8)
 }
 
 /// The result of a spawned storage write, a panic in it reported as a storage error.

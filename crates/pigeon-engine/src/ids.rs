@@ -33,8 +33,12 @@ pub fn new_registration_id() -> String {
 
 /// A random (version 4) UUID in its usual text form.
 pub fn uuid_v4() -> String {
-    let mut b: [u8; 16] = rand::thread_rng().gen();
-    b[6] = (b[6] & 0x0f) | 0x40;
+    uuid_text(rand::thread_rng().gen(), 4)
+}
+
+/// 16 bytes as a UUID of `version` (its version and variant bits set) in its usual text form.
+pub fn uuid_text(mut b: [u8; 16], version: u8) -> String {
+    b[6] = (b[6] & 0x0f) | (version << 4);
     b[8] = (b[8] & 0x3f) | 0x80;
     let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
     format!(

@@ -16,7 +16,9 @@ mod session;
 pub mod vendors;
 
 pub use app::AppState;
-pub use ids::{hash_secret, is_app_credential, new_registration_id, now_ms, random_alnum, uuid_v4};
+pub use ids::{
+    hash_secret, is_app_credential, new_registration_id, now_ms, random_alnum, uuid_text, uuid_v4,
+};
 pub use live::LivePush;
 pub use session::{Notice, Session};
 

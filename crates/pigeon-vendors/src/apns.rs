@@ -235,12 +235,7 @@ impl ApnsClient {
             .and_then(|v| v.to_str().ok())
             .unwrap_or_default()
             .to_string();
-        let retry_after = answer
-            .headers()
-            .get("retry-after")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .map(Duration::from_secs);
+        let retry_after = crate::retry_after(answer.headers());
         if status == 200 {
             return (Outcome::Sent { id }, None);
         }

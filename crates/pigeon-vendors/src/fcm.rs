@@ -212,12 +212,7 @@ impl FcmClient {
             }
         };
         let status = answer.status().as_u16();
-        let retry_after = answer
-            .headers()
-            .get("retry-after")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .map(Duration::from_secs);
+        let retry_after = crate::retry_after(answer.headers());
         let text = answer.text().await.unwrap_or_default();
         let v: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
         if status == 200 {

@@ -12,6 +12,15 @@ pub mod webpush;
 
 use std::time::Duration;
 
+/// The `Retry-After` of an answer, in seconds (the form push services use).
+pub(crate) fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+    headers
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map(Duration::from_secs)
+}
+
 /// What a vendor said of one notification to one token.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {

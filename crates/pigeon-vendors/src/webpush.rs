@@ -285,9 +285,7 @@ impl WebPushClient {
                 .map(String::from)
         };
         let location = header("location").unwrap_or_default();
-        let retry_after = header("retry-after")
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .map(Duration::from_secs);
+        let retry_after = crate::retry_after(answer.headers());
         let text: String = answer
             .text()
             .await

@@ -6,9 +6,11 @@
 pub mod apns;
 pub mod fake_apns;
 pub mod fake_fcm;
+pub mod fake_xiaomi;
 pub mod fcm;
 pub mod jwt;
 pub mod webpush;
+pub mod xiaomi;
 
 use std::time::Duration;
 

@@ -6,8 +6,10 @@
 pub mod apns;
 pub mod fake_apns;
 pub mod fake_fcm;
+pub mod fake_huawei;
 pub mod fake_xiaomi;
 pub mod fcm;
+pub mod huawei;
 pub mod jwt;
 pub mod webpush;
 pub mod xiaomi;

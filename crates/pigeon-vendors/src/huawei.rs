@@ -1,0 +1,166 @@
+//! A Huawei Push Kit client: an OAuth access token from the app's client credentials,
+//! cached until shortly before it expires and fetched again when Push Kit says it expired;
+//! messages to up to 1000 tokens at once, with the illegal tokens of a partial success told
+//! apart.
+
+use crate::Outcome;
+use serde_json::{json, Value};
+use std::time::{Duration, Instant};
+
+pub const AUTH_URL: &str = "https://oauth-login.cloud.huawei.com/oauth2/v3/token";
+pub const PRODUCTION: &str = "https://push-api.cloud.huawei.com";
+/// Most tokens in one request.
+pub const MAX_TOKENS: usize = 1000;
+/// Largest request Push Kit takes.
+pub const MAX_BODY: usize = 4096;
+/// An access token is fetched again this long before it expires.
+const REFRESH_MARGIN: Duration = Duration::from_secs(300);
+
+#[derive(Clone, Debug)]
+pub struct HuaweiConfig {
+    pub app_id: String,
+    pub client_id: String,
+    pub client_secret: String,
+    /// The OAuth token endpoint (Huawei's unless a fake's).
+    pub auth_url: Option<String>,
+    /// The push API (Huawei's unless a fake's).
+    pub base_url: Option<String>,
+}
+
+pub struct HuaweiClient {
+    http: reqwest::Client,
+    config: HuaweiConfig,
+    access: tokio::sync::Mutex<Option<(String, Instant)>>,
+}
+
+impl HuaweiClient {
+    pub fn new(config: HuaweiConfig) -> Result<HuaweiClient, reqwest::Error> {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .redirect(reqwest::redirect::Policy::none())
+            .build()?;
+        Ok(HuaweiClient {
+            http,
+            config,
+            access: tokio::sync::Mutex::new(None),
+        })
+    }
+
+    async fn access_token(&self, renew: bool) -> Result<String, String> {
+        let mut cached = self.access.lock().await;
+        if let Some((token, until)) = cached.as_ref() {
+            if !renew && Instant::now() < *until {
+                return Ok(token.clone());
+            }
+        }
+        let body = form_urlencoded::Serializer::new(String::new())
+            .append_pair("grant_type", "client_credentials")
+            .append_pair("client_id", &self.config.client_id)
+            .append_pair("client_secret", &self.config.client_secret)
+            .finish();
+        let url = self.config.auth_url.as_deref().unwrap_or(AUTH_URL);
+        let answer = self
+            .http
+            .post(url)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| format!("token endpoint: no answer: {e}"))?;
+        let status = answer.status();
+        let v: Value = answer.json().await.unwrap_or(Value::Null);
+        let (true, Some(token)) = (status.is_success(), v["access_token"].as_str()) else {
+            return Err(format!("token endpoint said {status}: {v}"));
+        };
+        let lifetime = Duration::from_secs(v["expires_in"].as_u64().unwrap_or(3600));
+        *cached = Some((token.to_string(), Instant::now() + lifetime.saturating_sub(REFRESH_MARGIN)));
+        Ok(token.to_string())
+    }
+
+    /// Sends `message` (Push Kit's message object, without its target) to up to
+    /// [`MAX_TOKENS`] tokens; what became of each. An expired access token is fetched again
+    /// and the message sent once more.
+    pub async fn send(&self, tokens: &[String], message: &Value) -> Vec<(String, Outcome)> {
+        let all = |o: Outcome| tokens.iter().map(|t| (t.clone(), o.clone())).collect();
+        if tokens.is_empty() || tokens.len() > MAX_TOKENS {
+            let reason = format!("{} tokens; 1 to {MAX_TOKENS} per request", tokens.len());
+            return all(Outcome::Rejected { status: 0, reason });
+        }
+        let mut message = message.clone();
+        message["token"] = json!(tokens);
+        let body = json!({"validate_only": false, "message": message}).to_string();
+        if body.len() > MAX_BODY {
+            let reason = format!("80300008: the message is larger than {MAX_BODY} bytes");
+            return all(Outcome::Rejected { status: 0, reason });
+        }
+        match self.send_once(tokens, &body, false).await {
+            Ok(outcomes) => outcomes,
+            Err(()) => self.send_once(tokens, &body, true).await.unwrap_or_else(|()| {
+                all(Outcome::Rejected { status: 401, reason: "80200003: token refused again".into() })
+            }),
+        }
+    }
+
+    /// One request; `Err` if Push Kit refused the access token.
+    async fn send_once(&self, tokens: &[String], body: &str, renew: bool) -> Result<Vec<(String, Outcome)>, ()> {
+        let all = |o: Outcome| tokens.iter().map(|t| (t.clone(), o.clone())).collect();
+        let access = match self.access_token(renew).await {
+            Ok(t) => t,
+            Err(reason) => return Ok(all(Outcome::Retry { after: None, reason })),
+        };
+        let base = self.config.base_url.as_deref().unwrap_or(PRODUCTION).trim_end_matches('/');
+        let answer = self
+            .http
+            .post(format!("{base}/v1/{}/messages:send", self.config.app_id))
+            .bearer_auth(access)
+            .header("content-type", "application/json;charset=utf-8")
+            .body(body.to_string())
+            .send()
+            .await;
+        let answer = match answer {
+            Ok(a) => a,
+            Err(e) => return Ok(all(Outcome::Retry { after: None, reason: format!("no answer: {e}") })),
+        };
+        let status = answer.status().as_u16();
+        let retry_after = crate::retry_after(answer.headers());
+        let text = answer.text().await.unwrap_or_default();
+        let v: Value = serde_json::from_str(&text).unwrap_or_default();
+        let code = v["code"].as_str().unwrap_or_default().to_string();
+        let msg = v["msg"].as_str().unwrap_or_default().to_string();
+        let reason = if code.is_empty() {
+            format!("HTTP {status}: {}", text.chars().take(200).collect::<String>())
+        } else {
+            format!("{code}: {msg}")
+        };
+        if (status == 401 || code == "80200003") && !renew {
+            return Err(());
+        }
+        Ok(match code.as_str() {
+            "80000000" => all(Outcome::Sent { id: v["requestId"].as_str().unwrap_or_default().into() }),
+            "80100000" => {
+                // msg is itself JSON: {"success":n,"failure":m,"illegal_tokens":[...]}.
+                let detail: Value = serde_json::from_str(&msg).unwrap_or_default();
+                let illegal: Vec<&str> = detail["illegal_tokens"]
+                    .as_array()
+                    .map(|a| a.iter().filter_map(Value::as_str).collect())
+                    .unwrap_or_default();
+                let id = v["requestId"].as_str().unwrap_or_default().to_string();
+                tokens
+                    .iter()
+                    .map(|t| {
+                        let o = if illegal.contains(&t.as_str()) {
+                            Outcome::DeadToken { reason: "illegal token".into() }
+                        } else {
+                            Outcome::Sent { id: id.clone() }
+                        };
+                        (t.clone(), o)
+                    })
+                    .collect()
+            }
+            "80300007" => all(Outcome::DeadToken { reason }),
+            "81000001" => all(Outcome::Retry { after: retry_after, reason }),
+            _ if status == 429 || status >= 500 => all(Outcome::Retry { after: retry_after, reason }),
+            _ => all(Outcome::Rejected { status, reason }),
+        })
+    }
+}

@@ -33,7 +33,7 @@ pub struct AppState {
     /// The app's callback endpoints (refreshed from storage every second).
     pub(crate) callbacks: RwLock<Vec<pigeon_store::CallbackEndpoint>>,
     /// Stages of pushes on devices to report (`Push.Event`) with the next checkpoint.
-    pub(crate) push_events: Mutex<Vec<(u64, Ordinal, crate::events::Stage)>>,
+    pub(crate) push_events: Mutex<Vec<crate::events::PushStage>>,
     /// The `callback` field of pushes retired before they expire (every target acked them),
     /// with their expiry: later events (clicks) still carry its params.
     pub(crate) retired_callbacks: Mutex<HashMap<u64, (u64, serde_json::Value)>>,

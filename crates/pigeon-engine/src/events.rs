@@ -57,6 +57,27 @@ pub enum Stage {
 /// `PushPlatform` of Pigeon's own connection.
 pub const OWN_CONNECTION: u8 = 10;
 
+/// One stage of one push on one device, through one channel (`PushPlatform`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PushStage {
+    pub msg_id: u64,
+    pub ordinal: pigeon_core::Ordinal,
+    pub stage: Stage,
+    pub channel: u8,
+}
+
+impl PushStage {
+    /// A stage on Pigeon's own connection.
+    pub fn own(msg_id: u64, ordinal: pigeon_core::Ordinal, stage: Stage) -> PushStage {
+        PushStage {
+            msg_id,
+            ordinal,
+            stage,
+            channel: OWN_CONNECTION,
+        }
+    }
+}
+
 /// Bits of a push's `callback.type` (callbacks.md §1): which of its events go to its URL.
 pub const TYPE_DELIVERED: u64 = 1;
 pub const TYPE_CLICKED: u64 = 2;
@@ -161,7 +182,7 @@ fn push_event_copies(
 fn stage_event_body(
     msg_id: u64,
     device: &pigeon_store::DeviceRecord,
-    stage: Stage,
+    (stage, channel): (Stage, u8),
     params: Option<&str>,
     at_ms: u64,
 ) -> String {
@@ -170,7 +191,7 @@ fn stage_event_body(
     let mut out = String::with_capacity(320);
     let _ = write!(
         out,
-        r#"{{"CallbackCommand":"{PUSH_EVENT}","EventTime":{},"MsgId":"{msg_id}","PushID":"{msg_id}","RegistrationId":{},"To_Account":{},"Platform":"{}","PushPlatform":{OWN_CONNECTION},"PushStage":{},"ErrCode":0,"ErrInfo":"""#,
+        r#"{{"CallbackCommand":"{PUSH_EVENT}","EventTime":{},"MsgId":"{msg_id}","PushID":"{msg_id}","RegistrationId":{},"To_Account":{},"Platform":"{}","PushPlatform":{channel},"PushStage":{},"ErrCode":0,"ErrInfo":"""#,
         at_ms / 1000,
         text(&device.registration_id),
         text(device.alias.as_deref().unwrap_or_default()),
@@ -306,11 +327,7 @@ impl Engine {
     }
 
     /// `Push.Event`s for stages of pushes on devices.
-    pub(crate) fn push_events(
-        &self,
-        app: &AppState,
-        stages: &[(u64, pigeon_core::Ordinal, Stage)],
-    ) -> Vec<NewEvent> {
+    pub(crate) fn push_events(&self, app: &AppState, stages: &[PushStage]) -> Vec<NewEvent> {
         if stages.is_empty() {
             return Vec::new();
         }
@@ -321,7 +338,13 @@ impl Engine {
         let at_ms = now_ms();
         let devices = app.devices.read();
         let mut out = Vec::new();
-        for &(msg_id, ordinal, stage) in stages {
+        for &PushStage {
+            msg_id,
+            ordinal,
+            stage,
+            channel,
+        } in stages
+        {
             let Some(d) = devices.record(ordinal) else {
                 continue;
             };
@@ -338,7 +361,7 @@ impl Engine {
                 Stage::Delivered => TYPE_DELIVERED,
                 Stage::Clicked => TYPE_CLICKED,
             };
-            let body = stage_event_body(msg_id, d, stage, params.as_deref(), at_ms);
+            let body = stage_event_body(msg_id, d, (stage, channel), params.as_deref(), at_ms);
             out.extend(copies(
                 app,
                 PUSH_EVENT,
@@ -496,7 +519,7 @@ mod tests {
         let text = stage_event_body(
             42,
             &device,
-            Stage::Clicked,
+            (Stage::Clicked, OWN_CONNECTION),
             Some(r#"{"a":[1,"x"]}"#),
             1_700_000_123_456,
         );
@@ -512,8 +535,14 @@ mod tests {
             alias: None,
             ..device
         };
-        let v: Value = serde_json::from_str(&stage_event_body(1, &device, Stage::Sent, None, 0))
-            .expect("valid JSON");
+        let v: Value = serde_json::from_str(&stage_event_body(
+            1,
+            &device,
+            (Stage::Sent, OWN_CONNECTION),
+            None,
+            0,
+        ))
+        .expect("valid JSON");
         assert_eq!(
             (v["To_Account"].as_str(), v.get("Params")),
             (Some(""), None)

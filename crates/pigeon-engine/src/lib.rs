@@ -11,6 +11,7 @@ pub mod events;
 mod ids;
 pub mod limits;
 mod live;
+pub mod offline;
 pub mod report;
 mod session;
 pub mod vendors;
@@ -113,6 +114,8 @@ pub struct Engine {
     recall_window_ms: AtomicU64,
     /// How long one minute of `big_push_duration` lasts (shortened in tests).
     pacing_minute_ms: AtomicU64,
+    /// Where pushes go for offline devices with vendor tokens, once vendor channels run.
+    router: std::sync::OnceLock<Arc<dyn offline::OfflineRouter>>,
     /// Woken when the delivery checkpoint wrote callback events, so the dispatcher takes
     /// them at once instead of at its next look.
     events_written: tokio::sync::Notify,
@@ -135,6 +138,7 @@ impl Engine {
             expired_grace_ms: AtomicU64::new(DEFAULT_EXPIRED_GRACE_MS),
             recall_window_ms: AtomicU64::new(24 * 3600 * 1000),
             pacing_minute_ms: AtomicU64::new(60_000),
+            router: std::sync::OnceLock::new(),
         });
         for app in store.list_apps().await? {
             engine.load_app(app).await?;
@@ -478,6 +482,7 @@ impl Engine {
         ));
         app.live.write().insert(live.clone());
         let reached = app.fan_out(&live);
+        self.offer_to_vendors(app, &live);
         tracing::debug!(app = %app.app_key, msg_id, targets = live.audience.len(), online = reached, "push accepted");
         Ok(msg_id)
     }
@@ -762,9 +767,11 @@ impl Engine {
             let report =
                 app_wants || events::push_callback_url(push.push.callback.as_ref()).is_some();
             if newly && report {
-                app.push_events
-                    .lock()
-                    .push((push.msg_id(), ordinal, events::Stage::Sent));
+                app.push_events.lock().push(events::PushStage::own(
+                    push.msg_id(),
+                    ordinal,
+                    events::Stage::Sent,
+                ));
             }
         }
     }
@@ -781,9 +788,11 @@ impl Engine {
                 app.dirty.lock().push(live.clone());
             }
             if delivered && app.reports_stages(&live.push) {
-                app.push_events
-                    .lock()
-                    .push((msg_id, ordinal, events::Stage::Delivered));
+                app.push_events.lock().push(events::PushStage::own(
+                    msg_id,
+                    ordinal,
+                    events::Stage::Delivered,
+                ));
             }
             if delivered && app::is_narrow(&live) {
                 app.live.write().delivered(msg_id, ordinal);
@@ -808,7 +817,10 @@ impl Engine {
                     && (app.wants(events::PUSH_EVENT)
                         || events::push_callback_url(app.push_callback(m).as_ref()).is_some()) =>
             {
-                self.push_events(app, &[(m, ordinal, events::Stage::Clicked)])
+                self.push_events(
+                    app,
+                    &[events::PushStage::own(m, ordinal, events::Stage::Clicked)],
+                )
             }
             _ => Vec::new(),
         };

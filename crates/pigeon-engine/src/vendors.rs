@@ -66,7 +66,12 @@ pub fn check_credentials(vendor: &str, credentials: &Value) -> Result<(), String
     }
     let known: Vec<&str> = ways.iter().flat_map(|w| w.iter().copied()).collect();
     for (k, v) in fields {
-        let extra_ok = matches!(k.as_str(), "production" | "base_url" | "auth_url");
+        // Where to send instead of the vendor, and a root certificate to trust: for a
+        // local fake of the vendor's service.
+        let extra_ok = matches!(
+            k.as_str(),
+            "production" | "base_url" | "auth_url" | "ca_pem"
+        );
         if !known.contains(&k.as_str()) && !extra_ok && k != "type" {
             return Err(format!("{vendor} credentials: unknown field {k:?}"));
         }

@@ -35,6 +35,8 @@ pub struct Stats {
     pub tokens_issued: AtomicU64,
     /// Assertions refused.
     pub assertions_refused: AtomicU64,
+    /// Send requests, whatever their answer.
+    pub sends: AtomicU64,
     /// Messages taken, as sent (`message` objects).
     pub received: Mutex<Vec<Value>>,
 }
@@ -194,6 +196,7 @@ async fn send(
     headers: HeaderMap,
     body: String,
 ) -> Response {
+    s.stats.sends.fetch_add(1, Ordering::Relaxed);
     let bearer = headers
         .get("authorization")
         .and_then(|v| v.to_str().ok())

@@ -41,7 +41,11 @@ struct Shared {
 }
 
 impl FakeHuawei {
-    pub async fn start(app_id: &str, client_id: &str, client_secret: &str) -> std::io::Result<FakeHuawei> {
+    pub async fn start(
+        app_id: &str,
+        client_id: &str,
+        client_secret: &str,
+    ) -> std::io::Result<FakeHuawei> {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let base_url = format!("http://{}", listener.local_addr()?);
         let shared = Arc::new(Shared {
@@ -76,18 +80,24 @@ impl FakeHuawei {
 }
 
 async fn token(State(s): State<Arc<Shared>>, body: String) -> Response {
-    let form: BTreeMap<String, String> = form_urlencoded::parse(body.as_bytes()).into_owned().collect();
+    let form: BTreeMap<String, String> = form_urlencoded::parse(body.as_bytes())
+        .into_owned()
+        .collect();
     let good = form.get("grant_type").map(String::as_str) == Some("client_credentials")
         && form.get("client_id") == Some(&s.client_id)
         && form.get("client_secret") == Some(&s.client_secret);
     if !good {
-        return (StatusCode::BAD_REQUEST,
-            axum::Json(json!({"error": 1101, "error_description": "invalid client"}))).into_response();
+        return (
+            StatusCode::BAD_REQUEST,
+            axum::Json(json!({"error": 1101, "error_description": "invalid client"})),
+        )
+            .into_response();
     }
     let n = s.tokens_issued.fetch_add(1, Ordering::Relaxed) + 1;
     let token = format!("CF{n}{:012x}", rand::random::<u64>());
     s.valid.lock().push(token.clone());
-    axum::Json(json!({"access_token": token, "expires_in": 3600, "token_type": "Bearer"})).into_response()
+    axum::Json(json!({"access_token": token, "expires_in": 3600, "token_type": "Bearer"}))
+        .into_response()
 }
 
 fn answer(status: StatusCode, code: &str, msg: &str) -> Response {
@@ -95,7 +105,12 @@ fn answer(status: StatusCode, code: &str, msg: &str) -> Response {
         .into_response()
 }
 
-async fn send(State(s): State<Arc<Shared>>, Path(app_id): Path<String>, headers: HeaderMap, body: String) -> Response {
+async fn send(
+    State(s): State<Arc<Shared>>,
+    Path(app_id): Path<String>,
+    headers: HeaderMap,
+    body: String,
+) -> Response {
     let bearer = headers
         .get("authorization")
         .and_then(|v| v.to_str().ok())
@@ -108,7 +123,11 @@ async fn send(State(s): State<Arc<Shared>>, Path(app_id): Path<String>, headers:
         return answer(StatusCode::OK, "80200001", "Oauth authentication error");
     }
     if body.len() > crate::huawei::MAX_BODY {
-        return answer(StatusCode::OK, "80300008", "The message body size exceeds the default value");
+        return answer(
+            StatusCode::OK,
+            "80300008",
+            "The message body size exceeds the default value",
+        );
     }
     let Ok(v) = serde_json::from_str::<Value>(&body) else {
         return answer(StatusCode::OK, "80100003", "Incorrect message structure");
@@ -119,11 +138,19 @@ async fn send(State(s): State<Arc<Shared>>, Path(app_id): Path<String>, headers:
         .map(|a| a.iter().filter_map(Value::as_str).collect())
         .unwrap_or_default();
     if tokens.is_empty() || tokens.len() > crate::huawei::MAX_TOKENS {
-        return answer(StatusCode::OK, "80100001", "Some request parameters are incorrect");
+        return answer(
+            StatusCode::OK,
+            "80100001",
+            "Some request parameters are incorrect",
+        );
     }
     if let Some(ttl) = message["android"]["ttl"].as_str() {
         if !ttl.ends_with('s') || ttl.trim_end_matches('s').parse::<u64>().is_err() {
-            return answer(StatusCode::OK, "80100004", "The message expiration time is earlier than the current time");
+            return answer(
+                StatusCode::OK,
+                "80100004",
+                "The message expiration time is earlier than the current time",
+            );
         }
     }
     if tokens.iter().any(|t| t.starts_with("busy")) {
@@ -132,7 +159,11 @@ async fn send(State(s): State<Arc<Shared>>, Path(app_id): Path<String>, headers:
     if tokens.iter().any(|t| t.starts_with("oops")) {
         return answer(StatusCode::OK, "81000001", "System internal error");
     }
-    let illegal: Vec<&str> = tokens.iter().copied().filter(|t| t.starts_with("dead")).collect();
+    let illegal: Vec<&str> = tokens
+        .iter()
+        .copied()
+        .filter(|t| t.starts_with("dead"))
+        .collect();
     if illegal.len() == tokens.len() {
         return answer(StatusCode::OK, "80300007", "All the tokens are invalid");
     }

@@ -73,7 +73,10 @@ impl HuaweiClient {
             return Err(format!("token endpoint said {status}: {v}"));
         };
         let lifetime = Duration::from_secs(v["expires_in"].as_u64().unwrap_or(3600));
-        *cached = Some((token.to_string(), Instant::now() + lifetime.saturating_sub(REFRESH_MARGIN)));
+        *cached = Some((
+            token.to_string(),
+            Instant::now() + lifetime.saturating_sub(REFRESH_MARGIN),
+        ));
         Ok(token.to_string())
     }
 
@@ -95,20 +98,41 @@ impl HuaweiClient {
         }
         match self.send_once(tokens, &body, false).await {
             Ok(outcomes) => outcomes,
-            Err(()) => self.send_once(tokens, &body, true).await.unwrap_or_else(|()| {
-                all(Outcome::Rejected { status: 401, reason: "80200003: token refused again".into() })
-            }),
+            Err(()) => self
+                .send_once(tokens, &body, true)
+                .await
+                .unwrap_or_else(|()| {
+                    all(Outcome::Rejected {
+                        status: 401,
+                        reason: "80200003: token refused again".into(),
+                    })
+                }),
         }
     }
 
     /// One request; `Err` if Push Kit refused the access token.
-    async fn send_once(&self, tokens: &[String], body: &str, renew: bool) -> Result<Vec<(String, Outcome)>, ()> {
+    async fn send_once(
+        &self,
+        tokens: &[String],
+        body: &str,
+        renew: bool,
+    ) -> Result<Vec<(String, Outcome)>, ()> {
         let all = |o: Outcome| tokens.iter().map(|t| (t.clone(), o.clone())).collect();
         let access = match self.access_token(renew).await {
             Ok(t) => t,
-            Err(reason) => return Ok(all(Outcome::Retry { after: None, reason })),
+            Err(reason) => {
+                return Ok(all(Outcome::Retry {
+                    after: None,
+                    reason,
+                }))
+            }
         };
-        let base = self.config.base_url.as_deref().unwrap_or(PRODUCTION).trim_end_matches('/');
+        let base = self
+            .config
+            .base_url
+            .as_deref()
+            .unwrap_or(PRODUCTION)
+            .trim_end_matches('/');
         let answer = self
             .http
             .post(format!("{base}/v1/{}/messages:send", self.config.app_id))
@@ -119,7 +143,12 @@ impl HuaweiClient {
             .await;
         let answer = match answer {
             Ok(a) => a,
-            Err(e) => return Ok(all(Outcome::Retry { after: None, reason: format!("no answer: {e}") })),
+            Err(e) => {
+                return Ok(all(Outcome::Retry {
+                    after: None,
+                    reason: format!("no answer: {e}"),
+                }))
+            }
         };
         let status = answer.status().as_u16();
         let retry_after = crate::retry_after(answer.headers());
@@ -128,7 +157,10 @@ impl HuaweiClient {
         let code = v["code"].as_str().unwrap_or_default().to_string();
         let msg = v["msg"].as_str().unwrap_or_default().to_string();
         let reason = if code.is_empty() {
-            format!("HTTP {status}: {}", text.chars().take(200).collect::<String>())
+            format!(
+                "HTTP {status}: {}",
+                text.chars().take(200).collect::<String>()
+            )
         } else {
             format!("{code}: {msg}")
         };
@@ -136,7 +168,9 @@ impl HuaweiClient {
             return Err(());
         }
         Ok(match code.as_str() {
-            "80000000" => all(Outcome::Sent { id: v["requestId"].as_str().unwrap_or_default().into() }),
+            "80000000" => all(Outcome::Sent {
+                id: v["requestId"].as_str().unwrap_or_default().into(),
+            }),
             "80100000" => {
                 // msg is itself JSON: {"success":n,"failure":m,"illegal_tokens":[...]}.
                 let detail: Value = serde_json::from_str(&msg).unwrap_or_default();
@@ -149,7 +183,9 @@ impl HuaweiClient {
                     .iter()
                     .map(|t| {
                         let o = if illegal.contains(&t.as_str()) {
-                            Outcome::DeadToken { reason: "illegal token".into() }
+                            Outcome::DeadToken {
+                                reason: "illegal token".into(),
+                            }
                         } else {
                             Outcome::Sent { id: id.clone() }
                         };
@@ -158,8 +194,14 @@ impl HuaweiClient {
                     .collect()
             }
             "80300007" => all(Outcome::DeadToken { reason }),
-            "81000001" => all(Outcome::Retry { after: retry_after, reason }),
-            _ if status == 429 || status >= 500 => all(Outcome::Retry { after: retry_after, reason }),
+            "81000001" => all(Outcome::Retry {
+                after: retry_after,
+                reason,
+            }),
+            _ if status == 429 || status >= 500 => all(Outcome::Retry {
+                after: retry_after,
+                reason,
+            }),
             _ => all(Outcome::Rejected { status, reason }),
         })
     }

@@ -11,6 +11,7 @@ pub mod fake_xiaomi;
 pub mod fcm;
 pub mod huawei;
 pub mod jwt;
+pub mod router;
 pub mod webpush;
 pub mod xiaomi;
 

@@ -62,6 +62,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     )
     .context("starting the callback dispatcher")?;
     pigeon_sms::start(engine.clone(), cfg.sms.clone()).context("starting the SMS fallback")?;
+    pigeon_vendors::router::start(&engine);
     let gateway = GatewayConfig {
         heartbeat_s: cfg.heartbeat_s,
         hello_timeout: Duration::from_millis(cfg.hello_timeout_ms),

@@ -1,0 +1,199 @@
+//! End to end through the vendors: a push through `/v3/push` reaches devices that are offline
+//! through their vendor's (local, protocol-faithful) service with the right payload; a
+//! device a vendor carried it to does not get it again over Pigeon's connection; a token the
+//! vendor calls dead is removed from its device and not tried again.
+
+mod common;
+
+use common::{create_app, Server, BIN};
+use p256::pkcs8::EncodePrivateKey;
+use pigeon_device::{register, DeviceConnection, RegisterRequest};
+use pigeon_vendors::fake_apns::{Account, FakeApns};
+use pigeon_vendors::fake_fcm::{FakeFcm, Project};
+use rsa::pkcs8::DecodePrivateKey;
+use serde_json::{json, Value};
+use std::process::Command;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+const FCM_KEY: &str = include_str!("../../pigeon-vendors/tests/fixtures/fcm-test-key.pem");
+
+fn set_vendor(server: &Server, app_key: &str, vendor: &str, credentials: &Value) {
+    let out = Command::new(BIN)
+        .args([
+            "app",
+            "vendor",
+            "set",
+            "--app-key",
+            app_key,
+            "--vendor",
+            vendor,
+            "--credentials",
+        ])
+        .arg(credentials.to_string())
+        .arg("--data")
+        .arg(&server.data)
+        .output()
+        .expect("run pigeon app vendor set");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+async fn device(
+    server: &Server,
+    app_key: &str,
+    platform: &str,
+    tokens: Value,
+) -> pigeon_device::Credentials {
+    let req = RegisterRequest {
+        app_key: app_key.into(),
+        platform: Some(platform.into()),
+        push_tokens: tokens.as_object().cloned(),
+        ..Default::default()
+    };
+    register(&reqwest::Client::new(), &server.base, &req)
+        .await
+        .expect("register")
+}
+
+async fn until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offline_devices_get_pushes_through_their_vendors() {
+    let private = rsa::RsaPrivateKey::from_pkcs8_pem(FCM_KEY).unwrap();
+    let fcm = FakeFcm::start(Project {
+        project_id: "demo-project".into(),
+        client_email: "pigeon@demo-project.iam.gserviceaccount.com".into(),
+        public_key: rsa::RsaPublicKey::from(&private),
+    })
+    .await
+    .unwrap();
+    let apns_key = p256::SecretKey::random(&mut rand::rngs::OsRng);
+    let apns = FakeApns::start(
+        Account {
+            key: p256::ecdsa::VerifyingKey::from(apns_key.public_key()),
+            key_id: "KEY1234567".into(),
+            team_id: "TEAM123456".into(),
+            topic: "com.example.app".into(),
+        },
+        true,
+    )
+    .await
+    .unwrap();
+
+    let server = Server::start().await;
+    let app = create_app(&server.data, "vendors");
+    set_vendor(
+        &server,
+        &app.key,
+        "fcm",
+        &json!({
+        "type": "service_account", "project_id": "demo-project", "private_key": FCM_KEY,
+        "client_email": "pigeon@demo-project.iam.gserviceaccount.com",
+        "token_uri": fcm.token_uri, "base_url": fcm.base_url}),
+    );
+    set_vendor(
+        &server,
+        &app.key,
+        "apns",
+        &json!({
+        "key_id": "KEY1234567", "team_id": "TEAM123456", "topic": "com.example.app",
+        "private_key": apns_key.to_pkcs8_pem(Default::default()).unwrap().to_string(),
+        "production": false, "base_url": apns.base_url, "ca_pem": apns.ca_pem}),
+    );
+    tokio::time::sleep(Duration::from_millis(1500)).await; // the server reads credentials every second
+
+    let android = device(&server, &app.key, "android", json!({"fcm": "tokA"})).await;
+    let iphone = device(&server, &app.key, "ios", json!({"apns": "a1b2c3d4"})).await;
+    let dead = device(&server, &app.key, "android", json!({"fcm": "deadX"})).await;
+    let rids = [
+        &android.registration_id,
+        &iphone.registration_id,
+        &dead.registration_id,
+    ];
+    let msg_id = server
+        .push_ok(
+            &app,
+            json!({"platform": "all", "audience": {"registration_id": rids},
+            "notification": {"alert": "hello",
+                "android": {"title": "Hi", "extras": {"order": "7"}},
+                "ios": {"badge": "+1", "extras": {"order": 7}}},
+            "options": {"apns_collapse_id": "orders", "time_to_live": 600}}),
+        )
+        .await;
+
+    until("the FCM message", || !fcm.stats.received.lock().is_empty()).await;
+    until("the APNs notification", || {
+        !apns.stats.received.lock().is_empty()
+    })
+    .await;
+    let m = fcm.stats.received.lock()[0].clone();
+    assert_eq!(m["token"], "tokA");
+    assert_eq!(m["notification"], json!({"title": "Hi", "body": "hello"}));
+    assert_eq!(m["data"], json!({"order": "7", "msg_id": msg_id}));
+    assert_eq!(m["android"]["notification"]["tag"], json!(msg_id));
+    let ttl: u64 = m["android"]["ttl"]
+        .as_str()
+        .unwrap()
+        .trim_end_matches('s')
+        .parse()
+        .unwrap();
+    assert!((590..=600).contains(&ttl), "{ttl}");
+    let n = apns.stats.received.lock()[0].clone();
+    assert_eq!(n.device_token, "a1b2c3d4");
+    assert_eq!(n.payload["aps"]["alert"]["body"], "hello");
+    assert_eq!(n.payload["aps"]["badge"], 1);
+    assert_eq!(
+        (n.payload["order"].clone(), n.payload["msg_id"].clone()),
+        (json!(7), json!(msg_id))
+    );
+    let header = |k: &str| {
+        n.headers
+            .iter()
+            .find(|(h, _)| h == k)
+            .map(|(_, v)| v.clone())
+    };
+    assert_eq!(header("apns-collapse-id").as_deref(), Some("orders"));
+    assert_eq!(header("apns-topic").as_deref(), Some("com.example.app"));
+    assert_eq!(
+        fcm.stats.sends.load(Ordering::Relaxed),
+        2,
+        "tokA and deadX were tried"
+    );
+
+    // The vendor carried it: the device does not get it again over Pigeon's connection.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut conn = DeviceConnection::connect(&server.base, &android)
+        .await
+        .expect("connect");
+    let got = tokio::time::timeout(Duration::from_millis(800), conn.next_push()).await;
+    assert!(
+        got.is_err(),
+        "the push came again over the connection: {got:?}"
+    );
+    conn.close().await.ok();
+
+    // The dead token was removed: a second push does not try it.
+    server
+        .push_ok(
+            &app,
+            json!({"platform": "all", "audience": {"registration_id": [&dead.registration_id]},
+            "notification": {"alert": "again"}}),
+        )
+        .await;
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert_eq!(
+        fcm.stats.sends.load(Ordering::Relaxed),
+        2,
+        "the dead token was tried again"
+    );
+}

@@ -77,6 +77,9 @@ pub(crate) struct Devices {
     /// that concurrent registrations of one installation agree on one device.
     pub by_install: HashMap<String, (Ordinal, String)>,
     pub next_ordinal: Ordinal,
+    /// Devices with at least one vendor token: the only ones a vendor can reach, so a push
+    /// looks at no other device's record for vendor routing.
+    pub with_vendor_tokens: RoaringBitmap,
 }
 
 /// Most targets a push may have to be listed under each of them; wider pushes (broadcasts,
@@ -235,6 +238,11 @@ impl Devices {
             .and_then(Option::take);
         self.index
             .upsert(ordinal, old.as_ref().map(attrs_of), attrs_of(&record));
+        if record.push_tokens.is_empty() {
+            self.with_vendor_tokens.remove(ordinal);
+        } else {
+            self.with_vendor_tokens.insert(ordinal);
+        }
         if let Some(install) = &record.install_id {
             self.by_install
                 .insert(install.clone(), (ordinal, record.registration_id.clone()));

@@ -82,7 +82,7 @@ impl AppState {
     ) -> Vec<VendorTarget> {
         let devices = self.devices.read();
         let mut out = Vec::new();
-        for ordinal in ordinals {
+        for ordinal in &(ordinals & &devices.with_vendor_tokens) {
             let Some(record) = devices.record(ordinal) else {
                 continue;
             };
@@ -112,6 +112,15 @@ impl Engine {
             return;
         };
         if live.push.notification.is_none() || live.is_paced() {
+            return;
+        }
+        // Most pushes of most apps: no target has a vendor token.
+        if app
+            .devices
+            .read()
+            .with_vendor_tokens
+            .is_disjoint(&live.audience)
+        {
             return;
         }
         let mut usable = router.vendors_of(&app.app_key);

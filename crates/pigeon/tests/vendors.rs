@@ -59,6 +59,32 @@ async fn device(
         .expect("register")
 }
 
+type Events = std::sync::Arc<std::sync::Mutex<Vec<Value>>>;
+
+/// A callback receiver: its URL, and the events it was posted.
+async fn receiver() -> (String, Events) {
+    let events: Events = Default::default();
+    let kept = events.clone();
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |body: String| {
+            let kept = kept.clone();
+            async move {
+                if let Ok(v) = serde_json::from_str::<Value>(&body) {
+                    kept.lock()
+                        .unwrap()
+                        .extend(v["Events"].as_array().cloned().unwrap_or_default());
+                }
+                axum::Json(json!({"ActionStatus": "OK", "ErrorCode": 0, "ErrorInfo": ""}))
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (url, events)
+}
+
 async fn until(what: &str, mut done: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(10);
     while !done() {
@@ -90,8 +116,34 @@ async fn offline_devices_get_pushes_through_their_vendors() {
     .await
     .unwrap();
 
-    let server = Server::start().await;
+    let server = Server::start_with(&[
+        ("PIGEON_CALLBACKS_ALLOW_PRIVATE_NETWORKS", "true"),
+        ("PIGEON_CALLBACKS_BATCH_WAIT_MS", "100"),
+    ])
+    .await;
     let app = create_app(&server.data, "vendors");
+    let events = receiver().await;
+    let out = Command::new(BIN)
+        .args([
+            "app",
+            "callback",
+            "add",
+            "--app-key",
+            &app.key,
+            "--commands",
+            "Push.Event",
+            "--url",
+        ])
+        .arg(&events.0)
+        .arg("--data")
+        .arg(&server.data)
+        .output()
+        .expect("run pigeon app callback add");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     set_vendor(
         &server,
         &app.key,
@@ -169,6 +221,31 @@ async fn offline_devices_get_pushes_through_their_vendors() {
         2,
         "tokA and deadX were tried"
     );
+    // Each vendor's delivery is reported as sent through it (PushPlatform 4 FCM, 1 APNs).
+    until("the Push.Event of both", || {
+        events.1.lock().unwrap().len() >= 2
+    })
+    .await;
+    let mut sent: Vec<(String, u64, u64)> = events
+        .1
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["RegistrationId"].as_str().unwrap_or_default().to_string(),
+                e["PushPlatform"].as_u64().unwrap_or(0),
+                e["PushStage"].as_u64().unwrap_or(0),
+            )
+        })
+        .collect();
+    sent.sort();
+    let mut want = vec![
+        (android.registration_id.clone(), 4, 1),
+        (iphone.registration_id.clone(), 1, 1),
+    ];
+    want.sort();
+    assert_eq!(sent, want);
 
     // The vendor carried it: the device does not get it again over Pigeon's connection.
     tokio::time::sleep(Duration::from_millis(300)).await;

@@ -5,17 +5,64 @@
 
 pub mod apns;
 pub mod fake_apns;
+pub mod fake_cn;
 pub mod fake_fcm;
 pub mod fake_huawei;
 pub mod fake_xiaomi;
 pub mod fcm;
 pub mod huawei;
 pub mod jwt;
+pub mod meizu;
+pub mod oppo;
 pub mod router;
+pub mod vivo;
 pub mod webpush;
 pub mod xiaomi;
 
 use std::time::Duration;
+
+/// The HTTP client of a vendor: a 30 s answer timeout, no redirects.
+pub(crate) fn http_client() -> reqwest::Result<reqwest::Client> {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+}
+
+/// Posts a form and reads the JSON answer; `Err` with why if there is none (no answer, a
+/// 429 or 5xx, or not JSON): those are worth another try.
+pub(crate) async fn post_form(
+    http: &reqwest::Client,
+    url: &str,
+    form: String,
+) -> Result<serde_json::Value, String> {
+    let answer = http
+        .post(url)
+        .header(
+            "content-type",
+            "application/x-www-form-urlencoded;charset=UTF-8",
+        )
+        .body(form)
+        .send()
+        .await
+        .map_err(|e| format!("no answer: {e}"))?;
+    let status = answer.status().as_u16();
+    if status == 429 || status >= 500 {
+        return Err(format!("HTTP {status}"));
+    }
+    let text = answer.text().await.unwrap_or_default();
+    serde_json::from_str(&text).map_err(|_| {
+        format!(
+            "HTTP {status}: {}",
+            text.chars().take(200).collect::<String>()
+        )
+    })
+}
+
+/// Lowercase hex.
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
 
 /// The `Retry-After` of an answer, in seconds (the form push services use).
 pub(crate) fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {

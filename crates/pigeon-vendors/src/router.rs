@@ -8,6 +8,9 @@
 use crate::apns::{ApnsClient, ApnsConfig, Notification};
 use crate::fcm::{FcmClient, FcmConfig};
 use crate::huawei::{HuaweiClient, HuaweiConfig};
+use crate::meizu::{MeizuClient, MeizuConfig};
+use crate::oppo::{OppoClient, OppoConfig};
+use crate::vivo::{VivoClient, VivoConfig};
 use crate::webpush::{Delivery, Subscription, WebPushClient};
 use crate::xiaomi::{XiaomiClient, XiaomiConfig, XiaomiMessage};
 use crate::Outcome;
@@ -29,7 +32,9 @@ const IN_FLIGHT: usize = 64;
 /// Tries of one send that the vendor asked to retry.
 const MAX_ATTEMPTS: u32 = 5;
 /// Vendors with a client here.
-const VENDORS: [&str; 5] = ["apns", "fcm", "huawei", "xiaomi", "webpush"];
+const VENDORS: [&str; 8] = [
+    "apns", "fcm", "huawei", "xiaomi", "oppo", "vivo", "meizu", "webpush",
+];
 /// Who the app server says it is to Web Push services (RFC 8292 `sub`).
 const VAPID_SUBJECT: &str = "mailto:push@pigeon.invalid";
 
@@ -53,6 +58,9 @@ enum Client {
     Fcm(Box<FcmClient>),
     Huawei(HuaweiClient),
     Xiaomi(XiaomiClient),
+    Oppo(OppoClient),
+    Vivo(VivoClient),
+    Meizu(MeizuClient),
     WebPush(WebPushClient),
 }
 
@@ -288,6 +296,31 @@ impl Router {
                 })
                 .map_err(|e| e.to_string())?,
             ),
+            "oppo" => Client::Oppo(
+                OppoClient::new(OppoConfig {
+                    app_key: need("app_key")?,
+                    master_secret: need("master_secret")?,
+                    base_url: s("base_url"),
+                })
+                .map_err(|e| e.to_string())?,
+            ),
+            "vivo" => Client::Vivo(
+                VivoClient::new(VivoConfig {
+                    app_id: need("app_id")?,
+                    app_key: need("app_key")?,
+                    app_secret: need("app_secret")?,
+                    base_url: s("base_url"),
+                })
+                .map_err(|e| e.to_string())?,
+            ),
+            "meizu" => Client::Meizu(
+                MeizuClient::new(MeizuConfig {
+                    app_id: need("app_id")?,
+                    app_secret: need("app_secret")?,
+                    base_url: s("base_url"),
+                })
+                .map_err(|e| e.to_string())?,
+            ),
             "webpush" => {
                 let (private, public) = engine
                     .store()
@@ -394,6 +427,41 @@ async fn deliver(client: &Client, push: &Push, t: &VendorTarget, badge: Option<u
                 time_to_live: Some(Duration::from_secs(ttl_s(push))),
                 ..Default::default()
             };
+            first(c.send(&[token.to_string()], &m).await)
+        }
+        Client::Oppo(c) => {
+            extras.insert("msg_id".into(), json!(msg_id));
+            let n = json!({"title": title.unwrap_or_default(), "content": body,
+                "notify_id": (push.msg_id % i32::MAX as u64), "click_action_type": 0,
+                "action_parameters": Value::Object(extras).to_string(),
+                "off_line": true, "off_line_ttl": ttl_s(push).min(10 * 86400)});
+            c.send(token, &n).await
+        }
+        Client::Vivo(c) => {
+            extras.insert("msg_id".into(), json!(msg_id));
+            let custom: Map<String, Value> = extras
+                .into_iter()
+                .map(|(k, v)| {
+                    (
+                        k,
+                        json!(v
+                            .as_str()
+                            .map(String::from)
+                            .unwrap_or_else(|| v.to_string())),
+                    )
+                })
+                .collect();
+            let m = json!({"notifyType": 4, "title": title.unwrap_or_default(), "content": body,
+                "timeToLive": ttl_s(push).clamp(60, 7 * 86400), "skipType": 1,
+                "classification": 0, "clientCustomMap": custom});
+            c.send(token, &m).await
+        }
+        Client::Meizu(c) => {
+            extras.insert("msg_id".into(), json!(msg_id));
+            let m = json!({"noticeBarInfo": {"noticeBarType": 0, "title": title.unwrap_or_default(), "content": body},
+                "clickTypeInfo": {"clickType": 0, "parameters": extras},
+                "pushTimeInfo": {"offLine": 1, "validTime": (ttl_s(push) / 3600).clamp(1, 72)},
+                "advanceInfo": {"notifyKey": format!("{:08x}", push.msg_id as u32)}});
             first(c.send(&[token.to_string()], &m).await)
         }
         Client::WebPush(c) => {

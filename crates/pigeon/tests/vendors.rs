@@ -9,6 +9,7 @@ use common::{create_app, Server, BIN};
 use p256::pkcs8::EncodePrivateKey;
 use pigeon_device::{register, DeviceConnection, RegisterRequest};
 use pigeon_vendors::fake_apns::{Account, FakeApns};
+use pigeon_vendors::fake_cn::{Accounts, FakeCn};
 use pigeon_vendors::fake_fcm::{FakeFcm, Project};
 use rsa::pkcs8::DecodePrivateKey;
 use serde_json::{json, Value};
@@ -162,15 +163,42 @@ async fn offline_devices_get_pushes_through_their_vendors() {
         "private_key": apns_key.to_pkcs8_pem(Default::default()).unwrap().to_string(),
         "production": false, "base_url": apns.base_url, "ca_pem": apns.ca_pem}),
     );
+    let cn = FakeCn::start(Accounts {
+        oppo_app_key: "oppo-key".into(),
+        oppo_master_secret: "oppo-master".into(),
+        vivo_app_id: "1".into(),
+        vivo_app_key: "k".into(),
+        vivo_app_secret: "s".into(),
+        meizu_app_id: "2".into(),
+        meizu_app_secret: "s".into(),
+    })
+    .await
+    .unwrap();
+    set_vendor(
+        &server,
+        &app.key,
+        "oppo",
+        &json!({
+        "app_key": "oppo-key", "master_secret": "oppo-master", "base_url": cn.base_url}),
+    );
     tokio::time::sleep(Duration::from_millis(1500)).await; // the server reads credentials every second
 
     let android = device(&server, &app.key, "android", json!({"fcm": "tokA"})).await;
     let iphone = device(&server, &app.key, "ios", json!({"apns": "a1b2c3d4"})).await;
     let dead = device(&server, &app.key, "android", json!({"fcm": "deadX"})).await;
+    // A phone maker's service comes before FCM when the device has both tokens.
+    let oppo = device(
+        &server,
+        &app.key,
+        "android",
+        json!({"fcm": "tokO", "oppo": "CN_o1"}),
+    )
+    .await;
     let rids = [
         &android.registration_id,
         &iphone.registration_id,
         &dead.registration_id,
+        &oppo.registration_id,
     ];
     let msg_id = server
         .push_ok(
@@ -188,6 +216,19 @@ async fn offline_devices_get_pushes_through_their_vendors() {
         !apns.stats.received.lock().is_empty()
     })
     .await;
+    until("the OPPO notification", || !cn.received.lock().is_empty()).await;
+    let (vendor, o) = cn.received.lock()[0].clone();
+    assert_eq!(
+        (vendor, o["target_value"].clone()),
+        ("oppo", json!("CN_o1"))
+    );
+    assert_eq!(
+        (
+            o["notification"]["title"].clone(),
+            o["notification"]["content"].clone()
+        ),
+        (json!("Hi"), json!("hello"))
+    );
     let m = fcm.stats.received.lock()[0].clone();
     assert_eq!(m["token"], "tokA");
     assert_eq!(m["notification"], json!({"title": "Hi", "body": "hello"}));
@@ -221,9 +262,9 @@ async fn offline_devices_get_pushes_through_their_vendors() {
         2,
         "tokA and deadX were tried"
     );
-    // Each vendor's delivery is reported as sent through it (PushPlatform 4 FCM, 1 APNs).
-    until("the Push.Event of both", || {
-        events.1.lock().unwrap().len() >= 2
+    // Each vendor's delivery is reported as sent through it (PushPlatform 4 FCM, 1 APNs, 6 OPPO).
+    until("the Push.Event of each", || {
+        events.1.lock().unwrap().len() >= 3
     })
     .await;
     let mut sent: Vec<(String, u64, u64)> = events
@@ -243,6 +284,7 @@ async fn offline_devices_get_pushes_through_their_vendors() {
     let mut want = vec![
         (android.registration_id.clone(), 4, 1),
         (iphone.registration_id.clone(), 1, 1),
+        (oppo.registration_id.clone(), 6, 1),
     ];
     want.sort();
     assert_eq!(sent, want);

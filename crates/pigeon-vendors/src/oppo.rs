@@ -1,0 +1,133 @@
+//! An OPPO Push client: an auth token from the app key, a millisecond timestamp and the
+//! SHA-256 signature with the master secret (valid a day, fetched again when OPPO says it
+//! is invalid), and unicast notifications by registration id.
+
+use crate::{hex, Outcome};
+use serde_json::{json, Value};
+use sha2::Digest;
+use std::time::{Duration, Instant};
+
+pub const PRODUCTION: &str = "https://api.push.oppomobile.com";
+/// How long an auth token is used (OPPO's last a day).
+const TOKEN_LIFETIME: Duration = Duration::from_secs(23 * 3600);
+
+#[derive(Clone, Debug)]
+pub struct OppoConfig {
+    pub app_key: String,
+    pub master_secret: String,
+    pub base_url: Option<String>,
+}
+
+pub struct OppoClient {
+    http: reqwest::Client,
+    config: OppoConfig,
+    base: String,
+    auth: tokio::sync::Mutex<Option<(String, Instant)>>,
+}
+
+/// `sign` of the auth call: lowercase hex SHA-256 of app key, timestamp and master secret.
+pub fn auth_sign(app_key: &str, timestamp: u64, master_secret: &str) -> String {
+    hex(&sha2::Sha256::digest(format!(
+        "{app_key}{timestamp}{master_secret}"
+    )))
+}
+
+impl OppoClient {
+    pub fn new(config: OppoConfig) -> Result<OppoClient, reqwest::Error> {
+        let base = config.base_url.clone().unwrap_or_else(|| PRODUCTION.into());
+        Ok(OppoClient {
+            http: crate::http_client()?,
+            base: base.trim_end_matches('/').to_string(),
+            config,
+            auth: tokio::sync::Mutex::new(None),
+        })
+    }
+
+    async fn auth_token(&self, renew: bool) -> Result<String, String> {
+        let mut cached = self.auth.lock().await;
+        if let Some((t, made)) = cached.as_ref() {
+            if !renew && made.elapsed() < TOKEN_LIFETIME {
+                return Ok(t.clone());
+            }
+        }
+        let timestamp = pigeon_engine::now_ms();
+        let sign = auth_sign(&self.config.app_key, timestamp, &self.config.master_secret);
+        let form = form_urlencoded::Serializer::new(String::new())
+            .append_pair("app_key", &self.config.app_key)
+            .append_pair("timestamp", &timestamp.to_string())
+            .append_pair("sign", &sign)
+            .finish();
+        let v = crate::post_form(&self.http, &format!("{}/server/v1/auth", self.base), form)
+            .await
+            .map_err(|e| format!("auth: {e}"))?;
+        match (v["code"].as_i64(), v["data"]["auth_token"].as_str()) {
+            (Some(0), Some(t)) => {
+                *cached = Some((t.to_string(), Instant::now()));
+                Ok(t.to_string())
+            }
+            _ => Err(format!("auth refused: {v}")),
+        }
+    }
+
+    /// Sends a notification (OPPO's `notification` object) to one registration id.
+    pub async fn send(&self, regid: &str, notification: &Value) -> Outcome {
+        match self.send_once(regid, notification, false).await {
+            Err(()) => {
+                self.send_once(regid, notification, true)
+                    .await
+                    .unwrap_or(Outcome::Rejected {
+                        status: 0,
+                        reason: "11: auth token refused again".into(),
+                    })
+            }
+            Ok(o) => o,
+        }
+    }
+
+    async fn send_once(
+        &self,
+        regid: &str,
+        notification: &Value,
+        renew: bool,
+    ) -> Result<Outcome, ()> {
+        let token = match self.auth_token(renew).await {
+            Ok(t) => t,
+            Err(reason) => {
+                return Ok(Outcome::Retry {
+                    after: None,
+                    reason,
+                })
+            }
+        };
+        let message =
+            json!({"target_type": 2, "target_value": regid, "notification": notification});
+        let form = form_urlencoded::Serializer::new(String::new())
+            .append_pair("message", &message.to_string())
+            .append_pair("auth_token", &token)
+            .finish();
+        let url = format!("{}/server/v1/message/notification/unicast", self.base);
+        let v = match crate::post_form(&self.http, &url, form).await {
+            Ok(v) => v,
+            Err(reason) => {
+                return Ok(Outcome::Retry {
+                    after: None,
+                    reason,
+                })
+            }
+        };
+        let code = v["code"].as_i64().unwrap_or(-1);
+        let reason = format!("{code}: {}", v["message"].as_str().unwrap_or_default());
+        Ok(match code {
+            0 => Outcome::Sent {
+                id: v["data"]["messageId"].as_str().unwrap_or_default().into(),
+            },
+            11 if !renew => return Err(()),
+            10000 => Outcome::DeadToken { reason },
+            -2 | -1 | 13 | 55 => Outcome::Retry {
+                after: None,
+                reason,
+            },
+            _ => Outcome::Rejected { status: 0, reason },
+        })
+    }
+}

@@ -37,6 +37,11 @@ pub struct AppState {
     /// The `callback` field of pushes retired before they expire (every target acked them),
     /// with their expiry: later events (clicks) still carry its params.
     pub(crate) retired_callbacks: Mutex<HashMap<u64, (u64, serde_json::Value)>>,
+    /// Per push, the devices whose vendor token was found dead while sending it: reported
+    /// with ErrCode 3 instead of 1 if they have not got the push when it expires.
+    /// Kept with the push's expiry, a minute past which an entry is dropped unreported
+    /// (a recalled or overridden push is never reported at expiry).
+    pub(crate) dead_tokens: Mutex<HashMap<u64, (u64, RoaringBitmap)>>,
     pub(crate) rate: Mutex<crate::limits::RateWindow>,
     pub(crate) badges: Mutex<Badges>,
 }
@@ -273,6 +278,7 @@ impl AppState {
             callbacks: RwLock::new(Vec::new()),
             push_events: Mutex::new(Vec::new()),
             retired_callbacks: Mutex::new(HashMap::default()),
+            dead_tokens: Mutex::new(HashMap::default()),
             rate: Mutex::new(Default::default()),
             badges: Mutex::new(Badges::default()),
         }
@@ -358,6 +364,9 @@ impl AppState {
         self.retired_callbacks
             .lock()
             .retain(|_, (expires_ms, _)| *expires_ms >= cutoff_ms);
+        self.dead_tokens
+            .lock()
+            .retain(|_, (expires_ms, _)| *expires_ms + 60_000 >= cutoff_ms);
         self.live.write().evict(cutoff_ms)
     }
 }

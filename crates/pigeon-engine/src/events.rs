@@ -423,16 +423,33 @@ impl Engine {
         let expired = self.store.expired_unreported(&app.app_key, before).await?;
         let n = expired.len();
         for p in expired {
-            let events = self.undelivered_events(
+            let missed = &p.audience - &p.delivered;
+            let dead = app
+                .dead_tokens
+                .lock()
+                .remove(&p.push.msg_id)
+                .map(|(_, d)| &d & &missed)
+                .unwrap_or_default();
+            let mut events = self.undelivered_events(
                 app,
                 &p.push,
-                &(&p.audience - &p.delivered),
+                &(&missed - &dead),
                 &p.sent,
                 (
                     1,
                     "expired: time_to_live ran out before the device received it",
                 ),
             );
+            events.extend(self.undelivered_events(
+                app,
+                &p.push,
+                &dead,
+                &p.sent,
+                (
+                    3,
+                    "the vendor rejected the device's token, and the device did not connect before the push expired",
+                ),
+            ));
             self.store.report_expired(p.push.msg_id, events).await?;
         }
         Ok(n)

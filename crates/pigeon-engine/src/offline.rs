@@ -183,14 +183,23 @@ impl Engine {
         }
     }
 
-    /// A vendor says a device's token is dead: it is removed from the device, which is not
-    /// tried through that vendor again.
+    /// A vendor says a device's token is dead while sending it `push`: the token is removed
+    /// from the device (not tried through that vendor again), and the device waits for
+    /// Pigeon's connection; if it has not got the push when it expires, it is reported
+    /// `Push.Undelivered` ErrCode 3.
     pub async fn drop_vendor_token(
         &self,
         app: &AppState,
+        push: &LivePush,
         ordinal: Ordinal,
         vendor: &str,
     ) -> Result<(), EngineError> {
+        app.dead_tokens
+            .lock()
+            .entry(push.msg_id())
+            .or_insert_with(|| (push.expires_ms(), RoaringBitmap::new()))
+            .1
+            .insert(ordinal);
         self.edit_devices(app, &[ordinal], |record, _| {
             Ok(record.push_tokens.remove(vendor).is_some())
         })

@@ -207,7 +207,7 @@ impl Router {
                 tracing::info!(vendor = t.vendor, registration_id = %t.registration_id, %reason,
                     "vendor token is dead; removed from the device");
                 if let Err(e) = engine
-                    .drop_vendor_token(&job.app, t.ordinal, t.vendor)
+                    .drop_vendor_token(&job.app, &job.push, t.ordinal, t.vendor)
                     .await
                 {
                     tracing::warn!(error = %e, "could not remove a dead vendor token");

@@ -120,6 +120,7 @@ async fn offline_devices_get_pushes_through_their_vendors() {
     let server = Server::start_with(&[
         ("PIGEON_CALLBACKS_ALLOW_PRIVATE_NETWORKS", "true"),
         ("PIGEON_CALLBACKS_BATCH_WAIT_MS", "100"),
+        ("PIGEON_EXPIRED_GRACE_MS", "200"),
     ])
     .await;
     let app = create_app(&server.data, "vendors");
@@ -132,7 +133,7 @@ async fn offline_devices_get_pushes_through_their_vendors() {
             "--app-key",
             &app.key,
             "--commands",
-            "Push.Event",
+            "Push.Event,Push.Undelivered",
             "--url",
         ])
         .arg(&events.0)
@@ -272,6 +273,7 @@ async fn offline_devices_get_pushes_through_their_vendors() {
         .lock()
         .unwrap()
         .iter()
+        .filter(|e| e["CallbackCommand"] == "Push.Event")
         .map(|e| {
             (
                 e["RegistrationId"].as_str().unwrap_or_default().to_string(),
@@ -315,4 +317,30 @@ async fn offline_devices_get_pushes_through_their_vendors() {
         2,
         "the dead token was tried again"
     );
+
+    // A device whose token turns out dead and that never connects is reported undelivered
+    // with ErrCode 3 when the push expires.
+    let gone = device(&server, &app.key, "android", json!({"fcm": "deadY"})).await;
+    server
+        .push_ok(
+            &app,
+            json!({"platform": "all", "audience": {"registration_id": [&gone.registration_id]},
+            "notification": {"alert": "soon gone"}, "options": {"time_to_live": 1}}),
+        )
+        .await;
+    let undelivered = || {
+        events
+            .1
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|e| e["CallbackCommand"] == "Push.Undelivered")
+            .cloned()
+            .collect::<Vec<Value>>()
+    };
+    until("Push.Undelivered", || !undelivered().is_empty()).await;
+    let u = undelivered();
+    assert_eq!(u.len(), 1, "{u:?}");
+    assert_eq!(u[0]["RegistrationId"], json!(gone.registration_id));
+    assert_eq!(u[0]["ErrCode"], 3);
 }

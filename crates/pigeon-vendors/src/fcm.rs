@@ -13,8 +13,6 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 pub const PRODUCTION: &str = "https://fcm.googleapis.com";
 pub const SCOPE: &str = "https://www.googleapis.com/auth/firebase.messaging";
-/// Longest FCM or the token endpoint may take to answer.
-const ANSWER_TIMEOUT: Duration = Duration::from_secs(30);
 /// An access token is fetched again this long before it expires.
 const REFRESH_MARGIN: Duration = Duration::from_secs(300);
 /// Largest message FCM takes.
@@ -77,10 +75,7 @@ impl FcmClient {
         let private = rsa::RsaPrivateKey::from_pkcs8_pem(&config.private_key_pem).map_err(|e| {
             FcmError::Config(format!("private_key is not an RSA PKCS#8 PEM key: {e}"))
         })?;
-        let http = reqwest::Client::builder()
-            .timeout(ANSWER_TIMEOUT)
-            .redirect(reqwest::redirect::Policy::none())
-            .build()?;
+        let http = crate::http_client()?;
         let base = config
             .base_url
             .clone()
@@ -211,9 +206,7 @@ impl FcmClient {
                 );
             }
         };
-        let status = answer.status().as_u16();
-        let retry_after = crate::retry_after(answer.headers());
-        let text = answer.text().await.unwrap_or_default();
+        let (status, retry_after, text) = crate::read_answer(answer).await;
         let v: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
         if status == 200 {
             let id = v.get("name").and_then(Value::as_str).unwrap_or_default();

@@ -35,10 +35,7 @@ pub struct HuaweiClient {
 
 impl HuaweiClient {
     pub fn new(config: HuaweiConfig) -> Result<HuaweiClient, reqwest::Error> {
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(30))
-            .redirect(reqwest::redirect::Policy::none())
-            .build()?;
+        let http = crate::http_client()?;
         Ok(HuaweiClient {
             http,
             config,
@@ -150,9 +147,7 @@ impl HuaweiClient {
                 }))
             }
         };
-        let status = answer.status().as_u16();
-        let retry_after = crate::retry_after(answer.headers());
-        let text = answer.text().await.unwrap_or_default();
+        let (status, retry_after, text) = crate::read_answer(answer).await;
         let v: Value = serde_json::from_str(&text).unwrap_or_default();
         let code = v["code"].as_str().unwrap_or_default().to_string();
         let msg = v["msg"].as_str().unwrap_or_default().to_string();

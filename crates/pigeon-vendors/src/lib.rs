@@ -59,6 +59,13 @@ pub(crate) async fn post_form(
     })
 }
 
+/// An answer read whole: its status, `Retry-After` and body text.
+pub(crate) async fn read_answer(answer: reqwest::Response) -> (u16, Option<Duration>, String) {
+    let status = answer.status().as_u16();
+    let retry_after = retry_after(answer.headers());
+    (status, retry_after, answer.text().await.unwrap_or_default())
+}
+
 /// Lowercase hex.
 pub(crate) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()

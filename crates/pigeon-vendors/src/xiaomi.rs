@@ -47,10 +47,7 @@ pub struct XiaomiClient {
 
 impl XiaomiClient {
     pub fn new(config: XiaomiConfig) -> Result<XiaomiClient, reqwest::Error> {
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(30))
-            .redirect(reqwest::redirect::Policy::none())
-            .build()?;
+        let http = crate::http_client()?;
         let base = config
             .base_url
             .clone()
@@ -123,9 +120,7 @@ impl XiaomiClient {
                 })
             }
         };
-        let status = answer.status().as_u16();
-        let retry_after = crate::retry_after(answer.headers());
-        let text = answer.text().await.unwrap_or_default();
+        let (status, retry_after, text) = crate::read_answer(answer).await;
         if status == 429 || status >= 500 {
             let reason = format!("HTTP {status}");
             return all(Outcome::Retry {

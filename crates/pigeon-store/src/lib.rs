@@ -183,7 +183,8 @@ pub trait Storage: Send + Sync + 'static {
     /// Where an endpoint is in one command's events (its start if it has sent none).
     fn callback_cursor(&self, endpoint_id: u64, command: &str) -> StoreFuture<'_, Option<u64>>;
     /// Stores batches of one endpoint and command, to be tried (again), and moves the
-    /// endpoint's cursor for that command past `last_event_id`, in one transaction.
+    /// endpoint's cursor for that command past `last_event_id` (never back), in one
+    /// transaction.
     fn create_batches(
         &self,
         endpoint_id: u64,

@@ -1756,10 +1756,12 @@ impl Storage for SqliteStore {
                     to_i64(b.last_event_id)
                 ])?;
             }
+            // A cursor only moves forward: the dispatcher does not wait for one window's
+            // write before the next, so two may commit in either order.
             c.prepare_cached(
                 "INSERT INTO callback_cursors (endpoint_id, command, last_event_id)
                  VALUES (?1, ?2, ?3) ON CONFLICT (endpoint_id, command)
-                 DO UPDATE SET last_event_id = excluded.last_event_id",
+                 DO UPDATE SET last_event_id = MAX(last_event_id, excluded.last_event_id)",
             )?
             .execute(params![to_i64(endpoint_id), command, to_i64(last_event_id)])?;
             Ok(())
@@ -2240,6 +2242,12 @@ mod tests {
             .await
             .unwrap();
         let cursor = || store.callback_cursor(id, "Push.Accepted");
+        assert_eq!(cursor().await.unwrap(), Some(1));
+        // A late write of an earlier window does not move it back.
+        store
+            .create_batches(id, "Push.Accepted", Vec::new(), 0)
+            .await
+            .unwrap();
         assert_eq!(cursor().await.unwrap(), Some(1));
         // A healthy endpoint keeps its place (event 2 is still to send): enabling is a no-op.
         assert!(store.enable_callback("k", id).await.unwrap());

@@ -25,7 +25,7 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 use tokio::sync::mpsc;
 
-/// Pushes waiting for the router.
+/// Pushes (each with its devices) waiting for the router.
 const QUEUE: usize = 1024;
 /// Sends in flight at once.
 const IN_FLIGHT: usize = 64;
@@ -66,7 +66,7 @@ enum Client {
 
 /// The router; [`start`] makes it and hands it to the engine.
 pub struct Router {
-    jobs: mpsc::Sender<Job>,
+    jobs: mpsc::Sender<Vec<Job>>,
     /// Per app: vendor → (updated_ms, credentials), refreshed every second.
     credentials: RwLock<HashMap<String, AppCredentials>>,
     /// Clients per (app, vendor), with the credentials' updated_ms they were made from.
@@ -103,19 +103,17 @@ impl OfflineRouter for Router {
     }
 
     fn route(&self, app: Arc<AppState>, push: Arc<LivePush>, targets: Vec<VendorTarget>) -> bool {
-        let Ok(permits) = self.jobs.try_reserve_many(targets.len()) else {
-            return false;
-        };
-        for (permit, target) in permits.zip(targets) {
-            permit.send(Job {
+        let jobs = targets
+            .into_iter()
+            .map(|target| Job {
                 app: app.clone(),
                 push: push.clone(),
                 target,
                 attempt: 0,
                 badge: None,
-            });
-        }
-        true
+            })
+            .collect();
+        self.jobs.try_send(jobs).is_ok()
     }
 }
 
@@ -157,13 +155,26 @@ async fn refresh_credentials(router: Weak<Router>) {
     }
 }
 
-async fn work(router: Arc<Router>, mut rx: mpsc::Receiver<Job>) {
+/// Sends the devices of each push routed, [`IN_FLIGHT`] at a time, with the retries the
+/// vendors asked for (as many as there are devices routed, at most: each is one device's).
+async fn work(router: Arc<Router>, mut rx: mpsc::Receiver<Vec<Job>>) {
     let (retry_tx, mut retry_rx) = mpsc::unbounded_channel::<Job>();
+    let mut ready = std::collections::VecDeque::new();
     let jobs = futures_util::stream::poll_fn(move |cx| {
-        if let std::task::Poll::Ready(Some(j)) = retry_rx.poll_recv(cx) {
-            return std::task::Poll::Ready(Some(j));
+        use std::task::Poll;
+        if let Poll::Ready(Some(j)) = retry_rx.poll_recv(cx) {
+            return Poll::Ready(Some(j));
         }
-        rx.poll_recv(cx)
+        loop {
+            if let Some(j) = ready.pop_front() {
+                return Poll::Ready(Some(j));
+            }
+            match rx.poll_recv(cx) {
+                Poll::Ready(Some(batch)) => ready.extend(batch),
+                Poll::Ready(None) => return Poll::Ready(None),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
     });
     jobs.for_each_concurrent(IN_FLIGHT, |job| {
         let (router, retry_tx) = (router.clone(), retry_tx.clone());

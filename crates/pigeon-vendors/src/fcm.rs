@@ -9,12 +9,10 @@ use rsa::pkcs1v15::SigningKey;
 use rsa::pkcs8::DecodePrivateKey;
 use rsa::signature::{SignatureEncoding, Signer};
 use serde_json::{json, Value};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 pub const PRODUCTION: &str = "https://fcm.googleapis.com";
 pub const SCOPE: &str = "https://www.googleapis.com/auth/firebase.messaging";
-/// An access token is fetched again this long before it expires.
-const REFRESH_MARGIN: Duration = Duration::from_secs(300);
 /// Largest message FCM takes.
 pub const MAX_PAYLOAD: usize = 4096;
 
@@ -67,7 +65,7 @@ pub struct FcmClient {
     base: String,
     key: SigningKey<sha2::Sha256>,
     /// The access token and when to fetch a new one.
-    access: tokio::sync::Mutex<Option<(String, Instant)>>,
+    access: crate::TokenCache,
 }
 
 impl FcmClient {
@@ -87,7 +85,7 @@ impl FcmClient {
             config,
             base,
             key: SigningKey::new(private),
-            access: tokio::sync::Mutex::new(None),
+            access: Default::default(),
         })
     }
 
@@ -112,39 +110,17 @@ impl FcmClient {
         format!("{input}.{}", URL_SAFE_NO_PAD.encode(signature))
     }
 
-    /// The access token: the cached one, or a new one from the token endpoint.
+    /// The access token: the kept one, or a new one from the token endpoint.
     async fn access_token(&self, renew: bool) -> Result<String, String> {
-        let mut cached = self.access.lock().await;
-        if let Some((token, until)) = cached.as_ref() {
-            if !renew && Instant::now() < *until {
-                return Ok(token.clone());
-            }
-        }
-        let body = format!(
-            "grant_type=urn%3Aietf%3Aparams%3Aoauth%3Agrant-type%3Ajwt-bearer&assertion={}",
-            self.assertion()
-        );
-        let answer = self
-            .http
-            .post(&self.config.token_uri)
-            .header("content-type", "application/x-www-form-urlencoded")
-            .body(body)
-            .send()
+        self.access
+            .get(renew, || {
+                let form = format!(
+                    "grant_type=urn%3Aietf%3Aparams%3Aoauth%3Agrant-type%3Ajwt-bearer&assertion={}",
+                    self.assertion()
+                );
+                crate::oauth_token(&self.http, &self.config.token_uri, form)
+            })
             .await
-            .map_err(|e| format!("token endpoint: no answer: {e}"))?;
-        let status = answer.status();
-        let v: Value = answer.json().await.unwrap_or(Value::Null);
-        let token = v.get("access_token").and_then(Value::as_str);
-        let (true, Some(token)) = (status.is_success(), token) else {
-            return Err(format!("token endpoint said {status}: {v}"));
-        };
-        let lifetime =
-            Duration::from_secs(v.get("expires_in").and_then(Value::as_u64).unwrap_or(3600));
-        *cached = Some((
-            token.to_string(),
-            Instant::now() + lifetime.saturating_sub(REFRESH_MARGIN),
-        ));
-        Ok(token.to_string())
     }
 
     /// Sends one message (`message` without its target) to one registration token. An

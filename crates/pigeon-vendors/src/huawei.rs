@@ -5,7 +5,6 @@
 
 use crate::Outcome;
 use serde_json::{json, Value};
-use std::time::{Duration, Instant};
 
 pub const AUTH_URL: &str = "https://oauth-login.cloud.huawei.com/oauth2/v3/token";
 pub const PRODUCTION: &str = "https://push-api.cloud.huawei.com";
@@ -13,8 +12,6 @@ pub const PRODUCTION: &str = "https://push-api.cloud.huawei.com";
 pub const MAX_TOKENS: usize = 1000;
 /// Largest request Push Kit takes.
 pub const MAX_BODY: usize = 4096;
-/// An access token is fetched again this long before it expires.
-const REFRESH_MARGIN: Duration = Duration::from_secs(300);
 
 #[derive(Clone, Debug)]
 pub struct HuaweiConfig {
@@ -30,7 +27,7 @@ pub struct HuaweiConfig {
 pub struct HuaweiClient {
     http: reqwest::Client,
     config: HuaweiConfig,
-    access: tokio::sync::Mutex<Option<(String, Instant)>>,
+    access: crate::TokenCache,
 }
 
 impl HuaweiClient {
@@ -39,42 +36,22 @@ impl HuaweiClient {
         Ok(HuaweiClient {
             http,
             config,
-            access: tokio::sync::Mutex::new(None),
+            access: Default::default(),
         })
     }
 
     async fn access_token(&self, renew: bool) -> Result<String, String> {
-        let mut cached = self.access.lock().await;
-        if let Some((token, until)) = cached.as_ref() {
-            if !renew && Instant::now() < *until {
-                return Ok(token.clone());
-            }
-        }
-        let body = form_urlencoded::Serializer::new(String::new())
-            .append_pair("grant_type", "client_credentials")
-            .append_pair("client_id", &self.config.client_id)
-            .append_pair("client_secret", &self.config.client_secret)
-            .finish();
-        let url = self.config.auth_url.as_deref().unwrap_or(AUTH_URL);
-        let answer = self
-            .http
-            .post(url)
-            .header("content-type", "application/x-www-form-urlencoded")
-            .body(body)
-            .send()
+        self.access
+            .get(renew, || {
+                let form = form_urlencoded::Serializer::new(String::new())
+                    .append_pair("grant_type", "client_credentials")
+                    .append_pair("client_id", &self.config.client_id)
+                    .append_pair("client_secret", &self.config.client_secret)
+                    .finish();
+                let url = self.config.auth_url.as_deref().unwrap_or(AUTH_URL);
+                crate::oauth_token(&self.http, url, form)
+            })
             .await
-            .map_err(|e| format!("token endpoint: no answer: {e}"))?;
-        let status = answer.status();
-        let v: Value = answer.json().await.unwrap_or(Value::Null);
-        let (true, Some(token)) = (status.is_success(), v["access_token"].as_str()) else {
-            return Err(format!("token endpoint said {status}: {v}"));
-        };
-        let lifetime = Duration::from_secs(v["expires_in"].as_u64().unwrap_or(3600));
-        *cached = Some((
-            token.to_string(),
-            Instant::now() + lifetime.saturating_sub(REFRESH_MARGIN),
-        ));
-        Ok(token.to_string())
     }
 
     /// Sends `message` (Push Kit's message object, without its target) to up to

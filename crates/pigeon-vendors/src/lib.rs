@@ -66,6 +66,57 @@ pub(crate) async fn read_answer(answer: reqwest::Response) -> (u16, Option<Durat
     (status, retry_after, answer.text().await.unwrap_or_default())
 }
 
+/// A token kept until shortly before it expires: an OAuth access token, a vendor's auth token.
+#[derive(Default)]
+pub(crate) struct TokenCache(tokio::sync::Mutex<Option<(String, std::time::Instant)>>);
+
+/// A kept token is fetched again this long before it expires.
+const REFRESH_MARGIN: Duration = Duration::from_secs(300);
+
+impl TokenCache {
+    /// The kept token; a new one from `fetch` (the token and how long it lasts) if there is
+    /// none, it is about to expire, or `renew` (the vendor refused it).
+    pub(crate) async fn get<F, Fut>(&self, renew: bool, fetch: F) -> Result<String, String>
+    where
+        F: FnOnce() -> Fut,
+        Fut: std::future::Future<Output = Result<(String, Duration), String>>,
+    {
+        let mut kept = self.0.lock().await;
+        if let Some((token, until)) = kept.as_ref() {
+            if !renew && std::time::Instant::now() < *until {
+                return Ok(token.clone());
+            }
+        }
+        let (token, lifetime) = fetch().await?;
+        let until = std::time::Instant::now() + lifetime.saturating_sub(REFRESH_MARGIN);
+        *kept = Some((token.clone(), until));
+        Ok(token)
+    }
+}
+
+/// An OAuth token from a token endpoint: a form POST answered with `access_token` and
+/// `expires_in`.
+pub(crate) async fn oauth_token(
+    http: &reqwest::Client,
+    url: &str,
+    form: String,
+) -> Result<(String, Duration), String> {
+    let answer = http
+        .post(url)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(form)
+        .send()
+        .await
+        .map_err(|e| format!("token endpoint: no answer: {e}"))?;
+    let status = answer.status();
+    let v: serde_json::Value = answer.json().await.unwrap_or_default();
+    let (true, Some(token)) = (status.is_success(), v["access_token"].as_str()) else {
+        return Err(format!("token endpoint said {status}: {v}"));
+    };
+    let lifetime = Duration::from_secs(v["expires_in"].as_u64().unwrap_or(3600));
+    Ok((token.to_string(), lifetime))
+}
+
 /// Lowercase hex.
 pub(crate) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()

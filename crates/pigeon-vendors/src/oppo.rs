@@ -5,11 +5,11 @@
 use crate::{hex, Outcome};
 use serde_json::{json, Value};
 use sha2::Digest;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 pub const PRODUCTION: &str = "https://api.push.oppomobile.com";
-/// How long an auth token is used (OPPO's last a day).
-const TOKEN_LIFETIME: Duration = Duration::from_secs(23 * 3600);
+/// How long an auth token lasts.
+const TOKEN_LIFETIME: Duration = Duration::from_secs(24 * 3600);
 
 #[derive(Clone, Debug)]
 pub struct OppoConfig {
@@ -22,7 +22,7 @@ pub struct OppoClient {
     http: reqwest::Client,
     config: OppoConfig,
     base: String,
-    auth: tokio::sync::Mutex<Option<(String, Instant)>>,
+    auth: crate::TokenCache,
 }
 
 /// `sign` of the auth call: lowercase hex SHA-256 of app key, timestamp and master secret.
@@ -39,34 +39,30 @@ impl OppoClient {
             http: crate::http_client()?,
             base: base.trim_end_matches('/').to_string(),
             config,
-            auth: tokio::sync::Mutex::new(None),
+            auth: Default::default(),
         })
     }
 
     async fn auth_token(&self, renew: bool) -> Result<String, String> {
-        let mut cached = self.auth.lock().await;
-        if let Some((t, made)) = cached.as_ref() {
-            if !renew && made.elapsed() < TOKEN_LIFETIME {
-                return Ok(t.clone());
-            }
-        }
-        let timestamp = pigeon_engine::now_ms();
-        let sign = auth_sign(&self.config.app_key, timestamp, &self.config.master_secret);
-        let form = form_urlencoded::Serializer::new(String::new())
-            .append_pair("app_key", &self.config.app_key)
-            .append_pair("timestamp", &timestamp.to_string())
-            .append_pair("sign", &sign)
-            .finish();
-        let v = crate::post_form(&self.http, &format!("{}/server/v1/auth", self.base), form)
+        self.auth
+            .get(renew, || async {
+                let timestamp = pigeon_engine::now_ms();
+                let sign = auth_sign(&self.config.app_key, timestamp, &self.config.master_secret);
+                let form = form_urlencoded::Serializer::new(String::new())
+                    .append_pair("app_key", &self.config.app_key)
+                    .append_pair("timestamp", &timestamp.to_string())
+                    .append_pair("sign", &sign)
+                    .finish();
+                let url = format!("{}/server/v1/auth", self.base);
+                let v = crate::post_form(&self.http, &url, form)
+                    .await
+                    .map_err(|e| format!("auth: {e}"))?;
+                match (v["code"].as_i64(), v["data"]["auth_token"].as_str()) {
+                    (Some(0), Some(t)) => Ok((t.to_string(), TOKEN_LIFETIME)),
+                    _ => Err(format!("auth refused: {v}")),
+                }
+            })
             .await
-            .map_err(|e| format!("auth: {e}"))?;
-        match (v["code"].as_i64(), v["data"]["auth_token"].as_str()) {
-            (Some(0), Some(t)) => {
-                *cached = Some((t.to_string(), Instant::now()));
-                Ok(t.to_string())
-            }
-            _ => Err(format!("auth refused: {v}")),
-        }
     }
 
     /// Sends a notification (OPPO's `notification` object) to one registration id.

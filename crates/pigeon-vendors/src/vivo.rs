@@ -5,10 +5,11 @@
 use crate::{hex, Outcome};
 use md5::Digest;
 use serde_json::{json, Value};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 pub const PRODUCTION: &str = "https://api-push.vivo.com.cn";
-const TOKEN_LIFETIME: Duration = Duration::from_secs(23 * 3600);
+/// How long an auth token lasts.
+const TOKEN_LIFETIME: Duration = Duration::from_secs(24 * 3600);
 
 #[derive(Clone, Debug)]
 pub struct VivoConfig {
@@ -22,7 +23,7 @@ pub struct VivoClient {
     http: reqwest::Client,
     config: VivoConfig,
     base: String,
-    auth: tokio::sync::Mutex<Option<(String, Instant)>>,
+    auth: crate::TokenCache,
 }
 
 /// `sign` of the auth call: lowercase hex MD5 of app id, app key, timestamp and app secret.
@@ -39,36 +40,31 @@ impl VivoClient {
             http: crate::http_client()?,
             base: base.trim_end_matches('/').to_string(),
             config,
-            auth: tokio::sync::Mutex::new(None),
+            auth: Default::default(),
         })
     }
 
     async fn auth_token(&self) -> Result<String, String> {
-        let mut cached = self.auth.lock().await;
-        if let Some((t, made)) = cached.as_ref() {
-            if made.elapsed() < TOKEN_LIFETIME {
-                return Ok(t.clone());
-            }
-        }
-        let c = &self.config;
-        let timestamp = pigeon_engine::now_ms();
-        let body = json!({"appId": c.app_id, "appKey": c.app_key, "timestamp": timestamp,
-            "sign": auth_sign(&c.app_id, &c.app_key, timestamp, &c.app_secret)});
-        let answer = self
-            .http
-            .post(format!("{}/message/auth", self.base))
-            .json(&body)
-            .send()
+        self.auth
+            .get(false, || async {
+                let c = &self.config;
+                let timestamp = pigeon_engine::now_ms();
+                let body = json!({"appId": c.app_id, "appKey": c.app_key, "timestamp": timestamp,
+                    "sign": auth_sign(&c.app_id, &c.app_key, timestamp, &c.app_secret)});
+                let answer = self
+                    .http
+                    .post(format!("{}/message/auth", self.base))
+                    .json(&body)
+                    .send()
+                    .await
+                    .map_err(|e| format!("auth: no answer: {e}"))?;
+                let v: Value = answer.json().await.unwrap_or_default();
+                match (v["result"].as_i64(), v["authToken"].as_str()) {
+                    (Some(0), Some(t)) => Ok((t.to_string(), TOKEN_LIFETIME)),
+                    _ => Err(format!("auth refused: {v}")),
+                }
+            })
             .await
-            .map_err(|e| format!("auth: no answer: {e}"))?;
-        let v: Value = answer.json().await.unwrap_or_default();
-        match (v["result"].as_i64(), v["authToken"].as_str()) {
-            (Some(0), Some(t)) => {
-                *cached = Some((t.to_string(), Instant::now()));
-                Ok(t.to_string())
-            }
-            _ => Err(format!("auth refused: {v}")),
-        }
     }
 
     /// Sends one message (vivo's fields but `regId` and `requestId`) to one regId.

@@ -1021,6 +1021,10 @@ async fn pace_forever(engine: std::sync::Weak<Engine>) {
         };
         let now = now_ms();
         for app in engine.apps() {
+            // Most apps have no paced push: no write lock on their live set for them.
+            if app.live.read().paced_running() == 0 {
+                continue;
+            }
             let released = app.live.write().pace(now);
             for (push, ordinals) in released {
                 app.offer(&push, &ordinals);

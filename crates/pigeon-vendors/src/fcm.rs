@@ -74,12 +74,7 @@ impl FcmClient {
             FcmError::Config(format!("private_key is not an RSA PKCS#8 PEM key: {e}"))
         })?;
         let http = crate::http_client()?;
-        let base = config
-            .base_url
-            .clone()
-            .unwrap_or_else(|| PRODUCTION.to_string())
-            .trim_end_matches('/')
-            .to_string();
+        let base = crate::base_url(config.base_url.as_deref(), PRODUCTION);
         Ok(FcmClient {
             http,
             config,

@@ -21,6 +21,15 @@ pub mod xiaomi;
 
 use std::time::Duration;
 
+/// Where a client sends: the configured base URL (a local fake's) or the vendor's, without a
+/// trailing slash.
+pub(crate) fn base_url(configured: Option<&str>, vendor: &str) -> String {
+    configured
+        .unwrap_or(vendor)
+        .trim_end_matches('/')
+        .to_string()
+}
+
 /// The HTTP client of a vendor: a 30 s answer timeout, no redirects.
 pub(crate) fn http_client() -> reqwest::Result<reqwest::Client> {
     reqwest::Client::builder()

@@ -34,10 +34,10 @@ pub fn sign(params: &BTreeMap<String, String>, app_secret: &str) -> String {
 
 impl MeizuClient {
     pub fn new(config: MeizuConfig) -> Result<MeizuClient, reqwest::Error> {
-        let base = config.base_url.clone().unwrap_or_else(|| PRODUCTION.into());
+        let base = crate::base_url(config.base_url.as_deref(), PRODUCTION);
         Ok(MeizuClient {
             http: crate::http_client()?,
-            base: base.trim_end_matches('/').to_string(),
+            base,
             config,
         })
     }

@@ -34,10 +34,10 @@ pub fn auth_sign(app_key: &str, timestamp: u64, master_secret: &str) -> String {
 
 impl OppoClient {
     pub fn new(config: OppoConfig) -> Result<OppoClient, reqwest::Error> {
-        let base = config.base_url.clone().unwrap_or_else(|| PRODUCTION.into());
+        let base = crate::base_url(config.base_url.as_deref(), PRODUCTION);
         Ok(OppoClient {
             http: crate::http_client()?,
-            base: base.trim_end_matches('/').to_string(),
+            base,
             config,
             auth: Default::default(),
         })

@@ -35,10 +35,10 @@ pub fn auth_sign(app_id: &str, app_key: &str, timestamp: u64, app_secret: &str) 
 
 impl VivoClient {
     pub fn new(config: VivoConfig) -> Result<VivoClient, reqwest::Error> {
-        let base = config.base_url.clone().unwrap_or_else(|| PRODUCTION.into());
+        let base = crate::base_url(config.base_url.as_deref(), PRODUCTION);
         Ok(VivoClient {
             http: crate::http_client()?,
-            base: base.trim_end_matches('/').to_string(),
+            base,
             config,
             auth: Default::default(),
         })

@@ -48,12 +48,7 @@ pub struct XiaomiClient {
 impl XiaomiClient {
     pub fn new(config: XiaomiConfig) -> Result<XiaomiClient, reqwest::Error> {
         let http = crate::http_client()?;
-        let base = config
-            .base_url
-            .clone()
-            .unwrap_or_else(|| PRODUCTION.to_string())
-            .trim_end_matches('/')
-            .to_string();
+        let base = crate::base_url(config.base_url.as_deref(), PRODUCTION);
         Ok(XiaomiClient { http, config, base })
     }
 

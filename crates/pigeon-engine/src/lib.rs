@@ -480,9 +480,10 @@ impl Engine {
             RoaringBitmap::new(),
             RoaringBitmap::new(),
         ));
+        let vendor_targets = self.plan_vendors(app, &live);
         app.live.write().insert(live.clone());
         let reached = app.fan_out(&live);
-        self.offer_to_vendors(app, &live);
+        self.route_to_vendors(app, &live, vendor_targets);
         tracing::debug!(app = %app.app_key, msg_id, targets = live.audience.len(), online = reached, "push accepted");
         Ok(msg_id)
     }

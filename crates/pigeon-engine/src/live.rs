@@ -27,6 +27,12 @@ pub struct LivePush {
     /// A paced push: how many of its targets (in ordinal order) were offered to connected
     /// devices so far.
     paced_offered: AtomicU64,
+    /// Devices a vendor is carrying it to whether or not they are connected (`ospush`,
+    /// `first_ospush`, iOS notifications through APNs): Pigeon's connection skips them
+    /// unless the vendor fails and the policy lets the connection take over.
+    held: Mutex<RoaringBitmap>,
+    /// Whether `held` was ever set: most pushes never take its lock.
+    any_held: AtomicBool,
 }
 
 impl LivePush {
@@ -48,7 +54,28 @@ impl LivePush {
             dirty: AtomicBool::new(false),
             recalled: AtomicBool::new(false),
             frames: Default::default(),
+            held: Mutex::new(RoaringBitmap::new()),
+            any_held: AtomicBool::new(false),
         }
+    }
+
+    /// Keeps Pigeon's connection off these devices: a vendor carries the push to them.
+    pub(crate) fn hold(&self, ordinals: &RoaringBitmap) {
+        if ordinals.is_empty() {
+            return;
+        }
+        *self.held.lock() |= ordinals;
+        self.any_held.store(true, Ordering::Release);
+    }
+
+    /// Lets Pigeon's connection deliver to `ordinal` again; whether it was held.
+    pub(crate) fn release(&self, ordinal: Ordinal) -> bool {
+        self.any_held.load(Ordering::Acquire) && self.held.lock().remove(ordinal)
+    }
+
+    /// Whether a vendor, not Pigeon's connection, is to deliver it to `ordinal`.
+    pub fn is_held_for(&self, ordinal: Ordinal) -> bool {
+        self.any_held.load(Ordering::Acquire) && self.held.lock().contains(ordinal)
     }
 
     pub fn msg_id(&self) -> u64 {
@@ -82,6 +109,7 @@ impl LivePush {
             && self.audience.contains(ordinal)
             && self.is_released_for(ordinal, now_ms)
             && !self.is_delivered_to(ordinal)
+            && !self.is_held_for(ordinal)
     }
 
     /// Whether it is paced (`big_push_duration`).
@@ -197,6 +225,7 @@ impl LivePush {
                 && self.is_released_for(ordinal, now_ms)
                 && !self.is_delivered_to(ordinal)
                 && !self.is_recalled()
+                && !self.is_held_for(ordinal)
         } else {
             self.is_pending_for(ordinal, now_ms)
         }

@@ -1,6 +1,6 @@
-//! The seam to vendor channels: which devices a push may reach through their vendor's push
-//! service instead of Pigeon's own connection, and what the engine records when a vendor
-//! took it or said a token is dead. The engine knows tokens and policy; the router behind
+//! The seam to vendor channels: which devices a push reaches through their vendor's push
+//! service instead of (or before) Pigeon's own connection, and what the engine records when
+//! a vendor took it, failed, or said a token is dead. The engine knows tokens and policy; the router behind
 //! [`OfflineRouter`] knows credentials and wire formats.
 
 use crate::app::AppState;
@@ -22,28 +22,42 @@ pub struct VendorTarget {
     pub vendor: &'static str,
     /// The device's token for that vendor (a Web Push subscription object for `webpush`).
     pub token: Value,
+    /// How the push goes to it.
+    pub route: Route,
 }
 
-/// Where pushes go for devices Pigeon's own connection does not reach when they are sent.
+/// How a push reaches a device with a vendor token (`options.third_party_channel.<vendor>.
+/// distribution`, or the platform's default).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route {
+    /// Pigeon's connection if the device is connected, its vendor if not (`secondary_push`,
+    /// the default for Android, HarmonyOS and web).
+    WhenOffline,
+    /// Its vendor, connected or not; Pigeon's connection takes over if the vendor fails
+    /// (`first_ospush`; iOS notifications, which go through APNs).
+    VendorFirst,
+    /// Its vendor only (`ospush`): if the vendor fails the device does not get it.
+    VendorOnly,
+}
+
+impl Route {
+    /// Whether Pigeon's connection stays off the device while the vendor carries it.
+    pub fn holds(self) -> bool {
+        self != Route::WhenOffline
+    }
+}
+
+/// Where pushes go for devices Pigeon's own connection does not (or may not) reach.
 pub trait OfflineRouter: Send + Sync {
     /// The vendors this app can send through now (it has their credentials).
     fn vendors_of(&self, app_key: &str) -> Vec<&'static str>;
     /// Takes a push for these devices. Must not block: a router that cannot take more
-    /// refuses, and the devices keep waiting for Pigeon's connection.
+    /// refuses, and the devices fall back to Pigeon's connection.
     fn route(&self, app: Arc<AppState>, push: Arc<LivePush>, targets: Vec<VendorTarget>) -> bool;
 }
 
-/// The vendors a device on `platform` can be reached through, most preferred first: the
-/// phone maker's own service, then FCM.
-fn vendors_for(platform: Platform) -> &'static [&'static str] {
-    match platform {
-        Platform::Ios => &["apns"],
-        Platform::Android => &["huawei", "honor", "xiaomi", "oppo", "vivo", "meizu", "fcm"],
-        Platform::Hmos => &["huawei"],
-        Platform::Web => &["webpush"],
-        _ => &[],
-    }
-}
+/// Phone makers' own services, most preferred first (a device has one maker's).
+const MAKERS: [&str; 6] = ["huawei", "honor", "xiaomi", "oppo", "vivo", "meizu"];
 
 /// `PushPlatform` of a vendor (callbacks.md).
 pub fn channel_code(vendor: &str) -> u8 {
@@ -61,22 +75,87 @@ pub fn channel_code(vendor: &str) -> u8 {
     }
 }
 
-/// Whether the push's `options.third_party_channel.<vendor>.distribution` keeps it off
-/// that vendor (`jpush`: Pigeon's own connection only).
-fn kept_off(push: &Push, vendor: &str) -> bool {
-    let tpc = push.options.other.get("third_party_channel");
-    tpc.and_then(|t| t.get(vendor))
-        .and_then(|v| v.get("distribution"))
-        .and_then(Value::as_str)
-        == Some("jpush")
+/// A string field of `options.third_party_channel.<key>`.
+fn channel_option<'a>(push: &'a Push, key: &str, field: &str) -> Option<&'a str> {
+    push.options
+        .other
+        .get("third_party_channel")?
+        .get(key)?
+        .get(field)?
+        .as_str()
+}
+
+/// How `distribution` (or `distribution_fcm`) values route a push.
+fn route_of(distribution: Option<&str>) -> Option<Route> {
+    match distribution {
+        Some("jpush") => None,
+        Some("ospush" | "fcm" | "pns") => Some(Route::VendorOnly),
+        Some("first_ospush") => Some(Route::VendorFirst),
+        _ => Some(Route::WhenOffline),
+    }
+}
+
+/// The vendor and route a push takes to a device on `platform` holding tokens of
+/// `has_token`, among the vendors `usable` now; `None`: Pigeon's connection only.
+///
+/// iOS notifications go through APNs even to connected devices, as on JPush, unless the
+/// push also carries a custom message (which only Pigeon's connection delivers, with the
+/// notification in the same frame). Android prefers the phone maker's service over FCM;
+/// a device with both follows the maker's `distribution_fcm` (`fcm`, `pns`,
+/// `secondary_fcm_push`, `secondary_pns_push`, `jpush`). HarmonyOS devices follow the
+/// `hmos` key. Web devices get Web Push when they are offline.
+pub fn route_for(
+    push: &Push,
+    platform: Platform,
+    usable: &[&'static str],
+    has_token: impl Fn(&str) -> bool,
+) -> Option<(&'static str, Route)> {
+    let ok = |v: &str| usable.contains(&v) && has_token(v);
+    match platform {
+        Platform::Ios if ok("apns") => Some((
+            "apns",
+            if push.message.is_some() {
+                Route::WhenOffline
+            } else {
+                Route::VendorFirst
+            },
+        )),
+        Platform::Web if ok("webpush") => Some(("webpush", Route::WhenOffline)),
+        Platform::Hmos if ok("huawei") => {
+            route_of(channel_option(push, "hmos", "distribution")).map(|r| ("huawei", r))
+        }
+        Platform::Android => {
+            let maker = MAKERS.iter().copied().find(|v| ok(v));
+            let fcm = ok("fcm");
+            match (maker, fcm) {
+                (Some(maker), true) => match channel_option(push, maker, "distribution_fcm") {
+                    Some("fcm") => Some(("fcm", Route::VendorOnly)),
+                    Some("secondary_fcm_push") => Some(("fcm", Route::WhenOffline)),
+                    Some("jpush") => None,
+                    Some("pns") => Some((maker, Route::VendorOnly)),
+                    Some("secondary_pns_push") => Some((maker, Route::WhenOffline)),
+                    _ => route_of(channel_option(push, maker, "distribution")).map(|r| (maker, r)),
+                },
+                (Some(maker), false) => {
+                    route_of(channel_option(push, maker, "distribution")).map(|r| (maker, r))
+                }
+                (None, true) => {
+                    route_of(channel_option(push, "fcm", "distribution")).map(|r| ("fcm", r))
+                }
+                (None, false) => None,
+            }
+        }
+        _ => None,
+    }
 }
 
 impl AppState {
-    /// Of `ordinals`, the devices that have a token of a vendor in `usable` that their
-    /// platform can use, each with the first such vendor.
+    /// Of `ordinals`, the devices a push goes to through a vendor in `usable`, each with
+    /// its vendor and route; devices that are online only where the route holds them.
     pub(crate) fn vendor_targets(
         &self,
         ordinals: &RoaringBitmap,
+        online: &RoaringBitmap,
         usable: &[&'static str],
         push: &Push,
     ) -> Vec<VendorTarget> {
@@ -86,33 +165,42 @@ impl AppState {
             let Some(record) = devices.record(ordinal) else {
                 continue;
             };
-            let chosen = vendors_for(record.platform).iter().find(|v| {
-                usable.contains(v) && !kept_off(push, v) && record.push_tokens.contains_key(**v)
-            });
-            if let Some(vendor) = chosen {
-                out.push(VendorTarget {
-                    ordinal,
-                    registration_id: record.registration_id.clone(),
-                    platform: record.platform,
-                    vendor,
-                    token: record.push_tokens[*vendor].clone(),
-                });
+            if push.notification_for(record.platform).is_none() {
+                continue;
             }
+            let chosen = route_for(push, record.platform, usable, |v| {
+                record.push_tokens.contains_key(v)
+            });
+            let Some((vendor, route)) = chosen else {
+                continue;
+            };
+            if !route.holds() && online.contains(ordinal) {
+                continue;
+            }
+            out.push(VendorTarget {
+                ordinal,
+                registration_id: record.registration_id.clone(),
+                platform: record.platform,
+                vendor,
+                token: record.push_tokens[vendor].clone(),
+                route,
+            });
         }
         out
     }
 }
 
 impl Engine {
-    /// Offers a just-accepted push to the router for its targets that are offline and have a
-    /// usable vendor token. Notifications only, and not paced pushes (the pace applies to
-    /// Pigeon's own connection).
-    pub(crate) fn offer_to_vendors(&self, app: &AppState, live: &Arc<LivePush>) {
+    /// The devices a just-accepted push goes to through their vendors: offline ones with a
+    /// usable vendor token, and connected ones whose route says vendor first. Those are held
+    /// off Pigeon's connection before the push is offered to it. Notifications only, and
+    /// not paced pushes (the pace applies to Pigeon's own connection).
+    pub(crate) fn plan_vendors(&self, app: &AppState, live: &LivePush) -> Vec<VendorTarget> {
         let Some(router) = self.router.get() else {
-            return;
+            return Vec::new();
         };
         if live.push.notification.is_none() || live.is_paced() {
-            return;
+            return Vec::new();
         }
         // Most pushes of most apps: no target has a vendor token.
         if app
@@ -121,29 +209,68 @@ impl Engine {
             .with_vendor_tokens
             .is_disjoint(&live.audience)
         {
-            return;
+            return Vec::new();
         }
         let mut usable = router.vendors_of(&app.app_key);
         // Web Push needs no credentials of the app's: its VAPID key is the app's own.
         usable.push("webpush");
-        let offline = {
-            let presence = app.presence.lock();
-            &live.audience - &presence.online
-        };
-        let targets = app.vendor_targets(&offline, &usable, &live.push);
-        if targets.is_empty() {
+        let online = app.presence.lock().online.clone();
+        let targets = app.vendor_targets(&live.audience, &online, &usable, &live.push);
+        let held: RoaringBitmap = targets
+            .iter()
+            .filter(|t| t.route.holds())
+            .map(|t| t.ordinal)
+            .collect();
+        live.hold(&held);
+        targets
+    }
+
+    /// Hands the planned devices of a push to the router. If it cannot take them, the
+    /// devices it held fall back to Pigeon's connection.
+    pub(crate) fn route_to_vendors(
+        &self,
+        app: &AppState,
+        live: &Arc<LivePush>,
+        targets: Vec<VendorTarget>,
+    ) {
+        let (Some(router), false) = (self.router.get(), targets.is_empty()) else {
             return;
-        }
-        let Some(app) = self.apps.read().get(&app.app_key).cloned() else {
+        };
+        let Some(shared) = self.apps.read().get(&app.app_key).cloned() else {
             return;
         };
+        let held: Vec<Ordinal> = targets
+            .iter()
+            .filter(|t| t.route.holds())
+            .map(|t| t.ordinal)
+            .collect();
         let n = targets.len();
-        if !router.route(app, live.clone(), targets) {
+        if !router.route(shared, live.clone(), targets) {
             tracing::warn!(
                 msg_id = live.msg_id(),
                 devices = n,
                 "vendor channels are full; those devices wait for Pigeon's connection"
             );
+            for ordinal in held {
+                self.vendor_failed(app, live, ordinal, Route::VendorFirst);
+            }
+        }
+    }
+
+    /// A vendor did not take a push for a device. If the push was held off Pigeon's
+    /// connection for it and its route allows, the connection takes over (at once if the
+    /// device is connected).
+    pub fn vendor_failed(
+        &self,
+        app: &AppState,
+        push: &Arc<LivePush>,
+        ordinal: Ordinal,
+        route: Route,
+    ) {
+        if route == Route::VendorFirst && push.release(ordinal) {
+            let mut one = RoaringBitmap::new();
+            one.insert(ordinal);
+            app.offer(push, &one);
         }
     }
 
@@ -205,5 +332,88 @@ impl Engine {
         })
         .await?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pigeon_core::{Audience, PlatformSet, PushOptions};
+    use serde_json::{json, Map};
+
+    fn push(message: bool, third_party_channel: Value) -> Push {
+        let mut options = PushOptions::default();
+        options
+            .other
+            .insert("third_party_channel".into(), third_party_channel);
+        Push {
+            msg_id: 1,
+            sent_ms: 1_000,
+            platforms: PlatformSet::all(),
+            audience: Audience::All,
+            notification: Some(serde_json::from_value(json!({"alert": "hi"})).unwrap()),
+            message: message.then(Map::new),
+            options,
+            sms_message: None,
+            callback: None,
+            cid: None,
+            schedule: None,
+            extra: Map::new(),
+        }
+    }
+
+    const ALL: &[&str] = &[
+        "apns", "fcm", "huawei", "honor", "xiaomi", "oppo", "vivo", "meizu", "webpush",
+    ];
+
+    fn route(p: &Push, platform: Platform, tokens: &[&str]) -> Option<(&'static str, Route)> {
+        route_for(p, platform, ALL, |v| tokens.contains(&v))
+    }
+
+    #[test]
+    fn each_platform_and_distribution_picks_its_vendor_and_route() {
+        use Route::*;
+        let plain = push(false, json!({}));
+        assert_eq!(
+            route(&plain, Platform::Ios, &["apns"]),
+            Some(("apns", VendorFirst))
+        );
+        assert_eq!(
+            route(&push(true, json!({})), Platform::Ios, &["apns"]),
+            Some(("apns", WhenOffline))
+        );
+        assert_eq!(
+            route(&plain, Platform::Android, &["fcm", "xiaomi"]),
+            Some(("xiaomi", WhenOffline))
+        );
+        assert_eq!(route(&plain, Platform::Android, &[]), None);
+        assert_eq!(
+            route(&plain, Platform::Web, &["webpush"]),
+            Some(("webpush", WhenOffline))
+        );
+        let hmos = push(false, json!({"hmos": {"distribution": "ospush"}}));
+        assert_eq!(
+            route(&hmos, Platform::Hmos, &["huawei"]),
+            Some(("huawei", VendorOnly))
+        );
+        let xiaomi = push(
+            false,
+            json!({"xiaomi": {"distribution": "first_ospush", "distribution_fcm": "secondary_fcm_push"},
+                   "fcm": {"distribution": "jpush"}}),
+        );
+        assert_eq!(
+            route(&xiaomi, Platform::Android, &["xiaomi"]),
+            Some(("xiaomi", VendorFirst))
+        );
+        assert_eq!(
+            route(&xiaomi, Platform::Android, &["xiaomi", "fcm"]),
+            Some(("fcm", WhenOffline))
+        );
+        assert_eq!(route(&xiaomi, Platform::Android, &["fcm"]), None);
+        // A vendor without the app's credentials is not usable, whatever the device holds.
+        assert_eq!(
+            route_for(&plain, Platform::Android, &["fcm"], |v| v == "oppo"),
+            None
+        );
     }
 }

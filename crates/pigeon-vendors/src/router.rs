@@ -202,6 +202,7 @@ impl Router {
             Ok(c) => c,
             Err(why) => {
                 tracing::warn!(app = %job.app.app_key, vendor = t.vendor, error = %why, "vendor channel unusable");
+                engine.vendor_failed(&job.app, &job.push, t.ordinal, t.route);
                 return None;
             }
         };
@@ -223,6 +224,7 @@ impl Router {
                 {
                     tracing::warn!(error = %e, "could not remove a dead vendor token");
                 }
+                engine.vendor_failed(&job.app, &job.push, t.ordinal, t.route);
                 None
             }
             Outcome::Retry { after, reason } if job.attempt + 1 < MAX_ATTEMPTS => {
@@ -239,6 +241,7 @@ impl Router {
             Outcome::Retry { reason, .. } | Outcome::Rejected { reason, .. } => {
                 tracing::warn!(vendor = t.vendor, registration_id = %t.registration_id, %reason,
                     "vendor did not take the push; the device waits for Pigeon's connection");
+                engine.vendor_failed(&job.app, &job.push, t.ordinal, t.route);
                 None
             }
         }

@@ -94,8 +94,18 @@ async fn until(what: &str, mut done: impl FnMut() -> bool) {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn offline_devices_get_pushes_through_their_vendors() {
+/// A running server with an app whose FCM, APNs and OPPO credentials point at local fakes,
+/// and a callback receiver for its `Push.Event` and `Push.Undelivered`.
+struct Setup {
+    server: Server,
+    app: common::App,
+    fcm: FakeFcm,
+    apns: FakeApns,
+    cn: FakeCn,
+    events: (String, Events),
+}
+
+async fn setup() -> Setup {
     let private = rsa::RsaPrivateKey::from_pkcs8_pem(FCM_KEY).unwrap();
     let fcm = FakeFcm::start(Project {
         project_id: "demo-project".into(),
@@ -184,6 +194,26 @@ async fn offline_devices_get_pushes_through_their_vendors() {
     );
     tokio::time::sleep(Duration::from_millis(1500)).await; // the server reads credentials every second
 
+    Setup {
+        server,
+        app,
+        fcm,
+        apns,
+        cn,
+        events,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offline_devices_get_pushes_through_their_vendors() {
+    let Setup {
+        server,
+        app,
+        fcm,
+        apns,
+        cn,
+        events,
+    } = setup().await;
     let android = device(&server, &app.key, "android", json!({"fcm": "tokA"})).await;
     let iphone = device(&server, &app.key, "ios", json!({"apns": "a1b2c3d4"})).await;
     let dead = device(&server, &app.key, "android", json!({"fcm": "deadX"})).await;
@@ -343,4 +373,201 @@ async fn offline_devices_get_pushes_through_their_vendors() {
     assert_eq!(u.len(), 1, "{u:?}");
     assert_eq!(u[0]["RegistrationId"], json!(gone.registration_id));
     assert_eq!(u[0]["ErrCode"], 3);
+}
+
+/// Whether the connection gets a push within `wait`; its msg_id if so.
+async fn pushed(conn: &mut DeviceConnection, wait: Duration) -> Option<String> {
+    match tokio::time::timeout(wait, conn.next_push()).await {
+        Ok(Ok(p)) => Some(p.msg_id),
+        Ok(Err(e)) => panic!("connection failed: {e}"),
+        Err(_) => None,
+    }
+}
+
+/// Connected devices: iOS notifications go through APNs (a custom message through Pigeon's
+/// connection); Android follows `third_party_channel.<vendor>.distribution` (`ospush` vendor
+/// only, `first_ospush` vendor then the connection, `secondary_push` and the default the
+/// connection, `jpush` never a vendor) and a maker's `distribution_fcm`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connected_devices_follow_the_distribution_policy() {
+    let Setup {
+        server,
+        app,
+        fcm,
+        apns,
+        cn,
+        events: _events,
+    } = setup().await;
+    let push_to = |rid: &str, options: Value, extra: Value| {
+        let mut body = json!({"platform": "all", "audience": {"registration_id": [rid]},
+            "notification": {"alert": "policy", "android": {"title": "T"}},
+            "options": options});
+        if let (Some(b), Some(e)) = (body.as_object_mut(), extra.as_object()) {
+            b.extend(e.clone());
+        }
+        body
+    };
+    let oppo_sends = || {
+        cn.received
+            .lock()
+            .iter()
+            .filter(|(v, _)| *v == "oppo")
+            .count()
+    };
+    let tpc = |vendor: &str, field: &str, value: &str| json!({"third_party_channel": {vendor: {field: value}}});
+    let wait = Duration::from_millis(800);
+
+    // iOS, connected: the notification goes through APNs, not the connection.
+    let iphone = device(&server, &app.key, "ios", json!({"apns": "0a0b0c"})).await;
+    let mut conn = DeviceConnection::connect(&server.base, &iphone)
+        .await
+        .unwrap();
+    let msg = server
+        .push_ok(&app, push_to(&iphone.registration_id, json!({}), json!({})))
+        .await;
+    until("the APNs notification", || {
+        apns.stats.received.lock().len() == 1
+    })
+    .await;
+    assert_eq!(apns.stats.received.lock()[0].payload["msg_id"], json!(msg));
+    assert_eq!(pushed(&mut conn, wait).await, None);
+    // With a custom message, the connection carries it (and its notification).
+    let msg = server
+        .push_ok(
+            &app,
+            push_to(
+                &iphone.registration_id,
+                json!({}),
+                json!({"message": {"msg_content": "m"}}),
+            ),
+        )
+        .await;
+    assert_eq!(pushed(&mut conn, wait).await, Some(msg));
+    assert_eq!(apns.stats.received.lock().len(), 1);
+    conn.close().await.ok();
+
+    // Android, connected, default (secondary_push): the connection only.
+    let phone = device(&server, &app.key, "android", json!({"oppo": "CN_p1"})).await;
+    let mut conn = DeviceConnection::connect(&server.base, &phone)
+        .await
+        .unwrap();
+    let msg = server
+        .push_ok(&app, push_to(&phone.registration_id, json!({}), json!({})))
+        .await;
+    assert_eq!(pushed(&mut conn, wait).await, Some(msg.clone()));
+    conn.ack(&[&msg]).await.unwrap();
+    // ospush: the vendor only.
+    let before = oppo_sends();
+    server
+        .push_ok(
+            &app,
+            push_to(
+                &phone.registration_id,
+                tpc("oppo", "distribution", "ospush"),
+                json!({}),
+            ),
+        )
+        .await;
+    until("the OPPO notification", || oppo_sends() == before + 1).await;
+    assert_eq!(pushed(&mut conn, wait).await, None);
+    conn.close().await.ok();
+
+    // first_ospush with a dead token: the vendor fails, the connection takes over at once.
+    let dead = device(&server, &app.key, "android", json!({"oppo": "dead-o1"})).await;
+    let mut conn = DeviceConnection::connect(&server.base, &dead)
+        .await
+        .unwrap();
+    let msg = server
+        .push_ok(
+            &app,
+            push_to(
+                &dead.registration_id,
+                tpc("oppo", "distribution", "first_ospush"),
+                json!({}),
+            ),
+        )
+        .await;
+    assert_eq!(pushed(&mut conn, Duration::from_secs(5)).await, Some(msg));
+    conn.close().await.ok();
+    // ospush with a dead token: the device does not get it.
+    let dead2 = device(&server, &app.key, "android", json!({"oppo": "dead-o2"})).await;
+    let mut conn = DeviceConnection::connect(&server.base, &dead2)
+        .await
+        .unwrap();
+    server
+        .push_ok(
+            &app,
+            push_to(
+                &dead2.registration_id,
+                tpc("oppo", "distribution", "ospush"),
+                json!({}),
+            ),
+        )
+        .await;
+    assert_eq!(pushed(&mut conn, Duration::from_millis(1500)).await, None);
+    conn.close().await.ok();
+
+    // jpush, device offline: no vendor; it waits for the connection.
+    let away = device(&server, &app.key, "android", json!({"oppo": "CN_p2"})).await;
+    let before = oppo_sends();
+    let msg = server
+        .push_ok(
+            &app,
+            push_to(
+                &away.registration_id,
+                tpc("oppo", "distribution", "jpush"),
+                json!({}),
+            ),
+        )
+        .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(oppo_sends(), before);
+    let mut conn = DeviceConnection::connect(&server.base, &away)
+        .await
+        .unwrap();
+    assert_eq!(pushed(&mut conn, wait).await, Some(msg));
+    conn.close().await.ok();
+
+    // A phone with OPPO and FCM tokens: the maker's distribution_fcm "fcm" sends by FCM.
+    let both = device(
+        &server,
+        &app.key,
+        "android",
+        json!({"oppo": "CN_p3", "fcm": "tokBoth"}),
+    )
+    .await;
+    let before = (oppo_sends(), fcm.stats.sends.load(Ordering::Relaxed));
+    server
+        .push_ok(
+            &app,
+            push_to(
+                &both.registration_id,
+                tpc("oppo", "distribution_fcm", "fcm"),
+                json!({}),
+            ),
+        )
+        .await;
+    until("the FCM message", || {
+        fcm.stats.sends.load(Ordering::Relaxed) == before.1 + 1
+    })
+    .await;
+    assert_eq!(
+        fcm.stats.received.lock().last().unwrap()["token"],
+        "tokBoth"
+    );
+    assert_eq!(oppo_sends(), before.0);
+
+    // A distribution Pigeon does not know is refused.
+    let resp = server
+        .push(
+            &app,
+            push_to(
+                &both.registration_id,
+                tpc("oppo", "distribution", "sometimes"),
+                json!({}),
+            ),
+        )
+        .await;
+    assert_eq!(resp.0, 400, "{:?}", resp.1);
+    assert_eq!(resp.1["error"]["code"], 1003);
 }

@@ -7,7 +7,7 @@ use crate::table::Table;
 use clap::Args;
 use futures_util::StreamExt;
 use p256::pkcs8::EncodePrivateKey;
-use pigeon_vendors::apns::{ApnsClient, ApnsConfig, Notification};
+use pigeon_vendors::apns::{ApnsAuth, ApnsClient, ApnsConfig, Notification};
 use pigeon_vendors::fake_apns::{Account, FakeApns};
 use pigeon_vendors::Outcome;
 use serde_json::json;
@@ -47,9 +47,11 @@ pub fn run(args: ApnsArgs) -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     let client = ApnsClient::new(ApnsConfig {
-        key_id: "BENCHKEY01".into(),
-        team_id: "BENCHTEAM1".into(),
-        private_key_pem: pem,
+        auth: ApnsAuth::Token {
+            key_id: "BENCHKEY01".into(),
+            team_id: "BENCHTEAM1".into(),
+            private_key_pem: pem,
+        },
         topic: "com.example.bench".into(),
         production: false,
         base_url: Some(fake.base_url.clone()),

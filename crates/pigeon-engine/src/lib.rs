@@ -584,6 +584,7 @@ impl Engine {
         if in_memory {
             app.retire(&push);
         }
+        self.revoke_at_vendors(app, &push, &sent);
         let presence = app.presence.lock();
         for ordinal in (&sent & &presence.online).iter() {
             if let Some(session) = presence.sessions.get(&ordinal) {

@@ -54,6 +54,9 @@ pub trait OfflineRouter: Send + Sync {
     /// Takes a push for these devices. Must not block: a router that cannot take more
     /// refuses, and the devices fall back to Pigeon's connection.
     fn route(&self, app: Arc<AppState>, push: Arc<LivePush>, targets: Vec<VendorTarget>) -> bool;
+    /// The push was recalled: asks the vendors that can take a notification back to do so
+    /// on these devices (those it was sent to). Must not block.
+    fn revoke(&self, app: Arc<AppState>, push: Arc<LivePush>, targets: Vec<VendorTarget>);
 }
 
 /// Phone makers' own services, most preferred first (a device has one maker's).
@@ -254,6 +257,30 @@ impl Engine {
             for ordinal in held {
                 self.vendor_failed(app, live, ordinal, Route::VendorFirst);
             }
+        }
+    }
+
+    /// A recalled push: the devices it was sent to that a vendor may have carried it to
+    /// are handed to the router, which asks the vendors that can to take it back.
+    pub(crate) fn revoke_at_vendors(
+        &self,
+        app: &AppState,
+        push: &Arc<LivePush>,
+        sent: &RoaringBitmap,
+    ) {
+        let Some(router) = self.router.get() else {
+            return;
+        };
+        if app.devices.read().with_vendor_tokens.is_disjoint(sent) {
+            return;
+        }
+        let usable = router.vendors_of(&app.app_key);
+        let targets = app.vendor_targets(sent, &RoaringBitmap::new(), &usable, &push.push);
+        if targets.is_empty() {
+            return;
+        }
+        if let Some(shared) = self.apps.read().get(&app.app_key).cloned() {
+            router.revoke(shared, push.clone(), targets);
         }
     }
 

@@ -67,16 +67,28 @@ pub fn check_credentials(vendor: &str, credentials: &Value) -> Result<(), String
     let known: Vec<&str> = ways.iter().flat_map(|w| w.iter().copied()).collect();
     for (k, v) in fields {
         // Where to send instead of the vendor, and a root certificate to trust: for a
-        // local fake of the vendor's service.
+        // local fake of the vendor's service. How fast and how many at once: the app's
+        // quota with the vendor.
         let extra_ok = matches!(
             k.as_str(),
-            "production" | "base_url" | "auth_url" | "ca_pem"
+            "production" | "base_url" | "auth_url" | "ca_pem" | "rate_per_minute" | "concurrency"
         );
         if !known.contains(&k.as_str()) && !extra_ok && k != "type" {
             return Err(format!("{vendor} credentials: unknown field {k:?}"));
         }
         let is_text = v.as_str().is_some_and(|s| !s.trim().is_empty());
-        if k == "production" {
+        if k == "rate_per_minute" || k == "concurrency" {
+            let max = if k == "concurrency" {
+                1024
+            } else {
+                100_000_000
+            };
+            if !v.as_u64().is_some_and(|n| (1..=max).contains(&n)) {
+                return Err(format!(
+                    "{vendor} credentials: {k} must be a whole number from 1 to {max}"
+                ));
+            }
+        } else if k == "production" {
             if !v.is_boolean() {
                 return Err(format!(
                     "{vendor} credentials: production must be true or false"
@@ -207,6 +219,15 @@ mod tests {
                 .contains("non-empty string")
         );
         assert!(check_credentials("xiaomi", &json!("s")).is_err());
+        let limited = json!({"app_secret": "s", "package_name": "p",
+            "rate_per_minute": 6000, "concurrency": 8});
+        assert!(check_credentials("xiaomi", &limited).is_ok());
+        for bad in [json!(0), json!(-1), json!("10"), json!(1.5)] {
+            let c = json!({"app_secret": "s", "package_name": "p", "concurrency": bad});
+            assert!(check_credentials("xiaomi", &c)
+                .unwrap_err()
+                .contains("concurrency must be a whole number from 1 to 1024"));
+        }
     }
 
     #[test]

@@ -127,6 +127,11 @@ pub trait Storage: Send + Sync + 'static {
     fn vendor_credentials(&self, app_key: &str) -> StoreFuture<'_, Vec<(String, String, u64)>>;
     /// Removes an app's credentials for one vendor; false if it had none.
     fn remove_vendor_credentials(&self, app_key: &str, vendor: &str) -> StoreFuture<'_, bool>;
+    /// Every app's credentials: (app_key, vendor, JSON, updated_ms).
+    fn all_vendor_credentials(&self) -> StoreFuture<'_, Vec<(String, String, String, u64)>>;
+    /// Changes whenever any app's credentials are set or removed: (how many, sum of their
+    /// updated_ms).
+    fn vendor_credentials_version(&self) -> StoreFuture<'_, (u64, u64)>;
     /// The badge number of every device of an app that has one: (ordinal, badge).
     fn load_badges(&self, app_key: &str) -> StoreFuture<'_, Vec<(u32, u32)>>;
     /// Records devices' badge numbers: (ordinal, badge).

@@ -1362,6 +1362,28 @@ impl Storage for SqliteStore {
         }))
     }
 
+    fn all_vendor_credentials(&self) -> StoreFuture<'_, Vec<(String, String, String, u64)>> {
+        Box::pin(self.read(move |c| {
+            let mut st = c.prepare_cached(
+                "SELECT app_key, vendor, body, updated_ms FROM vendor_credentials
+                 ORDER BY app_key, vendor",
+            )?;
+            let rows = st.query_map([], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, to_u64(r.get(3)?)))
+            })?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        }))
+    }
+
+    fn vendor_credentials_version(&self) -> StoreFuture<'_, (u64, u64)> {
+        Box::pin(self.read(move |c| {
+            Ok(c.prepare_cached(
+                "SELECT COUNT(*), COALESCE(SUM(updated_ms), 0) FROM vendor_credentials",
+            )?
+            .query_row([], |r| Ok((to_u64(r.get(0)?), to_u64(r.get(1)?))))?)
+        }))
+    }
+
     fn load_badges(&self, app_key: &str) -> StoreFuture<'_, Vec<(u32, u32)>> {
         let app_key = app_key.to_string();
         Box::pin(self.read(move |c| {

@@ -18,13 +18,28 @@ const ANSWER_TIMEOUT: Duration = Duration::from_secs(30);
 /// Largest payload APNs takes for a notification.
 pub const MAX_PAYLOAD: usize = 4096;
 
-/// What an APNs client needs: the app's token-auth key and topic, and where to send.
+/// How a provider proves itself to APNs.
+#[derive(Clone, Debug)]
+pub enum ApnsAuth {
+    /// Token-based: a `.p8` key (PKCS#8 PEM) signs a provider token (ES256 JWT) made
+    /// again before an hour is up.
+    Token {
+        key_id: String,
+        team_id: String,
+        private_key_pem: String,
+    },
+    /// Certificate-based: the app's TLS client certificate and its private key (PEM), shown
+    /// on every connection; no provider token.
+    Certificate {
+        certificate_pem: String,
+        private_key_pem: String,
+    },
+}
+
+/// What an APNs client needs: the app's credentials and topic, and where to send.
 #[derive(Clone, Debug)]
 pub struct ApnsConfig {
-    pub key_id: String,
-    pub team_id: String,
-    /// The `.p8` key, PKCS#8 PEM.
-    pub private_key_pem: String,
+    pub auth: ApnsAuth,
     /// The app's bundle id (`apns-topic`).
     pub topic: String,
     /// Production or sandbox, when `base_url` is not given.
@@ -42,6 +57,8 @@ pub enum ApnsError {
     Key(#[from] JwtError),
     #[error("APNs root certificate: {0}")]
     Root(String),
+    #[error("APNs client certificate: {0}")]
+    Identity(String),
     #[error("APNs HTTP client: {0}")]
     Client(#[from] reqwest::Error),
 }
@@ -99,9 +116,8 @@ impl Notification {
 pub struct ApnsClient {
     http: reqwest::Client,
     base: String,
-    signer: Es256Signer,
-    key_id: String,
-    team_id: String,
+    /// The provider token's signer, key id and team id (token-based auth).
+    signer: Option<(Es256Signer, String, String)>,
     topic: String,
     /// The provider token and when it was made.
     token: Mutex<Option<(String, Instant)>>,
@@ -109,7 +125,6 @@ pub struct ApnsClient {
 
 impl ApnsClient {
     pub fn new(config: ApnsConfig) -> Result<ApnsClient, ApnsError> {
-        let signer = Es256Signer::from_pkcs8_pem(&config.private_key_pem)?;
         let mut http = reqwest::Client::builder()
             .timeout(ANSWER_TIMEOUT)
             .pool_idle_timeout(Duration::from_secs(600))
@@ -123,6 +138,27 @@ impl ApnsClient {
                 .map_err(|e| ApnsError::Root(e.to_string()))?;
             http = http.add_root_certificate(root);
         }
+        let signer = match &config.auth {
+            ApnsAuth::Token {
+                key_id,
+                team_id,
+                private_key_pem,
+            } => Some((
+                Es256Signer::from_pkcs8_pem(private_key_pem)?,
+                key_id.clone(),
+                team_id.clone(),
+            )),
+            ApnsAuth::Certificate {
+                certificate_pem,
+                private_key_pem,
+            } => {
+                let pem = format!("{certificate_pem}\n{private_key_pem}");
+                let identity = reqwest::Identity::from_pem(pem.as_bytes())
+                    .map_err(|e| ApnsError::Identity(e.to_string()))?;
+                http = http.identity(identity);
+                None
+            }
+        };
         let base = config.base_url.clone().unwrap_or_else(|| {
             if config.production {
                 PRODUCTION
@@ -135,31 +171,31 @@ impl ApnsClient {
             http: http.build()?,
             base: base.trim_end_matches('/').to_string(),
             signer,
-            key_id: config.key_id,
-            team_id: config.team_id,
             topic: config.topic,
             token: Mutex::new(None),
         })
     }
 
-    /// The provider token: the cached one, or a new one if it is old or `renew`.
-    fn provider_token(&self, renew: bool) -> String {
+    /// The provider token: the cached one, or a new one if it is old or `renew`; none with
+    /// certificate-based auth.
+    fn provider_token(&self, renew: bool) -> Option<String> {
+        let (signer, key_id, team_id) = self.signer.as_ref()?;
         let mut cached = self.token.lock();
         if let Some((token, made)) = cached.as_ref() {
             if !renew && made.elapsed() < TOKEN_LIFETIME {
-                return token.clone();
+                return Some(token.clone());
             }
         }
         let iat = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_secs())
             .unwrap_or_default();
-        let token = self.signer.sign(
-            &json!({"alg": "ES256", "kid": self.key_id}),
-            &json!({"iss": self.team_id, "iat": iat}),
+        let token = signer.sign(
+            &json!({"alg": "ES256", "kid": key_id}),
+            &json!({"iss": team_id, "iat": iat}),
         );
         *cached = Some((token.clone(), Instant::now()));
-        token
+        Some(token)
     }
 
     /// Sends one notification to one device token. A token APNs calls expired is made
@@ -197,15 +233,14 @@ impl ApnsClient {
         let mut req = self
             .http
             .post(format!("{}/3/device/{device_token}", self.base))
-            .header(
-                "authorization",
-                format!("bearer {}", self.provider_token(renew)),
-            )
             .header("apns-topic", &self.topic)
             .header("apns-push-type", &n.push_type)
             .header("apns-priority", n.priority.to_string())
             .header("content-type", "application/json")
             .body(body);
+        if let Some(token) = self.provider_token(renew) {
+            req = req.header("authorization", format!("bearer {token}"));
+        }
         if let Some(e) = n.expiration {
             req = req.header("apns-expiration", e.to_string());
         }

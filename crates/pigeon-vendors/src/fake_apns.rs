@@ -3,7 +3,9 @@
 //! provider token's ES256 signature, key id, team and age; `apns-topic`, `apns-push-type`,
 //! `apns-collapse-id`, the payload) and answers as Apple does. Device tokens script the
 //! answer: `dead…` 410 Unregistered, `bad…` 400 BadDeviceToken, `busy…` 429 with
-//! `retry-after`, `down…` 503; any other token is taken.
+//! `retry-after`, `down…` 503; any other token is taken. Started for certificate-based auth
+//! it requires a TLS client certificate its test CA issued (mutual TLS) instead of a
+//! provider token, as APNs does.
 
 use crate::jwt::verify;
 use bytes::Bytes;
@@ -84,11 +86,46 @@ pub enum FakeError {
     Io(#[from] std::io::Error),
 }
 
+/// A provider's TLS client certificate and key, PEM, as Apple issues them.
+pub struct ClientIdentity {
+    pub certificate_pem: String,
+    pub private_key_pem: String,
+}
+
 impl FakeApns {
     /// Starts a fake on 127.0.0.1 (a free port) for `account`; records each notification it
     /// takes if `record`.
     pub async fn start(account: Account, record: bool) -> Result<FakeApns, FakeError> {
-        let (ca_pem, server_config) = tls_config()?;
+        let (ca_pem, server_config, _) = tls_config(false)?;
+        Self::serve(
+            ca_pem,
+            server_config,
+            Some(account.clone()),
+            account.topic,
+            record,
+        )
+        .await
+    }
+
+    /// Starts a fake for certificate-based auth on `topic`: connections must show a client
+    /// certificate of the fake's CA, which is returned with it.
+    pub async fn start_certificate(
+        topic: &str,
+        record: bool,
+    ) -> Result<(FakeApns, ClientIdentity), FakeError> {
+        let (ca_pem, server_config, identity) = tls_config(true)?;
+        let fake = Self::serve(ca_pem, server_config, None, topic.into(), record).await?;
+        let identity = identity.ok_or(FakeError::Certs(rcgen::Error::CouldNotParseCertificate))?;
+        Ok((fake, identity))
+    }
+
+    async fn serve(
+        ca_pem: String,
+        server_config: rustls::ServerConfig,
+        account: Option<Account>,
+        topic: String,
+        record: bool,
+    ) -> Result<FakeApns, FakeError> {
         let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server_config));
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let port = listener.local_addr()?.port();
@@ -97,6 +134,7 @@ impl FakeApns {
         let state = Arc::new(State {
             verified: Mutex::new(None),
             account,
+            topic,
             record,
             stats: stats.clone(),
             expire_tokens_before: expire.clone(),
@@ -135,8 +173,11 @@ impl FakeApns {
 }
 
 /// A test CA, and a server configuration with a certificate it signed for 127.0.0.1 and
-/// localhost, offering only HTTP/2.
-fn tls_config() -> Result<(String, rustls::ServerConfig), FakeError> {
+/// localhost, offering only HTTP/2; with `client_auth`, requiring a client certificate of
+/// that CA, and one such certificate for the provider.
+fn tls_config(
+    client_auth: bool,
+) -> Result<(String, rustls::ServerConfig, Option<ClientIdentity>), FakeError> {
     let ca_key = rcgen::KeyPair::generate()?;
     let mut ca = rcgen::CertificateParams::new(Vec::<String>::new())?;
     ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
@@ -149,21 +190,50 @@ fn tls_config() -> Result<(String, rustls::ServerConfig), FakeError> {
         .push(rcgen::SanType::IpAddress(IpAddr::V4(Ipv4Addr::LOCALHOST)));
     let cert = leaf.signed_by(&key, &ca_cert, &ca_key)?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()?
-        .with_no_client_auth()
-        .with_single_cert(
-            vec![cert.der().clone()],
-            rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
-        )?;
+    let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()?;
+    let (builder, identity) = if client_auth {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(ca_cert.der().clone())?;
+        let verifier =
+            rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+                .build()
+                .map_err(|e| rustls::Error::General(e.to_string()))?;
+        let client_key = rcgen::KeyPair::generate()?;
+        let mut client = rcgen::CertificateParams::new(Vec::<String>::new())?;
+        client
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "Apple Push Services: test");
+        let client_cert = client.signed_by(&client_key, &ca_cert, &ca_key)?;
+        let identity = ClientIdentity {
+            certificate_pem: client_cert.pem(),
+            private_key_pem: client_key.serialize_pem(),
+        };
+        (builder.with_client_cert_verifier(verifier), Some(identity))
+    } else {
+        (builder.with_no_client_auth(), None)
+    };
+    let mut config = builder.with_single_cert(
+        vec![cert.der().clone()],
+        rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+    )?;
     config.alpn_protocols = vec![b"h2".to_vec()];
-    Ok((ca_cert.pem(), config))
+    Ok((ca_cert.pem(), config, identity))
 }
+
+/// How Apple refuses a request: status, reason, and a header to add.
+type Refusal = (
+    StatusCode,
+    &'static str,
+    Option<(&'static str, &'static str)>,
+);
 
 struct State {
     /// The last provider token whose signature checked out, with its header and claims.
     verified: Mutex<Option<(String, Value, Value)>>,
-    account: Account,
+    /// The token-auth account; none when connections authenticate with a certificate.
+    account: Option<Account>,
+    topic: String,
     record: bool,
     stats: Arc<Stats>,
     expire_tokens_before: Arc<AtomicU64>,
@@ -208,18 +278,51 @@ impl State {
         .unwrap_or_else(|_| Response::new(Full::new(Bytes::new())))
     }
 
+    /// The provider token of a request: signed by the account's key, its key id and team,
+    /// less than an hour old.
+    fn check_provider_token(&self, account: &Account, bearer: String) -> Result<(), Refusal> {
+        let refuse = |s: StatusCode, r: &'static str| (s, r, None);
+        let Some(token) = bearer.strip_prefix("bearer ") else {
+            return Err(refuse(StatusCode::FORBIDDEN, "MissingProviderToken"));
+        };
+        // A token is verified once, as APNs does, not on every request.
+        let known = self
+            .verified
+            .lock()
+            .as_ref()
+            .filter(|(t, _, _)| t == token)
+            .cloned();
+        let (h, claims) = match known {
+            Some((_, h, c)) => (h, c),
+            None => {
+                let Ok((h, c)) = verify(token, &account.key) else {
+                    return Err(refuse(StatusCode::FORBIDDEN, "InvalidProviderToken"));
+                };
+                *self.verified.lock() = Some((token.to_string(), h.clone(), c.clone()));
+                (h, c)
+            }
+        };
+        let iat = claims.get("iat").and_then(Value::as_u64).unwrap_or(0);
+        if h.get("alg").and_then(Value::as_str) != Some("ES256")
+            || h.get("kid").and_then(Value::as_str) != Some(&account.key_id)
+            || claims.get("iss").and_then(Value::as_str) != Some(&account.team_id)
+        {
+            return Err(refuse(StatusCode::FORBIDDEN, "InvalidProviderToken"));
+        }
+        if iat + 3600 < now_s() || iat < self.expire_tokens_before.load(Ordering::Relaxed) {
+            return Err(refuse(StatusCode::FORBIDDEN, "ExpiredProviderToken"));
+        }
+        {
+            let mut seen = self.stats.provider_tokens.lock();
+            if seen.last().map(String::as_str) != Some(token) {
+                seen.push(token.to_string());
+            }
+        }
+        Ok(())
+    }
+
     /// The `apns-id` of a notification taken, or the status and reason Apple would give.
-    async fn check(
-        &self,
-        req: Request<Incoming>,
-    ) -> Result<
-        String,
-        (
-            StatusCode,
-            &'static str,
-            Option<(&'static str, &'static str)>,
-        ),
-    > {
+    async fn check(&self, req: Request<Incoming>) -> Result<String, Refusal> {
         let refuse = |s: StatusCode, r: &'static str| (s, r, None);
         let header = |name: &str| {
             req.headers()
@@ -244,44 +347,12 @@ impl State {
         if device_token.is_empty() || !device_token.bytes().all(|b| b.is_ascii_alphanumeric()) {
             return Err(refuse(StatusCode::BAD_REQUEST, "BadDeviceToken"));
         }
-        let bearer = header("authorization").unwrap_or_default();
-        let Some(token) = bearer.strip_prefix("bearer ") else {
-            return Err(refuse(StatusCode::FORBIDDEN, "MissingProviderToken"));
-        };
-        // A token is verified once, as APNs does, not on every request.
-        let known = self
-            .verified
-            .lock()
-            .as_ref()
-            .filter(|(t, _, _)| t == token)
-            .cloned();
-        let (h, claims) = match known {
-            Some((_, h, c)) => (h, c),
-            None => {
-                let Ok((h, c)) = verify(token, &self.account.key) else {
-                    return Err(refuse(StatusCode::FORBIDDEN, "InvalidProviderToken"));
-                };
-                *self.verified.lock() = Some((token.to_string(), h.clone(), c.clone()));
-                (h, c)
-            }
-        };
-        let iat = claims.get("iat").and_then(Value::as_u64).unwrap_or(0);
-        if h.get("alg").and_then(Value::as_str) != Some("ES256")
-            || h.get("kid").and_then(Value::as_str) != Some(&self.account.key_id)
-            || claims.get("iss").and_then(Value::as_str) != Some(&self.account.team_id)
-        {
-            return Err(refuse(StatusCode::FORBIDDEN, "InvalidProviderToken"));
+        // With certificate-based auth the TLS handshake proved who the provider is, and
+        // APNs ignores any authorization header.
+        if let Some(account) = &self.account {
+            self.check_provider_token(account, header("authorization").unwrap_or_default())?;
         }
-        if iat + 3600 < now_s() || iat < self.expire_tokens_before.load(Ordering::Relaxed) {
-            return Err(refuse(StatusCode::FORBIDDEN, "ExpiredProviderToken"));
-        }
-        {
-            let mut seen = self.stats.provider_tokens.lock();
-            if seen.last().map(String::as_str) != Some(token) {
-                seen.push(token.to_string());
-            }
-        }
-        if header("apns-topic").as_deref() != Some(self.account.topic.as_str()) {
+        if header("apns-topic").as_deref() != Some(self.topic.as_str()) {
             return Err(refuse(StatusCode::BAD_REQUEST, "TopicDisallowed"));
         }
         match header("apns-push-type") {

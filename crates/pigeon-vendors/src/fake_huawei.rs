@@ -1,7 +1,8 @@
 //! A local Huawei Push Kit: the OAuth client-credentials endpoint and the send endpoint,
 //! checking what Push Kit checks and answering with its codes. Tokens script the answer:
 //! `dead…` are illegal (80100000 with `illegal_tokens`, or 80300007 when all are), `busy…`
-//! gets HTTP 503 (traffic control), `oops…` 81000001 (internal error).
+//! gets HTTP 503 (traffic control), `oops…` 81000001 (internal error). Recalls
+//! (`messages:revoke`) are checked the same way and recorded.
 
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -13,6 +14,9 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+/// Recalls taken: (notifyId, tokens).
+pub type Revoked = Arc<Mutex<Vec<(i64, Vec<String>)>>>;
+
 pub struct FakeHuawei {
     /// The push API's base.
     pub base_url: String,
@@ -20,6 +24,8 @@ pub struct FakeHuawei {
     pub auth_url: String,
     /// Messages taken.
     pub received: Arc<Mutex<Vec<Value>>>,
+    /// Recalls taken: (notifyId, tokens).
+    pub revoked: Revoked,
     pub tokens_issued: Arc<AtomicU64>,
     shared: Arc<Shared>,
     task: tokio::task::JoinHandle<()>,
@@ -37,6 +43,7 @@ struct Shared {
     client_secret: String,
     valid: Mutex<Vec<String>>,
     received: Arc<Mutex<Vec<Value>>>,
+    revoked: Revoked,
     tokens_issued: Arc<AtomicU64>,
 }
 
@@ -54,11 +61,13 @@ impl FakeHuawei {
             client_secret: client_secret.into(),
             valid: Mutex::new(Vec::new()),
             received: Arc::new(Mutex::new(Vec::new())),
+            revoked: Default::default(),
             tokens_issued: Arc::new(AtomicU64::new(0)),
         });
         let app = axum::Router::new()
             .route("/oauth2/v3/token", post(token))
             .route("/v1/{app_id}/messages:send", post(send))
+            .route("/v1/{app_id}/messages:revoke", post(revoke))
             .with_state(shared.clone());
         let task = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
@@ -67,6 +76,7 @@ impl FakeHuawei {
             auth_url: format!("{base_url}/oauth2/v3/token"),
             base_url,
             received: shared.received.clone(),
+            revoked: shared.revoked.clone(),
             tokens_issued: shared.tokens_issued.clone(),
             shared,
             task,
@@ -173,4 +183,51 @@ async fn send(
     }
     let detail = json!({"success": tokens.len() - illegal.len(), "failure": illegal.len(), "illegal_tokens": illegal});
     answer(StatusCode::OK, "80100000", &detail.to_string())
+}
+
+async fn revoke(
+    State(s): State<Arc<Shared>>,
+    Path(app_id): Path<String>,
+    headers: HeaderMap,
+    body: String,
+) -> Response {
+    let bearer = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or_default();
+    if !s.valid.lock().iter().any(|t| t == bearer) {
+        return answer(StatusCode::UNAUTHORIZED, "80200003", "OAuth token expired");
+    }
+    if app_id != s.app_id {
+        return answer(StatusCode::OK, "80200001", "Oauth authentication error");
+    }
+    if !matches!(
+        headers.get("push-type").and_then(|v| v.to_str().ok()),
+        Some("0" | "2")
+    ) {
+        return answer(
+            StatusCode::BAD_REQUEST,
+            "80100003",
+            "Illegal payload, The header does not contain valid push-type",
+        );
+    }
+    let v: Value = serde_json::from_str(&body).unwrap_or_default();
+    let tokens: Vec<String> = v["token"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(Value::as_str)
+                .map(String::from)
+                .collect()
+        })
+        .unwrap_or_default();
+    let Some(notify_id) = v["notifyId"].as_i64() else {
+        return answer(StatusCode::BAD_REQUEST, "80100001", "notifyId is required");
+    };
+    if tokens.is_empty() || tokens.len() > crate::huawei::MAX_TOKENS {
+        return answer(StatusCode::BAD_REQUEST, "80100001", "1 to 1000 tokens");
+    }
+    s.revoked.lock().push((notify_id, tokens));
+    answer(StatusCode::OK, "80000000", "Success")
 }

@@ -84,6 +84,65 @@ impl HuaweiClient {
         }
     }
 
+    /// Takes back the notification shown with `notify_id` on these devices (Push Kit's
+    /// `messages:revoke`, up to [`MAX_TOKENS`] tokens): `Sent` if Push Kit took the recall.
+    pub async fn revoke(&self, notify_id: i64, tokens: &[String]) -> Outcome {
+        if tokens.is_empty() || tokens.len() > MAX_TOKENS {
+            let reason = format!("{} tokens; 1 to {MAX_TOKENS} per request", tokens.len());
+            return Outcome::Rejected { status: 0, reason };
+        }
+        let body = json!({"notifyId": notify_id, "token": tokens}).to_string();
+        let mut renew = false;
+        loop {
+            let access = match self.access_token(renew).await {
+                Ok(t) => t,
+                Err(reason) => {
+                    return Outcome::Retry {
+                        after: None,
+                        reason,
+                    }
+                }
+            };
+            let base = crate::base_url(self.config.base_url.as_deref(), PRODUCTION);
+            let answer = self
+                .http
+                .post(format!("{base}/v1/{}/messages:revoke", self.config.app_id))
+                .bearer_auth(access)
+                .header("content-type", "application/json;charset=utf-8")
+                .header("push-type", "0")
+                .body(body.clone())
+                .send()
+                .await;
+            let answer = match answer {
+                Ok(a) => a,
+                Err(e) => {
+                    return Outcome::Retry {
+                        after: None,
+                        reason: format!("no answer: {e}"),
+                    }
+                }
+            };
+            let (status, retry_after, text) = crate::read_answer(answer).await;
+            let v: Value = serde_json::from_str(&text).unwrap_or_default();
+            let code = v["code"].as_str().unwrap_or_default();
+            let reason = format!("{code}: {}", v["msg"].as_str().unwrap_or_default());
+            if (status == 401 || code == "80200003") && !renew {
+                renew = true;
+                continue;
+            }
+            return match code {
+                "80000000" => Outcome::Sent {
+                    id: v["requestId"].as_str().unwrap_or_default().into(),
+                },
+                _ if status == 429 || status >= 500 || code == "81000001" => Outcome::Retry {
+                    after: retry_after,
+                    reason,
+                },
+                _ => Outcome::Rejected { status, reason },
+            };
+        }
+    }
+
     /// One request; `Err` if Push Kit refused the access token.
     async fn send_once(
         &self,

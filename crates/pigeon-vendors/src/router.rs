@@ -5,8 +5,9 @@
 //! (`Push.Event` stage 1 with the vendor's `PushPlatform`, and no resend over Pigeon's
 //! connection), dead token (removed from the device), retried with backoff, or refused.
 
-use crate::apns::{ApnsClient, ApnsConfig, Notification};
+use crate::apns::{ApnsAuth, ApnsClient, ApnsConfig, Notification};
 use crate::fcm::{FcmClient, FcmConfig};
+use crate::honor::{HonorClient, HonorConfig};
 use crate::huawei::{HuaweiClient, HuaweiConfig};
 use crate::meizu::{MeizuClient, MeizuConfig};
 use crate::oppo::{OppoClient, OppoConfig};
@@ -14,35 +15,68 @@ use crate::vivo::{VivoClient, VivoConfig};
 use crate::webpush::{Delivery, Subscription, WebPushClient};
 use crate::xiaomi::{XiaomiClient, XiaomiConfig, XiaomiMessage};
 use crate::Outcome;
-use futures_util::StreamExt;
 use parking_lot::{Mutex, RwLock};
 use pigeon_core::{Platform, Push};
 use pigeon_engine::offline::{OfflineRouter, VendorTarget};
 use pigeon_engine::{now_ms, AppState, Engine, LivePush};
 use serde_json::{json, Map, Value};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Weak};
-use std::time::Duration;
-use tokio::sync::mpsc;
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, Semaphore};
 
 /// Pushes (each with its devices) waiting for the router.
 const QUEUE: usize = 1024;
-/// Sends in flight at once.
-const IN_FLIGHT: usize = 64;
+/// Requests being sent or waiting for their vendor's turn, over all vendors.
+const IN_FLIGHT: usize = 1024;
 /// Tries of one send that the vendor asked to retry.
 const MAX_ATTEMPTS: u32 = 5;
 /// Vendors with a client here.
-const VENDORS: [&str; 8] = [
-    "apns", "fcm", "huawei", "xiaomi", "oppo", "vivo", "meizu", "webpush",
+const VENDORS: [&str; 9] = [
+    "apns", "fcm", "huawei", "honor", "xiaomi", "oppo", "vivo", "meizu", "webpush",
 ];
 /// Who the app server says it is to Web Push services (RFC 8292 `sub`).
 const VAPID_SUBJECT: &str = "mailto:push@pigeon.invalid";
 
+/// Most devices of one push in one request to `vendor` (1: one device per request).
+fn batch_size(vendor: &str) -> usize {
+    match vendor {
+        "huawei" => crate::huawei::MAX_TOKENS,
+        "honor" => crate::honor::MAX_TOKENS,
+        "xiaomi" => crate::xiaomi::MAX_REGIDS,
+        "meizu" => crate::meizu::MAX_IDS,
+        _ => 1,
+    }
+}
+
+/// Requests to one vendor for one app at once, unless its credentials say
+/// (`concurrency`): APNs multiplexes over HTTP/2, the others take one request per
+/// connection.
+fn default_concurrency(vendor: &str) -> usize {
+    match vendor {
+        "apns" => 256,
+        "fcm" | "webpush" => 64,
+        _ => 16,
+    }
+}
+
+/// Messages per minute to one vendor for one app, unless its credentials say
+/// (`rate_per_minute`): FCM's published default quota per project; the others publish none.
+fn default_rate_per_minute(vendor: &str) -> Option<u64> {
+    (vendor == "fcm").then_some(600_000)
+}
+
+/// Devices of one push for one vendor, sent in as few requests as the vendor allows.
 struct Job {
     app: Arc<AppState>,
     push: Arc<LivePush>,
-    target: VendorTarget,
+    vendor: &'static str,
+    targets: Vec<Target>,
     attempt: u32,
+}
+
+struct Target {
+    device: VendorTarget,
     /// The badge number it shows, once known: a push changes it once per device, however
     /// many tries its sending takes.
     badge: Option<Option<u32>>,
@@ -50,13 +84,14 @@ struct Job {
 
 /// An app's credentials: vendor → (updated_ms, credentials).
 type AppCredentials = HashMap<String, (u64, Value)>;
-/// Clients per (app, vendor), with the updated_ms of the credentials they were made from.
-type ClientCache = HashMap<(String, String), (u64, Arc<Client>)>;
+/// Channels per (app, vendor), with the updated_ms of the credentials they were made from.
+type ChannelCache = HashMap<(String, String), (u64, Arc<Channel>)>;
 
 enum Client {
     Apns(ApnsClient),
     Fcm(Box<FcmClient>),
     Huawei(HuaweiClient),
+    Honor(HonorClient),
     Xiaomi(XiaomiClient),
     Oppo(OppoClient),
     Vivo(VivoClient),
@@ -64,24 +99,65 @@ enum Client {
     WebPush(WebPushClient),
 }
 
+/// An app's way to one vendor: its client, how many requests may be in flight, how fast.
+struct Channel {
+    client: Client,
+    slots: Semaphore,
+    pace: Option<Pace>,
+}
+
+/// Spreads messages to a vendor evenly over time: a token bucket holding a second's worth
+/// that a caller may overdraw, waiting until its share is due. (Written here because a
+/// batch of 1000 must be able to take more than the bucket holds.)
+struct Pace {
+    per_second: f64,
+    /// Messages that may go now (negative: owed), as of the instant.
+    bucket: Mutex<(f64, Instant)>,
+}
+
+impl Pace {
+    fn new(per_minute: u64) -> Pace {
+        let per_second = per_minute as f64 / 60.0;
+        Pace {
+            per_second,
+            bucket: Mutex::new((per_second.max(1.0), Instant::now())),
+        }
+    }
+
+    /// Takes `n` messages' worth; how long to wait before sending them.
+    fn take(&self, n: usize) -> Duration {
+        let mut bucket = self.bucket.lock();
+        let now = Instant::now();
+        let refill = now.duration_since(bucket.1).as_secs_f64() * self.per_second;
+        bucket.0 = (bucket.0 + refill).min(self.per_second.max(1.0)) - n as f64;
+        bucket.1 = now;
+        if bucket.0 >= 0.0 {
+            Duration::ZERO
+        } else {
+            Duration::from_secs_f64(-bucket.0 / self.per_second)
+        }
+    }
+}
+
 /// The router; [`start`] makes it and hands it to the engine.
 pub struct Router {
     jobs: mpsc::Sender<Vec<Job>>,
     /// Per app: vendor → (updated_ms, credentials), refreshed every second.
     credentials: RwLock<HashMap<String, AppCredentials>>,
-    /// Clients per (app, vendor), with the credentials' updated_ms they were made from.
-    clients: Mutex<ClientCache>,
+    channels: Mutex<ChannelCache>,
     engine: Weak<Engine>,
+    this: Weak<Router>,
 }
 
-/// Starts routing offline devices' pushes to their vendors.
+/// Starts routing pushes to vendors.
 pub fn start(engine: &Arc<Engine>) -> Arc<Router> {
     let (tx, rx) = mpsc::channel(QUEUE);
-    let router = Arc::new(Router {
+    let router = Arc::new_cyclic(|this| Router {
         jobs: tx,
         credentials: RwLock::new(HashMap::new()),
-        clients: Mutex::new(HashMap::new()),
+        channels: Mutex::new(HashMap::new()),
         engine: Arc::downgrade(engine),
+        this: this.clone(),
     });
     tokio::spawn(refresh_credentials(Arc::downgrade(&router)));
     tokio::spawn(work(router.clone(), rx));
@@ -103,22 +179,76 @@ impl OfflineRouter for Router {
     }
 
     fn route(&self, app: Arc<AppState>, push: Arc<LivePush>, targets: Vec<VendorTarget>) -> bool {
-        let jobs = targets
-            .into_iter()
-            .map(|target| Job {
-                app: app.clone(),
-                push: push.clone(),
-                target,
-                attempt: 0,
-                badge: None,
-            })
-            .collect();
+        let mut by_vendor: BTreeMap<&'static str, Vec<VendorTarget>> = BTreeMap::new();
+        for t in targets {
+            by_vendor.entry(t.vendor).or_default().push(t);
+        }
+        let mut jobs = Vec::new();
+        for (vendor, devices) in by_vendor {
+            let mut devices = devices.into_iter().peekable();
+            while devices.peek().is_some() {
+                let targets = devices
+                    .by_ref()
+                    .take(batch_size(vendor))
+                    .map(|device| Target {
+                        device,
+                        badge: None,
+                    })
+                    .collect();
+                jobs.push(Job {
+                    app: app.clone(),
+                    push: push.clone(),
+                    vendor,
+                    targets,
+                    attempt: 0,
+                });
+            }
+        }
         self.jobs.try_send(jobs).is_ok()
+    }
+
+    fn revoke(&self, app: Arc<AppState>, push: Arc<LivePush>, targets: Vec<VendorTarget>) {
+        // Huawei documents a revoke call; the other vendors replace a notification by its
+        // notify id / collapse key, which override already carries.
+        let tokens: Vec<String> = targets
+            .iter()
+            .filter(|t| t.vendor == "huawei")
+            .filter_map(|t| t.token.as_str().map(String::from))
+            .collect();
+        if tokens.is_empty() {
+            return;
+        }
+        let this = self.this.clone();
+        tokio::spawn(async move {
+            let Some(router) = this.upgrade() else {
+                return;
+            };
+            let Some(engine) = router.engine.upgrade() else {
+                return;
+            };
+            let channel = match router.channel(&engine, &app.app_key, "huawei").await {
+                Ok(c) => c,
+                Err(why) => {
+                    tracing::warn!(app = %app.app_key, error = %why, "cannot recall at Huawei");
+                    return;
+                }
+            };
+            let Client::Huawei(client) = &channel.client else {
+                return;
+            };
+            let notify_id = notify_number(&push.push);
+            for chunk in tokens.chunks(crate::huawei::MAX_TOKENS) {
+                let outcome = client.revoke(notify_id, chunk).await;
+                tracing::info!(app = %app.app_key, msg_id = push.msg_id(), tokens = chunk.len(),
+                    ?outcome, "recall sent to Huawei");
+            }
+        });
     }
 }
 
 async fn refresh_credentials(router: Weak<Router>) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut seen = None;
     loop {
         tick.tick().await;
         let Some(router) = router.upgrade() else {
@@ -127,133 +257,158 @@ async fn refresh_credentials(router: Weak<Router>) {
         let Some(engine) = router.engine.upgrade() else {
             return;
         };
-        // Every app in storage, not only those loaded: one made by `pigeon app create` beside
-        // the running server is loaded on its first use, which may be a push.
-        let apps = match engine.store().list_apps().await {
-            Ok(apps) => apps,
+        // Read again only when some app's credentials changed (a `pigeon app vendor`
+        // beside the running server writes them to storage).
+        match engine.store().vendor_credentials_version().await {
+            Ok(v) if Some(v) == seen => continue,
+            Ok(v) => seen = Some(v),
             Err(e) => {
-                tracing::warn!(error = %e, "could not list apps for their vendor credentials");
+                tracing::warn!(error = %e, "could not check vendor credentials");
                 continue;
             }
-        };
-        let mut all = HashMap::new();
-        for app in apps {
-            match engine.store().vendor_credentials(&app.app_key).await {
-                Ok(rows) => {
-                    let mine = rows
-                        .into_iter()
-                        .filter_map(|(vendor, body, at)| {
-                            serde_json::from_str(&body).ok().map(|v| (vendor, (at, v)))
-                        })
-                        .collect();
-                    all.insert(app.app_key.clone(), mine);
+        }
+        match engine.store().all_vendor_credentials().await {
+            Ok(rows) => {
+                let mut all: HashMap<String, AppCredentials> = HashMap::new();
+                for (app_key, vendor, body, at) in rows {
+                    if let Ok(v) = serde_json::from_str(&body) {
+                        all.entry(app_key).or_default().insert(vendor, (at, v));
+                    }
                 }
-                Err(e) => tracing::warn!(error = %e, "could not read vendor credentials"),
+                *router.credentials.write() = all;
+            }
+            Err(e) => {
+                seen = None;
+                tracing::warn!(error = %e, "could not read vendor credentials");
             }
         }
-        *router.credentials.write() = all;
     }
 }
 
-/// Sends the devices of each push routed, [`IN_FLIGHT`] at a time, with the retries the
-/// vendors asked for (as many as there are devices routed, at most: each is one device's).
+/// Sends the jobs routed, [`IN_FLIGHT`] at a time, and the retries the vendors asked for
+/// (as many as there are jobs routed, at most).
 async fn work(router: Arc<Router>, mut rx: mpsc::Receiver<Vec<Job>>) {
     let (retry_tx, mut retry_rx) = mpsc::unbounded_channel::<Job>();
+    let slots = Arc::new(Semaphore::new(IN_FLIGHT));
     let mut ready = std::collections::VecDeque::new();
-    let jobs = futures_util::stream::poll_fn(move |cx| {
-        use std::task::Poll;
-        if let Poll::Ready(Some(j)) = retry_rx.poll_recv(cx) {
-            return Poll::Ready(Some(j));
-        }
-        loop {
-            if let Some(j) = ready.pop_front() {
-                return Poll::Ready(Some(j));
+    loop {
+        let job = if let Some(job) = ready.pop_front() {
+            job
+        } else {
+            tokio::select! {
+                Some(job) = retry_rx.recv() => job,
+                batch = rx.recv() => match batch {
+                    Some(batch) => {
+                        ready.extend(batch);
+                        continue;
+                    }
+                    None => return,
+                },
             }
-            match rx.poll_recv(cx) {
-                Poll::Ready(Some(batch)) => ready.extend(batch),
-                Poll::Ready(None) => return Poll::Ready(None),
-                Poll::Pending => return Poll::Pending,
-            }
-        }
-    });
-    jobs.for_each_concurrent(IN_FLIGHT, |job| {
+        };
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            return;
+        };
         let (router, retry_tx) = (router.clone(), retry_tx.clone());
-        async move {
-            if let Some((job, after)) = router.send(job).await {
-                tokio::spawn(async move {
-                    tokio::time::sleep(after).await;
-                    let _ = retry_tx.send(job);
-                });
+        tokio::spawn(async move {
+            let again = router.send(job).await;
+            drop(slot);
+            if let Some((job, after)) = again {
+                tokio::time::sleep(after).await;
+                let _ = retry_tx.send(job);
             }
-        }
-    })
-    .await;
+        });
+    }
 }
 
 impl Router {
-    /// Sends one job; the job again and when, if the vendor asked to retry.
+    /// Sends one job; what the vendor asked to retry, and when.
     async fn send(&self, mut job: Job) -> Option<(Job, Duration)> {
         let engine = self.engine.upgrade()?;
-        let t = &job.target;
-        if job.push.is_recalled() || job.push.is_delivered_to(t.ordinal) {
+        if job.push.is_recalled() {
             return None;
         }
-        let client = match self.client(&engine, &job.app.app_key, t.vendor).await {
+        let push = job.push.clone();
+        job.targets
+            .retain(|t| !push.is_delivered_to(t.device.ordinal));
+        if job.targets.is_empty() {
+            return None;
+        }
+        let channel = match self.channel(&engine, &job.app.app_key, job.vendor).await {
             Ok(c) => c,
             Err(why) => {
-                tracing::warn!(app = %job.app.app_key, vendor = t.vendor, error = %why, "vendor channel unusable");
-                engine.vendor_failed(&job.app, &job.push, t.ordinal, t.route);
+                tracing::warn!(app = %job.app.app_key, vendor = job.vendor, error = %why, "vendor channel unusable");
+                for t in &job.targets {
+                    engine.vendor_failed(&job.app, &push, t.device.ordinal, t.device.route);
+                }
                 return None;
             }
         };
-        let badge = *job
-            .badge
-            .get_or_insert_with(|| engine.badge_for(&job.app, t.ordinal, t.platform, &job.push));
-        let outcome = deliver(&client, &job.push.push, t, badge).await;
-        match outcome {
-            Outcome::Sent { .. } => {
-                engine.vendor_sent(&job.app, &job.push, t.ordinal, t.vendor);
-                None
-            }
-            Outcome::DeadToken { reason } => {
-                tracing::info!(vendor = t.vendor, registration_id = %t.registration_id, %reason,
-                    "vendor token is dead; removed from the device");
-                if let Err(e) = engine
-                    .drop_vendor_token(&job.app, &job.push, t.ordinal, t.vendor)
-                    .await
-                {
-                    tracing::warn!(error = %e, "could not remove a dead vendor token");
+        for t in &mut job.targets {
+            let d = &t.device;
+            t.badge
+                .get_or_insert_with(|| engine.badge_for(&job.app, d.ordinal, d.platform, &push));
+        }
+        let outcomes = {
+            let _turn = channel.slots.acquire().await.ok()?;
+            if let Some(pace) = &channel.pace {
+                let wait = pace.take(job.targets.len());
+                if !wait.is_zero() {
+                    tokio::time::sleep(wait).await;
                 }
-                engine.vendor_failed(&job.app, &job.push, t.ordinal, t.route);
-                None
             }
-            Outcome::Retry { after, reason } if job.attempt + 1 < MAX_ATTEMPTS => {
-                let backoff = Duration::from_secs(1 << job.attempt);
-                tracing::info!(vendor = t.vendor, %reason, attempt = job.attempt + 1, "vendor asked to retry");
-                Some((
-                    Job {
-                        attempt: job.attempt + 1,
-                        ..job
-                    },
-                    after.unwrap_or(backoff),
-                ))
-            }
-            Outcome::Retry { reason, .. } | Outcome::Rejected { reason, .. } => {
-                tracing::warn!(vendor = t.vendor, registration_id = %t.registration_id, %reason,
-                    "vendor did not take the push; the device waits for Pigeon's connection");
-                engine.vendor_failed(&job.app, &job.push, t.ordinal, t.route);
-                None
+            deliver(&channel.client, &push.push, &job.targets).await
+        };
+        let mut again = Vec::new();
+        let mut after = None;
+        for (t, outcome) in job.targets.into_iter().zip(outcomes) {
+            let d = &t.device;
+            match outcome {
+                Outcome::Sent { .. } => engine.vendor_sent(&job.app, &push, d.ordinal, d.vendor),
+                Outcome::DeadToken { reason } => {
+                    tracing::info!(vendor = d.vendor, registration_id = %d.registration_id, %reason,
+                        "vendor token is dead; removed from the device");
+                    if let Err(e) = engine
+                        .drop_vendor_token(&job.app, &push, d.ordinal, d.vendor)
+                        .await
+                    {
+                        tracing::warn!(error = %e, "could not remove a dead vendor token");
+                    }
+                    engine.vendor_failed(&job.app, &push, d.ordinal, d.route);
+                }
+                Outcome::Retry { after: a, reason } if job.attempt + 1 < MAX_ATTEMPTS => {
+                    tracing::info!(vendor = d.vendor, %reason, attempt = job.attempt + 1, "vendor asked to retry");
+                    after = after.max(a);
+                    again.push(t);
+                }
+                Outcome::Retry { reason, .. } | Outcome::Rejected { reason, .. } => {
+                    tracing::warn!(vendor = d.vendor, registration_id = %d.registration_id, %reason,
+                        "vendor did not take the push; the device waits for Pigeon's connection");
+                    engine.vendor_failed(&job.app, &push, d.ordinal, d.route);
+                }
             }
         }
+        if again.is_empty() {
+            return None;
+        }
+        let backoff = Duration::from_secs(1 << job.attempt);
+        Some((
+            Job {
+                targets: again,
+                attempt: job.attempt + 1,
+                ..job
+            },
+            after.unwrap_or(backoff),
+        ))
     }
 
-    /// The app's client for a vendor, made again when its credentials changed.
-    async fn client(
+    /// The app's channel to a vendor, made again when its credentials changed.
+    async fn channel(
         &self,
         engine: &Engine,
         app_key: &str,
         vendor: &str,
-    ) -> Result<Arc<Client>, String> {
+    ) -> Result<Arc<Channel>, String> {
         let (updated, creds) = if vendor == "webpush" {
             (0, Value::Null)
         } else {
@@ -265,19 +420,51 @@ impl Router {
                 .ok_or_else(|| format!("no {vendor} credentials"))?
         };
         let key = (app_key.to_string(), vendor.to_string());
-        if let Some((at, c)) = self.clients.lock().get(&key) {
+        if let Some((at, c)) = self.channels.lock().get(&key) {
             if *at == updated {
                 return Ok(c.clone());
             }
         }
-        let s = |k: &str| creds.get(k).and_then(Value::as_str).map(String::from);
-        let need = |k: &str| s(k).ok_or_else(|| format!("{vendor} credentials have no {k}"));
-        let client = match vendor {
-            "apns" => Client::Apns(
-                ApnsClient::new(ApnsConfig {
+        let client = make_client(engine, app_key, vendor, &creds).await?;
+        let number = |k: &str| creds.get(k).and_then(Value::as_u64);
+        let concurrency = number("concurrency").map_or(default_concurrency(vendor), |n| n as usize);
+        let rate = number("rate_per_minute").or(default_rate_per_minute(vendor));
+        let channel = Arc::new(Channel {
+            client,
+            slots: Semaphore::new(concurrency),
+            pace: rate.map(Pace::new),
+        });
+        self.channels.lock().insert(key, (updated, channel.clone()));
+        Ok(channel)
+    }
+}
+
+/// A vendor's client from an app's credentials (checked when they were stored).
+async fn make_client(
+    engine: &Engine,
+    app_key: &str,
+    vendor: &str,
+    creds: &Value,
+) -> Result<Client, String> {
+    let s = |k: &str| creds.get(k).and_then(Value::as_str).map(String::from);
+    let need = |k: &str| s(k).ok_or_else(|| format!("{vendor} credentials have no {k}"));
+    let e = |e: &dyn std::fmt::Display| e.to_string();
+    Ok(match vendor {
+        "apns" => {
+            let auth = match s("certificate") {
+                Some(certificate_pem) => ApnsAuth::Certificate {
+                    certificate_pem,
+                    private_key_pem: need("private_key")?,
+                },
+                None => ApnsAuth::Token {
                     key_id: need("key_id")?,
                     team_id: need("team_id")?,
                     private_key_pem: need("private_key")?,
+                },
+            };
+            Client::Apns(
+                ApnsClient::new(ApnsConfig {
+                    auth,
                     topic: need("topic")?,
                     production: creds
                         .get("production")
@@ -286,73 +473,93 @@ impl Router {
                     base_url: s("base_url"),
                     extra_root_pem: s("ca_pem"),
                 })
-                .map_err(|e| e.to_string())?,
-            ),
-            "fcm" => Client::Fcm(Box::new(
-                FcmClient::new(FcmConfig::from_service_account(&creds).map_err(|e| e.to_string())?)
-                    .map_err(|e| e.to_string())?,
-            )),
-            "huawei" => Client::Huawei(
-                HuaweiClient::new(HuaweiConfig {
-                    app_id: need("app_id")?,
-                    client_id: need("client_id")?,
-                    client_secret: need("client_secret")?,
-                    auth_url: s("auth_url"),
-                    base_url: s("base_url"),
-                })
-                .map_err(|e| e.to_string())?,
-            ),
-            "xiaomi" => Client::Xiaomi(
-                XiaomiClient::new(XiaomiConfig {
-                    app_secret: need("app_secret")?,
-                    package_name: need("package_name")?,
-                    base_url: s("base_url"),
-                })
-                .map_err(|e| e.to_string())?,
-            ),
-            "oppo" => Client::Oppo(
-                OppoClient::new(OppoConfig {
-                    app_key: need("app_key")?,
-                    master_secret: need("master_secret")?,
-                    base_url: s("base_url"),
-                })
-                .map_err(|e| e.to_string())?,
-            ),
-            "vivo" => Client::Vivo(
-                VivoClient::new(VivoConfig {
-                    app_id: need("app_id")?,
-                    app_key: need("app_key")?,
-                    app_secret: need("app_secret")?,
-                    base_url: s("base_url"),
-                })
-                .map_err(|e| e.to_string())?,
-            ),
-            "meizu" => Client::Meizu(
-                MeizuClient::new(MeizuConfig {
-                    app_id: need("app_id")?,
-                    app_secret: need("app_secret")?,
-                    base_url: s("base_url"),
-                })
-                .map_err(|e| e.to_string())?,
-            ),
-            "webpush" => {
-                let (private, public) = engine
-                    .store()
-                    .vapid_keys(app_key)
-                    .await
-                    .map_err(|e| e.to_string())?
-                    .ok_or("the app has no VAPID key pair")?;
-                Client::WebPush(
-                    WebPushClient::new(&private, &public, VAPID_SUBJECT)
-                        .map_err(|e| e.to_string())?,
-                )
-            }
-            other => return Err(format!("no client for {other}")),
-        };
-        let client = Arc::new(client);
-        self.clients.lock().insert(key, (updated, client.clone()));
-        Ok(client)
-    }
+                .map_err(|x| e(&x))?,
+            )
+        }
+        "fcm" => Client::Fcm(Box::new(
+            FcmClient::new(FcmConfig::from_service_account(creds).map_err(|x| e(&x))?)
+                .map_err(|x| e(&x))?,
+        )),
+        "huawei" => Client::Huawei(
+            HuaweiClient::new(HuaweiConfig {
+                app_id: need("app_id")?,
+                client_id: need("client_id")?,
+                client_secret: need("client_secret")?,
+                auth_url: s("auth_url"),
+                base_url: s("base_url"),
+            })
+            .map_err(|x| e(&x))?,
+        ),
+        "honor" => Client::Honor(
+            HonorClient::new(HonorConfig {
+                app_id: need("app_id")?,
+                client_id: need("client_id")?,
+                client_secret: need("client_secret")?,
+                auth_url: s("auth_url"),
+                base_url: s("base_url"),
+            })
+            .map_err(|x| e(&x))?,
+        ),
+        "xiaomi" => Client::Xiaomi(
+            XiaomiClient::new(XiaomiConfig {
+                app_secret: need("app_secret")?,
+                package_name: need("package_name")?,
+                base_url: s("base_url"),
+            })
+            .map_err(|x| e(&x))?,
+        ),
+        "oppo" => Client::Oppo(
+            OppoClient::new(OppoConfig {
+                app_key: need("app_key")?,
+                master_secret: need("master_secret")?,
+                base_url: s("base_url"),
+            })
+            .map_err(|x| e(&x))?,
+        ),
+        "vivo" => Client::Vivo(
+            VivoClient::new(VivoConfig {
+                app_id: need("app_id")?,
+                app_key: need("app_key")?,
+                app_secret: need("app_secret")?,
+                base_url: s("base_url"),
+            })
+            .map_err(|x| e(&x))?,
+        ),
+        "meizu" => Client::Meizu(
+            MeizuClient::new(MeizuConfig {
+                app_id: need("app_id")?,
+                app_secret: need("app_secret")?,
+                base_url: s("base_url"),
+            })
+            .map_err(|x| e(&x))?,
+        ),
+        "webpush" => {
+            let (private, public) = engine
+                .store()
+                .vapid_keys(app_key)
+                .await
+                .map_err(|x| e(&x))?
+                .ok_or("the app has no VAPID key pair")?;
+            Client::WebPush(
+                WebPushClient::new(&private, &public, VAPID_SUBJECT).map_err(|x| e(&x))?,
+            )
+        }
+        other => return Err(format!("no client for {other}")),
+    })
+}
+
+/// The number a push's notify id shows as to vendors that take a number (Huawei, Honor,
+/// Xiaomi, OPPO): the same for every push of an override chain, so each replaces the last
+/// on the device, and non-negative in 31 bits.
+fn notify_number(push: &Push) -> i64 {
+    let id = push.notify_id();
+    let n = id.parse::<u64>().unwrap_or_else(|_| {
+        // Not a msg_id: FNV-1a of the text.
+        id.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+        })
+    });
+    (n % (i32::MAX as u64)) as i64
 }
 
 /// What a device on `platform` shows: (title, body, extras).
@@ -385,8 +592,124 @@ fn ttl_s(push: &Push) -> u64 {
     push.expires_ms().saturating_sub(now_ms()) / 1000
 }
 
-/// Sends one push to one device through its vendor.
-async fn deliver(client: &Client, push: &Push, t: &VendorTarget, badge: Option<u32>) -> Outcome {
+/// Sends a push to a job's devices through their vendor: one request per device, or, to
+/// vendors that take many tokens, one per group of devices shown the same notification
+/// (platform and badge number). An outcome per device, in order.
+async fn deliver(client: &Client, push: &Push, targets: &[Target]) -> Vec<Outcome> {
+    let mut groups: BTreeMap<(usize, Option<u32>), Vec<usize>> = BTreeMap::new();
+    for (i, t) in targets.iter().enumerate() {
+        let key = (t.device.platform as usize, t.badge.flatten());
+        groups.entry(key).or_default().push(i);
+    }
+    let mut out: Vec<Option<Outcome>> = vec![None; targets.len()];
+    for ((_, badge), members) in groups {
+        let platform = targets[members[0]].device.platform;
+        let tokens: Vec<String> = members
+            .iter()
+            .map(|&i| {
+                targets[i]
+                    .device
+                    .token
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string()
+            })
+            .collect();
+        let answers: Vec<Outcome> = match client {
+            Client::Huawei(c) => seconds(
+                c.send(&tokens, &huawei_message(push, platform, badge))
+                    .await,
+            ),
+            Client::Honor(c) => {
+                seconds(c.send(&tokens, &honor_message(push, platform, badge)).await)
+            }
+            Client::Xiaomi(c) => seconds(c.send(&tokens, &xiaomi_message(push, platform)).await),
+            Client::Meizu(c) => seconds(c.send(&tokens, &meizu_message(push, platform)).await),
+            _ => {
+                let mut answers = Vec::with_capacity(members.len());
+                for &i in &members {
+                    answers.push(deliver_one(client, push, &targets[i].device, badge).await);
+                }
+                answers
+            }
+        };
+        for (&i, answer) in members.iter().zip(answers) {
+            out[i] = Some(answer);
+        }
+    }
+    out.into_iter()
+        .map(|o| {
+            o.unwrap_or(Outcome::Rejected {
+                status: 0,
+                reason: "no answer for the token".into(),
+            })
+        })
+        .collect()
+}
+
+/// The outcomes of a batch answer, in the order of its tokens.
+fn seconds(answers: Vec<(String, Outcome)>) -> Vec<Outcome> {
+    answers.into_iter().map(|(_, o)| o).collect()
+}
+
+/// The push's extras with its msg_id, as the JSON text vendors carry as the app's data.
+fn data_text(mut extras: Map<String, Value>, push: &Push) -> String {
+    extras.insert("msg_id".into(), json!(push.msg_id.to_string()));
+    Value::Object(extras).to_string()
+}
+
+fn huawei_message(push: &Push, platform: Platform, badge: Option<u32>) -> Value {
+    let (title, body, extras) = texts(push, platform);
+    let mut notification = json!({"title": title.unwrap_or_default(), "body": body,
+        "click_action": {"type": 3}, "tag": push.notify_id(),
+        "notify_id": notify_number(push)});
+    if let Some(b) = badge {
+        notification["badge"] = json!({"set_num": b});
+    }
+    json!({"data": data_text(extras, push),
+        "android": {"ttl": format!("{}s", ttl_s(push)), "notification": notification}})
+}
+
+fn honor_message(push: &Push, platform: Platform, badge: Option<u32>) -> Value {
+    let (title, body, extras) = texts(push, platform);
+    let mut notification = json!({"title": title.unwrap_or_default(), "body": body,
+        "clickAction": {"type": 3}, "tag": push.notify_id(),
+        "notifyId": notify_number(push)});
+    if let Some(b) = badge {
+        notification["badge"] = json!({"setNum": b});
+    }
+    json!({"data": data_text(extras, push),
+        "android": {"ttl": format!("{}s", ttl_s(push)), "notification": notification}})
+}
+
+fn xiaomi_message(push: &Push, platform: Platform) -> XiaomiMessage {
+    let (title, body, extras) = texts(push, platform);
+    XiaomiMessage {
+        title: title.unwrap_or_default(),
+        description: body,
+        payload: Some(data_text(extras, push)),
+        notify_id: Some(notify_number(push)),
+        time_to_live: Some(Duration::from_secs(ttl_s(push))),
+        ..Default::default()
+    }
+}
+
+fn meizu_message(push: &Push, platform: Platform) -> Value {
+    let (title, body, mut extras) = texts(push, platform);
+    extras.insert("msg_id".into(), json!(push.msg_id.to_string()));
+    json!({"noticeBarInfo": {"noticeBarType": 0, "title": title.unwrap_or_default(), "content": body},
+        "clickTypeInfo": {"clickType": 0, "parameters": extras},
+        "pushTimeInfo": {"offLine": 1, "validTime": (ttl_s(push) / 3600).clamp(1, 72)},
+        "advanceInfo": {"notifyKey": format!("{:08x}", notify_number(push))}})
+}
+
+/// Sends one push to one device through a vendor that takes one token per request.
+async fn deliver_one(
+    client: &Client,
+    push: &Push,
+    t: &VendorTarget,
+    badge: Option<u32>,
+) -> Outcome {
     let (title, body, mut extras) = texts(push, t.platform);
     let msg_id = push.msg_id.to_string();
     let token = t.token.as_str().unwrap_or_default();
@@ -394,7 +717,12 @@ async fn deliver(client: &Client, push: &Push, t: &VendorTarget, badge: Option<u
         Client::Apns(c) => {
             extras.insert("msg_id".into(), json!(msg_id));
             let mut n = Notification::alert(title.as_deref(), &body, badge, &Value::Object(extras));
-            n.collapse_id = push.options.apns_collapse_id.clone();
+            // An override replaces the notification it overrides, as its collapse id.
+            n.collapse_id = push
+                .options
+                .apns_collapse_id
+                .clone()
+                .or_else(|| push.options.notify_id.clone());
             n.expiration = Some(push.expires_ms() / 1000);
             c.send(token, &n).await
         }
@@ -414,40 +742,19 @@ async fn deliver(client: &Client, push: &Push, t: &VendorTarget, badge: Option<u
             if let Some(t) = title {
                 notification["title"] = json!(t);
             }
+            let mut android_notification = json!({"tag": push.notify_id()});
+            if let Some(b) = badge {
+                android_notification["notification_count"] = json!(b);
+            }
             let message = json!({"notification": notification, "data": data,
                 "android": {"ttl": format!("{}s", ttl_s(push)), "priority": "HIGH",
-                    "notification": {"tag": push.notify_id()}}});
+                    "collapse_key": push.notify_id(), "notification": android_notification}});
             c.send(token, &message).await
         }
-        Client::Huawei(c) => {
-            extras.insert("msg_id".into(), json!(msg_id));
-            let mut notification = json!({"body": body, "click_action": {"type": 3},
-                "tag": push.notify_id()});
-            notification["title"] = json!(title.unwrap_or_default());
-            if let Some(b) = badge {
-                notification["badge"] = json!({"set_num": b});
-            }
-            let message = json!({"data": Value::Object(extras).to_string(),
-                "android": {"ttl": format!("{}s", ttl_s(push)), "notification": notification}});
-            first(c.send(&[token.to_string()], &message).await)
-        }
-        Client::Xiaomi(c) => {
-            extras.insert("msg_id".into(), json!(msg_id));
-            let m = XiaomiMessage {
-                title: title.unwrap_or_default(),
-                description: body,
-                payload: Some(Value::Object(extras).to_string()),
-                notify_id: Some((push.msg_id % i32::MAX as u64) as i64),
-                time_to_live: Some(Duration::from_secs(ttl_s(push))),
-                ..Default::default()
-            };
-            first(c.send(&[token.to_string()], &m).await)
-        }
         Client::Oppo(c) => {
-            extras.insert("msg_id".into(), json!(msg_id));
             let n = json!({"title": title.unwrap_or_default(), "content": body,
-                "notify_id": (push.msg_id % i32::MAX as u64), "click_action_type": 0,
-                "action_parameters": Value::Object(extras).to_string(),
+                "notify_id": notify_number(push), "click_action_type": 0,
+                "action_parameters": data_text(extras, push),
                 "off_line": true, "off_line_ttl": ttl_s(push).min(10 * 86400)});
             c.send(token, &n).await
         }
@@ -470,14 +777,6 @@ async fn deliver(client: &Client, push: &Push, t: &VendorTarget, badge: Option<u
                 "classification": 0, "clientCustomMap": custom});
             c.send(token, &m).await
         }
-        Client::Meizu(c) => {
-            extras.insert("msg_id".into(), json!(msg_id));
-            let m = json!({"noticeBarInfo": {"noticeBarType": 0, "title": title.unwrap_or_default(), "content": body},
-                "clickTypeInfo": {"clickType": 0, "parameters": extras},
-                "pushTimeInfo": {"offLine": 1, "validTime": (ttl_s(push) / 3600).clamp(1, 72)},
-                "advanceInfo": {"notifyKey": format!("{:08x}", push.msg_id as u32)}});
-            first(c.send(&[token.to_string()], &m).await)
-        }
         Client::WebPush(c) => {
             let sub = Subscription {
                 endpoint: t.token["endpoint"].as_str().unwrap_or_default().to_string(),
@@ -492,21 +791,20 @@ async fn deliver(client: &Client, push: &Push, t: &VendorTarget, badge: Option<u
             };
             let payload = json!({"msg_id": msg_id, "notify_id": push.notify_id(),
                 "title": title, "body": body, "extras": extras});
+            // A newer push of an override chain replaces one still queued for the browser.
             let delivery = Delivery {
                 ttl: ttl_s(push),
                 urgency: "normal",
-                topic: None,
+                topic: push.options.notify_id.clone(),
             };
             c.send(&sub, payload.to_string().as_bytes(), &delivery)
                 .await
         }
+        Client::Huawei(_) | Client::Honor(_) | Client::Xiaomi(_) | Client::Meizu(_) => {
+            Outcome::Rejected {
+                status: 0,
+                reason: "a batch vendor's device went the one-by-one way".into(),
+            }
+        }
     }
-}
-
-/// The outcome of a batch of one.
-fn first(mut outcomes: Vec<(String, Outcome)>) -> Outcome {
-    outcomes.pop().map(|(_, o)| o).unwrap_or(Outcome::Rejected {
-        status: 0,
-        reason: "no answer for the token".into(),
-    })
 }

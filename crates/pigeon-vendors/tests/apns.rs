@@ -3,7 +3,7 @@
 //! when APNs calls it expired, and many notifications multiplexed over one connection.
 
 use p256::pkcs8::EncodePrivateKey;
-use pigeon_vendors::apns::{ApnsClient, ApnsConfig, Notification};
+use pigeon_vendors::apns::{ApnsAuth, ApnsClient, ApnsConfig, Notification};
 use pigeon_vendors::fake_apns::{Account, FakeApns};
 use pigeon_vendors::Outcome;
 use serde_json::json;
@@ -32,9 +32,11 @@ async fn fake_and_client(record: bool) -> (FakeApns, ApnsClient, String) {
 
 fn config(fake: &FakeApns, pem: &str, topic: &str) -> ApnsConfig {
     ApnsConfig {
-        key_id: "KEY1234567".into(),
-        team_id: "TEAM123456".into(),
-        private_key_pem: pem.into(),
+        auth: ApnsAuth::Token {
+            key_id: "KEY1234567".into(),
+            team_id: "TEAM123456".into(),
+            private_key_pem: pem.into(),
+        },
         topic: topic.into(),
         production: false,
         base_url: Some(fake.base_url.clone()),
@@ -172,4 +174,66 @@ async fn many_notifications_share_one_connection() {
     assert!(outcomes.iter().all(|o| matches!(o, Outcome::Sent { .. })));
     assert_eq!(fake.stats.accepted.load(Ordering::Relaxed), 500);
     assert_eq!(fake.stats.connections.load(Ordering::Relaxed), 1);
+}
+
+/// Certificate-based auth: the client shows the app's certificate in the TLS handshake and
+/// sends no provider token; a client without it does not get through.
+#[tokio::test]
+async fn certificate_auth_shows_the_apps_certificate_instead_of_a_token() {
+    let (fake, identity) = FakeApns::start_certificate("com.example.cert", true)
+        .await
+        .unwrap();
+    let with_cert = ApnsConfig {
+        auth: ApnsAuth::Certificate {
+            certificate_pem: identity.certificate_pem.clone(),
+            private_key_pem: identity.private_key_pem.clone(),
+        },
+        topic: "com.example.cert".into(),
+        production: false,
+        base_url: Some(fake.base_url.clone()),
+        extra_root_pem: Some(fake.ca_pem.clone()),
+    };
+    let client = ApnsClient::new(with_cert.clone()).unwrap();
+    let n = Notification::alert(Some("Hi"), "by certificate", Some(3), &json!({}));
+    assert!(matches!(
+        client.send("c0ffee", &n).await,
+        Outcome::Sent { .. }
+    ));
+    let got = fake.stats.received.lock()[0].clone();
+    assert_eq!(got.payload["aps"]["alert"]["body"], "by certificate");
+    assert!(
+        !got.headers.iter().any(|(k, _)| k == "authorization"),
+        "no provider token with a certificate"
+    );
+    assert!(matches!(
+        client.send("dead01", &n).await,
+        Outcome::DeadToken { .. }
+    ));
+
+    // Without the certificate, the handshake fails: nothing is taken.
+    let (pem, _) = key();
+    let without = ApnsClient::new(ApnsConfig {
+        auth: ApnsAuth::Token {
+            key_id: "KEY1234567".into(),
+            team_id: "TEAM123456".into(),
+            private_key_pem: pem,
+        },
+        ..with_cert.clone()
+    })
+    .unwrap();
+    assert!(matches!(
+        without.send("c0ffee", &n).await,
+        Outcome::Retry { .. }
+    ));
+    assert_eq!(fake.stats.accepted.load(Ordering::Relaxed), 1);
+
+    // A certificate that is not one is refused when the client is made.
+    let broken = ApnsClient::new(ApnsConfig {
+        auth: ApnsAuth::Certificate {
+            certificate_pem: "not a certificate".into(),
+            private_key_pem: "nor a key".into(),
+        },
+        ..with_cert
+    });
+    assert!(broken.is_err());
 }

@@ -85,3 +85,25 @@ async fn a_batch_is_sent_and_each_token_told_apart() {
         matches!(&wrong.send(&ids(&["t1"]), &message()).await[0].1, Outcome::Retry { reason, .. } if reason.contains("token endpoint"))
     );
 }
+
+/// A recall: Push Kit's `messages:revoke` with the notify id the notification was sent with.
+#[tokio::test]
+async fn a_recall_names_the_notify_id_and_tokens() {
+    let (fake, config) = setup().await;
+    let client = HuaweiClient::new(config).unwrap();
+    assert!(matches!(
+        client.revoke(7, &ids(&["t1", "t2"])).await,
+        Outcome::Sent { .. }
+    ));
+    assert_eq!(fake.revoked.lock()[0], (7, ids(&["t1", "t2"])));
+    fake.expire_access_tokens();
+    assert!(matches!(
+        client.revoke(8, &ids(&["t3"])).await,
+        Outcome::Sent { .. }
+    ));
+    assert!(matches!(
+        client.revoke(8, &[]).await,
+        Outcome::Rejected { .. }
+    ));
+    assert_eq!(fake.revoked.lock().len(), 2);
+}

@@ -571,3 +571,163 @@ async fn connected_devices_follow_the_distribution_policy() {
     assert_eq!(resp.0, 400, "{:?}", resp.1);
     assert_eq!(resp.1["error"]["code"], 1003);
 }
+
+/// Vendors that take many tokens get one request per push for a group of devices (Huawei,
+/// Xiaomi), Honor devices go through Honor, a recall reaches Huawei (`messages:revoke` with
+/// the notify id it was sent with), and an app's `rate_per_minute` spreads its FCM sends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batches_honor_recall_and_rate_limits() {
+    use pigeon_vendors::fake_honor::FakeHonor;
+    use pigeon_vendors::fake_huawei::FakeHuawei;
+    use pigeon_vendors::fake_xiaomi::FakeXiaomi;
+    let Setup {
+        server, app, fcm, ..
+    } = setup().await;
+    let huawei = FakeHuawei::start("10086", "10086", "hw-secret")
+        .await
+        .unwrap();
+    let honor = FakeHonor::start("104400", "client-1", "honor-secret")
+        .await
+        .unwrap();
+    let xiaomi = FakeXiaomi::start("mi-secret", "com.example.app")
+        .await
+        .unwrap();
+    set_vendor(
+        &server,
+        &app.key,
+        "huawei",
+        &json!({"app_id": "10086", "client_id": "10086", "client_secret": "hw-secret",
+            "auth_url": huawei.auth_url, "base_url": huawei.base_url}),
+    );
+    set_vendor(
+        &server,
+        &app.key,
+        "honor",
+        &json!({"app_id": "104400", "client_id": "client-1", "client_secret": "honor-secret",
+            "auth_url": honor.auth_url, "base_url": honor.base_url}),
+    );
+    set_vendor(
+        &server,
+        &app.key,
+        "xiaomi",
+        &json!({"app_secret": "mi-secret", "package_name": "com.example.app",
+            "base_url": xiaomi.base_url}),
+    );
+    // 60 a minute: one a second after the first second's worth.
+    set_vendor(
+        &server,
+        &app.key,
+        "fcm",
+        &json!({
+        "type": "service_account", "project_id": "demo-project", "private_key": FCM_KEY,
+        "client_email": "pigeon@demo-project.iam.gserviceaccount.com",
+        "token_uri": fcm.token_uri, "base_url": fcm.base_url, "rate_per_minute": 60}),
+    );
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+
+    let mut rids = Vec::new();
+    for i in 0..3 {
+        let d = device(
+            &server,
+            &app.key,
+            "android",
+            json!({"huawei": format!("hw{i}")}),
+        )
+        .await;
+        rids.push(d.registration_id);
+    }
+    for i in 0..2 {
+        let d = device(
+            &server,
+            &app.key,
+            "android",
+            json!({"xiaomi": format!("mi{i}")}),
+        )
+        .await;
+        rids.push(d.registration_id);
+    }
+    let hn = device(&server, &app.key, "android", json!({"honor": "hn0"})).await;
+    rids.push(hn.registration_id);
+    let msg_id = server
+        .push_ok(
+            &app,
+            json!({"platform": ["android"], "audience": {"registration_id": rids},
+            "notification": {"android": {"alert": "batched", "title": "B", "badge_add_num": 1}}}),
+        )
+        .await;
+    until("the Huawei request", || !huawei.received.lock().is_empty()).await;
+    until("the Xiaomi request", || !xiaomi.received.lock().is_empty()).await;
+    until("the Honor request", || !honor.received.lock().is_empty()).await;
+    let hw = huawei.received.lock().clone();
+    assert_eq!(
+        hw.len(),
+        1,
+        "one request for the three Huawei devices: {hw:?}"
+    );
+    let mut tokens: Vec<String> = hw[0]["token"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_str().unwrap().to_string())
+        .collect();
+    tokens.sort();
+    assert_eq!(tokens, ["hw0", "hw1", "hw2"]);
+    let notify_id = hw[0]["android"]["notification"]["notify_id"]
+        .as_i64()
+        .unwrap();
+    assert_eq!(hw[0]["android"]["notification"]["badge"]["set_num"], 1);
+    let mi = xiaomi.received.lock().clone();
+    assert_eq!(mi.len(), 1, "{mi:?}");
+    assert_eq!(mi[0]["registration_id"].split(',').count(), 2);
+    assert_eq!(mi[0]["notify_id"], notify_id.to_string());
+    let hn_sent = honor.received.lock()[0].clone();
+    assert_eq!(hn_sent["token"], json!(["hn0"]));
+    assert_eq!(hn_sent["android"]["notification"]["title"], "B");
+    assert_eq!(hn_sent["android"]["notification"]["notifyId"], notify_id);
+
+    // The recall reaches Huawei for the devices it carried the push to.
+    let (status, body) = server.delete(&app, &format!("/v3/push/{msg_id}")).await;
+    assert_eq!(status, 200, "{body:?}");
+    until("the Huawei recall", || !huawei.revoked.lock().is_empty()).await;
+    let (revoked_id, mut revoked_tokens) = huawei.revoked.lock()[0].clone();
+    revoked_tokens.sort();
+    assert_eq!(
+        (revoked_id, revoked_tokens),
+        (notify_id, vec!["hw0".into(), "hw1".into(), "hw2".into()])
+    );
+
+    // FCM at 60 a minute: four devices take about two seconds more than the first one.
+    let mut rids = Vec::new();
+    for i in 0..4 {
+        let d = device(
+            &server,
+            &app.key,
+            "android",
+            json!({"fcm": format!("paced{i}")}),
+        )
+        .await;
+        rids.push(d.registration_id);
+    }
+    let before = fcm.stats.sends.load(Ordering::Relaxed);
+    let started = Instant::now();
+    server
+        .push_ok(
+            &app,
+            json!({"platform": ["android"], "audience": {"registration_id": rids},
+            "notification": {"alert": "paced"}}),
+        )
+        .await;
+    until("the first FCM send", || {
+        fcm.stats.sends.load(Ordering::Relaxed) > before
+    })
+    .await;
+    until("all four FCM sends", || {
+        fcm.stats.sends.load(Ordering::Relaxed) == before + 4
+    })
+    .await;
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(1900),
+        "four sends at one a second (a second's worth at once) took only {took:?}"
+    );
+}

@@ -166,6 +166,18 @@ impl Server {
         (status, r.json().await.expect("JSON answer"))
     }
 
+    pub async fn delete(&self, app: &App, path: &str) -> (u16, Value) {
+        let r = reqwest::Client::new()
+            .delete(format!("{}{}", self.base, path))
+            .basic_auth(&app.key, Some(&app.secret))
+            .send()
+            .await
+            .expect("DELETE");
+        let status = r.status().as_u16();
+        let text = r.text().await.expect("answer");
+        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+
     /// Pushes and returns the msg_id, asserting success.
     pub async fn push_ok(&self, app: &App, body: Value) -> String {
         let (status, v) = self.push(app, body).await;

@@ -18,7 +18,6 @@ use pigeon_engine::{now_ms, Engine};
 use pigeon_store::{batch_events_json, CallbackBatch, CallbackEndpoint, Storage, StoreError};
 use serde_json::{json, Value};
 use std::collections::HashMap;
-use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -552,18 +551,9 @@ impl Endpoint {
             .host_str()
             .ok_or_else(|| SendError::Refused("the URL has no host".into()))?;
         let port = url.port_or_known_default().unwrap_or(80);
-        let addrs = tokio::net::lookup_host((host.trim_matches(['[', ']']), port))
+        pigeon_core::net::refuse_private(host, port)
             .await
-            .map_err(|e| SendError::Refused(format!("cannot resolve {host}: {e}")))?;
-        for a in addrs {
-            if is_private(a.ip()) {
-                return Err(SendError::Refused(format!(
-                    "{host} resolves to the private address {}; set allow_private_networks to allow it",
-                    a.ip()
-                )));
-            }
-        }
-        Ok(())
+            .map_err(SendError::Refused)
     }
 }
 
@@ -615,51 +605,9 @@ pub fn check_endpoint(url: &str, commands: &[String]) -> Result<(), String> {
     Ok(())
 }
 
-/// Loopback, private, link-local, unspecified or unique-local addresses.
-pub fn is_private(ip: IpAddr) -> bool {
-    match ip {
-        IpAddr::V4(v4) => {
-            v4.is_loopback()
-                || v4.is_private()
-                || v4.is_link_local()
-                || v4.is_unspecified()
-                || v4.is_broadcast()
-        }
-        IpAddr::V6(v6) => {
-            if let Some(v4) = v6.to_ipv4_mapped() {
-                return is_private(IpAddr::V4(v4));
-            }
-            v6.is_loopback()
-                || v6.is_unspecified()
-                || (v6.segments()[0] & 0xfe00) == 0xfc00
-                || (v6.segments()[0] & 0xffc0) == 0xfe80
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn private_addresses_are_recognized() {
-        for a in [
-            "127.0.0.1",
-            "10.1.2.3",
-            "192.168.0.1",
-            "172.16.5.5",
-            "169.254.1.1",
-            "::1",
-            "fd00::1",
-            "fe80::1",
-            "::ffff:10.0.0.1",
-        ] {
-            assert!(is_private(a.parse().unwrap()), "{a}");
-        }
-        for a in ["8.8.8.8", "2001:4860::8888"] {
-            assert!(!is_private(a.parse().unwrap()), "{a}");
-        }
-    }
 
     #[test]
     fn retry_delays_grow_with_jitter() {

@@ -7,6 +7,7 @@
 
 pub mod audience;
 pub mod names;
+pub mod net;
 pub mod platform;
 pub mod push;
 

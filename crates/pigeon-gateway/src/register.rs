@@ -186,14 +186,16 @@ fn push_tokens(v: &Value) -> Result<Map<String, Value>, Answer> {
             let ok = val
                 .get("endpoint")
                 .and_then(Value::as_str)
-                .is_some_and(|e| !e.is_empty())
+                .is_some_and(|e| {
+                    (e.starts_with("https://") || e.starts_with("http://")) && e.len() <= 2048
+                })
                 && val
                     .pointer("/keys/p256dh")
                     .and_then(Value::as_str)
                     .is_some()
                 && val.pointer("/keys/auth").and_then(Value::as_str).is_some();
             if !ok {
-                return Err(bad("push_tokens.webpush must be {\"endpoint\":..,\"keys\":{\"p256dh\":..,\"auth\":..}}"));
+                return Err(bad("push_tokens.webpush must be {\"endpoint\":\"https://..\",\"keys\":{\"p256dh\":..,\"auth\":..}} (an http(s) endpoint of at most 2048 bytes)"));
             }
         } else {
             return Err(bad(format!("push_tokens.{k} is not a known push channel")));

@@ -139,8 +139,17 @@ impl Pace {
     }
 }
 
+/// What the operator decides about vendor channels.
+#[derive(Clone, Debug, Default)]
+pub struct RouterConfig {
+    /// Whether a Web Push endpoint (which the device gave) may be plain `http` or on a
+    /// loopback, private or link-local address: for a local push service.
+    pub webpush_allow_private_networks: bool,
+}
+
 /// The router; [`start`] makes it and hands it to the engine.
 pub struct Router {
+    config: RouterConfig,
     jobs: mpsc::Sender<Vec<Job>>,
     /// Per app: vendor → (updated_ms, credentials), refreshed every second.
     credentials: RwLock<HashMap<String, AppCredentials>>,
@@ -150,9 +159,10 @@ pub struct Router {
 }
 
 /// Starts routing pushes to vendors.
-pub fn start(engine: &Arc<Engine>) -> Arc<Router> {
+pub fn start(engine: &Arc<Engine>, config: RouterConfig) -> Arc<Router> {
     let (tx, rx) = mpsc::channel(QUEUE);
     let router = Arc::new_cyclic(|this| Router {
+        config,
         jobs: tx,
         credentials: RwLock::new(HashMap::new()),
         channels: Mutex::new(HashMap::new()),
@@ -344,6 +354,20 @@ impl Router {
                 return None;
             }
         };
+        if job.vendor == "webpush" {
+            let mut allowed = Vec::with_capacity(job.targets.len());
+            for t in std::mem::take(&mut job.targets) {
+                match self.check_endpoint(&t.device.token).await {
+                    Ok(()) => allowed.push(t),
+                    Err(why) => {
+                        tracing::warn!(registration_id = %t.device.registration_id, %why,
+                            "Web Push endpoint refused");
+                        engine.vendor_failed(&job.app, &push, t.device.ordinal, t.device.route);
+                    }
+                }
+            }
+            job.targets = allowed;
+        }
         for t in &mut job.targets {
             let d = &t.device;
             t.badge
@@ -400,6 +424,24 @@ impl Router {
             },
             after.unwrap_or(backoff),
         ))
+    }
+
+    /// A Web Push endpoint Pigeon may post to: `https` on a public address, unless the
+    /// operator allows private networks.
+    async fn check_endpoint(&self, subscription: &Value) -> Result<(), String> {
+        let endpoint = subscription["endpoint"].as_str().unwrap_or_default();
+        let url = reqwest::Url::parse(endpoint).map_err(|e| format!("{endpoint:?}: {e}"))?;
+        let host = url.host_str().ok_or("the endpoint has no host")?;
+        if self.config.webpush_allow_private_networks {
+            return match url.scheme() {
+                "https" | "http" => Ok(()),
+                other => Err(format!("a {other} endpoint; http(s) only")),
+            };
+        }
+        if url.scheme() != "https" {
+            return Err(format!("{endpoint}: Web Push endpoints must be https"));
+        }
+        pigeon_core::net::refuse_private(host, url.port_or_known_default().unwrap_or(443)).await
     }
 
     /// The app's channel to a vendor, made again when its credentials changed.

@@ -51,6 +51,9 @@ pub struct Config {
     pub pacing_minute_ms: u64,
     /// The `[sms]` section: the SMS fallback's provider.
     pub sms: pigeon_sms::Config,
+    /// Whether devices' Web Push endpoints may be plain http or on loopback, private or
+    /// link-local addresses (a local push service).
+    pub webpush_allow_private_networks: bool,
 }
 
 /// The `[callbacks]` section.
@@ -98,6 +101,7 @@ struct FileConfig {
     recall_window_s: Option<u64>,
     pacing_minute_ms: Option<u64>,
     sms: Option<pigeon_sms::Config>,
+    webpush_allow_private_networks: Option<bool>,
 }
 
 impl Default for Config {
@@ -118,6 +122,7 @@ impl Default for Config {
             recall_window_s: 24 * 3600,
             pacing_minute_ms: 60_000,
             sms: pigeon_sms::Config::default(),
+            webpush_allow_private_networks: false,
         }
     }
 }
@@ -173,6 +178,9 @@ impl Config {
             if let Some(v) = f.pacing_minute_ms {
                 c.pacing_minute_ms = v;
             }
+            if let Some(v) = f.webpush_allow_private_networks {
+                c.webpush_allow_private_networks = v;
+            }
             if let Some(v) = f.sms {
                 c.sms = v;
             }
@@ -204,6 +212,10 @@ impl Config {
                 }
                 "PIGEON_CALLBACKS_ALLOW_PRIVATE_NETWORKS" => {
                     c.callbacks.allow_private_networks =
+                        value.parse().map_err(|_| bad("true or false"))?
+                }
+                "PIGEON_WEBPUSH_ALLOW_PRIVATE_NETWORKS" => {
+                    c.webpush_allow_private_networks =
                         value.parse().map_err(|_| bad("true or false"))?
                 }
                 "PIGEON_CALLBACKS_BATCH_WAIT_MS" => {

@@ -62,7 +62,12 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     )
     .context("starting the callback dispatcher")?;
     pigeon_sms::start(engine.clone(), cfg.sms.clone()).context("starting the SMS fallback")?;
-    pigeon_vendors::router::start(&engine);
+    pigeon_vendors::router::start(
+        &engine,
+        pigeon_vendors::router::RouterConfig {
+            webpush_allow_private_networks: cfg.webpush_allow_private_networks,
+        },
+    );
     let gateway = GatewayConfig {
         heartbeat_s: cfg.heartbeat_s,
         hello_timeout: Duration::from_millis(cfg.hello_timeout_ms),

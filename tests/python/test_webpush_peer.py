@@ -1,0 +1,140 @@
+"""Web Push against an independent push service: the npm package `web-push-testing`, which
+checks the VAPID signature against the subscription's application server key and decrypts
+what it receives (so a wrong encryption or key fails here). The subscription is made with
+the app's VAPID public key from `pigeon app show`, as a browser would; the device is
+offline, so the push goes through Web Push. A subscription made for another key is refused,
+and an expired one (410) is dropped and reported `Push.Undelivered` ErrCode 3."""
+
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+
+import pytest
+import requests
+
+from conftest import PIGEON, ROOT, Server, free_port
+from test_callbacks import FAST, Receiver
+
+PEER = os.path.join(ROOT, "tests", "node", "node_modules", ".bin", "web-push-testing")
+
+
+@pytest.fixture
+def push_service():
+    assert os.path.exists(PEER), "web-push-testing is not installed: run scripts/test (npm ci in tests/node)"
+    port = free_port()
+    # It keeps its subscriptions in ./.node-persist: a directory of the test's own.
+    state = tempfile.mkdtemp(prefix="web-push-testing-")
+    subprocess.run([PEER, "--port", str(port), "start"], check=True, capture_output=True,
+                   timeout=30, cwd=state)
+    base = f"http://localhost:{port}"
+    deadline = time.time() + 10
+    while time.time() < deadline:
+        try:
+            if requests.post(base + "/status", timeout=1).ok:
+                break
+        except requests.ConnectionError:
+            time.sleep(0.1)
+    yield base
+    subprocess.run([PEER, "--port", str(port), "stop"], capture_output=True, timeout=30, cwd=state)
+    shutil.rmtree(state, ignore_errors=True)
+
+
+def subscribe(service, vapid_public_key):
+    r = requests.post(service + "/subscribe", json={"userVisibleOnly": "true",
+                      "applicationServerKey": vapid_public_key}, timeout=5)
+    assert r.ok, r.text
+    return r.json()["data"]
+
+
+def messages(service, client_hash):
+    r = requests.post(service + "/get-notifications", json={"clientHash": client_hash}, timeout=5)
+    if r.status_code != 200:
+        return []
+    return r.json()["data"]["messages"]
+
+
+def vapid_key(data, app_key):
+    out = subprocess.run([PIGEON, "app", "show", "--app-key", app_key, "--data", data],
+                         capture_output=True, text=True, check=True)
+    return json.loads(out.stdout)["webpush_vapid_public_key"]
+
+
+def register_web(server, app_key, sub):
+    body = {"app_key": app_key, "platform": "web",
+            "push_tokens": {"webpush": {"endpoint": sub["endpoint"], "keys": sub["keys"]}}}
+    r = requests.post(server.base + "/v1/devices/register", json=body, timeout=5)
+    assert r.status_code == 200, r.text
+    return r.json()["registration_id"]
+
+
+def push(server, app, rid, alert, **options):
+    body = {"platform": "all", "audience": {"registration_id": [rid]},
+            "notification": {"alert": alert, "web": {"title": "Pigeon", "extras": {"k": "v"}}}}
+    if options:
+        body["options"] = options
+    r = requests.post(server.base + "/v3/push", json=body,
+                      auth=(app["app_key"], app["master_secret"]), timeout=5)
+    assert r.status_code == 200, r.text
+    return r.json()["msg_id"]
+
+
+def test_an_offline_browser_gets_the_push_decrypted_by_an_independent_push_service(push_service):
+    with tempfile.TemporaryDirectory() as tmp:
+        data = os.path.join(tmp, "data")
+        server = Server(data, env=dict(FAST, PIGEON_WEBPUSH_ALLOW_PRIVATE_NETWORKS="true"))
+        server.start()
+        try:
+            app = server.create_app("web")
+            rcv = Receiver()
+            out = subprocess.run([PIGEON, "app", "callback", "add", "--app-key", app["app_key"],
+                                  "--commands", "Push.Event,Push.Undelivered", "--url", rcv.url,
+                                  "--data", data], capture_output=True, text=True)
+            assert out.returncode == 0, out.stderr
+
+            sub = subscribe(push_service, vapid_key(data, app["app_key"]))
+            rid = register_web(server, app["app_key"], sub)
+            msg_id = push(server, app, rid, "hello browser")
+            deadline = time.time() + 10
+            while not messages(push_service, sub["clientHash"]) and time.time() < deadline:
+                time.sleep(0.1)
+            got = messages(push_service, sub["clientHash"])
+            assert len(got) == 1, got
+            shown = json.loads(got[0])
+            assert shown["msg_id"] == msg_id
+            assert (shown["title"], shown["body"], shown["extras"]) == ("Pigeon", "hello browser", {"k": "v"})
+            # Reported as sent through Web Push (PushPlatform 9).
+            assert rcv.wait(lambda: any(e["CallbackCommand"] == "Push.Event" and e["PushPlatform"] == 9
+                                        and e["RegistrationId"] == rid for e in rcv.events()))
+
+            # A subscription made for another application server key: the push service
+            # refuses Pigeon's VAPID token, nothing is shown.
+            other = server.create_app("other")
+            foreign = subscribe(push_service, vapid_key(data, other["app_key"]))
+            rid2 = register_web(server, app["app_key"], foreign)
+            push(server, app, rid2, "not for this key")
+            time.sleep(1.0)
+            assert messages(push_service, foreign["clientHash"]) == []
+
+            # An expired subscription answers 410: the token is dropped and the device,
+            # never reached, is reported undelivered with ErrCode 3 when the push expires.
+            r = requests.post(push_service + "/expire-subscription/" + sub["clientHash"], timeout=5)
+            assert r.ok, r.text
+            gone_msg = push(server, app, rid, "too late", time_to_live=1)
+            assert rcv.wait(lambda: any(e["CallbackCommand"] == "Push.Undelivered"
+                                        and e["MsgId"] == gone_msg for e in rcv.events()), limit=15)
+            undelivered = [e for e in rcv.events("Push.Undelivered") if e["MsgId"] == gone_msg]
+            assert [(e["RegistrationId"], e["ErrCode"]) for e in undelivered] == [(rid, 3)]
+        finally:
+            server.stop()
+
+
+def test_a_web_push_endpoint_must_be_an_http_url(server, app):
+    for endpoint in ["", "ftp://push.example/x", "javascript:alert(1)", "https://p.example/" + "a" * 2100]:
+        body = {"app_key": app["app_key"], "platform": "web",
+                "push_tokens": {"webpush": {"endpoint": endpoint, "keys": {"p256dh": "x", "auth": "y"}}}}
+        r = requests.post(server.base + "/v1/devices/register", json=body, timeout=5)
+        assert r.status_code == 400, (endpoint, r.text)
+        assert "http(s) endpoint" in r.json()["error"]["message"]

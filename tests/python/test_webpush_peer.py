@@ -14,6 +14,7 @@ import time
 
 import pytest
 import requests
+from websockets.sync.client import connect
 
 from conftest import PIGEON, ROOT, Server, free_port
 from test_callbacks import FAST, Receiver
@@ -138,3 +139,31 @@ def test_a_web_push_endpoint_must_be_an_http_url(server, app):
         r = requests.post(server.base + "/v1/devices/register", json=body, timeout=5)
         assert r.status_code == 400, (endpoint, r.text)
         assert "http(s) endpoint" in r.json()["error"]["message"]
+
+
+def test_a_private_endpoint_is_not_posted_to_unless_allowed(push_service):
+    """A device cannot make the server post into its own network: by default an http or
+    private-address endpoint is refused at send time (the device waits for Pigeon's own
+    connection instead)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        data = os.path.join(tmp, "data")
+        server = Server(data, env=FAST)
+        server.start()
+        try:
+            app = server.create_app("web")
+            sub = subscribe(push_service, vapid_key(data, app["app_key"]))
+            body = {"app_key": app["app_key"], "platform": "web",
+                    "push_tokens": {"webpush": {"endpoint": sub["endpoint"], "keys": sub["keys"]}}}
+            device = requests.post(server.base + "/v1/devices/register", json=body, timeout=5).json()
+            msg_id = push(server, app, device["registration_id"], "stay inside")
+            time.sleep(1.5)
+            assert messages(push_service, sub["clientHash"]) == []
+            # It waits for Pigeon's own connection instead.
+            with connect(server.base.replace("http://", "ws://") + "/v1/connect") as ws:
+                ws.send(json.dumps({"op": "hello", "registration_id": device["registration_id"],
+                                    "device_secret": device["device_secret"], "sdk": "pytest/1"}))
+                assert json.loads(ws.recv(timeout=5))["op"] == "welcome"
+                frame = json.loads(ws.recv(timeout=5))
+                assert (frame["op"], frame["msg_id"]) == ("push", msg_id)
+        finally:
+            server.stop()

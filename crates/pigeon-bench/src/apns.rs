@@ -24,6 +24,12 @@ pub struct ApnsArgs {
     /// Worker threads of the client's runtime (the fake gets one).
     #[arg(long, default_value_t = 1)]
     pub client_threads: usize,
+    /// Instead of the client alone: a `pigeon serve` with this many iOS devices (offline,
+    /// each with an APNs token) and the app's APNs credentials pointing at the fake; one
+    /// broadcast, timed from the accepted push to the fake's last notification. This is the
+    /// whole vendor path: routing, jobs, the app's APNs channel, outcomes recorded.
+    #[arg(long)]
+    pub through_server: Option<usize>,
 }
 
 pub fn run(args: ApnsArgs) -> anyhow::Result<()> {
@@ -41,6 +47,9 @@ pub fn run(args: ApnsArgs) -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     let fake = fake_rt.block_on(FakeApns::start(account, false))?;
+    if let Some(devices) = args.through_server {
+        return through_server(&fake, &pem, devices);
+    }
     let client_rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(args.client_threads.max(1))
         .thread_name("apns-client")
@@ -112,6 +121,104 @@ pub fn run(args: ApnsArgs) -> anyhow::Result<()> {
     ]);
     table.print();
     drop(fake);
+    Ok(())
+}
+
+/// One broadcast through a running server to `devices` offline iPhones, by way of the
+/// fake: how long from the accepted push to the last notification the fake took.
+fn through_server(fake: &FakeApns, pem: &str, devices: usize) -> anyhow::Result<()> {
+    use std::sync::atomic::Ordering;
+    let server = crate::procs::PigeonServer::start(&[])?;
+    let credentials = json!({"key_id": "BENCHKEY01", "team_id": "BENCHTEAM1",
+        "private_key": pem, "topic": "com.example.bench", "production": false,
+        "base_url": fake.base_url, "ca_pem": fake.ca_pem});
+    let out = std::process::Command::new(std::env::current_exe()?)
+        .args([
+            "app",
+            "vendor",
+            "set",
+            "--app-key",
+            &server.app_key,
+            "--vendor",
+            "apns",
+        ])
+        .arg("--credentials")
+        .arg(credentials.to_string())
+        .arg("--data")
+        .arg(&server.data)
+        .output()?;
+    anyhow::ensure!(
+        out.status.success(),
+        "pigeon app vendor set: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()?;
+    let http = reqwest::Client::new();
+    let register_started = Instant::now();
+    rt.block_on(async {
+        let url = format!("{}/v1/devices/register", server.base);
+        let mut done = futures_util::stream::iter(0..devices)
+            .map(|i| {
+                let body = json!({"app_key": server.app_key, "platform": "ios",
+                    "push_tokens": {"apns": format!("{i:064x}")}});
+                let (http, url) = (&http, &url);
+                async move { http.post(url).json(&body).send().await?.error_for_status() }
+            })
+            .buffer_unordered(64);
+        while let Some(r) = done.next().await {
+            r?;
+        }
+        anyhow::Ok(())
+    })?;
+    eprintln!(
+        "registered {devices} devices in {:.1} s",
+        register_started.elapsed().as_secs_f64()
+    );
+    std::thread::sleep(std::time::Duration::from_millis(1500)); // credentials are read every second
+    let before = fake.stats.accepted.load(Ordering::Relaxed);
+    let server_cpu_before = crate::procs::cpu_ns(server.guard.pid());
+    let t0 = Instant::now();
+    rt.block_on(async {
+        http.post(format!("{}/v3/push", server.base))
+            .basic_auth(&server.app_key, Some(&server.master_secret))
+            .json(&json!({"platform": "all", "audience": "all",
+                "notification": {"alert": "bench", "ios": {"badge": "+1"}}}))
+            .send()
+            .await?
+            .error_for_status()
+    })?;
+    let accepted_after = t0.elapsed();
+    let deadline = Instant::now() + std::time::Duration::from_secs(300);
+    while fake.stats.accepted.load(Ordering::Relaxed) - before < devices as u64 {
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "the fake got only {} notifications",
+            fake.stats.accepted.load(Ordering::Relaxed) - before
+        );
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    let secs = t0.elapsed().as_secs_f64();
+    let server_cpu = (crate::procs::cpu_ns(server.guard.pid()) - server_cpu_before) as f64 / 1e9;
+    let mut table = Table::new(&[
+        "devices",
+        "push accepted (ms)",
+        "last notification (s)",
+        "notifications/s",
+        "TLS connections",
+        "server CPU µs per notification",
+    ]);
+    table.row(vec![
+        devices.to_string(),
+        format!("{:.1}", accepted_after.as_secs_f64() * 1e3),
+        format!("{secs:.2}"),
+        format!("{:.0}", devices as f64 / secs),
+        fake.stats.connections.load(Ordering::Relaxed).to_string(),
+        format!("{:.1}", server_cpu * 1e6 / devices.max(1) as f64),
+    ]);
+    table.print();
     Ok(())
 }
 

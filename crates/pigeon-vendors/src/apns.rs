@@ -42,7 +42,8 @@ pub struct ApnsConfig {
     pub auth: ApnsAuth,
     /// The app's bundle id (`apns-topic`).
     pub topic: String,
-    /// Production or sandbox, when `base_url` is not given.
+    /// Production or sandbox, when `base_url` is not given (a notification may still ask
+    /// for the sandbox: [`Notification::sandbox`]).
     pub production: bool,
     /// Where to send instead of Apple (a local fake).
     pub base_url: Option<String>,
@@ -78,6 +79,8 @@ pub struct Notification {
     pub collapse_id: Option<String>,
     /// `apns-id`: a UUID of the caller's, echoed back.
     pub id: Option<String>,
+    /// To Apple's sandbox (development builds) whatever the client's default.
+    pub sandbox: bool,
 }
 
 impl Notification {
@@ -116,6 +119,8 @@ impl Notification {
 pub struct ApnsClient {
     http: reqwest::Client,
     base: String,
+    /// Where a notification for the sandbox goes.
+    sandbox_base: String,
     /// The provider token's signer, key id and team id (token-based auth).
     signer: Option<(Es256Signer, String, String)>,
     topic: String,
@@ -169,6 +174,12 @@ impl ApnsClient {
         });
         Ok(ApnsClient {
             http: http.build()?,
+            sandbox_base: config
+                .base_url
+                .as_deref()
+                .unwrap_or(SANDBOX)
+                .trim_end_matches('/')
+                .to_string(),
             base: base.trim_end_matches('/').to_string(),
             signer,
             topic: config.topic,
@@ -232,7 +243,14 @@ impl ApnsClient {
         }
         let mut req = self
             .http
-            .post(format!("{}/3/device/{device_token}", self.base))
+            .post(format!(
+                "{}/3/device/{device_token}",
+                if n.sandbox {
+                    &self.sandbox_base
+                } else {
+                    &self.base
+                }
+            ))
             .header("apns-topic", &self.topic)
             .header("apns-push-type", &n.push_type)
             .header("apns-priority", n.priority.to_string())

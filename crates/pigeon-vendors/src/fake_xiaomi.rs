@@ -1,7 +1,8 @@
 //! A local Mi Push regid API: checks the app secret, the package, the form's fields and
 //! their limits as Mi Push does, and answers with its JSON. Registration ids script the
 //! answer: `dead…` ones come back in `bad_regids` (all dead: code 20301), `busy…` gets HTTP
-//! 503, `slow…` code 10002 (try again).
+//! 503, `slow…` code 10002 (try again). Recalls (`/v3/message/regid/revoke`) are checked
+//! the same way and recorded.
 
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
@@ -17,6 +18,8 @@ pub struct FakeXiaomi {
     pub base_url: String,
     /// Each request it took, as its form fields.
     pub received: Arc<Mutex<Vec<BTreeMap<String, String>>>>,
+    /// Each recall it took, as its form fields.
+    pub revoked: Arc<Mutex<Vec<BTreeMap<String, String>>>>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -30,6 +33,7 @@ struct Shared {
     app_secret: String,
     package_name: String,
     received: Arc<Mutex<Vec<BTreeMap<String, String>>>>,
+    revoked: Arc<Mutex<Vec<BTreeMap<String, String>>>>,
 }
 
 impl FakeXiaomi {
@@ -37,13 +41,16 @@ impl FakeXiaomi {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let base_url = format!("http://{}", listener.local_addr()?);
         let received = Arc::new(Mutex::new(Vec::new()));
+        let revoked = Arc::new(Mutex::new(Vec::new()));
         let shared = Arc::new(Shared {
             app_secret: app_secret.into(),
             package_name: package_name.into(),
             received: received.clone(),
+            revoked: revoked.clone(),
         });
         let app = axum::Router::new()
             .route("/v3/message/regid", post(regid))
+            .route("/v3/message/regid/revoke", post(revoke))
             .with_state(shared);
         let task = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
@@ -51,6 +58,7 @@ impl FakeXiaomi {
         Ok(FakeXiaomi {
             base_url,
             received,
+            revoked,
             task,
         })
     }
@@ -120,4 +128,29 @@ async fn regid(State(s): State<Arc<Shared>>, headers: HeaderMap, body: String) -
         "data": {"id": id, "bad_regids": bad.join(",")}}),
     )
     .into_response()
+}
+
+async fn revoke(State(s): State<Arc<Shared>>, headers: HeaderMap, body: String) -> Response {
+    if headers.get("authorization").and_then(|v| v.to_str().ok())
+        != Some(&format!("key={}", s.app_secret))
+    {
+        return error(22000, "Invalid app secret");
+    }
+    let form: BTreeMap<String, String> = form_urlencoded::parse(body.as_bytes())
+        .into_owned()
+        .collect();
+    if form.get("restricted_package_name") != Some(&s.package_name) {
+        return error(22006, "Invalid package name");
+    }
+    if form
+        .get("notify_id")
+        .and_then(|n| n.parse::<i64>().ok())
+        .is_none()
+        || !form.get("registration_id").is_some_and(|r| !r.is_empty())
+    {
+        return error(20300, "notify_id and registration_id are required");
+    }
+    s.revoked.lock().push(form);
+    axum::Json(json!({"result": "ok", "code": 0, "description": "success", "trace_id": "r1"}))
+        .into_response()
 }

@@ -16,6 +16,7 @@ pub mod huawei;
 pub mod jwt;
 pub mod meizu;
 pub mod oppo;
+mod payload;
 pub mod router;
 pub mod vivo;
 pub mod webpush;

@@ -5,21 +5,22 @@
 //! (`Push.Event` stage 1 with the vendor's `PushPlatform`, and no resend over Pigeon's
 //! connection), dead token (removed from the device), retried with backoff, or refused.
 
-use crate::apns::{ApnsAuth, ApnsClient, ApnsConfig, Notification};
+use crate::apns::{ApnsAuth, ApnsClient, ApnsConfig};
 use crate::fcm::{FcmClient, FcmConfig};
 use crate::honor::{HonorClient, HonorConfig};
 use crate::huawei::{HuaweiClient, HuaweiConfig};
 use crate::meizu::{MeizuClient, MeizuConfig};
 use crate::oppo::{OppoClient, OppoConfig};
+use crate::payload::{self, notify_number, Shown};
 use crate::vivo::{VivoClient, VivoConfig};
-use crate::webpush::{Delivery, Subscription, WebPushClient};
-use crate::xiaomi::{XiaomiClient, XiaomiConfig, XiaomiMessage};
+use crate::webpush::{Subscription, WebPushClient};
+use crate::xiaomi::{XiaomiClient, XiaomiConfig};
 use crate::Outcome;
 use parking_lot::{Mutex, RwLock};
-use pigeon_core::{Platform, Push};
+use pigeon_core::Push;
 use pigeon_engine::offline::{OfflineRouter, VendorTarget};
-use pigeon_engine::{now_ms, AppState, Engine, LivePush};
-use serde_json::{json, Map, Value};
+use pigeon_engine::{AppState, Engine, LivePush};
+use serde_json::Value;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
@@ -218,14 +219,18 @@ impl OfflineRouter for Router {
     }
 
     fn revoke(&self, app: Arc<AppState>, push: Arc<LivePush>, targets: Vec<VendorTarget>) {
-        // Huawei documents a revoke call; the other vendors replace a notification by its
-        // notify id / collapse key, which override already carries.
-        let tokens: Vec<String> = targets
-            .iter()
-            .filter(|t| t.vendor == "huawei")
-            .filter_map(|t| t.token.as_str().map(String::from))
-            .collect();
-        if tokens.is_empty() {
+        // Huawei and Xiaomi document a revoke call; the other vendors replace a notification
+        // by its notify id / collapse key, which override already carries.
+        let mut by_vendor: BTreeMap<&'static str, Vec<String>> = BTreeMap::new();
+        for t in targets {
+            if let ("huawei" | "xiaomi", Some(token)) = (t.vendor, t.token.as_str()) {
+                by_vendor
+                    .entry(t.vendor)
+                    .or_default()
+                    .push(token.to_string());
+            }
+        }
+        if by_vendor.is_empty() {
             return;
         }
         let this = self.this.clone();
@@ -236,21 +241,24 @@ impl OfflineRouter for Router {
             let Some(engine) = router.engine.upgrade() else {
                 return;
             };
-            let channel = match router.channel(&engine, &app.app_key, "huawei").await {
-                Ok(c) => c,
-                Err(why) => {
-                    tracing::warn!(app = %app.app_key, error = %why, "cannot recall at Huawei");
-                    return;
-                }
-            };
-            let Client::Huawei(client) = &channel.client else {
-                return;
-            };
             let notify_id = notify_number(&push.push);
-            for chunk in tokens.chunks(crate::huawei::MAX_TOKENS) {
-                let outcome = client.revoke(notify_id, chunk).await;
-                tracing::info!(app = %app.app_key, msg_id = push.msg_id(), tokens = chunk.len(),
-                    ?outcome, "recall sent to Huawei");
+            for (vendor, tokens) in by_vendor {
+                let channel = match router.channel(&engine, &app.app_key, vendor).await {
+                    Ok(c) => c,
+                    Err(why) => {
+                        tracing::warn!(app = %app.app_key, vendor, error = %why, "cannot recall at the vendor");
+                        continue;
+                    }
+                };
+                for chunk in tokens.chunks(1000) {
+                    let outcome = match &channel.client {
+                        Client::Huawei(c) => c.revoke(notify_id, chunk).await,
+                        Client::Xiaomi(c) => c.revoke(notify_id, chunk).await,
+                        _ => continue,
+                    };
+                    tracing::info!(app = %app.app_key, msg_id = push.msg_id(), vendor,
+                        tokens = chunk.len(), ?outcome, "recall sent to the vendor");
+                }
             }
         });
     }
@@ -590,50 +598,6 @@ async fn make_client(
     })
 }
 
-/// The number a push's notify id shows as to vendors that take a number (Huawei, Honor,
-/// Xiaomi, OPPO): the same for every push of an override chain, so each replaces the last
-/// on the device, and non-negative in 31 bits.
-fn notify_number(push: &Push) -> i64 {
-    let id = push.notify_id();
-    let n = id.parse::<u64>().unwrap_or_else(|_| {
-        // Not a msg_id: FNV-1a of the text.
-        id.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
-            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-        })
-    });
-    (n % (i32::MAX as u64)) as i64
-}
-
-/// What a device on `platform` shows: (title, body, extras).
-fn texts(push: &Push, platform: Platform) -> (Option<String>, String, Map<String, Value>) {
-    let n = push.notification_for(platform).unwrap_or_default();
-    let (mut title, body) = match n.get("alert") {
-        Some(Value::String(s)) => (None, s.clone()),
-        Some(Value::Object(a)) => (
-            a.get("title").and_then(Value::as_str).map(String::from),
-            a.get("body")
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-                .to_string(),
-        ),
-        _ => (None, String::new()),
-    };
-    if let Some(t) = n.get("title").and_then(Value::as_str) {
-        title = Some(t.to_string());
-    }
-    let extras = n
-        .get("extras")
-        .and_then(Value::as_object)
-        .cloned()
-        .unwrap_or_default();
-    (title, body, extras)
-}
-
-/// Seconds the push may still be kept for the device.
-fn ttl_s(push: &Push) -> u64 {
-    push.expires_ms().saturating_sub(now_ms()) / 1000
-}
-
 /// Sends a push to a job's devices through their vendor: one request per device, or, to
 /// vendors that take many tokens, one per group of devices shown the same notification
 /// (platform and badge number). An outcome per device, in order.
@@ -645,7 +609,7 @@ async fn deliver(client: &Client, push: &Push, targets: &[Target]) -> Vec<Outcom
     }
     let mut out: Vec<Option<Outcome>> = vec![None; targets.len()];
     for ((_, badge), members) in groups {
-        let platform = targets[members[0]].device.platform;
+        let shown = Shown::of(push, targets[members[0]].device.platform);
         let tokens: Vec<String> = members
             .iter()
             .map(|&i| {
@@ -658,19 +622,19 @@ async fn deliver(client: &Client, push: &Push, targets: &[Target]) -> Vec<Outcom
             })
             .collect();
         let answers: Vec<Outcome> = match client {
-            Client::Huawei(c) => seconds(
-                c.send(&tokens, &huawei_message(push, platform, badge))
-                    .await,
-            ),
-            Client::Honor(c) => {
-                seconds(c.send(&tokens, &honor_message(push, platform, badge)).await)
+            Client::Huawei(c) => {
+                in_order(c.send(&tokens, &payload::huawei(push, &shown, badge)).await)
             }
-            Client::Xiaomi(c) => seconds(c.send(&tokens, &xiaomi_message(push, platform)).await),
-            Client::Meizu(c) => seconds(c.send(&tokens, &meizu_message(push, platform)).await),
+            Client::Honor(c) => {
+                in_order(c.send(&tokens, &payload::honor(push, &shown, badge)).await)
+            }
+            Client::Xiaomi(c) => in_order(c.send(&tokens, &payload::xiaomi(push, &shown)).await),
+            Client::Meizu(c) => in_order(c.send(&tokens, &payload::meizu(push, &shown)).await),
             _ => {
                 let mut answers = Vec::with_capacity(members.len());
                 for &i in &members {
-                    answers.push(deliver_one(client, push, &targets[i].device, badge).await);
+                    let device = &targets[i].device;
+                    answers.push(deliver_one(client, push, &shown, device, badge).await);
                 }
                 answers
             }
@@ -690,157 +654,38 @@ async fn deliver(client: &Client, push: &Push, targets: &[Target]) -> Vec<Outcom
 }
 
 /// The outcomes of a batch answer, in the order of its tokens.
-fn seconds(answers: Vec<(String, Outcome)>) -> Vec<Outcome> {
+fn in_order(answers: Vec<(String, Outcome)>) -> Vec<Outcome> {
     answers.into_iter().map(|(_, o)| o).collect()
-}
-
-/// The push's extras with its msg_id, as the JSON text vendors carry as the app's data.
-fn data_text(mut extras: Map<String, Value>, push: &Push) -> String {
-    extras.insert("msg_id".into(), json!(push.msg_id.to_string()));
-    Value::Object(extras).to_string()
-}
-
-fn huawei_message(push: &Push, platform: Platform, badge: Option<u32>) -> Value {
-    let (title, body, extras) = texts(push, platform);
-    let mut notification = json!({"title": title.unwrap_or_default(), "body": body,
-        "click_action": {"type": 3}, "tag": push.notify_id(),
-        "notify_id": notify_number(push)});
-    if let Some(b) = badge {
-        notification["badge"] = json!({"set_num": b});
-    }
-    json!({"data": data_text(extras, push),
-        "android": {"ttl": format!("{}s", ttl_s(push)), "notification": notification}})
-}
-
-fn honor_message(push: &Push, platform: Platform, badge: Option<u32>) -> Value {
-    let (title, body, extras) = texts(push, platform);
-    let mut notification = json!({"title": title.unwrap_or_default(), "body": body,
-        "clickAction": {"type": 3}, "tag": push.notify_id(),
-        "notifyId": notify_number(push)});
-    if let Some(b) = badge {
-        notification["badge"] = json!({"setNum": b});
-    }
-    json!({"data": data_text(extras, push),
-        "android": {"ttl": format!("{}s", ttl_s(push)), "notification": notification}})
-}
-
-fn xiaomi_message(push: &Push, platform: Platform) -> XiaomiMessage {
-    let (title, body, extras) = texts(push, platform);
-    XiaomiMessage {
-        title: title.unwrap_or_default(),
-        description: body,
-        payload: Some(data_text(extras, push)),
-        notify_id: Some(notify_number(push)),
-        time_to_live: Some(Duration::from_secs(ttl_s(push))),
-        ..Default::default()
-    }
-}
-
-fn meizu_message(push: &Push, platform: Platform) -> Value {
-    let (title, body, mut extras) = texts(push, platform);
-    extras.insert("msg_id".into(), json!(push.msg_id.to_string()));
-    json!({"noticeBarInfo": {"noticeBarType": 0, "title": title.unwrap_or_default(), "content": body},
-        "clickTypeInfo": {"clickType": 0, "parameters": extras},
-        "pushTimeInfo": {"offLine": 1, "validTime": (ttl_s(push) / 3600).clamp(1, 72)},
-        "advanceInfo": {"notifyKey": format!("{:08x}", notify_number(push))}})
 }
 
 /// Sends one push to one device through a vendor that takes one token per request.
 async fn deliver_one(
     client: &Client,
     push: &Push,
+    shown: &Shown,
     t: &VendorTarget,
     badge: Option<u32>,
 ) -> Outcome {
-    let (title, body, mut extras) = texts(push, t.platform);
-    let msg_id = push.msg_id.to_string();
     let token = t.token.as_str().unwrap_or_default();
     match client {
-        Client::Apns(c) => {
-            extras.insert("msg_id".into(), json!(msg_id));
-            let mut n = Notification::alert(title.as_deref(), &body, badge, &Value::Object(extras));
-            // An override replaces the notification it overrides, as its collapse id.
-            n.collapse_id = push
-                .options
-                .apns_collapse_id
-                .clone()
-                .or_else(|| push.options.notify_id.clone());
-            n.expiration = Some(push.expires_ms() / 1000);
-            c.send(token, &n).await
-        }
-        Client::Fcm(c) => {
-            let mut data: Map<String, Value> = extras
-                .into_iter()
-                .map(|(k, v)| {
-                    let v = match v {
-                        Value::String(s) => s,
-                        other => other.to_string(),
-                    };
-                    (k, json!(v))
-                })
-                .collect();
-            data.insert("msg_id".into(), json!(msg_id));
-            let mut notification = json!({"body": body});
-            if let Some(t) = title {
-                notification["title"] = json!(t);
-            }
-            let mut android_notification = json!({"tag": push.notify_id()});
-            if let Some(b) = badge {
-                android_notification["notification_count"] = json!(b);
-            }
-            let message = json!({"notification": notification, "data": data,
-                "android": {"ttl": format!("{}s", ttl_s(push)), "priority": "HIGH",
-                    "collapse_key": push.notify_id(), "notification": android_notification}});
-            c.send(token, &message).await
-        }
-        Client::Oppo(c) => {
-            let n = json!({"title": title.unwrap_or_default(), "content": body,
-                "notify_id": notify_number(push), "click_action_type": 0,
-                "action_parameters": data_text(extras, push),
-                "off_line": true, "off_line_ttl": ttl_s(push).min(10 * 86400)});
-            c.send(token, &n).await
-        }
-        Client::Vivo(c) => {
-            extras.insert("msg_id".into(), json!(msg_id));
-            let custom: Map<String, Value> = extras
-                .into_iter()
-                .map(|(k, v)| {
-                    (
-                        k,
-                        json!(v
-                            .as_str()
-                            .map(String::from)
-                            .unwrap_or_else(|| v.to_string())),
-                    )
-                })
-                .collect();
-            let m = json!({"notifyType": 4, "title": title.unwrap_or_default(), "content": body,
-                "timeToLive": ttl_s(push).clamp(60, 7 * 86400), "skipType": 1,
-                "classification": 0, "clientCustomMap": custom});
-            c.send(token, &m).await
-        }
+        Client::Apns(c) => c.send(token, &payload::apns(push, shown, badge)).await,
+        Client::Fcm(c) => c.send(token, &payload::fcm(push, shown, badge)).await,
+        Client::Oppo(c) => c.send(token, &payload::oppo(push, shown)).await,
+        Client::Vivo(c) => c.send(token, &payload::vivo(push, shown)).await,
         Client::WebPush(c) => {
+            let text = |k: &str| {
+                t.token
+                    .pointer(k)
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+            };
             let sub = Subscription {
-                endpoint: t.token["endpoint"].as_str().unwrap_or_default().to_string(),
-                p256dh: t.token["keys"]["p256dh"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .to_string(),
-                auth: t.token["keys"]["auth"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .to_string(),
+                endpoint: text("/endpoint").to_string(),
+                p256dh: text("/keys/p256dh").to_string(),
+                auth: text("/keys/auth").to_string(),
             };
-            let payload = json!({"msg_id": msg_id, "notify_id": push.notify_id(),
-                "title": title, "body": body, "extras": extras});
-            // A newer push of an override chain replaces one still queued for the browser.
-            let delivery = Delivery {
-                ttl: ttl_s(push),
-                urgency: "normal",
-                topic: push.options.notify_id.clone(),
-            };
-            c.send(&sub, payload.to_string().as_bytes(), &delivery)
-                .await
+            let (body, delivery) = payload::webpush(push, shown);
+            c.send(&sub, &body, &delivery).await
         }
         Client::Huawei(_) | Client::Honor(_) | Client::Xiaomi(_) | Client::Meizu(_) => {
             Outcome::Rejected {

@@ -79,3 +79,41 @@ async fn a_batch_is_sent_and_its_dead_ids_told_apart() {
     let out = wrong.send(&ids(&["r1"]), &message()).await;
     assert!(matches!(&out[0].1, Outcome::Rejected { status: 22000, .. }));
 }
+
+/// A recall: the v3 regid revoke with the notify id the notification was sent with.
+#[tokio::test]
+async fn a_recall_names_the_notify_id_and_regids() {
+    let fake = FakeXiaomi::start("mi-secret", "com.example.app")
+        .await
+        .unwrap();
+    let client = XiaomiClient::new(XiaomiConfig {
+        app_secret: "mi-secret".into(),
+        package_name: "com.example.app".into(),
+        base_url: Some(fake.base_url.clone()),
+    })
+    .unwrap();
+    let ids: Vec<String> = vec!["r1".into(), "r2".into()];
+    assert!(matches!(
+        client.revoke(42, &ids).await,
+        Outcome::Sent { .. }
+    ));
+    let got = fake.revoked.lock()[0].clone();
+    assert_eq!(
+        (got["notify_id"].as_str(), got["registration_id"].as_str()),
+        ("42", "r1,r2")
+    );
+    assert!(matches!(
+        client.revoke(42, &[]).await,
+        Outcome::Rejected { .. }
+    ));
+    let wrong = XiaomiClient::new(XiaomiConfig {
+        app_secret: "nope".into(),
+        package_name: "com.example.app".into(),
+        base_url: Some(fake.base_url.clone()),
+    })
+    .unwrap();
+    assert!(matches!(
+        wrong.revoke(42, &ids).await,
+        Outcome::Rejected { .. }
+    ));
+}

@@ -573,8 +573,8 @@ async fn connected_devices_follow_the_distribution_policy() {
 }
 
 /// Vendors that take many tokens get one request per push for a group of devices (Huawei,
-/// Xiaomi), Honor devices go through Honor, a recall reaches Huawei (`messages:revoke` with
-/// the notify id it was sent with), and an app's `rate_per_minute` spreads its FCM sends.
+/// Xiaomi), Honor devices go through Honor, a recall reaches Huawei (`messages:revoke`) and
+/// Xiaomi (`regid/revoke`) with the notify id it was sent with, and an app's `rate_per_minute` spreads its FCM sends.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn batches_honor_recall_and_rate_limits() {
     use pigeon_vendors::fake_honor::FakeHonor;
@@ -694,6 +694,16 @@ async fn batches_honor_recall_and_rate_limits() {
     assert_eq!(
         (revoked_id, revoked_tokens),
         (notify_id, vec!["hw0".into(), "hw1".into(), "hw2".into()])
+    );
+    until("the Xiaomi recall", || !xiaomi.revoked.lock().is_empty()).await;
+    let mi_recall = xiaomi.revoked.lock()[0].clone();
+    assert_eq!(mi_recall["notify_id"], notify_id.to_string());
+    let mut regids: Vec<&str> = mi_recall["registration_id"].split(',').collect();
+    regids.sort();
+    assert_eq!(regids, ["mi0", "mi1"]);
+    assert!(
+        honor.received.lock().len() == 1,
+        "Honor publishes no recall; nothing more was sent to it"
     );
 
     // FCM at 60 a minute: four devices take about two seconds more than the first one.

@@ -47,6 +47,12 @@ struct Shared {
 }
 
 impl FakeCn {
+    /// Every OPPO and vivo auth token handed out so far expires: the next send is refused
+    /// (OPPO code 11, vivo result 10000).
+    pub fn expire_auth_tokens(&self) {
+        self.shared.tokens.lock().clear();
+    }
+
     pub async fn start(accounts: Accounts) -> std::io::Result<FakeCn> {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let base_url = format!("http://{}", listener.local_addr()?);

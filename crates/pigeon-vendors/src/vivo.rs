@@ -44,9 +44,9 @@ impl VivoClient {
         })
     }
 
-    async fn auth_token(&self) -> Result<String, String> {
+    async fn auth_token(&self, renew: bool) -> Result<String, String> {
         self.auth
-            .get(false, || async {
+            .get(renew, || async {
                 let c = &self.config;
                 let timestamp = pigeon_engine::now_ms();
                 let body = json!({"appId": c.app_id, "appKey": c.app_key, "timestamp": timestamp,
@@ -67,15 +67,30 @@ impl VivoClient {
             .await
     }
 
-    /// Sends one message (vivo's fields but `regId` and `requestId`) to one regId.
+    /// Sends one message (vivo's fields but `regId` and `requestId`) to one regId. A refused
+    /// auth token (10000) is fetched again and the message sent once more.
     pub async fn send(&self, reg_id: &str, message: &Value) -> Outcome {
-        let token = match self.auth_token().await {
+        match self.send_once(reg_id, message, false).await {
+            Err(()) => self
+                .send_once(reg_id, message, true)
+                .await
+                .unwrap_or_else(|()| Outcome::Rejected {
+                    status: 0,
+                    reason: "10000: the auth token was refused again".into(),
+                }),
+            Ok(outcome) => outcome,
+        }
+    }
+
+    /// One request; `Err` if vivo refused the auth token.
+    async fn send_once(&self, reg_id: &str, message: &Value, renew: bool) -> Result<Outcome, ()> {
+        let token = match self.auth_token(renew).await {
             Ok(t) => t,
             Err(reason) => {
-                return Outcome::Retry {
+                return Ok(Outcome::Retry {
                     after: None,
                     reason,
-                }
+                })
             }
         };
         let mut body = message.clone();
@@ -91,18 +106,18 @@ impl VivoClient {
         let answer = match answer {
             Ok(a) => a,
             Err(e) => {
-                return Outcome::Retry {
+                return Ok(Outcome::Retry {
                     after: None,
                     reason: format!("no answer: {e}"),
-                }
+                })
             }
         };
         let status = answer.status().as_u16();
         if status == 429 || status >= 500 {
-            return Outcome::Retry {
+            return Ok(Outcome::Retry {
                 after: crate::retry_after(answer.headers()),
                 reason: format!("HTTP {status}"),
-            };
+            });
         }
         let v: Value = answer.json().await.unwrap_or_default();
         let result = v["result"].as_i64().unwrap_or(-1);
@@ -110,7 +125,10 @@ impl VivoClient {
         let invalid_user = v["invalidUser"]["status"]
             .as_i64()
             .is_some_and(|s| (1..=3).contains(&s));
-        match result {
+        if result == 10000 && !renew {
+            return Err(());
+        }
+        Ok(match result {
             0 if invalid_user => Outcome::DeadToken {
                 reason: format!("invalidUser {}", v["invalidUser"]),
             },
@@ -119,6 +137,6 @@ impl VivoClient {
             },
             10302 => Outcome::DeadToken { reason },
             _ => Outcome::Rejected { status: 0, reason },
-        }
+        })
     }
 }

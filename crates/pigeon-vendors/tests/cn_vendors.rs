@@ -95,6 +95,9 @@ async fn vivo_signs_its_auth_and_tells_dead_users_apart() {
             .await,
         Outcome::Rejected { .. }
     ));
+    // vivo refuses the auth token (10000): fetched again, sent once more.
+    fake.expire_auth_tokens();
+    assert!(matches!(client.send("r3", &m).await, Outcome::Sent { .. }));
     let wrong = VivoClient::new(VivoConfig {
         app_secret: "nope".into(),
         ..config

@@ -37,11 +37,11 @@ pub struct AppState {
     /// The `callback` field of pushes retired before they expire (every target acked them),
     /// with their expiry: later events (clicks) still carry its params.
     pub(crate) retired_callbacks: Mutex<HashMap<u64, (u64, serde_json::Value)>>,
-    /// Per push, the devices whose vendor token was found dead while sending it: reported
-    /// with ErrCode 3 instead of 1 if they have not got the push when it expires.
-    /// Kept with the push's expiry, a minute past which an entry is dropped unreported
-    /// (a recalled or overridden push is never reported at expiry).
-    pub(crate) dead_tokens: Mutex<HashMap<u64, (u64, RoaringBitmap)>>,
+    /// Per push, the devices a vendor failed while sending it: reported with ErrCode 3 (dead
+    /// token) or 4 (refused, with the vendor's reason) instead of 1 if they have not got the
+    /// push when it expires. Dropped a minute past the push's expiry, unreported (a
+    /// recalled or overridden push is never reported at expiry).
+    pub(crate) vendor_failures: Mutex<HashMap<u64, VendorFailures>>,
     pub(crate) rate: Mutex<crate::limits::RateWindow>,
     pub(crate) badges: Mutex<Badges>,
 }
@@ -278,7 +278,7 @@ impl AppState {
             callbacks: RwLock::new(Vec::new()),
             push_events: Mutex::new(Vec::new()),
             retired_callbacks: Mutex::new(HashMap::default()),
-            dead_tokens: Mutex::new(HashMap::default()),
+            vendor_failures: Mutex::new(HashMap::default()),
             rate: Mutex::new(Default::default()),
             badges: Mutex::new(Badges::default()),
         }
@@ -364,10 +364,39 @@ impl AppState {
         self.retired_callbacks
             .lock()
             .retain(|_, (expires_ms, _)| *expires_ms >= cutoff_ms);
-        self.dead_tokens
+        self.vendor_failures
             .lock()
-            .retain(|_, (expires_ms, _)| *expires_ms + 60_000 >= cutoff_ms);
+            .retain(|_, f| f.expires_ms + 60_000 >= cutoff_ms);
         self.live.write().evict(cutoff_ms)
+    }
+}
+
+/// What vendors said of one push's devices that they did not take it for.
+#[derive(Default)]
+pub(crate) struct VendorFailures {
+    pub expires_ms: u64,
+    /// Devices whose token the vendor called dead.
+    pub dead: RoaringBitmap,
+    /// Devices the vendor refused the push for, by its reason.
+    pub refused: Vec<(String, RoaringBitmap)>,
+}
+
+/// Distinct refusal reasons kept per push; others are counted under the last.
+const MAX_REASONS: usize = 16;
+
+impl VendorFailures {
+    pub(crate) fn refuse(&mut self, ordinal: pigeon_core::Ordinal, reason: String) {
+        if let Some((_, devices)) = self.refused.iter_mut().find(|(r, _)| *r == reason) {
+            devices.insert(ordinal);
+        } else if self.refused.len() < MAX_REASONS {
+            self.refused
+                .push((reason, std::iter::once(ordinal).collect()));
+        } else if let Some((r, devices)) = self.refused.last_mut() {
+            if !r.ends_with(" (and other reasons)") {
+                r.push_str(" (and other reasons)");
+            }
+            devices.insert(ordinal);
+        }
     }
 }
 

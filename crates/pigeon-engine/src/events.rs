@@ -424,22 +424,30 @@ impl Engine {
         let n = expired.len();
         for p in expired {
             let missed = &p.audience - &p.delivered;
-            let dead = app
-                .dead_tokens
+            let failures = app
+                .vendor_failures
                 .lock()
                 .remove(&p.push.msg_id)
-                .map(|(_, d)| &d & &missed)
                 .unwrap_or_default();
-            let mut events = self.undelivered_events(
+            let dead = &failures.dead & &missed;
+            let mut expired = &missed - &dead;
+            let mut events = Vec::new();
+            for (reason, devices) in &failures.refused {
+                let refused = devices & &expired;
+                expired -= &refused;
+                let info = format!("{reason}; the device did not connect before the push expired");
+                events.extend(self.undelivered_events(app, &p.push, &refused, &p.sent, (4, &info)));
+            }
+            events.extend(self.undelivered_events(
                 app,
                 &p.push,
-                &(&missed - &dead),
+                &expired,
                 &p.sent,
                 (
                     1,
                     "expired: time_to_live ran out before the device received it",
                 ),
-            );
+            ));
             events.extend(self.undelivered_events(
                 app,
                 &p.push,

@@ -3,7 +3,7 @@
 //! a vendor took it, failed, or said a token is dead. The engine knows tokens and policy; the router behind
 //! [`OfflineRouter`] knows credentials and wire formats.
 
-use crate::app::AppState;
+use crate::app::{AppState, VendorFailures};
 use crate::events::{PushStage, Stage};
 use crate::live::LivePush;
 use crate::{Engine, EngineError};
@@ -284,6 +284,30 @@ impl Engine {
         }
     }
 
+    /// A vendor refused a push for a device (or could not be asked): the reason is kept, to
+    /// be reported with ErrCode 4 if the device has not got the push when it expires, and
+    /// the device falls back to Pigeon's connection if its route allows.
+    pub fn vendor_refused(
+        &self,
+        app: &AppState,
+        push: &Arc<LivePush>,
+        target: &VendorTarget,
+        reason: &str,
+    ) {
+        app.vendor_failures
+            .lock()
+            .entry(push.msg_id())
+            .or_insert_with(|| VendorFailures {
+                expires_ms: push.expires_ms(),
+                ..Default::default()
+            })
+            .refuse(
+                target.ordinal,
+                format!("{} refused the push: {reason}", target.vendor),
+            );
+        self.vendor_failed(app, push, target.ordinal, target.route);
+    }
+
     /// A vendor did not take a push for a device. If the push was held off Pigeon's
     /// connection for it and its route allows, the connection takes over (at once if the
     /// device is connected).
@@ -348,11 +372,14 @@ impl Engine {
         ordinal: Ordinal,
         vendor: &str,
     ) -> Result<(), EngineError> {
-        app.dead_tokens
+        app.vendor_failures
             .lock()
             .entry(push.msg_id())
-            .or_insert_with(|| (push.expires_ms(), RoaringBitmap::new()))
-            .1
+            .or_insert_with(|| VendorFailures {
+                expires_ms: push.expires_ms(),
+                ..Default::default()
+            })
+            .dead
             .insert(ordinal);
         self.edit_devices(app, &[ordinal], |record, _| {
             Ok(record.push_tokens.remove(vendor).is_some())

@@ -357,7 +357,7 @@ impl Router {
             Err(why) => {
                 tracing::warn!(app = %job.app.app_key, vendor = job.vendor, error = %why, "vendor channel unusable");
                 for t in &job.targets {
-                    engine.vendor_failed(&job.app, &push, t.device.ordinal, t.device.route);
+                    engine.vendor_refused(&job.app, &push, &t.device, &why);
                 }
                 return None;
             }
@@ -370,7 +370,7 @@ impl Router {
                     Err(why) => {
                         tracing::warn!(registration_id = %t.device.registration_id, %why,
                             "Web Push endpoint refused");
-                        engine.vendor_failed(&job.app, &push, t.device.ordinal, t.device.route);
+                        engine.vendor_refused(&job.app, &push, &t.device, &why);
                     }
                 }
             }
@@ -415,8 +415,8 @@ impl Router {
                 }
                 Outcome::Retry { reason, .. } | Outcome::Rejected { reason, .. } => {
                     tracing::warn!(vendor = d.vendor, registration_id = %d.registration_id, %reason,
-                        "vendor did not take the push; the device waits for Pigeon's connection");
-                    engine.vendor_failed(&job.app, &push, d.ordinal, d.route);
+                        "vendor did not take the push");
+                    engine.vendor_refused(&job.app, &push, d, &reason);
                 }
             }
         }

@@ -373,6 +373,32 @@ async fn offline_devices_get_pushes_through_their_vendors() {
     assert_eq!(u.len(), 1, "{u:?}");
     assert_eq!(u[0]["RegistrationId"], json!(gone.registration_id));
     assert_eq!(u[0]["ErrCode"], 3);
+
+    // A vendor that refuses the push itself (OPPO: a title over 50 characters): the device
+    // never connects, so it is reported with ErrCode 4 and the vendor's reason.
+    let refused = device(&server, &app.key, "android", json!({"oppo": "CN_r1"})).await;
+    server
+        .push_ok(
+            &app,
+            json!({"platform": "all", "audience": {"registration_id": [&refused.registration_id]},
+            "notification": {"android": {"alert": "x", "title": "t".repeat(60)}},
+            "options": {"time_to_live": 1}}),
+        )
+        .await;
+    until("the refused device's Push.Undelivered", || {
+        undelivered().len() == 2
+    })
+    .await;
+    let u = undelivered()[1].clone();
+    assert_eq!(
+        (u["RegistrationId"].clone(), u["ErrCode"].clone()),
+        (json!(refused.registration_id), json!(4))
+    );
+    let info = u["ErrInfo"].as_str().unwrap_or_default();
+    assert!(
+        info.contains("oppo refused the push: 41"),
+        "the vendor's reason: {info}"
+    );
 }
 
 /// Whether the connection gets a push within `wait`; its msg_id if so.

@@ -153,6 +153,16 @@ pub fn route_for(
 }
 
 impl AppState {
+    /// Records what a vendor said of one of a push's devices, for its report at expiry.
+    fn note_vendor_failure(&self, push: &LivePush, note: impl FnOnce(&mut VendorFailures)) {
+        let mut all = self.vendor_failures.lock();
+        let failures = all.entry(push.msg_id()).or_insert_with(|| VendorFailures {
+            expires_ms: push.expires_ms(),
+            ..Default::default()
+        });
+        note(failures);
+    }
+
     /// Of `ordinals`, the devices a push goes to through a vendor in `usable`, each with
     /// its vendor and route; devices that are online only where the route holds them.
     pub(crate) fn vendor_targets(
@@ -294,17 +304,12 @@ impl Engine {
         target: &VendorTarget,
         reason: &str,
     ) {
-        app.vendor_failures
-            .lock()
-            .entry(push.msg_id())
-            .or_insert_with(|| VendorFailures {
-                expires_ms: push.expires_ms(),
-                ..Default::default()
-            })
-            .refuse(
+        app.note_vendor_failure(push, |f| {
+            f.refuse(
                 target.ordinal,
                 format!("{} refused the push: {reason}", target.vendor),
-            );
+            )
+        });
         self.vendor_failed(app, push, target.ordinal, target.route);
     }
 
@@ -372,15 +377,9 @@ impl Engine {
         ordinal: Ordinal,
         vendor: &str,
     ) -> Result<(), EngineError> {
-        app.vendor_failures
-            .lock()
-            .entry(push.msg_id())
-            .or_insert_with(|| VendorFailures {
-                expires_ms: push.expires_ms(),
-                ..Default::default()
-            })
-            .dead
-            .insert(ordinal);
+        app.note_vendor_failure(push, |f| {
+            f.dead.insert(ordinal);
+        });
         self.edit_devices(app, &[ordinal], |record, _| {
             Ok(record.push_tokens.remove(vendor).is_some())
         })

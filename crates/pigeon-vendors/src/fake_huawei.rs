@@ -110,6 +110,30 @@ async fn token(State(s): State<Arc<Shared>>, body: String) -> Response {
         .into_response()
 }
 
+/// Push Kit's answer to a request without a valid access token or for another app.
+fn refuse_caller(s: &Shared, app_id: &str, headers: &HeaderMap) -> Option<Response> {
+    let bearer = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or_default();
+    if !s.valid.lock().iter().any(|t| t == bearer) {
+        return Some(answer(
+            StatusCode::UNAUTHORIZED,
+            "80200003",
+            "OAuth token expired",
+        ));
+    }
+    if app_id != s.app_id {
+        return Some(answer(
+            StatusCode::OK,
+            "80200001",
+            "Oauth authentication error",
+        ));
+    }
+    None
+}
+
 fn answer(status: StatusCode, code: &str, msg: &str) -> Response {
     (status, axum::Json(json!({"code": code, "msg": msg, "requestId": format!("{:016x}", rand::random::<u64>())})))
         .into_response()
@@ -121,16 +145,8 @@ async fn send(
     headers: HeaderMap,
     body: String,
 ) -> Response {
-    let bearer = headers
-        .get("authorization")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or_default();
-    if !s.valid.lock().iter().any(|t| t == bearer) {
-        return answer(StatusCode::UNAUTHORIZED, "80200003", "OAuth token expired");
-    }
-    if app_id != s.app_id {
-        return answer(StatusCode::OK, "80200001", "Oauth authentication error");
+    if let Some(refused) = refuse_caller(&s, &app_id, &headers) {
+        return refused;
     }
     if body.len() > crate::huawei::MAX_BODY {
         return answer(
@@ -191,16 +207,8 @@ async fn revoke(
     headers: HeaderMap,
     body: String,
 ) -> Response {
-    let bearer = headers
-        .get("authorization")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or_default();
-    if !s.valid.lock().iter().any(|t| t == bearer) {
-        return answer(StatusCode::UNAUTHORIZED, "80200003", "OAuth token expired");
-    }
-    if app_id != s.app_id {
-        return answer(StatusCode::OK, "80200001", "Oauth authentication error");
+    if let Some(refused) = refuse_caller(&s, &app_id, &headers) {
+        return refused;
     }
     if !matches!(
         headers.get("push-type").and_then(|v| v.to_str().ok()),

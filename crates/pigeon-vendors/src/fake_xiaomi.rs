@@ -64,23 +64,37 @@ impl FakeXiaomi {
     }
 }
 
+/// The request's form, if it carries the app secret and names the app's package; else
+/// Mi Push's code and reason.
+fn caller_form(
+    s: &Shared,
+    headers: &HeaderMap,
+    body: &str,
+) -> Result<BTreeMap<String, String>, (i64, &'static str)> {
+    if headers.get("authorization").and_then(|v| v.to_str().ok())
+        != Some(&format!("key={}", s.app_secret))
+    {
+        return Err((22000, "Invalid app secret"));
+    }
+    let form: BTreeMap<String, String> = form_urlencoded::parse(body.as_bytes())
+        .into_owned()
+        .collect();
+    if form.get("restricted_package_name") != Some(&s.package_name) {
+        return Err((22006, "Invalid package name"));
+    }
+    Ok(form)
+}
+
 fn error(code: i64, reason: &str) -> Response {
     axum::Json(json!({"result": "error", "code": code, "reason": reason, "description": reason}))
         .into_response()
 }
 
 async fn regid(State(s): State<Arc<Shared>>, headers: HeaderMap, body: String) -> Response {
-    if headers.get("authorization").and_then(|v| v.to_str().ok())
-        != Some(&format!("key={}", s.app_secret))
-    {
-        return error(22000, "Invalid app secret");
-    }
-    let form: BTreeMap<String, String> = form_urlencoded::parse(body.as_bytes())
-        .into_owned()
-        .collect();
-    if form.get("restricted_package_name") != Some(&s.package_name) {
-        return error(22006, "Invalid package name");
-    }
+    let form = match caller_form(&s, &headers, &body) {
+        Ok(form) => form,
+        Err((code, reason)) => return error(code, reason),
+    };
     let regids: Vec<&str> = form
         .get("registration_id")
         .map(|r| r.split(',').filter(|x| !x.is_empty()).collect())
@@ -131,17 +145,10 @@ async fn regid(State(s): State<Arc<Shared>>, headers: HeaderMap, body: String) -
 }
 
 async fn revoke(State(s): State<Arc<Shared>>, headers: HeaderMap, body: String) -> Response {
-    if headers.get("authorization").and_then(|v| v.to_str().ok())
-        != Some(&format!("key={}", s.app_secret))
-    {
-        return error(22000, "Invalid app secret");
-    }
-    let form: BTreeMap<String, String> = form_urlencoded::parse(body.as_bytes())
-        .into_owned()
-        .collect();
-    if form.get("restricted_package_name") != Some(&s.package_name) {
-        return error(22006, "Invalid package name");
-    }
+    let form = match caller_form(&s, &headers, &body) {
+        Ok(form) => form,
+        Err((code, reason)) => return error(code, reason),
+    };
     if form
         .get("notify_id")
         .and_then(|n| n.parse::<i64>().ok())

@@ -29,30 +29,24 @@ pub struct HonorConfig {
 pub struct HonorClient {
     http: reqwest::Client,
     config: HonorConfig,
-    access: crate::TokenCache,
+    access: crate::ClientCredentials,
 }
 
 impl HonorClient {
     pub fn new(config: HonorConfig) -> Result<HonorClient, reqwest::Error> {
         Ok(HonorClient {
             http: crate::http_client()?,
+            access: crate::ClientCredentials::new(
+                config.auth_url.as_deref().unwrap_or(AUTH_URL),
+                &config.client_id,
+                &config.client_secret,
+            ),
             config,
-            access: Default::default(),
         })
     }
 
     async fn access_token(&self, renew: bool) -> Result<String, String> {
-        self.access
-            .get(renew, || {
-                let form = form_urlencoded::Serializer::new(String::new())
-                    .append_pair("grant_type", "client_credentials")
-                    .append_pair("client_id", &self.config.client_id)
-                    .append_pair("client_secret", &self.config.client_secret)
-                    .finish();
-                let url = self.config.auth_url.as_deref().unwrap_or(AUTH_URL);
-                crate::oauth_token(&self.http, url, form)
-            })
-            .await
+        self.access.token(&self.http, renew).await
     }
 
     /// Sends `message` (Honor's camelCase message, without its `token`) to up to
@@ -71,18 +65,16 @@ impl HonorClient {
             let reason = format!("the message is larger than {MAX_BODY} bytes");
             return all(Outcome::Rejected { status: 0, reason });
         }
-        match self.send_once(tokens, &body, false).await {
-            Ok(outcomes) => outcomes,
-            Err(()) => self
-                .send_once(tokens, &body, true)
-                .await
-                .unwrap_or_else(|()| {
-                    all(Outcome::Rejected {
-                        status: 401,
-                        reason: "the access token was refused again".into(),
-                    })
-                }),
-        }
+        crate::renewing(
+            |renew| self.send_once(tokens, &body, renew),
+            || {
+                all(Outcome::Rejected {
+                    status: 401,
+                    reason: "the access token was refused again".into(),
+                })
+            },
+        )
+        .await
     }
 
     /// One request; `Err` if Honor refused the access token.

@@ -27,7 +27,7 @@ pub struct HuaweiConfig {
 pub struct HuaweiClient {
     http: reqwest::Client,
     config: HuaweiConfig,
-    access: crate::TokenCache,
+    access: crate::ClientCredentials,
 }
 
 impl HuaweiClient {
@@ -35,23 +35,17 @@ impl HuaweiClient {
         let http = crate::http_client()?;
         Ok(HuaweiClient {
             http,
+            access: crate::ClientCredentials::new(
+                config.auth_url.as_deref().unwrap_or(AUTH_URL),
+                &config.client_id,
+                &config.client_secret,
+            ),
             config,
-            access: Default::default(),
         })
     }
 
     async fn access_token(&self, renew: bool) -> Result<String, String> {
-        self.access
-            .get(renew, || {
-                let form = form_urlencoded::Serializer::new(String::new())
-                    .append_pair("grant_type", "client_credentials")
-                    .append_pair("client_id", &self.config.client_id)
-                    .append_pair("client_secret", &self.config.client_secret)
-                    .finish();
-                let url = self.config.auth_url.as_deref().unwrap_or(AUTH_URL);
-                crate::oauth_token(&self.http, url, form)
-            })
-            .await
+        self.access.token(&self.http, renew).await
     }
 
     /// Sends `message` (Push Kit's message object, without its target) to up to
@@ -70,18 +64,16 @@ impl HuaweiClient {
             let reason = format!("80300008: the message is larger than {MAX_BODY} bytes");
             return all(Outcome::Rejected { status: 0, reason });
         }
-        match self.send_once(tokens, &body, false).await {
-            Ok(outcomes) => outcomes,
-            Err(()) => self
-                .send_once(tokens, &body, true)
-                .await
-                .unwrap_or_else(|()| {
-                    all(Outcome::Rejected {
-                        status: 401,
-                        reason: "80200003: token refused again".into(),
-                    })
-                }),
-        }
+        crate::renewing(
+            |renew| self.send_once(tokens, &body, renew),
+            || {
+                all(Outcome::Rejected {
+                    status: 401,
+                    reason: "80200003: token refused again".into(),
+                })
+            },
+        )
+        .await
     }
 
     /// Takes back the notification shown with `notify_id` on these devices (Push Kit's
@@ -92,55 +84,63 @@ impl HuaweiClient {
             return Outcome::Rejected { status: 0, reason };
         }
         let body = json!({"notifyId": notify_id, "token": tokens}).to_string();
-        let mut renew = false;
-        loop {
-            let access = match self.access_token(renew).await {
-                Ok(t) => t,
-                Err(reason) => {
-                    return Outcome::Retry {
-                        after: None,
-                        reason,
-                    }
-                }
-            };
-            let base = crate::base_url(self.config.base_url.as_deref(), PRODUCTION);
-            let answer = self
-                .http
-                .post(format!("{base}/v1/{}/messages:revoke", self.config.app_id))
-                .bearer_auth(access)
-                .header("content-type", "application/json;charset=utf-8")
-                .header("push-type", "0")
-                .body(body.clone())
-                .send()
-                .await;
-            let answer = match answer {
-                Ok(a) => a,
-                Err(e) => {
-                    return Outcome::Retry {
-                        after: None,
-                        reason: format!("no answer: {e}"),
-                    }
-                }
-            };
-            let (status, retry_after, text) = crate::read_answer(answer).await;
-            let v: Value = serde_json::from_str(&text).unwrap_or_default();
-            let code = v["code"].as_str().unwrap_or_default();
-            let reason = format!("{code}: {}", v["msg"].as_str().unwrap_or_default());
-            if (status == 401 || code == "80200003") && !renew {
-                renew = true;
-                continue;
-            }
-            return match code {
-                "80000000" => Outcome::Sent {
-                    id: v["requestId"].as_str().unwrap_or_default().into(),
-                },
-                _ if status == 429 || status >= 500 || code == "81000001" => Outcome::Retry {
-                    after: retry_after,
+        crate::renewing(
+            |renew| self.revoke_once(&body, renew),
+            || Outcome::Rejected {
+                status: 401,
+                reason: "80200003: token refused again".into(),
+            },
+        )
+        .await
+    }
+
+    /// One recall request; `Err` if Push Kit refused the access token.
+    async fn revoke_once(&self, body: &str, renew: bool) -> Result<Outcome, ()> {
+        let access = match self.access_token(renew).await {
+            Ok(t) => t,
+            Err(reason) => {
+                return Ok(Outcome::Retry {
+                    after: None,
                     reason,
-                },
-                _ => Outcome::Rejected { status, reason },
-            };
+                })
+            }
+        };
+        let base = crate::base_url(self.config.base_url.as_deref(), PRODUCTION);
+        let answer = self
+            .http
+            .post(format!("{base}/v1/{}/messages:revoke", self.config.app_id))
+            .bearer_auth(access)
+            .header("content-type", "application/json;charset=utf-8")
+            .header("push-type", "0")
+            .body(body.to_string())
+            .send()
+            .await;
+        let answer = match answer {
+            Ok(a) => a,
+            Err(e) => {
+                return Ok(Outcome::Retry {
+                    after: None,
+                    reason: format!("no answer: {e}"),
+                })
+            }
+        };
+        let (status, retry_after, text) = crate::read_answer(answer).await;
+        let v: Value = serde_json::from_str(&text).unwrap_or_default();
+        let code = v["code"].as_str().unwrap_or_default();
+        let reason = format!("{code}: {}", v["msg"].as_str().unwrap_or_default());
+        if (status == 401 || code == "80200003") && !renew {
+            return Err(());
         }
+        Ok(match code {
+            "80000000" => Outcome::Sent {
+                id: v["requestId"].as_str().unwrap_or_default().into(),
+            },
+            _ if status == 429 || status >= 500 || code == "81000001" => Outcome::Retry {
+                after: retry_after,
+                reason,
+            },
+            _ => Outcome::Rejected { status, reason },
+        })
     }
 
     /// One request; `Err` if Push Kit refused the access token.

@@ -129,6 +129,57 @@ pub(crate) async fn oauth_token(
     Ok((token.to_string(), lifetime))
 }
 
+/// An app's OAuth client-credentials grant (Huawei, Honor): its access token, cached.
+pub(crate) struct ClientCredentials {
+    pub url: String,
+    pub client_id: String,
+    pub client_secret: String,
+    cache: TokenCache,
+}
+
+impl ClientCredentials {
+    pub(crate) fn new(url: &str, client_id: &str, client_secret: &str) -> ClientCredentials {
+        ClientCredentials {
+            url: url.to_string(),
+            client_id: client_id.to_string(),
+            client_secret: client_secret.to_string(),
+            cache: TokenCache::default(),
+        }
+    }
+
+    /// The access token: the kept one, or a new one if there is none, it is about to
+    /// expire, or `renew` (the vendor refused it).
+    pub(crate) async fn token(
+        &self,
+        http: &reqwest::Client,
+        renew: bool,
+    ) -> Result<String, String> {
+        self.cache
+            .get(renew, || {
+                let form = form_urlencoded::Serializer::new(String::new())
+                    .append_pair("grant_type", "client_credentials")
+                    .append_pair("client_id", &self.client_id)
+                    .append_pair("client_secret", &self.client_secret)
+                    .finish();
+                oauth_token(http, &self.url, form)
+            })
+            .await
+    }
+}
+
+/// Sends with the kept auth token and, if the vendor refuses it (`Err`), once more with a new
+/// one; `refused_again` is the answer if it refuses that too.
+pub(crate) async fn renewing<T, F, Fut>(send: F, refused_again: impl FnOnce() -> T) -> T
+where
+    F: Fn(bool) -> Fut,
+    Fut: std::future::Future<Output = Result<T, ()>>,
+{
+    match send(false).await {
+        Ok(answer) => answer,
+        Err(()) => send(true).await.unwrap_or_else(|()| refused_again()),
+    }
+}
+
 /// Lowercase hex.
 pub(crate) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()

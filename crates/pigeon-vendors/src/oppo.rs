@@ -67,17 +67,14 @@ impl OppoClient {
 
     /// Sends a notification (OPPO's `notification` object) to one registration id.
     pub async fn send(&self, regid: &str, notification: &Value) -> Outcome {
-        match self.send_once(regid, notification, false).await {
-            Err(()) => {
-                self.send_once(regid, notification, true)
-                    .await
-                    .unwrap_or(Outcome::Rejected {
-                        status: 0,
-                        reason: "11: auth token refused again".into(),
-                    })
-            }
-            Ok(o) => o,
-        }
+        crate::renewing(
+            |renew| self.send_once(regid, notification, renew),
+            || Outcome::Rejected {
+                status: 0,
+                reason: "11: auth token refused again".into(),
+            },
+        )
+        .await
     }
 
     async fn send_once(

@@ -70,16 +70,14 @@ impl VivoClient {
     /// Sends one message (vivo's fields but `regId` and `requestId`) to one regId. A refused
     /// auth token (10000) is fetched again and the message sent once more.
     pub async fn send(&self, reg_id: &str, message: &Value) -> Outcome {
-        match self.send_once(reg_id, message, false).await {
-            Err(()) => self
-                .send_once(reg_id, message, true)
-                .await
-                .unwrap_or_else(|()| Outcome::Rejected {
-                    status: 0,
-                    reason: "10000: the auth token was refused again".into(),
-                }),
-            Ok(outcome) => outcome,
-        }
+        crate::renewing(
+            |renew| self.send_once(reg_id, message, renew),
+            || Outcome::Rejected {
+                status: 0,
+                reason: "10000: the auth token was refused again".into(),
+            },
+        )
+        .await
     }
 
     /// One request; `Err` if vivo refused the auth token.

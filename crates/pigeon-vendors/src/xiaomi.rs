@@ -52,6 +52,31 @@ impl XiaomiClient {
         Ok(XiaomiClient { http, config, base })
     }
 
+    /// Posts a form with the app secret: the answer's status, `Retry-After` and text, or a
+    /// retry if there was no answer.
+    async fn post(
+        &self,
+        path: &str,
+        body: String,
+    ) -> Result<(u16, Option<Duration>, String), Outcome> {
+        let answer = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .header("authorization", format!("key={}", self.config.app_secret))
+            .header(
+                "content-type",
+                "application/x-www-form-urlencoded;charset=UTF-8",
+            )
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| Outcome::Retry {
+                after: None,
+                reason: format!("no answer: {e}"),
+            })?;
+        Ok(crate::read_answer(answer).await)
+    }
+
     /// Sends one message to up to [`MAX_REGIDS`] registration ids; what became of each.
     pub async fn send(&self, regids: &[String], m: &XiaomiMessage) -> Vec<(String, Outcome)> {
         let all = |o: Outcome| regids.iter().map(|r| (r.clone(), o.clone())).collect();
@@ -95,27 +120,10 @@ impl XiaomiClient {
         let body = form_urlencoded::Serializer::new(String::new())
             .extend_pairs(&form)
             .finish();
-        let answer = self
-            .http
-            .post(format!("{}/v3/message/regid", self.base))
-            .header("authorization", format!("key={}", self.config.app_secret))
-            .header(
-                "content-type",
-                "application/x-www-form-urlencoded;charset=UTF-8",
-            )
-            .body(body)
-            .send()
-            .await;
-        let answer = match answer {
-            Ok(a) => a,
-            Err(e) => {
-                return all(Outcome::Retry {
-                    after: None,
-                    reason: format!("no answer: {e}"),
-                })
-            }
+        let (status, retry_after, text) = match self.post("/v3/message/regid", body).await {
+            Ok(answer) => answer,
+            Err(retry) => return all(retry),
         };
-        let (status, retry_after, text) = crate::read_answer(answer).await;
         if status == 429 || status >= 500 {
             let reason = format!("HTTP {status}");
             return all(Outcome::Retry {
@@ -186,27 +194,10 @@ impl XiaomiClient {
             .append_pair("restricted_package_name", &self.config.package_name)
             .append_pair("notify_id", &notify_id.to_string())
             .finish();
-        let answer = self
-            .http
-            .post(format!("{}/v3/message/regid/revoke", self.base))
-            .header("authorization", format!("key={}", self.config.app_secret))
-            .header(
-                "content-type",
-                "application/x-www-form-urlencoded;charset=UTF-8",
-            )
-            .body(body)
-            .send()
-            .await;
-        let answer = match answer {
-            Ok(a) => a,
-            Err(e) => {
-                return Outcome::Retry {
-                    after: None,
-                    reason: format!("no answer: {e}"),
-                }
-            }
+        let (status, retry_after, text) = match self.post("/v3/message/regid/revoke", body).await {
+            Ok(answer) => answer,
+            Err(retry) => return retry,
         };
-        let (status, retry_after, text) = crate::read_answer(answer).await;
         let v: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
         let reason = v["reason"]
             .as_str()

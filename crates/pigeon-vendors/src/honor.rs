@@ -95,25 +95,17 @@ impl HonorClient {
             }
         };
         let base = crate::base_url(self.config.base_url.as_deref(), PRODUCTION);
-        let answer = self
+        let request = self
             .http
             .post(format!("{base}/api/v1/{}/sendMessage", self.config.app_id))
             .bearer_auth(access)
             .header("content-type", "application/json")
             .header("timestamp", pigeon_engine::now_ms().to_string())
-            .body(body.to_string())
-            .send()
-            .await;
-        let answer = match answer {
-            Ok(a) => a,
-            Err(e) => {
-                return Ok(all(Outcome::Retry {
-                    after: None,
-                    reason: format!("no answer: {e}"),
-                }))
-            }
+            .body(body.to_string());
+        let (status, retry_after, text) = match crate::exchange(request).await {
+            Ok(answer) => answer,
+            Err(retry) => return Ok(all(retry)),
         };
-        let (status, retry_after, text) = crate::read_answer(answer).await;
         let v: Value = serde_json::from_str(&text).unwrap_or_default();
         let code = match &v["code"] {
             Value::Number(n) => n.to_string(),

@@ -106,25 +106,17 @@ impl HuaweiClient {
             }
         };
         let base = crate::base_url(self.config.base_url.as_deref(), PRODUCTION);
-        let answer = self
+        let request = self
             .http
             .post(format!("{base}/v1/{}/messages:revoke", self.config.app_id))
             .bearer_auth(access)
             .header("content-type", "application/json;charset=utf-8")
             .header("push-type", "0")
-            .body(body.to_string())
-            .send()
-            .await;
-        let answer = match answer {
-            Ok(a) => a,
-            Err(e) => {
-                return Ok(Outcome::Retry {
-                    after: None,
-                    reason: format!("no answer: {e}"),
-                })
-            }
+            .body(body.to_string());
+        let (status, retry_after, text) = match crate::exchange(request).await {
+            Ok(answer) => answer,
+            Err(retry) => return Ok(retry),
         };
-        let (status, retry_after, text) = crate::read_answer(answer).await;
         let v: Value = serde_json::from_str(&text).unwrap_or_default();
         let code = v["code"].as_str().unwrap_or_default();
         let reason = format!("{code}: {}", v["msg"].as_str().unwrap_or_default());
@@ -166,24 +158,16 @@ impl HuaweiClient {
             .as_deref()
             .unwrap_or(PRODUCTION)
             .trim_end_matches('/');
-        let answer = self
+        let request = self
             .http
             .post(format!("{base}/v1/{}/messages:send", self.config.app_id))
             .bearer_auth(access)
             .header("content-type", "application/json;charset=utf-8")
-            .body(body.to_string())
-            .send()
-            .await;
-        let answer = match answer {
-            Ok(a) => a,
-            Err(e) => {
-                return Ok(all(Outcome::Retry {
-                    after: None,
-                    reason: format!("no answer: {e}"),
-                }))
-            }
+            .body(body.to_string());
+        let (status, retry_after, text) = match crate::exchange(request).await {
+            Ok(answer) => answer,
+            Err(retry) => return Ok(all(retry)),
         };
-        let (status, retry_after, text) = crate::read_answer(answer).await;
         let v: Value = serde_json::from_str(&text).unwrap_or_default();
         let code = v["code"].as_str().unwrap_or_default().to_string();
         let msg = v["msg"].as_str().unwrap_or_default().to_string();

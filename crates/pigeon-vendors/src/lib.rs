@@ -71,6 +71,18 @@ pub(crate) async fn post_form(
     })
 }
 
+/// Sends a request and reads its answer whole (status, `Retry-After`, body text); a retry if
+/// there was no answer.
+pub(crate) async fn exchange(
+    request: reqwest::RequestBuilder,
+) -> Result<(u16, Option<Duration>, String), Outcome> {
+    let answer = request.send().await.map_err(|e| Outcome::Retry {
+        after: None,
+        reason: format!("no answer: {e}"),
+    })?;
+    Ok(read_answer(answer).await)
+}
+
 /// An answer read whole: its status, `Retry-After` and body text.
 pub(crate) async fn read_answer(answer: reqwest::Response) -> (u16, Option<Duration>, String) {
     let status = answer.status().as_u16();

@@ -59,7 +59,7 @@ impl XiaomiClient {
         path: &str,
         body: String,
     ) -> Result<(u16, Option<Duration>, String), Outcome> {
-        let answer = self
+        let request = self
             .http
             .post(format!("{}{path}", self.base))
             .header("authorization", format!("key={}", self.config.app_secret))
@@ -67,14 +67,8 @@ impl XiaomiClient {
                 "content-type",
                 "application/x-www-form-urlencoded;charset=UTF-8",
             )
-            .body(body)
-            .send()
-            .await
-            .map_err(|e| Outcome::Retry {
-                after: None,
-                reason: format!("no answer: {e}"),
-            })?;
-        Ok(crate::read_answer(answer).await)
+            .body(body);
+        crate::exchange(request).await
     }
 
     /// Sends one message to up to [`MAX_REGIDS`] registration ids; what became of each.

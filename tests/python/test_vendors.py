@@ -6,6 +6,8 @@ no secret comes back in full."""
 import base64
 import json
 import os
+import sqlite3
+import stat
 import subprocess
 import tempfile
 
@@ -116,3 +118,12 @@ def test_vendor_credentials_are_checked_stored_and_shown_masked(server, app):
     assert out.returncode != 0 and "no vivo credentials" in out.stderr
     out = cli("vendor", "set", "--app-key", key, "--vendor", "fcm", "--credentials", "@/no/such/file", data=data)
     assert out.returncode != 0 and "reading credentials" in out.stderr
+
+    # At rest: the database holds none of the secrets in the clear (sealed under the data
+    # directory's secret.key, which only its owner may read).
+    conn = sqlite3.connect(os.path.join(data, "pigeon.db"))
+    stored = [row[0] for row in conn.execute("SELECT body FROM vendor_credentials")]
+    conn.close()
+    assert len(stored) >= 2 and all(b.startswith("sealed:v1:") for b in stored), stored
+    assert not any("hw-very-secret" in b or "MIIEvQ" in b for b in stored)
+    assert stat.S_IMODE(os.stat(os.path.join(data, "secret.key")).st_mode) == 0o600

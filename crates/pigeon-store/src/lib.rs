@@ -8,6 +8,7 @@
 //! This crate knows records and SQL, nothing of HTTP, WebSockets or any push dialect.
 
 mod records;
+pub mod sealed;
 mod sqlite;
 
 pub use records::{

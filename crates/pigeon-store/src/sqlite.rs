@@ -1,5 +1,6 @@
 //! The embedded store: SQLite in WAL mode behind one group-committing writer thread.
 
+use crate::sealed::SealingKey;
 use crate::{
     batch_events_json, AppRecord, AppSettings, CallbackBatch, CallbackEndpoint, Checkpoint,
     DeviceEvent, DeviceRecord, FileRecord, GroupRecord, NewEvent, ScheduleRecord, ScheduleRun,
@@ -237,6 +238,8 @@ struct Inner {
     path: PathBuf,
     jobs: mpsc::Sender<Job>,
     readers: parking::Pool,
+    /// Seals vendor credentials and VAPID private keys before they are written.
+    key: SealingKey,
 }
 
 mod parking {
@@ -284,6 +287,8 @@ impl SqliteStore {
         let conn = open_connection(&path, sync)?;
         conn.execute_batch(SCHEMA)?;
         migrate(&conn)?;
+        let key = SealingKey::load_or_create(path.parent().unwrap_or(Path::new(".")))?;
+        seal_plain_secrets(&conn, &key)?;
         // Checkpoints copy the WAL into the database; done inside a commit they stall every
         // write behind it, so the writer never checkpoints and a thread of its own does.
         conn.pragma_update(None, "wal_autocheckpoint", 0)?;
@@ -301,6 +306,7 @@ impl SqliteStore {
                 path,
                 jobs,
                 readers: parking::Pool(std::sync::Mutex::new(Vec::new())),
+                key,
             }),
         })
     }
@@ -360,6 +366,37 @@ impl SqliteStore {
 }
 
 /// Brings a database made by an older Pigeon up to the current schema.
+/// Seals the secrets written before sealing existed (credentials, VAPID private keys).
+fn seal_plain_secrets(conn: &Connection, key: &SealingKey) -> StoreResult<()> {
+    let plain: Vec<(String, String, String)> = conn
+        .prepare("SELECT app_key, vendor, body FROM vendor_credentials")?
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+        .collect::<Result<Vec<(String, String, String)>, _>>()?
+        .into_iter()
+        .filter(|(_, _, body)| !SealingKey::is_sealed(body))
+        .collect();
+    for (app_key, vendor, body) in plain {
+        conn.execute(
+            "UPDATE vendor_credentials SET body = ?3 WHERE app_key = ?1 AND vendor = ?2",
+            params![app_key, vendor, key.seal(&body)],
+        )?;
+    }
+    let plain: Vec<(String, String)> = conn
+        .prepare("SELECT app_key, private_key FROM app_vapid_keys")?
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<Result<Vec<(String, String)>, _>>()?
+        .into_iter()
+        .filter(|(_, private)| !SealingKey::is_sealed(private))
+        .collect();
+    for (app_key, private) in plain {
+        conn.execute(
+            "UPDATE app_vapid_keys SET private_key = ?2 WHERE app_key = ?1",
+            params![app_key, key.seal(&private)],
+        )?;
+    }
+    Ok(())
+}
+
 fn migrate(conn: &Connection) -> StoreResult<()> {
     // Each column added since the first release, with the statements that add it.
     let added: [(&str, &str, &str); 7] = [
@@ -1294,6 +1331,7 @@ impl Storage for SqliteStore {
         public_key: String,
     ) -> StoreFuture<'_, String> {
         let app_key = app_key.to_string();
+        let private_key = self.inner.key.seal(&private_key);
         Box::pin(self.write(move |c| {
             c.prepare_cached(
                 "INSERT OR IGNORE INTO app_vapid_keys (app_key, private_key, public_key)
@@ -1309,12 +1347,17 @@ impl Storage for SqliteStore {
 
     fn vapid_keys(&self, app_key: &str) -> StoreFuture<'_, Option<(String, String)>> {
         let app_key = app_key.to_string();
+        let key = self.inner.key.clone();
         Box::pin(self.read(move |c| {
-            Ok(c.prepare_cached(
-                "SELECT private_key, public_key FROM app_vapid_keys WHERE app_key = ?1",
-            )?
-            .query_row([app_key], |r| Ok((r.get(0)?, r.get(1)?)))
-            .optional()?)
+            let stored: Option<(String, String)> = c
+                .prepare_cached(
+                    "SELECT private_key, public_key FROM app_vapid_keys WHERE app_key = ?1",
+                )?
+                .query_row([app_key], |r| Ok((r.get(0)?, r.get(1)?)))
+                .optional()?;
+            stored
+                .map(|(private, public)| Ok((key.open(&private)?, public)))
+                .transpose()
         }))
     }
 
@@ -1326,6 +1369,7 @@ impl Storage for SqliteStore {
         at_ms: u64,
     ) -> StoreFuture<'_, ()> {
         let (app_key, vendor) = (app_key.to_string(), vendor.to_string());
+        let body = self.inner.key.seal(&body);
         Box::pin(self.write(move |c| {
             c.prepare_cached(
                 "INSERT INTO vendor_credentials (app_key, vendor, body, updated_ms)
@@ -1339,14 +1383,24 @@ impl Storage for SqliteStore {
 
     fn vendor_credentials(&self, app_key: &str) -> StoreFuture<'_, Vec<(String, String, u64)>> {
         let app_key = app_key.to_string();
+        let key = self.inner.key.clone();
         Box::pin(self.read(move |c| {
             let mut st = c.prepare_cached(
                 "SELECT vendor, body, updated_ms FROM vendor_credentials WHERE app_key = ?1
                  ORDER BY vendor",
             )?;
-            let rows =
-                st.query_map([app_key], |r| Ok((r.get(0)?, r.get(1)?, to_u64(r.get(2)?))))?;
-            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+            let rows = st.query_map([app_key], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    to_u64(r.get(2)?),
+                ))
+            })?;
+            rows.map(|row| {
+                let (vendor, body, at) = row?;
+                Ok((vendor, key.open(&body)?, at))
+            })
+            .collect()
         }))
     }
 
@@ -1363,15 +1417,30 @@ impl Storage for SqliteStore {
     }
 
     fn all_vendor_credentials(&self) -> StoreFuture<'_, Vec<(String, String, String, u64)>> {
+        let key = self.inner.key.clone();
         Box::pin(self.read(move |c| {
             let mut st = c.prepare_cached(
                 "SELECT app_key, vendor, body, updated_ms FROM vendor_credentials
                  ORDER BY app_key, vendor",
             )?;
             let rows = st.query_map([], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?, to_u64(r.get(3)?)))
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                    to_u64(r.get(3)?),
+                ))
             })?;
-            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+            let mut out = Vec::new();
+            for row in rows {
+                let (app_key, vendor, body, at) = row?;
+                // One app's unreadable credentials must not stop every other app's.
+                match key.open(&body) {
+                    Ok(body) => out.push((app_key, vendor, body, at)),
+                    Err(e) => tracing::warn!(%app_key, %vendor, error = %e, "vendor credentials not readable"),
+                }
+            }
+            Ok(out)
         }))
     }
 
@@ -2402,5 +2471,72 @@ mod tests {
         assert_eq!([a.is_ok(), b.is_ok()].iter().filter(|x| **x).count(), 1);
         assert!(c.is_ok());
         assert_eq!(store.list_apps().await.unwrap().len(), 2);
+    }
+
+    #[tokio::test]
+    async fn vendor_credentials_and_vapid_keys_are_sealed_at_rest() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db");
+        // Written by a Pigeon from before sealing: plain text.
+        {
+            let conn = open_connection(&path, Synchronous::Full).unwrap();
+            conn.execute_batch(SCHEMA).unwrap();
+            conn.execute(
+                "INSERT INTO vendor_credentials (app_key, vendor, body, updated_ms)
+                 VALUES ('a1', 'xiaomi', '{\"app_secret\":\"old-secret\"}', 1)",
+                [],
+            )
+            .unwrap();
+        }
+        let store = SqliteStore::open(&path, Synchronous::Full).unwrap();
+        store
+            .set_vendor_credentials(
+                "a1",
+                "huawei",
+                r#"{"client_secret":"new-secret"}"#.into(),
+                2,
+            )
+            .await
+            .unwrap();
+        store
+            .ensure_vapid_keys("a1", "vapid-private".into(), "vapid-public".into())
+            .await
+            .unwrap();
+        // Read back in the clear.
+        let mine = store.vendor_credentials("a1").await.unwrap();
+        assert_eq!(
+            mine[0],
+            (
+                "huawei".into(),
+                r#"{"client_secret":"new-secret"}"#.into(),
+                2
+            )
+        );
+        assert_eq!(mine[1].1, r#"{"app_secret":"old-secret"}"#);
+        assert_eq!(store.all_vendor_credentials().await.unwrap().len(), 2);
+        assert_eq!(
+            store.vapid_keys("a1").await.unwrap(),
+            Some(("vapid-private".into(), "vapid-public".into()))
+        );
+        // The database file itself holds none of them in the clear.
+        let conn = Connection::open(&path).unwrap();
+        let bodies: Vec<String> = conn
+            .prepare("SELECT body FROM vendor_credentials UNION ALL SELECT private_key FROM app_vapid_keys")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(bodies.len(), 3);
+        for b in &bodies {
+            assert!(SealingKey::is_sealed(b), "{b}");
+            assert!(!b.contains("secret") && !b.contains("vapid-private"), "{b}");
+        }
+        // Without its key (another data directory's), they do not open.
+        drop(store);
+        std::fs::remove_file(dir.path().join(crate::sealed::KEY_FILE)).unwrap();
+        let store = SqliteStore::open(&path, Synchronous::Full).unwrap();
+        assert!(store.vendor_credentials("a1").await.is_err());
+        assert!(store.all_vendor_credentials().await.unwrap().is_empty());
     }
 }

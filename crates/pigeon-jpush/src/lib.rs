@@ -100,7 +100,7 @@ routes! {
     post "/v3/callbacks/{id}/enable" => callback_api::enable, "Callback", "Enable an endpoint disabled for failing too long (Pigeon extension)", query [], body false;
     post "/v3/callbacks/{id}/dead/{delivery_id}/replay" => callback_api::replay, "Callback", "Send a dead-lettered batch again (Pigeon extension)", query [], body false;
     get "/v3/vendors" => vendor_api::list, "Vendor", "The app's Web Push VAPID public key and vendor credentials, masked (Pigeon extension)", query [], body false;
-    put "/v3/vendors/{vendor}" => vendor_api::set, "Vendor", "Set an app's credentials for apns, fcm, huawei, honor, xiaomi, oppo, vivo or meizu (Pigeon extension)", query [], body true;
+    put "/v3/vendors/{vendor}" => vendor_api::set, "Vendor", "Set an app's credentials for apns, fcm, huawei, honor, xiaomi, oppo, vivo or meizu, optionally with rate_per_minute and concurrency (Pigeon extension)", query [], body true;
     delete "/v3/vendors/{vendor}" => vendor_api::remove, "Vendor", "Remove an app's credentials for a vendor (Pigeon extension)", query [], body false;
     get "/v3/schedules/{schedule_id}/msg_ids" => schedule_api::msg_ids, "Schedule", "Pushes a schedule made", query [], body false;
 }

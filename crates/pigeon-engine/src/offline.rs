@@ -216,19 +216,15 @@ impl Engine {
             return Vec::new();
         }
         // Most pushes of most apps: no target has a vendor token.
-        if app
-            .devices
-            .read()
-            .with_vendor_tokens
-            .is_disjoint(&live.audience)
-        {
+        let candidates = &live.audience & &app.devices.read().with_vendor_tokens;
+        if candidates.is_empty() {
             return Vec::new();
         }
         let mut usable = router.vendors_of(&app.app_key);
         // Web Push needs no credentials of the app's: its VAPID key is the app's own.
         usable.push("webpush");
-        let online = app.presence.lock().online.clone();
-        let targets = app.vendor_targets(&live.audience, &online, &usable, &live.push);
+        let online = &candidates & &app.presence.lock().online;
+        let targets = app.vendor_targets(&candidates, &online, &usable, &live.push);
         let held: RoaringBitmap = targets
             .iter()
             .filter(|t| t.route.holds())

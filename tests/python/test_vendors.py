@@ -104,6 +104,8 @@ def test_vendor_credentials_are_checked_stored_and_shown_masked(server, app):
         ("oppo", {"app_key": "a", "master_secret": "", }, "non-empty string"),
         ("vivo", {"app_id": "1", "app_key": "k", "app_secret": "s", "extra": "x"}, "unknown field"),
         ("meizu", ["app_id"], "must be a JSON object"),
+        ("xiaomi", {"app_secret": "s", "package_name": "p", "concurrency": 0}, "concurrency must be a whole number from 1 to 1024"),
+        ("fcm", dict(FCM, rate_per_minute="fast"), "rate_per_minute must be a whole number"),
     ]:
         r = requests.put(f"{server.base}/v3/vendors/{vendor}", data=json.dumps(creds), auth=auth, timeout=5)
         assert r.status_code == 400 and r.json()["error"]["code"] == 1003 and words in r.json()["error"]["message"], r.text

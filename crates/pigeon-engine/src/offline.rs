@@ -163,8 +163,9 @@ impl AppState {
         note(failures);
     }
 
-    /// Of `ordinals`, the devices a push goes to through a vendor in `usable`, each with
-    /// its vendor and route; devices that are online only where the route holds them.
+    /// Of `ordinals` (callers narrow them to devices with vendor tokens first), the devices a
+    /// push goes to through a vendor in `usable`, each with its vendor and route; devices
+    /// that are online only where the route holds them.
     pub(crate) fn vendor_targets(
         &self,
         ordinals: &RoaringBitmap,
@@ -174,7 +175,7 @@ impl AppState {
     ) -> Vec<VendorTarget> {
         let devices = self.devices.read();
         let mut out = Vec::new();
-        for ordinal in &(ordinals & &devices.with_vendor_tokens) {
+        for ordinal in ordinals {
             let Some(record) = devices.record(ordinal) else {
                 continue;
             };
@@ -277,11 +278,12 @@ impl Engine {
         let Some(router) = self.router.get() else {
             return;
         };
-        if app.devices.read().with_vendor_tokens.is_disjoint(sent) {
+        let candidates = sent & &app.devices.read().with_vendor_tokens;
+        if candidates.is_empty() {
             return;
         }
         let usable = router.vendors_of(&app.app_key);
-        let targets = app.vendor_targets(sent, &RoaringBitmap::new(), &usable, &push.push);
+        let targets = app.vendor_targets(&candidates, &RoaringBitmap::new(), &usable, &push.push);
         if targets.is_empty() {
             return;
         }

@@ -15,16 +15,8 @@ pub const MAX_TOKENS: usize = 1000;
 /// Largest request Honor takes.
 pub const MAX_BODY: usize = 4096;
 
-#[derive(Clone, Debug)]
-pub struct HonorConfig {
-    pub app_id: String,
-    pub client_id: String,
-    pub client_secret: String,
-    /// The OAuth token endpoint (Honor's unless a fake's).
-    pub auth_url: Option<String>,
-    /// The push API (Honor's unless a fake's).
-    pub base_url: Option<String>,
-}
+/// The app's Honor account.
+pub type HonorConfig = crate::OAuthAppConfig;
 
 pub struct HonorClient {
     http: reqwest::Client,

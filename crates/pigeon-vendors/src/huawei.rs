@@ -13,16 +13,8 @@ pub const MAX_TOKENS: usize = 1000;
 /// Largest request Push Kit takes.
 pub const MAX_BODY: usize = 4096;
 
-#[derive(Clone, Debug)]
-pub struct HuaweiConfig {
-    pub app_id: String,
-    pub client_id: String,
-    pub client_secret: String,
-    /// The OAuth token endpoint (Huawei's unless a fake's).
-    pub auth_url: Option<String>,
-    /// The push API (Huawei's unless a fake's).
-    pub base_url: Option<String>,
-}
+/// The app's Huawei account.
+pub type HuaweiConfig = crate::OAuthAppConfig;
 
 pub struct HuaweiClient {
     http: reqwest::Client,

@@ -141,6 +141,19 @@ pub(crate) async fn oauth_token(
     Ok((token.to_string(), lifetime))
 }
 
+/// An app's account with a vendor that authenticates by an OAuth client-credentials grant
+/// (Huawei Push Kit, Honor Push).
+#[derive(Clone, Debug)]
+pub struct OAuthAppConfig {
+    pub app_id: String,
+    pub client_id: String,
+    pub client_secret: String,
+    /// The OAuth token endpoint (the vendor's unless a fake's).
+    pub auth_url: Option<String>,
+    /// The push API (the vendor's unless a fake's).
+    pub base_url: Option<String>,
+}
+
 /// An app's OAuth client-credentials grant (Huawei, Honor): its access token, cached.
 pub(crate) struct ClientCredentials {
     pub url: String,

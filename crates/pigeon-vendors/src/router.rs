@@ -7,15 +7,15 @@
 
 use crate::apns::{ApnsAuth, ApnsClient, ApnsConfig};
 use crate::fcm::{FcmClient, FcmConfig};
-use crate::honor::{HonorClient, HonorConfig};
-use crate::huawei::{HuaweiClient, HuaweiConfig};
+use crate::honor::HonorClient;
+use crate::huawei::HuaweiClient;
 use crate::meizu::{MeizuClient, MeizuConfig};
 use crate::oppo::{OppoClient, OppoConfig};
 use crate::payload::{self, notify_number, Shown};
 use crate::vivo::{VivoClient, VivoConfig};
 use crate::webpush::{Subscription, WebPushClient};
 use crate::xiaomi::{XiaomiClient, XiaomiConfig};
-use crate::Outcome;
+use crate::{OAuthAppConfig, Outcome};
 use parking_lot::{Mutex, RwLock};
 use pigeon_core::Push;
 use pigeon_engine::offline::{OfflineRouter, VendorTarget};
@@ -32,10 +32,6 @@ const QUEUE: usize = 1024;
 const IN_FLIGHT: usize = 1024;
 /// Tries of one send that the vendor asked to retry.
 const MAX_ATTEMPTS: u32 = 5;
-/// Vendors with a client here.
-const VENDORS: [&str; 9] = [
-    "apns", "fcm", "huawei", "honor", "xiaomi", "oppo", "vivo", "meizu", "webpush",
-];
 /// Who the app server says it is to Web Push services (RFC 8292 `sub`).
 const VAPID_SUBJECT: &str = "mailto:push@pigeon.invalid";
 
@@ -182,9 +178,9 @@ impl OfflineRouter for Router {
         let Some(mine) = creds.get(app_key) else {
             return Vec::new();
         };
-        VENDORS
-            .iter()
-            .copied()
+        // The vendors credentials are kept for (Web Push needs none).
+        pigeon_engine::vendors::vendor_names()
+            .into_iter()
             .filter(|v| mine.contains_key(*v))
             .collect()
     }
@@ -530,26 +526,20 @@ async fn make_client(
             FcmClient::new(FcmConfig::from_service_account(creds).map_err(|x| e(&x))?)
                 .map_err(|x| e(&x))?,
         )),
-        "huawei" => Client::Huawei(
-            HuaweiClient::new(HuaweiConfig {
+        "huawei" | "honor" => {
+            let account = OAuthAppConfig {
                 app_id: need("app_id")?,
                 client_id: need("client_id")?,
                 client_secret: need("client_secret")?,
                 auth_url: s("auth_url"),
                 base_url: s("base_url"),
-            })
-            .map_err(|x| e(&x))?,
-        ),
-        "honor" => Client::Honor(
-            HonorClient::new(HonorConfig {
-                app_id: need("app_id")?,
-                client_id: need("client_id")?,
-                client_secret: need("client_secret")?,
-                auth_url: s("auth_url"),
-                base_url: s("base_url"),
-            })
-            .map_err(|x| e(&x))?,
-        ),
+            };
+            if vendor == "huawei" {
+                Client::Huawei(HuaweiClient::new(account).map_err(|x| e(&x))?)
+            } else {
+                Client::Honor(HonorClient::new(account).map_err(|x| e(&x))?)
+            }
+        }
         "xiaomi" => Client::Xiaomi(
             XiaomiClient::new(XiaomiConfig {
                 app_secret: need("app_secret")?,

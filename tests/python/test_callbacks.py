@@ -467,7 +467,7 @@ def test_a_push_level_callback_url_gets_the_kinds_its_type_asks_for(fast_server)
         assert [(c["url"], c["push_level"]) for c in listed] == [(own.url, False), (mine.url, True)]
         # Bad callback fields.
         for bad, words in [({"url": "ftp://x/y"}, "http or https"), ({"url": mine.url, "type": 16}, "type"),
-                           ({"url": "http://" + "a" * 1100}, "at most 1024"), ({"url": 7}, "url")]:
+                           ({"url": "http://" + "a" * 1100}, "callback.url is 1107 bytes, the limit is 1024"), ({"url": 7}, "url")]:
             r = push_with_callback(server, app, d.registration_id, bad)
             assert r.status_code == 400, (bad, r.text)
             assert r.json()["error"]["code"] == 1003 and words in r.json()["error"]["message"], r.text

@@ -134,6 +134,33 @@ def test_at_once_recalled_and_across_a_restart():
             provider.close()
 
 
+def test_the_push_apis_text_form_sends_its_content():
+    """Seed 002's form: `content` and `delay_time`, no template. The provider gets the text
+    as it was written (CJK counted by characters, so 480 of them pass)."""
+    provider = Provider()
+    with tempfile.TemporaryDirectory() as tmp:
+        env = dict(FAST, PIGEON_SMS_PROVIDER="http", PIGEON_SMS_URL=provider.url)
+        server = Server(os.path.join(tmp, "data"), env=env)
+        server.start()
+        try:
+            app = server.create_app("sms-text")
+            away = offline(server, app, "13600000009")
+            msg_id = pushed(server, app, [away.registration_id],
+                            {"content": "sms msg content", "delay_time": 0})
+            assert provider.wait(lambda: provider.sms(msg_id), limit=5)
+            assert provider.sms(msg_id) == [{"mobile": "13600000009", "msg_id": msg_id,
+                                             "registration_id": away.registration_id,
+                                             "temp_id": None, "temp_para": {},
+                                             "content": "sms msg content"}]
+            long_text = "你好,JPush" * 60  # 480 characters as the seed counts them
+            long_id = pushed(server, app, [away.registration_id], {"content": long_text, "delay_time": 0})
+            assert provider.wait(lambda: provider.sms(long_id), limit=5)
+            assert provider.sms(long_id)[0]["content"] == long_text
+        finally:
+            server.stop()
+            provider.close()
+
+
 def test_provider_errors_are_retried_then_reported():
     provider, rcv = Provider(), Receiver()
     with tempfile.TemporaryDirectory() as tmp:
@@ -172,7 +199,8 @@ def test_bad_sms_messages_and_configs_are_refused(server, app):
         ({"delay_time": 86401, "temp_id": 1}, 1003, "delay_time"),
         ({"delay_time": -1, "temp_id": 1}, 1003, "delay_time"),
         ({"temp_id": 1}, 1002, "delay_time"),
-        ({"delay_time": 5}, 1002, "temp_id"),
+        ({"delay_time": 5}, 1002, "content or temp_id"),
+        ({"delay_time": 5, "content": "短" * 481}, 1003, "sms_message.content is 481 characters"),
         ({"delay_time": 5, "temp_id": 1, "temp_para": "x"}, 1003, "temp_para"),
         ({"delay_time": 5, "temp_id": 1, "content": "x" * 1001}, 1003, "content"),
         ("soon", 1003, "sms_message"),

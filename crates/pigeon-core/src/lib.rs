@@ -42,6 +42,11 @@ pub struct RouteDoc {
     pub summary: &'static str,
     /// Query parameters it reads.
     pub query: &'static [&'static str],
-    /// Whether it takes a JSON body.
+    /// Whether it takes a body.
     pub body: bool,
+    /// The name under the OpenAPI document's `components/schemas` of the body's schema
+    /// (`None`: any JSON object).
+    pub schema: Option<&'static str>,
+    /// The name of the schema of its 200 answer (`None`: any JSON object).
+    pub answer: Option<&'static str>,
 }

@@ -26,7 +26,7 @@ impl Platform {
         Platform::Winphone,
     ];
 
-    pub fn as_str(self) -> &'static str {
+    pub const fn as_str(self) -> &'static str {
         match self {
             Platform::Android => "android",
             Platform::Ios => "ios",

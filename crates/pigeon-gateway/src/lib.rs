@@ -60,6 +60,8 @@ pub const ROUTES: &[pigeon_core::RouteDoc] = &[
             "Register a device (device protocol §1); answers registration_id and device_secret",
         query: &[],
         body: true,
+        schema: Some("DeviceRegistration"),
+        answer: Some("Registered"),
     },
     pigeon_core::RouteDoc {
         method: "get",
@@ -68,8 +70,17 @@ pub const ROUTES: &[pigeon_core::RouteDoc] = &[
         summary: "The device's WebSocket long connection (device protocol §2–§6)",
         query: &[],
         body: false,
+        schema: None,
+        answer: None,
     },
 ];
+
+/// The JSON Schemas [`ROUTES`] name, for the OpenAPI document's `components/schemas`.
+pub fn schemas() -> serde_json::Map<String, serde_json::Value> {
+    let mut components = serde_json::Map::new();
+    register::schemas(&mut components);
+    components
+}
 
 /// The gateway's routes: `POST /v1/devices/register` and `GET /v1/connect`.
 pub fn router(engine: Arc<Engine>, config: GatewayConfig) -> Router {

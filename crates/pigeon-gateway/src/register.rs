@@ -203,3 +203,60 @@ fn push_tokens(v: &Value) -> Result<Map<String, Value>, Answer> {
     }
     Ok(o.clone())
 }
+
+/// The JSON Schemas of this route's body (`DeviceRegistration`) and answer (`Registered`)
+/// for `/openapi.json`, built from the constants [`parse`] checks against.
+pub(crate) fn schemas(components: &mut Map<String, Value>) {
+    let platforms: Vec<&str> = Platform::ALL
+        .iter()
+        .filter(|p| p.is_device_platform())
+        .map(|p| p.as_str())
+        .collect();
+    let mut tokens = Map::new();
+    for v in VENDOR_TOKENS {
+        tokens.insert(
+            v.into(),
+            json!({"type": "string", "minLength": 1, "maxLength": 4096}),
+        );
+    }
+    tokens.insert(
+        "webpush".into(),
+        json!({"type": "object", "required": ["endpoint", "keys"], "properties": {
+            "endpoint": {"type": "string", "pattern": "^https?://", "maxLength": 2048},
+            "keys": {"type": "object", "required": ["p256dh", "auth"], "properties": {
+                "p256dh": {"type": "string"}, "auth": {"type": "string"}}}}}),
+    );
+    let name = "at most 40 bytes of letters, digits, _, CJK characters and @!#$&*+=.|￥";
+    let mut properties = json!({
+        "app_key": {"type": "string"},
+        "platform": {"type": "string", "enum": platforms},
+        "install_id": {"type": "string", "minLength": 16, "maxLength": 64,
+            "description": "random per installation: registering again with it returns the same registration_id"},
+        "registration_id": {"type": "string", "description": "with device_secret: update that device"},
+        "device_secret": {"type": "string"},
+        "push_tokens": {"type": "object", "properties": tokens, "additionalProperties": false},
+        "apns_production": {"type": ["boolean", "null"]},
+        "alias": {"type": ["string", "null"], "description": format!("{name}; \"\" or null unbinds")},
+        "tags": {"type": "array", "maxItems": MAX_DEVICE_TAGS, "items": {"type": "string"},
+            "description": format!("each {name}")},
+        "mobile": {"type": ["string", "null"], "pattern": "^(\\+?[0-9]{1,20})?$",
+            "description": "digits, optional leading +; \"\" or null clears"},
+    });
+    for field in INFO_FIELDS {
+        properties[field] =
+            json!({"type": "string", "maxLength": 64, "description": "at most 64 bytes"});
+    }
+    components.insert(
+        "DeviceRegistration".into(),
+        json!({"type": "object", "required": ["app_key"], "properties": properties,
+            "anyOf": [{"required": ["platform"]}, {"required": ["registration_id", "device_secret"]}],
+            "dependentRequired": {"registration_id": ["device_secret"], "device_secret": ["registration_id"]},
+            "description": "A new device needs platform; registration_id with device_secret updates a device. Other keys are ignored."}),
+    );
+    components.insert(
+        "Registered".into(),
+        json!({"type": "object", "required": ["registration_id", "device_secret"], "properties": {
+            "registration_id": {"type": "string", "pattern": "^[A-Za-z0-9]{1,64}$"},
+            "device_secret": {"type": "string"}}}),
+    );
+}

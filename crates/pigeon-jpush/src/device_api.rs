@@ -457,3 +457,94 @@ pub async fn delete_tag(
         .map_err(|e| ApiError::engine(F, e))?;
     Ok(ok_empty())
 }
+
+/// The JSON Schemas of the Device API's bodies and answers for `/openapi.json`, built from
+/// the limits the handlers above check against (their parsers are hand-written because each
+/// error has its own code and words; these schemas sit beside them so a change is seen).
+pub(crate) fn schemas(c: &mut Map<String, Value>) {
+    let name = "at most 40 bytes of letters, digits, _, CJK characters and @!#$&*+=.|￥";
+    let tags = json!({"type": "array", "maxItems": MAX_TAGS_PER_EDIT, "items": {"type": "string"},
+        "description": format!("each {name}; at most {MAX_TAG_BYTES_PER_EDIT} bytes in all")});
+    let ids = json!({"type": "array", "maxItems": MAX_IDS, "items": {"type": "string"}});
+    let some_ids =
+        json!({"type": "array", "minItems": 1, "maxItems": MAX_IDS, "items": {"type": "string"}});
+    let nullable_string = |description: String| json!({"anyOf": [{"type": "string"}, {"type": "null"}], "description": description});
+    c.insert(
+        "DeviceEdit".into(),
+        json!({
+        "type": "object", "additionalProperties": false,
+        "anyOf": [{"required": ["tags"]}, {"required": ["alias"]}, {"required": ["mobile"]}],
+        "properties": {
+            "tags": {"anyOf": [{"const": ""}, {"type": "object", "additionalProperties": false,
+                "properties": {"add": tags, "remove": tags}}],
+                "description": "\"\" clears the device's tags; add and remove change them"},
+            "alias": nullable_string(format!("{name}; \"\" or null unbinds")),
+            "mobile": {"anyOf": [{"type": "string", "maxLength": MAX_MOBILE_BYTES,
+                "pattern": "^\\+*[0-9]*$"}, {"type": "null"}],
+                "description": "a phone number, for the SMS fallback; \"\" or null clears"}}}),
+    );
+    c.insert(
+        "TagDevices".into(),
+        json!({
+        "type": "object", "required": ["registration_ids"], "properties": {
+            "registration_ids": {"type": "object", "properties": {"add": ids, "remove": ids},
+                "description": "add and remove cannot both be empty"}}}),
+    );
+    c.insert(
+        "AliasUnbind".into(),
+        json!({
+        "type": "object", "required": ["registration_ids"], "properties": {
+            "registration_ids": {"type": "object", "required": ["remove"],
+                "properties": {"remove": some_ids}}}}),
+    );
+    c.insert(
+        "DeviceStatusQuery".into(),
+        json!({
+        "type": "object", "required": ["registration_ids"],
+        "properties": {"registration_ids": some_ids}}),
+    );
+    c.insert("BadgeChange".into(), json!({
+        "type": "object", "required": ["badge"],
+        "oneOf": [{"required": ["registration_ids"]}, {"required": ["device_tokens"]}],
+        "properties": {
+            "registration_ids": some_ids,
+            "device_tokens": {"type": "array", "minItems": 1, "maxItems": MAX_IDS,
+                "items": {"type": "string"}, "description": "APNs device tokens (hex)"},
+            "badge": {"anyOf": [{"type": "integer", "minimum": 0},
+                {"type": "string", "pattern": "^(auto|[+-]?[0-9]{1,5})?$"}],
+                "description": format!("N sets, +N / -N change (never below 0); N at most {MAX_BADGE}")}}}));
+    let strings = json!({"type": "array", "items": {"type": "string"}});
+    c.insert(
+        "DeviceInfo".into(),
+        json!({
+        "type": "object", "required": ["tags", "alias", "mobile"], "properties": {
+            "tags": strings, "alias": {"type": ["string", "null"]},
+            "mobile": {"type": ["string", "null"]}}}),
+    );
+    c.insert(
+        "AliasDevices".into(),
+        json!({
+        "type": "object", "description": "registration_ids, or data with new_format=true",
+        "properties": {
+            "registration_ids": strings,
+            "data": {"type": "array", "items": {"type": "object",
+                "required": ["registration_id", "platform"], "properties": {
+                    "registration_id": {"type": "string"}, "platform": {"type": "string"},
+                    "last_online_date": {"type": ["string", "null"]}}}}}}),
+    );
+    c.insert(
+        "TagList".into(),
+        json!({
+        "type": "object", "required": ["tags"], "properties": {"tags": strings}}),
+    );
+    c.insert(
+        "TagHasDevice".into(),
+        json!({
+        "type": "object", "required": ["result"], "properties": {"result": {"type": "boolean"}}}),
+    );
+    c.insert("DeviceStatus".into(), json!({
+        "type": "object", "description": "by registration id; ids not of this app are left out",
+        "additionalProperties": {"type": "object", "required": ["online"], "properties": {
+            "online": {"type": "boolean"},
+            "last_online_time": {"type": "string", "description": "Beijing time, yyyy-MM-dd HH:mm:ss"}}}}));
+}

@@ -40,7 +40,7 @@ pub(crate) struct JPush {
 /// document is generated from, so the two cannot disagree.
 macro_rules! routes {
     ($( $method:ident $path:literal => $handler:path, $tag:literal, $summary:literal,
-        query [$($q:literal),*], body $body:literal; )*) => {
+        query [$($q:literal),*], body $body:literal, schema $schema:expr, answer $answer:expr; )*) => {
         /// Every JPush v3 route Pigeon serves.
         pub const ROUTES: &[RouteDoc] = &[$(RouteDoc {
             method: stringify!($method),
@@ -49,6 +49,8 @@ macro_rules! routes {
             summary: $summary,
             query: &[$($q),*],
             body: $body,
+            schema: $schema,
+            answer: $answer,
         }),*];
 
         fn add_routes(mut r: Router<JPush>) -> Router<JPush> {
@@ -59,50 +61,50 @@ macro_rules! routes {
 }
 
 routes! {
-    post "/v3/push" => push_api::push, "Push", "Push a notification or message", query [], body true;
-    post "/v3/push/validate" => push_api::validate, "Push", "Validate a push without sending it", query [], body true;
-    delete "/v3/push/{msg_id}" => push_api::recall, "Push", "Recall (withdraw) a push of the last day", query [], body false;
-    get "/v3/push/cid" => push_api::cid, "Push", "Get cids for idempotent pushes", query ["count", "type"], body false;
-    post "/v3/grouppush" => push_api::group_push, "Push", "Push to every app of a group (group-<key> auth)", query [], body true;
-    post "/v3/push/file" => file_api::push_file, "File", "Push to the devices a file lists", query [], body true;
-    post "/v3/files/alias" => file_api::upload_alias, "File", "Upload a file of aliases (multipart: filename, ttl)", query [], body true;
-    post "/v3/files/registration_id" => file_api::upload_registration_id, "File", "Upload a file of registration ids (multipart: filename, ttl)", query [], body true;
-    get "/v3/files" => file_api::list, "File", "List the app's files", query [], body false;
-    get "/v3/files/{file_id}" => file_api::get_one, "File", "Get a file", query [], body false;
-    delete "/v3/files/{file_id}" => file_api::delete, "File", "Delete a file", query [], body false;
-    post "/v3/push/batch/regid/single" => push_api::batch_regid, "Push", "Batch of single pushes by registration id", query [], body true;
-    post "/v3/push/batch/alias/single" => push_api::batch_alias, "Push", "Batch of single pushes by alias", query [], body true;
-    post "/v3/devices/badge" => device_api::set_badge, "Device", "Set, raise or lower the badge number of devices (Pigeon extension)", query [], body true;
-    post "/v3/devices/status" => device_api::device_status, "Device", "Online status of devices", query [], body true;
-    get "/v3/devices/{registration_id}" => device_api::get_device, "Device", "Tags, alias and mobile of a device", query [], body false;
-    post "/v3/devices/{registration_id}" => device_api::set_device, "Device", "Set or clear tags, alias and mobile of a device", query [], body true;
-    get "/v3/aliases/{alias}" => device_api::get_alias, "Device", "Devices bound to an alias", query ["platform", "new_format"], body false;
-    post "/v3/aliases/{alias}" => device_api::unbind_alias, "Device", "Unbind devices from an alias", query [], body true;
-    delete "/v3/aliases/{alias}" => device_api::delete_alias, "Device", "Delete an alias", query ["platform"], body false;
-    get "/v3/tags" => device_api::list_tags, "Device", "The app's tags", query ["platform"], body false;
-    post "/v3/tags/{tag}" => device_api::edit_tag, "Device", "Add devices to or remove them from a tag", query [], body true;
-    delete "/v3/tags/{tag}" => device_api::delete_tag, "Device", "Delete a tag", query ["platform"], body false;
-    get "/v3/tags/{tag}/registration_ids/{registration_id}" => device_api::tag_has_device, "Device", "Whether a device carries a tag", query [], body false;
-    get "/v3/received" => report_api::received, "Report", "Delivery counts (old format)", query ["msg_ids"], body false;
-    get "/v3/received/detail" => report_api::received_detail, "Report", "Delivery counts per channel", query ["msg_ids"], body false;
-    get "/v3/messages" => report_api::messages, "Report", "Message statistics (old format)", query ["msg_ids"], body false;
-    get "/v3/messages/detail" => report_api::messages_detail, "Report", "Message statistics per channel", query ["msg_ids"], body false;
-    post "/v3/status/message" => report_api::status_message, "Report", "Delivery status of a push on some devices", query [], body true;
-    get "/v3/schedules" => schedule_api::list, "Schedule", "List schedules that will still fire", query ["page"], body false;
-    post "/v3/schedules" => schedule_api::create, "Schedule", "Create a schedule", query [], body true;
-    get "/v3/schedules/{schedule_id}" => schedule_api::get_one, "Schedule", "Get a schedule", query [], body false;
-    put "/v3/schedules/{schedule_id}" => schedule_api::replace, "Schedule", "Replace parts of a schedule", query [], body true;
-    delete "/v3/schedules/{schedule_id}" => schedule_api::delete, "Schedule", "Delete a schedule", query [], body false;
-    get "/v3/callbacks" => callback_api::list, "Callback", "The app's callback endpoints (Pigeon extension)", query [], body false;
-    post "/v3/callbacks" => callback_api::add, "Callback", "Add a callback endpoint: url, commands, basic_auth (Pigeon extension)", query [], body true;
-    delete "/v3/callbacks/{id}" => callback_api::remove, "Callback", "Remove a callback endpoint (Pigeon extension)", query [], body false;
-    get "/v3/callbacks/{id}/dead" => callback_api::dead, "Callback", "Dead-lettered batches of an endpoint (Pigeon extension)", query [], body false;
-    post "/v3/callbacks/{id}/enable" => callback_api::enable, "Callback", "Enable an endpoint disabled for failing too long (Pigeon extension)", query [], body false;
-    post "/v3/callbacks/{id}/dead/{delivery_id}/replay" => callback_api::replay, "Callback", "Send a dead-lettered batch again (Pigeon extension)", query [], body false;
-    get "/v3/vendors" => vendor_api::list, "Vendor", "The app's Web Push VAPID public key and vendor credentials, masked (Pigeon extension)", query [], body false;
-    put "/v3/vendors/{vendor}" => vendor_api::set, "Vendor", "Set an app's credentials for apns, fcm, huawei, honor, xiaomi, oppo, vivo or meizu, optionally with rate_per_minute and concurrency (Pigeon extension)", query [], body true;
-    delete "/v3/vendors/{vendor}" => vendor_api::remove, "Vendor", "Remove an app's credentials for a vendor (Pigeon extension)", query [], body false;
-    get "/v3/schedules/{schedule_id}/msg_ids" => schedule_api::msg_ids, "Schedule", "Pushes a schedule made", query [], body false;
+    post "/v3/push" => push_api::push, "Push", "Push a notification or message", query [], body true, schema Some("Push"), answer Some("PushAnswer");
+    post "/v3/push/validate" => push_api::validate, "Push", "Validate a push without sending it", query [], body true, schema Some("Push"), answer Some("PushAnswer");
+    delete "/v3/push/{msg_id}" => push_api::recall, "Push", "Recall (withdraw) a push of the last day", query [], body false, schema None, answer Some("Empty");
+    get "/v3/push/cid" => push_api::cid, "Push", "Get cids for idempotent pushes", query ["count", "type"], body false, schema None, answer Some("CidList");
+    post "/v3/grouppush" => push_api::group_push, "Push", "Push to every app of a group (group-<key> auth)", query [], body true, schema Some("Push"), answer Some("GroupPushAnswer");
+    post "/v3/push/file" => file_api::push_file, "File", "Push to the devices a file lists", query [], body true, schema Some("Push"), answer Some("PushAnswer");
+    post "/v3/files/alias" => file_api::upload_alias, "File", "Upload a file of aliases (multipart: filename, ttl)", query [], body true, schema None, answer None;
+    post "/v3/files/registration_id" => file_api::upload_registration_id, "File", "Upload a file of registration ids (multipart: filename, ttl)", query [], body true, schema None, answer None;
+    get "/v3/files" => file_api::list, "File", "List the app's files", query [], body false, schema None, answer None;
+    get "/v3/files/{file_id}" => file_api::get_one, "File", "Get a file", query [], body false, schema None, answer None;
+    delete "/v3/files/{file_id}" => file_api::delete, "File", "Delete a file", query [], body false, schema None, answer None;
+    post "/v3/push/batch/regid/single" => push_api::batch_regid, "Push", "Batch of single pushes by registration id", query [], body true, schema Some("BatchPush"), answer Some("BatchPushAnswer");
+    post "/v3/push/batch/alias/single" => push_api::batch_alias, "Push", "Batch of single pushes by alias", query [], body true, schema Some("BatchPush"), answer Some("BatchPushAnswer");
+    post "/v3/devices/badge" => device_api::set_badge, "Device", "Set, raise or lower the badge number of devices (Pigeon extension)", query [], body true, schema Some("BadgeChange"), answer Some("Empty");
+    post "/v3/devices/status" => device_api::device_status, "Device", "Online status of devices", query [], body true, schema Some("DeviceStatusQuery"), answer Some("DeviceStatus");
+    get "/v3/devices/{registration_id}" => device_api::get_device, "Device", "Tags, alias and mobile of a device", query [], body false, schema None, answer Some("DeviceInfo");
+    post "/v3/devices/{registration_id}" => device_api::set_device, "Device", "Set or clear tags, alias and mobile of a device", query [], body true, schema Some("DeviceEdit"), answer Some("Empty");
+    get "/v3/aliases/{alias}" => device_api::get_alias, "Device", "Devices bound to an alias", query ["platform", "new_format"], body false, schema None, answer Some("AliasDevices");
+    post "/v3/aliases/{alias}" => device_api::unbind_alias, "Device", "Unbind devices from an alias", query [], body true, schema Some("AliasUnbind"), answer Some("Empty");
+    delete "/v3/aliases/{alias}" => device_api::delete_alias, "Device", "Delete an alias", query ["platform"], body false, schema None, answer Some("Empty");
+    get "/v3/tags" => device_api::list_tags, "Device", "The app's tags", query ["platform"], body false, schema None, answer Some("TagList");
+    post "/v3/tags/{tag}" => device_api::edit_tag, "Device", "Add devices to or remove them from a tag", query [], body true, schema Some("TagDevices"), answer Some("Empty");
+    delete "/v3/tags/{tag}" => device_api::delete_tag, "Device", "Delete a tag", query ["platform"], body false, schema None, answer Some("Empty");
+    get "/v3/tags/{tag}/registration_ids/{registration_id}" => device_api::tag_has_device, "Device", "Whether a device carries a tag", query [], body false, schema None, answer Some("TagHasDevice");
+    get "/v3/received" => report_api::received, "Report", "Delivery counts (old format)", query ["msg_ids"], body false, schema None, answer None;
+    get "/v3/received/detail" => report_api::received_detail, "Report", "Delivery counts per channel", query ["msg_ids"], body false, schema None, answer None;
+    get "/v3/messages" => report_api::messages, "Report", "Message statistics (old format)", query ["msg_ids"], body false, schema None, answer None;
+    get "/v3/messages/detail" => report_api::messages_detail, "Report", "Message statistics per channel", query ["msg_ids"], body false, schema None, answer None;
+    post "/v3/status/message" => report_api::status_message, "Report", "Delivery status of a push on some devices", query [], body true, schema None, answer None;
+    get "/v3/schedules" => schedule_api::list, "Schedule", "List schedules that will still fire", query ["page"], body false, schema None, answer None;
+    post "/v3/schedules" => schedule_api::create, "Schedule", "Create a schedule", query [], body true, schema Some("Schedule"), answer Some("ScheduleCreated");
+    get "/v3/schedules/{schedule_id}" => schedule_api::get_one, "Schedule", "Get a schedule", query [], body false, schema None, answer None;
+    put "/v3/schedules/{schedule_id}" => schedule_api::replace, "Schedule", "Replace parts of a schedule", query [], body true, schema Some("ScheduleChange"), answer None;
+    delete "/v3/schedules/{schedule_id}" => schedule_api::delete, "Schedule", "Delete a schedule", query [], body false, schema None, answer None;
+    get "/v3/callbacks" => callback_api::list, "Callback", "The app's callback endpoints (Pigeon extension)", query [], body false, schema None, answer None;
+    post "/v3/callbacks" => callback_api::add, "Callback", "Add a callback endpoint: url, commands, basic_auth (Pigeon extension)", query [], body true, schema None, answer None;
+    delete "/v3/callbacks/{id}" => callback_api::remove, "Callback", "Remove a callback endpoint (Pigeon extension)", query [], body false, schema None, answer None;
+    get "/v3/callbacks/{id}/dead" => callback_api::dead, "Callback", "Dead-lettered batches of an endpoint (Pigeon extension)", query [], body false, schema None, answer None;
+    post "/v3/callbacks/{id}/enable" => callback_api::enable, "Callback", "Enable an endpoint disabled for failing too long (Pigeon extension)", query [], body false, schema None, answer None;
+    post "/v3/callbacks/{id}/dead/{delivery_id}/replay" => callback_api::replay, "Callback", "Send a dead-lettered batch again (Pigeon extension)", query [], body false, schema None, answer None;
+    get "/v3/vendors" => vendor_api::list, "Vendor", "The app's Web Push VAPID public key and vendor credentials, masked (Pigeon extension)", query [], body false, schema None, answer None;
+    put "/v3/vendors/{vendor}" => vendor_api::set, "Vendor", "Set an app's credentials for apns, fcm, huawei, honor, xiaomi, oppo, vivo or meizu, optionally with rate_per_minute and concurrency (Pigeon extension)", query [], body true, schema None, answer None;
+    delete "/v3/vendors/{vendor}" => vendor_api::remove, "Vendor", "Remove an app's credentials for a vendor (Pigeon extension)", query [], body false, schema None, answer None;
+    get "/v3/schedules/{schedule_id}/msg_ids" => schedule_api::msg_ids, "Schedule", "Pushes a schedule made", query [], body false, schema None, answer None;
 }
 
 /// Whether a concrete path matches a route template (`{name}` matches one segment).

@@ -1,6 +1,9 @@
 //! The JPush v3 push object (jpush-v3.md §2): parsed, validated, translated into a core Push.
 
-use crate::fields::{as_object, bool_of, check_object, int_of, Checked, Kind::*, PushError, Spec};
+use crate::fields::{
+    as_object, bool_of, check_object, int_of, object_schema, opt, req, Checked, Kind::*, ObjSpec,
+    PushError,
+};
 use pigeon_core::names::check_name;
 use pigeon_core::{
     Audience, AudienceExpr, Notification, Platform, PlatformSet, Push, PushOptions,
@@ -17,239 +20,360 @@ pub const MAX_IOS_BYTES: usize = 2000;
 /// Largest android notification plus message, in bytes.
 pub const MAX_ANDROID_BYTES: usize = 4000;
 
-const TOP: Spec = &[
-    ("platform", Any),
-    ("audience", Any),
-    ("notification", Object),
-    ("message", Object),
-    ("live_activity", Object),
-    ("inapp_message", Object),
-    ("notification_3rd", Object),
-    ("sms_message", Object),
-    ("options", Object),
-    ("callback", Object),
-    ("cid", StrMax(128)),
-];
+/// The platforms a push may name, from the core model's own list.
+const PLATFORM_NAMES: [&str; Platform::ALL.len()] = {
+    let mut names = [""; Platform::ALL.len()];
+    let mut i = 0;
+    while i < names.len() {
+        names[i] = Platform::ALL[i].as_str();
+        i += 1;
+    }
+    names
+};
 
-const NOTIFICATION: Spec = &[
-    ("alert", Str),
-    ("android", Object),
-    ("ios", Object),
-    ("hmos", Object),
-    ("quickapp", Object),
-    ("voip", Object),
-    ("winphone", Object),
-    ("web", Object),
-];
+/// The push object. Its checks and the `Push` schema of `/openapi.json` both come from this
+/// table and the tables it nests.
+pub const PUSH: ObjSpec = ObjSpec::new(
+    "Push",
+    &[
+        req("platform", AllOrList(&PLATFORM_NAMES)).doc("\"all\", or the platforms to push to"),
+        req("audience", AllOr(&AUDIENCE)).doc("\"all\" (broadcast), or whom to push to"),
+        opt("notification", Obj(&NOTIFICATION)).doc("shown by the system or SDK"),
+        opt("message", Obj(&MESSAGE)).doc("a custom message handed to the app"),
+        opt("live_activity", Object).doc("iOS Live Activity: not supported by this server yet"),
+        opt("inapp_message", Obj(&INAPP)).doc("needs notification, not with message"),
+        opt("notification_3rd", Object)
+            .doc("vendor-channel notification (jpush-v3 §2.7), kept as given"),
+        opt("sms_message", Obj(&SMS)).doc("an SMS to devices the push has not reached in time"),
+        opt("options", Obj(&OPTIONS)),
+        opt("callback", Obj(&CALLBACK)).doc("receipts of this push to a URL of its own"),
+        opt("cid", StrMax(128)).doc("from GET /v3/push/cid: a retry with the same cid pushes once"),
+    ],
+)
+.doc(
+    "A JPush v3 push object. Size limits (400/1005): \"ios\":{..} at most 2000 bytes; \
+     notification.android plus message at most 4000 bytes.",
+)
+.any_of(&["notification", "message"]);
 
-const ANDROID: Spec = &[
-    ("alert", Str),
-    ("title", Str),
-    ("builder_id", Int(0, i32::MAX as i64)),
-    ("channel_id", StrMax(1000)),
-    ("category", Str),
-    ("priority", Int(-2, 2)),
-    ("style", Int(0, 3)),
-    ("alert_type", Int(-1, 7)),
-    ("big_text", Str),
-    ("inbox", Object),
-    ("big_pic_path", Str),
-    ("extras", Object),
-    ("large_icon", Str),
-    ("small_icon_uri", Str),
-    ("icon_bg_color", Str),
-    ("intent", Object),
-    ("uri_activity", Str),
-    ("uri_action", Str),
-    ("badge_add_num", Int(1, 99)),
-    ("badge_set_num", Int(0, 99)),
-    ("badge_class", Str),
-    ("sound", Str),
-    ("show_begin_time", Str),
-    ("show_end_time", Str),
-    ("display_foreground", OneOf(&["0", "1"])),
-    ("custom_buttons", Objects),
-    ("mipns_content_forshort", StrMax(128 * 4)),
-    ("oppns_content_forshort", StrMax(200 * 4)),
-    ("vpns_content_forshort", StrMax(100 * 4)),
-    ("mzpns_content_forshort", StrMax(100 * 4)),
-];
+const NOTIFICATION: ObjSpec = ObjSpec::new(
+    "Notification",
+    &[
+        opt("alert", Str).doc("the text for every platform without an alert of its own"),
+        opt("android", Obj(&ANDROID)),
+        opt("ios", Obj(&IOS)),
+        opt("hmos", Obj(&HMOS)),
+        opt("quickapp", Obj(&QUICKAPP)),
+        opt("voip", Object).doc("iOS VoIP: any object, handed to PushKit"),
+        opt("winphone", Obj(&WINPHONE)),
+        opt("web", Obj(&WEB)).doc("Pigeon's section for web devices"),
+    ],
+)
+.doc(
+    "Needs an alert, or a section for one of the push's platforms; android, ios, hmos, \
+     quickapp and winphone sections need their own alert when there is no notification.alert.",
+);
 
-const IOS: Spec = &[
-    ("alert", StrOrObject),
-    ("sound", StrOrObject),
-    ("badge", Badge),
-    ("content-available", Bool),
-    ("mutable-content", Bool),
-    ("category", Str),
-    ("extras", Object),
-    ("thread-id", Str),
-    (
-        "interruption-level",
-        OneOf(&["active", "critical", "passive", "time-sensitive"]),
-    ),
-];
+const ANDROID: ObjSpec = ObjSpec::new(
+    "NotificationAndroid",
+    &[
+        opt("alert", Str),
+        opt("title", Str),
+        opt("builder_id", Int(0, i32::MAX as i64)),
+        opt("channel_id", StrMax(1000)),
+        opt("category", Str),
+        opt("priority", Int(-2, 2)),
+        opt("style", Int(0, 3)).doc("0 default, 1 big_text, 2 inbox, 3 big_pic_path"),
+        opt("alert_type", Int(-1, 7)),
+        opt("big_text", Str),
+        opt("inbox", Object),
+        opt("big_pic_path", Str),
+        opt("extras", Object),
+        opt("large_icon", Str),
+        opt("small_icon_uri", Str),
+        opt("icon_bg_color", Str),
+        opt("intent", Object).doc("{\"url\": \"..\"}"),
+        opt("uri_activity", Str),
+        opt("uri_action", Str),
+        opt("badge_add_num", Int(1, 99)),
+        opt("badge_set_num", Int(0, 99)),
+        opt("badge_class", Str),
+        opt("sound", Str),
+        opt("show_begin_time", Str),
+        opt("show_end_time", Str),
+        opt("display_foreground", OneOf(&["0", "1"])),
+        opt("custom_buttons", Objects),
+        opt("mipns_content_forshort", StrMax(128 * 4)),
+        opt("oppns_content_forshort", StrMax(200 * 4)),
+        opt("vpns_content_forshort", StrMax(100 * 4)),
+        opt("mzpns_content_forshort", StrMax(100 * 4)),
+    ],
+);
 
-const IOS_ALERT: Spec = &[
-    ("title", Str),
-    ("subtitle", Str),
-    ("body", Str),
-    ("launch-image", Str),
-    ("title-loc-key", Str),
-    ("title-loc-args", Strings),
-    ("subtitle-loc-key", Str),
-    ("subtitle-loc-args", Strings),
-    ("loc-key", Str),
-    ("loc-args", Strings),
-    ("action-loc-key", Str),
-];
+const IOS: ObjSpec = ObjSpec::new(
+    "NotificationIos",
+    &[
+        opt("alert", StrOrObj(&IOS_ALERT)),
+        opt("sound", StrOrObject),
+        opt("badge", Badge).doc("N sets, +N / -N change, 0 clears"),
+        opt("content-available", Bool),
+        opt("mutable-content", Bool),
+        opt("category", Str),
+        opt("extras", Object),
+        opt("thread-id", Str),
+        opt(
+            "interruption-level",
+            OneOf(&["active", "critical", "passive", "time-sensitive"]),
+        ),
+    ],
+);
 
-const HMOS: Spec = &[
-    ("alert", Str),
-    ("title", Str),
-    ("category", Str),
-    ("large_icon", Str),
-    ("intent", Object),
-    ("badge_add_num", Int(1, 99)),
-    ("badge_set_num", Int(0, 99)),
-    ("test_message", Bool),
-    ("receipt_id", Str),
-    ("extras", Object),
-    ("style", Int(0, 2)),
-    ("inbox", Object),
-    ("push_type", Int(0, 10)),
-    ("extra_data", Str),
-    ("display_foreground", OneOf(&["0", "1"])),
-    ("sound", Str),
-    ("sound_duration", Int(1, 60)),
-    ("hm_payload", Object),
-];
+const IOS_ALERT: ObjSpec = ObjSpec::new(
+    "NotificationIosAlert",
+    &[
+        opt("title", Str),
+        opt("subtitle", Str),
+        opt("body", Str),
+        opt("launch-image", Str),
+        opt("title-loc-key", Str),
+        opt("title-loc-args", Strings),
+        opt("subtitle-loc-key", Str),
+        opt("subtitle-loc-args", Strings),
+        opt("loc-key", Str),
+        opt("loc-args", Strings),
+        opt("action-loc-key", Str),
+    ],
+);
 
-const QUICKAPP: Spec = &[
-    ("alert", Str),
-    ("title", Str),
-    ("page", Str),
-    ("extras", Object),
-];
-const WINPHONE: Spec = &[
-    ("alert", Str),
-    ("title", Str),
-    ("_open_page", Str),
-    ("extras", Object),
-];
+const HMOS: ObjSpec = ObjSpec::new(
+    "NotificationHmos",
+    &[
+        opt("alert", Str).doc("not empty"),
+        opt("title", Str),
+        opt("category", Str),
+        opt("large_icon", Str),
+        opt("intent", Object).doc("{\"url\": \"..\"}"),
+        opt("badge_add_num", Int(1, 99)),
+        opt("badge_set_num", Int(0, 99)),
+        opt("test_message", Bool),
+        opt("receipt_id", Str),
+        opt("extras", Object),
+        opt("style", Int(0, 2)),
+        opt("inbox", Object),
+        opt("push_type", Int(0, 10))
+            .doc("0, 1, 2, 7 or 10; 2 and 10 need extra_data, 1 and 7 need hm_payload"),
+        opt("extra_data", Str),
+        opt("display_foreground", OneOf(&["0", "1"])),
+        opt("sound", Str),
+        opt("sound_duration", Int(1, 60)),
+        opt("hm_payload", Object),
+    ],
+);
+
+const QUICKAPP: ObjSpec = ObjSpec::new(
+    "NotificationQuickapp",
+    &[
+        opt("alert", Str),
+        req("title", Str),
+        req("page", Str),
+        opt("extras", Object),
+    ],
+);
+const WINPHONE: ObjSpec = ObjSpec::new(
+    "NotificationWinphone",
+    &[
+        opt("alert", Str),
+        opt("title", Str),
+        opt("_open_page", Str),
+        opt("extras", Object),
+    ],
+);
 /// Pigeon's own section for web devices.
-const WEB: Spec = &[
-    ("alert", Str),
-    ("title", Str),
-    ("url", Str),
-    ("icon", Str),
-    ("extras", Object),
-];
+const WEB: ObjSpec = ObjSpec::new(
+    "NotificationWeb",
+    &[
+        opt("alert", Str),
+        opt("title", Str),
+        opt("url", Str),
+        opt("icon", Str),
+        opt("extras", Object),
+    ],
+);
 
-const MESSAGE: Spec = &[
-    ("msg_content", Str),
-    ("title", Str),
-    ("content_type", Str),
-    ("extras", Object),
-    ("alternate_title", Str),
-    ("alternate_content", Str),
-];
+const MESSAGE: ObjSpec = ObjSpec::new(
+    "Message",
+    &[
+        req("msg_content", Str),
+        opt("title", Str),
+        opt("content_type", Str),
+        opt("extras", Object),
+        opt("alternate_title", Str),
+        opt("alternate_content", Str),
+    ],
+);
 
-const OPTIONS: Spec = &[
-    ("sendno", Int(i64::MIN, i64::MAX)),
-    ("time_to_live", Int(0, MAX_TIME_TO_LIVE_S as i64)),
-    ("override_msg_id", Int(1, i64::MAX)),
-    ("apns_production", Bool),
-    ("apns_collapse_id", StrMax(64)),
-    ("big_push_duration", Int(0, 1400)),
-    ("third_party_channel", Object),
-    ("classification", Int(0, 1)),
-    ("target_event", Strings),
-    ("test_message", Bool),
-    ("receipt_id", Str),
-    ("active_push", Bool),
-    ("need_backup", Bool),
-    ("business_operation_code", Str),
-    ("notification_3rd_ver", OneOf(&["v1", "v2"])),
-    ("test_model", Bool),
-    ("auto_truncation", Bool),
-    ("mkt_enable", Bool),
-    ("notification_switch_filter", Bool),
-    ("alternate_set", Any),
-    ("geofence", Any),
-    ("portal_extra", Any),
-];
+const INAPP: ObjSpec = ObjSpec::new("InappMessage", &[opt("inapp_message", Bool)]);
 
-const THIRD_PARTY_VENDORS: &[&str] = &[
-    "xiaomi", "huawei", "honor", "meizu", "oppo", "vivo", "fcm", "nio", "asus", "hmos",
-];
+const OPTIONS: ObjSpec = ObjSpec::new(
+    "Options",
+    &[
+        opt("sendno", Int(i64::MIN, i64::MAX)).doc("echoed back in the answer, as a string"),
+        opt("time_to_live", Int(0, MAX_TIME_TO_LIVE_S as i64))
+            .doc("seconds an offline device may still get the push; 0: online devices only"),
+        opt("override_msg_id", Int(1, i64::MAX)),
+        opt("apns_production", Bool),
+        opt("apns_collapse_id", StrMax(64)),
+        opt("big_push_duration", Int(0, 1400)).doc("minutes to pace the push over"),
+        opt("third_party_channel", Obj(&THIRD_PARTY_CHANNEL)),
+        opt("classification", Int(0, 1)),
+        opt("target_event", Strings),
+        opt("test_message", Bool),
+        opt("receipt_id", Str),
+        opt("active_push", Bool),
+        opt("need_backup", Bool).doc("needs active_push (else 400/1035)"),
+        opt("business_operation_code", Str),
+        opt("notification_3rd_ver", OneOf(&["v1", "v2"])),
+        opt("test_model", Bool),
+        opt("auto_truncation", Bool),
+        opt("mkt_enable", Bool),
+        opt("notification_switch_filter", Bool),
+        opt("alternate_set", Any),
+        opt("geofence", Any),
+        opt("portal_extra", Any),
+    ],
+);
 
-const SMS: Spec = &[
-    ("delay_time", Int(0, 86_400)),
-    ("temp_id", Int(1, i64::MAX)),
-    ("temp_para", Object),
-    ("signid", Int(0, i64::MAX)),
-    ("active_filter", Bool),
-    ("content", StrMax(1000)),
-];
+const THIRD_PARTY_CHANNEL: ObjSpec = ObjSpec::new(
+    "ThirdPartyChannel",
+    &[
+        opt("xiaomi", Obj(&VENDOR_CHANNEL)),
+        opt("huawei", Obj(&VENDOR_CHANNEL)),
+        opt("honor", Obj(&VENDOR_CHANNEL)),
+        opt("meizu", Obj(&VENDOR_CHANNEL)),
+        opt("oppo", Obj(&VENDOR_CHANNEL)),
+        opt("vivo", Obj(&VENDOR_CHANNEL)),
+        opt("fcm", Obj(&VENDOR_CHANNEL)),
+        opt("nio", Obj(&VENDOR_CHANNEL)),
+        opt("asus", Obj(&VENDOR_CHANNEL)),
+        opt("hmos", Obj(&VENDOR_CHANNEL)),
+    ],
+)
+.doc("Vendor routing and attributes per vendor");
+
+/// A vendor's routing object is kept as given; only its enum fields are checked.
+const VENDOR_CHANNEL: ObjSpec = ObjSpec::new(
+    "VendorChannel",
+    &[
+        opt(
+            "distribution",
+            OneOf(&["first_ospush", "ospush", "jpush", "secondary_push"]),
+        ),
+        opt(
+            "distribution_fcm",
+            OneOf(&[
+                "jpush",
+                "fcm",
+                "pns",
+                "secondary_fcm_push",
+                "secondary_pns_push",
+            ]),
+        ),
+        opt(
+            "distribution_customize",
+            OneOf(&["jpush", "first_ospush", "secondary_push"]),
+        ),
+        opt("importance", OneOf(&["LOW", "NORMAL", "HIGH"])),
+    ],
+)
+.open();
+
+/// Longest SMS text, in characters as JPush counts them (every character one).
+pub const MAX_SMS_CHARS: usize = 480;
+
+/// Either form of JPush's SMS: text (`content`, the push API's form) or a template
+/// (`temp_id` with `temp_para`, the SDKs' `smsmessage` helper).
+const SMS: ObjSpec = ObjSpec::new(
+    "SmsMessage",
+    &[
+        req("delay_time", Int(0, 86_400))
+            .doc("seconds to wait for the push to be delivered; 0 sends at once"),
+        opt("content", CharsMax(MAX_SMS_CHARS)).doc("the SMS text"),
+        opt("temp_id", Int(1, i64::MAX)).doc("an SMS template id, for providers that use them"),
+        opt("temp_para", Object).doc("the template's parameters"),
+        opt("signid", Int(0, i64::MAX)),
+        opt("active_filter", Bool),
+    ],
+)
+.doc("SMS fallback: needs content or temp_id")
+.any_of(&["content", "temp_id"]);
 
 /// Longest `callback.url`.
 const MAX_CALLBACK_URL: usize = 1024;
 
-const CALLBACK: Spec = &[("url", Str), ("params", Object), ("type", Int(1, 15))];
+const CALLBACK: ObjSpec = ObjSpec::new(
+    "PushCallback",
+    &[
+        opt("url", StrMax(MAX_CALLBACK_URL)).doc("http(s), not a private address"),
+        opt("params", Object),
+        opt("type", Int(1, 15)).doc("bits: delivered 1, clicked 2, not delivered 4, sent 8"),
+    ],
+);
 
-const AUDIENCE: Spec = &[
-    ("tag", Any),
-    ("tag_and", Any),
-    ("tag_not", Any),
-    ("alias", Any),
-    ("registration_id", Any),
-    ("segment", Any),
-    ("abtest", Any),
-    ("live_activity_id", Any),
-    ("file", Any),
-];
+const NAME_RULE: &str =
+    "each at most 40 bytes of letters, digits, _, CJK characters and @!#$&*+=.|￥";
+
+const AUDIENCE: ObjSpec = ObjSpec::new(
+    "Audience",
+    &[
+        opt("tag", StringsMax(MAX_AUDIENCE_TAGS)).doc(NAME_RULE),
+        opt("tag_and", StringsMax(MAX_AUDIENCE_TAGS)).doc(NAME_RULE),
+        opt("tag_not", StringsMax(MAX_AUDIENCE_TAGS)).doc(NAME_RULE),
+        opt("alias", StringsMax(MAX_AUDIENCE_IDS)).doc(NAME_RULE),
+        opt("registration_id", StringsMax(MAX_AUDIENCE_IDS)),
+        opt("segment", Strings).doc("not supported by this server yet"),
+        opt("abtest", Strings).doc("not supported by this server yet"),
+        opt("live_activity_id", Any).doc("not supported by this server yet"),
+        opt("file", Object).doc("{\"file_id\": \"..\"}, only through POST /v3/push/file"),
+    ],
+)
+.doc(
+    "Devices that match every key given (tag: any of, tag_and: all of, tag_not: none of); \
+     at least one of tag, tag_and, tag_not, alias, registration_id non-empty.",
+);
+
+/// Adds the push object's JSON Schema (`Push`, and one schema per table it nests) to
+/// `components` and answers the `$ref` to it.
+pub fn push_schema(components: &mut Map<String, Value>) -> Value {
+    object_schema(&PUSH, components)
+}
 
 /// Parses and validates a JPush push object into a core [`Push`] (msg_id and sent_ms unset).
 pub fn parse_push(body: &Value) -> Checked<Push> {
     let top = body
         .as_object()
         .ok_or_else(|| PushError::invalid("the push must be a JSON object"))?;
-    check_object("push", top, TOP)?;
+    // Before the table's "needs notification or message", which would mislead here.
+    if top.contains_key("live_activity") {
+        return Err(PushError::invalid(
+            "live_activity pushes are not supported yet",
+        ));
+    }
+    // Every key, type, range and required field of the push and the objects it nests; what
+    // follows are the rules a table cannot say.
+    check_object("", top, &PUSH)?;
 
-    let platforms = parse_platform(
-        top.get("platform")
-            .ok_or_else(|| PushError::missing("platform is required"))?,
-    )?;
-    let audience = parse_audience(
-        top.get("audience")
-            .ok_or_else(|| PushError::missing("audience is required"))?,
-    )?;
+    let platforms = parse_platform(top.get("platform").unwrap_or(&Value::Null))?;
+    let audience = parse_audience(top.get("audience").unwrap_or(&Value::Null))?;
 
     let notification = top
         .get("notification")
         .map(|n| parse_notification(n, platforms))
         .transpose()?;
     let message = top.get("message").map(parse_message).transpose()?;
-    if top.contains_key("live_activity") {
+    if top.contains_key("inapp_message") && (message.is_some() || notification.is_none()) {
         return Err(PushError::invalid(
-            "live_activity pushes are not supported yet",
+            "inapp_message needs notification and cannot go with message",
         ));
-    }
-    if notification.is_none() && message.is_none() {
-        return Err(PushError::missing("a push needs notification or message"));
-    }
-    if let Some(inapp) = top.get("inapp_message") {
-        if message.is_some() || notification.is_none() {
-            return Err(PushError::invalid(
-                "inapp_message needs notification and cannot go with message",
-            ));
-        }
-        check_object(
-            "inapp_message",
-            as_object("inapp_message", inapp)?,
-            &[("inapp_message", Bool)],
-        )?;
     }
     check_sizes(top)?;
 
@@ -257,27 +381,8 @@ pub fn parse_push(body: &Value) -> Checked<Push> {
         Some(o) => parse_options(o)?,
         None => PushOptions::default(),
     };
-    if let Some(sms) = top.get("sms_message") {
-        let sms = as_object("sms_message", sms)?;
-        check_object("sms_message", sms, SMS)?;
-        for required in ["delay_time", "temp_id"] {
-            if !sms.contains_key(required) {
-                return Err(PushError::missing(format!(
-                    "sms_message.{required} is required"
-                )));
-            }
-        }
-    }
     if let Some(cb) = top.get("callback") {
-        let cb = as_object("callback", cb)?;
-        check_object("callback", cb, CALLBACK)?;
         if let Some(url) = cb.get("url").and_then(Value::as_str) {
-            if url.len() > MAX_CALLBACK_URL {
-                return Err(PushError::invalid(format!(
-                    "callback.url is {} bytes; at most {MAX_CALLBACK_URL}",
-                    url.len()
-                )));
-            }
             pigeon_callbacks::check_endpoint(url, &[])
                 .map_err(|m| PushError::invalid(format!("callback.url: {m}")))?;
         }
@@ -304,17 +409,16 @@ pub fn parse_push(body: &Value) -> Checked<Push> {
     })
 }
 
+/// The platforms of a `platform` the table has checked.
 fn parse_platform(v: &Value) -> Checked<PlatformSet> {
     match v {
         Value::String(s) if s == "all" => Ok(PlatformSet::all()),
         Value::Array(items) if !items.is_empty() => items
             .iter()
             .map(|i| {
-                i.as_str().and_then(Platform::parse).ok_or_else(|| {
-                    PushError::invalid(format!(
-                        "platform {i} is not one of android, ios, hmos, quickapp, winphone, web"
-                    ))
-                })
+                i.as_str()
+                    .and_then(Platform::parse)
+                    .ok_or_else(|| PushError::invalid(format!("platform {i} is not a platform")))
             })
             .collect(),
         _ => Err(PushError::invalid(
@@ -329,7 +433,6 @@ fn parse_audience(v: &Value) -> Checked<Audience> {
         Value::Object(o) => o,
         _ => return Err(PushError::invalid("audience must be \"all\" or an object")),
     };
-    check_object("audience", obj, AUDIENCE)?;
     let mut expr = AudienceExpr::default();
     for (key, value) in obj {
         let path = format!("audience.{key}");
@@ -368,12 +471,6 @@ fn parse_audience(v: &Value) -> Checked<Audience> {
                 )))
             }
             "tag" | "tag_and" | "tag_not" => {
-                if items.len() > MAX_AUDIENCE_TAGS {
-                    return Err(PushError::invalid(format!(
-                        "{path} has {} tags, the limit is {MAX_AUDIENCE_TAGS}",
-                        items.len()
-                    )));
-                }
                 for t in &items {
                     check_name("tag", t).map_err(|e| PushError::invalid(format!("{path}: {e}")))?;
                 }
@@ -384,7 +481,6 @@ fn parse_audience(v: &Value) -> Checked<Audience> {
                 }
             }
             "alias" => {
-                check_id_count(&path, items.len())?;
                 for a in &items {
                     check_name("alias", a)
                         .map_err(|e| PushError::invalid(format!("{path}: {e}")))?;
@@ -392,7 +488,6 @@ fn parse_audience(v: &Value) -> Checked<Audience> {
                 expr.alias = items;
             }
             "registration_id" => {
-                check_id_count(&path, items.len())?;
                 if let Some(bad) = items
                     .iter()
                     .find(|r| r.len() > 64 || !r.bytes().all(|b| b.is_ascii_alphanumeric()))
@@ -414,18 +509,8 @@ fn parse_audience(v: &Value) -> Checked<Audience> {
     Ok(Audience::Expr(expr))
 }
 
-fn check_id_count(path: &str, n: usize) -> Checked<()> {
-    if n > MAX_AUDIENCE_IDS {
-        return Err(PushError::invalid(format!(
-            "{path} has {n} entries, the limit is {MAX_AUDIENCE_IDS}"
-        )));
-    }
-    Ok(())
-}
-
 fn parse_notification(v: &Value, platforms: PlatformSet) -> Checked<Notification> {
     let obj = as_object("notification", v)?;
-    check_object("notification", obj, NOTIFICATION)?;
     let alert = obj.get("alert").cloned();
     let mut sections = std::collections::BTreeMap::new();
     for (name, value) in obj {
@@ -434,18 +519,6 @@ fn parse_notification(v: &Value, platforms: PlatformSet) -> Checked<Notification
         }
         let path = format!("notification.{name}");
         let section = as_object(&path, value)?;
-        let spec = match name.as_str() {
-            "android" => ANDROID,
-            "ios" => IOS,
-            "hmos" => HMOS,
-            "quickapp" => QUICKAPP,
-            "winphone" => WINPHONE,
-            "web" => WEB,
-            _ => &[], // voip: any object, passed through to PushKit
-        };
-        if name != "voip" {
-            check_object(&path, section, spec)?;
-        }
         check_section(name, &path, section, alert.is_some())?;
         sections.insert(name.clone(), section.clone());
     }
@@ -476,45 +549,30 @@ fn check_section(
             "{path}.alert is required (or a notification.alert)"
         )));
     }
-    match name {
-        "ios" => {
-            if let Some(Value::Object(alert)) = s.get("alert") {
-                check_object(&format!("{path}.alert"), alert, IOS_ALERT)?;
-            }
+    if name == "hmos" {
+        if s.get("alert").and_then(Value::as_str) == Some("") {
+            return Err(PushError::invalid(format!(
+                "{path}.alert must not be empty"
+            )));
         }
-        "hmos" => {
-            if s.get("alert").and_then(Value::as_str) == Some("") {
+        let push_type = s.get("push_type").and_then(int_of);
+        if let Some(t) = push_type {
+            if ![0, 1, 2, 7, 10].contains(&t) {
                 return Err(PushError::invalid(format!(
-                    "{path}.alert must not be empty"
+                    "{path}.push_type must be 0, 1, 2, 7 or 10"
                 )));
             }
-            let push_type = s.get("push_type").and_then(int_of);
-            if let Some(t) = push_type {
-                if ![0, 1, 2, 7, 10].contains(&t) {
-                    return Err(PushError::invalid(format!(
-                        "{path}.push_type must be 0, 1, 2, 7 or 10"
-                    )));
-                }
-                if matches!(t, 2 | 10) && !has("extra_data") {
-                    return Err(PushError::missing(format!(
-                        "{path}.extra_data is required when push_type is {t}"
-                    )));
-                }
-                if matches!(t, 1 | 7) && !has("hm_payload") {
-                    return Err(PushError::missing(format!(
-                        "{path}.hm_payload is required when push_type is {t}"
-                    )));
-                }
+            if matches!(t, 2 | 10) && !has("extra_data") {
+                return Err(PushError::missing(format!(
+                    "{path}.extra_data is required when push_type is {t}"
+                )));
+            }
+            if matches!(t, 1 | 7) && !has("hm_payload") {
+                return Err(PushError::missing(format!(
+                    "{path}.hm_payload is required when push_type is {t}"
+                )));
             }
         }
-        "quickapp" => {
-            for k in ["title", "page"] {
-                if !has(k) {
-                    return Err(PushError::missing(format!("{path}.{k} is required")));
-                }
-            }
-        }
-        _ => {}
     }
     if let Some(intent) = s.get("intent") {
         let ok = intent.get("url").is_some_and(Value::is_string);
@@ -528,17 +586,11 @@ fn check_section(
 }
 
 fn parse_message(v: &Value) -> Checked<Map<String, Value>> {
-    let obj = as_object("message", v)?;
-    check_object("message", obj, MESSAGE)?;
-    if !obj.contains_key("msg_content") {
-        return Err(PushError::missing("message.msg_content is required"));
-    }
-    Ok(obj.clone())
+    Ok(as_object("message", v)?.clone())
 }
 
 fn parse_options(v: &Value) -> Checked<PushOptions> {
     let obj = as_object("options", v)?;
-    check_object("options", obj, OPTIONS)?;
     let int = |k: &str| obj.get(k).and_then(int_of);
     let mut options = PushOptions {
         sendno: int("sendno"),
@@ -556,9 +608,6 @@ fn parse_options(v: &Value) -> Checked<PushOptions> {
         pace_ms: None,
         other: Map::new(),
     };
-    if let Some(tpc) = obj.get("third_party_channel") {
-        check_third_party_channel(as_object("options.third_party_channel", tpc)?)?;
-    }
     if obj.get("need_backup").and_then(bool_of) == Some(true)
         && obj.get("active_push").and_then(bool_of) != Some(true)
     {
@@ -581,54 +630,6 @@ fn parse_options(v: &Value) -> Checked<PushOptions> {
         }
     }
     Ok(options)
-}
-
-/// The vendor routing object is kept as given; only its enum fields are checked.
-fn check_third_party_channel(tpc: &Map<String, Value>) -> Checked<()> {
-    const DISTRIBUTION: &[&str] = &["first_ospush", "ospush", "jpush", "secondary_push"];
-    const DISTRIBUTION_FCM: &[&str] = &[
-        "jpush",
-        "fcm",
-        "pns",
-        "secondary_fcm_push",
-        "secondary_pns_push",
-    ];
-    const DISTRIBUTION_CUSTOMIZE: &[&str] = &["jpush", "first_ospush", "secondary_push"];
-    for (vendor, v) in tpc {
-        let path = format!("options.third_party_channel.{vendor}");
-        if !THIRD_PARTY_VENDORS.contains(&vendor.as_str()) {
-            return Err(PushError::unknown_key(
-                "options.third_party_channel",
-                vendor,
-            ));
-        }
-        let obj = as_object(&path, v)?;
-        for (key, allowed) in [
-            ("distribution", DISTRIBUTION),
-            ("distribution_fcm", DISTRIBUTION_FCM),
-            ("distribution_customize", DISTRIBUTION_CUSTOMIZE),
-        ] {
-            if let Some(val) = obj.get(key) {
-                if !val.as_str().is_some_and(|s| allowed.contains(&s)) {
-                    return Err(PushError::invalid(format!(
-                        "{path}.{key} must be one of {}",
-                        allowed.join(", ")
-                    )));
-                }
-            }
-        }
-        if let Some(imp) = obj.get("importance") {
-            if !imp
-                .as_str()
-                .is_some_and(|s| ["LOW", "NORMAL", "HIGH"].contains(&s))
-            {
-                return Err(PushError::invalid(format!(
-                    "{path}.importance must be LOW, NORMAL or HIGH"
-                )));
-            }
-        }
-    }
-    Ok(())
 }
 
 /// Payload limits (§2.12): `"ios":{...}` ≤ 2000 bytes; android notification + message ≤ 4000.
@@ -790,6 +791,108 @@ mod tests {
                 json!({"platform": "all", "audience": "all", "notification": {"android": {"alert": "a"}}, "message": {"msg_content": big}})
             ),
             1005
+        );
+    }
+
+    /// Every table reachable from the push object, each once.
+    fn tables(spec: &'static ObjSpec, out: &mut Vec<&'static ObjSpec>) {
+        if out.iter().any(|t| t.name == spec.name) {
+            return;
+        }
+        out.push(spec);
+        for f in spec.fields {
+            if let Obj(t) | StrOrObj(t) | AllOr(t) = f.kind {
+                tables(t, out);
+            }
+        }
+    }
+
+    #[test]
+    fn every_field_the_parser_knows_is_in_the_schema() {
+        let mut components = Map::new();
+        assert_eq!(
+            push_schema(&mut components),
+            json!({"$ref": "#/components/schemas/Push"})
+        );
+        let mut all = vec![];
+        tables(&PUSH, &mut all);
+        assert!(all.len() >= 15, "{} tables", all.len());
+        for t in all {
+            let schema = &components[t.name];
+            for f in t.fields {
+                assert!(
+                    schema["properties"][f.name].is_object(),
+                    "{}.{} is not in the schema",
+                    t.name,
+                    f.name
+                );
+                let required = schema["required"]
+                    .as_array()
+                    .is_some_and(|r| r.contains(&json!(f.name)));
+                assert_eq!(required, f.required, "{}.{}", t.name, f.name);
+            }
+            let properties = schema["properties"].as_object().map_or(0, |p| p.len());
+            assert_eq!(
+                properties,
+                t.fields.len(),
+                "{} has extra properties",
+                t.name
+            );
+            assert_eq!(schema["additionalProperties"] == json!(false), !t.open);
+        }
+        let push = &components["Push"];
+        assert_eq!(push["required"], json!(["platform", "audience"]));
+        for key in [
+            "platform",
+            "audience",
+            "notification",
+            "message",
+            "sms_message",
+            "options",
+        ] {
+            assert!(push["properties"][key].is_object(), "{key}");
+        }
+        let sms = &components["SmsMessage"];
+        assert_eq!(sms["properties"]["content"]["maxLength"], json!(480));
+        assert_eq!(
+            sms["anyOf"],
+            json!([{"required": ["content"]}, {"required": ["temp_id"]}])
+        );
+    }
+
+    #[test]
+    fn the_seeds_sms_forms() {
+        let base = |sms: Value| {
+            json!({"platform": "all", "audience": "all",
+                   "notification": {"alert": "hi"}, "sms_message": sms})
+        };
+        // Push API documentation's form: text and a delay.
+        assert!(parse_push(&base(
+            json!({"content": "sms msg content", "delay_time": 3600})
+        ))
+        .is_ok());
+        // The SDKs' template form.
+        assert!(parse_push(&base(json!({"temp_id": 5, "delay_time": 0}))).is_ok());
+        let e = parse_push(&base(json!({"delay_time": 5}))).unwrap_err();
+        assert_eq!(
+            (e.code, e.message.as_str()),
+            (1002, "sms_message needs content or temp_id")
+        );
+        let e = parse_push(&base(json!({"content": "x"}))).unwrap_err();
+        assert_eq!(
+            (e.code, e.message.as_str()),
+            (1002, "sms_message.delay_time is required")
+        );
+        // 480 characters, each a CJK character of 3 bytes: accepted; one more is not.
+        let cjk = |n: usize| "短".repeat(n);
+        assert!(parse_push(&base(json!({"content": cjk(480), "delay_time": 0}))).is_ok());
+        let e = parse_push(&base(json!({"content": cjk(481), "delay_time": 0}))).unwrap_err();
+        assert_eq!(
+            (e.code, e.message.as_str()),
+            (
+                1003,
+                "sms_message.content is 481 characters, the limit is 480"
+            )
         );
     }
 

@@ -447,3 +447,30 @@ pub async fn msg_ids(
         &json!({"count": ids.len(), "msgids": ids}),
     ))
 }
+
+/// The JSON Schemas of a schedule's body for `/openapi.json`, with the limits the handlers
+/// check; `push` is the push object's own schema.
+pub(crate) fn schemas(c: &mut Map<String, Value>) {
+    let properties = json!({
+        "name": {"type": "string", "minLength": 1, "maxLength": MAX_NAME_BYTES,
+            "description": format!("1 to {MAX_NAME_BYTES} bytes of letters, digits, CJK, _ and -")},
+        "enabled": {"type": "boolean"},
+        "trigger": {"type": "object", "description": "{\"single\": {\"time\": \"yyyy-MM-dd HH:mm:ss\"}} or {\"periodical\": {\"start\", \"end\", \"time\", \"time_unit\": day|week|month, \"frequency\", \"point\"}}, Beijing time",
+            "properties": {"single": {"type": "object"}, "periodical": {"type": "object"}}},
+        "push": {"$ref": "#/components/schemas/Push"},
+    });
+    c.insert(
+        "Schedule".into(),
+        json!({"type": "object", "required": ["name", "enabled", "trigger", "push"],
+            "properties": properties, "description": "enabled must be true when a schedule is created"}),
+    );
+    c.insert(
+        "ScheduleChange".into(),
+        json!({"type": "object", "properties": properties, "additionalProperties": false}),
+    );
+    c.insert(
+        "ScheduleCreated".into(),
+        json!({"type": "object", "required": ["schedule_id", "name"], "properties": {
+            "schedule_id": {"type": "string"}, "name": {"type": "string"}}}),
+    );
+}

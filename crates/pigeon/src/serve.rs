@@ -155,6 +155,8 @@ const OPS_ROUTES: &[RouteDoc] = &[
         summary: "Liveness: {\"status\":\"ok\"}",
         query: &[],
         body: false,
+        schema: None,
+        answer: None,
     },
     RouteDoc {
         method: "get",
@@ -163,13 +165,15 @@ const OPS_ROUTES: &[RouteDoc] = &[
         summary: "This document",
         query: &[],
         body: false,
+        schema: None,
+        answer: None,
     },
 ];
 
 /// The OpenAPI document of every route this server mounts.
 fn openapi_document() -> serde_json::Value {
     let routes: Vec<RouteDoc> = [pigeon_jpush::ROUTES, pigeon_gateway::ROUTES, OPS_ROUTES].concat();
-    let mut doc = pigeon_jpush::openapi::document(&routes);
+    let mut doc = pigeon_jpush::openapi::document(&routes, pigeon_gateway::schemas());
     for path in ["/health", "/openapi.json"] {
         doc["paths"][path]["get"]["security"] = serde_json::json!([]);
     }

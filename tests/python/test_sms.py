@@ -156,6 +156,12 @@ def test_the_push_apis_text_form_sends_its_content():
             long_id = pushed(server, app, [away.registration_id], {"content": long_text, "delay_time": 0})
             assert provider.wait(lambda: provider.sms(long_id), limit=5)
             assert provider.sms(long_id)[0]["content"] == long_text
+            # A template id given as a numeric string (JPush takes integers either way)
+            # reaches the provider as the number.
+            str_id = pushed(server, app, [away.registration_id],
+                            {"temp_id": "5", "temp_para": {"code": "1"}, "delay_time": 0})
+            assert provider.wait(lambda: provider.sms(str_id), limit=5)
+            assert provider.sms(str_id)[0]["temp_id"] == 5
         finally:
             server.stop()
             provider.close()

@@ -154,7 +154,11 @@ impl Worker {
             mobile: send.mobile.clone(),
             msg_id: send.msg_id.to_string(),
             registration_id: send.registration_id.clone(),
-            temp_id: sms.get("temp_id").and_then(Value::as_i64),
+            // The parser lets an integer come as a numeric string, as JPush does.
+            temp_id: sms.get("temp_id").and_then(|v| {
+                v.as_i64()
+                    .or_else(|| v.as_str().and_then(|s| s.trim().parse().ok()))
+            }),
             temp_para: sms
                 .get("temp_para")
                 .cloned()

@@ -435,17 +435,12 @@ impl Router {
     async fn check_endpoint(&self, subscription: &Value) -> Result<(), String> {
         let endpoint = subscription["endpoint"].as_str().unwrap_or_default();
         let url = reqwest::Url::parse(endpoint).map_err(|e| format!("{endpoint:?}: {e}"))?;
-        let host = url.host_str().ok_or("the endpoint has no host")?;
-        if self.config.webpush_allow_private_networks {
-            return match url.scheme() {
-                "https" | "http" => Ok(()),
-                other => Err(format!("a {other} endpoint; http(s) only")),
-            };
-        }
-        if url.scheme() != "https" {
+        let allow = self.config.webpush_allow_private_networks;
+        if !allow && url.scheme() == "http" {
             return Err(format!("{endpoint}: Web Push endpoints must be https"));
         }
-        pigeon_core::net::refuse_private(host, url.port_or_known_default().unwrap_or(443)).await
+        let policy = pigeon_core::net::AddressPolicy::webpush(allow);
+        pigeon_core::net::check_before_send(&url, "endpoint", &policy).await
     }
 
     /// The app's channel to a vendor, made again when its credentials changed.

@@ -142,6 +142,9 @@ pub struct RouterConfig {
     /// Whether a Web Push endpoint (which the device gave) may be plain `http` or on a
     /// loopback, private or link-local address: for a local push service.
     pub webpush_allow_private_networks: bool,
+    /// Whether vendors' `base_url` / `auth_url` / `token_uri` may be on loopback, private,
+    /// link-local or other non-public addresses: for local fakes of the vendors.
+    pub vendors_allow_private_networks: bool,
 }
 
 /// The router; [`start`] makes it and hands it to the engine.
@@ -251,7 +254,8 @@ impl OfflineRouter for Router {
                         Client::Huawei(c) => c.revoke(notify_id, chunk).await,
                         Client::Xiaomi(c) => c.revoke(notify_id, chunk).await,
                         _ => continue,
-                    };
+                    }
+                    .shortened();
                     tracing::info!(app = %app.app_key, msg_id = push.msg_id(), vendor,
                         tokens = chunk.len(), ?outcome, "recall sent to the vendor");
                 }
@@ -391,7 +395,7 @@ impl Router {
         let mut after = None;
         for (t, outcome) in job.targets.into_iter().zip(outcomes) {
             let d = &t.device;
-            match outcome {
+            match outcome.shortened() {
                 Outcome::Sent { .. } => engine.vendor_sent(&job.app, &push, d.ordinal, d.vendor),
                 Outcome::DeadToken { reason } => {
                     tracing::info!(vendor = d.vendor, registration_id = %d.registration_id, %reason,
@@ -466,7 +470,8 @@ impl Router {
                 return Ok(c.clone());
             }
         }
-        let client = make_client(engine, app_key, vendor, &creds).await?;
+        let allow_private = self.config.vendors_allow_private_networks;
+        let client = make_client(engine, app_key, vendor, &creds, allow_private).await?;
         let number = |k: &str| creds.get(k).and_then(Value::as_u64);
         let concurrency = number("concurrency").map_or(default_concurrency(vendor), |n| n as usize);
         let rate = number("rate_per_minute").or(default_rate_per_minute(vendor));
@@ -486,7 +491,13 @@ async fn make_client(
     app_key: &str,
     vendor: &str,
     creds: &Value,
+    allow_private: bool,
 ) -> Result<Client, String> {
+    // Checked when they were set, but credentials stored before that check, or set while the
+    // operator allowed private networks, may still point there. Only literal hosts here: the
+    // clients' resolver judges names when connecting.
+    let policy = pigeon_core::net::AddressPolicy::vendors(allow_private);
+    pigeon_engine::vendors::check_urls(creds, &policy, false).await?;
     let s = |k: &str| creds.get(k).and_then(Value::as_str).map(String::from);
     let need = |k: &str| s(k).ok_or_else(|| format!("{vendor} credentials have no {k}"));
     let e = |e: &dyn std::fmt::Display| e.to_string();
@@ -513,14 +524,18 @@ async fn make_client(
                         .unwrap_or(true),
                     base_url: s("base_url"),
                     extra_root_pem: s("ca_pem"),
+                    allow_private_networks: allow_private,
                 })
                 .map_err(|x| e(&x))?,
             )
         }
-        "fcm" => Client::Fcm(Box::new(
-            FcmClient::new(FcmConfig::from_service_account(creds).map_err(|x| e(&x))?)
-                .map_err(|x| e(&x))?,
-        )),
+        "fcm" => {
+            let config = FcmConfig {
+                allow_private_networks: allow_private,
+                ..FcmConfig::from_service_account(creds).map_err(|x| e(&x))?
+            };
+            Client::Fcm(Box::new(FcmClient::new(config).map_err(|x| e(&x))?))
+        }
         "huawei" | "honor" => {
             let account = OAuthAppConfig {
                 app_id: need("app_id")?,
@@ -528,6 +543,7 @@ async fn make_client(
                 client_secret: need("client_secret")?,
                 auth_url: s("auth_url"),
                 base_url: s("base_url"),
+                allow_private_networks: allow_private,
             };
             if vendor == "huawei" {
                 Client::Huawei(HuaweiClient::new(account).map_err(|x| e(&x))?)
@@ -540,6 +556,7 @@ async fn make_client(
                 app_secret: need("app_secret")?,
                 package_name: need("package_name")?,
                 base_url: s("base_url"),
+                allow_private_networks: allow_private,
             })
             .map_err(|x| e(&x))?,
         ),
@@ -548,6 +565,7 @@ async fn make_client(
                 app_key: need("app_key")?,
                 master_secret: need("master_secret")?,
                 base_url: s("base_url"),
+                allow_private_networks: allow_private,
             })
             .map_err(|x| e(&x))?,
         ),
@@ -557,6 +575,7 @@ async fn make_client(
                 app_key: need("app_key")?,
                 app_secret: need("app_secret")?,
                 base_url: s("base_url"),
+                allow_private_networks: allow_private,
             })
             .map_err(|x| e(&x))?,
         ),
@@ -565,6 +584,7 @@ async fn make_client(
                 app_id: need("app_id")?,
                 app_secret: need("app_secret")?,
                 base_url: s("base_url"),
+                allow_private_networks: allow_private,
             })
             .map_err(|x| e(&x))?,
         ),

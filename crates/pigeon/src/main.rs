@@ -128,6 +128,11 @@ enum CallbackCommand {
         /// Do not send JPush-style Basic authentication.
         #[arg(long)]
         no_basic_auth: bool,
+        /// The server's TOML configuration file: its address policy
+        /// (`[callbacks] allow_private_networks`, `vendors_allow_private_networks`) applies here
+        /// too, as do the `PIGEON_*` variables.
+        #[arg(long)]
+        config: Option<PathBuf>,
         #[arg(long, env = "PIGEON_DATA", default_value = config::DEFAULT_DATA)]
         data: PathBuf,
     },
@@ -449,9 +454,14 @@ async fn callback_command(cmd: CallbackCommand) -> anyhow::Result<()> {
             url,
             commands,
             no_basic_auth,
+            config,
             data,
         } => {
             let endpoint = pigeon_callbacks::new_endpoint(&app_key, &url, commands, !no_basic_auth)
+                .map_err(|e| anyhow::anyhow!(e))?;
+            let policy = private_networks(config)?.callbacks_policy();
+            pigeon_core::net::check_url(&url, "url", &policy)
+                .await
                 .map_err(|e| anyhow::anyhow!(e))?;
             let store = open_store(&data)?;
             if store.find_app(&app_key).await?.is_none() {

@@ -470,7 +470,13 @@ impl Router {
                 return Ok(c.clone());
             }
         }
-        let allow_private = self.config.vendors_allow_private_networks;
+        // Web Push endpoints come from devices, the other URLs from credentials: each kind
+        // has its operator switch.
+        let allow_private = if vendor == "webpush" {
+            self.config.webpush_allow_private_networks
+        } else {
+            self.config.vendors_allow_private_networks
+        };
         let client = make_client(engine, app_key, vendor, &creds, allow_private).await?;
         let number = |k: &str| creds.get(k).and_then(Value::as_u64);
         let concurrency = number("concurrency").map_or(default_concurrency(vendor), |n| n as usize);
@@ -596,7 +602,8 @@ async fn make_client(
                 .map_err(|x| e(&x))?
                 .ok_or("the app has no VAPID key pair")?;
             Client::WebPush(
-                WebPushClient::new(&private, &public, VAPID_SUBJECT).map_err(|x| e(&x))?,
+                WebPushClient::new(&private, &public, VAPID_SUBJECT, allow_private)
+                    .map_err(|x| e(&x))?,
             )
         }
         other => return Err(format!("no client for {other}")),

@@ -118,11 +118,13 @@ async fn joined(write: JoinHandle<Result<(), StoreError>>) -> Result<(), StoreEr
 
 /// Keeps one task per endpoint, starting and stopping them as endpoints come and go.
 async fn supervise(engine: Arc<Engine>, config: Arc<Config>) {
-    let http = match reqwest::Client::builder()
+    let builder = reqwest::Client::builder()
         .timeout(ANSWER_TIMEOUT)
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-    {
+        .redirect(reqwest::redirect::Policy::none());
+    // Names are judged again on the addresses connected to, after the check before sending:
+    // between the two a name could change (DNS rebinding).
+    let policy = pigeon_core::net::AddressPolicy::callbacks(config.allow_private_networks);
+    let http = match pigeon_core::net::public_only(builder, policy).build() {
         Ok(c) => c,
         Err(e) => {
             tracing::error!(error = %e, "callbacks disabled: no HTTP client");

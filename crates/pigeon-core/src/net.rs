@@ -238,6 +238,42 @@ async fn check(url: &Url, field: &str, policy: &AddressPolicy, strict: bool) -> 
     }
 }
 
+/// Makes a client resolve names with [`PublicResolver`] unless private networks are allowed.
+/// IP literals are not resolved by reqwest, so URLs' literal hosts must be checked before (see
+/// [`check_literal`]).
+#[cfg(feature = "reqwest")]
+pub fn public_only(
+    builder: reqwest::ClientBuilder,
+    policy: AddressPolicy,
+) -> reqwest::ClientBuilder {
+    if policy.allow_private {
+        builder
+    } else {
+        builder.dns_resolver(std::sync::Arc::new(PublicResolver(policy)))
+    }
+}
+
+/// Resolves names as the system does, and refuses a name with any non-public address. A URL
+/// was checked when it was given, but a name can resolve elsewhere later (DNS rebinding):
+/// this is the check at the moment of connecting, on the very addresses connected to.
+#[cfg(feature = "reqwest")]
+#[derive(Debug, Clone, Copy)]
+pub struct PublicResolver(pub AddressPolicy);
+
+#[cfg(feature = "reqwest")]
+impl reqwest::dns::Resolve for PublicResolver {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let name = name.as_str().to_string();
+        let policy = self.0;
+        Box::pin(async move {
+            let addrs: Vec<std::net::SocketAddr> =
+                tokio::net::lookup_host((name.as_str(), 0)).await?.collect();
+            check_resolved(&name, &addrs, "host", &policy)?;
+            Ok(Box::new(addrs.into_iter()) as reqwest::dns::Addrs)
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

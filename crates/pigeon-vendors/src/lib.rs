@@ -43,39 +43,7 @@ pub(crate) fn http_client(allow_private_networks: bool) -> reqwest::Result<reqwe
     public_only(builder, policy).build()
 }
 
-/// Makes a client resolve names with [`PublicResolver`] unless private networks are allowed.
-/// IP literals are not resolved by reqwest, so URLs' literal hosts are checked before a client
-/// is made (`pigeon_engine::vendors::check_urls`).
-pub fn public_only(
-    builder: reqwest::ClientBuilder,
-    policy: pigeon_core::net::AddressPolicy,
-) -> reqwest::ClientBuilder {
-    if policy.allow_private {
-        builder
-    } else {
-        builder.dns_resolver(std::sync::Arc::new(PublicResolver(policy)))
-    }
-}
-
-/// Resolves names as the system does, and refuses a name with any non-public address
-/// (`pigeon_core::net`). A vendor URL was checked when it was set, but a name can resolve
-/// elsewhere later (DNS rebinding): this is the check at the moment of connecting, on the
-/// very addresses connected to.
-#[derive(Debug, Clone, Copy)]
-pub struct PublicResolver(pub pigeon_core::net::AddressPolicy);
-
-impl reqwest::dns::Resolve for PublicResolver {
-    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
-        let name = name.as_str().to_string();
-        let policy = self.0;
-        Box::pin(async move {
-            let addrs: Vec<std::net::SocketAddr> =
-                tokio::net::lookup_host((name.as_str(), 0)).await?.collect();
-            pigeon_core::net::check_resolved(&name, &addrs, "host", &policy)?;
-            Ok(Box::new(addrs.into_iter()) as reqwest::dns::Addrs)
-        })
-    }
-}
+pub use pigeon_core::net::{public_only, PublicResolver};
 
 /// How much of a vendor's answer is kept in a reason (logged, and in `ErrInfo`).
 pub const EXCERPT_CHARS: usize = 200;

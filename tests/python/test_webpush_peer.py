@@ -92,7 +92,8 @@ def test_an_offline_browser_gets_the_push_decrypted_by_an_independent_push_servi
             rcv = Receiver()
             out = subprocess.run([PIGEON, "app", "callback", "add", "--app-key", app["app_key"],
                                   "--commands", "Push.Event,Push.Undelivered", "--url", rcv.url,
-                                  "--data", data], capture_output=True, text=True)
+                                  "--data", data], capture_output=True, text=True,
+                                 env=dict(os.environ, PIGEON_CALLBACKS_ALLOW_PRIVATE_NETWORKS="true"))
             assert out.returncode == 0, out.stderr
 
             sub = subscribe(push_service, vapid_key(data, app["app_key"]))

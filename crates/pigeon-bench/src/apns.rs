@@ -65,6 +65,8 @@ pub fn run(args: ApnsArgs) -> anyhow::Result<()> {
         production: false,
         base_url: Some(fake.base_url.clone()),
         extra_root_pem: Some(fake.ca_pem.clone()),
+        // The fake is on this machine.
+        allow_private_networks: true,
     })?;
     let notification = Notification::alert(
         Some("Bench"),
@@ -128,7 +130,10 @@ pub fn run(args: ApnsArgs) -> anyhow::Result<()> {
 /// fake: how long from the accepted push to the last notification the fake took.
 fn through_server(fake: &FakeApns, pem: &str, devices: usize) -> anyhow::Result<()> {
     use std::sync::atomic::Ordering;
-    let server = crate::procs::PigeonServer::start(&[])?;
+    // The fake listens on this machine: vendors on private networks must be allowed, in the
+    // server and in the CLI that stores the credentials.
+    let allow = [("PIGEON_VENDORS_ALLOW_PRIVATE_NETWORKS", "true")];
+    let server = crate::procs::PigeonServer::start(&allow)?;
     let credentials = json!({"key_id": "BENCHKEY01", "team_id": "BENCHTEAM1",
         "private_key": pem, "topic": "com.example.bench", "production": false,
         "base_url": fake.base_url, "ca_pem": fake.ca_pem});
@@ -146,6 +151,7 @@ fn through_server(fake: &FakeApns, pem: &str, devices: usize) -> anyhow::Result<
         .arg(credentials.to_string())
         .arg("--data")
         .arg(&server.data)
+        .envs(allow)
         .output()?;
     anyhow::ensure!(
         out.status.success(),

@@ -147,6 +147,8 @@ fn add_endpoint(server: &crate::procs::PigeonServer, url: &str) -> anyhow::Resul
         ])
         .args(["--commands", "Push.Event", "--data"])
         .arg(&server.data)
+        // The receiver is on this machine; the server is started with the same setting.
+        .env("PIGEON_CALLBACKS_ALLOW_PRIVATE_NETWORKS", "true")
         .output()
         .context("pigeon app callback add")?;
     if !out.status.success() {

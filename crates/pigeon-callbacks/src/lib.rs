@@ -118,11 +118,13 @@ async fn joined(write: JoinHandle<Result<(), StoreError>>) -> Result<(), StoreEr
 
 /// Keeps one task per endpoint, starting and stopping them as endpoints come and go.
 async fn supervise(engine: Arc<Engine>, config: Arc<Config>) {
-    let http = match reqwest::Client::builder()
+    let builder = reqwest::Client::builder()
         .timeout(ANSWER_TIMEOUT)
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-    {
+        .redirect(reqwest::redirect::Policy::none());
+    // Names are judged again on the addresses connected to, after the check before sending:
+    // between the two a name could change (DNS rebinding).
+    let policy = pigeon_core::net::AddressPolicy::callbacks(config.allow_private_networks);
+    let http = match pigeon_core::net::public_only(builder, policy).build() {
         Ok(c) => c,
         Err(e) => {
             tracing::error!(error = %e, "callbacks disabled: no HTTP client");
@@ -544,14 +546,10 @@ impl Endpoint {
 
     /// Refuses loopback, private and link-local targets unless the operator allows them.
     async fn check_address(&self, url: &url::Url) -> Result<(), SendError> {
-        if self.config.allow_private_networks {
-            return Ok(());
-        }
-        let host = url
-            .host_str()
-            .ok_or_else(|| SendError::Refused("the URL has no host".into()))?;
-        let port = url.port_or_known_default().unwrap_or(80);
-        pigeon_core::net::refuse_private(host, port)
+        let policy = pigeon_core::net::AddressPolicy::callbacks(self.config.allow_private_networks);
+        // Again at send time, though the URL was checked when given: a name can resolve to
+        // another address since, and endpoints stored before that check are in the database.
+        pigeon_core::net::check_before_send(url, "url", &policy)
             .await
             .map_err(SendError::Refused)
     }

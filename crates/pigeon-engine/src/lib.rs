@@ -97,6 +97,27 @@ pub struct Registered {
     pub device_secret: String,
 }
 
+/// Whether each kind of client-given target may be on a private network: callback URLs
+/// (`[callbacks] allow_private_networks`), vendors' `base_url` / `auth_url` / `token_uri`
+/// (`vendors_allow_private_networks`) and Web Push endpoints
+/// (`webpush_allow_private_networks`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PrivateNetworks {
+    pub callbacks: bool,
+    pub vendors: bool,
+    pub webpush: bool,
+}
+
+impl PrivateNetworks {
+    pub fn callbacks_policy(&self) -> pigeon_core::net::AddressPolicy {
+        pigeon_core::net::AddressPolicy::callbacks(self.callbacks)
+    }
+
+    pub fn vendors_policy(&self) -> pigeon_core::net::AddressPolicy {
+        pigeon_core::net::AddressPolicy::vendors(self.vendors)
+    }
+}
+
 /// The engine. One per process; shared by every front door.
 pub struct Engine {
     store: Arc<dyn Storage>,
@@ -114,6 +135,8 @@ pub struct Engine {
     recall_window_ms: AtomicU64,
     /// How long one minute of `big_push_duration` lasts (shortened in tests).
     pacing_minute_ms: AtomicU64,
+    /// Which client-given targets may be on private networks (the operator's settings).
+    private_networks: RwLock<PrivateNetworks>,
     /// Where pushes go for offline devices with vendor tokens, once vendor channels run.
     router: std::sync::OnceLock<Arc<dyn offline::OfflineRouter>>,
     /// Woken when the delivery checkpoint wrote callback events, so the dispatcher takes
@@ -138,6 +161,7 @@ impl Engine {
             expired_grace_ms: AtomicU64::new(DEFAULT_EXPIRED_GRACE_MS),
             recall_window_ms: AtomicU64::new(24 * 3600 * 1000),
             pacing_minute_ms: AtomicU64::new(60_000),
+            private_networks: RwLock::new(PrivateNetworks::default()),
             router: std::sync::OnceLock::new(),
         });
         for app in store.list_apps().await? {
@@ -869,6 +893,17 @@ impl Engine {
     pub fn set_recall_window(&self, window: Duration) {
         let ms = u64::try_from(window.as_millis()).unwrap_or(u64::MAX);
         self.recall_window_ms.store(ms, Ordering::Relaxed);
+    }
+
+    /// Which targets that clients give may be on loopback, private, link-local or other
+    /// non-public addresses (`pigeon_core::net`); none unless the operator allows it.
+    pub fn set_private_networks(&self, allowed: PrivateNetworks) {
+        *self.private_networks.write() = allowed;
+    }
+
+    /// The operator's address policy for callbacks, vendor URLs and Web Push endpoints.
+    pub fn private_networks(&self) -> PrivateNetworks {
+        *self.private_networks.read()
     }
 
     /// How long one minute of `big_push_duration` lasts: a minute, except in tests.

@@ -173,14 +173,46 @@ pub async fn channels_view(store: &dyn Storage, app_key: &str) -> Result<Value, 
     }))
 }
 
+/// Fields of credentials that are URLs Pigeon posts to (with the app's secrets, and their
+/// answers logged): a way into the server's own network unless checked.
+pub const URL_FIELDS: &[&str] = &["base_url", "auth_url", "token_uri"];
+
+/// Checks the URLs in credentials against the address policy: their hosts as written and,
+/// when `resolve`, what their names resolve to now. The vendor clients refuse private
+/// addresses again at connect time, so a name that changes later is caught there.
+pub async fn check_urls(
+    credentials: &Value,
+    policy: &pigeon_core::net::AddressPolicy,
+    resolve: bool,
+) -> Result<(), String> {
+    for field in URL_FIELDS {
+        let Some(url) = credentials.get(*field).and_then(Value::as_str) else {
+            continue;
+        };
+        if resolve {
+            pigeon_core::net::check_url(url, field, policy).await?;
+        } else {
+            let parsed =
+                url::Url::parse(url).map_err(|e| format!("{field}: {url:?} is not a URL: {e}"))?;
+            pigeon_core::net::check_literal(&parsed, field, policy)?;
+        }
+    }
+    Ok(())
+}
+
 /// Checks and stores an app's credentials for one vendor; returns them as shown (masked).
+/// `policy` says whether their URLs may be on private networks.
 pub async fn set_vendor_credentials(
     store: &dyn Storage,
     app_key: &str,
     vendor: &str,
     credentials: &Value,
+    policy: &pigeon_core::net::AddressPolicy,
 ) -> Result<Value, EngineError> {
     check_credentials(vendor, credentials).map_err(EngineError::Invalid)?;
+    check_urls(credentials, policy, true)
+        .await
+        .map_err(EngineError::Invalid)?;
     store
         .set_vendor_credentials(app_key, vendor, credentials.to_string(), now_ms())
         .await?;

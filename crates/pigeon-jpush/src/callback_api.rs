@@ -57,6 +57,10 @@ pub async fn add(State(s): State<JPush>, headers: HeaderMap, body: Body) -> ApiR
     };
     let endpoint = pigeon_callbacks::new_endpoint(&app.app_key, url, commands, basic_auth)
         .map_err(|m| ApiError::invalid(F, m))?;
+    let policy = s.engine.private_networks().callbacks_policy();
+    pigeon_core::net::check_url(url, "url", &policy)
+        .await
+        .map_err(|m| ApiError::invalid(F, m))?;
     let id = s
         .engine
         .store()

@@ -55,12 +55,29 @@ async fn handle(s: JPush, headers: HeaderMap, body: Body, validate_only: bool) -
     ))
 }
 
+/// Checks a push's own `callback.url` against the operator's address policy: not to a
+/// private address, written as one or resolving to one (`parse_push` checked its form; this
+/// needs the engine's settings and a lookup, so it is done here, for every way in).
+pub(crate) async fn check_callback_url(s: &JPush, push: &Push) -> Result<(), String> {
+    let url = push.callback.as_ref().and_then(|c| c.get("url"));
+    let Some(url) = url.and_then(Value::as_str) else {
+        return Ok(());
+    };
+    let policy = s.engine.private_networks().callbacks_policy();
+    pigeon_core::net::check_url(url, "callback.url", &policy)
+        .await
+        .map(|_| ())
+}
+
 pub(crate) async fn accept(
     s: &JPush,
     app: &AppState,
     push: Push,
     validate_only: bool,
 ) -> Result<u64, ApiError> {
+    check_callback_url(s, &push)
+        .await
+        .map_err(|m| ApiError::invalid(F, m))?;
     s.engine
         .accept(app, push, validate_only)
         .await
@@ -221,6 +238,10 @@ pub async fn group_push(State(s): State<JPush>, headers: HeaderMap, body: Body) 
     if push.cid.is_some() {
         return Err(ApiError::invalid(F, "group push does not support cid"));
     }
+    // Once for the whole group, so a refused URL is the request's answer, not each app's.
+    check_callback_url(&s, &push)
+        .await
+        .map_err(|m| ApiError::invalid(F, m))?;
     let sendno = push.options.sendno.unwrap_or(0).to_string();
     let mut out = Map::new();
     out.insert(

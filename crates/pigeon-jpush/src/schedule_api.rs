@@ -195,9 +195,12 @@ fn check_name(v: Option<&Value>) -> Result<String, ApiError> {
 
 async fn check_push(s: &JPush, app: &AppState, v: Option<&Value>) -> Result<Value, ApiError> {
     let push = v.ok_or_else(|| ApiError::invalid(F, "push is required"))?;
-    parse_with_file(&s.engine, app, &without_cid(push))
+    let parsed = parse_with_file(&s.engine, app, &without_cid(push))
         .await
         .map_err(|e| ApiError::invalid(F, format!("push: {} (code {})", e.message, e.code)))?;
+    crate::push_api::check_callback_url(s, &parsed)
+        .await
+        .map_err(|m| ApiError::invalid(F, format!("push: {m}")))?;
     Ok(push.clone())
 }
 

@@ -29,11 +29,13 @@ pub async fn set(
 ) -> ApiResult {
     let app = authenticate(&s.engine, &headers, F).await?;
     let credentials = read_json(body, F).await?;
+    let policy = s.engine.private_networks().vendors_policy();
     let shown = vendors::set_vendor_credentials(
         s.engine.store().as_ref(),
         &app.app_key,
         &vendor,
         &credentials,
+        &policy,
     )
     .await
     .map_err(|e| ApiError::engine(F, e))?;

@@ -47,6 +47,8 @@ pub struct ApnsConfig {
     pub production: bool,
     /// Where to send instead of Apple (a local fake).
     pub base_url: Option<String>,
+    /// Whether names may resolve to private addresses (`vendors_allow_private_networks`).
+    pub allow_private_networks: bool,
     /// A root certificate (PEM) to trust besides the public ones: a fake's test CA.
     pub extra_root_pem: Option<String>,
 }
@@ -138,6 +140,8 @@ impl ApnsClient {
             // concurrent requests instead of one each while the first is still connecting.
             .http2_prior_knowledge()
             .redirect(reqwest::redirect::Policy::none());
+        let policy = pigeon_core::net::AddressPolicy::vendors(config.allow_private_networks);
+        http = crate::public_only(http, policy);
         if let Some(pem) = &config.extra_root_pem {
             let root = reqwest::Certificate::from_pem(pem.as_bytes())
                 .map_err(|e| ApnsError::Root(e.to_string()))?;

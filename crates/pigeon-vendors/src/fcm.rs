@@ -27,6 +27,8 @@ pub struct FcmConfig {
     pub token_uri: String,
     /// Where to send instead of Google (a local fake).
     pub base_url: Option<String>,
+    /// Whether names may resolve to private addresses (`vendors_allow_private_networks`).
+    pub allow_private_networks: bool,
 }
 
 impl FcmConfig {
@@ -45,6 +47,8 @@ impl FcmConfig {
             private_key_id: field("private_key_id").ok(),
             token_uri: field("token_uri")?,
             base_url: v.get("base_url").and_then(Value::as_str).map(String::from),
+            // The safe default; the router sets the operator's choice.
+            allow_private_networks: false,
         })
     }
 }
@@ -73,7 +77,7 @@ impl FcmClient {
         let private = rsa::RsaPrivateKey::from_pkcs8_pem(&config.private_key_pem).map_err(|e| {
             FcmError::Config(format!("private_key is not an RSA PKCS#8 PEM key: {e}"))
         })?;
-        let http = crate::http_client()?;
+        let http = crate::http_client(config.allow_private_networks)?;
         let base = crate::base_url(config.base_url.as_deref(), PRODUCTION);
         Ok(FcmClient {
             http,

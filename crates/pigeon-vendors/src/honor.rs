@@ -27,7 +27,7 @@ pub struct HonorClient {
 impl HonorClient {
     pub fn new(config: HonorConfig) -> Result<HonorClient, reqwest::Error> {
         Ok(HonorClient {
-            http: crate::http_client()?,
+            http: crate::http_client(config.allow_private_networks)?,
             access: crate::ClientCredentials::new(
                 config.auth_url.as_deref().unwrap_or(AUTH_URL),
                 &config.client_id,

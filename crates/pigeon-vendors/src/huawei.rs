@@ -24,7 +24,7 @@ pub struct HuaweiClient {
 
 impl HuaweiClient {
     pub fn new(config: HuaweiConfig) -> Result<HuaweiClient, reqwest::Error> {
-        let http = crate::http_client()?;
+        let http = crate::http_client(config.allow_private_networks)?;
         Ok(HuaweiClient {
             http,
             access: crate::ClientCredentials::new(

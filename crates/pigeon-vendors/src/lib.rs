@@ -33,12 +33,28 @@ pub(crate) fn base_url(configured: Option<&str>, vendor: &str) -> String {
         .to_string()
 }
 
-/// The HTTP client of a vendor: a 30 s answer timeout, no redirects.
-pub(crate) fn http_client() -> reqwest::Result<reqwest::Client> {
-    reqwest::Client::builder()
+/// The HTTP client of a vendor: a 30 s answer timeout, no redirects (a redirect could lead
+/// anywhere), names resolved only to public addresses unless `allow_private_networks`.
+pub(crate) fn http_client(allow_private_networks: bool) -> reqwest::Result<reqwest::Client> {
+    let builder = reqwest::Client::builder()
         .timeout(Duration::from_secs(30))
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
+        .redirect(reqwest::redirect::Policy::none());
+    let policy = pigeon_core::net::AddressPolicy::vendors(allow_private_networks);
+    public_only(builder, policy).build()
+}
+
+pub use pigeon_core::net::{public_only, PublicResolver};
+
+/// How much of a vendor's answer is kept in a reason (logged, and in `ErrInfo`).
+pub const EXCERPT_CHARS: usize = 200;
+
+/// The start of a vendor's answer, for a reason: answers are written by whoever is at the
+/// URL, so they are never logged or recorded whole.
+pub fn excerpt(text: &str) -> String {
+    match text.char_indices().nth(EXCERPT_CHARS) {
+        Some((cut, _)) => format!("{}…", &text[..cut]),
+        None => text.to_string(),
+    }
 }
 
 /// Posts a form and reads the JSON answer; `Err` with why if there is none (no answer, a
@@ -135,7 +151,10 @@ pub(crate) async fn oauth_token(
     let status = answer.status();
     let v: serde_json::Value = answer.json().await.unwrap_or_default();
     let (true, Some(token)) = (status.is_success(), v["access_token"].as_str()) else {
-        return Err(format!("token endpoint said {status}: {v}"));
+        return Err(format!(
+            "token endpoint said {status}: {}",
+            excerpt(&v.to_string())
+        ));
     };
     let lifetime = Duration::from_secs(v["expires_in"].as_u64().unwrap_or(3600));
     Ok((token.to_string(), lifetime))
@@ -152,6 +171,8 @@ pub struct OAuthAppConfig {
     pub auth_url: Option<String>,
     /// The push API (the vendor's unless a fake's).
     pub base_url: Option<String>,
+    /// Whether names may resolve to private addresses (`vendors_allow_private_networks`).
+    pub allow_private_networks: bool,
 }
 
 /// An app's OAuth client-credentials grant (Huawei, Honor): its access token, cached.
@@ -233,4 +254,122 @@ pub enum Outcome {
     },
     /// Refused for good (bad payload, bad topic, ...), with the vendor's reason.
     Rejected { status: u16, reason: String },
+}
+
+impl Outcome {
+    /// The outcome with its reason cut to an [`excerpt`]: reasons quote vendors' answers
+    /// (messages, descriptions) and go to the log and to `ErrInfo`.
+    pub fn shortened(self) -> Outcome {
+        match self {
+            Outcome::Sent { id } => Outcome::Sent { id: excerpt(&id) },
+            Outcome::DeadToken { reason } => Outcome::DeadToken {
+                reason: excerpt(&reason),
+            },
+            Outcome::Retry { after, reason } => Outcome::Retry {
+                after,
+                reason: excerpt(&reason),
+            },
+            Outcome::Rejected { status, reason } => Outcome::Rejected {
+                status,
+                reason: excerpt(&reason),
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// A listener on 127.0.0.1 that answers every request 200 and counts connections.
+    async fn local_server() -> (u16, Arc<AtomicUsize>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let connections = Arc::new(AtomicUsize::new(0));
+        let counted = connections.clone();
+        tokio::spawn(async move {
+            while let Ok((mut socket, _)) = listener.accept().await {
+                counted.fetch_add(1, Ordering::SeqCst);
+                let mut buf = [0u8; 4096];
+                let _ = socket.read(&mut buf).await;
+                let _ = socket
+                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}")
+                    .await;
+            }
+        });
+        (port, connections)
+    }
+
+    #[tokio::test]
+    async fn a_name_resolving_to_a_private_address_is_not_connected_to() {
+        // "localhost" stands for a vendor host that resolved to a public address when its
+        // credentials were set and to a private one now: the client must not connect.
+        let (port, connections) = local_server().await;
+        let url = format!("http://localhost:{port}/v1/send");
+        let refused = http_client(false).unwrap().post(&url).send().await;
+        let err = refused.expect_err("a loopback name must be refused");
+        let chain = std::iter::successors(Some(&err as &dyn std::error::Error), |e| e.source())
+            .map(|e| e.to_string())
+            .collect::<Vec<_>>()
+            .join(": ");
+        assert!(chain.contains("loopback address"), "{chain}");
+        assert!(chain.contains("vendors_allow_private_networks"), "{chain}");
+        assert_eq!(connections.load(Ordering::SeqCst), 0);
+
+        // Allowed (a local fake), the same request goes through.
+        let answer = http_client(true).unwrap().post(&url).send().await.unwrap();
+        assert_eq!(answer.status(), 200);
+        assert_eq!(connections.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn a_vendor_client_does_not_reach_a_private_name() {
+        // The whole client, as the router makes it: nothing reaches the fake.
+        let fake = fake_xiaomi::FakeXiaomi::start("secret", "com.example")
+            .await
+            .unwrap();
+        let port = fake.base_url.rsplit(':').next().unwrap().to_string();
+        let client = xiaomi::XiaomiClient::new(xiaomi::XiaomiConfig {
+            app_secret: "secret".into(),
+            package_name: "com.example".into(),
+            base_url: Some(format!("http://localhost:{port}")),
+            allow_private_networks: false,
+        })
+        .unwrap();
+        let m = xiaomi::XiaomiMessage {
+            title: "t".into(),
+            description: "d".into(),
+            payload: None,
+            pass_through: false,
+            notify_id: None,
+            time_to_live: None,
+            extra: vec![],
+        };
+        let outcomes = client.send(&["regid1".to_string()], &m).await;
+        assert!(
+            outcomes
+                .iter()
+                .all(|(_, o)| !matches!(o, Outcome::Sent { .. })),
+            "{outcomes:?}"
+        );
+        assert!(fake.received.lock().is_empty());
+    }
+
+    #[test]
+    fn answers_are_cut_to_an_excerpt() {
+        let long = "x".repeat(10_000);
+        let cut = excerpt(&long);
+        assert_eq!(cut.chars().count(), EXCERPT_CHARS + 1);
+        assert!(cut.ends_with('…'));
+        assert_eq!(excerpt("short"), "short");
+        let outcome = Outcome::Rejected {
+            status: 400,
+            reason: format!("HTTP 400: {long}"),
+        }
+        .shortened();
+        assert!(matches!(outcome, Outcome::Rejected { reason, .. } if reason.len() < 300));
+    }
 }

@@ -16,6 +16,8 @@ pub struct MeizuConfig {
     pub app_id: String,
     pub app_secret: String,
     pub base_url: Option<String>,
+    /// Whether names may resolve to private addresses (`vendors_allow_private_networks`).
+    pub allow_private_networks: bool,
 }
 
 pub struct MeizuClient {
@@ -36,7 +38,7 @@ impl MeizuClient {
     pub fn new(config: MeizuConfig) -> Result<MeizuClient, reqwest::Error> {
         let base = crate::base_url(config.base_url.as_deref(), PRODUCTION);
         Ok(MeizuClient {
-            http: crate::http_client()?,
+            http: crate::http_client(config.allow_private_networks)?,
             base,
             config,
         })

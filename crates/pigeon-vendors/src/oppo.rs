@@ -16,6 +16,8 @@ pub struct OppoConfig {
     pub app_key: String,
     pub master_secret: String,
     pub base_url: Option<String>,
+    /// Whether names may resolve to private addresses (`vendors_allow_private_networks`).
+    pub allow_private_networks: bool,
 }
 
 pub struct OppoClient {
@@ -36,7 +38,7 @@ impl OppoClient {
     pub fn new(config: OppoConfig) -> Result<OppoClient, reqwest::Error> {
         let base = crate::base_url(config.base_url.as_deref(), PRODUCTION);
         Ok(OppoClient {
-            http: crate::http_client()?,
+            http: crate::http_client(config.allow_private_networks)?,
             base,
             config,
             auth: Default::default(),
@@ -59,7 +61,7 @@ impl OppoClient {
                     .map_err(|e| format!("auth: {e}"))?;
                 match (v["code"].as_i64(), v["data"]["auth_token"].as_str()) {
                     (Some(0), Some(t)) => Ok((t.to_string(), TOKEN_LIFETIME)),
-                    _ => Err(format!("auth refused: {v}")),
+                    _ => Err(format!("auth refused: {}", crate::excerpt(&v.to_string()))),
                 }
             })
             .await

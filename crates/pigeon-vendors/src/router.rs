@@ -142,6 +142,9 @@ pub struct RouterConfig {
     /// Whether a Web Push endpoint (which the device gave) may be plain `http` or on a
     /// loopback, private or link-local address: for a local push service.
     pub webpush_allow_private_networks: bool,
+    /// Whether vendors' `base_url` / `auth_url` / `token_uri` may be on loopback, private,
+    /// link-local or other non-public addresses: for local fakes of the vendors.
+    pub vendors_allow_private_networks: bool,
 }
 
 /// The router; [`start`] makes it and hands it to the engine.
@@ -251,7 +254,8 @@ impl OfflineRouter for Router {
                         Client::Huawei(c) => c.revoke(notify_id, chunk).await,
                         Client::Xiaomi(c) => c.revoke(notify_id, chunk).await,
                         _ => continue,
-                    };
+                    }
+                    .shortened();
                     tracing::info!(app = %app.app_key, msg_id = push.msg_id(), vendor,
                         tokens = chunk.len(), ?outcome, "recall sent to the vendor");
                 }
@@ -391,7 +395,7 @@ impl Router {
         let mut after = None;
         for (t, outcome) in job.targets.into_iter().zip(outcomes) {
             let d = &t.device;
-            match outcome {
+            match outcome.shortened() {
                 Outcome::Sent { .. } => engine.vendor_sent(&job.app, &push, d.ordinal, d.vendor),
                 Outcome::DeadToken { reason } => {
                     tracing::info!(vendor = d.vendor, registration_id = %d.registration_id, %reason,
@@ -435,17 +439,12 @@ impl Router {
     async fn check_endpoint(&self, subscription: &Value) -> Result<(), String> {
         let endpoint = subscription["endpoint"].as_str().unwrap_or_default();
         let url = reqwest::Url::parse(endpoint).map_err(|e| format!("{endpoint:?}: {e}"))?;
-        let host = url.host_str().ok_or("the endpoint has no host")?;
-        if self.config.webpush_allow_private_networks {
-            return match url.scheme() {
-                "https" | "http" => Ok(()),
-                other => Err(format!("a {other} endpoint; http(s) only")),
-            };
-        }
-        if url.scheme() != "https" {
+        let allow = self.config.webpush_allow_private_networks;
+        if !allow && url.scheme() == "http" {
             return Err(format!("{endpoint}: Web Push endpoints must be https"));
         }
-        pigeon_core::net::refuse_private(host, url.port_or_known_default().unwrap_or(443)).await
+        let policy = pigeon_core::net::AddressPolicy::webpush(allow);
+        pigeon_core::net::check_before_send(&url, "endpoint", &policy).await
     }
 
     /// The app's channel to a vendor, made again when its credentials changed.
@@ -471,7 +470,14 @@ impl Router {
                 return Ok(c.clone());
             }
         }
-        let client = make_client(engine, app_key, vendor, &creds).await?;
+        // Web Push endpoints come from devices, the other URLs from credentials: each kind
+        // has its operator switch.
+        let allow_private = if vendor == "webpush" {
+            self.config.webpush_allow_private_networks
+        } else {
+            self.config.vendors_allow_private_networks
+        };
+        let client = make_client(engine, app_key, vendor, &creds, allow_private).await?;
         let number = |k: &str| creds.get(k).and_then(Value::as_u64);
         let concurrency = number("concurrency").map_or(default_concurrency(vendor), |n| n as usize);
         let rate = number("rate_per_minute").or(default_rate_per_minute(vendor));
@@ -491,7 +497,13 @@ async fn make_client(
     app_key: &str,
     vendor: &str,
     creds: &Value,
+    allow_private: bool,
 ) -> Result<Client, String> {
+    // Checked when they were set, but credentials stored before that check, or set while the
+    // operator allowed private networks, may still point there. Only literal hosts here: the
+    // clients' resolver judges names when connecting.
+    let policy = pigeon_core::net::AddressPolicy::vendors(allow_private);
+    pigeon_engine::vendors::check_urls(creds, &policy, false).await?;
     let s = |k: &str| creds.get(k).and_then(Value::as_str).map(String::from);
     let need = |k: &str| s(k).ok_or_else(|| format!("{vendor} credentials have no {k}"));
     let e = |e: &dyn std::fmt::Display| e.to_string();
@@ -518,14 +530,18 @@ async fn make_client(
                         .unwrap_or(true),
                     base_url: s("base_url"),
                     extra_root_pem: s("ca_pem"),
+                    allow_private_networks: allow_private,
                 })
                 .map_err(|x| e(&x))?,
             )
         }
-        "fcm" => Client::Fcm(Box::new(
-            FcmClient::new(FcmConfig::from_service_account(creds).map_err(|x| e(&x))?)
-                .map_err(|x| e(&x))?,
-        )),
+        "fcm" => {
+            let config = FcmConfig {
+                allow_private_networks: allow_private,
+                ..FcmConfig::from_service_account(creds).map_err(|x| e(&x))?
+            };
+            Client::Fcm(Box::new(FcmClient::new(config).map_err(|x| e(&x))?))
+        }
         "huawei" | "honor" => {
             let account = OAuthAppConfig {
                 app_id: need("app_id")?,
@@ -533,6 +549,7 @@ async fn make_client(
                 client_secret: need("client_secret")?,
                 auth_url: s("auth_url"),
                 base_url: s("base_url"),
+                allow_private_networks: allow_private,
             };
             if vendor == "huawei" {
                 Client::Huawei(HuaweiClient::new(account).map_err(|x| e(&x))?)
@@ -545,6 +562,7 @@ async fn make_client(
                 app_secret: need("app_secret")?,
                 package_name: need("package_name")?,
                 base_url: s("base_url"),
+                allow_private_networks: allow_private,
             })
             .map_err(|x| e(&x))?,
         ),
@@ -553,6 +571,7 @@ async fn make_client(
                 app_key: need("app_key")?,
                 master_secret: need("master_secret")?,
                 base_url: s("base_url"),
+                allow_private_networks: allow_private,
             })
             .map_err(|x| e(&x))?,
         ),
@@ -562,6 +581,7 @@ async fn make_client(
                 app_key: need("app_key")?,
                 app_secret: need("app_secret")?,
                 base_url: s("base_url"),
+                allow_private_networks: allow_private,
             })
             .map_err(|x| e(&x))?,
         ),
@@ -570,6 +590,7 @@ async fn make_client(
                 app_id: need("app_id")?,
                 app_secret: need("app_secret")?,
                 base_url: s("base_url"),
+                allow_private_networks: allow_private,
             })
             .map_err(|x| e(&x))?,
         ),
@@ -581,7 +602,8 @@ async fn make_client(
                 .map_err(|x| e(&x))?
                 .ok_or("the app has no VAPID key pair")?;
             Client::WebPush(
-                WebPushClient::new(&private, &public, VAPID_SUBJECT).map_err(|x| e(&x))?,
+                WebPushClient::new(&private, &public, VAPID_SUBJECT, allow_private)
+                    .map_err(|x| e(&x))?,
             )
         }
         other => return Err(format!("no client for {other}")),

@@ -17,6 +17,8 @@ pub struct VivoConfig {
     pub app_key: String,
     pub app_secret: String,
     pub base_url: Option<String>,
+    /// Whether names may resolve to private addresses (`vendors_allow_private_networks`).
+    pub allow_private_networks: bool,
 }
 
 pub struct VivoClient {
@@ -37,7 +39,7 @@ impl VivoClient {
     pub fn new(config: VivoConfig) -> Result<VivoClient, reqwest::Error> {
         let base = crate::base_url(config.base_url.as_deref(), PRODUCTION);
         Ok(VivoClient {
-            http: crate::http_client()?,
+            http: crate::http_client(config.allow_private_networks)?,
             base,
             config,
             auth: Default::default(),
@@ -61,7 +63,7 @@ impl VivoClient {
                 let v: Value = answer.json().await.unwrap_or_default();
                 match (v["result"].as_i64(), v["authToken"].as_str()) {
                     (Some(0), Some(t)) => Ok((t.to_string(), TOKEN_LIFETIME)),
-                    _ => Err(format!("auth refused: {v}")),
+                    _ => Err(format!("auth refused: {}", crate::excerpt(&v.to_string()))),
                 }
             })
             .await

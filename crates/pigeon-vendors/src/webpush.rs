@@ -206,14 +206,20 @@ pub struct WebPushClient {
 }
 
 impl WebPushClient {
+    /// `allow_private_networks`: whether endpoint names may resolve to private addresses
+    /// (`webpush_allow_private_networks`); the router checks each endpoint before sending,
+    /// and this checks the addresses actually connected to.
     pub fn new(
         vapid_private: &str,
         vapid_public: &str,
         subject: &str,
+        allow_private_networks: bool,
     ) -> Result<WebPushClient, WebPushError> {
-        let http = reqwest::Client::builder()
+        let builder = reqwest::Client::builder()
             .timeout(Duration::from_secs(30))
-            .redirect(reqwest::redirect::Policy::none())
+            .redirect(reqwest::redirect::Policy::none());
+        let policy = pigeon_core::net::AddressPolicy::webpush(allow_private_networks);
+        let http = crate::public_only(builder, policy)
             .build()
             .map_err(|e| WebPushError::Vapid(e.to_string()))?;
         Ok(WebPushClient {

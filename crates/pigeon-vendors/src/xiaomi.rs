@@ -21,6 +21,8 @@ pub struct XiaomiConfig {
     pub package_name: String,
     /// Where to send instead of Xiaomi (a local fake).
     pub base_url: Option<String>,
+    /// Whether names may resolve to private addresses (`vendors_allow_private_networks`).
+    pub allow_private_networks: bool,
 }
 
 /// One message as Mi Push takes it.
@@ -47,7 +49,7 @@ pub struct XiaomiClient {
 
 impl XiaomiClient {
     pub fn new(config: XiaomiConfig) -> Result<XiaomiClient, reqwest::Error> {
-        let http = crate::http_client()?;
+        let http = crate::http_client(config.allow_private_networks)?;
         let base = crate::base_url(config.base_url.as_deref(), PRODUCTION);
         Ok(XiaomiClient { http, config, base })
     }

@@ -40,6 +40,7 @@ fn config(fake: &FakeApns, pem: &str, topic: &str) -> ApnsConfig {
         topic: topic.into(),
         production: false,
         base_url: Some(fake.base_url.clone()),
+        allow_private_networks: true,
         extra_root_pem: Some(fake.ca_pem.clone()),
     }
 }
@@ -191,6 +192,7 @@ async fn certificate_auth_shows_the_apps_certificate_instead_of_a_token() {
         topic: "com.example.cert".into(),
         production: false,
         base_url: Some(fake.base_url.clone()),
+        allow_private_networks: true,
         extra_root_pem: Some(fake.ca_pem.clone()),
     };
     let client = ApnsClient::new(with_cert.clone()).unwrap();

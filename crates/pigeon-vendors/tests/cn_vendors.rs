@@ -27,6 +27,7 @@ async fn oppo_signs_its_auth_sends_and_renews_a_refused_token() {
         app_key: "oppo-key".into(),
         master_secret: "oppo-master".into(),
         base_url: Some(fake.base_url.clone()),
+        allow_private_networks: true,
     };
     let client = OppoClient::new(config.clone()).unwrap();
     let n = json!({"title": "Goal", "content": "2:1", "notify_id": 7, "off_line_ttl": 3600, "channel_id": "sports"});
@@ -69,6 +70,7 @@ async fn vivo_signs_its_auth_and_tells_dead_users_apart() {
         app_key: "vivo-key".into(),
         app_secret: "vivo-secret".into(),
         base_url: Some(fake.base_url.clone()),
+        allow_private_networks: true,
     };
     let client = VivoClient::new(config.clone()).unwrap();
     let m = json!({"notifyType": 4, "title": "Goal", "content": "2:1", "timeToLive": 3600, "skipType": 1, "classification": 1});
@@ -115,6 +117,7 @@ async fn meizu_signs_each_request_and_reads_per_id_failures() {
         app_id: "110001".into(),
         app_secret: "meizu-secret".into(),
         base_url: Some(fake.base_url.clone()),
+        allow_private_networks: true,
     };
     let client = MeizuClient::new(config.clone()).unwrap();
     let m = json!({"noticeBarInfo": {"noticeBarType": 0, "title": "Goal", "content": "2:1"},

@@ -133,5 +133,6 @@ fn config_with_a_bad_key() -> FcmConfig {
         private_key_id: None,
         token_uri: "http://127.0.0.1:9/token".into(),
         base_url: None,
+        allow_private_networks: false,
     }
 }

@@ -30,6 +30,7 @@ async fn a_batch_is_sent_and_each_token_told_apart() {
         client_secret: "honor-secret".into(),
         auth_url: Some(fake.auth_url.clone()),
         base_url: Some(fake.base_url.clone()),
+        allow_private_networks: true,
     };
     let client = HonorClient::new(config.clone()).unwrap();
     let out = client.send(&ids(&["t1", "t2"]), &message()).await;

@@ -29,6 +29,7 @@ async fn setup() -> (FakeHuawei, HuaweiConfig) {
         client_secret: "hw-secret".into(),
         auth_url: Some(fake.auth_url.clone()),
         base_url: Some(fake.base_url.clone()),
+        allow_private_networks: true,
     };
     (fake, config)
 }

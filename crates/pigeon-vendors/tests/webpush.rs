@@ -111,6 +111,7 @@ async fn a_message_reaches_the_browser_decryptable_and_every_answer_is_told_apar
         &b64(&vapid.to_bytes()),
         &b64(vapid.public_key().to_encoded_point(false).as_bytes()),
         "mailto:ops@example.com",
+        true, // the push service is on 127.0.0.1
     )
     .unwrap();
     let sub = |id: &str| Subscription {

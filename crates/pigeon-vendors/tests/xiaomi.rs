@@ -31,6 +31,7 @@ async fn a_batch_is_sent_and_its_dead_ids_told_apart() {
         app_secret: "secret-1".into(),
         package_name: "com.example.app".into(),
         base_url: Some(fake.base_url.clone()),
+        allow_private_networks: true,
     })
     .unwrap();
     let out = client.send(&ids(&["r1", "dead2", "r3"]), &message()).await;
@@ -74,6 +75,7 @@ async fn a_batch_is_sent_and_its_dead_ids_told_apart() {
         app_secret: "other".into(),
         package_name: "com.example.app".into(),
         base_url: Some(fake.base_url.clone()),
+        allow_private_networks: true,
     })
     .unwrap();
     let out = wrong.send(&ids(&["r1"]), &message()).await;
@@ -90,6 +92,7 @@ async fn a_recall_names_the_notify_id_and_regids() {
         app_secret: "mi-secret".into(),
         package_name: "com.example.app".into(),
         base_url: Some(fake.base_url.clone()),
+        allow_private_networks: true,
     })
     .unwrap();
     let ids: Vec<String> = vec!["r1".into(), "r2".into()];
@@ -110,6 +113,7 @@ async fn a_recall_names_the_notify_id_and_regids() {
         app_secret: "nope".into(),
         package_name: "com.example.app".into(),
         base_url: Some(fake.base_url.clone()),
+        allow_private_networks: true,
     })
     .unwrap();
     assert!(matches!(

@@ -54,6 +54,9 @@ pub struct Config {
     /// Whether devices' Web Push endpoints may be plain http or on loopback, private or
     /// link-local addresses (a local push service).
     pub webpush_allow_private_networks: bool,
+    /// Whether vendor credentials' `base_url` / `auth_url` / `token_uri` may point at
+    /// loopback, private, link-local or other non-public addresses (local fakes of vendors).
+    pub vendors_allow_private_networks: bool,
 }
 
 /// The `[callbacks]` section.
@@ -102,6 +105,7 @@ struct FileConfig {
     pacing_minute_ms: Option<u64>,
     sms: Option<pigeon_sms::Config>,
     webpush_allow_private_networks: Option<bool>,
+    vendors_allow_private_networks: Option<bool>,
 }
 
 impl Default for Config {
@@ -123,11 +127,22 @@ impl Default for Config {
             pacing_minute_ms: 60_000,
             sms: pigeon_sms::Config::default(),
             webpush_allow_private_networks: false,
+            vendors_allow_private_networks: false,
         }
     }
 }
 
 impl Config {
+    /// The operator's address policy (`pigeon_core::net`), for the server and for the CLI
+    /// commands that store URLs, which must refuse what the server would.
+    pub fn private_networks(&self) -> pigeon_engine::PrivateNetworks {
+        pigeon_engine::PrivateNetworks {
+            callbacks: self.callbacks.allow_private_networks,
+            vendors: self.vendors_allow_private_networks,
+            webpush: self.webpush_allow_private_networks,
+        }
+    }
+
     pub fn load(args: ServeArgs) -> anyhow::Result<Config> {
         let env: Vec<(String, String)> = std::env::vars()
             .filter(|(k, _)| k.starts_with("PIGEON_"))
@@ -181,6 +196,9 @@ impl Config {
             if let Some(v) = f.webpush_allow_private_networks {
                 c.webpush_allow_private_networks = v;
             }
+            if let Some(v) = f.vendors_allow_private_networks {
+                c.vendors_allow_private_networks = v;
+            }
             if let Some(v) = f.sms {
                 c.sms = v;
             }
@@ -216,6 +234,10 @@ impl Config {
                 }
                 "PIGEON_WEBPUSH_ALLOW_PRIVATE_NETWORKS" => {
                     c.webpush_allow_private_networks =
+                        value.parse().map_err(|_| bad("true or false"))?
+                }
+                "PIGEON_VENDORS_ALLOW_PRIVATE_NETWORKS" => {
+                    c.vendors_allow_private_networks =
                         value.parse().map_err(|_| bad("true or false"))?
                 }
                 "PIGEON_CALLBACKS_BATCH_WAIT_MS" => {

@@ -128,6 +128,11 @@ enum CallbackCommand {
         /// Do not send JPush-style Basic authentication.
         #[arg(long)]
         no_basic_auth: bool,
+        /// The server's TOML configuration file: its address policy
+        /// (`[callbacks] allow_private_networks`, `vendors_allow_private_networks`) applies here
+        /// too, as do the `PIGEON_*` variables.
+        #[arg(long)]
+        config: Option<PathBuf>,
         #[arg(long, env = "PIGEON_DATA", default_value = config::DEFAULT_DATA)]
         data: PathBuf,
     },
@@ -171,6 +176,11 @@ enum VendorCommand {
         /// service-account key file as downloaded, for example).
         #[arg(long)]
         credentials: String,
+        /// The server's TOML configuration file: its address policy
+        /// (`[callbacks] allow_private_networks`, `vendors_allow_private_networks`) applies here
+        /// too, as do the `PIGEON_*` variables.
+        #[arg(long)]
+        config: Option<PathBuf>,
         #[arg(long, env = "PIGEON_DATA", default_value = config::DEFAULT_DATA)]
         data: PathBuf,
     },
@@ -387,8 +397,10 @@ async fn vendor_command(cmd: VendorCommand) -> anyhow::Result<()> {
             app_key,
             vendor,
             credentials,
+            config,
             data,
         } => {
+            let policy = private_networks(config)?.vendors_policy();
             let text = match credentials.strip_prefix('@') {
                 Some(path) => std::fs::read_to_string(path)
                     .with_context(|| format!("reading credentials from {path}"))?,
@@ -400,7 +412,7 @@ async fn vendor_command(cmd: VendorCommand) -> anyhow::Result<()> {
             if store.find_app(&app_key).await?.is_none() {
                 anyhow::bail!("no app with app_key {app_key}");
             }
-            let shown = vendors::set_vendor_credentials(&store, &app_key, &vendor, &value)
+            let shown = vendors::set_vendor_credentials(&store, &app_key, &vendor, &value, &policy)
                 .await
                 .map_err(|e| match e {
                     EngineError::Invalid(m) => anyhow::anyhow!(m),
@@ -442,9 +454,14 @@ async fn callback_command(cmd: CallbackCommand) -> anyhow::Result<()> {
             url,
             commands,
             no_basic_auth,
+            config,
             data,
         } => {
             let endpoint = pigeon_callbacks::new_endpoint(&app_key, &url, commands, !no_basic_auth)
+                .map_err(|e| anyhow::anyhow!(e))?;
+            let policy = private_networks(config)?.callbacks_policy();
+            pigeon_core::net::check_url(&url, "url", &policy)
+                .await
                 .map_err(|e| anyhow::anyhow!(e))?;
             let store = open_store(&data)?;
             if store.find_app(&app_key).await?.is_none() {
@@ -483,6 +500,16 @@ async fn callback_command(cmd: CallbackCommand) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// The address policy the server would apply, from the same file and `PIGEON_*` variables,
+/// so the CLI cannot store a URL the server's API would refuse.
+fn private_networks(config: Option<PathBuf>) -> anyhow::Result<pigeon_engine::PrivateNetworks> {
+    let args = ServeArgs {
+        config,
+        ..ServeArgs::default()
+    };
+    Ok(Config::load(args)?.private_networks())
 }
 
 /// Opens the store in `data` (created if missing). Several processes may open it at once.

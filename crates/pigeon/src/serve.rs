@@ -42,6 +42,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     engine.set_expired_grace(Duration::from_millis(cfg.expired_grace_ms));
     engine.set_recall_window(Duration::from_secs(cfg.recall_window_s));
     engine.set_pacing_minute(Duration::from_millis(cfg.pacing_minute_ms));
+    engine.set_private_networks(cfg.private_networks());
     let devices: u64 = engine.apps().iter().map(|a| a.device_count()).sum();
     tracing::info!(
         apps = engine.apps().len(),
@@ -66,6 +67,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         &engine,
         pigeon_vendors::router::RouterConfig {
             webpush_allow_private_networks: cfg.webpush_allow_private_networks,
+            vendors_allow_private_networks: cfg.vendors_allow_private_networks,
         },
     );
     let gateway = GatewayConfig {

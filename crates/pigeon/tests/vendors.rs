@@ -34,6 +34,8 @@ fn set_vendor(server: &Server, app_key: &str, vendor: &str, credentials: &Value)
         .arg(credentials.to_string())
         .arg("--data")
         .arg(&server.data)
+        // The fakes listen on 127.0.0.1.
+        .env("PIGEON_VENDORS_ALLOW_PRIVATE_NETWORKS", "true")
         .output()
         .expect("run pigeon app vendor set");
     assert!(
@@ -129,6 +131,7 @@ async fn setup() -> Setup {
 
     let server = Server::start_with(&[
         ("PIGEON_CALLBACKS_ALLOW_PRIVATE_NETWORKS", "true"),
+        ("PIGEON_VENDORS_ALLOW_PRIVATE_NETWORKS", "true"),
         ("PIGEON_CALLBACKS_BATCH_WAIT_MS", "100"),
         ("PIGEON_EXPIRED_GRACE_MS", "200"),
     ])
@@ -149,6 +152,7 @@ async fn setup() -> Setup {
         .arg(&events.0)
         .arg("--data")
         .arg(&server.data)
+        .env("PIGEON_CALLBACKS_ALLOW_PRIVATE_NETWORKS", "true")
         .output()
         .expect("run pigeon app callback add");
     assert!(

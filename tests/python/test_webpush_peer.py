@@ -142,20 +142,40 @@ def test_a_web_push_endpoint_must_be_an_http_url(server, app):
         assert "http(s) endpoint" in r.json()["error"]["message"]
 
 
+def test_a_private_endpoint_is_refused_at_registration(server, app):
+    """A device cannot make the server post into its own network: an endpoint whose host is
+    written as a private address (in any form) is refused when the device registers."""
+    for endpoint in ["https://127.0.0.1/push", "https://localhost:8443/p", "http://[::1]/p",
+                     "https://2130706433/p", "https://169.254.169.254/latest",
+                     "https://[::127.0.0.1]/p", "https://10.0.0.8/p"]:
+        body = {"app_key": app["app_key"], "platform": "web",
+                "push_tokens": {"webpush": {"endpoint": endpoint, "keys": {"p256dh": "x", "auth": "y"}}}}
+        r = requests.post(server.base + "/v1/devices/register", json=body, timeout=5)
+        assert r.status_code == 400, (endpoint, r.text)
+        assert r.json()["error"]["code"] == 1003
+        message = r.json()["error"]["message"]
+        assert "push_tokens.webpush.endpoint" in message and "webpush_allow_private_networks" in message
+
+
 def test_a_private_endpoint_is_not_posted_to_unless_allowed(push_service):
-    """A device cannot make the server post into its own network: by default an http or
-    private-address endpoint is refused at send time (the device waits for Pigeon's own
-    connection instead)."""
+    """A device cannot make the server post into its own network: an endpoint registered
+    while private networks were allowed (or whose name resolves privately since) is refused
+    at send time once they are not (the device waits for Pigeon's own connection instead)."""
     with tempfile.TemporaryDirectory() as tmp:
         data = os.path.join(tmp, "data")
-        server = Server(data, env=FAST)
-        server.start()
+        allowing = Server(data, env=dict(FAST, PIGEON_WEBPUSH_ALLOW_PRIVATE_NETWORKS="true"))
+        allowing.start()
         try:
-            app = server.create_app("web")
+            app = allowing.create_app("web")
             sub = subscribe(push_service, vapid_key(data, app["app_key"]))
             body = {"app_key": app["app_key"], "platform": "web",
                     "push_tokens": {"webpush": {"endpoint": sub["endpoint"], "keys": sub["keys"]}}}
-            device = requests.post(server.base + "/v1/devices/register", json=body, timeout=5).json()
+            device = requests.post(allowing.base + "/v1/devices/register", json=body, timeout=5).json()
+        finally:
+            allowing.stop()
+        server = Server(data, env=FAST)
+        server.start()
+        try:
             msg_id = push(server, app, device["registration_id"], "stay inside")
             time.sleep(1.5)
             assert messages(push_service, sub["clientHash"]) == []

@@ -116,6 +116,10 @@ impl PrivateNetworks {
     pub fn vendors_policy(&self) -> pigeon_core::net::AddressPolicy {
         pigeon_core::net::AddressPolicy::vendors(self.vendors)
     }
+
+    pub fn webpush_policy(&self) -> pigeon_core::net::AddressPolicy {
+        pigeon_core::net::AddressPolicy::webpush(self.webpush)
+    }
 }
 
 /// The engine. One per process; shared by every front door.

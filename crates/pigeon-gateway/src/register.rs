@@ -31,6 +31,9 @@ pub(crate) async fn register(State(gw): State<Gateway>, body: Bytes) -> Answer {
         Ok(r) => r,
         Err(e) => return e,
     };
+    if let Err(e) = check_webpush_address(&reg, &gw.engine.private_networks().webpush_policy()) {
+        return e;
+    }
     match gw.engine.register(reg).await {
         Ok(r) => (
             StatusCode::OK,
@@ -170,6 +173,27 @@ fn mobile(m: &str) -> Result<String, Answer> {
         )));
     }
     Ok(m.to_string())
+}
+
+/// A Web Push endpoint is where the server will post: its host as written must be public
+/// (unless the operator allows private networks). Names are not resolved here — registration
+/// stays fast — but again, on the addresses connected to, when sending.
+fn check_webpush_address(
+    reg: &Registration,
+    policy: &pigeon_core::net::AddressPolicy,
+) -> Result<(), Answer> {
+    let Some(endpoint) = reg
+        .push_tokens
+        .as_ref()
+        .and_then(|t| t.get("webpush"))
+        .and_then(|w| w.get("endpoint"))
+        .and_then(Value::as_str)
+    else {
+        return Ok(());
+    };
+    let url = url::Url::parse(endpoint)
+        .map_err(|e| bad(format!("push_tokens.webpush.endpoint is not a URL: {e}")))?;
+    pigeon_core::net::check_literal(&url, "push_tokens.webpush.endpoint", policy).map_err(bad)
 }
 
 fn push_tokens(v: &Value) -> Result<Map<String, Value>, Answer> {

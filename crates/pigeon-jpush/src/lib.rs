@@ -19,7 +19,10 @@ pub mod time;
 mod trigger;
 mod vendor_api;
 
-pub use api::{json_response, ApiError, Family, MAX_BODY_BYTES};
+pub use api::{
+    json_errors, json_errors_of, json_response, set_rate_headers, ApiError, CallerApp, Family,
+    MAX_BODY_BYTES,
+};
 pub use fields::PushError;
 pub use pigeon_core::RouteDoc;
 pub use push::parse_push;
@@ -134,6 +137,9 @@ pub async fn router(engine: Arc<Engine>) -> Result<Router, EngineError> {
     let scheduler = schedule_api::Scheduler::start(engine.clone()).await?;
     Ok(add_routes(Router::new())
         .method_not_allowed_fallback(method_not_allowed)
+        // The fallback sits under the limits layer, so a 404 to an app's call carries its
+        // X-Rate-Limit-* headers too.
+        .fallback(not_found)
         // Only extractors (file uploads) use this; JSON bodies are read within MAX_BODY_BYTES.
         .layer(axum::extract::DefaultBodyLimit::max(
             file_api::MAX_FILE_BYTES + 64 * 1024,

@@ -1,6 +1,7 @@
 //! The `pigeon` binary: `serve`, `app create|list`, `device simulate`.
 
 mod config;
+mod http;
 mod serve;
 mod simulate;
 

@@ -52,6 +52,12 @@ enum BenchCommand {
     PushApi(pigeon_bench::pushapi::PushApiArgs),
     /// The APNs client against the local APNs fake (HTTP/2, TLS), over one connection.
     Apns(pigeon_bench::apns::ApnsArgs),
+    /// /health latency while thousands of connections send their request head and never
+    /// finish it (slowloris), from several processes to 127.0.0.x.
+    Slowloris(pigeon_bench::slowloris::SlowlorisArgs),
+    /// An attacker process of `bench slowloris` (started by it, not by hand).
+    #[command(hide = true)]
+    SlowlorisAgent(pigeon_bench::slowloris::SlowlorisAgentArgs),
     /// A load-generating agent (started by the scenarios, not by hand).
     #[command(hide = true)]
     Agent(pigeon_bench::agent::AgentArgs),
@@ -261,6 +267,8 @@ async fn bench(cmd: BenchCommand) -> anyhow::Result<()> {
             tokio::task::spawn_blocking(move || pigeon_bench::apns::run(args)).await?
         }
         BenchCommand::Agent(args) => pigeon_bench::agent::run(args).await,
+        BenchCommand::Slowloris(args) => pigeon_bench::slowloris::run(args).await,
+        BenchCommand::SlowlorisAgent(args) => pigeon_bench::slowloris::agent(args).await,
     }
 }
 

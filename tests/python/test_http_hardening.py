@@ -143,7 +143,9 @@ def test_connections_beyond_the_cap_are_closed_at_once():
         s = started(tmp, PIGEON_MAX_CONNECTIONS=20, PIGEON_MAX_PENDING_CONNECTIONS=20)
         try:
             # A finished connection is closed before the next one is counted.
-            assert requests.get(s.base + "/health", timeout=1).ok
+            assert requests.get(s.base + "/health", timeout=1,
+                                headers={"Connection": "close"}).ok
+            time.sleep(0.2)
             held = [raw(s, b"GET /health HTTP/1.1\r\n") for _ in range(20)]
             time.sleep(0.3)
             assert not any(closed_within(c, 0.02)[0] for c in held)

@@ -19,6 +19,7 @@ use axum::body::{Body, Bytes, HttpBody};
 use axum::http::{header, HeaderValue, Request, StatusCode};
 use axum::response::Response;
 use axum::Router;
+use futures_util::FutureExt;
 use hyper::body::{Frame, Incoming};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
@@ -284,12 +285,15 @@ async fn connection(
     _done: mpsc::Sender<()>,
 ) {
     let head = Arc::new(Notify::new());
+    let head_seen = Arc::new(AtomicBool::new(false));
     let service = {
         let shared = shared.clone();
         let head = head.clone();
+        let head_seen = head_seen.clone();
         hyper::service::service_fn(move |req: Request<Incoming>| {
             // The first head is in: the connection is no longer pending, so no newcomer
             // can evict it any more.
+            head_seen.store(true, Ordering::Relaxed);
             if shared.pending.remove(id) {
                 head.notify_one();
             }
@@ -304,8 +308,15 @@ async fn connection(
     tokio::pin!(first_head);
     tokio::select! {
         biased;
-        // Dropping the connection closes the socket.
-        _ = evict.notified() => return,
+        _ = evict.notified() => {
+            // Under a flood this task may not have run since its connection was accepted: a
+            // client that sent its whole request at once (a health check) has its head
+            // waiting in the socket. Read what is there (one poll) and let the connection go
+            // (dropping it closes the socket) only if no head came of it.
+            if conn.as_mut().now_or_never().is_some() || !head_seen.load(Ordering::Relaxed) {
+                return;
+            }
+        }
         _ = head.notified() => {}
         result = conn.as_mut() => {
             shared.pending.remove(id);

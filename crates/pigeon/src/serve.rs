@@ -87,9 +87,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
             }),
         );
 
-    let listener = TcpListener::bind(cfg.listen)
-        .await
-        .with_context(|| format!("listening on {}", cfg.listen))?;
+    let listener = bind(cfg.listen).with_context(|| format!("listening on {}", cfg.listen))?;
     let addr = listener.local_addr()?;
     let limits = http_limits(&cfg, fd_limit);
     tracing::info!(
@@ -127,6 +125,24 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     engine.flush().await.context("flushing storage")?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The listen backlog: tokio's default (1024) overflows under a connection flood, and every
+/// dropped SYN costs a real client a retransmit (1 s, then 3 s); the kernel caps it at
+/// `net.core.somaxconn` (4096 by default).
+const LISTEN_BACKLOG: u32 = 4_096;
+
+fn bind(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    // As TcpListener::bind does: a restart may bind while old connections are in TIME_WAIT.
+    #[cfg(unix)]
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
 }
 
 /// Descriptors kept free for what is not a client connection: the database, vendor and

@@ -200,6 +200,7 @@ impl Attacker {
 struct Probes {
     latencies_us: Vec<u64>,
     failures: u64,
+    why: std::collections::BTreeMap<&'static str, u64>,
 }
 
 impl Probes {
@@ -210,30 +211,44 @@ impl Probes {
             l.get(((l.len() as f64 * p) as usize).min(l.len().saturating_sub(1)))
                 .map(|us| *us as f64 / 1000.0)
         };
-        json!({"probes": l.len() as u64 + self.failures, "ok": l.len(), "failures": self.failures,
+        let why: Vec<String> = self.why.iter().map(|(k, v)| format!("{v} {k}")).collect();
+        let failures = if why.is_empty() {
+            "0".to_string()
+        } else {
+            format!("{} ({})", self.failures, why.join(", "))
+        };
+        json!({"probes": l.len() as u64 + self.failures, "ok": l.len(), "failures": failures,
                "p50_ms": pct(0.5), "p99_ms": pct(0.99), "max_ms": l.last().map(|us| *us as f64 / 1000.0)})
     }
 }
 
-/// One `/health` probe on a new connection: its latency, or None when it failed or took over
-/// 5 s.
-async fn probe(addr: SocketAddr) -> Option<u64> {
+/// One `/health` probe on a new connection: its latency, or why it failed (took over 5 s,
+/// could not connect, was closed or reset before an answer, or a wrong answer).
+async fn probe(addr: SocketAddr) -> Result<u64, &'static str> {
     let started = now_us();
     let work = async {
         let mut tcp = connect_from(IpAddr::V4(Ipv4Addr::LOCALHOST), addr)
             .await
-            .ok()?;
+            .map_err(|_| "connect")?;
         tcp.write_all(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
             .await
-            .ok()?;
+            .map_err(|_| "write")?;
         let mut answer = Vec::with_capacity(512);
-        tcp.read_to_end(&mut answer).await.ok()?;
+        tcp.read_to_end(&mut answer).await.map_err(|_| "reset")?;
+        if answer.is_empty() {
+            return Err("closed");
+        }
         let ok = answer.starts_with(b"HTTP/1.1 200") && answer.ends_with(b"{\"status\":\"ok\"}");
-        ok.then_some(())
+        if ok {
+            Ok(())
+        } else {
+            Err("answer")
+        }
     };
     match tokio::time::timeout(Duration::from_secs(5), work).await {
-        Ok(Some(())) => Some(now_us().saturating_sub(started)),
-        _ => None,
+        Ok(Ok(())) => Ok(now_us().saturating_sub(started)),
+        Ok(Err(why)) => Err(why),
+        Err(_) => Err("timeout"),
     }
 }
 
@@ -242,8 +257,11 @@ async fn probe_for(addr: SocketAddr, how_long: Duration, interval: Duration) -> 
     let end = Instant::now() + how_long;
     while Instant::now() < end {
         match probe(addr).await {
-            Some(us) => p.latencies_us.push(us),
-            None => p.failures += 1,
+            Ok(us) => p.latencies_us.push(us),
+            Err(why) => {
+                p.failures += 1;
+                *p.why.entry(why).or_default() += 1;
+            }
         }
         tokio::time::sleep(interval).await;
     }
@@ -340,7 +358,7 @@ pub async fn run(args: SlowlorisArgs) -> anyhow::Result<()> {
             "| {label} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
             n(&p["probes"]),
             n(&p["ok"]),
-            n(&p["failures"]),
+            p["failures"].as_str().unwrap_or("—"),
             f(&p["p50_ms"]),
             f(&p["p99_ms"]),
             f(&p["max_ms"]),

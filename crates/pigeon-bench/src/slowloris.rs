@@ -42,6 +42,9 @@ pub struct SlowlorisArgs {
     /// Attack a running server (http://127.0.0.x:port) instead of starting one.
     #[arg(long)]
     pub server: Option<String>,
+    /// With `--server`: its process id, to report its descriptors and memory.
+    #[arg(long)]
+    pub server_pid: Option<u32>,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -280,7 +283,7 @@ pub async fn run(args: SlowlorisArgs) -> anyhow::Result<()> {
     let (addr, server_pid) = match &args.server {
         Some(url) => {
             let host = url.trim_start_matches("http://").trim_end_matches('/');
-            (host.parse::<SocketAddr>()?, None)
+            (host.parse::<SocketAddr>()?, args.server_pid)
         }
         None => {
             let s = PigeonServer::start(&[])?;

@@ -16,5 +16,6 @@ pub mod procs;
 pub mod pushapi;
 pub mod resp;
 pub mod restart;
+pub mod slowloris;
 pub mod table;
 pub mod wsclient;

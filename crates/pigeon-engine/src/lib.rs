@@ -512,7 +512,9 @@ impl Engine {
         app.live.write().insert(live.clone());
         let reached = app.fan_out(&live);
         self.route_to_vendors(app, &live, vendor_targets);
-        tracing::debug!(app = %app.app_key, msg_id, targets = live.audience.len(), online = reached, "push accepted");
+        // One line per accepted push at info: what an operator looks for first when a push
+        // "did not arrive".
+        tracing::info!(app_key = %app.app_key, msg_id, targets = live.audience.len(), online = reached, "push accepted");
         Ok(msg_id)
     }
 

@@ -84,6 +84,18 @@ impl Engine {
         })
     }
 
+    /// What the `X-Rate-Limit-*` headers say to a caller that is not an app (no or bad
+    /// credentials, `/health`): the server's default limit over a full window, counting
+    /// nothing.
+    pub fn default_rate_state(&self) -> RateState {
+        let limit = self.default_rate_limit.load(Ordering::Relaxed);
+        RateState {
+            limit,
+            remaining: limit,
+            reset_s: self.rate_window_ms.load(Ordering::Relaxed).div_ceil(1000),
+        }
+    }
+
     /// Sets the rate limit of apps without one of their own.
     pub fn set_default_rate_limit(&self, per_minute: u64) {
         self.default_rate_limit.store(per_minute, Ordering::Relaxed);

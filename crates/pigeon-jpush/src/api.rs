@@ -303,7 +303,13 @@ pub async fn limits(
         Err(_) => None,
     };
     let Some(app) = app else {
-        return next.run(req).await;
+        // Not an app's call: the answer (mostly a 401) still says where a caller stands,
+        // with the server's default limit.
+        let mut response = next.run(req).await;
+        if !response.headers().contains_key("x-rate-limit-limit") {
+            set_rate_headers(response.headers_mut(), engine.default_rate_state());
+        }
+        return response;
     };
     let ip = req
         .extensions()
@@ -333,7 +339,20 @@ pub async fn limits(
         ),
         Admission::Allowed(rate) => (next.run(req).await, rate),
     };
-    let h = response.headers_mut();
+    set_rate_headers(response.headers_mut(), rate);
+    // The request log names the app only when its credentials were checked.
+    response
+        .extensions_mut()
+        .insert(CallerApp(Arc::from(app.app_key.as_str())));
+    response
+}
+
+/// The app whose valid credentials a request carried, set on the response for the request log.
+#[derive(Clone, Debug)]
+pub struct CallerApp(pub Arc<str>);
+
+/// Sets `X-Rate-Limit-Limit/Remaining/Reset` (jpush-v3.md §10).
+pub fn set_rate_headers(h: &mut HeaderMap, rate: pigeon_engine::limits::RateState) {
     for (name, value) in [
         ("x-rate-limit-limit", rate.limit),
         ("x-rate-limit-remaining", rate.remaining),
@@ -341,29 +360,37 @@ pub async fn limits(
     ] {
         h.insert(name, HeaderValue::from(value));
     }
-    response
 }
 
 /// Turns any answer that is not JSON (the framework's own rejections, e.g. a path segment
 /// that is not valid percent-encoded UTF-8) into a JPush-style JSON error, so every client
 /// gets the body and Content-Type it expects.
 pub async fn json_errors(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
-    let response = next.run(req).await;
+    json_errors_of(next.run(req).await).await
+}
+
+/// [`json_errors`] on an answer: the server applies it to every answer, also those of routes
+/// outside the JPush router (device registration, `/health`, the framework's 405).
+pub async fn json_errors_of(response: Response) -> Response {
     let is_json = response
         .headers()
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("application/json"));
-    if is_json || response.status().is_success() {
+    // Only errors: a 101 (the device WebSocket's upgrade) or a 3xx is no error to rewrite.
+    let error = response.status().is_client_error() || response.status().is_server_error();
+    if is_json || !error {
         return response;
     }
-    let status = response.status();
-    let text = axum::body::to_bytes(response.into_body(), 64 * 1024)
+    let (parts, body) = response.into_parts();
+    let status = parts.status;
+    let text = axum::body::to_bytes(body, 64 * 1024)
         .await
         .map(|b| String::from_utf8_lossy(&b).into_owned())
         .unwrap_or_default();
     let code = match status {
         StatusCode::PAYLOAD_TOO_LARGE => 1005,
+        StatusCode::NOT_FOUND => 404,
         StatusCode::METHOD_NOT_ALLOWED => 1001,
         StatusCode::BAD_REQUEST | StatusCode::UNSUPPORTED_MEDIA_TYPE => 1003,
         other => u32::from(other.as_u16()),
@@ -373,5 +400,14 @@ pub async fn json_errors(req: axum::extract::Request, next: axum::middleware::Ne
     } else {
         text
     };
-    ApiError::new(status, code, message).into_response()
+    let mut answer = ApiError::new(status, code, message).into_response();
+    // Keep what the answer said besides its body (rate-limit headers, Allow, the caller for
+    // the request log).
+    for (name, value) in &parts.headers {
+        if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
+            answer.headers_mut().append(name.clone(), value.clone());
+        }
+    }
+    *answer.extensions_mut() = parts.extensions;
+    answer
 }

@@ -402,10 +402,9 @@ pub async fn tag_has_device(
 ) -> ApiResult {
     let app = authenticate(&s.engine, &headers, F).await?;
     checked_tag(&tag)?;
-    let result = s
-        .engine
-        .device_has_tag(&app, &tag, &rid)
-        .ok_or_else(|| unknown_device(&rid))?;
+    // JPush answers an unknown registration id with `{"result": false}` here, not an error:
+    // the question is only whether the device is in the tag.
+    let result = s.engine.device_has_tag(&app, &tag, &rid).unwrap_or(false);
     Ok(json_response(StatusCode::OK, &json!({ "result": result })))
 }
 

@@ -19,7 +19,10 @@ pub mod time;
 mod trigger;
 mod vendor_api;
 
-pub use api::{json_response, ApiError, Family, MAX_BODY_BYTES};
+pub use api::{
+    json_errors, json_errors_of, json_response, set_rate_headers, ApiError, CallerApp, Family,
+    MAX_BODY_BYTES,
+};
 pub use fields::PushError;
 pub use pigeon_core::RouteDoc;
 pub use push::parse_push;
@@ -136,6 +139,9 @@ pub async fn router(engine: Arc<Engine>) -> Result<Router, EngineError> {
     let scheduler = schedule_api::Scheduler::start(engine.clone()).await?;
     Ok(add_routes(Router::new())
         .method_not_allowed_fallback(method_not_allowed)
+        // The fallback sits under the limits layer, so a 404 to an app's call carries its
+        // X-Rate-Limit-* headers too.
+        .fallback(not_found)
         // Only extractors (file uploads) use this; JSON bodies are read within MAX_BODY_BYTES.
         .layer(axum::extract::DefaultBodyLimit::max(
             file_api::MAX_FILE_BYTES + 64 * 1024,
@@ -153,7 +159,22 @@ pub async fn router(engine: Arc<Engine>) -> Result<Router, EngineError> {
 /// `/v3/push/schedules`) mapped to the plain ones (jpush-v3.md §0, §11).
 pub fn normalize_path(uri: &Uri) -> Option<Uri> {
     let path = uri.path();
-    let mut p = path.trim_end_matches('/');
+    // Repeated slashes are one: the official Node SDK `jpush-async` builds
+    // `/v3/tags//{tag}` and `/v3/tags//{tag}/registration_ids/{rid}`.
+    let collapsed;
+    let path_once = if path.contains("//") {
+        let mut out = String::with_capacity(path.len());
+        for c in path.chars() {
+            if !(c == '/' && out.ends_with('/')) {
+                out.push(c);
+            }
+        }
+        collapsed = out;
+        collapsed.as_str()
+    } else {
+        path
+    };
+    let mut p = path_once.trim_end_matches('/');
     if p.is_empty() {
         p = "/";
     }
@@ -210,6 +231,15 @@ mod tests {
             "/v3/tags?platform=android"
         );
         assert_eq!(norm("/v3/device/abc"), "/v3/devices/abc");
+        assert_eq!(
+            norm("/v3/tags//t1/registration_ids/r1"),
+            "/v3/tags/t1/registration_ids/r1"
+        );
+        assert_eq!(
+            norm("//v3///tags//t1/?platform=all"),
+            "/v3/tags/t1?platform=all"
+        );
+        assert_eq!(norm("/v3/device//tags//t"), "/v3/tags/t");
         assert_eq!(norm("/v3/device/status/"), "/v3/devices/status");
         assert_eq!(norm("/v3/device/aliases/a1"), "/v3/aliases/a1");
         assert_eq!(norm("/v3/device/tags/t"), "/v3/tags/t");

@@ -57,6 +57,17 @@ pub struct Config {
     /// Whether vendor credentials' `base_url` / `auth_url` / `token_uri` may point at
     /// loopback, private, link-local or other non-public addresses (local fakes of vendors).
     pub vendors_allow_private_networks: bool,
+    /// How long a client may take to send a request head, in ms; also how long a keep-alive
+    /// connection may sit idle between requests.
+    pub header_timeout_ms: u64,
+    /// How long a request body may take to arrive in whole after its head, in ms.
+    pub body_timeout_ms: u64,
+    /// Most open client connections (0: the open-file limit minus headroom for the
+    /// database, vendor and callback sockets).
+    pub max_connections: usize,
+    /// Most connections that have not sent their first request head yet (0: 4096, at most
+    /// half of `max_connections`); beyond it the oldest is dropped.
+    pub max_pending_connections: usize,
 }
 
 /// The `[callbacks]` section.
@@ -106,6 +117,10 @@ struct FileConfig {
     sms: Option<pigeon_sms::Config>,
     webpush_allow_private_networks: Option<bool>,
     vendors_allow_private_networks: Option<bool>,
+    header_timeout_ms: Option<u64>,
+    body_timeout_ms: Option<u64>,
+    max_connections: Option<usize>,
+    max_pending_connections: Option<usize>,
 }
 
 impl Default for Config {
@@ -128,6 +143,10 @@ impl Default for Config {
             sms: pigeon_sms::Config::default(),
             webpush_allow_private_networks: false,
             vendors_allow_private_networks: false,
+            header_timeout_ms: 10_000,
+            body_timeout_ms: 30_000,
+            max_connections: 0,
+            max_pending_connections: 0,
         }
     }
 }
@@ -202,6 +221,18 @@ impl Config {
             if let Some(v) = f.sms {
                 c.sms = v;
             }
+            if let Some(v) = f.header_timeout_ms {
+                c.header_timeout_ms = v;
+            }
+            if let Some(v) = f.body_timeout_ms {
+                c.body_timeout_ms = v;
+            }
+            if let Some(v) = f.max_connections {
+                c.max_connections = v;
+            }
+            if let Some(v) = f.max_pending_connections {
+                c.max_pending_connections = v;
+            }
         }
         for (key, value) in env {
             let bad = |what: &str| anyhow::anyhow!("{key}={value:?} is not {what}");
@@ -266,6 +297,18 @@ impl Config {
                 "PIGEON_CALLBACKS_DEAD_AFTER_S" => {
                     c.callbacks.dead_after_s = value.parse().map_err(|_| bad("a number"))?
                 }
+                "PIGEON_HEADER_TIMEOUT_MS" => {
+                    c.header_timeout_ms = value.parse().map_err(|_| bad("a number"))?
+                }
+                "PIGEON_BODY_TIMEOUT_MS" => {
+                    c.body_timeout_ms = value.parse().map_err(|_| bad("a number"))?
+                }
+                "PIGEON_MAX_CONNECTIONS" => {
+                    c.max_connections = value.parse().map_err(|_| bad("a number"))?
+                }
+                "PIGEON_MAX_PENDING_CONNECTIONS" => {
+                    c.max_pending_connections = value.parse().map_err(|_| bad("a number"))?
+                }
                 "PIGEON_CALLBACKS_DISABLE_AFTER_S" => {
                     c.callbacks.disable_after_s = value.parse().map_err(|_| bad("a number"))?
                 }
@@ -292,6 +335,15 @@ impl Config {
                 "rate_limit_window_s must be 1 to 3600, got {}",
                 c.rate_limit_window_s
             );
+        }
+        for (key, ms) in [
+            ("header_timeout_ms", c.header_timeout_ms),
+            ("body_timeout_ms", c.body_timeout_ms),
+        ] {
+            // Zero would close every connection at once; hours would be no timeout at all.
+            if !(100..=3_600_000).contains(&ms) {
+                anyhow::bail!("{key} must be 100 to 3600000, got {ms}");
+            }
         }
         if !["full", "normal"].contains(&c.sqlite_synchronous.as_str()) {
             anyhow::bail!(
@@ -326,6 +378,34 @@ mod tests {
         assert_eq!(c.listen, "127.0.0.1:9000".parse().unwrap());
         assert_eq!(c.heartbeat_s, 20);
         assert_eq!(c.data, PathBuf::from("/from/flag"));
+    }
+
+    #[test]
+    fn http_limits_come_from_file_and_env() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("pigeon.toml");
+        std::fs::write(
+            &file,
+            "header_timeout_ms = 1000\nbody_timeout_ms = 2000\nmax_connections = 500\n",
+        )
+        .unwrap();
+        let env = vec![(
+            "PIGEON_MAX_PENDING_CONNECTIONS".to_string(),
+            "50".to_string(),
+        )];
+        let args = ServeArgs {
+            config: Some(file),
+            ..Default::default()
+        };
+        let c = Config::from_sources(args, &env).unwrap();
+        assert_eq!(
+            (c.header_timeout_ms, c.body_timeout_ms, c.max_connections),
+            (1000, 2000, 500)
+        );
+        assert_eq!(c.max_pending_connections, 50);
+        let env = vec![("PIGEON_HEADER_TIMEOUT_MS".to_string(), "0".to_string())];
+        let e = Config::from_sources(ServeArgs::default(), &env).unwrap_err();
+        assert!(e.to_string().contains("header_timeout_ms"));
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! The `pigeon` binary: `serve`, `app create|list`, `device simulate`.
 
 mod config;
+mod http;
 mod serve;
 mod simulate;
 
@@ -51,6 +52,12 @@ enum BenchCommand {
     PushApi(pigeon_bench::pushapi::PushApiArgs),
     /// The APNs client against the local APNs fake (HTTP/2, TLS), over one connection.
     Apns(pigeon_bench::apns::ApnsArgs),
+    /// /health latency while thousands of connections send their request head and never
+    /// finish it (slowloris), from several processes to 127.0.0.x.
+    Slowloris(pigeon_bench::slowloris::SlowlorisArgs),
+    /// An attacker process of `bench slowloris` (started by it, not by hand).
+    #[command(hide = true)]
+    SlowlorisAgent(pigeon_bench::slowloris::SlowlorisAgentArgs),
     /// A load-generating agent (started by the scenarios, not by hand).
     #[command(hide = true)]
     Agent(pigeon_bench::agent::AgentArgs),
@@ -230,6 +237,8 @@ fn main() -> anyhow::Result<()> {
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .with_writer(std::io::stderr)
+        // Colour codes only for a terminal: in a log file or journal they are noise.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -268,6 +277,8 @@ async fn bench(cmd: BenchCommand) -> anyhow::Result<()> {
             tokio::task::spawn_blocking(move || pigeon_bench::apns::run(args)).await?
         }
         BenchCommand::Agent(args) => pigeon_bench::agent::run(args).await,
+        BenchCommand::Slowloris(args) => pigeon_bench::slowloris::run(args).await,
+        BenchCommand::SlowlorisAgent(args) => pigeon_bench::slowloris::agent(args).await,
     }
 }
 

@@ -3,12 +3,9 @@
 
 use crate::config::{Config, DB_FILE};
 use anyhow::Context;
-use axum::http::{StatusCode, Uri};
-use axum::response::Response;
+use axum::http::StatusCode;
 use axum::routing::get;
-use axum::serve::{IncomingStream, ListenerExt, TapIo};
 use axum::Router;
-use pigeon_core::error_json;
 use pigeon_core::RouteDoc;
 use pigeon_engine::Engine;
 use pigeon_gateway::GatewayConfig;
@@ -17,10 +14,10 @@ use std::fs::File;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 
 pub async fn run(cfg: Config) -> anyhow::Result<()> {
-    raise_fd_limit();
+    let fd_limit = raise_fd_limit();
     spawn_heap_trimmer();
     std::fs::create_dir_all(&cfg.data)
         .with_context(|| format!("creating the data directory {}", cfg.data.display()))?;
@@ -90,43 +87,36 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
             get(|| async {
                 pigeon_jpush::json_response(StatusCode::OK, &serde_json::json!({"status": "ok"}))
             }),
-        )
-        .fallback(not_found);
+        );
 
-    let listener = TcpListener::bind(cfg.listen)
-        .await
-        .with_context(|| format!("listening on {}", cfg.listen))?;
+    let listener = bind(cfg.listen).with_context(|| format!("listening on {}", cfg.listen))?;
     let addr = listener.local_addr()?;
-    // Answers and push frames are whole messages written at once: sending them at once
-    // matters more than coalescing (Nagle's wait on the peer's ack adds latency to every
-    // frame that follows another one still unacked).
-    let listener = listener.tap_io(set_nodelay as fn(&mut TcpStream));
-    tracing::info!(data = %cfg.data.display(), "pigeon listening on http://{addr}");
+    let limits = http_limits(&cfg, fd_limit);
+    tracing::info!(
+        data = %cfg.data.display(),
+        max_connections = limits.max_connections,
+        max_pending = limits.max_pending,
+        header_timeout_ms = cfg.header_timeout_ms,
+        body_timeout_ms = cfg.body_timeout_ms,
+        "pigeon listening on http://{addr}"
+    );
 
-    // Each connection's service knows the peer address (for IP allowlists) and normalizes
-    // paths before routing (a layer on the Router would run after it).
-    let make_service = tower::service_fn(move |incoming: IncomingStream<'_, Listener>| {
-        let peer = axum::extract::ConnectInfo(*incoming.remote_addr());
-        let service = tower::ServiceBuilder::new()
-            .map_request(move |mut req: axum::extract::Request| {
-                if let Some(uri) = pigeon_jpush::normalize_path(req.uri()) {
-                    *req.uri_mut() = uri;
-                }
-                req.extensions_mut().insert(peer);
-                req
-            })
-            .service(app.clone());
-        std::future::ready(Ok::<_, std::convert::Infallible>(service))
-    });
     let shutdown_engine = engine.clone();
-    axum::serve(listener, make_service)
-        .with_graceful_shutdown(async move {
+    // Requests in flight may take as long as their body may (and then some to answer).
+    let drain = Duration::from_millis(cfg.body_timeout_ms + cfg.shutdown_grace_ms);
+    crate::http::serve(
+        listener,
+        app,
+        engine.clone(),
+        limits,
+        async move {
             shutdown_signal().await;
             tracing::info!("shutting down: closing device connections with 1001");
             shutdown_engine.close_all(1001, "server shutting down");
-        })
-        .await
-        .context("serving")?;
+        },
+        drain,
+    )
+    .await;
 
     let deadline = tokio::time::Instant::now() + Duration::from_millis(cfg.shutdown_grace_ms);
     while engine.apps().iter().any(|a| a.online_count() > 0)
@@ -139,12 +129,53 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The listener with TCP_NODELAY set on every accepted connection.
-type Listener = TapIo<TcpListener, fn(&mut TcpStream)>;
+/// The listen backlog: tokio's default (1024) overflows under a connection flood, and every
+/// dropped SYN costs a real client a retransmit (1 s, then 3 s); the kernel caps it at
+/// `net.core.somaxconn` (4096 by default).
+const LISTEN_BACKLOG: u32 = 4_096;
 
-fn set_nodelay(tcp: &mut TcpStream) {
-    if let Err(e) = tcp.set_nodelay(true) {
-        tracing::debug!(error = %e, "could not set TCP_NODELAY");
+fn bind(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    // As TcpListener::bind does: a restart may bind while old connections are in TIME_WAIT.
+    #[cfg(unix)]
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
+}
+
+/// Descriptors kept free for what is not a client connection: the database, vendor and
+/// callback sockets, files.
+const FD_HEADROOM: u64 = 1_000;
+/// The default cap on pending connections (no request head yet); it is also at most half
+/// of all connections.
+const DEFAULT_MAX_PENDING: usize = 4_096;
+
+/// The HTTP layer's limits: configured, or derived from the open-file limit so that a crowd
+/// of connections can never take the last descriptors the server needs.
+fn http_limits(cfg: &Config, fd_limit: Option<u64>) -> crate::http::HttpLimits {
+    let max_connections = if cfg.max_connections > 0 {
+        cfg.max_connections
+    } else {
+        let soft = fd_limit.unwrap_or(1_024);
+        let headroom = FD_HEADROOM.min(soft / 4);
+        usize::try_from(soft - headroom)
+            .unwrap_or(usize::MAX)
+            .max(1)
+    };
+    let max_pending = if cfg.max_pending_connections > 0 {
+        cfg.max_pending_connections
+    } else {
+        DEFAULT_MAX_PENDING.min(max_connections / 2).max(1)
+    };
+    crate::http::HttpLimits {
+        header_timeout: Duration::from_millis(cfg.header_timeout_ms),
+        body_timeout: Duration::from_millis(cfg.body_timeout_ms),
+        max_connections,
+        max_pending,
     }
 }
 
@@ -180,13 +211,6 @@ fn openapi_document() -> serde_json::Value {
         doc["paths"][path]["get"]["security"] = serde_json::json!([]);
     }
     doc
-}
-
-async fn not_found(uri: Uri) -> Response {
-    pigeon_jpush::json_response(
-        StatusCode::NOT_FOUND,
-        &error_json(404, &format!("no such API: {}", uri.path())),
-    )
 }
 
 async fn shutdown_signal() {
@@ -243,8 +267,9 @@ fn spawn_heap_trimmer() {
     }
 }
 
-/// Each connection is one descriptor: take all the kernel allows.
-pub(crate) fn raise_fd_limit() {
+/// Each connection is one descriptor: take all the kernel allows. Returns the soft limit now
+/// in force, if known.
+pub(crate) fn raise_fd_limit() -> Option<u64> {
     #[cfg(unix)]
     {
         let mut lim = libc::rlimit {
@@ -254,7 +279,7 @@ pub(crate) fn raise_fd_limit() {
         // SAFETY: getrlimit/setrlimit write to / read from a local struct.
         unsafe {
             if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
-                return;
+                return None;
             }
             let soft = lim.rlim_cur;
             lim.rlim_cur = lim.rlim_max;
@@ -273,6 +298,31 @@ pub(crate) fn raise_fd_limit() {
                     "the open-file limit caps device connections below {now}"
                 );
             }
+            Some(now)
         }
+    }
+    #[cfg(not(unix))]
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connection_caps_leave_descriptors_for_the_server() {
+        let cfg = Config::default();
+        let l = http_limits(&cfg, Some(20_000));
+        assert_eq!((l.max_connections, l.max_pending), (19_000, 4_096));
+        // A small limit keeps a quarter for the server, and pending at most half.
+        let l = http_limits(&cfg, Some(1_024));
+        assert_eq!((l.max_connections, l.max_pending), (768, 384));
+        let cfg = Config {
+            max_connections: 100,
+            max_pending_connections: 10,
+            ..Config::default()
+        };
+        let l = http_limits(&cfg, Some(20_000));
+        assert_eq!((l.max_connections, l.max_pending), (100, 10));
     }
 }

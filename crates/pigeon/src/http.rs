@@ -1,0 +1,502 @@
+//! The HTTP server under every route: Pigeon's own accept loop over hyper, because
+//! `axum::serve` has no timeouts and no connection cap, and a client that sends half a header
+//! or a body it never finishes would otherwise hold its descriptor forever.
+//!
+//! - A connection is *pending* until its first request head has arrived. Pending connections
+//!   have their own cap; when it is full the oldest pending connection is dropped to admit the
+//!   new one, so clients that send their request at once (`/health`, API clients, devices)
+//!   are served while an attacker holds many half-open connections.
+//! - A pending connection whose first head has not arrived within `header_timeout` is closed;
+//!   hyper's `header_read_timeout` does the same for every later head (which also makes it the
+//!   keep-alive idle timeout).
+//! - A request body must be in whole within `body_timeout` of its head; if not, the handler's
+//!   read fails and the answer is a 408 in the JPush error shape, and the connection closes.
+//! - Beyond `max_connections` (pending or not, WebSockets included: the count lives with the
+//!   socket, also after an upgrade) a connection is accepted and closed at once, rather than
+//!   left in the kernel's backlog.
+
+use axum::body::{Body, Bytes, HttpBody};
+use axum::http::{header, HeaderValue, Request, StatusCode};
+use axum::response::Response;
+use axum::Router;
+use futures_util::FutureExt;
+use hyper::body::{Frame, Incoming};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto::Builder;
+use parking_lot::Mutex;
+use pigeon_core::error_json;
+use pigeon_engine::Engine;
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, watch, Notify};
+
+/// Longest request target answered by a handler; longer ones get 414 in JSON. hyper's own
+/// limit (the head buffer, [`MAX_HEAD_BUFFER`]) is well above, so up to there the answer is
+/// ours and has a body.
+pub const MAX_URI_BYTES: usize = 16 * 1024;
+/// Most bytes of request headers answered by a handler; more get 431 in JSON.
+pub const MAX_HEADER_BYTES: usize = 32 * 1024;
+/// hyper's read buffer for a request head: a head larger than this gets hyper's own 431 with
+/// an empty body (its parse errors cannot be answered by a handler).
+const MAX_HEAD_BUFFER: usize = 64 * 1024;
+
+/// The limits of the HTTP layer (README, "Configuration").
+#[derive(Debug, Clone)]
+pub struct HttpLimits {
+    pub header_timeout: Duration,
+    pub body_timeout: Duration,
+    pub max_connections: usize,
+    pub max_pending: usize,
+}
+
+/// Connections that have not yet sent their first request head, oldest first (ids grow).
+#[derive(Default)]
+struct Pending {
+    conns: Mutex<BTreeMap<u64, Arc<Notify>>>,
+}
+
+impl Pending {
+    /// Adds a connection; if that makes more than `cap`, drops the oldest (tells it to go).
+    fn insert(&self, id: u64, evict: Arc<Notify>, cap: usize) {
+        let oldest = {
+            let mut m = self.conns.lock();
+            m.insert(id, evict);
+            if m.len() > cap {
+                m.pop_first()
+            } else {
+                None
+            }
+        };
+        if let Some((_, evict)) = oldest {
+            evict.notify_one();
+        }
+    }
+
+    /// Whether the connection was still pending (and now is not).
+    fn remove(&self, id: u64) -> bool {
+        self.conns.lock().remove(&id).is_some()
+    }
+}
+
+/// A TCP stream counted among the open connections as long as it lives: after a WebSocket
+/// upgrade the stream moves into the device's task, and the count goes with it.
+struct Counted {
+    tcp: TcpStream,
+    open: Arc<AtomicUsize>,
+}
+
+impl Counted {
+    fn new(tcp: TcpStream, open: Arc<AtomicUsize>) -> Counted {
+        open.fetch_add(1, Ordering::Relaxed);
+        Counted { tcp, open }
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.open.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl AsyncRead for Counted {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().tcp).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Counted {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().tcp).poll_write(cx, buf)
+    }
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().tcp).poll_write_vectored(cx, bufs)
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.tcp.is_write_vectored()
+    }
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().tcp).poll_flush(cx)
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().tcp).poll_shutdown(cx)
+    }
+}
+
+/// What every request of every connection shares.
+struct Shared {
+    router: Router,
+    engine: Arc<Engine>,
+    limits: HttpLimits,
+    pending: Pending,
+}
+
+/// Serves `router` on `listener` until `shutdown` resolves; then stops accepting, lets
+/// requests in flight finish (bounded by `drain`) and returns. Upgraded connections (device
+/// WebSockets) are not waited for: the caller closes them through the engine.
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    engine: Arc<Engine>,
+    limits: HttpLimits,
+    shutdown: impl Future<Output = ()>,
+    drain: Duration,
+) {
+    let mut builder = Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_timeout)
+        .max_buf_size(MAX_HEAD_BUFFER);
+    // CONNECT protocol for WebSockets over HTTP/2 (RFC 8441), as axum::serve set it.
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .enable_connect_protocol();
+    let builder = Arc::new(builder);
+    let shared = Arc::new(Shared {
+        router,
+        engine,
+        limits,
+        pending: Pending::default(),
+    });
+    let open = Arc::new(AtomicUsize::new(0));
+    let (stop_tx, stop_rx) = watch::channel(false);
+    // Each connection task holds a sender; when all are gone, recv() answers None.
+    let (done_tx, mut done_rx) = mpsc::channel::<()>(1);
+    let mut next_id: u64 = 0;
+    let mut refused: u64 = 0;
+    let mut last_warning: Option<Instant> = None;
+    tokio::pin!(shutdown);
+    loop {
+        let accepted = tokio::select! {
+            _ = &mut shutdown => break,
+            accepted = listener.accept() => accepted,
+        };
+        let (tcp, peer) = match accepted {
+            Ok(x) => x,
+            Err(e) => {
+                // Out of descriptors (EMFILE) or memory: wait a little instead of spinning;
+                // a connection reset before it was accepted is no reason to wait.
+                if !matches!(
+                    e.kind(),
+                    std::io::ErrorKind::ConnectionAborted | std::io::ErrorKind::ConnectionReset
+                ) {
+                    if warn_now(&mut last_warning) {
+                        tracing::warn!(error = %e, "accepting a connection failed");
+                    }
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                continue;
+            }
+        };
+        if open.load(Ordering::Relaxed) >= shared.limits.max_connections {
+            // Closed at once: left in the backlog it would wait forever and fill it.
+            drop(tcp);
+            refused += 1;
+            if warn_now(&mut last_warning) {
+                tracing::warn!(
+                    refused,
+                    max_connections = shared.limits.max_connections,
+                    "connection limit reached: closing new connections"
+                );
+            }
+            continue;
+        }
+        // Answers and push frames are whole messages written at once: sending them at once
+        // matters more than coalescing (Nagle's wait on the peer's ack adds latency to every
+        // frame that follows another one still unacked).
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "could not set TCP_NODELAY");
+        }
+        let io = Counted::new(tcp, open.clone());
+        next_id += 1;
+        let evict = Arc::new(Notify::new());
+        shared
+            .pending
+            .insert(next_id, evict.clone(), shared.limits.max_pending);
+        tokio::spawn(connection(
+            builder.clone(),
+            shared.clone(),
+            io,
+            peer,
+            next_id,
+            evict,
+            stop_rx.clone(),
+            done_tx.clone(),
+        ));
+    }
+    drop(listener);
+    let _ = stop_tx.send(true);
+    drop(done_tx);
+    if tokio::time::timeout(drain, done_rx.recv()).await.is_err() {
+        tracing::warn!(
+            "requests still in flight after {} ms; stopping anyway",
+            drain.as_millis()
+        );
+    }
+}
+
+/// Resolves once the server is shutting down (or its accept loop is gone).
+async fn stopped(stop: &mut watch::Receiver<bool>) {
+    // The guard `wait_for` returns must not live across the awaits that follow.
+    let _ = stop.wait_for(|s| *s).await.map(|_| ());
+}
+
+/// At most one warning a second from the accept loop.
+fn warn_now(last: &mut Option<Instant>) -> bool {
+    let now = Instant::now();
+    if last.is_some_and(|t| now.duration_since(t) < Duration::from_secs(1)) {
+        return false;
+    }
+    *last = Some(now);
+    true
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn connection(
+    builder: Arc<Builder<TokioExecutor>>,
+    shared: Arc<Shared>,
+    io: Counted,
+    peer: SocketAddr,
+    id: u64,
+    evict: Arc<Notify>,
+    mut stop: watch::Receiver<bool>,
+    _done: mpsc::Sender<()>,
+) {
+    let head = Arc::new(Notify::new());
+    let head_seen = Arc::new(AtomicBool::new(false));
+    let service = {
+        let shared = shared.clone();
+        let head = head.clone();
+        let head_seen = head_seen.clone();
+        hyper::service::service_fn(move |req: Request<Incoming>| {
+            // The first head is in: the connection is no longer pending, so no newcomer
+            // can evict it any more.
+            head_seen.store(true, Ordering::Relaxed);
+            if shared.pending.remove(id) {
+                head.notify_one();
+            }
+            handle(shared.clone(), peer, req)
+        })
+    };
+    let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
+    tokio::pin!(conn);
+    // Pending: until the first head arrives, within the header timeout. hyper's own header
+    // timeout would not cover the bytes the HTTP/1-or-2 detection reads first.
+    let first_head = tokio::time::sleep(shared.limits.header_timeout);
+    tokio::pin!(first_head);
+    tokio::select! {
+        biased;
+        _ = evict.notified() => {
+            // Under a flood this task may not have run since its connection was accepted: a
+            // client that sent its whole request at once (a health check) has its head
+            // waiting in the socket. Read what is there (one poll) and let the connection go
+            // (dropping it closes the socket) only if no head came of it.
+            if conn.as_mut().now_or_never().is_some() || !head_seen.load(Ordering::Relaxed) {
+                return;
+            }
+        }
+        _ = head.notified() => {}
+        result = conn.as_mut() => {
+            shared.pending.remove(id);
+            if let Err(e) = result {
+                tracing::debug!(%peer, error = %e, "connection ended");
+            }
+            return;
+        }
+        _ = &mut first_head => {
+            shared.pending.remove(id);
+            tracing::debug!(%peer, "no request head within the header timeout: closed");
+            return;
+        }
+        _ = stopped(&mut stop) => {
+            shared.pending.remove(id);
+            return;
+        }
+    }
+    tokio::select! {
+        result = conn.as_mut() => {
+            if let Err(e) = result {
+                tracing::debug!(%peer, error = %e, "connection ended");
+            }
+        }
+        _ = stopped(&mut stop) => {
+            // Finish the request in flight, then close.
+            conn.as_mut().graceful_shutdown();
+            let _ = conn.await;
+        }
+    }
+}
+
+/// One request: the checks only a handler can answer in JSON, path normalization, the peer
+/// address (for IP allowlists), the body deadline, the router, then the safety nets on the
+/// answer (JSON errors, rate-limit headers) and the request log line.
+async fn handle(
+    shared: Arc<Shared>,
+    peer: SocketAddr,
+    req: Request<Incoming>,
+) -> Result<Response, Infallible> {
+    let started = Instant::now();
+    let method = req.method().clone();
+    let target_len = req.uri().path_and_query().map_or(0, |p| p.as_str().len());
+    let header_bytes: usize = req
+        .headers()
+        .iter()
+        .map(|(k, v)| k.as_str().len() + v.len() + 4)
+        .sum();
+    let (mut parts, body) = req.into_parts();
+    if let Some(uri) = pigeon_jpush::normalize_path(&parts.uri) {
+        parts.uri = uri;
+    }
+    let path = parts.uri.path().to_string();
+    parts.extensions.insert(axum::extract::ConnectInfo(peer));
+    let timed_out = Arc::new(AtomicBool::new(false));
+    let mut response = if target_len > MAX_URI_BYTES {
+        error_response(
+            StatusCode::URI_TOO_LONG,
+            &format!("the request target is longer than {MAX_URI_BYTES} bytes"),
+        )
+    } else if header_bytes > MAX_HEADER_BYTES {
+        error_response(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            &format!("the request headers are larger than {MAX_HEADER_BYTES} bytes"),
+        )
+    } else {
+        // A body with nothing to read needs no deadline (GETs, the WebSocket upgrade).
+        let body = if body.is_end_stream() {
+            Body::new(body)
+        } else {
+            Body::new(DeadlineBody {
+                inner: body,
+                deadline: Box::pin(tokio::time::sleep(shared.limits.body_timeout)),
+                timed_out: timed_out.clone(),
+            })
+        };
+        let req = Request::from_parts(parts, body);
+        let response = tower::ServiceExt::oneshot(shared.router.clone(), req).await?;
+        if timed_out.load(Ordering::Relaxed) {
+            let mut r = error_response(
+                StatusCode::REQUEST_TIMEOUT,
+                &format!(
+                    "the request body did not arrive within {} ms",
+                    shared.limits.body_timeout.as_millis()
+                ),
+            );
+            // The rest of the body may still come; the connection cannot be reused.
+            r.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            r
+        } else {
+            pigeon_jpush::json_errors_of(response).await
+        }
+    };
+    if !response.headers().contains_key("x-rate-limit-limit") {
+        pigeon_jpush::set_rate_headers(response.headers_mut(), shared.engine.default_rate_state());
+    }
+    let status = response.status().as_u16();
+    let ms = started.elapsed().as_secs_f64() * 1000.0;
+    let app_key = response
+        .extensions()
+        .get::<pigeon_jpush::CallerApp>()
+        .map(|a| a.0.clone());
+    // One line per API call; not for the liveness probe, and the device WebSocket's upgrade
+    // only at debug (a reconnect storm of devices would drown the API lines).
+    if path == "/health" || path == "/v1/connect" {
+        tracing::debug!(%method, %path, status, ms, "request");
+    } else {
+        tracing::info!(%method, %path, status, ms = format_args!("{ms:.1}"), app_key = %app_key.as_deref().unwrap_or("-"), "request");
+    }
+    Ok(response)
+}
+
+fn error_response(status: StatusCode, message: &str) -> Response {
+    pigeon_jpush::json_response(status, &error_json(u32::from(status.as_u16()), message))
+}
+
+/// A request body that must be in whole by a deadline set when its head arrived: a body
+/// trickling in one byte at a time would pass a per-read timeout.
+struct DeadlineBody {
+    inner: Incoming,
+    deadline: Pin<Box<tokio::time::Sleep>>,
+    timed_out: Arc<AtomicBool>,
+}
+
+/// The error a handler's body read gets when the deadline passed.
+#[derive(Debug)]
+struct BodyTimeout;
+
+impl std::fmt::Display for BodyTimeout {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("request body timeout")
+    }
+}
+
+impl std::error::Error for BodyTimeout {}
+
+impl HttpBody for DeadlineBody {
+    type Data = Bytes;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let this = self.get_mut();
+        if let Poll::Ready(frame) = Pin::new(&mut this.inner).poll_frame(cx) {
+            return Poll::Ready(frame.map(|r| r.map_err(Into::into)));
+        }
+        if this.deadline.as_mut().poll(cx).is_ready() {
+            this.timed_out.store(true, Ordering::Relaxed);
+            return Poll::Ready(Some(Err(Box::new(BodyTimeout))));
+        }
+        Poll::Pending
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_pending_set_evicts_its_oldest() {
+        let p = Pending::default();
+        let n: Vec<Arc<Notify>> = (0..3).map(|_| Arc::new(Notify::new())).collect();
+        p.insert(1, n[0].clone(), 2);
+        p.insert(2, n[1].clone(), 2);
+        assert!(p.remove(2));
+        p.insert(3, n[2].clone(), 2);
+        p.insert(4, Arc::new(Notify::new()), 2);
+        // 1 was the oldest: gone, and told so.
+        assert!(!p.remove(1));
+        assert!(p.remove(3) && p.remove(4));
+    }
+}

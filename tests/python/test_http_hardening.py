@@ -160,6 +160,39 @@ def test_connections_beyond_the_cap_are_closed_at_once():
             s.stop()
 
 
+def test_devices_leave_headroom_for_the_api():
+    """With 30 connections, a tenth stays free of devices: the 28th device is told 503 in
+    JSON (and to come back later), while the app's backend still pushes to the 27."""
+    with tempfile.TemporaryDirectory() as tmp:
+        s = started(tmp, PIGEON_MAX_CONNECTIONS=30, PIGEON_MAX_PENDING_CONNECTIONS=10)
+        try:
+            app = s.create_app("crowd")
+            devices = [Device(s, app["app_key"]) for _ in range(27)]
+            extra = requests.post(s.base + "/v1/devices/register", timeout=5,
+                                  json={"app_key": app["app_key"], "platform": "android"}).json()
+            r = requests.get(s.base + "/v1/connect", timeout=5, headers={
+                "Connection": "Upgrade", "Upgrade": "websocket", "Sec-WebSocket-Version": "13",
+                "Sec-WebSocket-Key": base64.b64encode(os.urandom(16)).decode()})
+            assert_jpush_error(r, 503)
+            assert r.headers["Retry-After"] == "60"
+            assert "device connections" in r.json()["error"]["message"]
+            assert extra["registration_id"]
+            push = {"platform": "all", "audience": "all", "notification": {"alert": "room"}}
+            p = requests.post(s.base + "/v3/push", data=json.dumps(push), timeout=5,
+                              auth=(app["app_key"], app["master_secret"]))
+            assert p.status_code == 200, p.text
+            for d in devices:
+                assert [f["msg_id"] for f in d.pushes(1, quiet=0.05)] == [p.json()["msg_id"]]
+            # A device that leaves frees its place.
+            devices.pop().close()
+            time.sleep(0.3)
+            devices.append(Device(s, app["app_key"]))
+            for d in devices:
+                d.close()
+        finally:
+            s.stop()
+
+
 def assert_jpush_error(r, status, code=None):
     assert r.status_code == status, (r.status_code, r.text)
     assert r.headers["Content-Type"].startswith("application/json"), r.headers

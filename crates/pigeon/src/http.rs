@@ -14,6 +14,9 @@
 //! - Beyond `max_connections` (pending or not, WebSockets included: the count lives with the
 //!   socket, also after an upgrade) a connection is accepted and closed at once, rather than
 //!   left in the kernel's backlog.
+//! - Device WebSockets may take at most `max_devices` of those connections: the rest is
+//!   headroom for the API, so a full crowd of devices cannot lock out the app's backend (a
+//!   device beyond it gets 503 and comes back later, as the device protocol's back-off says).
 
 use axum::body::{Body, Bytes, HttpBody};
 use axum::http::{header, HeaderValue, Request, StatusCode};
@@ -48,6 +51,8 @@ pub const MAX_HEADER_BYTES: usize = 32 * 1024;
 /// hyper's read buffer for a request head: a head larger than this gets hyper's own 431 with
 /// an empty body (its parse errors cannot be answered by a handler).
 const MAX_HEAD_BUFFER: usize = 64 * 1024;
+/// The device WebSocket's path: its connections have a share of their own.
+const DEVICE_CONNECT: &str = "/v1/connect";
 
 /// The limits of the HTTP layer (README, "Configuration").
 #[derive(Debug, Clone)]
@@ -56,6 +61,8 @@ pub struct HttpLimits {
     pub body_timeout: Duration,
     pub max_connections: usize,
     pub max_pending: usize,
+    /// Most upgraded device WebSockets (below `max_connections`).
+    pub max_devices: usize,
 }
 
 /// Connections that have not yet sent their first request head, oldest first (ids grow).
@@ -92,18 +99,30 @@ impl Pending {
 struct Counted {
     tcp: TcpStream,
     open: Arc<AtomicUsize>,
+    /// Set once the connection became a device WebSocket; it is then counted in
+    /// `Shared::devices` too, until it closes.
+    device: Arc<AtomicBool>,
+    devices: Arc<AtomicUsize>,
 }
 
 impl Counted {
-    fn new(tcp: TcpStream, open: Arc<AtomicUsize>) -> Counted {
+    fn new(tcp: TcpStream, open: Arc<AtomicUsize>, devices: Arc<AtomicUsize>) -> Counted {
         open.fetch_add(1, Ordering::Relaxed);
-        Counted { tcp, open }
+        Counted {
+            tcp,
+            open,
+            device: Arc::new(AtomicBool::new(false)),
+            devices,
+        }
     }
 }
 
 impl Drop for Counted {
     fn drop(&mut self) {
         self.open.fetch_sub(1, Ordering::Relaxed);
+        if self.device.load(Ordering::Relaxed) {
+            self.devices.fetch_sub(1, Ordering::Relaxed);
+        }
     }
 }
 
@@ -149,6 +168,8 @@ struct Shared {
     engine: Arc<Engine>,
     limits: HttpLimits,
     pending: Pending,
+    /// Open device WebSockets.
+    devices: Arc<AtomicUsize>,
 }
 
 /// Serves `router` on `listener` until `shutdown` resolves; then stops accepting, lets
@@ -179,6 +200,7 @@ pub async fn serve(
         engine,
         limits,
         pending: Pending::default(),
+        devices: Arc::new(AtomicUsize::new(0)),
     });
     let open = Arc::new(AtomicUsize::new(0));
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -229,7 +251,7 @@ pub async fn serve(
         if let Err(e) = tcp.set_nodelay(true) {
             tracing::debug!(error = %e, "could not set TCP_NODELAY");
         }
-        let io = Counted::new(tcp, open.clone());
+        let io = Counted::new(tcp, open.clone(), shared.devices.clone());
         next_id += 1;
         let evict = Arc::new(Notify::new());
         shared
@@ -290,6 +312,7 @@ async fn connection(
         let shared = shared.clone();
         let head = head.clone();
         let head_seen = head_seen.clone();
+        let device = io.device.clone();
         hyper::service::service_fn(move |req: Request<Incoming>| {
             // The first head is in: the connection is no longer pending, so no newcomer
             // can evict it any more.
@@ -297,7 +320,7 @@ async fn connection(
             if shared.pending.remove(id) {
                 head.notify_one();
             }
-            handle(shared.clone(), peer, req)
+            handle(shared.clone(), peer, device.clone(), req)
         })
     };
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
@@ -355,6 +378,7 @@ async fn connection(
 async fn handle(
     shared: Arc<Shared>,
     peer: SocketAddr,
+    device: Arc<AtomicBool>,
     req: Request<Incoming>,
 ) -> Result<Response, Infallible> {
     let started = Instant::now();
@@ -382,6 +406,19 @@ async fn handle(
             StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             &format!("the request headers are larger than {MAX_HEADER_BYTES} bytes"),
         )
+    } else if path == DEVICE_CONNECT
+        && shared.devices.load(Ordering::Relaxed) >= shared.limits.max_devices
+    {
+        let mut r = error_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &format!(
+                "this server holds its most device connections ({}); try again later",
+                shared.limits.max_devices
+            ),
+        );
+        r.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("60"));
+        r
     } else {
         // A body with nothing to read needs no deadline (GETs, the WebSocket upgrade).
         let body = if body.is_end_stream() {
@@ -411,6 +448,12 @@ async fn handle(
             pigeon_jpush::json_errors_of(response).await
         }
     };
+    if response.status() == StatusCode::SWITCHING_PROTOCOLS
+        && path == DEVICE_CONNECT
+        && !device.swap(true, Ordering::Relaxed)
+    {
+        shared.devices.fetch_add(1, Ordering::Relaxed);
+    }
     if !response.headers().contains_key("x-rate-limit-limit") {
         pigeon_jpush::set_rate_headers(response.headers_mut(), shared.engine.default_rate_state());
     }
@@ -422,7 +465,7 @@ async fn handle(
         .map(|a| a.0.clone());
     // One line per API call; not for the liveness probe, and the device WebSocket's upgrade
     // only at debug (a reconnect storm of devices would drown the API lines).
-    if path == "/health" || path == "/v1/connect" {
+    if path == "/health" || path == DEVICE_CONNECT {
         tracing::debug!(%method, %path, status, ms, "request");
     } else {
         tracing::info!(%method, %path, status, ms = format_args!("{ms:.1}"), app_key = %app_key.as_deref().unwrap_or("-"), "request");

@@ -96,6 +96,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         data = %cfg.data.display(),
         max_connections = limits.max_connections,
         max_pending = limits.max_pending,
+        max_devices = limits.max_devices,
         header_timeout_ms = cfg.header_timeout_ms,
         body_timeout_ms = cfg.body_timeout_ms,
         "pigeon listening on http://{addr}"
@@ -171,11 +172,15 @@ fn http_limits(cfg: &Config, fd_limit: Option<u64>) -> crate::http::HttpLimits {
     } else {
         DEFAULT_MAX_PENDING.min(max_connections / 2).max(1)
     };
+    // A tenth of the connections (at most 1,000, at least one) stays free of devices for
+    // the API: the app's backend can push while every device slot is taken.
+    let api_headroom = (max_connections / 10).clamp(1, 1_000);
     crate::http::HttpLimits {
         header_timeout: Duration::from_millis(cfg.header_timeout_ms),
         body_timeout: Duration::from_millis(cfg.body_timeout_ms),
         max_connections,
         max_pending,
+        max_devices: max_connections.saturating_sub(api_headroom).max(1),
     }
 }
 
@@ -314,6 +319,7 @@ mod tests {
         let cfg = Config::default();
         let l = http_limits(&cfg, Some(20_000));
         assert_eq!((l.max_connections, l.max_pending), (19_000, 4_096));
+        assert_eq!(l.max_devices, 18_000);
         // A small limit keeps a quarter for the server, and pending at most half.
         let l = http_limits(&cfg, Some(1_024));
         assert_eq!((l.max_connections, l.max_pending), (768, 384));
@@ -324,5 +330,6 @@ mod tests {
         };
         let l = http_limits(&cfg, Some(20_000));
         assert_eq!((l.max_connections, l.max_pending), (100, 10));
+        assert_eq!(l.max_devices, 90);
     }
 }

@@ -31,13 +31,17 @@ def push_service():
     subprocess.run([PEER, "--port", str(port), "start"], check=True, capture_output=True,
                    timeout=30, cwd=state)
     base = f"http://localhost:{port}"
-    deadline = time.time() + 10
-    while time.time() < deadline:
+    # Node takes its time to start on a busy machine: wait for it, and say so if it never
+    # comes up rather than failing later on a refused connection.
+    deadline = time.time() + 60
+    while True:
         try:
             if requests.post(base + "/status", timeout=1).ok:
                 break
         except requests.ConnectionError:
-            time.sleep(0.1)
+            pass
+        assert time.time() < deadline, "web-push-testing did not start within 60 s"
+        time.sleep(0.1)
     yield base
     subprocess.run([PEER, "--port", str(port), "stop"], capture_output=True, timeout=30, cwd=state)
     shutil.rmtree(state, ignore_errors=True)

@@ -13,8 +13,8 @@ mod sqlite;
 
 pub use records::{
     batch_events_json, AppRecord, AppSettings, CallbackBatch, CallbackEndpoint, Checkpoint,
-    DeviceEvent, DeviceRecord, FileRecord, GroupRecord, NewEvent, ScheduleRecord, ScheduleRun,
-    SmsSend, StoredEvent, StoredPush,
+    DeviceEvent, DeviceRecord, FileRecord, GroupRecord, Location, NewEvent, ScheduleRecord,
+    ScheduleRun, SmsSend, StoredEvent, StoredPush,
 };
 pub use sqlite::{SqliteStore, Synchronous};
 
@@ -149,8 +149,13 @@ pub trait Storage: Send + Sync + 'static {
         checkpoints: Vec<Checkpoint>,
         events: Vec<NewEvent>,
     ) -> StoreFuture<'_, ()>;
-    /// Records a click or location a device reported, with the events that report it.
+    /// Records a click a device reported, with the events that report it.
     fn record_event(&self, event: DeviceEvent, events: Vec<NewEvent>) -> StoreFuture<'_, ()>;
+    /// Replaces the latest known position of each of these devices (one row per device).
+    fn save_locations(&self, app_key: &str, locations: Vec<(u32, Location)>)
+        -> StoreFuture<'_, ()>;
+    /// The latest position a device reported, if any.
+    fn location(&self, app_key: &str, ordinal: u32) -> StoreFuture<'_, Option<Location>>;
 
     /// Creates or replaces a schedule.
     fn put_schedule(&self, schedule: ScheduleRecord) -> StoreFuture<'_, ()>;

@@ -3,8 +3,8 @@
 use crate::sealed::SealingKey;
 use crate::{
     batch_events_json, AppRecord, AppSettings, CallbackBatch, CallbackEndpoint, Checkpoint,
-    DeviceEvent, DeviceRecord, FileRecord, GroupRecord, NewEvent, ScheduleRecord, ScheduleRun,
-    SmsSend, Storage, StoreError, StoreFuture, StoreResult, StoredEvent, StoredPush,
+    DeviceEvent, DeviceRecord, FileRecord, GroupRecord, Location, NewEvent, ScheduleRecord,
+    ScheduleRun, SmsSend, Storage, StoreError, StoreFuture, StoreResult, StoredEvent, StoredPush,
 };
 use pigeon_core::{Platform, Push};
 use roaring::RoaringBitmap;
@@ -69,6 +69,17 @@ CREATE TABLE IF NOT EXISTS device_events (
     at_ms INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS device_events_by_push ON device_events (msg_id, kind);
+-- The latest position of each device that reported one: replaced, never appended, so a
+-- device reporting often does not grow the database.
+CREATE TABLE IF NOT EXISTS device_locations (
+    app_key TEXT NOT NULL,
+    ordinal INTEGER NOT NULL,
+    lat REAL NOT NULL,
+    lon REAL NOT NULL,
+    accuracy_m REAL,
+    at_ms INTEGER NOT NULL,
+    PRIMARY KEY (app_key, ordinal)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS device_seen (
     app_key TEXT NOT NULL,
     ordinal INTEGER NOT NULL,
@@ -450,6 +461,28 @@ fn migrate(conn: &Connection) -> StoreResult<()> {
         if !present && exists(table)? {
             conn.execute_batch(add)?;
         }
+    }
+    // Locations were once a row per report in device_events: each device's latest becomes
+    // its one row, the rest go. (`msg_id IS NULL AND kind = ...` is a seek on the
+    // (msg_id, kind) index, so a database without such rows pays nothing at open.)
+    let old_locations = conn
+        .prepare("SELECT 1 FROM device_events WHERE msg_id IS NULL AND kind = 'location' LIMIT 1")?
+        .exists([])?;
+    if old_locations {
+        conn.execute_batch(
+            "BEGIN;
+             INSERT OR IGNORE INTO device_locations (app_key, ordinal, lat, lon, accuracy_m, at_ms)
+                 SELECT app_key, ordinal, json_extract(data, '$.lat'),
+                        json_extract(data, '$.lon'), json_extract(data, '$.accuracy_m'), at_ms
+                 FROM device_events
+                 WHERE id IN (SELECT MAX(id) FROM device_events
+                              WHERE msg_id IS NULL AND kind = 'location'
+                              GROUP BY app_key, ordinal)
+                   AND json_type(data, '$.lat') IN ('real', 'integer')
+                   AND json_type(data, '$.lon') IN ('real', 'integer');
+             DELETE FROM device_events WHERE msg_id IS NULL AND kind = 'location';
+             COMMIT;",
+        )?;
     }
     // The outbox of an event a row: each event becomes a chunk of one, same id, and the
     // ids go on after the last one handed out.
@@ -1583,6 +1616,53 @@ impl Storage for SqliteStore {
         }))
     }
 
+    fn save_locations(
+        &self,
+        app_key: &str,
+        locations: Vec<(u32, Location)>,
+    ) -> StoreFuture<'_, ()> {
+        let app_key = app_key.to_string();
+        Box::pin(self.write(move |c| {
+            let mut st = c.prepare_cached(
+                "INSERT INTO device_locations (app_key, ordinal, lat, lon, accuracy_m, at_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                 ON CONFLICT (app_key, ordinal) DO UPDATE SET lat = excluded.lat,
+                     lon = excluded.lon, accuracy_m = excluded.accuracy_m,
+                     at_ms = excluded.at_ms",
+            )?;
+            for (ordinal, l) in locations {
+                st.execute(params![
+                    app_key,
+                    ordinal,
+                    l.lat,
+                    l.lon,
+                    l.accuracy_m,
+                    to_i64(l.at_ms)
+                ])?;
+            }
+            Ok(())
+        }))
+    }
+
+    fn location(&self, app_key: &str, ordinal: u32) -> StoreFuture<'_, Option<Location>> {
+        let app_key = app_key.to_string();
+        Box::pin(self.read(move |c| {
+            Ok(c.prepare_cached(
+                "SELECT lat, lon, accuracy_m, at_ms FROM device_locations
+                 WHERE app_key = ?1 AND ordinal = ?2",
+            )?
+            .query_row(params![app_key, ordinal], |r| {
+                Ok(Location {
+                    lat: r.get(0)?,
+                    lon: r.get(1)?,
+                    accuracy_m: r.get(2)?,
+                    at_ms: to_u64(r.get(3)?),
+                })
+            })
+            .optional()?)
+        }))
+    }
+
     fn put_file(&self, f: FileRecord) -> StoreFuture<'_, ()> {
         Box::pin(self.write(move |c| {
             c.execute(
@@ -2181,6 +2261,7 @@ impl Storage for SqliteStore {
 mod tests {
     use super::*;
     use pigeon_core::{Audience, PlatformSet, PushOptions};
+    use serde_json::json;
 
     fn device(ordinal: u32, rid: &str) -> DeviceRecord {
         DeviceRecord {
@@ -2471,6 +2552,73 @@ mod tests {
         assert_eq!([a.is_ok(), b.is_ok()].iter().filter(|x| **x).count(), 1);
         assert!(c.is_ok());
         assert_eq!(store.list_apps().await.unwrap().len(), 2);
+    }
+
+    #[tokio::test]
+    async fn old_location_rows_become_one_row_per_device() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db");
+        SqliteStore::open(&path, Synchronous::Normal)
+            .unwrap()
+            .close()
+            .await
+            .unwrap();
+        // What an older Pigeon wrote: a row per location report, clicks beside them.
+        let c = Connection::open(&path).unwrap();
+        for (ordinal, lat, at) in [(1, 10.0, 1), (2, 20.0, 2), (1, 11.5, 3), (2, 21.0, 4)] {
+            c.execute(
+                "INSERT INTO device_events (app_key, ordinal, kind, msg_id, data, at_ms)
+                 VALUES ('k', ?1, 'location', NULL, ?2, ?3)",
+                params![
+                    ordinal,
+                    json!({"lat": lat, "lon": 5, "accuracy_m": 3.0}).to_string(),
+                    at
+                ],
+            )
+            .unwrap();
+        }
+        c.execute(
+            "INSERT INTO device_events (app_key, ordinal, kind, msg_id, data, at_ms)
+             VALUES ('k', 1, 'click', 42, 'null', 5)",
+            [],
+        )
+        .unwrap();
+        drop(c);
+        let store = SqliteStore::open(&path, Synchronous::Normal).unwrap();
+        let one = store.location("k", 1).await.unwrap().unwrap();
+        assert_eq!(
+            one,
+            Location {
+                lat: 11.5,
+                lon: 5.0,
+                accuracy_m: Some(3.0),
+                at_ms: 3
+            }
+        );
+        assert_eq!(store.location("k", 2).await.unwrap().unwrap().lat, 21.0);
+        assert_eq!(store.location("k", 3).await.unwrap(), None);
+        assert_eq!(store.clicked("k", 42).await.unwrap(), [1]);
+        // Reports replace the row: still one per device.
+        let at = |lat, at_ms| Location {
+            lat,
+            lon: 1.0,
+            accuracy_m: None,
+            at_ms,
+        };
+        store
+            .save_locations("k", vec![(1, at(1.0, 10)), (3, at(3.0, 10))])
+            .await
+            .unwrap();
+        store
+            .save_locations("k", vec![(1, at(2.0, 11))])
+            .await
+            .unwrap();
+        assert_eq!(store.location("k", 1).await.unwrap(), Some(at(2.0, 11)));
+        store.close().await.unwrap();
+        let c = Connection::open(&path).unwrap();
+        let count = |sql: &str| -> i64 { c.query_row(sql, [], |r| r.get(0)).unwrap() };
+        assert_eq!(count("SELECT COUNT(*) FROM device_locations"), 3);
+        assert_eq!(count("SELECT COUNT(*) FROM device_events"), 1);
     }
 
     #[tokio::test]

@@ -286,6 +286,8 @@ pub trait Storage: Send + Sync + 'static {
         next_ms: u64,
     ) -> StoreFuture<'_, ()>;
 
-    /// Waits until everything written so far is durable, then stops the writer.
+    /// Waits until everything written so far is durable, then stops the writer (later
+    /// writes fail with [`StoreError::Closed`]) and leaves the files compact (SQLite: the
+    /// WAL copied into the database and truncated).
     fn close(&self) -> StoreFuture<'_, ()>;
 }

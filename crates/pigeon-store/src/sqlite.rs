@@ -19,6 +19,12 @@ use tokio::sync::{mpsc, oneshot};
 const MAX_BATCH: usize = 2048;
 /// Writes that may wait for the writer before callers are made to wait (backpressure).
 const QUEUE_DEPTH: usize = 8192;
+/// How large the WAL may grow. A checkpoint that never waits for the writer cannot finish
+/// while writes keep coming, and SQLite only rewinds a WAL that was copied to its end, so
+/// under steady writes the file would grow without bound; past this size the checkpointer
+/// truncates it (holding writes back meanwhile), and a rewound WAL is cut back to it
+/// (`journal_size_limit`).
+const WAL_LIMIT: u64 = 64 << 20;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS apps (
@@ -239,6 +245,14 @@ pub enum Synchronous {
 type AfterCommit = Box<dyn FnOnce(Result<(), String>) + Send>;
 type Job = Box<dyn FnOnce(&Connection) -> AfterCommit + Send>;
 
+/// What the writer thread is asked to do.
+enum Msg {
+    /// A write, for the next group commit.
+    Job(Job),
+    /// Commit what came before, truncate the WAL, stop; answered when done.
+    Close(oneshot::Sender<()>),
+}
+
 /// The embedded SQLite store. Cheap to clone.
 #[derive(Clone)]
 pub struct SqliteStore {
@@ -247,7 +261,7 @@ pub struct SqliteStore {
 
 struct Inner {
     path: PathBuf,
-    jobs: mpsc::Sender<Job>,
+    jobs: mpsc::Sender<Msg>,
     readers: parking::Pool,
     /// Seals vendor credentials and VAPID private keys before they are written.
     key: SealingKey,
@@ -287,6 +301,7 @@ fn open_connection(path: &Path, sync: Synchronous) -> rusqlite::Result<Connectio
         },
     )?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
+    conn.pragma_update(None, "journal_size_limit", WAL_LIMIT as i64)?;
     Ok(conn)
 }
 
@@ -303,15 +318,20 @@ impl SqliteStore {
         // Checkpoints copy the WAL into the database; done inside a commit they stall every
         // write behind it, so the writer never checkpoints and a thread of its own does.
         conn.pragma_update(None, "wal_autocheckpoint", 0)?;
-        let (jobs, rx) = mpsc::channel::<Job>(QUEUE_DEPTH);
+        // The checkpointer may hold writes back while it truncates an overgrown WAL; the
+        // writer waits for it rather than fail a whole batch (it is a thread of its own:
+        // waiting blocks no async task, callers just wait for their commit).
+        conn.busy_timeout(Duration::from_secs(120))?;
+        let (jobs, rx) = mpsc::channel::<Msg>(QUEUE_DEPTH);
         std::thread::Builder::new()
             .name("pigeon-sqlite-writer".into())
             .spawn(move || run_writer(conn, rx))?;
         let checkpointer = open_connection(&path, sync)?;
         let alive = jobs.downgrade();
+        let wal = wal_path(&path);
         std::thread::Builder::new()
             .name("pigeon-sqlite-checkpoint".into())
-            .spawn(move || run_checkpointer(checkpointer, alive))?;
+            .spawn(move || run_checkpointer(checkpointer, wal, alive))?;
         Ok(SqliteStore {
             inner: Arc::new(Inner {
                 path,
@@ -345,7 +365,7 @@ impl SqliteStore {
         });
         self.inner
             .jobs
-            .send(job)
+            .send(Msg::Job(job))
             .await
             .map_err(|_| StoreError::Closed)?;
         rx.await.map_err(|_| StoreError::Closed)?
@@ -539,56 +559,119 @@ fn in_savepoint<T>(
     result
 }
 
-/// Copies the WAL into the database every second while the store is open (PASSIVE: it never
-/// blocks the writer), and truncates it at the end.
-fn run_checkpointer(conn: Connection, alive: mpsc::WeakSender<Job>) {
-    while alive.upgrade().is_some() {
+/// The `-wal` file next to a database.
+fn wal_path(db: &Path) -> PathBuf {
+    let mut name = db.as_os_str().to_owned();
+    name.push("-wal");
+    PathBuf::from(name)
+}
+
+/// Copies the WAL into the database every second while the store is open, and keeps the WAL
+/// under [`WAL_LIMIT`] ([`bound_wal`]).
+fn run_checkpointer(conn: Connection, wal: PathBuf, alive: mpsc::WeakSender<Msg>) {
+    while alive.upgrade().is_some_and(|s| !s.is_closed()) {
         std::thread::sleep(Duration::from_secs(1));
-        if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+        if let Err(e) = bound_wal(&conn, &wal, WAL_LIMIT) {
             tracing::warn!(error = %e, "WAL checkpoint failed");
         }
     }
 }
 
-fn run_writer(conn: Connection, mut rx: mpsc::Receiver<Job>) {
+/// One checkpoint: PASSIVE (it never holds the writer back) while the WAL is within
+/// `limit`, TRUNCATE once it is larger: that one waits for the writer between two commits,
+/// holds writes back while it copies the rest, and empties the file.
+fn bound_wal(conn: &Connection, wal: &Path, limit: u64) -> rusqlite::Result<()> {
+    let size = std::fs::metadata(wal).map(|m| m.len()).unwrap_or(0);
+    if size > limit {
+        tracing::info!(bytes = size, "WAL over its limit: truncating it");
+        conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+    } else {
+        conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
+    }
+}
+
+/// Copies the whole WAL into the database and truncates it to nothing, waiting (busy
+/// timeout) for readers of older snapshots; at close, after the last commit.
+fn truncate_wal(conn: &Connection) {
+    // Not the writer's long wait: beside a running server (`pigeon app create`) the server
+    // keeps its own WAL bounded, and a command should not hang on it; at the server's own
+    // shutdown this only waits for its checkpointer thread's last pass.
+    let _ = conn.busy_timeout(Duration::from_secs(5));
+    let checkpoint = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
+        Ok((
+            r.get::<_, i64>(0)?,
+            r.get::<_, i64>(1)?,
+            r.get::<_, i64>(2)?,
+        ))
+    });
+    match checkpoint {
+        Ok((0, _, _)) => {}
+        // Everything is committed all the same; the WAL is only left longer.
+        Ok((_, log, copied)) => tracing::warn!(
+            log,
+            copied,
+            "could not truncate the WAL at close: another connection is reading"
+        ),
+        Err(e) => tracing::warn!(error = %e, "could not truncate the WAL at close"),
+    }
+}
+
+fn run_writer(conn: Connection, mut rx: mpsc::Receiver<Msg>) {
     let mut batch: Vec<Job> = Vec::with_capacity(MAX_BATCH);
     let mut after: Vec<AfterCommit> = Vec::with_capacity(MAX_BATCH);
+    let mut closing = None;
     while let Some(first) = rx.blocking_recv() {
-        batch.push(first);
-        while batch.len() < MAX_BATCH {
+        match first {
+            Msg::Job(job) => batch.push(job),
+            Msg::Close(done) => closing = Some(done),
+        }
+        while closing.is_none() && batch.len() < MAX_BATCH {
             match rx.try_recv() {
-                Ok(job) => batch.push(job),
+                Ok(Msg::Job(job)) => batch.push(job),
+                Ok(Msg::Close(done)) => closing = Some(done),
                 Err(_) => break,
             }
         }
-        let started = std::time::Instant::now();
-        let jobs = batch.len();
-        let began = conn.execute_batch("BEGIN IMMEDIATE");
-        if let Err(e) = began {
-            tracing::error!(error = %e, "storage: cannot begin a transaction");
-            for job in batch.drain(..) {
-                drop(job);
-            }
-            continue;
+        if !batch.is_empty() {
+            commit(&conn, &mut batch, &mut after);
         }
-        for job in batch.drain(..) {
-            after.push(job(&conn));
-        }
-        let committed = conn.execute_batch("COMMIT").map_err(|e| e.to_string());
-        if let Err(e) = &committed {
-            tracing::error!(error = %e, "storage: commit failed");
-            let _ = conn.execute_batch("ROLLBACK");
-        }
-        for done in after.drain(..) {
-            done(committed.clone());
-        }
-        let took = started.elapsed();
-        if took > Duration::from_millis(100) {
-            tracing::warn!(jobs, ms = took.as_millis() as u64, "slow storage batch");
+        if let Some(done) = closing {
+            // Writes queued after the close are dropped with the receiver: their callers
+            // get `StoreError::Closed`, nothing is half done.
+            truncate_wal(&conn);
+            let _ = done.send(());
+            return;
         }
     }
     // Every sender is gone: the channel is drained and everything is committed.
-    let _ = conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)");
+    truncate_wal(&conn);
+}
+
+/// Runs a batch of jobs in one transaction and tells each caller how it went.
+fn commit(conn: &Connection, batch: &mut Vec<Job>, after: &mut Vec<AfterCommit>) {
+    let started = std::time::Instant::now();
+    let jobs = batch.len();
+    let began = conn.execute_batch("BEGIN IMMEDIATE");
+    if let Err(e) = began {
+        tracing::error!(error = %e, "storage: cannot begin a transaction");
+        batch.clear();
+        return;
+    }
+    for job in batch.drain(..) {
+        after.push(job(conn));
+    }
+    let committed = conn.execute_batch("COMMIT").map_err(|e| e.to_string());
+    if let Err(e) = &committed {
+        tracing::error!(error = %e, "storage: commit failed");
+        let _ = conn.execute_batch("ROLLBACK");
+    }
+    for done in after.drain(..) {
+        done(committed.clone());
+    }
+    let took = started.elapsed();
+    if took > Duration::from_millis(100) {
+        tracing::warn!(jobs, ms = took.as_millis() as u64, "slow storage batch");
+    }
 }
 
 const BATCH_COLUMNS: &str = "delivery_id, endpoint_id, command, events, attempts, next_ms, \
@@ -2252,8 +2335,15 @@ impl Storage for SqliteStore {
     }
 
     fn close(&self) -> StoreFuture<'_, ()> {
-        // A no-op write: once it is answered, every write queued before it is durable.
-        Box::pin(self.write(|_| Ok(())))
+        Box::pin(async move {
+            let (tx, rx) = oneshot::channel();
+            // The writer takes it after every write queued before it, so once it is
+            // answered they are all durable and the WAL is empty.
+            if self.inner.jobs.send(Msg::Close(tx)).await.is_err() {
+                return Ok(()); // closed already
+            }
+            rx.await.map_err(|_| StoreError::Closed)
+        })
     }
 }
 
@@ -2531,30 +2621,6 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_failing_write_does_not_spoil_its_batch() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = SqliteStore::open(dir.path().join("db"), Synchronous::Normal).unwrap();
-        let app = AppRecord {
-            app_key: "k".into(),
-            master_secret: "s".into(),
-            name: "n".into(),
-            created_ms: 5,
-        };
-        let other = AppRecord {
-            app_key: "k2".into(),
-            ..app.clone()
-        };
-        let (a, b, c) = tokio::join!(
-            store.create_app(app.clone()),
-            store.create_app(app.clone()),
-            store.create_app(other)
-        );
-        assert_eq!([a.is_ok(), b.is_ok()].iter().filter(|x| **x).count(), 1);
-        assert!(c.is_ok());
-        assert_eq!(store.list_apps().await.unwrap().len(), 2);
-    }
-
-    #[tokio::test]
     async fn old_location_rows_become_one_row_per_device() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("db");
@@ -2619,6 +2685,77 @@ mod tests {
         let count = |sql: &str| -> i64 { c.query_row(sql, [], |r| r.get(0)).unwrap() };
         assert_eq!(count("SELECT COUNT(*) FROM device_locations"), 3);
         assert_eq!(count("SELECT COUNT(*) FROM device_events"), 1);
+    }
+
+    fn wal_len(db: &Path) -> u64 {
+        std::fs::metadata(wal_path(db))
+            .map(|m| m.len())
+            .unwrap_or(0)
+    }
+
+    #[tokio::test]
+    async fn the_wal_is_kept_under_its_limit_and_emptied_at_close() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db");
+        let store = SqliteStore::open(&path, Synchronous::Normal).unwrap();
+        let location = |i: u32| Location {
+            lat: f64::from(i % 90),
+            lon: 0.0,
+            accuracy_m: None,
+            at_ms: u64::from(i),
+        };
+        let grow = || async {
+            for round in 0..20u32 {
+                let batch = (0..2000).map(|o| (o, location(o + round))).collect();
+                store.save_locations("k", batch).await.unwrap();
+            }
+        };
+        grow().await;
+        assert!(wal_len(&path) > 1 << 20, "{}", wal_len(&path));
+        // Over the limit, the checkpoint truncates the WAL.
+        let c = open_connection(&path, Synchronous::Normal).unwrap();
+        bound_wal(&c, &wal_path(&path), 1 << 20).unwrap();
+        assert_eq!(wal_len(&path), 0);
+        drop(c);
+        // Close copies the rest in and empties the file; writes after it are refused.
+        grow().await;
+        assert!(wal_len(&path) > 0);
+        store.close().await.unwrap();
+        assert_eq!(wal_len(&path), 0);
+        assert!(matches!(
+            store.save_locations("k", vec![(1, location(1))]).await,
+            Err(StoreError::Closed)
+        ));
+        store.close().await.unwrap();
+        let c = Connection::open(&path).unwrap();
+        let rows: i64 = c
+            .query_row("SELECT COUNT(*) FROM device_locations", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(rows, 2000);
+    }
+
+    #[tokio::test]
+    async fn a_failing_write_does_not_spoil_its_batch() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path().join("db"), Synchronous::Normal).unwrap();
+        let app = AppRecord {
+            app_key: "k".into(),
+            master_secret: "s".into(),
+            name: "n".into(),
+            created_ms: 5,
+        };
+        let other = AppRecord {
+            app_key: "k2".into(),
+            ..app.clone()
+        };
+        let (a, b, c) = tokio::join!(
+            store.create_app(app.clone()),
+            store.create_app(app.clone()),
+            store.create_app(other)
+        );
+        assert_eq!([a.is_ok(), b.is_ok()].iter().filter(|x| **x).count(), 1);
+        assert!(c.is_ok());
+        assert_eq!(store.list_apps().await.unwrap().len(), 2);
     }
 
     #[tokio::test]

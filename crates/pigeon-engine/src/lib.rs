@@ -21,6 +21,7 @@ pub use ids::{
     hash_secret, is_app_credential, new_registration_id, now_ms, random_alnum, uuid_text, uuid_v4,
 };
 pub use live::LivePush;
+pub use pigeon_store::Location;
 pub use session::{Notice, Session};
 
 use parking_lot::RwLock;
@@ -804,7 +805,7 @@ impl Engine {
         newly
     }
 
-    /// Stores a click or location a device reported.
+    /// Stores a click a device reported.
     pub async fn record_event(
         &self,
         app: &AppState,
@@ -835,6 +836,26 @@ impl Engine {
             at_ms: now_ms(),
         };
         Ok(self.store.record_event(event, reports).await?)
+    }
+
+    /// Notes where a device is now. Only the latest position of each device is kept: it is
+    /// held in memory and written (one row per device, replaced) with the next checkpoint,
+    /// so a device reporting often costs one row update per checkpoint, never a row per
+    /// report. A crash loses at most the last 100 ms of positions; devices report again.
+    pub fn record_location(&self, app: &AppState, ordinal: Ordinal, location: Location) {
+        app.locations.lock().insert(ordinal, location);
+    }
+
+    /// The latest position a device reported, if any (for geofences).
+    pub async fn location(
+        &self,
+        app: &AppState,
+        ordinal: Ordinal,
+    ) -> Result<Option<Location>, EngineError> {
+        if let Some(l) = app.locations.lock().get(&ordinal) {
+            return Ok(Some(*l));
+        }
+        Ok(self.store.location(&app.app_key, ordinal).await?)
     }
 
     /// A group if `master_secret` is its secret, with its apps (those that exist).
@@ -938,6 +959,10 @@ impl Engine {
             let badges = app.badges.lock().take_changed();
             if !badges.is_empty() {
                 self.store.save_badges(&app.app_key, badges).await?;
+            }
+            let locations: Vec<(Ordinal, Location)> = app.locations.lock().drain().collect();
+            if !locations.is_empty() {
+                self.store.save_locations(&app.app_key, locations).await?;
             }
         }
         let wrote_events = !reports.is_empty();

@@ -15,7 +15,7 @@ use hyper_util::rt::TokioIo;
 use pigeon_core::error_json;
 use pigeon_core::names::check_name;
 use pigeon_engine::events::PresenceReason;
-use pigeon_engine::{now_ms, AppState, Engine, LivePush, Notice, Session};
+use pigeon_engine::{now_ms, AppState, Engine, LivePush, Location, Notice, Session};
 use serde_json::{Map, Value};
 use std::future::poll_fn;
 use std::io;
@@ -582,17 +582,19 @@ impl Device {
         if !(-90.0..=90.0).contains(&lat) || !(-180.0..=180.0).contains(&lon) {
             return Err("lat must be within ±90 and lon within ±180".into());
         }
-        let mut data = serde_json::json!({"lat": lat, "lon": lon});
-        if let Some(acc) = num("accuracy_m") {
-            if acc < 0.0 {
-                return Err("accuracy_m must not be negative".into());
-            }
-            data["accuracy_m"] = acc.into();
+        let accuracy_m = num("accuracy_m");
+        if accuracy_m.is_some_and(|acc| acc < 0.0) {
+            return Err("accuracy_m must not be negative".into());
         }
+        let location = Location {
+            lat,
+            lon,
+            accuracy_m,
+            at_ms: now_ms(),
+        };
         self.engine
-            .record_event(&self.app, self.session.ordinal, "location", None, data)
-            .await
-            .map_err(|e| format!("could not record the location: {e}"))
+            .record_location(&self.app, self.session.ordinal, location);
+        Ok(())
     }
 
     async fn on_set_alias(&self, frame: &Map<String, Value>) -> Result<(), String> {

@@ -15,7 +15,7 @@ use hyper_util::rt::TokioIo;
 use pigeon_core::error_json;
 use pigeon_core::names::check_name;
 use pigeon_engine::events::PresenceReason;
-use pigeon_engine::{now_ms, AppState, Engine, LivePush, Location, Notice, Session};
+use pigeon_engine::{now_ms, AppState, Engine, EngineError, LivePush, Location, Notice, Session};
 use serde_json::{Map, Value};
 use std::future::poll_fn;
 use std::io;
@@ -562,16 +562,19 @@ impl Device {
             .get("msg_id")
             .and_then(msg_id_of)
             .ok_or("click needs a msg_id")?;
-        self.engine
-            .record_event(
-                &self.app,
-                self.session.ordinal,
-                "click",
-                Some(msg_id),
-                Value::Null,
-            )
+        // A push still in flight was written to this connection: received, no lookup.
+        let in_flight = self.inflight.contains(&msg_id);
+        match self
+            .engine
+            .record_click(&self.app, self.session.ordinal, msg_id, in_flight)
             .await
-            .map_err(|e| format!("could not record the click: {e}"))
+        {
+            Ok(()) => Ok(()),
+            Err(EngineError::NotReceived(_)) => Err(format!(
+                "msg_id {msg_id} is not a push this device received"
+            )),
+            Err(e) => Err(format!("could not record the click: {e}")),
+        }
     }
 
     async fn on_location(&self, frame: &Map<String, Value>) -> Result<(), String> {

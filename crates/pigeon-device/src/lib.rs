@@ -3,8 +3,10 @@
 //! benchmarks drive devices through it. It knows nothing of the server's insides.
 
 use futures_util::{SinkExt, StreamExt};
+use rand::Rng;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
+use std::time::Duration;
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::Message;
@@ -223,6 +225,58 @@ impl DeviceConnection {
     }
 }
 
+impl DeviceError {
+    /// The close code this error stands for in the protocol's close-code table (§6): the
+    /// server's code when it closed, else 1006 (connection lost, or never made).
+    pub fn close_code(&self) -> u16 {
+        match self {
+            DeviceError::Closed { code, .. } => *code,
+            _ => 1006,
+        }
+    }
+}
+
+/// What a device does after its connection ended, by the close-code table (protocol §6).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reconnect {
+    /// Not on its own: 4001 (register again first), 4002 (another connection holds the
+    /// device), 4005 (device deleted or app disabled).
+    Never,
+    /// Connect again after this delay.
+    After(Duration),
+}
+
+/// Longest exponential back-off between failed connects.
+const MAX_BACKOFF: Duration = Duration::from_secs(60);
+
+/// When to reconnect after a connection ended with `code` (1006 for a lost connection or a
+/// failed connect), `heartbeat_s` being the last `welcome`'s and `failures` how many tries
+/// in a row have failed so far (0 right after a connection that worked).
+pub fn reconnect_after(code: u16, heartbeat_s: u64, failures: u32) -> Reconnect {
+    let mut rng = rand::thread_rng();
+    match code {
+        4001 | 4002 | 4005 => Reconnect::Never,
+        // Heartbeat timeout: the device was silent, not refused; at once.
+        4004 if failures == 0 => Reconnect::After(Duration::ZERO),
+        // Too many frames: a back-off of at least a minute.
+        4006 => Reconnect::After(
+            Duration::from_secs(60) + Duration::from_secs(60).mul_f64(rng.gen_range(0.0..=1.0)),
+        ),
+        // Server shutting down: a random delay of 0 to heartbeat_s, so a restarted server is
+        // not met by every device at once.
+        1001 if failures == 0 => Reconnect::After(Duration::from_millis(
+            rng.gen_range(0..=heartbeat_s.saturating_mul(1000)),
+        )),
+        // Everything else, a connect that failed after one of the above included:
+        // exponential back-off with jitter, up to 1, 2, 4, ... 60 s and at least half of
+        // that, so devices dropped together do not come back together.
+        _ => {
+            let cap = Duration::from_secs(1u64 << failures.min(6)).min(MAX_BACKOFF);
+            Reconnect::After(cap.mul_f64(rng.gen_range(0.5..=1.0)))
+        }
+    }
+}
+
 async fn next_json(
     ws: &mut WebSocketStream<MaybeTlsStream<TcpStream>>,
 ) -> Result<Value, DeviceError> {
@@ -247,5 +301,40 @@ async fn next_json(
             }
             Some(Ok(_)) => continue,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn delay(code: u16, heartbeat_s: u64, failures: u32) -> Duration {
+        match reconnect_after(code, heartbeat_s, failures) {
+            Reconnect::After(d) => d,
+            Reconnect::Never => panic!("{code} should reconnect"),
+        }
+    }
+
+    #[test]
+    fn the_close_code_table() {
+        for code in [4001, 4002, 4005] {
+            assert_eq!(reconnect_after(code, 60, 0), Reconnect::Never);
+        }
+        assert_eq!(delay(4004, 60, 0), Duration::ZERO);
+        for _ in 0..100 {
+            assert!(delay(1001, 5, 0) <= Duration::from_secs(5));
+            assert!(delay(4006, 5, 0) >= Duration::from_secs(60));
+            let lost = delay(1006, 5, 0);
+            assert!((Duration::from_millis(500)..=Duration::from_secs(1)).contains(&lost));
+            let later = delay(1006, 5, 3);
+            assert!((Duration::from_secs(4)..=Duration::from_secs(8)).contains(&later));
+            assert!(delay(1006, 5, 30) <= MAX_BACKOFF);
+            // A server that is still down after a 1001 is backed off from, not hammered.
+            assert!(delay(1001, 5, 2) >= Duration::from_secs(2));
+        }
+        // Random, so devices do not come back in step.
+        let delays: std::collections::HashSet<Duration> =
+            (0..20).map(|_| delay(1001, 60, 0)).collect();
+        assert!(delays.len() > 1);
     }
 }

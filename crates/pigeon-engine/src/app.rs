@@ -44,6 +44,9 @@ pub struct AppState {
     pub(crate) vendor_failures: Mutex<HashMap<u64, VendorFailures>>,
     pub(crate) rate: Mutex<crate::limits::RateWindow>,
     pub(crate) badges: Mutex<Badges>,
+    /// Positions devices reported since the last checkpoint, the latest per device; the
+    /// checkpoint moves them to storage and empties this.
+    pub(crate) locations: Mutex<HashMap<Ordinal, pigeon_store::Location>>,
 }
 
 /// The app-icon badge number the server keeps for each device that has one, and which
@@ -281,6 +284,7 @@ impl AppState {
             vendor_failures: Mutex::new(HashMap::default()),
             rate: Mutex::new(Default::default()),
             badges: Mutex::new(Badges::default()),
+            locations: Mutex::new(HashMap::default()),
         }
     }
 

@@ -21,6 +21,7 @@ pub use ids::{
     hash_secret, is_app_credential, new_registration_id, now_ms, random_alnum, uuid_text, uuid_v4,
 };
 pub use live::LivePush;
+pub use pigeon_store::Location;
 pub use session::{Notice, Session};
 
 use parking_lot::RwLock;
@@ -65,6 +66,8 @@ pub enum EngineError {
     Invalid(String),
     #[error("no push {0} of this app")]
     UnknownPush(u64),
+    #[error("push {0} was never sent to this device")]
+    NotReceived(u64),
     #[error("push {0} was already recalled")]
     AlreadyRecalled(u64),
     #[error("at most {MAX_PACED_PER_APP} paced pushes (big_push_duration) may run at once")]
@@ -834,37 +837,84 @@ impl Engine {
         newly
     }
 
-    /// Stores a click or location a device reported.
-    pub async fn record_event(
+    /// Stores a click a device reported on a push it received: written to this device's
+    /// connection (`in_flight`, or the push's sent bitmap), acked by it, or sent to it by a
+    /// vendor. A click on any other msg_id — unknown, another app's, or a push this device
+    /// never got — is refused with [`EngineError::NotReceived`] and writes nothing: a click
+    /// counts in reports and callbacks, so a device must not be able to make them up.
+    pub async fn record_click(
         &self,
         app: &AppState,
         ordinal: Ordinal,
-        kind: &str,
-        msg_id: Option<u64>,
-        data: Value,
+        msg_id: u64,
+        in_flight: bool,
     ) -> Result<(), EngineError> {
-        let reports = match msg_id {
-            Some(m)
-                if kind == "click"
-                    && (app.wants(events::PUSH_EVENT)
-                        || events::push_callback_url(app.push_callback(m).as_ref()).is_some()) =>
-            {
-                self.push_events(
-                    app,
-                    &[events::PushStage::own(m, ordinal, events::Stage::Clicked)],
-                )
-            }
-            _ => Vec::new(),
+        if !in_flight && !self.received(app, ordinal, msg_id).await? {
+            return Err(EngineError::NotReceived(msg_id));
+        }
+        let reports = if app.wants(events::PUSH_EVENT)
+            || events::push_callback_url(app.push_callback(msg_id).as_ref()).is_some()
+        {
+            self.push_events(
+                app,
+                &[events::PushStage::own(
+                    msg_id,
+                    ordinal,
+                    events::Stage::Clicked,
+                )],
+            )
+        } else {
+            Vec::new()
         };
         let event = DeviceEvent {
             app_key: app.app_key.clone(),
             ordinal,
-            kind: kind.to_string(),
-            msg_id,
-            data,
+            kind: "click".to_string(),
+            msg_id: Some(msg_id),
+            data: Value::Null,
             at_ms: now_ms(),
         };
         Ok(self.store.record_event(event, reports).await?)
+    }
+
+    /// Whether a push of this app reached a device, by Pigeon's connection or a vendor (both
+    /// mark the sent bitmap, an ack the delivered one): from memory while the push is live,
+    /// else from storage (a retired or expired push is read there; another app's is not
+    /// found).
+    async fn received(
+        &self,
+        app: &AppState,
+        ordinal: Ordinal,
+        msg_id: u64,
+    ) -> Result<bool, EngineError> {
+        if let Some(live) = app.live_push(msg_id) {
+            return Ok(live.was_sent_to(ordinal) || live.is_delivered_to(ordinal));
+        }
+        Ok(self
+            .store
+            .load_push(&app.app_key, msg_id)
+            .await?
+            .is_some_and(|p| p.sent.contains(ordinal) || p.delivered.contains(ordinal)))
+    }
+
+    /// Notes where a device is now. Only the latest position of each device is kept: it is
+    /// held in memory and written (one row per device, replaced) with the next checkpoint,
+    /// so a device reporting often costs one row update per checkpoint, never a row per
+    /// report. A crash loses at most the last 100 ms of positions; devices report again.
+    pub fn record_location(&self, app: &AppState, ordinal: Ordinal, location: Location) {
+        app.locations.lock().insert(ordinal, location);
+    }
+
+    /// The latest position a device reported, if any (for geofences).
+    pub async fn location(
+        &self,
+        app: &AppState,
+        ordinal: Ordinal,
+    ) -> Result<Option<Location>, EngineError> {
+        if let Some(l) = app.locations.lock().get(&ordinal) {
+            return Ok(Some(*l));
+        }
+        Ok(self.store.location(&app.app_key, ordinal).await?)
     }
 
     /// A group if `master_secret` is its secret, with its apps (those that exist).
@@ -979,6 +1029,10 @@ impl Engine {
             let badges = app.badges.lock().take_changed();
             if !badges.is_empty() {
                 self.store.save_badges(&app.app_key, badges).await?;
+            }
+            let locations: Vec<(Ordinal, Location)> = app.locations.lock().drain().collect();
+            if !locations.is_empty() {
+                self.store.save_locations(&app.app_key, locations).await?;
             }
         }
         let wrote_events = !reports.is_empty();

@@ -4,8 +4,11 @@
 //! connection waits. Reads use a stack buffer only for the duration of one poll; bytes of a
 //! frame that is not complete yet, and writes, use heap buffers that are freed when done.
 
+use crate::rate::{self, FrameRate, Verdict};
 use crate::ws::{self, FrameError, OP_CLOSE, OP_CONTINUATION, OP_PING, OP_PONG, OP_TEXT};
-use crate::{frames, register, Gateway, MAX_BAD_FRAMES, MAX_CLIENT_FRAME, MAX_INFLIGHT};
+use crate::{
+    frames, register, Gateway, GatewayConfig, MAX_BAD_FRAMES, MAX_CLIENT_FRAME, MAX_INFLIGHT,
+};
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
@@ -15,7 +18,7 @@ use hyper_util::rt::TokioIo;
 use pigeon_core::error_json;
 use pigeon_core::names::check_name;
 use pigeon_engine::events::PresenceReason;
-use pigeon_engine::{now_ms, AppState, Engine, LivePush, Notice, Session};
+use pigeon_engine::{now_ms, AppState, Engine, EngineError, LivePush, Location, Notice, Session};
 use serde_json::{Map, Value};
 use std::future::poll_fn;
 use std::io;
@@ -267,12 +270,13 @@ async fn run(conn: &mut Conn, gw: Gateway) -> io::Result<()> {
         engine: gw.engine.clone(),
         app,
         session,
-        heartbeat: Duration::from_secs(gw.config.heartbeat_s),
+        config: gw.config.clone(),
         inflight: Vec::new(),
         backlog: false,
         bad_frames: 0,
+        rate: FrameRate::new(rate::now_ticks()),
     };
-    let end = device.serve(conn, gw.config.heartbeat_s).await;
+    let end = device.serve(conn).await;
     device.engine.disconnect(&device.app, &device.session);
     let reason = match &end {
         Ok(End::Close(4004, _)) => PresenceReason::Timeout,
@@ -347,24 +351,32 @@ struct Device {
     engine: Arc<Engine>,
     app: Arc<AppState>,
     session: Session,
-    heartbeat: Duration,
+    config: Arc<GatewayConfig>,
     /// msg_ids sent and not yet acked, in send order; at most [`MAX_INFLIGHT`]. Freed when
     /// empty, so an idle connection holds no allocation for it.
     inflight: Vec<u64>,
     /// More pushes may be waiting in the offline store than were sent.
     backlog: bool,
-    bad_frames: u32,
+    /// Bad frames in a row, up to [`MAX_BAD_FRAMES`].
+    bad_frames: u8,
+    /// The frame rate rule's state (protocol §4 "Rate"): a few bytes, no allocation.
+    rate: FrameRate,
 }
 
 impl Device {
-    async fn serve(&mut self, conn: &mut Conn, heartbeat_s: u64) -> io::Result<End> {
+    async fn serve(&mut self, conn: &mut Conn) -> io::Result<End> {
         let pending = self.app.pending_for(self.session.ordinal, now_ms());
-        Box::pin(conn.send_text(&frames::welcome(heartbeat_s, now_ms(), pending.len()))).await?;
+        Box::pin(conn.send_text(&frames::welcome(
+            self.config.heartbeat_s,
+            now_ms(),
+            pending.len(),
+        )))
+        .await?;
         Box::pin(self.send_pushes(conn, pending)).await?;
         let mut last_heard = Instant::now();
         // Anything from the client resets the keepalive; the timer is only re-armed when it
         // fires, not on every frame.
-        let keepalive = sleep_until(last_heard + self.heartbeat * 2);
+        let keepalive = sleep_until(last_heard + self.silence_limit());
         tokio::pin!(keepalive);
         loop {
             tokio::select! {
@@ -408,10 +420,11 @@ impl Device {
                     Box::pin(self.send_pushes(conn, live)).await?;
                 }
                 _ = &mut keepalive => {
-                    let deadline = last_heard + self.heartbeat * 2;
+                    let deadline = last_heard + self.silence_limit();
                     if deadline <= Instant::now() {
                         return Ok(End::Close(4004, "heartbeat timeout".into()));
                     }
+                    self.rate.settle(rate::now_ticks());
                     keepalive.as_mut().reset(deadline);
                 }
             }
@@ -426,6 +439,11 @@ impl Device {
                 Box::pin(self.send_pushes(conn, pending)).await?;
             }
         }
+    }
+
+    /// How long the device may stay silent before it is closed (4004): twice its heartbeat.
+    fn silence_limit(&self) -> Duration {
+        Duration::from_secs(self.config.heartbeat_s) * 2
     }
 
     /// Tells the device what the engine noted for it: recalled pushes it got (`revoke`), its
@@ -484,13 +502,28 @@ impl Device {
             }
             Incoming::Close => return Ok(Some(End::Close(1000, "bye".into()))),
             Incoming::NotText => {
+                if let Some(end) = self.count_frame(conn, None).await? {
+                    return Ok(end);
+                }
                 return self
                     .bad_frame(conn, "only UTF-8 text frames are part of the protocol")
-                    .await
+                    .await;
             }
             Incoming::Text(t) => t,
         };
-        let frame = match serde_json::from_str::<Value>(&text) {
+        let parsed = serde_json::from_str::<Value>(&text);
+        let (op, seq) = match &parsed {
+            Ok(Value::Object(o)) => (o.get("op").and_then(Value::as_str), o.get("seq")),
+            _ => (None, None),
+        };
+        // Acks and pings are exempt: limiting them would only make a device redeliver or
+        // time out. Everything else counts, bad frames too.
+        if !matches!(op, Some("ack" | "ping")) {
+            if let Some(end) = self.count_frame(conn, seq).await? {
+                return Ok(end);
+            }
+        }
+        let frame = match parsed {
             Ok(Value::Object(o)) if o.get("op").is_some_and(Value::is_string) => o,
             Ok(_) => {
                 return self
@@ -536,9 +569,33 @@ impl Device {
         Ok(None)
     }
 
+    /// Counts a frame against the device's rate. `Some(None)`: over the rate, answered
+    /// 2002 and to be dropped; `Some(Some(end))`: over it for too long, close.
+    async fn count_frame(
+        &mut self,
+        conn: &mut Conn,
+        seq: Option<&Value>,
+    ) -> io::Result<Option<Option<End>>> {
+        match self
+            .rate
+            .check(rate::now_ticks(), self.config.frame_limits())
+        {
+            Verdict::Accept => Ok(None),
+            Verdict::Refuse => {
+                let reason = format!(
+                    "too many frames: at most {} a second on average, bursts of {}, ack and ping aside",
+                    self.config.device_rate_per_s, self.config.device_rate_burst
+                );
+                conn.send_text(&frames::error(2002, &reason, seq)).await?;
+                Ok(Some(None))
+            }
+            Verdict::Close => Ok(Some(Some(End::Close(4006, "too many frames".into())))),
+        }
+    }
+
     async fn bad_frame(&mut self, conn: &mut Conn, reason: &str) -> io::Result<Option<End>> {
-        self.bad_frames += 1;
-        if self.bad_frames >= MAX_BAD_FRAMES {
+        self.bad_frames = self.bad_frames.saturating_add(1);
+        if u32::from(self.bad_frames) >= MAX_BAD_FRAMES {
             return Ok(Some(End::Close(4003, "too many bad frames".into())));
         }
         conn.send_text(&frames::error(1003, reason, None)).await?;
@@ -562,16 +619,19 @@ impl Device {
             .get("msg_id")
             .and_then(msg_id_of)
             .ok_or("click needs a msg_id")?;
-        self.engine
-            .record_event(
-                &self.app,
-                self.session.ordinal,
-                "click",
-                Some(msg_id),
-                Value::Null,
-            )
+        // A push still in flight was written to this connection: received, no lookup.
+        let in_flight = self.inflight.contains(&msg_id);
+        match self
+            .engine
+            .record_click(&self.app, self.session.ordinal, msg_id, in_flight)
             .await
-            .map_err(|e| format!("could not record the click: {e}"))
+        {
+            Ok(()) => Ok(()),
+            Err(EngineError::NotReceived(_)) => Err(format!(
+                "msg_id {msg_id} is not a push this device received"
+            )),
+            Err(e) => Err(format!("could not record the click: {e}")),
+        }
     }
 
     async fn on_location(&self, frame: &Map<String, Value>) -> Result<(), String> {
@@ -582,17 +642,19 @@ impl Device {
         if !(-90.0..=90.0).contains(&lat) || !(-180.0..=180.0).contains(&lon) {
             return Err("lat must be within ±90 and lon within ±180".into());
         }
-        let mut data = serde_json::json!({"lat": lat, "lon": lon});
-        if let Some(acc) = num("accuracy_m") {
-            if acc < 0.0 {
-                return Err("accuracy_m must not be negative".into());
-            }
-            data["accuracy_m"] = acc.into();
+        let accuracy_m = num("accuracy_m");
+        if accuracy_m.is_some_and(|acc| acc < 0.0) {
+            return Err("accuracy_m must not be negative".into());
         }
+        let location = Location {
+            lat,
+            lon,
+            accuracy_m,
+            at_ms: now_ms(),
+        };
         self.engine
-            .record_event(&self.app, self.session.ordinal, "location", None, data)
-            .await
-            .map_err(|e| format!("could not record the location: {e}"))
+            .record_location(&self.app, self.session.ordinal, location);
+        Ok(())
     }
 
     async fn on_set_alias(&self, frame: &Map<String, Value>) -> Result<(), String> {
@@ -626,5 +688,29 @@ fn msg_id_of(v: &Value) -> Option<u64> {
         Value::String(s) => s.parse().ok(),
         Value::Number(n) => n.as_u64(),
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The size of the future `f` returns, without making one.
+    fn future_size<'a, F, Fut>(_: F) -> usize
+    where
+        F: FnOnce(&'a mut Conn, Gateway) -> Fut,
+    {
+        std::mem::size_of::<Fut>()
+    }
+
+    /// What an idle device costs is mostly this future (plus `Conn`): 656 bytes before the
+    /// frame rate rule, in debug and release builds alike, 648 with it. Growing it grows
+    /// every connection; rare paths belong in boxed sub-futures.
+    #[test]
+    fn an_idle_connection_stays_small() {
+        let size = future_size(run);
+        assert!(size <= 656, "the connection future grew to {size} bytes");
+        assert!(std::mem::size_of::<Device>() <= 88);
+        assert!(std::mem::size_of::<Conn>() <= 104);
     }
 }

@@ -7,6 +7,7 @@
 
 mod connection;
 mod frames;
+mod rate;
 mod register;
 mod ws;
 
@@ -24,6 +25,12 @@ pub const MAX_CLIENT_FRAME: usize = 16 * 1024;
 pub const MAX_INFLIGHT: usize = 64;
 /// Bad frames in a row that close a connection (code 4003).
 pub const MAX_BAD_FRAMES: u32 = 10;
+/// Frames a second a device may send on average, `ack` and `ping` aside (protocol §4).
+pub const DEFAULT_DEVICE_RATE_PER_S: u32 = 20;
+/// The burst the protocol allows above that average (protocol §4).
+pub const DEFAULT_DEVICE_RATE_BURST: u32 = 100;
+/// The highest `device_rate_per_s` the gateway can enforce.
+pub const MAX_DEVICE_RATE_PER_S: u32 = rate::MAX_RATE_PER_S;
 
 /// Tunables of the gateway.
 #[derive(Clone, Debug)]
@@ -33,6 +40,17 @@ pub struct GatewayConfig {
     pub heartbeat_s: u64,
     /// How long a new connection may take to say hello.
     pub hello_timeout: Duration,
+    /// Frames a device may send a second on average, `ack` and `ping` aside (protocol §4
+    /// "Rate"); ≥ 1.
+    pub device_rate_per_s: u32,
+    /// How many such frames a device may send at once before the average applies; ≥ 1.
+    pub device_rate_burst: u32,
+}
+
+impl GatewayConfig {
+    pub(crate) fn frame_limits(&self) -> rate::Limits {
+        rate::Limits::new(self.device_rate_per_s, self.device_rate_burst)
+    }
 }
 
 impl Default for GatewayConfig {
@@ -40,6 +58,8 @@ impl Default for GatewayConfig {
         GatewayConfig {
             heartbeat_s: 60,
             hello_timeout: Duration::from_secs(10),
+            device_rate_per_s: DEFAULT_DEVICE_RATE_PER_S,
+            device_rate_burst: DEFAULT_DEVICE_RATE_BURST,
         }
     }
 }

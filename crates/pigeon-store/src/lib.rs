@@ -13,8 +13,8 @@ mod sqlite;
 
 pub use records::{
     batch_events_json, AppRecord, AppSettings, CallbackBatch, CallbackEndpoint, Checkpoint,
-    DeviceEvent, DeviceRecord, FileRecord, GroupRecord, NewEvent, ScheduleRecord, ScheduleRun,
-    SmsSend, StoredEvent, StoredPush,
+    DeviceEvent, DeviceRecord, FileRecord, GroupRecord, Location, NewEvent, ScheduleRecord,
+    ScheduleRun, SmsSend, StoredEvent, StoredPush,
 };
 pub use sqlite::{SqliteStore, Synchronous};
 
@@ -149,8 +149,13 @@ pub trait Storage: Send + Sync + 'static {
         checkpoints: Vec<Checkpoint>,
         events: Vec<NewEvent>,
     ) -> StoreFuture<'_, ()>;
-    /// Records a click or location a device reported, with the events that report it.
+    /// Records a click a device reported, with the events that report it.
     fn record_event(&self, event: DeviceEvent, events: Vec<NewEvent>) -> StoreFuture<'_, ()>;
+    /// Replaces the latest known position of each of these devices (one row per device).
+    fn save_locations(&self, app_key: &str, locations: Vec<(u32, Location)>)
+        -> StoreFuture<'_, ()>;
+    /// The latest position a device reported, if any.
+    fn location(&self, app_key: &str, ordinal: u32) -> StoreFuture<'_, Option<Location>>;
 
     /// Creates or replaces a schedule.
     fn put_schedule(&self, schedule: ScheduleRecord) -> StoreFuture<'_, ()>;
@@ -281,6 +286,8 @@ pub trait Storage: Send + Sync + 'static {
         next_ms: u64,
     ) -> StoreFuture<'_, ()>;
 
-    /// Waits until everything written so far is durable, then stops the writer.
+    /// Waits until everything written so far is durable, then stops the writer (later
+    /// writes fail with [`StoreError::Closed`]) and leaves the files compact (SQLite: the
+    /// WAL copied into the database and truncated).
     fn close(&self) -> StoreFuture<'_, ()>;
 }

@@ -55,15 +55,24 @@ pub struct Checkpoint {
     pub delivered: RoaringBitmap,
 }
 
-/// Something a device reported that later work (callbacks, geofences) consumes.
+/// A click a device reported, which reports and callbacks count.
 #[derive(Clone, Debug, PartialEq)]
 pub struct DeviceEvent {
     pub app_key: String,
     pub ordinal: u32,
-    /// `click` or `location`.
+    /// `click` (locations are kept as one [`Location`] per device instead).
     pub kind: String,
     pub msg_id: Option<u64>,
     pub data: Value,
+    pub at_ms: u64,
+}
+
+/// Where a device last said it was (`location` frame): only the latest is kept.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Location {
+    pub lat: f64,
+    pub lon: f64,
+    pub accuracy_m: Option<f64>,
     pub at_ms: u64,
 }
 

@@ -3,8 +3,8 @@
 use crate::sealed::SealingKey;
 use crate::{
     batch_events_json, AppRecord, AppSettings, CallbackBatch, CallbackEndpoint, Checkpoint,
-    DeviceEvent, DeviceRecord, FileRecord, GroupRecord, NewEvent, ScheduleRecord, ScheduleRun,
-    SmsSend, Storage, StoreError, StoreFuture, StoreResult, StoredEvent, StoredPush,
+    DeviceEvent, DeviceRecord, FileRecord, GroupRecord, Location, NewEvent, ScheduleRecord,
+    ScheduleRun, SmsSend, Storage, StoreError, StoreFuture, StoreResult, StoredEvent, StoredPush,
 };
 use pigeon_core::{Platform, Push};
 use roaring::RoaringBitmap;
@@ -19,6 +19,12 @@ use tokio::sync::{mpsc, oneshot};
 const MAX_BATCH: usize = 2048;
 /// Writes that may wait for the writer before callers are made to wait (backpressure).
 const QUEUE_DEPTH: usize = 8192;
+/// How large the WAL may grow. A checkpoint that never waits for the writer cannot finish
+/// while writes keep coming, and SQLite only rewinds a WAL that was copied to its end, so
+/// under steady writes the file would grow without bound; past this size the checkpointer
+/// truncates it (holding writes back meanwhile), and a rewound WAL is cut back to it
+/// (`journal_size_limit`).
+const WAL_LIMIT: u64 = 64 << 20;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS apps (
@@ -69,6 +75,17 @@ CREATE TABLE IF NOT EXISTS device_events (
     at_ms INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS device_events_by_push ON device_events (msg_id, kind);
+-- The latest position of each device that reported one: replaced, never appended, so a
+-- device reporting often does not grow the database.
+CREATE TABLE IF NOT EXISTS device_locations (
+    app_key TEXT NOT NULL,
+    ordinal INTEGER NOT NULL,
+    lat REAL NOT NULL,
+    lon REAL NOT NULL,
+    accuracy_m REAL,
+    at_ms INTEGER NOT NULL,
+    PRIMARY KEY (app_key, ordinal)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS device_seen (
     app_key TEXT NOT NULL,
     ordinal INTEGER NOT NULL,
@@ -228,6 +245,14 @@ pub enum Synchronous {
 type AfterCommit = Box<dyn FnOnce(Result<(), String>) + Send>;
 type Job = Box<dyn FnOnce(&Connection) -> AfterCommit + Send>;
 
+/// What the writer thread is asked to do.
+enum Msg {
+    /// A write, for the next group commit.
+    Job(Job),
+    /// Commit what came before, truncate the WAL, stop; answered when done.
+    Close(oneshot::Sender<()>),
+}
+
 /// The embedded SQLite store. Cheap to clone.
 #[derive(Clone)]
 pub struct SqliteStore {
@@ -236,7 +261,7 @@ pub struct SqliteStore {
 
 struct Inner {
     path: PathBuf,
-    jobs: mpsc::Sender<Job>,
+    jobs: mpsc::Sender<Msg>,
     readers: parking::Pool,
     /// Seals vendor credentials and VAPID private keys before they are written.
     key: SealingKey,
@@ -276,6 +301,7 @@ fn open_connection(path: &Path, sync: Synchronous) -> rusqlite::Result<Connectio
         },
     )?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
+    conn.pragma_update(None, "journal_size_limit", WAL_LIMIT as i64)?;
     Ok(conn)
 }
 
@@ -292,15 +318,20 @@ impl SqliteStore {
         // Checkpoints copy the WAL into the database; done inside a commit they stall every
         // write behind it, so the writer never checkpoints and a thread of its own does.
         conn.pragma_update(None, "wal_autocheckpoint", 0)?;
-        let (jobs, rx) = mpsc::channel::<Job>(QUEUE_DEPTH);
+        // The checkpointer may hold writes back while it truncates an overgrown WAL; the
+        // writer waits for it rather than fail a whole batch (it is a thread of its own:
+        // waiting blocks no async task, callers just wait for their commit).
+        conn.busy_timeout(Duration::from_secs(120))?;
+        let (jobs, rx) = mpsc::channel::<Msg>(QUEUE_DEPTH);
         std::thread::Builder::new()
             .name("pigeon-sqlite-writer".into())
             .spawn(move || run_writer(conn, rx))?;
         let checkpointer = open_connection(&path, sync)?;
         let alive = jobs.downgrade();
+        let wal = wal_path(&path);
         std::thread::Builder::new()
             .name("pigeon-sqlite-checkpoint".into())
-            .spawn(move || run_checkpointer(checkpointer, alive))?;
+            .spawn(move || run_checkpointer(checkpointer, wal, alive))?;
         Ok(SqliteStore {
             inner: Arc::new(Inner {
                 path,
@@ -334,7 +365,7 @@ impl SqliteStore {
         });
         self.inner
             .jobs
-            .send(job)
+            .send(Msg::Job(job))
             .await
             .map_err(|_| StoreError::Closed)?;
         rx.await.map_err(|_| StoreError::Closed)?
@@ -451,6 +482,28 @@ fn migrate(conn: &Connection) -> StoreResult<()> {
             conn.execute_batch(add)?;
         }
     }
+    // Locations were once a row per report in device_events: each device's latest becomes
+    // its one row, the rest go. (`msg_id IS NULL AND kind = ...` is a seek on the
+    // (msg_id, kind) index, so a database without such rows pays nothing at open.)
+    let old_locations = conn
+        .prepare("SELECT 1 FROM device_events WHERE msg_id IS NULL AND kind = 'location' LIMIT 1")?
+        .exists([])?;
+    if old_locations {
+        conn.execute_batch(
+            "BEGIN;
+             INSERT OR IGNORE INTO device_locations (app_key, ordinal, lat, lon, accuracy_m, at_ms)
+                 SELECT app_key, ordinal, json_extract(data, '$.lat'),
+                        json_extract(data, '$.lon'), json_extract(data, '$.accuracy_m'), at_ms
+                 FROM device_events
+                 WHERE id IN (SELECT MAX(id) FROM device_events
+                              WHERE msg_id IS NULL AND kind = 'location'
+                              GROUP BY app_key, ordinal)
+                   AND json_type(data, '$.lat') IN ('real', 'integer')
+                   AND json_type(data, '$.lon') IN ('real', 'integer');
+             DELETE FROM device_events WHERE msg_id IS NULL AND kind = 'location';
+             COMMIT;",
+        )?;
+    }
     // The outbox of an event a row: each event becomes a chunk of one, same id, and the
     // ids go on after the last one handed out.
     if exists("callback_events")? {
@@ -506,56 +559,119 @@ fn in_savepoint<T>(
     result
 }
 
-/// Copies the WAL into the database every second while the store is open (PASSIVE: it never
-/// blocks the writer), and truncates it at the end.
-fn run_checkpointer(conn: Connection, alive: mpsc::WeakSender<Job>) {
-    while alive.upgrade().is_some() {
+/// The `-wal` file next to a database.
+fn wal_path(db: &Path) -> PathBuf {
+    let mut name = db.as_os_str().to_owned();
+    name.push("-wal");
+    PathBuf::from(name)
+}
+
+/// Copies the WAL into the database every second while the store is open, and keeps the WAL
+/// under [`WAL_LIMIT`] ([`bound_wal`]).
+fn run_checkpointer(conn: Connection, wal: PathBuf, alive: mpsc::WeakSender<Msg>) {
+    while alive.upgrade().is_some_and(|s| !s.is_closed()) {
         std::thread::sleep(Duration::from_secs(1));
-        if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+        if let Err(e) = bound_wal(&conn, &wal, WAL_LIMIT) {
             tracing::warn!(error = %e, "WAL checkpoint failed");
         }
     }
 }
 
-fn run_writer(conn: Connection, mut rx: mpsc::Receiver<Job>) {
+/// One checkpoint: PASSIVE (it never holds the writer back) while the WAL is within
+/// `limit`, TRUNCATE once it is larger: that one waits for the writer between two commits,
+/// holds writes back while it copies the rest, and empties the file.
+fn bound_wal(conn: &Connection, wal: &Path, limit: u64) -> rusqlite::Result<()> {
+    let size = std::fs::metadata(wal).map(|m| m.len()).unwrap_or(0);
+    if size > limit {
+        tracing::info!(bytes = size, "WAL over its limit: truncating it");
+        conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+    } else {
+        conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
+    }
+}
+
+/// Copies the whole WAL into the database and truncates it to nothing, waiting (busy
+/// timeout) for readers of older snapshots; at close, after the last commit.
+fn truncate_wal(conn: &Connection) {
+    // Not the writer's long wait: beside a running server (`pigeon app create`) the server
+    // keeps its own WAL bounded, and a command should not hang on it; at the server's own
+    // shutdown this only waits for its checkpointer thread's last pass.
+    let _ = conn.busy_timeout(Duration::from_secs(5));
+    let checkpoint = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
+        Ok((
+            r.get::<_, i64>(0)?,
+            r.get::<_, i64>(1)?,
+            r.get::<_, i64>(2)?,
+        ))
+    });
+    match checkpoint {
+        Ok((0, _, _)) => {}
+        // Everything is committed all the same; the WAL is only left longer.
+        Ok((_, log, copied)) => tracing::warn!(
+            log,
+            copied,
+            "could not truncate the WAL at close: another connection is reading"
+        ),
+        Err(e) => tracing::warn!(error = %e, "could not truncate the WAL at close"),
+    }
+}
+
+fn run_writer(conn: Connection, mut rx: mpsc::Receiver<Msg>) {
     let mut batch: Vec<Job> = Vec::with_capacity(MAX_BATCH);
     let mut after: Vec<AfterCommit> = Vec::with_capacity(MAX_BATCH);
+    let mut closing = None;
     while let Some(first) = rx.blocking_recv() {
-        batch.push(first);
-        while batch.len() < MAX_BATCH {
+        match first {
+            Msg::Job(job) => batch.push(job),
+            Msg::Close(done) => closing = Some(done),
+        }
+        while closing.is_none() && batch.len() < MAX_BATCH {
             match rx.try_recv() {
-                Ok(job) => batch.push(job),
+                Ok(Msg::Job(job)) => batch.push(job),
+                Ok(Msg::Close(done)) => closing = Some(done),
                 Err(_) => break,
             }
         }
-        let started = std::time::Instant::now();
-        let jobs = batch.len();
-        let began = conn.execute_batch("BEGIN IMMEDIATE");
-        if let Err(e) = began {
-            tracing::error!(error = %e, "storage: cannot begin a transaction");
-            for job in batch.drain(..) {
-                drop(job);
-            }
-            continue;
+        if !batch.is_empty() {
+            commit(&conn, &mut batch, &mut after);
         }
-        for job in batch.drain(..) {
-            after.push(job(&conn));
-        }
-        let committed = conn.execute_batch("COMMIT").map_err(|e| e.to_string());
-        if let Err(e) = &committed {
-            tracing::error!(error = %e, "storage: commit failed");
-            let _ = conn.execute_batch("ROLLBACK");
-        }
-        for done in after.drain(..) {
-            done(committed.clone());
-        }
-        let took = started.elapsed();
-        if took > Duration::from_millis(100) {
-            tracing::warn!(jobs, ms = took.as_millis() as u64, "slow storage batch");
+        if let Some(done) = closing {
+            // Writes queued after the close are dropped with the receiver: their callers
+            // get `StoreError::Closed`, nothing is half done.
+            truncate_wal(&conn);
+            let _ = done.send(());
+            return;
         }
     }
     // Every sender is gone: the channel is drained and everything is committed.
-    let _ = conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)");
+    truncate_wal(&conn);
+}
+
+/// Runs a batch of jobs in one transaction and tells each caller how it went.
+fn commit(conn: &Connection, batch: &mut Vec<Job>, after: &mut Vec<AfterCommit>) {
+    let started = std::time::Instant::now();
+    let jobs = batch.len();
+    let began = conn.execute_batch("BEGIN IMMEDIATE");
+    if let Err(e) = began {
+        tracing::error!(error = %e, "storage: cannot begin a transaction");
+        batch.clear();
+        return;
+    }
+    for job in batch.drain(..) {
+        after.push(job(conn));
+    }
+    let committed = conn.execute_batch("COMMIT").map_err(|e| e.to_string());
+    if let Err(e) = &committed {
+        tracing::error!(error = %e, "storage: commit failed");
+        let _ = conn.execute_batch("ROLLBACK");
+    }
+    for done in after.drain(..) {
+        done(committed.clone());
+    }
+    let took = started.elapsed();
+    if took > Duration::from_millis(100) {
+        tracing::warn!(jobs, ms = took.as_millis() as u64, "slow storage batch");
+    }
 }
 
 const BATCH_COLUMNS: &str = "delivery_id, endpoint_id, command, events, attempts, next_ms, \
@@ -1583,6 +1699,53 @@ impl Storage for SqliteStore {
         }))
     }
 
+    fn save_locations(
+        &self,
+        app_key: &str,
+        locations: Vec<(u32, Location)>,
+    ) -> StoreFuture<'_, ()> {
+        let app_key = app_key.to_string();
+        Box::pin(self.write(move |c| {
+            let mut st = c.prepare_cached(
+                "INSERT INTO device_locations (app_key, ordinal, lat, lon, accuracy_m, at_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                 ON CONFLICT (app_key, ordinal) DO UPDATE SET lat = excluded.lat,
+                     lon = excluded.lon, accuracy_m = excluded.accuracy_m,
+                     at_ms = excluded.at_ms",
+            )?;
+            for (ordinal, l) in locations {
+                st.execute(params![
+                    app_key,
+                    ordinal,
+                    l.lat,
+                    l.lon,
+                    l.accuracy_m,
+                    to_i64(l.at_ms)
+                ])?;
+            }
+            Ok(())
+        }))
+    }
+
+    fn location(&self, app_key: &str, ordinal: u32) -> StoreFuture<'_, Option<Location>> {
+        let app_key = app_key.to_string();
+        Box::pin(self.read(move |c| {
+            Ok(c.prepare_cached(
+                "SELECT lat, lon, accuracy_m, at_ms FROM device_locations
+                 WHERE app_key = ?1 AND ordinal = ?2",
+            )?
+            .query_row(params![app_key, ordinal], |r| {
+                Ok(Location {
+                    lat: r.get(0)?,
+                    lon: r.get(1)?,
+                    accuracy_m: r.get(2)?,
+                    at_ms: to_u64(r.get(3)?),
+                })
+            })
+            .optional()?)
+        }))
+    }
+
     fn put_file(&self, f: FileRecord) -> StoreFuture<'_, ()> {
         Box::pin(self.write(move |c| {
             c.execute(
@@ -2172,8 +2335,15 @@ impl Storage for SqliteStore {
     }
 
     fn close(&self) -> StoreFuture<'_, ()> {
-        // A no-op write: once it is answered, every write queued before it is durable.
-        Box::pin(self.write(|_| Ok(())))
+        Box::pin(async move {
+            let (tx, rx) = oneshot::channel();
+            // The writer takes it after every write queued before it, so once it is
+            // answered they are all durable and the WAL is empty.
+            if self.inner.jobs.send(Msg::Close(tx)).await.is_err() {
+                return Ok(()); // closed already
+            }
+            rx.await.map_err(|_| StoreError::Closed)
+        })
     }
 }
 
@@ -2181,6 +2351,7 @@ impl Storage for SqliteStore {
 mod tests {
     use super::*;
     use pigeon_core::{Audience, PlatformSet, PushOptions};
+    use serde_json::json;
 
     fn device(ordinal: u32, rid: &str) -> DeviceRecord {
         DeviceRecord {
@@ -2447,6 +2618,120 @@ mod tests {
             .is_empty());
         assert_eq!(store.max_msg_id().await.unwrap(), 42);
         store.close().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn old_location_rows_become_one_row_per_device() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db");
+        SqliteStore::open(&path, Synchronous::Normal)
+            .unwrap()
+            .close()
+            .await
+            .unwrap();
+        // What an older Pigeon wrote: a row per location report, clicks beside them.
+        let c = Connection::open(&path).unwrap();
+        for (ordinal, lat, at) in [(1, 10.0, 1), (2, 20.0, 2), (1, 11.5, 3), (2, 21.0, 4)] {
+            c.execute(
+                "INSERT INTO device_events (app_key, ordinal, kind, msg_id, data, at_ms)
+                 VALUES ('k', ?1, 'location', NULL, ?2, ?3)",
+                params![
+                    ordinal,
+                    json!({"lat": lat, "lon": 5, "accuracy_m": 3.0}).to_string(),
+                    at
+                ],
+            )
+            .unwrap();
+        }
+        c.execute(
+            "INSERT INTO device_events (app_key, ordinal, kind, msg_id, data, at_ms)
+             VALUES ('k', 1, 'click', 42, 'null', 5)",
+            [],
+        )
+        .unwrap();
+        drop(c);
+        let store = SqliteStore::open(&path, Synchronous::Normal).unwrap();
+        let one = store.location("k", 1).await.unwrap().unwrap();
+        assert_eq!(
+            one,
+            Location {
+                lat: 11.5,
+                lon: 5.0,
+                accuracy_m: Some(3.0),
+                at_ms: 3
+            }
+        );
+        assert_eq!(store.location("k", 2).await.unwrap().unwrap().lat, 21.0);
+        assert_eq!(store.location("k", 3).await.unwrap(), None);
+        assert_eq!(store.clicked("k", 42).await.unwrap(), [1]);
+        // Reports replace the row: still one per device.
+        let at = |lat, at_ms| Location {
+            lat,
+            lon: 1.0,
+            accuracy_m: None,
+            at_ms,
+        };
+        store
+            .save_locations("k", vec![(1, at(1.0, 10)), (3, at(3.0, 10))])
+            .await
+            .unwrap();
+        store
+            .save_locations("k", vec![(1, at(2.0, 11))])
+            .await
+            .unwrap();
+        assert_eq!(store.location("k", 1).await.unwrap(), Some(at(2.0, 11)));
+        store.close().await.unwrap();
+        let c = Connection::open(&path).unwrap();
+        let count = |sql: &str| -> i64 { c.query_row(sql, [], |r| r.get(0)).unwrap() };
+        assert_eq!(count("SELECT COUNT(*) FROM device_locations"), 3);
+        assert_eq!(count("SELECT COUNT(*) FROM device_events"), 1);
+    }
+
+    fn wal_len(db: &Path) -> u64 {
+        std::fs::metadata(wal_path(db))
+            .map(|m| m.len())
+            .unwrap_or(0)
+    }
+
+    #[tokio::test]
+    async fn the_wal_is_kept_under_its_limit_and_emptied_at_close() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db");
+        let store = SqliteStore::open(&path, Synchronous::Normal).unwrap();
+        let location = |i: u32| Location {
+            lat: f64::from(i % 90),
+            lon: 0.0,
+            accuracy_m: None,
+            at_ms: u64::from(i),
+        };
+        let grow = || async {
+            for round in 0..20u32 {
+                let batch = (0..2000).map(|o| (o, location(o + round))).collect();
+                store.save_locations("k", batch).await.unwrap();
+            }
+        };
+        grow().await;
+        assert!(wal_len(&path) > 1 << 20, "{}", wal_len(&path));
+        // Over the limit, the checkpoint truncates the WAL.
+        let c = open_connection(&path, Synchronous::Normal).unwrap();
+        bound_wal(&c, &wal_path(&path), 1 << 20).unwrap();
+        assert_eq!(wal_len(&path), 0);
+        drop(c);
+        // Close copies the rest in and empties the file; writes after it are refused.
+        grow().await;
+        assert!(wal_len(&path) > 0);
+        store.close().await.unwrap();
+        assert_eq!(wal_len(&path), 0);
+        assert!(matches!(
+            store.save_locations("k", vec![(1, location(1))]).await,
+            Err(StoreError::Closed)
+        ));
+        store.close().await.unwrap();
+        let c = Connection::open(&path).unwrap();
+        let rows: i64 = c
+            .query_row("SELECT COUNT(*) FROM device_locations", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(rows, 2000);
     }
 
     #[tokio::test]

@@ -33,6 +33,11 @@ pub struct Config {
     pub heartbeat_s: u64,
     /// How long a new device connection may take to say hello, in ms.
     pub hello_timeout_ms: u64,
+    /// Frames a second a device may send on average, `ack` and `ping` aside (protocol §4
+    /// "Rate"); over it they are refused with 2002.
+    pub device_rate_per_s: u32,
+    /// How many such frames a device may send at once above that average.
+    pub device_rate_burst: u32,
     /// `full` (survives power loss) or `normal` (survives a process crash).
     pub sqlite_synchronous: String,
     /// How long shutdown waits for devices to take their 1001 close, in ms.
@@ -106,6 +111,8 @@ struct FileConfig {
     listen: Option<SocketAddr>,
     heartbeat_s: Option<u64>,
     hello_timeout_ms: Option<u64>,
+    device_rate_per_s: Option<u32>,
+    device_rate_burst: Option<u32>,
     sqlite_synchronous: Option<String>,
     shutdown_grace_ms: Option<u64>,
     rate_limit_per_minute: Option<u64>,
@@ -132,6 +139,8 @@ impl Default for Config {
                 .unwrap_or_else(|_| ([127, 0, 0, 1], 8080).into()),
             heartbeat_s: 60,
             hello_timeout_ms: 10_000,
+            device_rate_per_s: pigeon_gateway::DEFAULT_DEVICE_RATE_PER_S,
+            device_rate_burst: pigeon_gateway::DEFAULT_DEVICE_RATE_BURST,
             sqlite_synchronous: "full".into(),
             shutdown_grace_ms: 2_000,
             rate_limit_per_minute: pigeon_engine::limits::DEFAULT_RATE_LIMIT_PER_MINUTE,
@@ -187,6 +196,12 @@ impl Config {
             }
             if let Some(v) = f.hello_timeout_ms {
                 c.hello_timeout_ms = v;
+            }
+            if let Some(v) = f.device_rate_per_s {
+                c.device_rate_per_s = v;
+            }
+            if let Some(v) = f.device_rate_burst {
+                c.device_rate_burst = v;
             }
             if let Some(v) = f.sqlite_synchronous {
                 c.sqlite_synchronous = v;
@@ -248,6 +263,12 @@ impl Config {
                 }
                 "PIGEON_HELLO_TIMEOUT_MS" => {
                     c.hello_timeout_ms = value.parse().map_err(|_| bad("a number"))?
+                }
+                "PIGEON_DEVICE_RATE_PER_S" => {
+                    c.device_rate_per_s = value.parse().map_err(|_| bad("a number"))?
+                }
+                "PIGEON_DEVICE_RATE_BURST" => {
+                    c.device_rate_burst = value.parse().map_err(|_| bad("a number"))?
                 }
                 "PIGEON_SQLITE_SYNCHRONOUS" => c.sqlite_synchronous = value.clone(),
                 "PIGEON_SHUTDOWN_GRACE_MS" => {
@@ -327,6 +348,16 @@ impl Config {
                 c.heartbeat_s
             );
         }
+        if !(1..=pigeon_gateway::MAX_DEVICE_RATE_PER_S).contains(&c.device_rate_per_s) {
+            anyhow::bail!(
+                "device_rate_per_s must be 1 to {}, got {}",
+                pigeon_gateway::MAX_DEVICE_RATE_PER_S,
+                c.device_rate_per_s
+            );
+        }
+        if c.device_rate_burst == 0 {
+            anyhow::bail!("device_rate_burst must be at least 1");
+        }
         if c.rate_limit_per_minute == 0 {
             anyhow::bail!("rate_limit_per_minute must be at least 1");
         }
@@ -368,7 +399,10 @@ mod tests {
             "listen = \"127.0.0.1:9000\"\nheartbeat_s = 30\ndata = \"/from/file\"\n",
         )
         .unwrap();
-        let env = vec![("PIGEON_HEARTBEAT_S".to_string(), "20".to_string())];
+        let env = vec![
+            ("PIGEON_HEARTBEAT_S".to_string(), "20".to_string()),
+            ("PIGEON_DEVICE_RATE_PER_S".to_string(), "5".to_string()),
+        ];
         let args = ServeArgs {
             config: Some(file),
             data: Some("/from/flag".into()),
@@ -377,6 +411,7 @@ mod tests {
         let c = Config::from_sources(args, &env).unwrap();
         assert_eq!(c.listen, "127.0.0.1:9000".parse().unwrap());
         assert_eq!(c.heartbeat_s, 20);
+        assert_eq!((c.device_rate_per_s, c.device_rate_burst), (5, 100));
         assert_eq!(c.data, PathBuf::from("/from/flag"));
     }
 
@@ -413,6 +448,9 @@ mod tests {
         let env = vec![("PIGEON_HEARTBEAT_S".to_string(), "3".to_string())];
         let e = Config::from_sources(ServeArgs::default(), &env).unwrap_err();
         assert!(e.to_string().contains("at least 5"));
+        let env = vec![("PIGEON_DEVICE_RATE_BURST".to_string(), "0".to_string())];
+        let e = Config::from_sources(ServeArgs::default(), &env).unwrap_err();
+        assert!(e.to_string().contains("device_rate_burst"));
         let env = vec![("PIGEON_LISTEN".to_string(), "nowhere".to_string())];
         let e = Config::from_sources(ServeArgs::default(), &env).unwrap_err();
         assert!(e.to_string().contains("PIGEON_LISTEN"));

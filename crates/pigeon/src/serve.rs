@@ -70,6 +70,8 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     let gateway = GatewayConfig {
         heartbeat_s: cfg.heartbeat_s,
         hello_timeout: Duration::from_millis(cfg.hello_timeout_ms),
+        device_rate_per_s: cfg.device_rate_per_s,
+        device_rate_burst: cfg.device_rate_burst,
     };
     let app = Router::new()
         .merge(

@@ -3,7 +3,10 @@
 use clap::Args;
 use futures_util::stream::{self, StreamExt};
 use indicatif::{ProgressBar, ProgressStyle};
-use pigeon_device::{register, Credentials, DeviceConnection, Frame, RegisterRequest};
+use pigeon_device::{
+    reconnect_after, register, Credentials, DeviceConnection, DeviceError, Frame, Reconnect,
+    RegisterRequest,
+};
 use std::sync::Arc;
 use tokio::sync::mpsc;
 
@@ -74,11 +77,12 @@ pub async fn run(args: SimulateArgs) -> anyhow::Result<()> {
     for result in connected {
         let (i, creds, conn) = result?;
         ok += 1;
-        tokio::spawn(device_loop(i, creds, conn, tx.clone()));
+        tokio::spawn(device_loop(i, args.server.clone(), creds, conn, tx.clone()));
     }
     drop(tx);
     eprintln!(
-        "{ok} devices connected to {}; waiting for pushes (Ctrl-C to stop)",
+        "{ok} devices connected to {}; waiting for pushes (Ctrl-C to stop; devices reconnect \
+         when their connection ends, as the protocol's close-code table says)",
         args.server
     );
     let mut printed = 0u64;
@@ -92,12 +96,54 @@ pub async fn run(args: SimulateArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// One simulated device: prints and acks what it gets, and when its connection ends
+/// reconnects as the protocol's close-code table says (§6), until the simulator exits.
 async fn device_loop(
     index: u32,
+    server: String,
     creds: Credentials,
     mut conn: DeviceConnection,
     out: mpsc::Sender<String>,
 ) {
+    loop {
+        let ended = match serve_connection(index, &creds, &mut conn, &out).await {
+            Some(e) => e,
+            None => return, // the simulator is done
+        };
+        eprintln!("device {index} ({}): {ended}", creds.registration_id);
+        let heartbeat_s = conn.welcome.heartbeat_s;
+        let mut code = ended.close_code();
+        let mut failures = 0;
+        conn = loop {
+            match reconnect_after(code, heartbeat_s, failures) {
+                Reconnect::Never => {
+                    eprintln!("device {index}: not reconnecting after close code {code}");
+                    return;
+                }
+                Reconnect::After(delay) => tokio::time::sleep(delay).await,
+            }
+            match DeviceConnection::connect(&server, &creds).await {
+                Ok(c) => {
+                    eprintln!("device {index} ({}): reconnected", creds.registration_id);
+                    break c;
+                }
+                Err(e) => {
+                    code = e.close_code();
+                    failures += 1;
+                }
+            }
+        };
+    }
+}
+
+/// Serves one connection until it ends (the error it ended with), or until nobody reads
+/// the output any more (`None`).
+async fn serve_connection(
+    index: u32,
+    creds: &Credentials,
+    conn: &mut DeviceConnection,
+    out: &mpsc::Sender<String>,
+) -> Option<DeviceError> {
     let mut keepalive = tokio::time::interval(std::time::Duration::from_secs(
         (conn.welcome.heartbeat_s / 2).max(1),
     ));
@@ -106,28 +152,25 @@ async fn device_loop(
         let frame = tokio::select! {
             f = conn.next_frame() => f,
             _ = keepalive.tick() => {
-                if conn.send(serde_json::json!({"op": "ping"})).await.is_err() {
-                    return;
+                if let Err(e) = conn.send(serde_json::json!({"op": "ping"})).await {
+                    return Some(e);
                 }
                 continue;
             }
         };
         match frame {
             Ok(Frame::Push(p)) => {
-                if conn.ack(&[&p.msg_id]).await.is_err() {
-                    return;
+                if let Err(e) = conn.ack(&[&p.msg_id]).await {
+                    return Some(e);
                 }
                 let line = serde_json::json!({"device": index, "registration_id": creds.registration_id,
                     "msg_id": p.msg_id, "notification": p.notification, "message": p.message});
                 if out.send(line.to_string()).await.is_err() {
-                    return;
+                    return None;
                 }
             }
             Ok(Frame::Other(_)) => {}
-            Err(e) => {
-                eprintln!("device {index} ({}): {e}", creds.registration_id);
-                return;
-            }
+            Err(e) => return Some(e),
         }
     }
 }

@@ -151,3 +151,87 @@ async fn simulated_devices_print_what_they_receive() {
     devices.sort();
     assert_eq!(devices, [0, 1, 2]);
 }
+
+#[tokio::test]
+async fn simulated_devices_reconnect_after_a_server_restart() {
+    // A short heartbeat: after 1001 a device waits a random 0 to heartbeat_s seconds.
+    let mut server = Server::start_with(&[("PIGEON_HEARTBEAT_S", "5")]).await;
+    let app = server.create_app("sim");
+    let mut sim = Command::new(BIN)
+        .args([
+            "device",
+            "simulate",
+            "--server",
+            &server.base,
+            "--app-key",
+            &app.key,
+            "--count",
+            "2",
+            "--alias-prefix",
+            "r",
+            "--exit-after",
+            "3",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(sim.stderr.take().unwrap()).lines();
+    for line in stderr.by_ref() {
+        if line.unwrap().contains("devices connected") {
+            break;
+        }
+    }
+    // Keep reading stderr so the simulator never blocks on a full pipe.
+    let errors = std::thread::spawn(move || stderr.map_while(Result::ok).collect::<Vec<_>>());
+    let before = server
+        .push_ok(
+            &app,
+            json!({"platform": "all", "audience": {"alias": ["r0"]},
+                              "notification": {"alert": "before"}}),
+        )
+        .await;
+    // Let it arrive before the restart.
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert!(server.terminate(), "pigeon serve did not stop cleanly");
+    server.restart().await;
+    let after = server
+        .push_ok(
+            &app,
+            json!({"platform": "all", "audience": {"alias": ["r0", "r1"]},
+                              "notification": {"alert": "after"}}),
+        )
+        .await;
+    let pid = sim.id().to_string();
+    let Ok(out) = tokio::time::timeout(
+        std::time::Duration::from_secs(60),
+        tokio::task::spawn_blocking(move || sim.wait_with_output().unwrap()),
+    )
+    .await
+    else {
+        let _ = Command::new("kill").arg(&pid).status();
+        panic!("the simulator did not get the push sent after the restart");
+    };
+    let out = out.unwrap();
+    let errors = errors.join().unwrap();
+    assert!(out.status.success(), "{errors:?}");
+    let lines: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let got = |msg_id: &str| {
+        let mut devices: Vec<i64> = lines
+            .iter()
+            .filter(|l| l["msg_id"] == msg_id)
+            .map(|l| l["device"].as_i64().unwrap())
+            .collect();
+        devices.sort();
+        devices
+    };
+    assert_eq!(got(&before), [0], "{lines:?} {errors:?}");
+    assert_eq!(got(&after), [0, 1], "{lines:?} {errors:?}");
+    assert!(
+        errors.iter().filter(|e| e.contains("reconnected")).count() >= 2,
+        "{errors:?}"
+    );
+}

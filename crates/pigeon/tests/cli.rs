@@ -12,6 +12,58 @@ fn pigeon(args: &[&str]) -> std::process::Output {
     Command::new(BIN).args(args).output().expect("run pigeon")
 }
 
+/// `pigeon device simulate` against `server` with these extra arguments, once it says its
+/// devices are connected; with the rest of its stderr, still to be read.
+fn simulator(
+    server: &Server,
+    app_key: &str,
+    args: &[&str],
+) -> (
+    std::process::Child,
+    std::io::Lines<BufReader<std::process::ChildStderr>>,
+) {
+    let mut sim = Command::new(BIN)
+        .args([
+            "device",
+            "simulate",
+            "--server",
+            &server.base,
+            "--app-key",
+            app_key,
+        ])
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(sim.stderr.take().unwrap()).lines();
+    for line in stderr.by_ref() {
+        if line.unwrap().contains("devices connected") {
+            break;
+        }
+    }
+    (sim, stderr)
+}
+
+/// The simulator's output: one JSON object per push a device printed.
+fn printed(stdout: &[u8]) -> Vec<Value> {
+    String::from_utf8_lossy(stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// Which devices printed `msg_id`, in order.
+fn devices_that_got(lines: &[Value], msg_id: &str) -> Vec<i64> {
+    let mut devices: Vec<i64> = lines
+        .iter()
+        .filter(|l| l["msg_id"] == msg_id)
+        .map(|l| l["device"].as_i64().unwrap())
+        .collect();
+    devices.sort();
+    devices
+}
+
 #[test]
 fn app_create_and_list() {
     let dir = tempfile::tempdir().unwrap();
@@ -93,14 +145,10 @@ async fn two_servers_cannot_share_a_data_directory() {
 async fn simulated_devices_print_what_they_receive() {
     let server = Server::start().await;
     let app = server.create_app("sim");
-    let mut sim = Command::new(BIN)
-        .args([
-            "device",
-            "simulate",
-            "--server",
-            &server.base,
-            "--app-key",
-            &app.key,
+    let (sim, _stderr) = simulator(
+        &server,
+        &app.key,
+        &[
             "--count",
             "3",
             "--alias-prefix",
@@ -109,17 +157,8 @@ async fn simulated_devices_print_what_they_receive() {
             "vip",
             "--exit-after",
             "4",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = BufReader::new(sim.stderr.take().unwrap());
-    for line in stderr.lines() {
-        if line.unwrap().contains("devices connected") {
-            break;
-        }
-    }
+        ],
+    );
     let one = server
         .push_ok(&app, json!({"platform": "all", "audience": {"alias": ["user1"]},
                               "notification": {"alert": "Hello from Pigeon", "android": {"title": "Hi"}}}))
@@ -131,10 +170,7 @@ async fn simulated_devices_print_what_they_receive() {
         .await
         .unwrap();
     assert!(out.status.success());
-    let lines: Vec<Value> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let lines = printed(&out.stdout);
     assert_eq!(lines.len(), 4, "{lines:?}");
     let to_one: Vec<&Value> = lines.iter().filter(|l| l["msg_id"] == one).collect();
     assert_eq!(to_one.len(), 1);
@@ -143,13 +179,7 @@ async fn simulated_devices_print_what_they_receive() {
         to_one[0]["notification"],
         json!({"alert": "Hello from Pigeon", "title": "Hi"})
     );
-    let mut devices: Vec<i64> = lines
-        .iter()
-        .filter(|l| l["msg_id"] == all)
-        .map(|l| l["device"].as_i64().unwrap())
-        .collect();
-    devices.sort();
-    assert_eq!(devices, [0, 1, 2]);
+    assert_eq!(devices_that_got(&lines, &all), [0, 1, 2]);
 }
 
 #[tokio::test]
@@ -157,31 +187,11 @@ async fn simulated_devices_reconnect_after_a_server_restart() {
     // A short heartbeat: after 1001 a device waits a random 0 to heartbeat_s seconds.
     let mut server = Server::start_with(&[("PIGEON_HEARTBEAT_S", "5")]).await;
     let app = server.create_app("sim");
-    let mut sim = Command::new(BIN)
-        .args([
-            "device",
-            "simulate",
-            "--server",
-            &server.base,
-            "--app-key",
-            &app.key,
-            "--count",
-            "2",
-            "--alias-prefix",
-            "r",
-            "--exit-after",
-            "3",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stderr = BufReader::new(sim.stderr.take().unwrap()).lines();
-    for line in stderr.by_ref() {
-        if line.unwrap().contains("devices connected") {
-            break;
-        }
-    }
+    let (sim, stderr) = simulator(
+        &server,
+        &app.key,
+        &["--count", "2", "--alias-prefix", "r", "--exit-after", "3"],
+    );
     // Keep reading stderr so the simulator never blocks on a full pipe.
     let errors = std::thread::spawn(move || stderr.map_while(Result::ok).collect::<Vec<_>>());
     let before = server
@@ -215,21 +225,17 @@ async fn simulated_devices_reconnect_after_a_server_restart() {
     let out = out.unwrap();
     let errors = errors.join().unwrap();
     assert!(out.status.success(), "{errors:?}");
-    let lines: Vec<Value> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
-    let got = |msg_id: &str| {
-        let mut devices: Vec<i64> = lines
-            .iter()
-            .filter(|l| l["msg_id"] == msg_id)
-            .map(|l| l["device"].as_i64().unwrap())
-            .collect();
-        devices.sort();
-        devices
-    };
-    assert_eq!(got(&before), [0], "{lines:?} {errors:?}");
-    assert_eq!(got(&after), [0, 1], "{lines:?} {errors:?}");
+    let lines = printed(&out.stdout);
+    assert_eq!(
+        devices_that_got(&lines, &before),
+        [0],
+        "{lines:?} {errors:?}"
+    );
+    assert_eq!(
+        devices_that_got(&lines, &after),
+        [0, 1],
+        "{lines:?} {errors:?}"
+    );
     assert!(
         errors.iter().filter(|e| e.contains("reconnected")).count() >= 2,
         "{errors:?}"

@@ -205,6 +205,43 @@ def assert_jpush_error(r, status, code=None):
     return err
 
 
+def raw_answer(server, data):
+    """Sends raw bytes and reads the whole answer (the server closes after an error)."""
+    s = raw(server, data)
+    got = b""
+    try:
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            got += chunk
+    except socket.timeout:
+        pass
+    finally:
+        s.close()
+    head, _, body = got.partition(b"\r\n\r\n")
+    return head.decode("latin-1"), body
+
+
+def test_requests_the_http_parser_refuses_are_answered_in_json(server):
+    """Heads hyper cannot parse never reach a handler; their answer is JSON all the same."""
+    cases = [
+        (b"GARBAGE\r\n\r\n", 400),
+        (b"GET /health HTTP/1.1\r\nHost: x\r\nNo colon here\r\n\r\n", 400),
+        (b"POST /v3/push HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n", 400),
+        (b"GET /health HTTP/1.1\r\n" + b"".join(b"X-%d: 1\r\n" % i for i in range(150)) + b"\r\n", 431),
+        (b"GET /health HTTP/1.1\r\nX-Big: " + b"a" * 70000 + b"\r\n\r\n", 431),
+    ]
+    for request, status in cases:
+        head, body = raw_answer(server, request)
+        assert head.startswith(f"HTTP/1.1 {status} "), (request[:40], head)
+        assert "content-type: application/json" in head.lower(), head
+        err = json.loads(body)["error"]
+        assert err["code"] == status and err["message"], err
+    # The connection after them is served as usual.
+    assert requests.get(server.base + "/health", timeout=5).json() == {"status": "ok"}
+
+
 def test_every_error_is_json_in_the_jpush_shape_with_rate_headers(server, app):
     base = server.base
     auth = (app["app_key"], app["master_secret"])

@@ -103,6 +103,8 @@ struct Counted {
     /// `Shared::devices` too, until it closes.
     device: Arc<AtomicBool>,
     devices: Arc<AtomicUsize>,
+    /// hyper's own error answer, rewritten in JSON, while it is being written.
+    rewrite: Option<Box<Rewrite>>,
 }
 
 impl Counted {
@@ -113,6 +115,7 @@ impl Counted {
             open,
             device: Arc::new(AtomicBool::new(false)),
             devices,
+            rewrite: None,
         }
     }
 }
@@ -142,14 +145,27 @@ impl AsyncWrite for Counted {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.get_mut().tcp).poll_write(cx, buf)
+        let this = self.get_mut();
+        if let Some(done) = this.poll_rewrite(cx, buf, buf.len()) {
+            return done;
+        }
+        Pin::new(&mut this.tcp).poll_write(cx, buf)
     }
     fn poll_write_vectored(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.get_mut().tcp).poll_write_vectored(cx, bufs)
+        let this = self.get_mut();
+        let first = bufs
+            .iter()
+            .find(|b| !b.is_empty())
+            .map_or(&[][..], |b| &b[..]);
+        let total = bufs.iter().map(|b| b.len()).sum();
+        if let Some(done) = this.poll_rewrite(cx, first, total) {
+            return done;
+        }
+        Pin::new(&mut this.tcp).poll_write_vectored(cx, bufs)
     }
     fn is_write_vectored(&self) -> bool {
         self.tcp.is_write_vectored()
@@ -160,6 +176,85 @@ impl AsyncWrite for Counted {
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         Pin::new(&mut self.get_mut().tcp).poll_shutdown(cx)
     }
+}
+
+/// hyper answers a request head it cannot parse (400) or that overflows its buffer or
+/// header count (431) itself, with an empty body, before any handler runs. Every answer
+/// Pigeon's handlers give to an error has a JSON body, so an HTTP/1.1 4xx head that says
+/// `content-length: 0` on a closing connection is hyper's: it is replaced on the way out by
+/// the same answer in the JPush error shape. The bytes of hyper's answer are reported written
+/// once the replacement is.
+struct Rewrite {
+    bytes: Vec<u8>,
+    written: usize,
+}
+
+impl Counted {
+    /// `Some` while a rewritten answer is being written (for the write of hyper's answer,
+    /// `hyper_len` bytes long); `None` to write `head` through.
+    fn poll_rewrite(
+        &mut self,
+        cx: &mut Context<'_>,
+        head: &[u8],
+        hyper_len: usize,
+    ) -> Option<Poll<std::io::Result<usize>>> {
+        if self.rewrite.is_none() {
+            // Device WebSockets after their upgrade never carry an HTTP head.
+            if self.device.load(Ordering::Relaxed) {
+                return None;
+            }
+            self.rewrite = Some(Box::new(Rewrite {
+                bytes: json_error_head(head)?,
+                written: 0,
+            }));
+        }
+        let rewrite = self.rewrite.as_mut()?;
+        if rewrite.written == rewrite.bytes.len() {
+            // Written already: whatever comes after goes through as it is.
+            return None;
+        }
+        while rewrite.written < rewrite.bytes.len() {
+            match Pin::new(&mut self.tcp).poll_write(cx, &rewrite.bytes[rewrite.written..]) {
+                Poll::Ready(Ok(0)) => {
+                    return Some(Poll::Ready(Err(std::io::ErrorKind::WriteZero.into())))
+                }
+                Poll::Ready(Ok(n)) => rewrite.written += n,
+                Poll::Ready(Err(e)) => return Some(Poll::Ready(Err(e))),
+                Poll::Pending => return Some(Poll::Pending),
+            }
+        }
+        Some(Poll::Ready(Ok(hyper_len)))
+    }
+}
+
+/// hyper's own error answer in the JPush shape, if `head` is one (see [`Rewrite`]).
+fn json_error_head(head: &[u8]) -> Option<Vec<u8>> {
+    const PREFIX: &[u8] = b"HTTP/1.1 4";
+    if !head.starts_with(PREFIX) {
+        return None;
+    }
+    let end = head.windows(4).position(|w| w == b"\r\n\r\n")?;
+    let text = std::str::from_utf8(&head[..end]).ok()?.to_ascii_lowercase();
+    if !text.contains("\r\ncontent-length: 0") || !text.contains("\r\nconnection: close") {
+        return None;
+    }
+    let status: u16 = text.get(9..12)?.parse().ok()?;
+    let reason =
+        std::str::from_utf8(&head[13..head[..end].iter().position(|&b| b == b'\r')?]).ok()?;
+    let message = match status {
+        400 => "the request is not well-formed HTTP/1.1 (request line, header syntax or framing)",
+        431 => "the request head is larger than 64 KiB or has more than 100 header fields",
+        _ => reason,
+    };
+    let body = error_json(u32::from(status), message).to_string();
+    Some(
+        format!(
+            "HTTP/1.1 {status} {reason}\r\ncontent-type: application/json; charset=utf-8\r\n\
+             content-length: {}\r\nconnection: close\r\n\r\n{body}",
+            body.len()
+        )
+        .into_bytes(),
+    )
 }
 
 /// What every request of every connection shares.
@@ -528,6 +623,31 @@ impl HttpBody for DeadlineBody {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_hypers_own_empty_error_answers_are_rewritten() {
+        let hypers = b"HTTP/1.1 400 Bad Request\r\nconnection: close\r\ncontent-length: 0\r\ndate: x\r\n\r\n";
+        let rewritten = String::from_utf8(json_error_head(hypers).unwrap()).unwrap();
+        let (head, body) = rewritten.split_once("\r\n\r\n").unwrap();
+        assert!(head.starts_with("HTTP/1.1 400 Bad Request\r\n"), "{head}");
+        assert!(
+            head.contains(&format!("content-length: {}", body.len())),
+            "{head}"
+        );
+        let err: serde_json::Value = serde_json::from_str(body).unwrap();
+        assert_eq!(err["error"]["code"], 400);
+        // A handler's answers (JSON bodies), successes, upgrades and frames go through.
+        for other in [
+            &b"HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\ncontent-length: 40\r\n\r\n"[..],
+            b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nconnection: close\r\ncontent-length: 0\r\n\r\n",
+            b"HTTP/1.1 101 Switching Protocols\r\n\r\n",
+            b"\x81\x05hello",
+            b"HTTP/1.1 4",
+        ] {
+            assert!(json_error_head(other).is_none(), "{other:?}");
+        }
+    }
 
     #[test]
     fn a_full_pending_set_evicts_its_oldest() {

@@ -239,8 +239,9 @@ fn json_error_head(head: &[u8]) -> Option<Vec<u8>> {
         return None;
     }
     let status: u16 = text.get(9..12)?.parse().ok()?;
-    let reason =
-        std::str::from_utf8(&head[13..head[..end].iter().position(|&b| b == b'\r')?]).ok()?;
+    // The status line's own text (its reason phrase may be missing: then nothing).
+    let line = &text[..text.find('\r')?];
+    let reason = head_text(head, 13.min(line.len()), line.len())?;
     let message = match status {
         400 => "the request is not well-formed HTTP/1.1 (request line, header syntax or framing)",
         431 => "the request head is larger than 64 KiB or has more than 100 header fields",
@@ -255,6 +256,11 @@ fn json_error_head(head: &[u8]) -> Option<Vec<u8>> {
         )
         .into_bytes(),
     )
+}
+
+/// `head[from..to]` as text (the reason phrase keeps its case).
+fn head_text(head: &[u8], from: usize, to: usize) -> Option<&str> {
+    std::str::from_utf8(head.get(from..to)?).ok()
 }
 
 /// What every request of every connection shares.
@@ -644,9 +650,15 @@ mod tests {
             b"HTTP/1.1 101 Switching Protocols\r\n\r\n",
             b"\x81\x05hello",
             b"HTTP/1.1 4",
+            b"HTTP/1.1 4\r\n\r\n",
+            b"",
         ] {
             assert!(json_error_head(other).is_none(), "{other:?}");
         }
+        // A status line without a reason phrase is still rewritten, without one.
+        let bare = b"HTTP/1.1 400\r\nconnection: close\r\ncontent-length: 0\r\n\r\n";
+        let rewritten = String::from_utf8(json_error_head(bare).unwrap()).unwrap();
+        assert!(rewritten.starts_with("HTTP/1.1 400 \r\n"), "{rewritten}");
     }
 
     #[test]

@@ -258,6 +258,27 @@ fn json_error_head(head: &[u8]) -> Option<Vec<u8>> {
     )
 }
 
+/// Takes a place for one more device WebSocket, if there is one below `max_devices`.
+fn reserve_device(shared: &Shared) -> bool {
+    let before = shared.devices.fetch_add(1, Ordering::Relaxed);
+    if before >= shared.limits.max_devices {
+        shared.devices.fetch_sub(1, Ordering::Relaxed);
+        return false;
+    }
+    true
+}
+
+/// A reserved device place, given back on drop unless the connection took it over.
+struct DeviceSlot<'a> {
+    shared: &'a Shared,
+}
+
+impl Drop for DeviceSlot<'_> {
+    fn drop(&mut self) {
+        self.shared.devices.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 /// `head[from..to]` as text (the reason phrase keeps its case).
 fn head_text(head: &[u8], from: usize, to: usize) -> Option<&str> {
     std::str::from_utf8(head.get(from..to)?).ok()
@@ -497,6 +518,7 @@ async fn handle(
     let path = parts.uri.path().to_string();
     parts.extensions.insert(axum::extract::ConnectInfo(peer));
     let timed_out = Arc::new(AtomicBool::new(false));
+    let mut device_slot: Option<DeviceSlot<'_>> = None;
     let mut response = if target_len > MAX_URI_BYTES {
         error_response(
             StatusCode::URI_TOO_LONG,
@@ -507,9 +529,7 @@ async fn handle(
             StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             &format!("the request headers are larger than {MAX_HEADER_BYTES} bytes"),
         )
-    } else if path == DEVICE_CONNECT
-        && shared.devices.load(Ordering::Relaxed) >= shared.limits.max_devices
-    {
+    } else if path == DEVICE_CONNECT && !reserve_device(&shared) {
         let mut r = error_response(
             StatusCode::SERVICE_UNAVAILABLE,
             &format!(
@@ -521,6 +541,10 @@ async fn handle(
             .insert(header::RETRY_AFTER, HeaderValue::from_static("60"));
         r
     } else {
+        // Past the check above, a device's upgrade holds a reserved place.
+        if path == DEVICE_CONNECT {
+            device_slot = Some(DeviceSlot { shared: &shared });
+        }
         // A body with nothing to read needs no deadline (GETs, the WebSocket upgrade).
         let body = if body.is_end_stream() {
             Body::new(body)
@@ -549,11 +573,15 @@ async fn handle(
             pigeon_jpush::json_errors_of(response).await
         }
     };
-    if response.status() == StatusCode::SWITCHING_PROTOCOLS
-        && path == DEVICE_CONNECT
-        && !device.swap(true, Ordering::Relaxed)
-    {
-        shared.devices.fetch_add(1, Ordering::Relaxed);
+    // A device's place was reserved before routing (so upgrades arriving together cannot all
+    // pass the check): the connection keeps it once it is a WebSocket (and gives it back when
+    // it closes); otherwise the slot gives it back when dropped, also if this request is.
+    if let Some(slot) = device_slot.take() {
+        if response.status() == StatusCode::SWITCHING_PROTOCOLS
+            && !device.swap(true, Ordering::Relaxed)
+        {
+            std::mem::forget(slot);
+        }
     }
     if !response.headers().contains_key("x-rate-limit-limit") {
         pigeon_jpush::set_rate_headers(response.headers_mut(), shared.engine.default_rate_state());

@@ -35,11 +35,13 @@ class Server:
         self.base = f"http://127.0.0.1:{self.port}"
         self.proc = None
 
-    def start(self):
-        env = dict(os.environ, RUST_LOG="warn", PIGEON_SQLITE_SYNCHRONOUS="normal", **self.extra_env)
+    def start(self, stderr=None):
+        """Starts `pigeon serve`; its log goes to `stderr` (a file) when given."""
+        env = {**os.environ, "RUST_LOG": "warn", "PIGEON_SQLITE_SYNCHRONOUS": "normal",
+               **self.extra_env}
         self.proc = subprocess.Popen(
             [PIGEON, "serve", "--data", self.data, "--listen", f"127.0.0.1:{self.port}",
-             *self.extra_args], env=env)
+             *self.extra_args], env=env, stderr=stderr)
         deadline = time.time() + 20
         while time.time() < deadline:
             try:

@@ -7,7 +7,6 @@ import base64
 import json
 import os
 import socket
-import subprocess
 import tempfile
 import time
 import uuid
@@ -15,7 +14,7 @@ import uuid
 import pytest
 import requests
 
-from conftest import PIGEON, Device, Server
+from conftest import Device, Server
 
 
 def started(tmp, **env):
@@ -293,19 +292,10 @@ def test_logs_have_a_plain_line_per_request_and_per_push():
     with tempfile.TemporaryDirectory() as tmp:
         log_path = os.path.join(tmp, "pigeon.log")
         data = os.path.join(tmp, "data")
-        s = Server(data)
+        s = Server(data, env={"RUST_LOG": "info"})
         with open(log_path, "wb") as log:
-            env = dict(os.environ, PIGEON_SQLITE_SYNCHRONOUS="normal", RUST_LOG="info")
-            s.proc = subprocess.Popen([PIGEON, "serve", "--data", data, "--listen",
-                                       f"127.0.0.1:{s.port}"], env=env, stderr=log)
+            s.start(stderr=log)
             try:
-                deadline = time.time() + 20
-                while time.time() < deadline:
-                    try:
-                        if requests.get(s.base + "/health", timeout=1).ok:
-                            break
-                    except requests.ConnectionError:
-                        time.sleep(0.05)
                 app = s.create_app("logs-" + uuid.uuid4().hex[:6])
                 d = Device(s, app["app_key"])
                 auth = (app["app_key"], app["master_secret"])

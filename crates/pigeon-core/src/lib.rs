@@ -6,6 +6,7 @@
 //! no IO at all: no sockets, no files, no clocks (callers pass the time in).
 
 pub mod audience;
+pub mod model;
 pub mod names;
 pub mod net;
 pub mod platform;

@@ -30,13 +30,24 @@ pub struct Push {
     /// Names the caller gave the push, echoed in answers and callbacks.
     #[serde(default, skip_serializing_if = "Labels::is_empty")]
     pub labels: Labels,
-    /// Idempotency key: a retry carrying the same key pushes once.
+    /// A retry carrying the same key within a day pushes once and answers the first push's
+    /// msg_id.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub idempotency_key: Option<String>,
+    pub idempotency: Option<IdempotencyKey>,
     /// Set when a schedule fires this push: storing the push also records the firing, in
     /// the same transaction, so a schedule fires exactly once whatever crashes.
     #[serde(skip)]
     pub schedule: Option<ScheduleFiring>,
+}
+
+/// A caller's idempotency key.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IdempotencyKey {
+    pub key: String,
+    /// The key must have been handed out by the server first (JPush's cid pool); otherwise
+    /// any new key is taken (Getui's `request_id`).
+    #[serde(default)]
+    pub issued_only: bool,
 }
 
 /// One firing of a schedule.
@@ -427,7 +438,7 @@ impl Push {
             policy: DeliveryPolicy::default(),
             callback: None,
             labels: Labels::default(),
-            idempotency_key: None,
+            idempotency: None,
             schedule: None,
         }
     }

@@ -535,6 +535,7 @@ mod tests {
             alias: Some("quote\" back\\ 用户\n".into()),
             tags: Vec::new(),
             mobile: None,
+            region: None,
             push_tokens: Default::default(),
             apns_production: false,
             info: Default::default(),

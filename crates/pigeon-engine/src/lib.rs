@@ -90,6 +90,8 @@ pub struct Registration {
     pub alias: Option<Option<String>>,
     pub tags: Option<Vec<String>>,
     pub mobile: Option<Option<String>>,
+    /// Where the device is, for audiences by region.
+    pub region: Option<Option<String>>,
     pub info: Map<String, Value>,
 }
 
@@ -324,6 +326,7 @@ impl Engine {
                         alias: None,
                         tags: Vec::new(),
                         mobile: None,
+                        region: None,
                         push_tokens: Map::new(),
                         apns_production: true,
                         info: Map::new(),
@@ -351,6 +354,9 @@ impl Engine {
         }
         if let Some(mobile) = reg.mobile {
             record.mobile = mobile;
+        }
+        if let Some(region) = reg.region {
+            record.region = region;
         }
         record.info.extend(reg.info);
         record.updated_ms = now;

@@ -28,6 +28,9 @@ pub struct DeviceRecord {
     pub alias: Option<String>,
     pub tags: Vec<String>,
     pub mobile: Option<String>,
+    /// Where the device is (a province or region code, as the app registered it), for
+    /// audiences by region.
+    pub region: Option<String>,
     /// Vendor tokens as the device gave them (apns, fcm, ..., webpush).
     pub push_tokens: Map<String, Value>,
     pub apns_production: bool,

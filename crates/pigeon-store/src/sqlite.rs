@@ -43,6 +43,7 @@ CREATE TABLE IF NOT EXISTS devices (
     alias TEXT,
     tags TEXT NOT NULL,
     mobile TEXT,
+    region TEXT,
     push_tokens TEXT NOT NULL,
     apns_production INTEGER NOT NULL,
     info TEXT NOT NULL,
@@ -430,7 +431,12 @@ fn seal_plain_secrets(conn: &Connection, key: &SealingKey) -> StoreResult<()> {
 
 fn migrate(conn: &Connection) -> StoreResult<()> {
     // Each column added since the first release, with the statements that add it.
-    let added: [(&str, &str, &str); 7] = [
+    let added: [(&str, &str, &str); 8] = [
+        (
+            "devices",
+            "region",
+            "ALTER TABLE devices ADD COLUMN region TEXT",
+        ),
         (
             "deliveries",
             "sent",
@@ -834,6 +840,7 @@ fn device_from_row(app_key: &Arc<str>, r: &rusqlite::Row<'_>) -> StoreResult<Dev
         info: json_map(&info, "device info")?,
         created_ms: to_u64(r.get(11)?),
         updated_ms: to_u64(r.get(12)?),
+        region: r.get(13)?,
     })
 }
 
@@ -1000,14 +1007,16 @@ fn write_device(c: &Connection, d: DeviceRecord) -> StoreResult<()> {
     let tags = serde_json::to_string(&d.tags).map_err(|e| StoreError::Corrupt(e.to_string()))?;
     c.prepare_cached(
                 "INSERT INTO devices (app_key, ordinal, registration_id, install_id, secret_hash,
-                    platform, alias, tags, mobile, push_tokens, apns_production, info, created_ms, updated_ms)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)
+                    platform, alias, tags, mobile, push_tokens, apns_production, info, created_ms, updated_ms,
+                    region)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)
                  ON CONFLICT (app_key, ordinal) DO UPDATE SET
                     registration_id = excluded.registration_id, install_id = excluded.install_id,
                     secret_hash = excluded.secret_hash, platform = excluded.platform,
                     alias = excluded.alias, tags = excluded.tags, mobile = excluded.mobile,
                     push_tokens = excluded.push_tokens, apns_production = excluded.apns_production,
-                    info = excluded.info, updated_ms = excluded.updated_ms",
+                    info = excluded.info, updated_ms = excluded.updated_ms,
+                    region = excluded.region",
             )?
             .execute(params![
                 &*d.app_key,
@@ -1024,6 +1033,7 @@ fn write_device(c: &Connection, d: DeviceRecord) -> StoreResult<()> {
                 Value::Object(d.info).to_string(),
                 to_i64(d.created_ms),
                 to_i64(d.updated_ms),
+                d.region,
             ])?;
     Ok(())
 }
@@ -1086,7 +1096,8 @@ impl Storage for SqliteStore {
                 conn.busy_timeout(Duration::from_secs(10))?;
                 let mut st = conn.prepare(
                     "SELECT ordinal, registration_id, install_id, secret_hash, platform, alias, tags,
-                            mobile, push_tokens, apns_production, info, created_ms, updated_ms
+                            mobile, push_tokens, apns_production, info, created_ms, updated_ms,
+                            region
                      FROM devices WHERE app_key = ?1 ORDER BY ordinal",
                 )?;
                 let mut rows = st.query([&app_key])?;
@@ -1407,6 +1418,18 @@ impl Storage for SqliteStore {
                 })
             })?;
             Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        }))
+    }
+
+    fn stop_sms(&self, msg_id: u64) -> StoreFuture<'_, bool> {
+        Box::pin(self.write(move |c| {
+            let timers = c
+                .prepare_cached("DELETE FROM sms_jobs WHERE msg_id = ?1")?
+                .execute([to_i64(msg_id)])?;
+            let sends = c
+                .prepare_cached("DELETE FROM sms_sends WHERE msg_id = ?1")?
+                .execute([to_i64(msg_id)])?;
+            Ok(timers + sends > 0)
         }))
     }
 
@@ -2364,12 +2387,54 @@ mod tests {
             alias: Some("al".into()),
             tags: vec!["t1".into()],
             mobile: None,
+            region: None,
             push_tokens: Map::new(),
             apns_production: true,
             info: Map::new(),
             created_ms: 1,
             updated_ms: 1,
         }
+    }
+
+    #[tokio::test]
+    async fn an_older_devices_table_gets_a_region_column_and_keeps_its_devices() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db");
+        Connection::open(&path)
+            .unwrap()
+            .execute_batch(
+                "CREATE TABLE devices (app_key TEXT NOT NULL, ordinal INTEGER NOT NULL,
+                    registration_id TEXT NOT NULL UNIQUE, install_id TEXT,
+                    secret_hash BLOB NOT NULL, platform TEXT NOT NULL, alias TEXT,
+                    tags TEXT NOT NULL, mobile TEXT, push_tokens TEXT NOT NULL,
+                    apns_production INTEGER NOT NULL, info TEXT NOT NULL,
+                    created_ms INTEGER NOT NULL, updated_ms INTEGER NOT NULL,
+                    PRIMARY KEY (app_key, ordinal));
+                 INSERT INTO devices VALUES ('k', 0, 'old', NULL, zeroblob(32), 'android', NULL,
+                    '[]', NULL, '{}', 1, '{}', 1, 1);",
+            )
+            .unwrap();
+        let store = SqliteStore::open(&path, Synchronous::Normal).unwrap();
+        let load = |store: &SqliteStore| {
+            let mut rx = store.load_devices("k");
+            async move {
+                let mut all = Vec::new();
+                while let Some(chunk) = rx.recv().await {
+                    all.extend(chunk.unwrap());
+                }
+                all
+            }
+        };
+        let before = load(&store).await;
+        assert_eq!(before.len(), 1);
+        assert_eq!(before[0].region, None);
+        let mut d = device(1, "new");
+        d.region = Some("11000000".into());
+        store.put_device(d).await.unwrap();
+        let after = load(&store).await;
+        let regions: Vec<Option<&str>> = after.iter().map(|d| d.region.as_deref()).collect();
+        assert_eq!(regions, [None, Some("11000000")]);
+        store.close().await.unwrap();
     }
 
     #[tokio::test]

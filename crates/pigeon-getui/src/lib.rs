@@ -6,4 +6,7 @@
 //! handed to the engine; Getui's names, result strings and answer codes stay here. It never
 //! touches storage or connections.
 
+pub mod legacy;
 pub mod task_id;
+
+pub use legacy::router as legacy_router;

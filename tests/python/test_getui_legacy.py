@@ -260,3 +260,311 @@ def test_cid_phone_bindings(server, app, devices):
     assert gt.unbindCidPn(ak, [b.registration_id])["result"] == "ok"
     assert gt.queryCidPn(ak, [b.registration_id])["cidpnlist"] == {}
     assert gt.bindCidPn(ak, {a.registration_id: "not a phone"})["result"] != "ok"
+
+
+# --- pushes --------------------------------------------------------------------------------
+
+
+def msg_id_of(task):
+    return task.rsplit("-", 1)[1]
+
+
+def test_single_push_by_cid_and_alias_with_request_id_dedupe(server, app, devices):
+    gt = getui(server, app)
+    d = devices(alias="carol")
+    r = gt.pushMessageToSingle(single(notification(app, "Hi", "there", "tc-1")),
+                               target(app, d.registration_id))
+    assert r["result"] == "ok" and r["taskId"].startswith("OSS-"), r
+    assert r["status"] == "successed_online"
+    [f] = d.pushes(1)
+    assert shown(f) == ("Hi", "there")
+    assert f["msg_id"] == msg_id_of(r["taskId"])
+    assert "tc-1" in json.dumps(f)
+    r = gt.pushMessageToSingle(single(notification(app, "To", "alias")), target(app, alias="carol"))
+    assert r["result"] == "ok"
+    assert [shown(f) for f in d.pushes(1)] == [("To", "alias")]
+    # The same requestId twice pushes once and answers the first push's task id.
+    m, t = single(notification(app, "Once", "only")), target(app, d.registration_id)
+    first = gt.pushMessageToSingle(m, t, requestId="req-" + uuid.uuid4().hex)
+    again = gt.pushMessageToSingle(m, t, requestId=first and None or None)
+    rid = "req-" + uuid.uuid4().hex
+    one = gt.pushMessageToSingle(m, t, requestId=rid)
+    two = gt.pushMessageToSingle(m, t, requestId=rid)
+    assert one["taskId"] == two["taskId"]
+    assert len(d.pushes(3)) == 3  # first, again, one: not two
+    assert again["taskId"] != first["taskId"]
+    # Nobody there.
+    assert gt.pushMessageToSingle(m, target(app, alias="nobody"))["result"] == "AliasNotBind"
+    assert gt.pushMessageToSingle(m, target(app, "nosuchcid"))["result"] == "TokenMD5NoUsers"
+
+
+def test_link_and_transmission_templates(server, app, devices):
+    gt = getui(server, app)
+    d = devices()
+    link = LinkTemplate()
+    link.appId = link.appKey = app["app_key"]
+    link.title, link.text, link.url = "Open", "the page", "https://example.com/a?b=1"
+    assert gt.pushMessageToSingle(single(link), target(app, d.registration_id))["result"] == "ok"
+    [f] = d.pushes(1)
+    assert shown(f) == ("Open", "the page")
+    assert "https://example.com/a?b=1" in json.dumps(f)
+    tx = TransmissionTemplate()
+    tx.appId = tx.appKey = app["app_key"]
+    tx.transmissionType = 2
+    tx.transmissionContent = '{"order": 42}'
+    assert gt.pushMessageToSingle(single(tx), target(app, d.registration_id))["result"] == "ok"
+    [f] = d.pushes(1)
+    assert "notification" not in f
+    assert '{"order": 42}' in json.dumps(f["message"]) or f["message"]
+
+
+def test_notifyid_overrides_and_a_revoke_template_recalls(server, app, devices):
+    gt = getui(server, app)
+    d = devices()
+    t1 = gt.pushMessageToSingle(single(notification(app, "v1", "first", notifyid=77)),
+                                target(app, d.registration_id))
+    t2 = gt.pushMessageToSingle(single(notification(app, "v2", "second", notifyid=77)),
+                                target(app, d.registration_id))
+    frames = d.pushes(2)
+    assert [shown(f)[0] for f in frames] == ["v1", "v2"]
+    assert [f["notify_id"] for f in frames] == ["77", "77"]
+    assert t1["taskId"] != t2["taskId"]
+    revoke = RevokeTemplate()
+    revoke.appId = revoke.appKey = app["app_key"]
+    revoke.oldTaskId = t2["taskId"]
+    revoke.force = False
+    r = gt.pushMessageToSingle(single(revoke), target(app, d.registration_id))
+    assert r["result"] == "ok", r
+    got = []
+    deadline = time.time() + 5
+    while time.time() < deadline and not got:
+        frame = json.loads(d.ws.recv(timeout=5))
+        if frame["op"] == "revoke":
+            got.append(frame["msg_id"])
+    assert got == [msg_id_of(t2["taskId"])]
+    revoke.oldTaskId = "OSS-123"
+    assert gt.pushMessageToSingle(single(revoke), target(app, d.registration_id))["result"] != "ok"
+
+
+def test_list_push_gzip_with_details(server, app, devices):
+    gt, ak = getui(server, app), app["app_key"]
+    a, b, c = devices(), devices(alias="dave"), devices()
+    c.close()
+    m = IGtListMessage()
+    m.data = notification(app, "L", "list")
+    m.isOffline, m.offlineExpireTime = True, 600_000
+    content_id = gt.getContentId(m, "group-1")
+    os.environ["needDetails"] = "true"
+    try:
+        r = gt.pushMessageToList(content_id, [target(app, a.registration_id),
+                                              target(app, alias="dave"),
+                                              target(app, c.registration_id),
+                                              target(app, "nosuchcid")])
+    finally:
+        del os.environ["needDetails"]
+    assert r["result"] == "ok", r
+    assert r["contentId"].startswith("OSL-")
+    assert r["details"] == {a.registration_id: "successed_online", "dave": "successed_online",
+                            c.registration_id: "successed_offline",
+                            "nosuchcid": "TokenMD5NoUsers"}
+    assert [shown(f) for f in a.pushes(1)] == [("L", "list")]
+    assert [shown(f) for f in b.pushes(1)] == [("L", "list")]
+    # The offline device gets it when it connects.
+    ws = reconnect(server, c)
+    frame = json.loads(ws.recv(timeout=5))
+    assert frame["op"] == "push" and frame["msg_id"] == msg_id_of(r["contentId"])
+    ws.close()
+    # Results by task and by group.
+    time.sleep(0.3)
+    res = gt.getPushResult(r["contentId"])
+    assert res["result"] == "ok" and res["msgTotal"] == "3", res
+    assert gt.getPushResultByGroupName(ak, "group-1")["msgTotal"] == "3"
+    both = gt.getPushResultByTaskidList([r["contentId"], "OSS-1"])
+    assert both["data"][r["contentId"]]["msgTotal"] == "3"
+    assert gt.pushMessageToList("OSL-cnope", [target(app, a.registration_id)])["result"] \
+        == "NullMsgCommon"
+
+
+def test_app_push_conditions_reach_exactly_the_right_devices(server, app, devices):
+    gt, ak = getui(server, app), app["app_key"]
+    a = devices(tags=["vip", "new"], region="11000000")
+    b = devices(platform="ios", tags=["vip"], region="11000000")
+    c = devices(tags=["vip"], region="33000000")
+    d = devices(tags=["new"])
+    everyone = {"a": a, "b": b, "c": c, "d": d}
+
+    def push(conditions, title):
+        m = IGtAppMessage()
+        tx = TransmissionTemplate()
+        tx.appId = tx.appKey = ak
+        tx.transmissionContent = title
+        m.data = tx
+        m.appIdList = [ak]
+        m.conditions = conditions
+        m.isOffline, m.offlineExpireTime = True, 600_000
+        r = gt.pushMessageToApp(m)
+        assert r["result"] == "ok" and r["contentId"].startswith("OSA-"), r
+        return {name for name, dev in everyone.items() if dev.pushes(0, quiet=0.5)}
+
+    cond = AppConditions().addCondition(AppConditions.PHONE_TYPE, ["ANDROID"])
+    cond.addCondition(AppConditions.REGION, ["11000000"])
+    assert push(cond, "android-beijing") == {"a"}
+    cond = AppConditions().addCondition(AppConditions.REGION, ["11000000"], OptType.NOT)
+    assert push(cond, "not-beijing") == {"c", "d"}
+    cond = AppConditions().addCondition(AppConditions.TAG, ["vip", "new"], OptType.AND)
+    assert push(cond, "vip-and-new") == {"a"}
+    cond = AppConditions().addCondition(AppConditions.TAG, ["new"], OptType.OR)
+    cond.addCondition(AppConditions.PHONE_TYPE, ["IOS"], OptType.NOT)
+    assert push(cond, "new-not-ios") == {"a", "d"}
+    cond = AppConditions().addCondition(AppConditions.PHONE_TYPE, ["IOS"])
+    assert push(cond, "ios") == {"b"}
+    # The older lists: provinces and tags.
+    m = IGtAppMessage()
+    m.data = notification(app, "P", "province")
+    m.appIdList, m.provinceList, m.tagList = [ak], ["33000000"], ["vip"]
+    assert gt.pushMessageToApp(m)["result"] == "ok"
+    assert {n for n, dev in everyone.items() if dev.pushes(0, quiet=0.5)} == {"c"}
+    # A content is pushed once; an unknown one is refused.
+    content_id = gt.getContentId(m)
+    assert gt.pushMessageToAppWithContentId(content_id)["result"] == "ok"
+    assert gt.pushMessageToAppWithContentId(content_id)["result"] == "DuplicatedContentId"
+    assert gt.pushMessageToAppWithContentId("OSA-cnope")["result"] == "UndefinedContentId"
+
+
+def test_tag_push_and_stop(server, app, devices):
+    gt, ak = getui(server, app), app["app_key"]
+    on, off = devices(tags=["sport"]), devices(tags=["sport"])
+    devices(tags=["news"])
+    off.close()
+    m = IGtAppMessage()
+    m.data = notification(app, "Goal", "1:0")
+    m.appIdList, m.tag = [ak], "sport"
+    m.isOffline, m.offlineExpireTime = True, 600_000
+    r = gt.pushTagMessage(m, "tag-" + uuid.uuid4().hex)
+    assert r["result"] == "ok" and r["taskId"].startswith("OSA-"), r
+    assert [shown(f) for f in on.pushes(1)] == [("Goal", "1:0")]
+    # Stopped before the offline device came back: it never gets it.
+    assert gt.stop(r["taskId"]) is True
+    ws = reconnect(server, off)
+    got = []
+    try:
+        while True:
+            frame = json.loads(ws.recv(timeout=0.8))
+            got.append(frame["op"])
+    except TimeoutError:
+        pass
+    ws.close()
+    assert "push" not in got
+    # A pending content can be cancelled.
+    lm = IGtListMessage()
+    lm.data = notification(app, "x", "y")
+    cid = gt.getContentId(lm)
+    assert gt.cancelContentId(cid) is True
+    assert gt.pushMessageToList(cid, [target(app, on.registration_id)])["result"] != "ok"
+
+
+def test_batch_of_single_pushes(server, app, devices):
+    gt = getui(server, app)
+    a, b = devices(), devices()
+    batch = BatchImpl(app["app_key"], gt)
+    batch.add(single(notification(app, "B1", "one")), target(app, a.registration_id))
+    batch.add(single(notification(app, "B2", "two")), target(app, b.registration_id))
+    batch.add(single(notification(app, "B3", "three")), target(app, "nosuchcid"))
+    r = batch.submit()
+    assert r["result"] == "ok", r
+    assert r["info"]["0"]["result"] == "ok" and r["info"]["2"]["result"] == "TokenMD5NoUsers"
+    assert [shown(f) for f in a.pushes(1)] == [("B1", "one")]
+    assert [shown(f) for f in b.pushes(1)] == [("B2", "two")]
+
+
+def apn_payload(title, body, **kw):
+    p = APNPayload()
+    alert = DictionaryAlertMsg()
+    alert.title, alert.body = title, body
+    p.alertMsg = alert
+    for k, v in kw.items():
+        setattr(p, k, v)
+    return p
+
+
+def test_apns_payload_auto_badge_and_collapse_id(server, app, devices):
+    gt, ak = getui(server, app), app["app_key"]
+    dt = uuid.uuid4().hex + uuid.uuid4().hex
+    d = devices(platform="ios", push_tokens={"apns": dt})
+    tx = TransmissionTemplate()
+    tx.appId = tx.appKey = ak
+    tx.transmissionContent = "tx"
+    tx.setApnInfo(apn_payload("at", "ab", autoBadge="+2", apnsCollapseId="coll-1"))
+    assert gt.pushMessageToSingle(single(tx), target(app, d.registration_id))["result"] == "ok"
+    [f] = d.pushes(1)
+    assert shown(f) == ("at", "ab")
+    assert f["badge"] == 2
+    assert "coll-1" in json.dumps(f) or f.get("notify_id")
+    # The APN actions: list by device token, and single (posted as the SDK does on 3.6-3.8).
+    apn = APNTemplate()
+    apn.setApnInfo(apn_payload("L", "apn list"))
+    m = IGtListMessage()
+    m.data = apn
+    content_id = gt.getAPNContentId(ak, m)
+    r = gt.pushAPNMessageToList(ak, content_id, [dt])
+    assert r["result"] == "ok", r
+    assert [shown(f) for f in d.pushes(1)] == [("L", "apn list")]
+    apn.setApnInfo(apn_payload("S", "apn single"))
+    pi = base64.encodebytes(apn.pushInfo.SerializeToString()).decode()
+    assert "\n" in pi
+    r = post(server, {"action": "apnPushToSingleAction", "appkey": ak, "appId": ak, "DT": dt,
+                      "PI": pi, "version": "4.1.1.2", "authToken": token(server, app)})
+    assert r["result"] == "ok", r
+    assert [shown(f) for f in d.pushes(1)] == [("S", "apn single")]
+
+
+def test_sms_supplement_goes_to_devices_not_reached_and_stop_sms_stops_it():
+    provider = Receiver()
+    with tempfile.TemporaryDirectory() as tmp:
+        config = os.path.join(tmp, "pigeon.toml")
+        with open(config, "w") as f:
+            f.write(f'[sms]\nprovider = "http"\nurl = "{provider.url}"\n')
+        server = Server(os.path.join(tmp, "data"), env=FAST, args=["--config", config])
+        server.start()
+        try:
+            app = server.create_app("gt-sms")
+            gt, ak = getui(server, app), app["app_key"]
+            away, stopped = Device(server, ak), Device(server, ak)
+            assert gt.bindCidPn(ak, {away.registration_id: "13800000009",
+                                     stopped.registration_id: "13800000008"})["result"] == "ok"
+            away.close()
+            stopped.close()
+
+            def push(cid, delay_ms):
+                t = notification(app, "S", "sms")
+                sms = SmsMessage()
+                sms.smsTemplateId = "tpl-9"
+                sms.smsContent = {"code": "1234"}
+                sms.offlineSendtime = delay_ms
+                sms.url = "https://x.example/a"
+                t.setSmsInfo(sms)
+                r = gt.pushMessageToSingle(single(t), target(app, cid))
+                assert r["result"] == "ok" and r["smsResult"] == "ok", r
+                return r["taskId"]
+
+            push(away.registration_id, 1000)
+            task = push(stopped.registration_id, 2500)
+            assert gt.stopSendSms(ak, task)["result"] == "ok"
+            deadline = time.time() + 10
+            while time.time() < deadline and not provider.requests:
+                time.sleep(0.1)
+            time.sleep(2.5)
+            with provider.lock:
+                sent = [json.loads(r["body"]) for r in provider.requests]
+            assert len(sent) == 1, sent
+            text = json.dumps(sent[0])
+            assert "13800000009" in text and "tpl-9" in text and "1234" in text
+            # Asked for beyond the push's offline time: the push goes, the answer says why not.
+            t = notification(app, "S", "no sms")
+            sms = SmsMessage()
+            sms.smsTemplateId, sms.offlineSendtime, sms.url = "tpl-9", 7_200_000, "https://x.y"
+            t.setSmsInfo(sms)
+            r = gt.pushMessageToSingle(single(t, ms=60_000), target(app, away.registration_id))
+            assert r["result"] == "ok" and r["smsResult"] != "ok" and r["smsResultMsg"]
+        finally:
+            server.stop()

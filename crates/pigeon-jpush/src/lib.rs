@@ -17,6 +17,7 @@ mod report_api;
 mod schedule_api;
 pub mod time;
 mod trigger;
+pub mod upgrade;
 mod vendor_api;
 
 pub use api::{

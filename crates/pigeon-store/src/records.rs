@@ -198,7 +198,7 @@ pub struct SmsSend {
     pub app_key: String,
     pub registration_id: String,
     pub mobile: String,
-    /// The push's `sms_message` as JSON text.
+    /// The push's SMS fallback (`SmsFallback`) as JSON text.
     pub sms: String,
     /// Tries so far.
     pub attempts: u32,

@@ -224,10 +224,10 @@ fn flatten(r: Result<Value, Refusal>) -> Value {
 impl Legacy {
     /// Hands a push to the engine.
     async fn accept(&self, app: &AppState, push: Push) -> Result<u64, Refusal> {
-        // Until the engine takes Pigeon's typed push (the model switch on main), pushes
-        // cannot be handed over: an honest refusal rather than a pretended success.
-        let _ = (app, push);
-        refuse("NotSupport: pushes wait for the engine's typed model")
+        self.engine
+            .accept(app, push, false)
+            .await
+            .map_err(engine_refusal)
     }
 
     /// Recalls the task a revoke template names (and, for a content id, every push made

@@ -569,3 +569,22 @@ def test_sms_supplement_goes_to_devices_not_reached_and_stop_sms_stops_it():
             assert r["result"] == "ok" and r["smsResult"] != "ok" and r["smsResultMsg"]
         finally:
             server.stop()
+
+
+def test_region_set_through_the_device_api_selects_app_pushes(server, app, devices):
+    gt, ak = getui(server, app), app["app_key"]
+    d, other = devices(), devices()
+    auth = (ak, app["master_secret"])
+    url = f"{server.base}/v3/devices/{d.registration_id}"
+    r = requests.post(url, data=json.dumps({"region": "44000000"}), auth=auth, timeout=5)
+    assert r.status_code == 200, r.text
+    assert requests.get(url, auth=auth, timeout=5).json()["region"] == "44000000"
+    plain = requests.get(f"{server.base}/v3/devices/{other.registration_id}", auth=auth, timeout=5)
+    assert "region" not in plain.json()  # JPush's own shape for devices without one
+    m = IGtAppMessage()
+    m.data = notification(app, "R", "region")
+    m.appIdList = [ak]
+    m.conditions = AppConditions().addCondition(AppConditions.REGION, ["44000000"])
+    assert gt.pushMessageToApp(m)["result"] == "ok"
+    assert [shown(f) for f in d.pushes(1)] == [("R", "region")]
+    assert other.pushes(0, quiet=0.5) == []

@@ -45,8 +45,18 @@ pub async fn get_device(
         .ok_or_else(|| unknown_device(&rid))?;
     Ok(json_response(
         StatusCode::OK,
-        &json!({"tags": d.tags, "alias": d.alias, "mobile": d.mobile, "region": d.region}),
+        &device_info(&d),
     ))
+}
+
+/// JPush's device info; `region` (a Pigeon extension) only when the device has one, so the
+/// answer stays JPush's exact shape for everyone else.
+fn device_info(d: &pigeon_store::DeviceRecord) -> Value {
+    let mut info = json!({"tags": d.tags, "alias": d.alias, "mobile": d.mobile});
+    if let Some(region) = &d.region {
+        info["region"] = json!(region);
+    }
+    info
 }
 
 /// `POST /v3/devices/{registration_id}`

@@ -13,6 +13,7 @@ pub mod limits;
 mod live;
 pub mod offline;
 pub mod report;
+pub mod schedules;
 mod session;
 pub mod vendors;
 
@@ -149,6 +150,8 @@ pub struct Engine {
     /// Woken when the delivery checkpoint wrote callback events, so the dispatcher takes
     /// them at once instead of at its next look.
     events_written: tokio::sync::Notify,
+    /// Scheduled pushes of every door.
+    scheduler: std::sync::OnceLock<Arc<schedules::Scheduler>>,
 }
 
 impl Engine {
@@ -170,10 +173,13 @@ impl Engine {
             pacing_minute_ms: AtomicU64::new(60_000),
             private_networks: RwLock::new(PrivateNetworks::default()),
             router: std::sync::OnceLock::new(),
+            scheduler: std::sync::OnceLock::new(),
         });
         for app in store.list_apps().await? {
             engine.load_app(app).await?;
         }
+        let scheduler = schedules::Scheduler::start(&engine).await?;
+        let _ = engine.scheduler.set(scheduler);
         tokio::spawn(checkpoint_delivered(Arc::downgrade(&engine)));
         tokio::spawn(evict_expired(Arc::downgrade(&engine)));
         tokio::spawn(pace_forever(Arc::downgrade(&engine)));
@@ -233,6 +239,19 @@ impl Engine {
             .collect();
         self.apps.write().insert(app.app_key.clone(), app.clone());
         Ok(app)
+    }
+
+    /// Scheduled pushes: doors register how to read theirs, and save and list them here.
+    pub fn schedules(&self) -> &Arc<schedules::Scheduler> {
+        self.scheduler
+            .get()
+            .expect("the scheduler is set when the engine starts")
+    }
+
+    /// A msg_id for a push accepted later (a scheduled one a door has already named), never
+    /// given to another.
+    pub fn reserve_msg_id(&self) -> u64 {
+        self.next_msg_id.fetch_add(1, Ordering::Relaxed)
     }
 
     /// The app with this key, loading it from storage if another process created it.
@@ -489,7 +508,10 @@ impl Engine {
             }
             None => None,
         };
-        push.msg_id = self.next_msg_id.fetch_add(1, Ordering::Relaxed);
+        // A push a door named in advance (`reserve_msg_id`) keeps that id.
+        if push.msg_id == 0 {
+            push.msg_id = self.next_msg_id.fetch_add(1, Ordering::Relaxed);
+        }
         push.sent_ms = now_ms();
         if validate_only {
             return Ok(push.msg_id);

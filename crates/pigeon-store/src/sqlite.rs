@@ -212,7 +212,8 @@ CREATE TABLE IF NOT EXISTS schedules (
     trigger TEXT NOT NULL,
     push TEXT NOT NULL,
     created_ms INTEGER NOT NULL,
-    next_ms INTEGER
+    next_ms INTEGER,
+    door TEXT NOT NULL DEFAULT 'jpush'
 );
 -- Each firing of a schedule: the push it made, or why it made none.
 CREATE TABLE IF NOT EXISTS schedule_runs (
@@ -509,7 +510,7 @@ fn seal_plain_secrets(conn: &Connection, key: &SealingKey) -> StoreResult<()> {
 
 fn migrate(conn: &Connection) -> StoreResult<()> {
     // Each column added since the first release, with the statements that add it.
-    let added: [(&str, &str, &str); 7] = [
+    let added: [(&str, &str, &str); 8] = [
         (
             "deliveries",
             "sent",
@@ -547,6 +548,11 @@ fn migrate(conn: &Connection) -> StoreResult<()> {
             "first_event_id",
             "ALTER TABLE callback_batches ADD COLUMN first_event_id INTEGER NOT NULL DEFAULT 0;
              ALTER TABLE callback_batches ADD COLUMN last_event_id INTEGER NOT NULL DEFAULT 0;",
+        ),
+        (
+            "schedules",
+            "door",
+            "ALTER TABLE schedules ADD COLUMN door TEXT NOT NULL DEFAULT 'jpush';",
         ),
     ];
     let exists = |table: &str| -> rusqlite::Result<bool> {
@@ -2344,7 +2350,7 @@ impl Storage for SqliteStore {
         Box::pin(self.write(move |c| {
             c.prepare_cached(
                 "INSERT INTO schedules (schedule_id, app_key, name, enabled, trigger, push,
-                    created_ms, next_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+                    created_ms, next_ms, door) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
                  ON CONFLICT (schedule_id) DO UPDATE SET name = excluded.name,
                     enabled = excluded.enabled, trigger = excluded.trigger, push = excluded.push,
                     next_ms = excluded.next_ms",
@@ -2358,6 +2364,7 @@ impl Storage for SqliteStore {
                 r.push.to_string(),
                 to_i64(r.created_ms),
                 r.next_ms.map(to_i64),
+                r.door,
             ])?;
             Ok(())
         }))
@@ -2377,7 +2384,8 @@ impl Storage for SqliteStore {
     fn load_schedules(&self) -> StoreFuture<'_, Vec<ScheduleRecord>> {
         Box::pin(self.read(|c| {
             let mut st = c.prepare(
-                "SELECT schedule_id, app_key, name, enabled, trigger, push, created_ms, next_ms
+                "SELECT schedule_id, app_key, name, enabled, trigger, push, created_ms, next_ms,
+                    door
                  FROM schedules ORDER BY created_ms, schedule_id",
             )?;
             let mut rows = st.query([])?;
@@ -2398,6 +2406,7 @@ impl Storage for SqliteStore {
                     push: json(&push)?,
                     created_ms: to_u64(r.get(6)?),
                     next_ms: r.get::<_, Option<i64>>(7)?.map(to_u64),
+                    door: r.get(8)?,
                 });
             }
             Ok(out)

@@ -585,6 +585,7 @@ pub fn new_endpoint(
         push_level: false,
         failing_since_ms: None,
         disabled_ms: None,
+        format: pigeon_store::CallbackFormat::Pigeon,
     })
 }
 

@@ -729,6 +729,7 @@ impl Engine {
                 push_level: true,
                 failing_since_ms: None,
                 disabled_ms: None,
+                format: pigeon_store::CallbackFormat::Pigeon,
             })
             .await?;
         let mut endpoints = app.callbacks.write();

@@ -13,6 +13,7 @@ pub mod limits;
 mod live;
 pub mod offline;
 pub mod report;
+pub mod schedules;
 mod session;
 pub mod vendors;
 
@@ -151,6 +152,8 @@ pub struct Engine {
     /// Woken when the delivery checkpoint wrote callback events, so the dispatcher takes
     /// them at once instead of at its next look.
     events_written: tokio::sync::Notify,
+    /// Scheduled pushes of every door.
+    scheduler: std::sync::OnceLock<Arc<schedules::Scheduler>>,
 }
 
 impl Engine {
@@ -172,10 +175,13 @@ impl Engine {
             pacing_minute_ms: AtomicU64::new(60_000),
             private_networks: RwLock::new(PrivateNetworks::default()),
             router: std::sync::OnceLock::new(),
+            scheduler: std::sync::OnceLock::new(),
         });
         for app in store.list_apps().await? {
             engine.load_app(app).await?;
         }
+        let scheduler = schedules::Scheduler::start(&engine).await?;
+        let _ = engine.scheduler.set(scheduler);
         tokio::spawn(checkpoint_delivered(Arc::downgrade(&engine)));
         tokio::spawn(evict_expired(Arc::downgrade(&engine)));
         tokio::spawn(pace_forever(Arc::downgrade(&engine)));
@@ -235,6 +241,19 @@ impl Engine {
             .collect();
         self.apps.write().insert(app.app_key.clone(), app.clone());
         Ok(app)
+    }
+
+    /// Scheduled pushes: doors register how to read theirs, and save and list them here.
+    pub fn schedules(&self) -> &Arc<schedules::Scheduler> {
+        self.scheduler
+            .get()
+            .expect("the scheduler is set when the engine starts")
+    }
+
+    /// A msg_id for a push accepted later (a scheduled one a door has already named), never
+    /// given to another.
+    pub fn reserve_msg_id(&self) -> u64 {
+        self.next_msg_id.fetch_add(1, Ordering::Relaxed)
     }
 
     /// The app with this key, loading it from storage if another process created it.
@@ -495,7 +514,10 @@ impl Engine {
             }
             None => None,
         };
-        push.msg_id = self.next_msg_id.fetch_add(1, Ordering::Relaxed);
+        // A push a door named in advance (`reserve_msg_id`) keeps that id.
+        if push.msg_id == 0 {
+            push.msg_id = self.next_msg_id.fetch_add(1, Ordering::Relaxed);
+        }
         push.sent_ms = now_ms();
         if validate_only {
             return Ok(push.msg_id);
@@ -754,6 +776,7 @@ impl Engine {
                 push_level: true,
                 failing_since_ms: None,
                 disabled_ms: None,
+                format: pigeon_store::CallbackFormat::Pigeon,
             })
             .await?;
         let mut endpoints = app.callbacks.write();
@@ -828,7 +851,7 @@ impl Engine {
                 app_wants || events::push_callback_url(push.push.callback.as_ref()).is_some();
             if newly && report {
                 app.push_events.lock().push(events::PushStage::own(
-                    push.msg_id(),
+                    (push.msg_id(), push.push.sent_ms),
                     ordinal,
                     events::Stage::Sent,
                 ));
@@ -849,7 +872,7 @@ impl Engine {
             }
             if delivered && app.reports_stages(&live.push) {
                 app.push_events.lock().push(events::PushStage::own(
-                    msg_id,
+                    (msg_id, live.push.sent_ms),
                     ordinal,
                     events::Stage::Delivered,
                 ));
@@ -874,16 +897,17 @@ impl Engine {
         msg_id: u64,
         in_flight: bool,
     ) -> Result<(), EngineError> {
-        if !in_flight && !self.received(app, ordinal, msg_id).await? {
-            return Err(EngineError::NotReceived(msg_id));
-        }
+        let sent_ms = match self.push_on_device(app, ordinal, msg_id).await? {
+            Some((sent_ms, received)) if received || in_flight => sent_ms,
+            _ => return Err(EngineError::NotReceived(msg_id)),
+        };
         let reports = if app.wants(events::PUSH_EVENT)
             || events::push_callback_url(app.push_callback(msg_id).as_ref()).is_some()
         {
             self.push_events(
                 app,
                 &[events::PushStage::own(
-                    msg_id,
+                    (msg_id, sent_ms),
                     ordinal,
                     events::Stage::Clicked,
                 )],
@@ -902,24 +926,24 @@ impl Engine {
         Ok(self.store.record_event(event, reports).await?)
     }
 
-    /// Whether a push of this app reached a device, by Pigeon's connection or a vendor (both
-    /// mark the sent bitmap, an ack the delivered one): from memory while the push is live,
-    /// else from storage (a retired or expired push is read there; another app's is not
-    /// found).
-    async fn received(
+    /// When a push of this app was accepted, and whether it reached a device, by Pigeon's
+    /// connection or a vendor (both mark the sent bitmap, an ack the delivered one): from
+    /// memory while the push is live, else from storage (a retired or expired push is read
+    /// there; another app's is not found: `None`).
+    async fn push_on_device(
         &self,
         app: &AppState,
         ordinal: Ordinal,
         msg_id: u64,
-    ) -> Result<bool, EngineError> {
+    ) -> Result<Option<(u64, bool)>, EngineError> {
         if let Some(live) = app.live_push(msg_id) {
-            return Ok(live.was_sent_to(ordinal) || live.is_delivered_to(ordinal));
+            let received = live.was_sent_to(ordinal) || live.is_delivered_to(ordinal);
+            return Ok(Some((live.push.sent_ms, received)));
         }
-        Ok(self
-            .store
-            .load_push(&app.app_key, msg_id)
-            .await?
-            .is_some_and(|p| p.sent.contains(ordinal) || p.delivered.contains(ordinal)))
+        Ok(self.store.load_push(&app.app_key, msg_id).await?.map(|p| {
+            let received = p.sent.contains(ordinal) || p.delivered.contains(ordinal);
+            (p.push.sent_ms, received)
+        }))
     }
 
     /// Notes where a device is now. Only the latest position of each device is kept: it is

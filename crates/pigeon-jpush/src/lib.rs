@@ -37,7 +37,6 @@ use std::sync::Arc;
 #[derive(Clone)]
 pub(crate) struct JPush {
     pub engine: Arc<Engine>,
-    pub scheduler: Arc<schedule_api::Scheduler>,
 }
 
 /// Declares every JPush route once: the router is built from the same list the OpenAPI
@@ -100,7 +99,7 @@ routes! {
     put "/v3/schedules/{schedule_id}" => schedule_api::replace, "Schedule", "Replace parts of a schedule", query [], body true, schema Some("ScheduleChange"), answer None;
     delete "/v3/schedules/{schedule_id}" => schedule_api::delete, "Schedule", "Delete a schedule", query [], body false, schema None, answer None;
     get "/v3/callbacks" => callback_api::list, "Callback", "The app's callback endpoints (Pigeon extension)", query [], body false, schema None, answer None;
-    post "/v3/callbacks" => callback_api::add, "Callback", "Add a callback endpoint: url, commands, basic_auth (Pigeon extension)", query [], body true, schema None, answer None;
+    post "/v3/callbacks" => callback_api::add, "Callback", "Add a callback endpoint: url, commands, basic_auth, format (pigeon or tencent) (Pigeon extension)", query [], body true, schema None, answer None;
     delete "/v3/callbacks/{id}" => callback_api::remove, "Callback", "Remove a callback endpoint (Pigeon extension)", query [], body false, schema None, answer None;
     get "/v3/callbacks/{id}/dead" => callback_api::dead, "Callback", "Dead-lettered batches of an endpoint (Pigeon extension)", query [], body false, schema None, answer None;
     post "/v3/callbacks/{id}/enable" => callback_api::enable, "Callback", "Enable an endpoint disabled for failing too long (Pigeon extension)", query [], body false, schema None, answer None;
@@ -134,10 +133,12 @@ async fn method_not_allowed(uri: Uri) -> ApiError {
     )
 }
 
-/// The JPush v3 routes, and the scheduler behind the Schedule API. Paths are matched after
+/// The JPush v3 routes; the JPush schedules start firing. Paths are matched after
 /// [`normalize_path`].
 pub async fn router(engine: Arc<Engine>) -> Result<Router, EngineError> {
-    let scheduler = schedule_api::Scheduler::start(engine.clone()).await?;
+    engine
+        .schedules()
+        .register(Arc::new(schedule_api::JPushSchedules));
     Ok(add_routes(Router::new())
         .method_not_allowed_fallback(method_not_allowed)
         // The fallback sits under the limits layer, so a 404 to an app's call carries its
@@ -152,7 +153,7 @@ pub async fn router(engine: Arc<Engine>) -> Result<Router, EngineError> {
             api::limits,
         ))
         .layer(axum::middleware::from_fn(api::json_errors))
-        .with_state(JPush { engine, scheduler }))
+        .with_state(JPush { engine }))
 }
 
 /// Rewrites a request path to the one the router knows: without a trailing slash, and with

@@ -12,9 +12,9 @@ pub mod sealed;
 mod sqlite;
 
 pub use records::{
-    batch_events_json, AppRecord, AppSettings, CallbackBatch, CallbackEndpoint, Checkpoint,
-    DeviceEvent, DeviceRecord, FileRecord, GroupRecord, Location, NewEvent, ScheduleRecord,
-    ScheduleRun, SmsSend, StoredEvent, StoredPush,
+    batch_events_json, AppRecord, AppSettings, CallbackBatch, CallbackEndpoint, CallbackFormat,
+    Checkpoint, DeviceEvent, DeviceRecord, FileRecord, GroupRecord, Location, NewEvent,
+    ScheduleRecord, ScheduleRun, SmsSend, StoredEvent, StoredPush,
 };
 pub use sqlite::{PushUpgrader, SqliteStore, Synchronous};
 

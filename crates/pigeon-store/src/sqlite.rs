@@ -2,9 +2,10 @@
 
 use crate::sealed::SealingKey;
 use crate::{
-    batch_events_json, AppRecord, AppSettings, CallbackBatch, CallbackEndpoint, Checkpoint,
-    DeviceEvent, DeviceRecord, FileRecord, GroupRecord, Location, NewEvent, ScheduleRecord,
-    ScheduleRun, SmsSend, Storage, StoreError, StoreFuture, StoreResult, StoredEvent, StoredPush,
+    batch_events_json, AppRecord, AppSettings, CallbackBatch, CallbackEndpoint, CallbackFormat,
+    Checkpoint, DeviceEvent, DeviceRecord, FileRecord, GroupRecord, Location, NewEvent,
+    ScheduleRecord, ScheduleRun, SmsSend, Storage, StoreError, StoreFuture, StoreResult,
+    StoredEvent, StoredPush,
 };
 use pigeon_core::{Platform, Push, SmsFallback};
 use roaring::RoaringBitmap;
@@ -104,7 +105,8 @@ CREATE TABLE IF NOT EXISTS callback_endpoints (
     start_event_id INTEGER NOT NULL,
     push_level INTEGER NOT NULL DEFAULT 0,
     failing_since_ms INTEGER,
-    disabled_ms INTEGER
+    disabled_ms INTEGER,
+    format TEXT NOT NULL DEFAULT 'pigeon'
 );
 -- The outbox: events are written in the transaction of the change they report. The events
 -- of one write for one target (the app's endpoints, or one push-level endpoint) and command
@@ -213,7 +215,8 @@ CREATE TABLE IF NOT EXISTS schedules (
     trigger TEXT NOT NULL,
     push TEXT NOT NULL,
     created_ms INTEGER NOT NULL,
-    next_ms INTEGER
+    next_ms INTEGER,
+    door TEXT NOT NULL DEFAULT 'jpush'
 );
 -- Each firing of a schedule: the push it made, or why it made none.
 CREATE TABLE IF NOT EXISTS schedule_runs (
@@ -510,7 +513,7 @@ fn seal_plain_secrets(conn: &Connection, key: &SealingKey) -> StoreResult<()> {
 
 fn migrate(conn: &Connection) -> StoreResult<()> {
     // Each column added since the first release, with the statements that add it.
-    let added: [(&str, &str, &str); 8] = [
+    let added: [(&str, &str, &str); 10] = [
         (
             "devices",
             "region",
@@ -553,6 +556,17 @@ fn migrate(conn: &Connection) -> StoreResult<()> {
             "first_event_id",
             "ALTER TABLE callback_batches ADD COLUMN first_event_id INTEGER NOT NULL DEFAULT 0;
              ALTER TABLE callback_batches ADD COLUMN last_event_id INTEGER NOT NULL DEFAULT 0;",
+        ),
+        (
+            "schedules",
+            "door",
+            "ALTER TABLE schedules ADD COLUMN door TEXT NOT NULL DEFAULT 'jpush';",
+        ),
+        (
+            "callback_endpoints",
+            "format",
+            // Endpoints from before formats keep Pigeon's.
+            "ALTER TABLE callback_endpoints ADD COLUMN format TEXT NOT NULL DEFAULT 'pigeon';",
         ),
     ];
     let exists = |table: &str| -> rusqlite::Result<bool> {
@@ -835,7 +849,7 @@ const CALLBACK_COMMANDS: [&str; 6] = [
 ];
 
 const ENDPOINT_COLUMNS: &str = "id, app_key, url, commands, basic_auth, signing_secret, \
-    created_ms, start_event_id, push_level, failing_since_ms, disabled_ms";
+    created_ms, start_event_id, push_level, failing_since_ms, disabled_ms, format";
 
 /// Stores a new endpoint; returns its id.
 fn insert_endpoint(c: &Connection, e: &CallbackEndpoint) -> StoreResult<u64> {
@@ -843,7 +857,8 @@ fn insert_endpoint(c: &Connection, e: &CallbackEndpoint) -> StoreResult<u64> {
         serde_json::to_string(&e.commands).map_err(|err| StoreError::Corrupt(err.to_string()))?;
     c.execute(
         "INSERT INTO callback_endpoints (app_key, url, commands, basic_auth, signing_secret,
-            created_ms, start_event_id, push_level) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            created_ms, start_event_id, push_level, format)
+            VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
         params![
             e.app_key,
             e.url,
@@ -852,18 +867,25 @@ fn insert_endpoint(c: &Connection, e: &CallbackEndpoint) -> StoreResult<u64> {
             e.signing_secret,
             to_i64(e.created_ms),
             to_i64(e.start_event_id),
-            e.push_level
+            e.push_level,
+            e.format.as_str()
         ],
     )?;
     Ok(to_u64(c.last_insert_rowid()))
 }
 
-/// A row of [`ENDPOINT_COLUMNS`]; the inner result is a corrupt command list.
+/// A row of [`ENDPOINT_COLUMNS`]; the inner result is a corrupt command list or format.
 fn endpoint_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoreResult<CallbackEndpoint>> {
     let commands: String = r.get(3)?;
     let commands = match serde_json::from_str(&commands) {
         Ok(c) => c,
         Err(e) => return Ok(Err(StoreError::Corrupt(format!("callback commands: {e}")))),
+    };
+    let format: String = r.get(11)?;
+    let Some(format) = CallbackFormat::parse(&format) else {
+        return Ok(Err(StoreError::Corrupt(format!(
+            "callback format {format:?}"
+        ))));
     };
     Ok(Ok(CallbackEndpoint {
         id: to_u64(r.get(0)?),
@@ -877,6 +899,7 @@ fn endpoint_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoreResult<Call
         push_level: r.get(8)?,
         failing_since_ms: r.get::<_, Option<i64>>(9)?.map(to_u64),
         disabled_ms: r.get::<_, Option<i64>>(10)?.map(to_u64),
+        format,
     }))
 }
 
@@ -1993,6 +2016,7 @@ impl Storage for SqliteStore {
                 push_level: true,
                 failing_since_ms: None,
                 disabled_ms: None,
+                format: CallbackFormat::Pigeon,
                 ..e
             };
             Ok(CallbackEndpoint {
@@ -2367,7 +2391,7 @@ impl Storage for SqliteStore {
         Box::pin(self.write(move |c| {
             c.prepare_cached(
                 "INSERT INTO schedules (schedule_id, app_key, name, enabled, trigger, push,
-                    created_ms, next_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+                    created_ms, next_ms, door) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
                  ON CONFLICT (schedule_id) DO UPDATE SET name = excluded.name,
                     enabled = excluded.enabled, trigger = excluded.trigger, push = excluded.push,
                     next_ms = excluded.next_ms",
@@ -2381,6 +2405,7 @@ impl Storage for SqliteStore {
                 r.push.to_string(),
                 to_i64(r.created_ms),
                 r.next_ms.map(to_i64),
+                r.door,
             ])?;
             Ok(())
         }))
@@ -2400,7 +2425,8 @@ impl Storage for SqliteStore {
     fn load_schedules(&self) -> StoreFuture<'_, Vec<ScheduleRecord>> {
         Box::pin(self.read(|c| {
             let mut st = c.prepare(
-                "SELECT schedule_id, app_key, name, enabled, trigger, push, created_ms, next_ms
+                "SELECT schedule_id, app_key, name, enabled, trigger, push, created_ms, next_ms,
+                    door
                  FROM schedules ORDER BY created_ms, schedule_id",
             )?;
             let mut rows = st.query([])?;
@@ -2421,6 +2447,7 @@ impl Storage for SqliteStore {
                     push: json(&push)?,
                     created_ms: to_u64(r.get(6)?),
                     next_ms: r.get::<_, Option<i64>>(7)?.map(to_u64),
+                    door: r.get(8)?,
                 });
             }
             Ok(out)
@@ -2559,6 +2586,9 @@ mod tests {
                     endpoint_id INTEGER NOT NULL, command TEXT NOT NULL, events TEXT NOT NULL,
                     attempts INTEGER NOT NULL, next_ms INTEGER NOT NULL, first_ms INTEGER NOT NULL,
                     dead INTEGER NOT NULL, last_error TEXT NOT NULL);
+                 INSERT INTO callback_endpoints (app_key, url, commands, basic_auth,
+                    signing_secret, created_ms, start_event_id)
+                    VALUES ('k', 'http://x/', '[]', 1, 's', 1, 0);
                  INSERT INTO callback_events (app_key, command, body, at_ms)
                     VALUES ('k', 'Push.Accepted', '{\"n\":1}', 10),
                            ('k', 'Push.Accepted', '{\"n\":2}', 11),
@@ -2567,6 +2597,15 @@ mod tests {
             )
             .unwrap();
         let store = SqliteStore::open(&path, Synchronous::Normal).unwrap();
+        // An endpoint from before formats sends Pigeon's.
+        let endpoints = store.list_callbacks().await.unwrap();
+        assert_eq!(
+            endpoints
+                .iter()
+                .map(|e| (e.url.as_str(), e.format))
+                .collect::<Vec<_>>(),
+            [("http://x/", CallbackFormat::Pigeon)]
+        );
         // The outbox of an event a row is now chunks: same ids, same bodies, and ids go on
         // after the last one handed out (3, pruned), never reused.
         let old = store
@@ -2610,7 +2649,8 @@ mod tests {
         assert!(columns("callback_endpoints").ends_with(&[
             "push_level".into(),
             "failing_since_ms".into(),
-            "disabled_ms".into()
+            "disabled_ms".into(),
+            "format".into()
         ]));
         assert!(columns("callback_batches")
             .ends_with(&["first_event_id".into(), "last_event_id".into()]));
@@ -2622,6 +2662,66 @@ mod tests {
             .map(|r| r.unwrap())
             .collect();
         assert_eq!(indexes, ["callback_event_chunks_by_target"]);
+    }
+
+    #[tokio::test]
+    async fn an_endpoint_keeps_its_format_and_a_push_level_one_is_pigeon() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db");
+        let store = SqliteStore::open(&path, Synchronous::Normal).unwrap();
+        let endpoint = CallbackEndpoint {
+            id: 0,
+            app_key: "k".into(),
+            url: "http://x/".into(),
+            commands: vec!["Push.Event".into()],
+            basic_auth: true,
+            signing_secret: "s".into(),
+            created_ms: 0,
+            start_event_id: 0,
+            push_level: false,
+            failing_since_ms: None,
+            disabled_ms: None,
+            format: CallbackFormat::Tencent,
+        };
+        let id = store.add_callback(endpoint.clone()).await.unwrap();
+        let pushed = store
+            .push_endpoint(CallbackEndpoint {
+                url: "http://y/".into(),
+                ..endpoint.clone()
+            })
+            .await
+            .unwrap();
+        assert_eq!(pushed.format, CallbackFormat::Pigeon);
+        store.close().await.unwrap();
+        let store = SqliteStore::open(&path, Synchronous::Normal).unwrap();
+        let formats: Vec<(u64, CallbackFormat, bool)> = store
+            .list_callbacks()
+            .await
+            .unwrap()
+            .iter()
+            .map(|e| (e.id, e.format, e.push_level))
+            .collect();
+        assert_eq!(
+            formats,
+            [
+                (id, CallbackFormat::Tencent, false),
+                (pushed.id, CallbackFormat::Pigeon, true)
+            ]
+        );
+        store.close().await.unwrap();
+        // A format this build does not know is a corrupt row, not Pigeon's by mistake.
+        Connection::open(&path)
+            .unwrap()
+            .execute(
+                "UPDATE callback_endpoints SET format = 'xml' WHERE id = ?1",
+                [id as i64],
+            )
+            .unwrap();
+        let store = SqliteStore::open(&path, Synchronous::Normal).unwrap();
+        assert!(matches!(
+            store.list_callbacks().await,
+            Err(StoreError::Corrupt(m)) if m.contains("xml")
+        ));
     }
 
     #[tokio::test]
@@ -2640,6 +2740,7 @@ mod tests {
             push_level: false,
             failing_since_ms: None,
             disabled_ms: None,
+            format: CallbackFormat::Pigeon,
         };
         let id = store.add_callback(endpoint).await.unwrap();
         let event = || NewEvent {

@@ -43,10 +43,7 @@ pub async fn get_device(
         .engine
         .find_device(&app, &rid)
         .ok_or_else(|| unknown_device(&rid))?;
-    Ok(json_response(
-        StatusCode::OK,
-        &device_info(&d),
-    ))
+    Ok(json_response(StatusCode::OK, &device_info(&d)))
 }
 
 /// JPush's device info; `region` (a Pigeon extension) only when the device has one, so the

@@ -5,7 +5,7 @@
 //! accepted.
 
 use crate::parse_push;
-use pigeon_core::{Audience, IdempotencyKey, PlatformSet, Push, SmsFallback};
+use pigeon_core::{Audience, PlatformSet, Push, SmsFallback};
 use pigeon_store::PushUpgrader;
 use serde_json::{json, Map, Value};
 
@@ -69,7 +69,7 @@ pub fn upgrade_push(old: &Value) -> Result<Push, String> {
         }
         request.insert("options".into(), Value::Object(given));
     }
-    for key in ["sms_message", "callback"] {
+    for key in ["sms_message", "callback", "cid"] {
         if let Some(v) = old.get(key).filter(|v| !v.is_null()) {
             request.insert(key.into(), v.clone());
         }
@@ -92,13 +92,6 @@ pub fn upgrade_push(old: &Value) -> Result<Push, String> {
         push.policy.notify_id = o.get("notify_id").and_then(Value::as_str).map(String::from);
         push.policy.pace.duration_ms = o.get("pace_ms").and_then(Value::as_u64);
     }
-    push.idempotency = old
-        .get("cid")
-        .and_then(Value::as_str)
-        .map(|key| IdempotencyKey {
-            key: key.to_string(),
-            issued_only: true,
-        });
     Ok(push)
 }
 

@@ -57,6 +57,18 @@ fn refuse<T>(r: &str) -> Result<T, Refusal> {
     Err(Refusal(result(r)))
 }
 
+/// A `requestId` as the engine's idempotency key (a repeat pushes once), kept apart from other
+/// doors' keys; none for an empty one.
+fn request_key(id: &str) -> Result<Option<IdempotencyKey>, Refusal> {
+    if id.len() > MAX_REQUEST_ID {
+        return refuse("requestId is longer than 128 characters");
+    }
+    Ok((!id.is_empty()).then(|| IdempotencyKey {
+        key: format!("gt-legacy:{id}"),
+        issued_only: false,
+    }))
+}
+
 /// Reads `clientData` and the envelope of a push action.
 pub fn prepare(body: &Map<String, Value>) -> Result<Prepared, Refusal> {
     let data = str_field(body, "clientData").unwrap_or_default();
@@ -320,15 +332,7 @@ impl Legacy {
                 Value::Number(n) => n.to_string(),
                 _ => String::new(),
             };
-            if id.len() > MAX_REQUEST_ID {
-                return refuse("requestId is longer than 128 characters");
-            }
-            if !id.is_empty() {
-                prepared.push.idempotency = Some(IdempotencyKey {
-                    key: format!("gt-legacy:{id}"),
-                    issued_only: false,
-                });
-            }
+            prepared.push.idempotency = request_key(&id)?;
         }
         let msg_id = self.accept(app, prepared.push.clone()).await?;
         let online = self.any_online(app, &targets).await;
@@ -633,15 +637,7 @@ impl Legacy {
         });
         apply_speed(&mut prepared.push, body)?;
         let id = str_field(body, "requestId").unwrap_or_default().trim();
-        if id.len() > MAX_REQUEST_ID {
-            return refuse("requestId is longer than 128 characters");
-        }
-        if !id.is_empty() {
-            prepared.push.idempotency = Some(IdempotencyKey {
-                key: format!("gt-legacy:{id}"),
-                issued_only: false,
-            });
-        }
+        prepared.push.idempotency = request_key(id)?;
         let msg_id = self.accept(app, prepared.push.clone()).await?;
         let mut out = json!({"result": "ok",
             "taskId": task_id(Door::Legacy, TaskKind::App, msg_id)});

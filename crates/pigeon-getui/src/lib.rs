@@ -7,3 +7,4 @@
 //! touches storage or connections.
 
 pub mod task_id;
+pub mod v2;

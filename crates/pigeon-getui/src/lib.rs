@@ -8,3 +8,5 @@
 
 pub mod task_id;
 pub mod v2;
+
+pub use v2::router as v2_router;

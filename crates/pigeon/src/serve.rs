@@ -79,6 +79,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
                 .await
                 .context("loading schedules")?,
         )
+        .merge(pigeon_getui::v2_router(engine.clone()))
         .merge(pigeon_gateway::router(engine.clone(), gateway))
         .route(
             "/openapi.json",

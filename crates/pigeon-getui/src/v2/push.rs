@@ -1,0 +1,585 @@
+//! The push routes (getui.md B.3 "Push"): single (cid, alias, batch), list (message, then
+//! cid or alias), all, tag and fast custom tag. Each PushDTO becomes one Pigeon push through
+//! `Engine::accept`, whose msg_id is the task id's number (`RASS-`/`RASL-`/`RASA-`); a
+//! `revoke` recalls the push its `old_task_id` names instead.
+//!
+//! A list message (`/push/list/message`) is kept in memory until it is sent or a day has
+//! passed (at most [`MAX_LISTS_PER_APP`] per app, the oldest dropped first): each
+//! `/push/list/cid` or `/push/list/alias` with its task id makes one push to those targets.
+//! The list's task id (`RASL-L…`) names all of them in the stop and report routes while the
+//! list is kept; each push also has its own task id.
+
+use super::audience::{audience_of, id_list, tag_conditions};
+use super::dto::{parse_push, PushRequest, What};
+use super::fields::At;
+use super::reply::{object, V2Error, V2Result};
+use super::{engine_error, Call};
+use crate::task_id::{msg_id_of, task_id, Door, TaskKind};
+use parking_lot::Mutex;
+use pigeon_core::model::{IdempotencyKey, Message, Push};
+use pigeon_core::FastMap as HashMap;
+use pigeon_core::{Audience, AudienceExpr, PlatformSet};
+use pigeon_engine::devices::Presence;
+use pigeon_engine::{now_ms, AppState, EngineError};
+use serde_json::{json, Map, Value};
+use sha2::{Digest, Sha256};
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+/// Most cids or aliases in one list push (Getui's limit).
+const MAX_LIST_TARGETS: usize = 1000;
+/// Most pushes in one batch request.
+const MAX_BATCH: usize = 200;
+/// How long a list message is kept for `/push/list/cid` and `/push/list/alias`.
+pub const LIST_LIFETIME_MS: u64 = 86_400_000;
+/// Most list messages one app keeps; a new one beyond that drops the oldest.
+pub const MAX_LISTS_PER_APP: usize = 1000;
+/// Most pushes one list message makes (one per list call).
+const MAX_PUSHES_PER_LIST: usize = 1000;
+/// The prefix of a list message's task id (a msg_id's task id has digits after the dash).
+const LIST_PREFIX: &str = "RASL-L";
+
+/// Whom a single or list push names.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Target {
+    Cid,
+    Alias,
+}
+
+impl Target {
+    fn key(self) -> &'static str {
+        match self {
+            Target::Cid => "cid",
+            Target::Alias => "alias",
+        }
+    }
+
+    fn audience(self, ids: &[String]) -> Audience {
+        let mut e = AudienceExpr::default();
+        match self {
+            Target::Cid => e.registration_id = ids.to_vec(),
+            Target::Alias => e.alias = ids.to_vec(),
+        }
+        Audience::Expr(e)
+    }
+}
+
+struct ListMessage {
+    app_key: String,
+    request: PushRequest,
+    expires_ms: u64,
+    /// The pushes its list calls made.
+    pushes: Vec<u64>,
+}
+
+#[derive(Default)]
+struct Lists {
+    by_id: HashMap<String, ListMessage>,
+    /// Per app, its list ids, oldest first.
+    by_app: HashMap<String, VecDeque<String>>,
+}
+
+/// The list messages waiting for their targets, in memory and bounded.
+#[derive(Default)]
+pub struct ListMessages {
+    inner: Mutex<Lists>,
+}
+
+impl ListMessages {
+    fn create(&self, app_key: &str, request: PushRequest, now: u64) -> String {
+        let id = format!("{LIST_PREFIX}{}", pigeon_engine::random_alnum(20));
+        let mut lists = self.inner.lock();
+        let Lists { by_id, by_app } = &mut *lists;
+        let queue = by_app.entry(app_key.to_string()).or_default();
+        while let Some(front) = queue.front() {
+            let expired = by_id.get(front).is_none_or(|l| l.expires_ms <= now);
+            if !expired && queue.len() < MAX_LISTS_PER_APP {
+                break;
+            }
+            if let Some(old) = queue.pop_front() {
+                by_id.remove(&old);
+            }
+        }
+        queue.push_back(id.clone());
+        by_id.insert(
+            id.clone(),
+            ListMessage {
+                app_key: app_key.to_string(),
+                request,
+                expires_ms: now + LIST_LIFETIME_MS,
+                pushes: Vec::new(),
+            },
+        );
+        id
+    }
+
+    /// The request of a list message of this app still kept.
+    fn request(&self, app_key: &str, id: &str, now: u64) -> Option<PushRequest> {
+        let lists = self.inner.lock();
+        let l = lists.by_id.get(id)?;
+        (l.app_key == app_key && l.expires_ms > now).then(|| l.request.clone())
+    }
+
+    /// Notes a push a list call made; `false` if the list has made too many.
+    fn add_push(&self, id: &str, msg_id: u64) -> bool {
+        let mut lists = self.inner.lock();
+        let Some(l) = lists.by_id.get_mut(id) else {
+            return true;
+        };
+        if l.pushes.contains(&msg_id) {
+            return true;
+        }
+        if l.pushes.len() >= MAX_PUSHES_PER_LIST {
+            return false;
+        }
+        l.pushes.push(msg_id);
+        true
+    }
+
+    fn pushes_of(&self, app_key: &str, id: &str) -> Option<Vec<u64>> {
+        let lists = self.inner.lock();
+        let l = lists.by_id.get(id).filter(|l| l.app_key == app_key)?;
+        Some(l.pushes.clone())
+    }
+
+    /// Forgets a list message (it was stopped); its pushes, if any.
+    fn remove(&self, app_key: &str, id: &str) -> Option<Vec<u64>> {
+        let mut lists = self.inner.lock();
+        if lists.by_id.get(id).is_none_or(|l| l.app_key != app_key) {
+            return None;
+        }
+        let l = lists.by_id.remove(id)?;
+        if let Some(q) = lists.by_app.get_mut(app_key) {
+            q.retain(|x| x != id);
+        }
+        Some(l.pushes)
+    }
+}
+
+/// The pushes a task id names: a push's own task id (any prefix, or a bare msg_id), or a list
+/// message's. `None` if it names neither.
+pub fn pushes_of_task(call: &Call<'_>, app: &AppState, taskid: &str) -> Option<Vec<u64>> {
+    if taskid.starts_with(LIST_PREFIX) {
+        return call.v2.lists.pushes_of(&app.app_key, taskid);
+    }
+    msg_id_of(taskid).map(|m| vec![m])
+}
+
+/// Stops a list message: it can no longer be sent; the pushes it made, if it was one.
+pub fn stop_list(call: &Call<'_>, app: &AppState, taskid: &str) -> Option<Vec<u64>> {
+    if !taskid.starts_with(LIST_PREFIX) {
+        return None;
+    }
+    call.v2.lists.remove(&app.app_key, taskid)
+}
+
+/// Hands a push to the engine: durable when it returns.
+async fn accept(_call: &Call<'_>, _app: &AppState, _push: Push) -> Result<u64, V2Error> {
+    // The engine takes Pigeon's model push once main's switch-over lands.
+    Err(V2Error::invalid_msg(
+        "pushes are not wired to the engine yet",
+    ))
+}
+
+/// How many devices an audience on `platforms` reaches (anything sent reaches every
+/// platform).
+pub fn reach(_call: &Call<'_>, _app: &AppState, platforms: PlatformSet, audience: Audience) -> u64 {
+    let mut probe = Push::new(platforms, audience);
+    probe.content.message = Some(Message::default());
+    0
+}
+
+/// Recalls the push (or every push of the list) `old_task_id` names: devices that have not
+/// got it never will, and devices showing it remove it. A push already recalled is fine (a
+/// retried revoke).
+async fn revoke(call: &Call<'_>, app: &AppState, old_task_id: &str) -> Result<(), V2Error> {
+    let invalid = || V2Error::invalid("push_message.revoke.old_task_id");
+    let pushes = pushes_of_task(call, app, old_task_id).ok_or_else(invalid)?;
+    if pushes.is_empty() {
+        return Err(invalid());
+    }
+    for msg_id in pushes {
+        match call.v2.engine.recall(app, msg_id).await {
+            Ok(()) | Err(EngineError::AlreadyRecalled(_)) => {}
+            Err(EngineError::UnknownPush(_)) => return Err(invalid()),
+            Err(EngineError::Invalid(m)) => {
+                return Err(V2Error::invalid_msg(format!(
+                    "push_message.revoke.old_task_id is invalid: {m}"
+                )))
+            }
+            Err(e) => return Err(engine_error(e)),
+        }
+    }
+    Ok(())
+}
+
+fn no_schedule(req: &PushRequest) -> Result<(), V2Error> {
+    if req.schedule_ms.is_some() {
+        return Err(V2Error::invalid_msg(
+            "settings.schedule_time is not supported yet: Pigeon's RestAPI V2 sends at once (JPush's Schedule API schedules pushes)",
+        ));
+    }
+    Ok(())
+}
+
+fn status_text(p: Option<Presence>) -> &'static str {
+    match p {
+        Some(Presence::Online) => "successed_online",
+        _ => "successed_offline",
+    }
+}
+
+/// `{cid: status}` for cids of the app (others are left out).
+async fn cid_statuses(
+    call: &Call<'_>,
+    app: &AppState,
+    cids: &[String],
+) -> Result<Map<String, Value>, V2Error> {
+    let presence = call
+        .v2
+        .engine
+        .device_presence(app, cids)
+        .await
+        .map_err(engine_error)?;
+    Ok(cids
+        .iter()
+        .zip(presence)
+        .filter(|(_, p)| p.is_some())
+        .map(|(c, p)| (c.clone(), json!(status_text(p))))
+        .collect())
+}
+
+/// `{alias: status}` (online when a device of the alias is), or with `detail`
+/// `{alias: {cid: status}}`, for aliases bound to a device.
+async fn alias_statuses(
+    call: &Call<'_>,
+    app: &AppState,
+    aliases: &[String],
+    detail: bool,
+) -> Result<Map<String, Value>, V2Error> {
+    let mut out = Map::new();
+    for alias in aliases {
+        let cids: Vec<String> = call
+            .v2
+            .engine
+            .alias_devices(app, alias, PlatformSet::all())
+            .into_iter()
+            .map(|d| d.registration_id)
+            .collect();
+        if cids.is_empty() {
+            continue;
+        }
+        let per_cid = cid_statuses(call, app, &cids).await?;
+        let v = if detail {
+            Value::Object(per_cid)
+        } else {
+            let online = per_cid.values().any(|s| s == "successed_online");
+            json!(if online {
+                "successed_online"
+            } else {
+                "successed_offline"
+            })
+        };
+        out.insert(alias.clone(), v);
+    }
+    Ok(out)
+}
+
+/// The targets of this list that are devices (cids) or bound aliases of the app.
+fn known_targets(call: &Call<'_>, app: &AppState, target: Target, ids: &[String]) -> Vec<String> {
+    match target {
+        Target::Cid => {
+            let (found, unknown) = call.v2.engine.ordinals_of(app, ids);
+            if found.is_empty() {
+                return Vec::new();
+            }
+            ids.iter()
+                .filter(|i| !unknown.contains(i))
+                .cloned()
+                .collect()
+        }
+        Target::Alias => ids
+            .iter()
+            .filter(|a| {
+                !call
+                    .v2
+                    .engine
+                    .alias_devices(app, a, PlatformSet::all())
+                    .is_empty()
+            })
+            .cloned()
+            .collect(),
+    }
+}
+
+/// To whom and how a request goes.
+struct Send<'a> {
+    kind: TaskKind,
+    target: Target,
+    ids: &'a [String],
+    /// Instead of the request's own idempotency key.
+    key: Option<IdempotencyKey>,
+    /// Answer per cid of each alias.
+    detail: bool,
+}
+
+impl<'a> Send<'a> {
+    fn single(target: Target, ids: &'a [String]) -> Send<'a> {
+        Send {
+            kind: TaskKind::Single,
+            target,
+            ids,
+            key: None,
+            detail: false,
+        }
+    }
+}
+
+/// Sends (or revokes) one request to cids or aliases: `(taskid, {target: status})`.
+async fn send_to(
+    call: &Call<'_>,
+    app: &AppState,
+    req: &PushRequest,
+    to: Send<'_>,
+) -> Result<(String, Map<String, Value>), V2Error> {
+    let Send {
+        kind,
+        target,
+        ids,
+        key,
+        detail,
+    } = to;
+    no_schedule(req)?;
+    let taskid = match &req.what {
+        What::Revoke { old_task_id, .. } => {
+            if known_targets(call, app, target, ids).is_empty() {
+                return Err(V2Error::invalid_msg("target user is invalid"));
+            }
+            revoke(call, app, old_task_id).await?;
+            old_task_id.clone()
+        }
+        What::Send(_) => {
+            let Some(mut push) = req.to_push(PlatformSet::all(), target.audience(ids)) else {
+                return Err(V2Error::invalid("push_message"));
+            };
+            if key.is_some() {
+                push.idempotency = key;
+            }
+            task_id(Door::RestV2, kind, accept(call, app, push).await?)
+        }
+    };
+    let statuses = match target {
+        Target::Cid => cid_statuses(call, app, ids).await?,
+        Target::Alias => alias_statuses(call, app, ids, detail).await?,
+    };
+    Ok((taskid, statuses))
+}
+
+fn one(taskid: String, v: Value) -> Value {
+    let mut out = Map::new();
+    out.insert(taskid, v);
+    Value::Object(out)
+}
+
+/// `POST /push/single/cid`, `/push/single/alias`: `{taskid: {target: status}}`.
+pub async fn single(
+    call: &Call<'_>,
+    app: &Arc<AppState>,
+    body: Option<Value>,
+    target: Target,
+) -> V2Result {
+    let body = object(body)?;
+    let at = At::root(&body);
+    let req = parse_push(&at, now_ms())?;
+    let ids = id_list(&audience_of(&at)?, target.key(), 1, 1)?;
+    let (taskid, statuses) = send_to(call, app, &req, Send::single(target, &ids)).await?;
+    Ok(one(taskid, Value::Object(statuses)))
+}
+
+/// `POST /push/single/batch/cid`, `/push/single/batch/alias` with `{"is_async", "msg_list":
+/// [PushDTO…]}`: every entry is checked (its fields and that its target exists) before any
+/// is sent; each is its own push with its own `request_id`, so a retried batch answers the
+/// same task ids. `{taskid: {target: status}, …}`.
+pub async fn batch(
+    call: &Call<'_>,
+    app: &Arc<AppState>,
+    body: Option<Value>,
+    target: Target,
+) -> V2Result {
+    let body = object(body)?;
+    let root = At::root(&body);
+    root.bool("is_async")?;
+    let list = root
+        .get("msg_list")
+        .and_then(Value::as_array)
+        .filter(|l| !l.is_empty() && l.len() <= MAX_BATCH)
+        .ok_or_else(|| root.invalid("msg_list"))?;
+    let now = now_ms();
+    let mut entries = Vec::with_capacity(list.len());
+    for (i, item) in list.iter().enumerate() {
+        let here = format!("msg_list[{i}]");
+        let obj = item.as_object().ok_or_else(|| V2Error::invalid(&here))?;
+        let at = At { obj, path: here };
+        let req = parse_push(&at, now)?;
+        let ids = id_list(&audience_of(&at)?, target.key(), 1, 1)?;
+        if known_targets(call, app, target, &ids).is_empty() {
+            return Err(V2Error::invalid_msg(format!(
+                "target user is invalid: {}",
+                at.path_of("audience")
+            )));
+        }
+        entries.push((req, ids));
+    }
+    let mut out = Map::new();
+    for (req, ids) in entries {
+        let (taskid, statuses) = send_to(call, app, &req, Send::single(target, &ids)).await?;
+        out.insert(taskid, Value::Object(statuses));
+    }
+    Ok(Value::Object(out))
+}
+
+/// `POST /push/list/message`: a PushDTO without audience, kept for list calls:
+/// `{"taskid": "RASL-L…"}`.
+pub async fn list_message(call: &Call<'_>, app: &Arc<AppState>, body: Option<Value>) -> V2Result {
+    let body = object(body)?;
+    let req = parse_push(&At::root(&body), now_ms())?;
+    no_schedule(&req)?;
+    if matches!(req.what, What::Revoke { .. }) {
+        return Err(V2Error::invalid_msg(
+            "push_message.revoke is not supported in a list message: revoke through /push/single/cid or /push/all",
+        ));
+    }
+    let taskid = call.v2.lists.create(&app.app_key, req, now_ms());
+    Ok(json!({ "taskid": taskid }))
+}
+
+/// `POST /push/list/cid`, `/push/list/alias` with `{"audience": {"cid"|"alias": [..]},
+/// "taskid", "is_async", "need_alias_detail"}`: the list message to those of the targets
+/// that exist. `{taskid: {target: status}}` (with `need_alias_detail`, `{taskid: {alias:
+/// {cid: status}}}`). The same list sent to the same targets again is the same push.
+pub async fn list(
+    call: &Call<'_>,
+    app: &Arc<AppState>,
+    body: Option<Value>,
+    target: Target,
+) -> V2Result {
+    let body = object(body)?;
+    let root = At::root(&body);
+    root.bool("is_async")?;
+    let detail = root.bool("need_alias_detail")?.unwrap_or(false);
+    let taskid = root.req_str("taskid", 64)?;
+    let ids = id_list(&audience_of(&root)?, target.key(), 1, MAX_LIST_TARGETS)?;
+    let now = now_ms();
+    let req = call
+        .v2
+        .lists
+        .request(&app.app_key, taskid, now)
+        .ok_or_else(|| root.invalid("taskid"))?;
+    let known = known_targets(call, app, target, &ids);
+    if known.is_empty() {
+        return Err(V2Error::invalid_msg("target user is invalid"));
+    }
+    let key = list_key(&req, taskid, target, &known);
+    let to = Send {
+        kind: TaskKind::List,
+        target,
+        ids: &known,
+        key: Some(key),
+        detail,
+    };
+    let (push_taskid, statuses) = send_to(call, app, &req, to).await?;
+    if let Some(msg_id) = msg_id_of(&push_taskid) {
+        if !call.v2.lists.add_push(taskid, msg_id) {
+            tracing::warn!(
+                taskid,
+                msg_id,
+                "list message made too many pushes to name them all"
+            );
+        }
+    }
+    Ok(one(taskid.to_string(), Value::Object(statuses)))
+}
+
+/// A list call's idempotency key: its list message's request, and which targets.
+fn list_key(req: &PushRequest, taskid: &str, target: Target, ids: &[String]) -> IdempotencyKey {
+    let mut sorted: Vec<&String> = ids.iter().collect();
+    sorted.sort();
+    let mut h = Sha256::new();
+    h.update(taskid.as_bytes());
+    h.update(target.key().as_bytes());
+    for id in sorted {
+        h.update(b"\n");
+        h.update(id.as_bytes());
+    }
+    let digest: String = h.finalize()[..12]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    IdempotencyKey {
+        key: format!("{}:list:{digest}", req.idempotency().key),
+        issued_only: false,
+    }
+}
+
+/// Sends a request to a whole audience (all, tag, fast custom tag): `{"taskid": ..}`.
+async fn send_wide(
+    call: &Call<'_>,
+    app: &AppState,
+    req: PushRequest,
+    platforms: PlatformSet,
+    audience: Audience,
+) -> V2Result {
+    no_schedule(&req)?;
+    let taskid = match &req.what {
+        What::Revoke { old_task_id, .. } => {
+            revoke(call, app, old_task_id).await?;
+            old_task_id.clone()
+        }
+        What::Send(_) => {
+            let push = req
+                .to_push(platforms, audience)
+                .ok_or_else(|| V2Error::invalid("push_message"))?;
+            task_id(Door::RestV2, TaskKind::App, accept(call, app, push).await?)
+        }
+    };
+    Ok(json!({ "taskid": taskid }))
+}
+
+/// `POST /push/all` with `"audience": "all"`.
+pub async fn all(call: &Call<'_>, app: &Arc<AppState>, body: Option<Value>) -> V2Result {
+    let body = object(body)?;
+    let at = At::root(&body);
+    let req = parse_push(&at, now_ms())?;
+    if at.get("audience").and_then(Value::as_str) != Some("all") {
+        return Err(at.invalid("audience"));
+    }
+    send_wide(call, app, req, PlatformSet::all(), Audience::All).await
+}
+
+/// `POST /push/tag` with `audience.tag: [{"key", "values", "opt_type"}]`.
+pub async fn tag(call: &Call<'_>, app: &Arc<AppState>, body: Option<Value>) -> V2Result {
+    let body = object(body)?;
+    let at = At::root(&body);
+    let req = parse_push(&at, now_ms())?;
+    let audience = audience_of(&at)?;
+    let (platforms, audience) = tag_conditions(audience.get("tag"), "audience.tag")?;
+    send_wide(call, app, req, platforms, audience).await
+}
+
+/// `POST /push/fast_custom_tag` with `audience.fast_custom_tag: "<tag>"`.
+pub async fn fast_custom_tag(
+    call: &Call<'_>,
+    app: &Arc<AppState>,
+    body: Option<Value>,
+) -> V2Result {
+    let body = object(body)?;
+    let at = At::root(&body);
+    let req = parse_push(&at, now_ms())?;
+    let audience = audience_of(&at)?;
+    let tag = audience.req_str("fast_custom_tag", 40)?;
+    let expr = AudienceExpr {
+        tag: vec![tag.to_string()],
+        ..AudienceExpr::default()
+    };
+    send_wide(call, app, req, PlatformSet::all(), Audience::Expr(expr)).await
+}

@@ -6,7 +6,7 @@ use crate::table::Table;
 use anyhow::{bail, Context};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
-use pigeon_core::{Audience, AudienceExpr, Platform, PlatformSet, Push, PushOptions};
+use pigeon_core::{Audience, AudienceExpr, Notification, Platform, PlatformSet, Push};
 use pigeon_device::{Credentials, DeviceConnection};
 use pigeon_engine::{hash_secret, new_app_record};
 use pigeon_store::{DeviceRecord, SqliteStore, Storage, Synchronous};
@@ -97,25 +97,24 @@ async fn populate(
     let now_ms = now_us() / 1000;
     for m in 0..pushes {
         let target = (m as u64 * 7919 % devices as u64) as u32;
-        let push = Push {
-            msg_id: 1_000_000 + m as u64,
-            sent_ms: now_ms,
-            platforms: PlatformSet::all(),
-            audience: Audience::Expr(AudienceExpr {
+        let mut push = Push::new(
+            PlatformSet::all(),
+            Audience::Expr(AudienceExpr {
                 registration_id: vec![rid(target)],
                 ..Default::default()
             }),
-            notification: Some(serde_json::from_value(
-                json!({"alert": format!("pending {m}"), "sections": {}}),
-            )?),
-            message: None,
-            options: PushOptions::default(),
-            sms_message: None,
-            callback: None,
-            cid: None,
-            schedule: None,
-            extra: Map::new(),
-        };
+        );
+        push.msg_id = 1_000_000 + m as u64;
+        push.sent_ms = now_ms;
+        for platform in Platform::ALL {
+            push.content.notifications.insert(
+                platform,
+                Notification {
+                    body: format!("pending {m}"),
+                    ..Default::default()
+                },
+            );
+        }
         let audience: RoaringBitmap = [target].into_iter().collect();
         let (s, key) = (store.clone(), app.app_key.clone());
         pending.push(tokio::spawn(async move {

@@ -10,11 +10,14 @@ pub mod model;
 pub mod names;
 pub mod net;
 pub mod platform;
-pub mod push;
 
 pub use audience::{Audience, AudienceExpr, AudienceIndex, DeviceAttrs};
+pub use model::{
+    Activity, ApnsFields, BadgeOp, ChannelStrategy, Click, Content, DeliveryPolicy, FcmChoice,
+    Fields, IdempotencyKey, Labels, Message, NetworkType, Notification, Pace, Push, PushCallback,
+    ScheduleFiring, SmsFallback, VendorPolicy, MAX_BADGE,
+};
 pub use platform::{Platform, PlatformSet};
-pub use push::{BadgeOp, Notification, Push, PushOptions, ScheduleFiring, MAX_BADGE};
 
 /// A hash map with a fast, per-process seeded hasher: for the big in-memory tables (devices
 /// by registration id, tags, aliases), where SipHash was a fifth of loading a million devices.

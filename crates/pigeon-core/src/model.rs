@@ -89,6 +89,10 @@ pub struct Notification {
     /// What a tap does.
     #[serde(default, skip_serializing_if = "Click::is_open_app")]
     pub click: Click,
+    /// The Android activity a tap opens, for vendors that open activities rather than
+    /// intents (beside `click`, which the others follow).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub activity: Option<Activity>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sound: Option<String>,
     /// The Android notification channel.
@@ -123,13 +127,6 @@ pub enum Click {
     OpenApp,
     /// Open an Android intent URI or deep link.
     Intent(String),
-    /// Open an Android activity, by class name (`activity`) and/or intent action (`action`).
-    Activity {
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        activity: Option<String>,
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        action: Option<String>,
-    },
     /// Open a web page.
     Url(String),
     /// Open the app and hand it this payload.
@@ -140,6 +137,15 @@ impl Click {
     pub fn is_open_app(&self) -> bool {
         *self == Click::OpenApp
     }
+}
+
+/// An Android activity, by class name and/or intent action.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Activity {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub class: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub action: Option<String>,
 }
 
 /// The fields of an APNs `aps` dictionary beyond title, body, sound and badge.
@@ -467,6 +473,18 @@ impl Push {
     /// The notification a device on `platform` shows, if any.
     pub fn notification_for(&self, platform: Platform) -> Option<&Notification> {
         self.content.notifications.get(&platform)
+    }
+
+    /// What a vendor channel shows on a device on `platform`: its notification, else the
+    /// push's notification for vendor channels.
+    pub fn vendor_notification_for(&self, platform: Platform) -> Option<&Notification> {
+        self.notification_for(platform)
+            .or(self.content.vendor_notification.as_ref())
+    }
+
+    /// Whether vendor channels have anything to show for this push.
+    pub fn has_vendor_content(&self) -> bool {
+        !self.content.notifications.is_empty() || self.content.vendor_notification.is_some()
     }
 
     /// How this push changes the app-icon badge of a device on `platform`.

@@ -36,7 +36,7 @@ pub struct AppState {
     pub(crate) push_events: Mutex<Vec<crate::events::PushStage>>,
     /// The `callback` field of pushes retired before they expire (every target acked them),
     /// with their expiry: later events (clicks) still carry its params.
-    pub(crate) retired_callbacks: Mutex<HashMap<u64, (u64, serde_json::Value)>>,
+    pub(crate) retired_callbacks: Mutex<HashMap<u64, (u64, pigeon_core::PushCallback)>>,
     /// Per push, the devices a vendor failed while sending it: reported with ErrCode 3 (dead
     /// token) or 4 (refused, with the vendor's reason) instead of 1 if they have not got the
     /// push when it expires. Dropped a minute past the push's expiry, unreported (a
@@ -341,7 +341,7 @@ impl AppState {
     }
 
     /// The `callback` field of a push that is live or was retired.
-    pub(crate) fn push_callback(&self, msg_id: u64) -> Option<serde_json::Value> {
+    pub(crate) fn push_callback(&self, msg_id: u64) -> Option<pigeon_core::PushCallback> {
         match self.live_push(msg_id) {
             Some(p) => p.push.callback.clone(),
             None => self
@@ -407,24 +407,13 @@ impl VendorFailures {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use pigeon_core::{Audience, PlatformSet, Push, PushOptions};
-    use serde_json::Map;
+    use pigeon_core::{Audience, PlatformSet, Push};
 
     fn push(msg_id: u64, targets: impl IntoIterator<Item = u32>) -> Arc<LivePush> {
-        let p = Push {
-            msg_id,
-            sent_ms: 1_000,
-            platforms: PlatformSet::all(),
-            audience: Audience::All,
-            notification: None,
-            message: Some(Map::new()),
-            options: PushOptions::default(),
-            sms_message: None,
-            callback: None,
-            cid: None,
-            schedule: None,
-            extra: Map::new(),
-        };
+        let mut p = Push::new(PlatformSet::all(), Audience::All);
+        p.msg_id = msg_id;
+        p.sent_ms = 1_000;
+        p.content.message = Some(Default::default());
         Arc::new(LivePush::new(
             p,
             targets.into_iter().collect(),
@@ -460,7 +449,7 @@ mod tests {
         let now = crate::now_ms();
         let mut p = Push::clone(&push(1, [0]).push);
         p.sent_ms = now - 500;
-        p.options.pace_ms = Some(1000);
+        p.policy.pace.duration_ms = Some(1000);
         let paced = Arc::new(LivePush::new(
             p,
             (0..100).collect(),

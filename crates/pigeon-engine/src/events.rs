@@ -3,7 +3,7 @@
 
 use crate::app::AppState;
 use crate::{now_ms, Engine, EngineError};
-use pigeon_core::{Audience, Push};
+use pigeon_core::{Audience, Push, PushCallback};
 use pigeon_store::{CallbackEndpoint, NewEvent};
 use serde_json::{json, Value};
 
@@ -94,8 +94,8 @@ pub fn wants(endpoint: &CallbackEndpoint, command: &str) -> bool {
 }
 
 /// The URL of a push's `callback` field, if it names one.
-pub fn push_callback_url(callback: Option<&Value>) -> Option<&str> {
-    callback?.get("url")?.as_str()
+pub fn push_callback_url(callback: Option<&PushCallback>) -> Option<&str> {
+    callback?.url.as_deref()
 }
 
 /// An event's JSON text: its fields with its command and time.
@@ -140,7 +140,7 @@ fn copies(
     command: &str,
     (body, at_ms): (String, u64),
     app_wants: bool,
-    callback: Option<&Value>,
+    callback: Option<&PushCallback>,
     kind: u64,
 ) -> Vec<NewEvent> {
     let mut out = Vec::new();
@@ -158,11 +158,11 @@ fn push_event_copies(
     app: &AppState,
     command: &str,
     mut fields: Value,
-    callback: Option<&Value>,
+    callback: Option<&PushCallback>,
     kind: u64,
 ) -> Vec<NewEvent> {
-    if let Some(params) = callback.and_then(|c| c.get("params")) {
-        fields["Params"] = params.clone();
+    if let Some(params) = callback.and_then(|c| c.params.as_ref()) {
+        fields["Params"] = Value::Object(params.clone());
     }
     let at_ms = now_ms();
     let body = event_body(command, fields, at_ms);
@@ -241,16 +241,9 @@ impl AppState {
 
     /// The push-level endpoint that a push's events of `kind` (a `callback.type` bit) go
     /// to, if its `callback` names a URL and asks for that kind.
-    fn push_endpoint_for(&self, callback: Option<&Value>, kind: u64) -> Option<u64> {
+    fn push_endpoint_for(&self, callback: Option<&PushCallback>, kind: u64) -> Option<u64> {
         let url = push_callback_url(callback)?;
-        let bits = callback
-            .and_then(|c| c.get("type"))
-            .and_then(|t| match t {
-                Value::Number(n) => n.as_u64(),
-                Value::String(s) => s.trim().parse().ok(),
-                _ => None,
-            })
-            .unwrap_or(TYPE_ALL);
+        let bits = callback.and_then(|c| c.kinds).map_or(TYPE_ALL, u64::from);
         if bits & kind == 0 {
             return None;
         }
@@ -312,7 +305,7 @@ impl Engine {
         }
         let fields = json!({
             "MsgId": push.msg_id.to_string(),
-            "Sendno": push.options.sendno.unwrap_or(0).to_string(),
+            "Sendno": push.labels.sendno.unwrap_or(0).to_string(),
             "Platform": push.platforms.iter().map(|p| p.as_str()).collect::<Vec<_>>(),
             "AudienceType": audience_type(&push.audience),
             "TargetCount": targets,
@@ -332,7 +325,7 @@ impl Engine {
             return Vec::new();
         }
         // Per push: its `callback` field and its `Params` as JSON.
-        let mut pushes: pigeon_core::FastMap<u64, (Option<Value>, Option<String>)> =
+        let mut pushes: pigeon_core::FastMap<u64, (Option<PushCallback>, Option<String>)> =
             Default::default();
         let app_wants = app.wants(PUSH_EVENT);
         let at_ms = now_ms();
@@ -352,8 +345,8 @@ impl Engine {
                 let callback = app.push_callback(msg_id);
                 let params = callback
                     .as_ref()
-                    .and_then(|c| c.get("params"))
-                    .map(Value::to_string);
+                    .and_then(|c| c.params.as_ref())
+                    .map(|p| Value::Object(p.clone()).to_string());
                 (callback, params)
             });
             let kind = match stage {

@@ -13,6 +13,7 @@ pub mod limits;
 mod live;
 pub mod offline;
 pub mod report;
+pub mod schedules;
 mod session;
 pub mod vendors;
 
@@ -149,6 +150,8 @@ pub struct Engine {
     /// Woken when the delivery checkpoint wrote callback events, so the dispatcher takes
     /// them at once instead of at its next look.
     events_written: tokio::sync::Notify,
+    /// Scheduled pushes of every door.
+    scheduler: std::sync::OnceLock<Arc<schedules::Scheduler>>,
 }
 
 impl Engine {
@@ -170,10 +173,13 @@ impl Engine {
             pacing_minute_ms: AtomicU64::new(60_000),
             private_networks: RwLock::new(PrivateNetworks::default()),
             router: std::sync::OnceLock::new(),
+            scheduler: std::sync::OnceLock::new(),
         });
         for app in store.list_apps().await? {
             engine.load_app(app).await?;
         }
+        let scheduler = schedules::Scheduler::start(&engine).await?;
+        let _ = engine.scheduler.set(scheduler);
         tokio::spawn(checkpoint_delivered(Arc::downgrade(&engine)));
         tokio::spawn(evict_expired(Arc::downgrade(&engine)));
         tokio::spawn(pace_forever(Arc::downgrade(&engine)));
@@ -233,6 +239,19 @@ impl Engine {
             .collect();
         self.apps.write().insert(app.app_key.clone(), app.clone());
         Ok(app)
+    }
+
+    /// Scheduled pushes: doors register how to read theirs, and save and list them here.
+    pub fn schedules(&self) -> &Arc<schedules::Scheduler> {
+        self.scheduler
+            .get()
+            .expect("the scheduler is set when the engine starts")
+    }
+
+    /// A msg_id for a push accepted later (a scheduled one a door has already named), never
+    /// given to another.
+    pub fn reserve_msg_id(&self) -> u64 {
+        self.next_msg_id.fetch_add(1, Ordering::Relaxed)
     }
 
     /// The app with this key, loading it from storage if another process created it.
@@ -416,18 +435,19 @@ impl Engine {
         push: Push,
         validate_only: bool,
     ) -> Result<u64, EngineError> {
-        let Some(cid) = push.cid.clone() else {
+        let Some(key) = push.idempotency.clone() else {
             return self.accept_once(app, push, validate_only).await;
         };
-        // One request per cid at a time: a second one waits and gets the first one's msg_id.
+        let cid = key.key;
+        // One request per key at a time: a second one waits and gets the first one's msg_id.
         let lock = app.cid_locks.lock().entry(cid.clone()).or_default().clone();
         let outcome = {
             let _one_at_a_time = lock.lock().await;
             let since = now_ms().saturating_sub(CID_LIFETIME_MS);
             match self.store.find_cid(&app.app_key, &cid, since).await? {
-                None => Err(EngineError::UnknownCid),
+                None if key.issued_only => Err(EngineError::UnknownCid),
                 Some(Some(msg_id)) => Ok(msg_id),
-                Some(None) => self.accept_once(app, push, validate_only).await,
+                None | Some(None) => self.accept_once(app, push, validate_only).await,
             }
         };
         let mut locks = app.cid_locks.lock();
@@ -462,22 +482,36 @@ impl Engine {
         if audience.is_empty() {
             return Err(EngineError::NoTarget);
         }
-        if let Some(minutes) = push.options.big_push_duration.filter(|m| *m > 0) {
-            let minute = self.pacing_minute_ms.load(Ordering::Relaxed);
-            push.options.pace_ms = Some(minutes.saturating_mul(minute));
+        let pace = &push.policy.pace;
+        let duration_ms = match (pace.minutes.filter(|m| *m > 0), pace.per_second) {
+            (Some(minutes), _) => {
+                Some(minutes.saturating_mul(self.pacing_minute_ms.load(Ordering::Relaxed)))
+            }
+            // At most `per_second` devices a second: the whole audience over as many seconds
+            // as that takes (none when one second is enough).
+            (None, Some(per_second)) if per_second > 0 && audience.len() > per_second => {
+                Some(audience.len().saturating_mul(1000) / per_second)
+            }
+            _ => None,
+        };
+        if let Some(duration_ms) = duration_ms {
+            push.policy.pace.duration_ms = Some(duration_ms);
             if app.live.read().paced_running() >= MAX_PACED_PER_APP {
                 return Err(EngineError::TooManyPaced);
             }
         }
-        let overridden = match push.options.override_msg_id {
+        let overridden = match push.policy.overrides {
             Some(old) => {
                 let old = self.overridable(app, old).await?;
-                push.options.notify_id = Some(old.push.notify_id());
+                push.policy.notify_id = Some(old.push.notify_id());
                 Some(old)
             }
             None => None,
         };
-        push.msg_id = self.next_msg_id.fetch_add(1, Ordering::Relaxed);
+        // A push a door named in advance (`reserve_msg_id`) keeps that id.
+        if push.msg_id == 0 {
+            push.msg_id = self.next_msg_id.fetch_add(1, Ordering::Relaxed);
+        }
         push.sent_ms = now_ms();
         if validate_only {
             return Ok(push.msg_id);
@@ -658,13 +692,20 @@ impl Engine {
     }
 
     /// The devices a push's SMS fallback goes to now: those it targeted that have not acked
-    /// it and have a mobile number bound, with the push's `sms_message`. `None` if the push
+    /// it and have a mobile number bound, with the push's SMS fallback. `None` if the push
     /// or its app is gone; no devices if it was recalled or overridden.
     pub async fn sms_targets(
         &self,
         app_key: &str,
         msg_id: u64,
-    ) -> Result<Option<(Arc<AppState>, Value, Vec<(Ordinal, String, String)>)>, EngineError> {
+    ) -> Result<
+        Option<(
+            Arc<AppState>,
+            pigeon_core::SmsFallback,
+            Vec<(Ordinal, String, String)>,
+        )>,
+        EngineError,
+    > {
         let Some(app) = self.app(app_key).await? else {
             return Ok(None);
         };
@@ -675,7 +716,7 @@ impl Engine {
                 None => return Ok(None),
             },
         };
-        let Some(sms) = push.sms_message.clone() else {
+        let Some(sms) = push.policy.sms.clone() else {
             return Ok(None);
         };
         let stopped = self.store.recalled_at(msg_id).await?.is_some()

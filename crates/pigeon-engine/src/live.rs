@@ -114,7 +114,7 @@ impl LivePush {
 
     /// Whether it is paced (`big_push_duration`).
     pub fn is_paced(&self) -> bool {
-        self.push.options.pace_ms.is_some_and(|d| d > 0)
+        self.push.policy.pace.duration_ms.is_some_and(|d| d > 0)
     }
 
     /// How many of its targets its pace lets it reach by `now_ms` (all if not paced).
@@ -203,7 +203,7 @@ impl LivePush {
 
 /// How many of a push's `targets` its pace lets it reach by `now_ms`.
 fn released(push: &Push, targets: u64, now_ms: u64) -> u64 {
-    match push.options.pace_ms {
+    match push.policy.pace.duration_ms {
         Some(pace) if pace > 0 => {
             let elapsed = now_ms.saturating_sub(push.sent_ms);
             if elapsed >= pace {
@@ -220,7 +220,7 @@ impl LivePush {
     /// Whether a push that just arrived live should go to `ordinal` now: pending, or
     /// online-only (time_to_live 0, which never waits in the offline store) and not acked.
     pub fn is_live_for(&self, ordinal: Ordinal, now_ms: u64) -> bool {
-        if self.push.options.time_to_live == 0 {
+        if self.push.policy.ttl_s == 0 {
             self.audience.contains(ordinal)
                 && self.is_released_for(ordinal, now_ms)
                 && !self.is_delivered_to(ordinal)

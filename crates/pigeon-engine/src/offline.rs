@@ -7,7 +7,7 @@ use crate::app::{AppState, VendorFailures};
 use crate::events::{PushStage, Stage};
 use crate::live::LivePush;
 use crate::{Engine, EngineError};
-use pigeon_core::{Ordinal, Platform, Push};
+use pigeon_core::{ChannelStrategy, FcmChoice, Ordinal, Platform, Push};
 use roaring::RoaringBitmap;
 use serde_json::Value;
 use std::sync::Arc;
@@ -26,17 +26,17 @@ pub struct VendorTarget {
     pub route: Route,
 }
 
-/// How a push reaches a device with a vendor token (`options.third_party_channel.<vendor>.
-/// distribution`, or the platform's default).
+/// How a push reaches a device with a vendor token (the push's channel strategy for that
+/// vendor, or the platform's default).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Route {
-    /// Pigeon's connection if the device is connected, its vendor if not (`secondary_push`,
-    /// the default for Android, HarmonyOS and web).
+    /// Pigeon's connection if the device is connected, its vendor if not (the default for
+    /// Android, HarmonyOS and web).
     WhenOffline,
     /// Its vendor, connected or not; Pigeon's connection takes over if the vendor fails
-    /// (`first_ospush`; iOS notifications, which go through APNs).
+    /// (the default of iOS notifications, which go through APNs).
     VendorFirst,
-    /// Its vendor only (`ospush`): if the vendor fails the device does not get it.
+    /// Its vendor only: if the vendor fails the device does not get it.
     VendorOnly,
 }
 
@@ -78,73 +78,70 @@ pub fn channel_code(vendor: &str) -> u8 {
     }
 }
 
-/// A string field of `options.third_party_channel.<key>`.
-fn channel_option<'a>(push: &'a Push, key: &str, field: &str) -> Option<&'a str> {
-    push.options
-        .other
-        .get("third_party_channel")?
-        .get(key)?
-        .get(field)?
-        .as_str()
+/// The route a channel strategy gives a vendor; `None`: Pigeon's connection only.
+fn route_of(strategy: ChannelStrategy) -> Option<Route> {
+    match strategy {
+        ChannelStrategy::OwnOnly => None,
+        ChannelStrategy::OwnFirst => Some(Route::WhenOffline),
+        ChannelStrategy::VendorFirst => Some(Route::VendorFirst),
+        ChannelStrategy::VendorOnly => Some(Route::VendorOnly),
+    }
 }
 
-/// How `distribution` (or `distribution_fcm`) values route a push.
-fn route_of(distribution: Option<&str>) -> Option<Route> {
-    match distribution {
-        Some("jpush") => None,
-        Some("ospush" | "fcm" | "pns") => Some(Route::VendorOnly),
-        Some("first_ospush") => Some(Route::VendorFirst),
-        _ => Some(Route::WhenOffline),
-    }
+/// The strategy a push gives the vendor channel `key`: its own, else the push's, else
+/// `default`.
+fn strategy_of(push: &Push, key: &str, default: ChannelStrategy) -> ChannelStrategy {
+    push.policy
+        .vendors
+        .get(key)
+        .and_then(|v| v.strategy)
+        .or(push.policy.strategy)
+        .unwrap_or(default)
 }
 
 /// The vendor and route a push takes to a device on `platform` holding tokens of
 /// `has_token`, among the vendors `usable` now; `None`: Pigeon's connection only.
 ///
-/// iOS notifications go through APNs even to connected devices, as on JPush, unless the
-/// push also carries a custom message (which only Pigeon's connection delivers, with the
-/// notification in the same frame). Android prefers the phone maker's service over FCM;
-/// a device with both follows the maker's `distribution_fcm` (`fcm`, `pns`,
-/// `secondary_fcm_push`, `secondary_pns_push`, `jpush`). HarmonyOS devices follow the
-/// `hmos` key. Web devices get Web Push when they are offline.
+/// By default iOS notifications go through APNs even to connected devices, unless the push
+/// also carries a pass-through message (which only Pigeon's connection delivers, with the
+/// notification in the same frame); every other platform gets its vendor when offline.
+/// Android prefers the phone maker's service over FCM; a device with both follows the
+/// maker's FCM choice. HarmonyOS devices follow the `hmos` channel's strategy.
 pub fn route_for(
     push: &Push,
     platform: Platform,
     usable: &[&'static str],
     has_token: impl Fn(&str) -> bool,
 ) -> Option<(&'static str, Route)> {
+    use ChannelStrategy::*;
     let ok = |v: &str| usable.contains(&v) && has_token(v);
+    let via = |vendor: &'static str, key: &str, default| {
+        route_of(strategy_of(push, key, default)).map(|r| (vendor, r))
+    };
     match platform {
-        Platform::Ios if ok("apns") => Some((
-            "apns",
-            if push.message.is_some() {
-                Route::WhenOffline
+        Platform::Ios if ok("apns") => {
+            let default = if push.content.message.is_some() {
+                OwnFirst
             } else {
-                Route::VendorFirst
-            },
-        )),
-        Platform::Web if ok("webpush") => Some(("webpush", Route::WhenOffline)),
-        Platform::Hmos if ok("huawei") => {
-            route_of(channel_option(push, "hmos", "distribution")).map(|r| ("huawei", r))
+                VendorFirst
+            };
+            via("apns", "apns", default)
         }
+        Platform::Web if ok("webpush") => via("webpush", "webpush", OwnFirst),
+        Platform::Hmos if ok("huawei") => via("huawei", "hmos", OwnFirst),
         Platform::Android => {
             let maker = MAKERS.iter().copied().find(|v| ok(v));
-            let fcm = ok("fcm");
-            match (maker, fcm) {
-                (Some(maker), true) => match channel_option(push, maker, "distribution_fcm") {
-                    Some("fcm") => Some(("fcm", Route::VendorOnly)),
-                    Some("secondary_fcm_push") => Some(("fcm", Route::WhenOffline)),
-                    Some("jpush") => None,
-                    Some("pns") => Some((maker, Route::VendorOnly)),
-                    Some("secondary_pns_push") => Some((maker, Route::WhenOffline)),
-                    _ => route_of(channel_option(push, maker, "distribution")).map(|r| (maker, r)),
-                },
-                (Some(maker), false) => {
-                    route_of(channel_option(push, maker, "distribution")).map(|r| (maker, r))
+            match (maker, ok("fcm")) {
+                (Some(maker), true) => {
+                    let choice = push.policy.vendors.get(maker).and_then(|v| v.with_fcm);
+                    match choice {
+                        Some(FcmChoice::Fcm(s)) => route_of(s).map(|r| ("fcm", r)),
+                        Some(FcmChoice::Maker(s)) => route_of(s).map(|r| (maker, r)),
+                        None => via(maker, maker, OwnFirst),
+                    }
                 }
-                (None, true) => {
-                    route_of(channel_option(push, "fcm", "distribution")).map(|r| ("fcm", r))
-                }
+                (Some(maker), false) => via(maker, maker, OwnFirst),
+                (None, true) => via("fcm", "fcm", OwnFirst),
                 (None, false) => None,
             }
         }
@@ -179,7 +176,7 @@ impl AppState {
             let Some(record) = devices.record(ordinal) else {
                 continue;
             };
-            if push.notification_for(record.platform).is_none() {
+            if push.vendor_notification_for(record.platform).is_none() {
                 continue;
             }
             let chosen = route_for(push, record.platform, usable, |v| {
@@ -213,7 +210,7 @@ impl Engine {
         let Some(router) = self.router.get() else {
             return Vec::new();
         };
-        if live.push.notification.is_none() || live.is_paced() {
+        if !live.push.has_vendor_content() || live.is_paced() {
             return Vec::new();
         }
         // Most pushes of most apps: no target has a vendor token.
@@ -389,27 +386,32 @@ impl Engine {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use pigeon_core::{Audience, PlatformSet, PushOptions};
-    use serde_json::{json, Map};
+    use pigeon_core::{Audience, Notification, PlatformSet, VendorPolicy};
 
-    fn push(message: bool, third_party_channel: Value) -> Push {
-        let mut options = PushOptions::default();
-        options
-            .other
-            .insert("third_party_channel".into(), third_party_channel);
-        Push {
-            msg_id: 1,
-            sent_ms: 1_000,
-            platforms: PlatformSet::all(),
-            audience: Audience::All,
-            notification: Some(serde_json::from_value(json!({"alert": "hi"})).unwrap()),
-            message: message.then(Map::new),
-            options,
-            sms_message: None,
-            callback: None,
-            cid: None,
-            schedule: None,
-            extra: Map::new(),
+    fn push(message: bool, vendors: &[(&str, VendorPolicy)]) -> Push {
+        let mut p = Push::new(PlatformSet::all(), Audience::All);
+        p.msg_id = 1;
+        p.sent_ms = 1_000;
+        for platform in Platform::ALL {
+            p.content.notifications.insert(
+                platform,
+                Notification {
+                    body: "hi".into(),
+                    ..Default::default()
+                },
+            );
+        }
+        p.content.message = message.then(Default::default);
+        for (key, v) in vendors {
+            p.policy.vendors.insert(key.to_string(), v.clone());
+        }
+        p
+    }
+
+    fn strategy(s: ChannelStrategy) -> VendorPolicy {
+        VendorPolicy {
+            strategy: Some(s),
+            ..Default::default()
         }
     }
 
@@ -423,14 +425,15 @@ mod tests {
 
     #[test]
     fn each_platform_and_distribution_picks_its_vendor_and_route() {
+        use ChannelStrategy::{OwnFirst, OwnOnly};
         use Route::*;
-        let plain = push(false, json!({}));
+        let plain = push(false, &[]);
         assert_eq!(
             route(&plain, Platform::Ios, &["apns"]),
             Some(("apns", VendorFirst))
         );
         assert_eq!(
-            route(&push(true, json!({})), Platform::Ios, &["apns"]),
+            route(&push(true, &[]), Platform::Ios, &["apns"]),
             Some(("apns", WhenOffline))
         );
         assert_eq!(
@@ -442,15 +445,24 @@ mod tests {
             route(&plain, Platform::Web, &["webpush"]),
             Some(("webpush", WhenOffline))
         );
-        let hmos = push(false, json!({"hmos": {"distribution": "ospush"}}));
+        let hmos = push(false, &[("hmos", strategy(ChannelStrategy::VendorOnly))]);
         assert_eq!(
             route(&hmos, Platform::Hmos, &["huawei"]),
             Some(("huawei", VendorOnly))
         );
         let xiaomi = push(
             false,
-            json!({"xiaomi": {"distribution": "first_ospush", "distribution_fcm": "secondary_fcm_push"},
-                   "fcm": {"distribution": "jpush"}}),
+            &[
+                (
+                    "xiaomi",
+                    VendorPolicy {
+                        strategy: Some(ChannelStrategy::VendorFirst),
+                        with_fcm: Some(FcmChoice::Fcm(OwnFirst)),
+                        ..Default::default()
+                    },
+                ),
+                ("fcm", strategy(OwnOnly)),
+            ],
         );
         assert_eq!(
             route(&xiaomi, Platform::Android, &["xiaomi"]),
@@ -461,6 +473,15 @@ mod tests {
             Some(("fcm", WhenOffline))
         );
         assert_eq!(route(&xiaomi, Platform::Android, &["fcm"]), None);
+        // A push-wide strategy applies to every vendor without one of its own.
+        let mut vendor_only = push(false, &[]);
+        vendor_only.policy.strategy = Some(ChannelStrategy::VendorOnly);
+        assert_eq!(
+            route(&vendor_only, Platform::Android, &["oppo"]),
+            Some(("oppo", Route::VendorOnly))
+        );
+        vendor_only.policy.strategy = Some(OwnOnly);
+        assert_eq!(route(&vendor_only, Platform::Ios, &["apns"]), None);
         // A vendor without the app's credentials is not usable, whatever the device holds.
         assert_eq!(
             route_for(&plain, Platform::Android, &["fcm"], |v| v == "oppo"),

@@ -58,8 +58,8 @@ impl Engine {
                     live.audience.clone(),
                     sent,
                     delivered,
-                    live.push.notification.is_some(),
-                    live.push.message.is_some(),
+                    !live.push.content.notifications.is_empty(),
+                    live.push.content.message.is_some(),
                 )
             }
             None => match self.store.load_push(&app.app_key, msg_id).await? {
@@ -67,8 +67,8 @@ impl Engine {
                     p.audience,
                     p.sent,
                     p.delivered,
-                    p.push.notification.is_some(),
-                    p.push.message.is_some(),
+                    !p.push.content.notifications.is_empty(),
+                    p.push.content.message.is_some(),
                 ),
                 None => return Ok(None),
             },

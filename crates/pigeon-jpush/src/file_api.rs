@@ -302,7 +302,7 @@ pub async fn push_file(State(s): State<JPush>, headers: HeaderMap, body: Body) -
         ));
     }
     let push = parse_with_file(&s.engine, &app, &value).await?;
-    let sendno = push.options.sendno.unwrap_or(0).to_string();
+    let sendno = push.labels.sendno.unwrap_or(0).to_string();
     let msg_id = crate::push_api::accept(&s, &app, push, false).await?;
     Ok(json_response(
         StatusCode::OK,

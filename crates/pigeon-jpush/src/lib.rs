@@ -17,6 +17,7 @@ mod report_api;
 mod schedule_api;
 pub mod time;
 mod trigger;
+pub mod upgrade;
 mod vendor_api;
 
 pub use api::{
@@ -36,7 +37,6 @@ use std::sync::Arc;
 #[derive(Clone)]
 pub(crate) struct JPush {
     pub engine: Arc<Engine>,
-    pub scheduler: Arc<schedule_api::Scheduler>,
 }
 
 /// Declares every JPush route once: the router is built from the same list the OpenAPI
@@ -133,10 +133,12 @@ async fn method_not_allowed(uri: Uri) -> ApiError {
     )
 }
 
-/// The JPush v3 routes, and the scheduler behind the Schedule API. Paths are matched after
+/// The JPush v3 routes; the JPush schedules start firing. Paths are matched after
 /// [`normalize_path`].
 pub async fn router(engine: Arc<Engine>) -> Result<Router, EngineError> {
-    let scheduler = schedule_api::Scheduler::start(engine.clone()).await?;
+    engine
+        .schedules()
+        .register(Arc::new(schedule_api::JPushSchedules));
     Ok(add_routes(Router::new())
         .method_not_allowed_fallback(method_not_allowed)
         // The fallback sits under the limits layer, so a 404 to an app's call carries its
@@ -151,7 +153,7 @@ pub async fn router(engine: Arc<Engine>) -> Result<Router, EngineError> {
             api::limits,
         ))
         .layer(axum::middleware::from_fn(api::json_errors))
-        .with_state(JPush { engine, scheduler }))
+        .with_state(JPush { engine }))
 }
 
 /// Rewrites a request path to the one the router knows: without a trailing slash, and with

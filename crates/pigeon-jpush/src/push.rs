@@ -6,10 +6,12 @@ use crate::fields::{
 };
 use pigeon_core::names::check_name;
 use pigeon_core::{
-    Audience, AudienceExpr, Notification, Platform, PlatformSet, Push, PushOptions,
-    DEFAULT_TIME_TO_LIVE_S, MAX_TIME_TO_LIVE_S,
+    Activity, ApnsFields, Audience, AudienceExpr, BadgeOp, ChannelStrategy, Click, FcmChoice,
+    IdempotencyKey, Message, Notification, Platform, PlatformSet, Push, PushCallback, SmsFallback,
+    VendorPolicy, DEFAULT_TIME_TO_LIVE_S, MAX_BADGE, MAX_TIME_TO_LIVE_S,
 };
 use serde_json::{Map, Value};
+use std::collections::BTreeMap;
 
 /// Most tags in one of tag / tag_and / tag_not.
 pub const MAX_AUDIENCE_TAGS: usize = 20;
@@ -365,48 +367,37 @@ pub fn parse_push(body: &Value) -> Checked<Push> {
     let platforms = parse_platform(top.get("platform").unwrap_or(&Value::Null))?;
     let audience = parse_audience(top.get("audience").unwrap_or(&Value::Null))?;
 
-    let notification = top
-        .get("notification")
-        .map(|n| parse_notification(n, platforms))
-        .transpose()?;
+    let notifications = match top.get("notification") {
+        Some(n) => parse_notification(n, platforms)?,
+        None => BTreeMap::new(),
+    };
     let message = top.get("message").map(parse_message).transpose()?;
-    if top.contains_key("inapp_message") && (message.is_some() || notification.is_none()) {
+    if top.contains_key("inapp_message") && (message.is_some() || notifications.is_empty()) {
         return Err(PushError::invalid(
             "inapp_message needs notification and cannot go with message",
         ));
     }
     check_sizes(top)?;
 
-    let options = match top.get("options") {
-        Some(o) => parse_options(o)?,
-        None => PushOptions::default(),
-    };
+    let mut push = Push::new(platforms, audience);
+    push.content.notifications = notifications;
+    push.content.message = message;
+    push.content.vendor_notification = top.get("notification_3rd").map(vendor_notification);
+    if let Some(o) = top.get("options") {
+        parse_options(o, &mut push)?;
+    }
     if let Some(cb) = top.get("callback") {
-        if let Some(url) = cb.get("url").and_then(Value::as_str) {
-            pigeon_callbacks::check_endpoint(url, &[])
-                .map_err(|m| PushError::invalid(format!("callback.url: {m}")))?;
-        }
+        push.callback = Some(parse_callback(cb)?);
     }
-    let mut extra = Map::new();
-    for key in ["inapp_message", "notification_3rd"] {
-        if let Some(v) = top.get(key) {
-            extra.insert(key.into(), v.clone());
-        }
-    }
-    Ok(Push {
-        msg_id: 0,
-        sent_ms: 0,
-        platforms,
-        audience,
-        notification,
-        message,
-        options,
-        sms_message: top.get("sms_message").cloned(),
-        callback: top.get("callback").cloned(),
-        cid: top.get("cid").and_then(Value::as_str).map(String::from),
-        schedule: None,
-        extra,
-    })
+    push.policy.sms = top.get("sms_message").map(parse_sms);
+    push.idempotency = top
+        .get("cid")
+        .and_then(Value::as_str)
+        .map(|key| IdempotencyKey {
+            key: key.to_string(),
+            issued_only: true,
+        });
+    Ok(push)
 }
 
 /// The platforms of a `platform` the table has checked.
@@ -509,7 +500,10 @@ fn parse_audience(v: &Value) -> Checked<Audience> {
     Ok(Audience::Expr(expr))
 }
 
-fn parse_notification(v: &Value, platforms: PlatformSet) -> Checked<Notification> {
+fn parse_notification(
+    v: &Value,
+    platforms: PlatformSet,
+) -> Checked<BTreeMap<Platform, Notification>> {
     let obj = as_object("notification", v)?;
     let alert = obj.get("alert").cloned();
     let mut sections = std::collections::BTreeMap::new();
@@ -530,7 +524,156 @@ fn parse_notification(v: &Value, platforms: PlatformSet) -> Checked<Notification
             "notification needs an alert, or a section for one of the push's platforms",
         ));
     }
-    Ok(Notification { alert, sections })
+    Ok(platforms
+        .iter()
+        .filter_map(|p| {
+            let section = sections.get(p.as_str());
+            if section.is_none() && alert.is_none() {
+                return None;
+            }
+            let empty = Map::new();
+            Some((
+                p,
+                notification(p, alert.as_ref(), section.unwrap_or(&empty)),
+            ))
+        })
+        .collect())
+}
+
+/// One platform's notification: its section, with the push's shared `alert` where the
+/// section has none. The fields Pigeon reads become typed; the rest are shown as given.
+fn notification(
+    platform: Platform,
+    alert: Option<&Value>,
+    section: &Map<String, Value>,
+) -> Notification {
+    let mut n = Notification::default();
+    let text = |k: &str| section.get(k).and_then(Value::as_str).map(String::from);
+    let mut apns = ApnsFields::default();
+    match section.get("alert").or(alert) {
+        Some(Value::String(s)) => n.body = s.clone(),
+        Some(Value::Object(a)) => {
+            n.body = a
+                .get("body")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .into();
+            n.title = a.get("title").and_then(Value::as_str).map(String::from);
+            apns.alert = Some(a.clone());
+        }
+        _ => {}
+    }
+    if let Some(t) = text("title") {
+        n.title = Some(t);
+    }
+    if let Some(Value::Object(e)) = section.get("extras") {
+        n.extras = e.clone();
+    }
+    match section.get("sound") {
+        Some(Value::String(s)) => n.sound = Some(s.clone()),
+        Some(Value::Object(o)) => apns.sound = Some(o.clone()),
+        _ => {}
+    }
+    n.channel_id = text("channel_id");
+    n.category = text("category");
+    n.badge_class = text("badge_class");
+    n.priority = section
+        .get("priority")
+        .and_then(int_of)
+        .map(|p| p.clamp(-2, 2) as i8);
+    n.badge = match platform {
+        Platform::Ios => section.get("badge").and_then(BadgeOp::parse),
+        _ => {
+            let num = |k: &str| section.get(k).and_then(int_of);
+            match (num("badge_set_num"), num("badge_add_num")) {
+                (Some(v), _) => Some(BadgeOp::Set(v.clamp(0, MAX_BADGE as i64) as u32)),
+                (None, Some(v)) => Some(BadgeOp::Add(v)),
+                (None, None) => None,
+            }
+        }
+    };
+    if let Some(url) = section
+        .get("intent")
+        .and_then(|i| i.get("url"))
+        .and_then(Value::as_str)
+    {
+        n.click = Click::Intent(url.to_string());
+    } else if let (Platform::Web, Some(url)) = (platform, text("url")) {
+        n.click = Click::Url(url);
+    }
+    let (class, action) = (text("uri_activity"), text("uri_action"));
+    if class.is_some() || action.is_some() {
+        n.activity = Some(Activity { class, action });
+    }
+    let flag = |k: &str| {
+        section
+            .get(k)
+            .is_some_and(|v| bool_of(v) == Some(true) || int_of(v) == Some(1))
+    };
+    apns.content_available = flag("content-available");
+    apns.mutable_content = flag("mutable-content");
+    apns.thread_id = text("thread-id");
+    apns.interruption_level = text("interruption-level");
+    if platform == Platform::Ios && apns != ApnsFields::default() {
+        n.apns = Some(apns);
+    }
+    const READ: [&str; 17] = [
+        "alert",
+        "title",
+        "extras",
+        "sound",
+        "channel_id",
+        "category",
+        "badge_class",
+        "priority",
+        "badge",
+        "badge_set_num",
+        "badge_add_num",
+        "intent",
+        "uri_activity",
+        "uri_action",
+        "content-available",
+        "mutable-content",
+        "thread-id",
+    ];
+    for (k, v) in section {
+        let read = READ.contains(&k.as_str())
+            || k == "interruption-level"
+            || (platform == Platform::Web && k == "url");
+        if !read {
+            n.display.insert(k.clone(), v.clone());
+        }
+    }
+    n
+}
+
+/// `notification_3rd` (jpush-v3 §2.7): what vendor channels show for a custom message.
+fn vendor_notification(v: &Value) -> Notification {
+    let text = |k: &str| v.get(k).and_then(Value::as_str).map(String::from);
+    let (class, action) = (text("uri_activity"), text("uri_action"));
+    Notification {
+        title: text("title"),
+        body: text("content").unwrap_or_default(),
+        extras: v
+            .get("extras")
+            .and_then(Value::as_object)
+            .cloned()
+            .unwrap_or_default(),
+        click: match v
+            .get("intent")
+            .and_then(|i| i.get("url"))
+            .and_then(Value::as_str)
+        {
+            Some(url) => Click::Intent(url.into()),
+            None => Click::OpenApp,
+        },
+        activity: (class.is_some() || action.is_some()).then_some(Activity { class, action }),
+        sound: text("sound"),
+        channel_id: text("channel_id"),
+        badge: v.get("badge_add_num").and_then(int_of).map(BadgeOp::Add),
+        badge_class: text("badge_class"),
+        ..Default::default()
+    }
 }
 
 /// Rules of one section beyond field types.
@@ -585,29 +728,52 @@ fn check_section(
     Ok(())
 }
 
-fn parse_message(v: &Value) -> Checked<Map<String, Value>> {
-    Ok(as_object("message", v)?.clone())
+fn parse_message(v: &Value) -> Checked<Message> {
+    let m = as_object("message", v)?;
+    let text = |k: &str| m.get(k).and_then(Value::as_str).map(String::from);
+    Ok(Message {
+        content: text("msg_content").unwrap_or_default(),
+        title: text("title"),
+        content_type: text("content_type"),
+        extras: m
+            .get("extras")
+            .and_then(Value::as_object)
+            .cloned()
+            .unwrap_or_default(),
+    })
 }
 
-fn parse_options(v: &Value) -> Checked<PushOptions> {
+fn parse_callback(v: &Value) -> Checked<PushCallback> {
+    let url = v.get("url").and_then(Value::as_str);
+    if let Some(url) = url {
+        pigeon_callbacks::check_endpoint(url, &[])
+            .map_err(|m| PushError::invalid(format!("callback.url: {m}")))?;
+    }
+    Ok(PushCallback {
+        url: url.map(String::from),
+        params: v.get("params").and_then(Value::as_object).cloned(),
+        kinds: v.get("type").and_then(int_of).map(|t| t.clamp(0, 15) as u8),
+    })
+}
+
+/// `sms_message`, text or template (the table checked its fields).
+pub(crate) fn parse_sms(v: &Value) -> SmsFallback {
+    SmsFallback {
+        delay_s: v.get("delay_time").and_then(int_of).unwrap_or(0).max(0) as u64,
+        text: v.get("content").and_then(Value::as_str).map(String::from),
+        template: v.get("temp_id").and_then(int_of).map(|t| t.to_string()),
+        params: v
+            .get("temp_para")
+            .and_then(Value::as_object)
+            .cloned()
+            .unwrap_or_default(),
+        sign_id: v.get("signid").and_then(int_of),
+    }
+}
+
+fn parse_options(v: &Value, push: &mut Push) -> Checked<()> {
     let obj = as_object("options", v)?;
     let int = |k: &str| obj.get(k).and_then(int_of);
-    let mut options = PushOptions {
-        sendno: int("sendno"),
-        time_to_live: int("time_to_live")
-            .map(|t| t as u64)
-            .unwrap_or(DEFAULT_TIME_TO_LIVE_S),
-        apns_production: obj.get("apns_production").and_then(bool_of).unwrap_or(true),
-        apns_collapse_id: obj
-            .get("apns_collapse_id")
-            .and_then(Value::as_str)
-            .map(String::from),
-        override_msg_id: int("override_msg_id").map(|m| m as u64),
-        notify_id: None,
-        big_push_duration: int("big_push_duration").map(|m| m as u64),
-        pace_ms: None,
-        other: Map::new(),
-    };
     if obj.get("need_backup").and_then(bool_of) == Some(true)
         && obj.get("active_push").and_then(bool_of) != Some(true)
     {
@@ -616,20 +782,69 @@ fn parse_options(v: &Value) -> Checked<PushOptions> {
             message: "options.need_backup requires options.active_push".into(),
         });
     }
-    const TYPED: [&str; 6] = [
-        "sendno",
-        "time_to_live",
-        "apns_production",
-        "apns_collapse_id",
-        "override_msg_id",
-        "big_push_duration",
-    ];
-    for (k, v) in obj {
-        if !TYPED.contains(&k.as_str()) {
-            options.other.insert(k.clone(), v.clone());
+    push.labels.sendno = int("sendno");
+    let policy = &mut push.policy;
+    policy.ttl_s = int("time_to_live")
+        .map(|t| t as u64)
+        .unwrap_or(DEFAULT_TIME_TO_LIVE_S);
+    policy.apns_production = obj.get("apns_production").and_then(bool_of).unwrap_or(true);
+    policy.collapse_id = obj
+        .get("apns_collapse_id")
+        .and_then(Value::as_str)
+        .map(String::from);
+    policy.overrides = int("override_msg_id").map(|m| m as u64);
+    policy.pace.minutes = int("big_push_duration").map(|m| m as u64);
+    if let Some(Value::Object(channels)) = obj.get("third_party_channel") {
+        for (vendor, fields) in channels {
+            if let Value::Object(fields) = fields {
+                policy.vendors.insert(vendor.clone(), vendor_policy(fields));
+            }
         }
     }
-    Ok(options)
+    Ok(())
+}
+
+/// One vendor's `third_party_channel` object: its `distribution` as a channel strategy,
+/// `distribution_fcm` as the FCM choice, the attributes Pigeon reads, the rest as given.
+fn vendor_policy(fields: &Map<String, Value>) -> VendorPolicy {
+    use ChannelStrategy::*;
+    let text = |k: &str| fields.get(k).and_then(Value::as_str);
+    let mut v = VendorPolicy {
+        strategy: match text("distribution") {
+            Some("jpush") => Some(OwnOnly),
+            Some("ospush") => Some(VendorOnly),
+            Some("first_ospush") => Some(VendorFirst),
+            Some("secondary_push") => Some(OwnFirst),
+            _ => None,
+        },
+        with_fcm: match text("distribution_fcm") {
+            Some("fcm") => Some(FcmChoice::Fcm(VendorOnly)),
+            Some("secondary_fcm_push") => Some(FcmChoice::Fcm(OwnFirst)),
+            Some("jpush") => Some(FcmChoice::Maker(OwnOnly)),
+            Some("pns") => Some(FcmChoice::Maker(VendorOnly)),
+            Some("secondary_pns_push") => Some(FcmChoice::Maker(OwnFirst)),
+            _ => None,
+        },
+        channel_id: text("channel_id").map(String::from),
+        importance: text("importance").map(String::from),
+        category: text("category").map(String::from),
+        classification: fields.get("classification").and_then(int_of),
+        fields: Map::new(),
+    };
+    const READ: [&str; 6] = [
+        "distribution",
+        "distribution_fcm",
+        "channel_id",
+        "importance",
+        "category",
+        "classification",
+    ];
+    for (k, value) in fields {
+        if !READ.contains(&k.as_str()) {
+            v.fields.insert(k.clone(), value.clone());
+        }
+    }
+    v
 }
 
 /// Payload limits (§2.12): `"ios":{...}` ≤ 2000 bytes; android notification + message ≤ 4000.
@@ -675,10 +890,9 @@ mod tests {
             "cid": "key-uuid"
         }))
         .unwrap();
-        assert_eq!(p.options.sendno, Some(7));
-        assert_eq!(p.options.time_to_live, 0);
-        assert!(!p.options.apns_production);
-        assert_eq!(p.options.other["classification"], json!(1));
+        assert_eq!(p.labels.sendno, Some(7));
+        assert_eq!(p.policy.ttl_s, 0);
+        assert!(!p.policy.apns_production);
         let Audience::Expr(e) = &p.audience else {
             panic!("expected expr")
         };
@@ -686,11 +900,19 @@ mod tests {
             (e.tag.len(), e.tag_not.len(), e.registration_id.len()),
             (1, 1, 0)
         );
+        assert_eq!(p.notification_for(Platform::Android).unwrap().body, "hi");
         assert_eq!(
-            p.notification_for(Platform::Android).unwrap()["alert"],
-            json!("hi")
+            p.idempotency
+                .as_ref()
+                .map(|k| (k.key.as_str(), k.issued_only)),
+            Some(("key-uuid", true))
         );
-        assert_eq!(p.cid.as_deref(), Some("key-uuid"));
+        let ios = p.notification_for(Platform::Ios).unwrap();
+        assert_eq!(ios.badge, Some(BadgeOp::Add(1)));
+        assert!(ios.apns.as_ref().unwrap().content_available);
+        let sms = p.policy.sms.as_ref().unwrap();
+        assert_eq!((sms.delay_s, sms.template.as_deref()), (60, Some("5")));
+        assert_eq!(p.content.message.as_ref().unwrap().content, "m");
     }
 
     #[test]

@@ -47,7 +47,7 @@ async fn handle(s: JPush, headers: HeaderMap, body: Body, validate_only: bool) -
     let value = read_json(body, F).await?;
     let push = parse_push(&value)
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.code, e.message))?;
-    let sendno = push.options.sendno.unwrap_or(0).to_string();
+    let sendno = push.labels.sendno.unwrap_or(0).to_string();
     let msg_id = accept(&s, &app, push, validate_only).await?;
     Ok(json_response(
         StatusCode::OK,
@@ -59,8 +59,7 @@ async fn handle(s: JPush, headers: HeaderMap, body: Body, validate_only: bool) -
 /// private address, written as one or resolving to one (`parse_push` checked its form; this
 /// needs the engine's settings and a lookup, so it is done here, for every way in).
 pub(crate) async fn check_callback_url(s: &JPush, push: &Push) -> Result<(), String> {
-    let url = push.callback.as_ref().and_then(|c| c.get("url"));
-    let Some(url) = url.and_then(Value::as_str) else {
+    let Some(url) = push.callback.as_ref().and_then(|c| c.url.as_deref()) else {
         return Ok(());
     };
     let policy = s.engine.private_networks().callbacks_policy();
@@ -205,7 +204,10 @@ async fn batch_entry(
     push_obj.insert("cid".into(), json!(cid));
     let mut push = parse_push(&Value::Object(push_obj))
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.code, e.message))?;
-    push.cid = Some(cid.to_string());
+    push.idempotency = Some(pigeon_core::IdempotencyKey {
+        key: cid.to_string(),
+        issued_only: true,
+    });
     accept(s, app, push, false).await
 }
 
@@ -229,20 +231,20 @@ pub async fn group_push(State(s): State<JPush>, headers: HeaderMap, body: Body) 
     let value = read_json(body, F).await?;
     let push = parse_push(&value)
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.code, e.message))?;
-    if push.options.override_msg_id.is_some() {
+    if push.policy.overrides.is_some() {
         return Err(ApiError::invalid(
             F,
             "group push does not support override_msg_id",
         ));
     }
-    if push.cid.is_some() {
+    if push.idempotency.is_some() {
         return Err(ApiError::invalid(F, "group push does not support cid"));
     }
     // Once for the whole group, so a refused URL is the request's answer, not each app's.
     check_callback_url(&s, &push)
         .await
         .map_err(|m| ApiError::invalid(F, m))?;
-    let sendno = push.options.sendno.unwrap_or(0).to_string();
+    let sendno = push.labels.sendno.unwrap_or(0).to_string();
     let mut out = Map::new();
     out.insert(
         "group_msgid".into(),

@@ -1,9 +1,8 @@
-//! The Schedule API (jpush-v3.md §7) and the scheduler that fires schedules.
+//! The Schedule API (jpush-v3.md §7) over the engine's scheduler.
 //!
 //! A schedule keeps its push object in the JPush dialect and is parsed again when it fires,
-//! so it always pushes to the audience as it is then. A firing stores its push and moves the
-//! schedule to its next time in one transaction, so a schedule fires exactly once per time,
-//! whatever crashes; a time missed while the server was down fires once when it is back.
+//! so it always pushes to the audience as it is then; the engine fires it exactly once per
+//! time (`pigeon_engine::schedules`).
 
 use crate::api::{
     authenticate, json_response, ok_empty, query_value, read_json, ApiError, ApiResult, Family,
@@ -14,15 +13,10 @@ use crate::JPush;
 use axum::body::Body;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
-use parking_lot::Mutex;
-use pigeon_core::ScheduleFiring;
+use pigeon_engine::schedules::{FiringError, FiringPush, ScheduleDoor};
 use pigeon_engine::{now_ms, uuid_v4, AppState, Engine, EngineError};
-use pigeon_store::{ScheduleRecord, ScheduleRun};
+use pigeon_store::ScheduleRecord;
 use serde_json::{json, Map, Value};
-use std::collections::BTreeMap;
-use std::sync::Arc;
-use std::time::Duration;
-use tokio::sync::Notify;
 
 const F: Family = Family::Schedule;
 /// Most schedules an app may have that will still fire.
@@ -30,140 +24,42 @@ const MAX_ACTIVE_PER_APP: usize = 100;
 const PAGE_SIZE: usize = 50;
 /// Longest a schedule name may be, in bytes.
 const MAX_NAME_BYTES: usize = 255;
-/// Longest the scheduler sleeps without looking (it is woken on every change).
-const IDLE_CHECK: Duration = Duration::from_secs(1);
 
-/// Every schedule, in memory; storage holds the same and is written first.
-pub struct Scheduler {
-    engine: Arc<Engine>,
-    schedules: Mutex<BTreeMap<String, ScheduleRecord>>,
-    /// Woken on every change, so a new earliest time is not slept past.
-    changed: Arc<Notify>,
-}
+/// How the engine's scheduler reads the schedules this door made: a JPush trigger, and a
+/// JPush push object parsed again at each firing (with the file it names read then).
+pub struct JPushSchedules;
 
-impl Scheduler {
-    /// Loads the stored schedules and starts firing them.
-    pub async fn start(engine: Arc<Engine>) -> Result<Arc<Scheduler>, EngineError> {
-        let all = engine.store().load_schedules().await?;
-        let scheduler = Arc::new(Scheduler {
-            engine,
-            schedules: Mutex::new(
-                all.into_iter()
-                    .map(|s| (s.schedule_id.clone(), s))
-                    .collect(),
-            ),
-            changed: Arc::new(Notify::new()),
-        });
-        tokio::spawn(run(Arc::downgrade(&scheduler)));
-        Ok(scheduler)
+/// The name stored with the schedules of this door.
+pub const DOOR: &str = "jpush";
+
+impl ScheduleDoor for JPushSchedules {
+    fn name(&self) -> &'static str {
+        DOOR
     }
 
-    fn due(&self, now: u64) -> Vec<ScheduleRecord> {
-        self.schedules
-            .lock()
-            .values()
-            .filter(|s| s.next_ms.is_some_and(|t| t <= now))
-            .cloned()
-            .collect()
+    fn next_after(&self, trigger: &Value, after_ms: u64) -> Result<Option<u64>, String> {
+        Ok(Trigger::parse_stored(trigger)?.next_after(after_ms))
     }
 
-    fn earliest(&self) -> Option<u64> {
-        self.schedules
-            .lock()
-            .values()
-            .filter_map(|s| s.next_ms)
-            .min()
+    fn push<'a>(
+        &'a self,
+        engine: &'a Engine,
+        app: &'a AppState,
+        record: &'a ScheduleRecord,
+    ) -> FiringPush<'a> {
+        Box::pin(async move {
+            parse_with_file(engine, app, &without_cid(&record.push))
+                .await
+                .map_err(|e| (e.code, e.message))
+        })
     }
 
-    /// Fires one due schedule (or, if disabled, lets its time pass) and records its next time.
-    async fn fire(&self, s: ScheduleRecord, now: u64) -> Result<(), EngineError> {
-        let Some(due) = s.next_ms else { return Ok(()) };
-        let trigger = Trigger::parse_stored(&s.trigger)
-            .map_err(|e| EngineError::Invalid(format!("stored trigger: {e}")))?;
-        let next_ms = trigger.next_after(due.max(now));
-        let store = self.engine.store();
-        let app = self.engine.app(&s.app_key).await?;
-        let outcome = match (&app, s.enabled) {
-            (Some(app), true) => self.push(app, &s, due, next_ms).await?,
-            (None, _) => Err((1008, "the app no longer exists".to_string())),
-            (_, false) => {
-                let mut moved = s.clone();
-                moved.next_ms = next_ms;
-                store.put_schedule(moved).await?;
-                Ok(())
-            }
-        };
-        if let Err((code, message)) = outcome {
-            let run = ScheduleRun {
-                msg_id: None,
-                error_code: code,
-                error_message: message,
-                at_ms: now,
-            };
-            store
-                .record_failed_run(&s.schedule_id, run, next_ms)
-                .await?;
+    fn accept_error(&self, e: &EngineError) -> Option<FiringError> {
+        match e {
+            EngineError::NoTarget => Some((1011, "cannot find user by this audience".into())),
+            EngineError::Invalid(m) => Some((1003, m.clone())),
+            _ => None,
         }
-        if let Some(mine) = self.schedules.lock().get_mut(&s.schedule_id) {
-            if mine.next_ms == Some(due) {
-                mine.next_ms = next_ms;
-            }
-        }
-        Ok(())
-    }
-
-    /// Pushes a firing; the push and the firing are stored together. An inner `Err` is a
-    /// firing that made no push, with its JPush code; an outer one, a storage failure to
-    /// retry.
-    async fn push(
-        &self,
-        app: &AppState,
-        s: &ScheduleRecord,
-        due: u64,
-        next_ms: Option<u64>,
-    ) -> Result<Result<(), (u32, String)>, EngineError> {
-        let mut push = match parse_with_file(&self.engine, app, &without_cid(&s.push)).await {
-            Ok(p) => p,
-            Err(e) => return Ok(Err((e.code, e.message))),
-        };
-        push.schedule = Some(ScheduleFiring {
-            schedule_id: s.schedule_id.clone(),
-            due_ms: due,
-            next_ms,
-        });
-        match self.engine.accept(app, push, false).await {
-            Ok(msg_id) => {
-                tracing::info!(schedule = %s.schedule_id, msg_id, "schedule fired");
-                Ok(Ok(()))
-            }
-            Err(EngineError::NoTarget) => {
-                Ok(Err((1011, "cannot find user by this audience".into())))
-            }
-            Err(EngineError::Invalid(m)) => Ok(Err((1003, m))),
-            Err(e) => Err(e),
-        }
-    }
-}
-
-async fn run(scheduler: std::sync::Weak<Scheduler>) {
-    loop {
-        let Some(s) = scheduler.upgrade() else { return };
-        let now = now_ms();
-        for due in s.due(now) {
-            let id = due.schedule_id.clone();
-            if let Err(e) = s.fire(due, now).await {
-                // Not moved on: it is tried again on the next round.
-                tracing::error!(schedule = %id, error = %e, "schedule could not fire");
-            }
-        }
-        let wait = s
-            .earliest()
-            .map(|t| Duration::from_millis(t.saturating_sub(now_ms())))
-            .unwrap_or(IDLE_CHECK)
-            .clamp(Duration::from_millis(10), IDLE_CHECK);
-        let changed = s.changed.clone();
-        drop(s);
-        let _ = tokio::time::timeout(wait, changed.notified()).await;
     }
 }
 
@@ -236,14 +132,7 @@ pub async fn create(State(s): State<JPush>, headers: HeaderMap, body: Body) -> A
     }
     let (trigger, _, next) = check_trigger(body.get("trigger"), now)?;
     let push = check_push(&s, &app, body.get("push")).await?;
-    let sched = &s.scheduler;
-    let active = sched
-        .schedules
-        .lock()
-        .values()
-        .filter(|x| x.app_key == app.app_key && x.next_ms.is_some())
-        .count();
-    if active >= MAX_ACTIVE_PER_APP {
+    if s.engine.schedules().active_count(&app.app_key) >= MAX_ACTIVE_PER_APP {
         return Err(ApiError::invalid(
             F,
             format!("an app may have at most {MAX_ACTIVE_PER_APP} active schedules"),
@@ -258,6 +147,7 @@ pub async fn create(State(s): State<JPush>, headers: HeaderMap, body: Body) -> A
         push,
         created_ms: now,
         next_ms: Some(next),
+        door: DOOR.into(),
     };
     save(&s, record.clone()).await?;
     Ok(json_response(
@@ -268,25 +158,18 @@ pub async fn create(State(s): State<JPush>, headers: HeaderMap, body: Body) -> A
 
 async fn save(s: &JPush, record: ScheduleRecord) -> Result<(), ApiError> {
     s.engine
-        .store()
-        .put_schedule(record.clone())
+        .schedules()
+        .save(record)
         .await
-        .map_err(|e| ApiError::internal(F, &e))?;
-    s.scheduler
-        .schedules
-        .lock()
-        .insert(record.schedule_id.clone(), record);
-    s.scheduler.changed.notify_one();
-    Ok(())
+        .map_err(|e| ApiError::internal(F, &e))
 }
 
+/// One of the app's schedules made through this door.
 fn find(s: &JPush, app: &AppState, id: &str) -> Result<ScheduleRecord, ApiError> {
-    s.scheduler
-        .schedules
-        .lock()
-        .get(id)
-        .filter(|x| x.app_key == app.app_key)
-        .cloned()
+    s.engine
+        .schedules()
+        .find(&app.app_key, id)
+        .filter(|x| x.door == DOOR)
         .ok_or_else(|| not_found(id))
 }
 
@@ -305,15 +188,7 @@ pub async fn list(
             .filter(|p| *p >= 1)
             .ok_or_else(|| ApiError::invalid(F, "page must be a number from 1"))?,
     };
-    let mut mine: Vec<ScheduleRecord> = s
-        .scheduler
-        .schedules
-        .lock()
-        .values()
-        .filter(|x| x.app_key == app.app_key && x.next_ms.is_some())
-        .cloned()
-        .collect();
-    mine.sort_by(|a, b| (a.created_ms, &a.schedule_id).cmp(&(b.created_ms, &b.schedule_id)));
+    let mine = s.engine.schedules().active(&app.app_key, DOOR);
     let total = mine.len();
     let shown: Vec<Value> = mine
         .iter()
@@ -410,11 +285,10 @@ pub async fn delete(
     find(&s, &app, &id)?;
     let deleted = s
         .engine
-        .store()
-        .delete_schedule(&app.app_key, &id)
+        .schedules()
+        .delete(&app.app_key, &id)
         .await
         .map_err(|e| ApiError::internal(F, &e))?;
-    s.scheduler.schedules.lock().remove(&id);
     if !deleted {
         return Err(not_found(&id));
     }

@@ -1,4 +1,4 @@
-//! Pigeon's SMS fallback (`sms_message`): when a push's `delay_time` has passed, every device
+//! Pigeon's SMS fallback: when a push's delay has passed, every device
 //! it targeted that has not acked it and has a mobile number bound gets one SMS through the
 //! configured provider, and each result is reported as an `Sms.Result` event.
 //!
@@ -12,6 +12,7 @@ mod provider;
 pub use provider::{from_config, Provider, ProviderError, Sms};
 
 use futures_util::StreamExt;
+use pigeon_core::SmsFallback;
 use pigeon_engine::{now_ms, Engine};
 use pigeon_store::{SmsSend, StoreError};
 use serde::Deserialize;
@@ -113,7 +114,7 @@ impl Worker {
             let sends = match targets {
                 None => Vec::new(),
                 Some((_, sms, targets)) => {
-                    let sms = sms.to_string();
+                    let sms = serde_json::to_string(&sms).unwrap_or_default();
                     targets
                         .into_iter()
                         .map(|(ordinal, registration_id, mobile)| SmsSend {
@@ -149,21 +150,17 @@ impl Worker {
     /// One try of one SMS: forgotten with its `Sms.Result` when the provider took it or
     /// it has had all its tries, else scheduled again.
     async fn send_one(&self, send: SmsSend) -> Result<(), StoreError> {
-        let sms: Value = serde_json::from_str(&send.sms).unwrap_or(Value::Null);
+        let sms: SmsFallback = serde_json::from_str(&send.sms).unwrap_or_default();
         let message = Sms {
             mobile: send.mobile.clone(),
             msg_id: send.msg_id.to_string(),
             registration_id: send.registration_id.clone(),
-            // The parser lets an integer come as a numeric string, as JPush does.
-            temp_id: sms.get("temp_id").and_then(|v| {
-                v.as_i64()
-                    .or_else(|| v.as_str().and_then(|s| s.trim().parse().ok()))
+            temp_id: sms.template.map(|t| match t.trim().parse::<i64>() {
+                Ok(n) => Value::from(n),
+                Err(_) => Value::String(t),
             }),
-            temp_para: sms
-                .get("temp_para")
-                .cloned()
-                .unwrap_or_else(|| Value::Object(Default::default())),
-            content: sms.get("content").and_then(Value::as_str).map(String::from),
+            temp_para: Value::Object(sms.params),
+            content: sms.text,
         };
         let attempts = send.attempts + 1;
         let outcome = self.provider.send(&message).await;

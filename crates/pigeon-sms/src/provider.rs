@@ -16,7 +16,8 @@ pub struct Sms {
     pub mobile: String,
     pub msg_id: String,
     pub registration_id: String,
-    pub temp_id: Option<i64>,
+    /// The template id: a number when it is one (JPush's are), else text (Getui's).
+    pub temp_id: Option<Value>,
     pub temp_para: Value,
     pub content: Option<String>,
 }
@@ -66,11 +67,12 @@ impl Sms {
                     .collect()
             })
             .unwrap_or_default();
-        format!(
-            "[{}] {}",
-            self.temp_id.unwrap_or_default(),
-            params.join(", ")
-        )
+        let id = match &self.temp_id {
+            Some(Value::String(s)) => s.clone(),
+            Some(v) => v.to_string(),
+            None => "0".into(),
+        };
+        format!("[{id}] {}", params.join(", "))
     }
 }
 
@@ -301,7 +303,7 @@ mod tests {
             mobile: "13800138000".into(),
             msg_id: "42".into(),
             registration_id: "rid\"1".into(),
-            temp_id: Some(7),
+            temp_id: Some(json!(7)),
             temp_para: json!({"code": "9 9"}),
             content: None,
         }

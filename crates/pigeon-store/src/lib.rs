@@ -16,7 +16,7 @@ pub use records::{
     DeviceEvent, DeviceRecord, FileRecord, GroupRecord, Location, NewEvent, ScheduleRecord,
     ScheduleRun, SmsSend, StoredEvent, StoredPush,
 };
-pub use sqlite::{SqliteStore, Synchronous};
+pub use sqlite::{PushUpgrader, SqliteStore, Synchronous};
 
 use pigeon_core::Push;
 use roaring::RoaringBitmap;

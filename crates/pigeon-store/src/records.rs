@@ -89,6 +89,8 @@ pub struct ScheduleRecord {
     pub created_ms: u64,
     /// When it fires next; `None` once it never will again.
     pub next_ms: Option<u64>,
+    /// The front door that made it, which reads its `trigger` and `push` (`jpush`, ...).
+    pub door: String,
 }
 
 /// One firing of a schedule, as `GET /v3/schedules/{id}/msg_ids` lists it.
@@ -195,7 +197,7 @@ pub struct SmsSend {
     pub app_key: String,
     pub registration_id: String,
     pub mobile: String,
-    /// The push's `sms_message` as JSON text.
+    /// The push's SMS fallback (`SmsFallback`) as JSON text.
     pub sms: String,
     /// Tries so far.
     pub attempts: u32,

@@ -6,7 +6,7 @@ use crate::{
     DeviceEvent, DeviceRecord, FileRecord, GroupRecord, Location, NewEvent, ScheduleRecord,
     ScheduleRun, SmsSend, Storage, StoreError, StoreFuture, StoreResult, StoredEvent, StoredPush,
 };
-use pigeon_core::{Platform, Push};
+use pigeon_core::{Platform, Push, SmsFallback};
 use roaring::RoaringBitmap;
 use rusqlite::{params, Connection, OptionalExtension};
 use serde_json::{Map, Value};
@@ -212,7 +212,8 @@ CREATE TABLE IF NOT EXISTS schedules (
     trigger TEXT NOT NULL,
     push TEXT NOT NULL,
     created_ms INTEGER NOT NULL,
-    next_ms INTEGER
+    next_ms INTEGER,
+    door TEXT NOT NULL DEFAULT 'jpush'
 );
 -- Each firing of a schedule: the push it made, or why it made none.
 CREATE TABLE IF NOT EXISTS schedule_runs (
@@ -309,10 +310,21 @@ impl SqliteStore {
     /// Opens (creating if needed) the database at `path` and starts its writer thread.
     /// Must be called within a tokio runtime.
     pub fn open(path: impl AsRef<Path>, sync: Synchronous) -> StoreResult<SqliteStore> {
+        Self::open_upgrading(path, sync, None)
+    }
+
+    /// [`SqliteStore::open`], rewriting pushes stored by an older Pigeon in today's model
+    /// with `upgrader`. Without one, such a database is refused.
+    pub fn open_upgrading(
+        path: impl AsRef<Path>,
+        sync: Synchronous,
+        upgrader: Option<&dyn PushUpgrader>,
+    ) -> StoreResult<SqliteStore> {
         let path = path.as_ref().to_path_buf();
         let conn = open_connection(&path, sync)?;
         conn.execute_batch(SCHEMA)?;
         migrate(&conn)?;
+        upgrade_pushes(&conn, upgrader)?;
         let key = SealingKey::load_or_create(path.parent().unwrap_or(Path::new(".")))?;
         seal_plain_secrets(&conn, &key)?;
         // Checkpoints copy the WAL into the database; done inside a commit they stall every
@@ -396,6 +408,74 @@ impl SqliteStore {
     }
 }
 
+/// Reads pushes in the form an older Pigeon stored them (a dialect's JSON, before Pigeon had a
+/// model of its own). The store cannot read that form itself; the front door whose names it
+/// used can.
+pub trait PushUpgrader {
+    /// An old push body as today's push.
+    fn push(&self, old: &Value) -> Result<Push, String>;
+    /// An old pending SMS (the push's `sms_message` then) as today's fallback.
+    fn sms(&self, old: &Value) -> Result<SmsFallback, String>;
+}
+
+/// Rewrites the pushes and pending SMS stored in the old form, in one transaction.
+fn upgrade_pushes(conn: &Connection, upgrader: Option<&dyn PushUpgrader>) -> StoreResult<()> {
+    let old_pushes: Vec<(i64, String)> = conn
+        .prepare("SELECT msg_id, body FROM pushes WHERE json_extract(body, '$.policy') IS NULL")?
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<Result<_, _>>()?;
+    let old_sms: Vec<(i64, u32, String)> = conn
+        .prepare(
+            "SELECT msg_id, ordinal, sms FROM sms_sends
+             WHERE json_extract(sms, '$.delay_time') IS NOT NULL",
+        )?
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+        .collect::<Result<_, _>>()?;
+    if old_pushes.is_empty() && old_sms.is_empty() {
+        return Ok(());
+    }
+    let Some(upgrader) = upgrader else {
+        return Err(StoreError::Corrupt(format!(
+            "{} pushes are stored in an older form: open the database with the pigeon binary, \
+             which upgrades them",
+            old_pushes.len()
+        )));
+    };
+    let tx = conn.unchecked_transaction()?;
+    for (msg_id, body) in &old_pushes {
+        let old: Value = serde_json::from_str(body)
+            .map_err(|e| StoreError::Corrupt(format!("push {msg_id}: {e}")))?;
+        let push = upgrader
+            .push(&old)
+            .map_err(|e| StoreError::Corrupt(format!("upgrading push {msg_id}: {e}")))?;
+        let body = serde_json::to_string(&push)
+            .map_err(|e| StoreError::Corrupt(format!("push {msg_id}: {e}")))?;
+        tx.execute(
+            "UPDATE pushes SET body = ?2 WHERE msg_id = ?1",
+            params![msg_id, body],
+        )?;
+    }
+    for (msg_id, ordinal, sms) in &old_sms {
+        let old: Value = serde_json::from_str(sms)
+            .map_err(|e| StoreError::Corrupt(format!("SMS of push {msg_id}: {e}")))?;
+        let sms = upgrader
+            .sms(&old)
+            .and_then(|s| serde_json::to_string(&s).map_err(|e| e.to_string()))
+            .map_err(|e| StoreError::Corrupt(format!("upgrading SMS of push {msg_id}: {e}")))?;
+        tx.execute(
+            "UPDATE sms_sends SET sms = ?3 WHERE msg_id = ?1 AND ordinal = ?2",
+            params![msg_id, ordinal, sms],
+        )?;
+    }
+    tx.commit()?;
+    tracing::info!(
+        pushes = old_pushes.len(),
+        sms = old_sms.len(),
+        "upgraded pushes stored by an older Pigeon"
+    );
+    Ok(())
+}
+
 /// Brings a database made by an older Pigeon up to the current schema.
 /// Seals the secrets written before sealing existed (credentials, VAPID private keys).
 fn seal_plain_secrets(conn: &Connection, key: &SealingKey) -> StoreResult<()> {
@@ -430,7 +510,7 @@ fn seal_plain_secrets(conn: &Connection, key: &SealingKey) -> StoreResult<()> {
 
 fn migrate(conn: &Connection) -> StoreResult<()> {
     // Each column added since the first release, with the statements that add it.
-    let added: [(&str, &str, &str); 7] = [
+    let added: [(&str, &str, &str); 8] = [
         (
             "deliveries",
             "sent",
@@ -468,6 +548,11 @@ fn migrate(conn: &Connection) -> StoreResult<()> {
             "first_event_id",
             "ALTER TABLE callback_batches ADD COLUMN first_event_id INTEGER NOT NULL DEFAULT 0;
              ALTER TABLE callback_batches ADD COLUMN last_event_id INTEGER NOT NULL DEFAULT 0;",
+        ),
+        (
+            "schedules",
+            "door",
+            "ALTER TABLE schedules ADD COLUMN door TEXT NOT NULL DEFAULT 'jpush';",
         ),
     ];
     let exists = |table: &str| -> rusqlite::Result<bool> {
@@ -1137,9 +1222,9 @@ impl Storage for SqliteStore {
         let body = serde_json::to_string(push);
         let blob = serialize_bitmap(audience);
         let (msg_id, sent, expires) = (push.msg_id, push.sent_ms, push.expires_ms());
-        let cid = push.cid.clone();
+        let idempotency = push.idempotency.clone();
         let schedule = push.schedule.clone();
-        let overrides = push.options.override_msg_id;
+        let overrides = push.policy.overrides;
         let sms_due = push.sms_due_ms();
         Box::pin(async move {
             let body = body.map_err(|e| StoreError::Corrupt(format!("push body: {e}")))?;
@@ -1186,15 +1271,35 @@ impl Storage for SqliteStore {
                         firing.next_ms,
                     )?;
                 }
-                if let Some(cid) = cid {
-                    let used = c
-                        .prepare_cached(
+                if let Some(key) = idempotency {
+                    // A key from the pool is marked used; any other key is taken as new.
+                    let used = if key.issued_only {
+                        c.prepare_cached(
                             "UPDATE cids SET msg_id = ?3 WHERE app_key = ?1 AND cid = ?2
                              AND msg_id IS NULL",
                         )?
-                        .execute(params![app_key, cid, to_i64(msg_id)])?;
+                        .execute(params![
+                            app_key,
+                            key.key,
+                            to_i64(msg_id)
+                        ])?
+                    } else {
+                        c.prepare_cached(
+                            "INSERT INTO cids (app_key, cid, issued_ms, msg_id)
+                             VALUES (?1, ?2, ?4, ?3)
+                             ON CONFLICT (app_key, cid) DO UPDATE
+                             SET msg_id = excluded.msg_id, issued_ms = excluded.issued_ms
+                             WHERE cids.issued_ms < excluded.issued_ms - 86400000",
+                        )?
+                        .execute(params![
+                            app_key,
+                            key.key,
+                            to_i64(msg_id),
+                            to_i64(sent)
+                        ])?
+                    };
                     if used == 0 {
-                        return Err(StoreError::Conflict(format!("cid {cid}")));
+                        return Err(StoreError::Conflict(format!("idempotency key {}", key.key)));
                     }
                 }
                 Ok(())
@@ -2245,7 +2350,7 @@ impl Storage for SqliteStore {
         Box::pin(self.write(move |c| {
             c.prepare_cached(
                 "INSERT INTO schedules (schedule_id, app_key, name, enabled, trigger, push,
-                    created_ms, next_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+                    created_ms, next_ms, door) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
                  ON CONFLICT (schedule_id) DO UPDATE SET name = excluded.name,
                     enabled = excluded.enabled, trigger = excluded.trigger, push = excluded.push,
                     next_ms = excluded.next_ms",
@@ -2259,6 +2364,7 @@ impl Storage for SqliteStore {
                 r.push.to_string(),
                 to_i64(r.created_ms),
                 r.next_ms.map(to_i64),
+                r.door,
             ])?;
             Ok(())
         }))
@@ -2278,7 +2384,8 @@ impl Storage for SqliteStore {
     fn load_schedules(&self) -> StoreFuture<'_, Vec<ScheduleRecord>> {
         Box::pin(self.read(|c| {
             let mut st = c.prepare(
-                "SELECT schedule_id, app_key, name, enabled, trigger, push, created_ms, next_ms
+                "SELECT schedule_id, app_key, name, enabled, trigger, push, created_ms, next_ms,
+                    door
                  FROM schedules ORDER BY created_ms, schedule_id",
             )?;
             let mut rows = st.query([])?;
@@ -2299,6 +2406,7 @@ impl Storage for SqliteStore {
                     push: json(&push)?,
                     created_ms: to_u64(r.get(6)?),
                     next_ms: r.get::<_, Option<i64>>(7)?.map(to_u64),
+                    door: r.get(8)?,
                 });
             }
             Ok(out)
@@ -2350,7 +2458,7 @@ impl Storage for SqliteStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use pigeon_core::{Audience, PlatformSet, PushOptions};
+    use pigeon_core::{Audience, PlatformSet};
     use serde_json::json;
 
     fn device(ordinal: u32, rid: &str) -> DeviceRecord {
@@ -2572,20 +2680,10 @@ mod tests {
         assert_eq!(devices.len(), 2);
         assert_eq!(devices[0].tags, d.tags);
 
-        let push = Push {
-            msg_id: 42,
-            sent_ms: 1_000,
-            platforms: PlatformSet::all(),
-            audience: Audience::All,
-            notification: None,
-            message: Some(Map::new()),
-            options: PushOptions::default(),
-            sms_message: None,
-            callback: None,
-            cid: None,
-            schedule: None,
-            extra: Map::new(),
-        };
+        let mut push = Push::new(PlatformSet::all(), Audience::All);
+        push.msg_id = 42;
+        push.sent_ms = 1_000;
+        push.content.message = Some(Default::default());
         let audience: RoaringBitmap = [0u32, 1].into_iter().collect();
         store
             .insert_push("k", &push, &audience, Vec::new())

@@ -5,78 +5,111 @@
 use crate::apns::Notification;
 use crate::webpush::Delivery;
 use crate::xiaomi::XiaomiMessage;
-use pigeon_core::{Platform, Push};
+use pigeon_core::{ApnsFields, Click, Platform, Push, VendorPolicy};
 use pigeon_engine::now_ms;
 use serde_json::{json, Map, Value};
 use std::time::Duration;
 
 /// What a device on one platform is shown for a push, read once from its notification.
-pub(crate) struct Shown {
+pub(crate) struct Shown<'a> {
     pub title: Option<String>,
     pub body: String,
     pub extras: Map<String, Value>,
-    /// The platform's own section (`android`, `ios`, `hmos`, `web`), shared `alert` merged.
-    section: Map<String, Value>,
+    /// The platform's notification (or the push's notification for vendor channels).
+    n: Option<&'a pigeon_core::Notification>,
 }
 
-impl Shown {
-    pub(crate) fn of(push: &Push, platform: Platform) -> Shown {
-        let section = push.notification_for(platform).unwrap_or_default();
-        let (mut title, body) = match section.get("alert") {
-            Some(Value::String(s)) => (None, s.clone()),
-            Some(Value::Object(a)) => (
-                a.get("title").and_then(Value::as_str).map(String::from),
-                a.get("body")
-                    .and_then(Value::as_str)
-                    .unwrap_or_default()
-                    .to_string(),
-            ),
-            _ => (None, String::new()),
+impl<'a> Shown<'a> {
+    pub(crate) fn of(push: &'a Push, platform: Platform) -> Shown<'a> {
+        let n = push.vendor_notification_for(platform);
+        let alert = n
+            .and_then(|n| n.apns.as_ref())
+            .and_then(|a| a.alert.as_ref());
+        let text = |key: &str| alert.and_then(|a| a.get(key)).and_then(Value::as_str);
+        let title = n
+            .and_then(|n| n.title.clone())
+            .or_else(|| text("title").map(String::from));
+        let body = match (n, text("body")) {
+            (Some(n), _) if !n.body.is_empty() => n.body.clone(),
+            (_, Some(b)) => b.to_string(),
+            _ => String::new(),
         };
-        if let Some(t) = section.get("title").and_then(Value::as_str) {
-            title = Some(t.to_string());
-        }
-        let extras = section
-            .get("extras")
-            .and_then(Value::as_object)
-            .cloned()
-            .unwrap_or_default();
         Shown {
             title,
             body,
-            extras,
-            section,
+            extras: n.map(|n| n.extras.clone()).unwrap_or_default(),
+            n,
         }
     }
 
-    fn text(&self, key: &str) -> Option<&str> {
-        self.section
-            .get(key)
-            .and_then(Value::as_str)
+    fn channel_id(&self) -> Option<&str> {
+        self.n.and_then(|n| n.channel_id.as_deref())
+    }
+
+    fn sound(&self) -> Option<&str> {
+        self.n
+            .and_then(|n| n.sound.as_deref())
             .filter(|s| !s.is_empty())
     }
 
-    /// Android's click target: `intent.url` (an intent URI or deeplink).
+    fn category(&self) -> Option<&str> {
+        self.n.and_then(|n| n.category.as_deref())
+    }
+
+    fn badge_class(&self) -> Option<&str> {
+        self.n.and_then(|n| n.badge_class.as_deref())
+    }
+
+    fn click(&self) -> &Click {
+        static OPEN_APP: Click = Click::OpenApp;
+        self.n.map_or(&OPEN_APP, |n| &n.click)
+    }
+
+    /// Android's click target: an intent URI or deep link.
     fn intent(&self) -> Option<&str> {
-        self.section
-            .get("intent")
-            .and_then(|i| i.get("url"))
-            .and_then(Value::as_str)
+        match self.click() {
+            Click::Intent(u) if !u.is_empty() => Some(u),
+            _ => None,
+        }
+    }
+
+    /// An activity to open, by class name.
+    fn activity(&self) -> Option<&str> {
+        self.n
+            .and_then(|n| n.activity.as_ref())
+            .and_then(|a| a.class.as_deref())
             .filter(|s| !s.is_empty())
+    }
+
+    /// An activity to open, by intent action.
+    fn activity_action(&self) -> Option<&str> {
+        self.n
+            .and_then(|n| n.activity.as_ref())
+            .and_then(|a| a.action.as_deref())
+            .filter(|s| !s.is_empty())
+    }
+
+    /// A web page to open.
+    fn url(&self) -> Option<&str> {
+        match self.click() {
+            Click::Url(u) if !u.is_empty() => Some(u),
+            _ => None,
+        }
+    }
+
+    /// Where a tap leads for vendors with one "open this" field: an intent, an activity or
+    /// a web page.
+    fn target(&self) -> Option<&str> {
+        self.intent().or(self.activity()).or(self.url())
     }
 
     /// Android's priority −2..2: 0 and above is high for FCM, as JPush maps it.
     fn high_priority(&self) -> bool {
-        self.section
-            .get("priority")
-            .and_then(Value::as_i64)
-            .unwrap_or(0)
-            >= 0
+        self.n.and_then(|n| n.priority).unwrap_or(0) >= 0
     }
 
-    fn flag(&self, key: &str) -> bool {
-        matches!(self.section.get(key), Some(Value::Bool(true)))
-            || self.section.get(key).and_then(Value::as_i64) == Some(1)
+    fn apns(&self) -> Option<&ApnsFields> {
+        self.n.and_then(|n| n.apns.as_ref())
     }
 
     /// The title, or an empty one for vendors that need the field.
@@ -85,23 +118,17 @@ impl Shown {
     }
 }
 
-/// A string field of `options.third_party_channel.<vendor>`.
-fn channel_option<'a>(push: &'a Push, vendor: &str, field: &str) -> Option<&'a Value> {
-    push.options
-        .other
-        .get("third_party_channel")?
-        .get(vendor)?
-        .get(field)
+/// A vendor channel's part of the push's delivery policy.
+fn vendor_policy<'a>(push: &'a Push, vendor: &str) -> Option<&'a VendorPolicy> {
+    push.policy.vendors.get(vendor)
 }
 
-fn channel_text<'a>(push: &'a Push, vendor: &str, field: &str) -> Option<&'a str> {
-    channel_option(push, vendor, field).and_then(Value::as_str)
-}
-
-/// The Android notification channel: the vendor's own from `third_party_channel`, else the
-/// notification's `channel_id`.
+/// The Android notification channel: the vendor's own from the push's policy, else the
+/// notification's.
 fn channel_id<'a>(push: &'a Push, shown: &'a Shown, vendor: &str) -> Option<&'a str> {
-    channel_text(push, vendor, "channel_id").or(shown.text("channel_id"))
+    vendor_policy(push, vendor)
+        .and_then(|v| v.channel_id.as_deref())
+        .or(shown.channel_id())
 }
 
 /// Seconds the push may still be kept for the device.
@@ -144,36 +171,52 @@ pub(crate) fn apns(push: &Push, shown: &Shown, badge: Option<u32>) -> Notificati
         &Value::Object(extras),
     );
     let aps = &mut n.payload["aps"];
-    if let Some(alert @ Value::Object(_)) = shown.section.get("alert") {
-        aps["alert"] = alert.clone();
+    let fields = shown.apns();
+    if let Some(alert) = fields.and_then(|f| f.alert.as_ref()) {
+        aps["alert"] = Value::Object(alert.clone());
     }
     if let Some(obj) = aps.as_object_mut() {
         obj.remove("sound");
-        for key in ["sound", "category", "thread-id", "interruption-level"] {
-            if let Some(v) = shown.section.get(key).filter(|v| !v.is_null()) {
-                obj.insert(key.into(), v.clone());
+        match (fields.and_then(|f| f.sound.as_ref()), shown.sound()) {
+            (Some(dict), _) => {
+                obj.insert("sound".into(), Value::Object(dict.clone()));
             }
+            (None, Some(name)) => {
+                obj.insert("sound".into(), json!(name));
+            }
+            (None, None) => {}
         }
-        if shown.flag("mutable-content") {
-            obj.insert("mutable-content".into(), json!(1));
+        if let Some(c) = shown.category() {
+            obj.insert("category".into(), json!(c));
         }
-        if shown.flag("content-available") {
-            obj.insert("content-available".into(), json!(1));
-            if shown.body.is_empty() && shown.title.is_none() {
-                obj.remove("alert");
-                n.push_type = "background".into();
-                n.priority = 5;
+        if let Some(f) = fields {
+            if let Some(t) = &f.thread_id {
+                obj.insert("thread-id".into(), json!(t));
+            }
+            if let Some(l) = &f.interruption_level {
+                obj.insert("interruption-level".into(), json!(l));
+            }
+            if f.mutable_content {
+                obj.insert("mutable-content".into(), json!(1));
+            }
+            if f.content_available {
+                obj.insert("content-available".into(), json!(1));
+                if shown.body.is_empty() && shown.title.is_none() {
+                    obj.remove("alert");
+                    n.push_type = "background".into();
+                    n.priority = 5;
+                }
             }
         }
     }
     // An override replaces the notification it overrides, as its collapse id.
     n.collapse_id = push
-        .options
-        .apns_collapse_id
+        .policy
+        .collapse_id
         .clone()
-        .or_else(|| push.options.notify_id.clone());
+        .or_else(|| push.policy.notify_id.clone());
     n.expiration = Some(push.expires_ms() / 1000);
-    n.sandbox = !push.options.apns_production;
+    n.sandbox = !push.policy.apns_production;
     n
 }
 
@@ -203,10 +246,10 @@ pub(crate) fn fcm(push: &Push, shown: &Shown, badge: Option<u32>) -> Value {
     if let Some(c) = channel_id(push, shown, "fcm") {
         android["channel_id"] = json!(c);
     }
-    if let Some(s) = shown.text("sound") {
+    if let Some(s) = shown.sound() {
         android["sound"] = json!(s);
     }
-    if let Some(a) = shown.text("uri_action").or(shown.intent()) {
+    if let Some(a) = shown.activity_action().or(shown.intent()) {
         android["click_action"] = json!(a);
     }
     let priority = if shown.high_priority() {
@@ -219,13 +262,13 @@ pub(crate) fn fcm(push: &Push, shown: &Shown, badge: Option<u32>) -> Value {
             "collapse_key": push.notify_id(), "notification": android}})
 }
 
-/// Huawei's and Honor's click action: an intent (`intent.url`) or activity action
-/// (`uri_activity`), else open the app.
+/// Huawei's and Honor's click action: an intent, an activity, a web page, else open the app.
 fn click_action(shown: &Shown) -> Value {
-    match (shown.intent(), shown.text("uri_activity")) {
-        (Some(intent), _) => json!({"type": 1, "intent": intent}),
-        (None, Some(action)) => json!({"type": 1, "action": action}),
-        (None, None) => json!({"type": 3}),
+    match (shown.intent(), shown.activity(), shown.url()) {
+        (Some(intent), _, _) => json!({"type": 1, "intent": intent}),
+        (None, Some(action), _) => json!({"type": 1, "action": action}),
+        (None, None, Some(url)) => json!({"type": 2, "url": url}),
+        (None, None, None) => json!({"type": 3}),
     }
 }
 
@@ -236,21 +279,24 @@ pub(crate) fn huawei(push: &Push, shown: &Shown, badge: Option<u32>) -> Value {
         "notify_id": notify_number(push)});
     if let Some(b) = badge {
         notification["badge"] = json!({"set_num": b});
-        if let Some(class) = shown.text("badge_class") {
+        if let Some(class) = shown.badge_class() {
             notification["badge"]["class"] = json!(class);
         }
     }
     if let Some(c) = channel_id(push, shown, "huawei") {
         notification["channel_id"] = json!(c);
     }
-    if let Some(s) = shown.text("sound") {
+    if let Some(s) = shown.sound() {
         notification["sound"] = json!(s);
     }
-    if let Some(i) = channel_text(push, "huawei", "importance") {
+    if let Some(i) = vendor_policy(push, "huawei").and_then(|v| v.importance.as_deref()) {
         notification["importance"] = json!(i);
     }
     let mut android = json!({"ttl": format!("{}s", ttl_s(push)), "notification": notification});
-    if let Some(c) = channel_text(push, "huawei", "category").or(shown.text("category")) {
+    if let Some(c) = vendor_policy(push, "huawei")
+        .and_then(|v| v.category.as_deref())
+        .or(shown.category())
+    {
         android["category"] = json!(c);
     }
     json!({"data": data_text(shown, push), "android": android})
@@ -270,11 +316,11 @@ pub(crate) fn honor(push: &Push, shown: &Shown, badge: Option<u32>) -> Value {
         "clickAction": click, "tag": push.notify_id(), "notifyId": notify_number(push)});
     if let Some(b) = badge {
         notification["badge"] = json!({"setNum": b});
-        if let Some(class) = shown.text("badge_class") {
+        if let Some(class) = shown.badge_class() {
             notification["badge"]["badgeClass"] = json!(class);
         }
     }
-    if let Some(i) = channel_text(push, "honor", "importance") {
+    if let Some(i) = vendor_policy(push, "honor").and_then(|v| v.importance.as_deref()) {
         notification["importance"] = json!(i);
     }
     json!({"data": data_text(shown, push),
@@ -284,7 +330,7 @@ pub(crate) fn honor(push: &Push, shown: &Shown, badge: Option<u32>) -> Value {
 /// Mi Push's message: an intent opens through `notify_effect` 2, a web page through 3.
 pub(crate) fn xiaomi(push: &Push, shown: &Shown) -> XiaomiMessage {
     let mut extra = Vec::new();
-    match shown.intent().or(shown.text("uri_activity")) {
+    match shown.target() {
         Some(u) if u.starts_with("http://") || u.starts_with("https://") => {
             extra.push(("notify_effect".into(), "3".into()));
             extra.push(("web_uri".into(), u.into()));
@@ -319,9 +365,12 @@ pub(crate) fn oppo(push: &Push, shown: &Shown) -> Value {
     if let Some(u) = shown.intent() {
         n["click_action_type"] = json!(5);
         n["click_action_url"] = json!(u);
-    } else if let Some(a) = shown.text("uri_action") {
+    } else if let Some(a) = shown.activity_action() {
         n["click_action_type"] = json!(1);
         n["click_action_activity"] = json!(a);
+    } else if let Some(u) = shown.url() {
+        n["click_action_type"] = json!(2);
+        n["click_action_url"] = json!(u);
     }
     if let Some(c) = channel_id(push, shown, "oppo") {
         n["channel_id"] = json!(c);
@@ -346,17 +395,20 @@ pub(crate) fn vivo(push: &Push, shown: &Shown) -> Value {
         })
         .collect();
     custom.insert("msg_id".into(), json!(push.msg_id.to_string()));
-    let classification = channel_option(push, "vivo", "classification")
-        .and_then(Value::as_i64)
+    let classification = vendor_policy(push, "vivo")
+        .and_then(|v| v.classification)
         .unwrap_or(0);
     let mut m = json!({"notifyType": 4, "title": shown.title_or_empty(), "content": shown.body,
         "timeToLive": ttl_s(push).clamp(60, 7 * 86400), "skipType": 1,
         "classification": classification, "clientCustomMap": custom});
-    if let Some(u) = shown.intent().or(shown.text("uri_activity")) {
+    if let Some(u) = shown.intent().or(shown.activity()) {
         m["skipType"] = json!(4);
         m["skipContent"] = json!(u);
+    } else if let Some(u) = shown.url() {
+        m["skipType"] = json!(2);
+        m["skipContent"] = json!(u);
     }
-    if let Some(c) = channel_text(push, "vivo", "category") {
+    if let Some(c) = vendor_policy(push, "vivo").and_then(|v| v.category.as_deref()) {
         m["category"] = json!(c);
     }
     m
@@ -367,7 +419,7 @@ pub(crate) fn meizu(push: &Push, shown: &Shown) -> Value {
     let mut extras = shown.extras.clone();
     extras.insert("msg_id".into(), json!(push.msg_id.to_string()));
     let mut click = json!({"clickType": 0, "parameters": extras});
-    match shown.intent().or(shown.text("uri_activity")) {
+    match shown.target() {
         Some(u) if u.starts_with("http://") || u.starts_with("https://") => {
             click["clickType"] = json!(2);
             click["url"] = json!(u);
@@ -389,13 +441,16 @@ pub(crate) fn meizu(push: &Push, shown: &Shown) -> Value {
 pub(crate) fn webpush(push: &Push, shown: &Shown) -> (Vec<u8>, Delivery) {
     let mut payload = json!({"msg_id": push.msg_id.to_string(), "notify_id": push.notify_id(),
         "title": shown.title, "body": shown.body, "extras": shown.extras});
-    if let Some(u) = shown.text("url") {
+    if let Some(u) = shown.url() {
         payload["url"] = json!(u);
+    }
+    if let Some(icon) = shown.n.and_then(|n| n.display.get("icon")) {
+        payload["icon"] = icon.clone();
     }
     let delivery = Delivery {
         ttl: ttl_s(push),
         urgency: "normal",
-        topic: push.options.notify_id.clone(),
+        topic: push.policy.notify_id.clone(),
     };
     (payload.to_string().into_bytes(), delivery)
 }
@@ -403,39 +458,34 @@ pub(crate) fn webpush(push: &Push, shown: &Shown) -> (Vec<u8>, Delivery) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use pigeon_core::{Audience, PlatformSet, PushOptions};
+    use pigeon_core::{Activity, Audience, Notification, PlatformSet};
 
-    fn push(notification: Value, options: Value) -> Push {
-        let mut o = PushOptions::default();
-        if let Some(obj) = options.as_object() {
-            for (k, v) in obj {
-                o.other.insert(k.clone(), v.clone());
-            }
-        }
-        o.apns_production = options["apns_production"].as_bool().unwrap_or(true);
-        Push {
-            msg_id: 77,
-            sent_ms: now_ms(),
-            platforms: PlatformSet::all(),
-            audience: Audience::All,
-            notification: Some(serde_json::from_value(notification).unwrap()),
-            message: None,
-            options: o,
-            sms_message: None,
-            callback: None,
-            cid: None,
-            schedule: None,
-            extra: Map::new(),
-        }
+    fn push(platform: Platform, n: Notification) -> Push {
+        let mut p = Push::new(PlatformSet::all(), Audience::All);
+        p.msg_id = 77;
+        p.sent_ms = now_ms();
+        p.content.notifications.insert(platform, n);
+        p
     }
 
     #[test]
     fn ios_fields_reach_aps_and_a_background_push_is_one() {
-        let p = push(
-            json!({"alert": "hi", "sections": {"ios": {"sound": "ding.caf", "category": "C",
-                "thread-id": "T", "mutable-content": 1, "extras": {"k": 1}}}}),
-            json!({"apns_production": false}),
+        let mut p = push(
+            Platform::Ios,
+            Notification {
+                body: "hi".into(),
+                sound: Some("ding.caf".into()),
+                category: Some("C".into()),
+                extras: json!({"k": 1}).as_object().cloned().unwrap(),
+                apns: Some(ApnsFields {
+                    thread_id: Some("T".into()),
+                    mutable_content: true,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
         );
+        p.policy.apns_production = false;
         let n = apns(&p, &Shown::of(&p, Platform::Ios), Some(2));
         let aps = &n.payload["aps"];
         assert_eq!(
@@ -452,8 +502,14 @@ mod tests {
         assert_eq!((n.push_type.as_str(), n.priority), ("alert", 10));
 
         let silent = push(
-            json!({"sections": {"ios": {"alert": "", "content-available": true}}}),
-            json!({}),
+            Platform::Ios,
+            Notification {
+                apns: Some(ApnsFields {
+                    content_available: true,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
         );
         let n = apns(&silent, &Shown::of(&silent, Platform::Ios), None);
         assert_eq!((n.push_type.as_str(), n.priority), ("background", 5));
@@ -467,12 +523,35 @@ mod tests {
 
     #[test]
     fn android_click_priority_and_channel_map_per_vendor() {
-        let p = push(
-            json!({"alert": "body", "sections": {"android": {"title": "T", "priority": -1,
-                "intent": {"url": "intent:#Intent;component=a/.B;end"}, "channel_id": "c1",
-                "uri_action": "a.OPEN"}}}),
-            json!({"third_party_channel": {"vivo": {"classification": 1, "category": "IM"},
-                "huawei": {"importance": "HIGH"}}}),
+        let mut p = push(
+            Platform::Android,
+            Notification {
+                title: Some("T".into()),
+                body: "body".into(),
+                priority: Some(-1),
+                click: Click::Intent("intent:#Intent;component=a/.B;end".into()),
+                activity: Some(Activity {
+                    class: None,
+                    action: Some("a.OPEN".into()),
+                }),
+                channel_id: Some("c1".into()),
+                ..Default::default()
+            },
+        );
+        p.policy.vendors.insert(
+            "vivo".into(),
+            VendorPolicy {
+                classification: Some(1),
+                category: Some("IM".into()),
+                ..Default::default()
+            },
+        );
+        p.policy.vendors.insert(
+            "huawei".into(),
+            VendorPolicy {
+                importance: Some("HIGH".into()),
+                ..Default::default()
+            },
         );
         let s = Shown::of(&p, Platform::Android);
         let f = fcm(&p, &s, None);
@@ -503,7 +582,13 @@ mod tests {
         let hn = honor(&p, &s, Some(4));
         assert_eq!(hn["android"]["notification"]["badge"]["setNum"], 4);
 
-        let plain = push(json!({"alert": "b"}), json!({}));
+        let plain = push(
+            Platform::Android,
+            Notification {
+                body: "b".into(),
+                ..Default::default()
+            },
+        );
         let s = Shown::of(&plain, Platform::Android);
         assert_eq!(fcm(&plain, &s, None)["android"]["priority"], "HIGH");
         assert_eq!(

@@ -674,7 +674,7 @@ fn in_order(answers: Vec<(String, Outcome)>) -> Vec<Outcome> {
 async fn deliver_one(
     client: &Client,
     push: &Push,
-    shown: &Shown,
+    shown: &Shown<'_>,
     t: &VendorTarget,
     badge: Option<u32>,
 ) -> Outcome {

@@ -528,6 +528,10 @@ pub(crate) fn open_store(data: &std::path::Path) -> anyhow::Result<SqliteStore> 
     std::fs::create_dir_all(data)
         .with_context(|| format!("creating the data directory {}", data.display()))?;
     let path = data.join(config::DB_FILE);
-    SqliteStore::open(&path, pigeon_store::Synchronous::Full)
-        .with_context(|| format!("opening {}", path.display()))
+    SqliteStore::open_upgrading(
+        &path,
+        pigeon_store::Synchronous::Full,
+        Some(&pigeon_jpush::upgrade::StoredPushUpgrader),
+    )
+    .with_context(|| format!("opening {}", path.display()))
 }

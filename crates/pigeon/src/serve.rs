@@ -28,8 +28,11 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         Synchronous::Full
     };
     let db = cfg.data.join(DB_FILE);
+    // Pushes stored by a Pigeon from before its own model kept JPush's names; the JPush door
+    // reads them back.
     let store =
-        SqliteStore::open(&db, sync).with_context(|| format!("opening {}", db.display()))?;
+        SqliteStore::open_upgrading(&db, sync, Some(&pigeon_jpush::upgrade::StoredPushUpgrader))
+            .with_context(|| format!("opening {}", db.display()))?;
     let started = std::time::Instant::now();
     let engine = Engine::start(Arc::new(store))
         .await

@@ -84,8 +84,9 @@ impl PushRequest {
     }
 }
 
-/// Reads a PushDTO (without its audience). `now_ms` checks `schedule_time`.
-pub fn parse_push(at: &At<'_>, now_ms: u64) -> Result<PushRequest, V2Error> {
+/// Reads a PushDTO (without its audience). `now_ms` checks that `schedule_time` is ahead
+/// (within [`MAX_SCHEDULE_AHEAD_MS`]); `None` reads a stored request when it fires.
+pub fn parse_push(at: &At<'_>, now_ms: Option<u64>) -> Result<PushRequest, V2Error> {
     let request_id = match at.get("request_id") {
         Some(Value::String(s)) if (10..=32).contains(&s.chars().count()) => s.clone(),
         _ => return Err(at.invalid("request_id")),
@@ -134,7 +135,7 @@ pub fn parse_push(at: &At<'_>, now_ms: u64) -> Result<PushRequest, V2Error> {
 /// Pigeon cannot apply are refused unless neutral.
 fn settings(
     s: &At<'_>,
-    now_ms: u64,
+    now_ms: Option<u64>,
     policy: &mut DeliveryPolicy,
     callback: &mut Option<PushCallback>,
 ) -> Result<Option<u64>, V2Error> {
@@ -199,7 +200,7 @@ fn settings(
         Some(v) => {
             let t = v
                 .as_u64()
-                .filter(|t| *t > now_ms && *t <= now_ms + MAX_SCHEDULE_AHEAD_MS)
+                .filter(|t| now_ms.is_none_or(|now| *t > now && *t <= now + MAX_SCHEDULE_AHEAD_MS))
                 .ok_or_else(|| s.invalid("schedule_time"))?;
             Ok(Some(t))
         }
@@ -672,7 +673,7 @@ mod tests {
 
     fn parse(v: Value) -> Result<PushRequest, V2Error> {
         let o = v.as_object().cloned().unwrap_or_default();
-        parse_push(&At::root(&o), NOW)
+        parse_push(&At::root(&o), Some(NOW))
     }
 
     fn notif() -> Value {

@@ -12,6 +12,7 @@ mod fields;
 mod push;
 mod reply;
 mod report;
+mod schedule;
 mod task;
 mod user;
 
@@ -43,6 +44,10 @@ pub fn router(engine: Arc<Engine>) -> Router {
         tokens: auth::Tokens::default(),
         lists: push::ListMessages::default(),
     });
+    state
+        .engine
+        .schedules()
+        .register(Arc::new(schedule::V2Schedules));
     Router::new()
         .route("/v2/{*rest}", any(dispatch))
         .with_state(state)
@@ -318,11 +323,12 @@ async fn handle(
         R::PushListMessage => push::list_message(call, app, body).await,
         R::PushListCid => push::list(call, app, body, push::Target::Cid).await,
         R::PushListAlias => push::list(call, app, body, push::Target::Alias).await,
-        R::PushAll => push::all(call, app, body).await,
-        R::PushTag => push::tag(call, app, body).await,
-        R::PushFastCustomTag => push::fast_custom_tag(call, app, body).await,
+        R::PushAll => push::wide(call, app, body, push::Wide::All).await,
+        R::PushTag => push::wide(call, app, body, push::Wide::Tag).await,
+        R::PushFastCustomTag => push::wide(call, app, body, push::Wide::FastCustomTag).await,
         R::TaskStop(t) => task::stop(call, app, t).await,
-        R::TaskScheduleGet(t) | R::TaskScheduleDelete(t) => task::schedule(t),
+        R::TaskScheduleGet(t) => schedule::get(call, app, t).await,
+        R::TaskScheduleDelete(t) => schedule::delete(call, app, t).await,
         R::TaskDetail(_, _) => task::detail(),
         R::AliasBind => user::bind_alias(call, app, body).await,
         R::AliasOfCid(cid) => user::alias_of_cid(call, app, cid),

@@ -1,13 +1,16 @@
 //! The push routes (getui.md B.3 "Push"): single (cid, alias, batch), list (message, then
 //! cid or alias), all, tag and fast custom tag. Each PushDTO becomes one Pigeon push through
 //! `Engine::accept`, whose msg_id is the task id's number (`RASS-`/`RASL-`/`RASA-`); a
-//! `revoke` recalls the push its `old_task_id` names instead.
+//! `revoke` recalls the push its `old_task_id` names instead. `/push/all`, `/push/tag` and
+//! `/push/fast_custom_tag` with `settings.schedule_time` become schedules (`schedule.rs`).
 //!
-//! A list message (`/push/list/message`) is kept in memory until it is sent or a day has
-//! passed (at most [`MAX_LISTS_PER_APP`] per app, the oldest dropped first): each
-//! `/push/list/cid` or `/push/list/alias` with its task id makes one push to those targets.
-//! The list's task id (`RASL-L…`) names all of them in the stop and report routes while the
-//! list is kept; each push also has its own task id.
+//! A list message (`/push/list/message`) is kept in memory until it is stopped or a day has
+//! passed (at most [`MAX_LISTS_PER_APP`] per app, the oldest dropped first). Its task id
+//! names the msg_id reserved for the push of its first list call (`/push/list/cid` or
+//! `/push/list/alias`); each later list call with it makes a push of its own, and while the
+//! list is kept its task id names all of them in the stop and report routes. After a restart
+//! a list message is gone (the list calls answer `taskid is invalid`) and its task id names
+//! the first push only.
 
 use super::audience::{audience_of, id_list, tag_conditions};
 use super::dto::{parse_push, PushRequest, What};
@@ -36,8 +39,6 @@ pub const LIST_LIFETIME_MS: u64 = 86_400_000;
 pub const MAX_LISTS_PER_APP: usize = 1000;
 /// Most pushes one list message makes (one per list call).
 const MAX_PUSHES_PER_LIST: usize = 1000;
-/// The prefix of a list message's task id (a msg_id's task id has digits after the dash).
-const LIST_PREFIX: &str = "RASL-L";
 
 /// Whom a single or list push names.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -68,15 +69,17 @@ struct ListMessage {
     app_key: String,
     request: PushRequest,
     expires_ms: u64,
+    /// The msg_id its task id names, until its first list call takes it.
+    reserved: Option<u64>,
     /// The pushes its list calls made.
     pushes: Vec<u64>,
 }
 
 #[derive(Default)]
 struct Lists {
-    by_id: HashMap<String, ListMessage>,
+    by_id: HashMap<u64, ListMessage>,
     /// Per app, its list ids, oldest first.
-    by_app: HashMap<String, VecDeque<String>>,
+    by_app: HashMap<String, VecDeque<u64>>,
 }
 
 /// The list messages waiting for their targets, in memory and bounded.
@@ -86,8 +89,8 @@ pub struct ListMessages {
 }
 
 impl ListMessages {
-    fn create(&self, app_key: &str, request: PushRequest, now: u64) -> String {
-        let id = format!("{LIST_PREFIX}{}", pigeon_engine::random_alnum(20));
+    /// Keeps a list message under the msg_id reserved for it.
+    fn create(&self, app_key: &str, request: PushRequest, msg_id: u64, now: u64) {
         let mut lists = self.inner.lock();
         let Lists { by_id, by_app } = &mut *lists;
         let queue = by_app.entry(app_key.to_string()).or_default();
@@ -100,93 +103,105 @@ impl ListMessages {
                 by_id.remove(&old);
             }
         }
-        queue.push_back(id.clone());
+        queue.push_back(msg_id);
         by_id.insert(
-            id.clone(),
+            msg_id,
             ListMessage {
                 app_key: app_key.to_string(),
                 request,
                 expires_ms: now + LIST_LIFETIME_MS,
+                reserved: Some(msg_id),
                 pushes: Vec::new(),
             },
         );
-        id
     }
 
-    /// The request of a list message of this app still kept.
-    fn request(&self, app_key: &str, id: &str, now: u64) -> Option<PushRequest> {
-        let lists = self.inner.lock();
-        let l = lists.by_id.get(id)?;
-        (l.app_key == app_key && l.expires_ms > now).then(|| l.request.clone())
-    }
-
-    /// Notes a push a list call made; `false` if the list has made too many.
-    fn add_push(&self, id: &str, msg_id: u64) -> bool {
+    /// The request of a list message of this app still kept, and the msg_id its next push
+    /// takes (its own, the first time; `0`, a new one, after).
+    fn take(&self, app_key: &str, id: u64, now: u64) -> Option<(PushRequest, u64)> {
         let mut lists = self.inner.lock();
-        let Some(l) = lists.by_id.get_mut(id) else {
-            return true;
-        };
-        if l.pushes.contains(&msg_id) {
-            return true;
-        }
-        if l.pushes.len() >= MAX_PUSHES_PER_LIST {
-            return false;
-        }
-        l.pushes.push(msg_id);
-        true
+        let l = lists
+            .by_id
+            .get_mut(&id)
+            .filter(|l| l.app_key == app_key && l.expires_ms > now)?;
+        Some((l.request.clone(), l.reserved.take().unwrap_or(0)))
     }
 
-    fn pushes_of(&self, app_key: &str, id: &str) -> Option<Vec<u64>> {
+    /// After a list call: the push it made, or (`None`) that it made none, which gives a
+    /// msg_id it took back.
+    fn sent(&self, id: u64, took: u64, made: Option<u64>) {
+        let mut lists = self.inner.lock();
+        let Some(l) = lists.by_id.get_mut(&id) else {
+            return;
+        };
+        match made {
+            None if took != 0 => l.reserved = Some(took),
+            None => {}
+            Some(msg_id) if l.pushes.contains(&msg_id) => {}
+            Some(msg_id) if l.pushes.len() < MAX_PUSHES_PER_LIST => l.pushes.push(msg_id),
+            Some(msg_id) => {
+                tracing::warn!(
+                    id,
+                    msg_id,
+                    "list message made too many pushes to name them all"
+                )
+            }
+        }
+    }
+
+    fn pushes_of(&self, app_key: &str, id: u64) -> Option<Vec<u64>> {
         let lists = self.inner.lock();
-        let l = lists.by_id.get(id).filter(|l| l.app_key == app_key)?;
+        let l = lists.by_id.get(&id).filter(|l| l.app_key == app_key)?;
         Some(l.pushes.clone())
     }
 
-    /// Forgets a list message (it was stopped); its pushes, if any.
-    fn remove(&self, app_key: &str, id: &str) -> Option<Vec<u64>> {
+    /// Forgets a list message (it was stopped); the pushes it made.
+    fn remove(&self, app_key: &str, id: u64) -> Option<Vec<u64>> {
         let mut lists = self.inner.lock();
-        if lists.by_id.get(id).is_none_or(|l| l.app_key != app_key) {
+        if lists.by_id.get(&id).is_none_or(|l| l.app_key != app_key) {
             return None;
         }
-        let l = lists.by_id.remove(id)?;
+        let l = lists.by_id.remove(&id)?;
         if let Some(q) = lists.by_app.get_mut(app_key) {
-            q.retain(|x| x != id);
+            q.retain(|x| *x != id);
         }
         Some(l.pushes)
     }
 }
 
-/// The pushes a task id names: a push's own task id (any prefix, or a bare msg_id), or a list
-/// message's. `None` if it names neither.
+/// The pushes a task id names: a push's own task id (any prefix, or a bare msg_id); a kept
+/// list message's names every push its list calls made (none if it was never sent). `None`
+/// if it is no task id.
 pub fn pushes_of_task(call: &Call<'_>, app: &AppState, taskid: &str) -> Option<Vec<u64>> {
-    if taskid.starts_with(LIST_PREFIX) {
-        return call.v2.lists.pushes_of(&app.app_key, taskid);
-    }
-    msg_id_of(taskid).map(|m| vec![m])
+    let msg_id = msg_id_of(taskid)?;
+    Some(
+        call.v2
+            .lists
+            .pushes_of(&app.app_key, msg_id)
+            .unwrap_or_else(|| vec![msg_id]),
+    )
 }
 
-/// Stops a list message: it can no longer be sent; the pushes it made, if it was one.
+/// Stops a kept list message: it can no longer be sent; the pushes it made, if it was one.
 pub fn stop_list(call: &Call<'_>, app: &AppState, taskid: &str) -> Option<Vec<u64>> {
-    if !taskid.starts_with(LIST_PREFIX) {
-        return None;
-    }
-    call.v2.lists.remove(&app.app_key, taskid)
+    call.v2.lists.remove(&app.app_key, msg_id_of(taskid)?)
 }
 
 /// Hands a push to the engine: durable when it returns.
-async fn accept(_call: &Call<'_>, _app: &AppState, _push: Push) -> Result<u64, V2Error> {
-    // The engine takes Pigeon's model push once main's switch-over lands.
-    Err(V2Error::invalid_msg(
-        "pushes are not wired to the engine yet",
-    ))
+async fn accept(call: &Call<'_>, app: &AppState, push: Push) -> Result<u64, V2Error> {
+    call.v2
+        .engine
+        .accept(app, push, false)
+        .await
+        .map_err(engine_error)
 }
 
 /// How many devices an audience on `platforms` reaches (anything sent reaches every
 /// platform).
-pub fn reach(_call: &Call<'_>, _app: &AppState, platforms: PlatformSet, audience: Audience) -> u64 {
+pub fn reach(call: &Call<'_>, app: &AppState, platforms: PlatformSet, audience: Audience) -> u64 {
     let mut probe = Push::new(platforms, audience);
     probe.content.message = Some(Message::default());
-    0
+    call.v2.engine.resolve(app, &probe).len()
 }
 
 /// Recalls the push (or every push of the list) `old_task_id` names: devices that have not
@@ -216,7 +231,7 @@ async fn revoke(call: &Call<'_>, app: &AppState, old_task_id: &str) -> Result<()
 fn no_schedule(req: &PushRequest) -> Result<(), V2Error> {
     if req.schedule_ms.is_some() {
         return Err(V2Error::invalid_msg(
-            "settings.schedule_time is not supported yet: Pigeon's RestAPI V2 sends at once (JPush's Schedule API schedules pushes)",
+            "settings.schedule_time is invalid: only /push/all, /push/tag and /push/fast_custom_tag can be scheduled",
         ));
     }
     Ok(())
@@ -319,6 +334,8 @@ struct Send<'a> {
     ids: &'a [String],
     /// Instead of the request's own idempotency key.
     key: Option<IdempotencyKey>,
+    /// A msg_id reserved for the push (0: a new one).
+    msg_id: u64,
     /// Answer per cid of each alias.
     detail: bool,
 }
@@ -330,6 +347,7 @@ impl<'a> Send<'a> {
             target,
             ids,
             key: None,
+            msg_id: 0,
             detail: false,
         }
     }
@@ -347,6 +365,7 @@ async fn send_to(
         target,
         ids,
         key,
+        msg_id,
         detail,
     } = to;
     no_schedule(req)?;
@@ -365,6 +384,7 @@ async fn send_to(
             if key.is_some() {
                 push.idempotency = key;
             }
+            push.msg_id = msg_id;
             task_id(Door::RestV2, kind, accept(call, app, push).await?)
         }
     };
@@ -390,7 +410,7 @@ pub async fn single(
 ) -> V2Result {
     let body = object(body)?;
     let at = At::root(&body);
-    let req = parse_push(&at, now_ms())?;
+    let req = parse_push(&at, Some(now_ms()))?;
     let ids = id_list(&audience_of(&at)?, target.key(), 1, 1)?;
     let (taskid, statuses) = send_to(call, app, &req, Send::single(target, &ids)).await?;
     Ok(one(taskid, Value::Object(statuses)))
@@ -420,7 +440,7 @@ pub async fn batch(
         let here = format!("msg_list[{i}]");
         let obj = item.as_object().ok_or_else(|| V2Error::invalid(&here))?;
         let at = At { obj, path: here };
-        let req = parse_push(&at, now)?;
+        let req = parse_push(&at, Some(now))?;
         let ids = id_list(&audience_of(&at)?, target.key(), 1, 1)?;
         if known_targets(call, app, target, &ids).is_empty() {
             return Err(V2Error::invalid_msg(format!(
@@ -439,18 +459,19 @@ pub async fn batch(
 }
 
 /// `POST /push/list/message`: a PushDTO without audience, kept for list calls:
-/// `{"taskid": "RASL-L…"}`.
+/// `{"taskid": "RASL-…"}`, the msg_id of its first list call's push, reserved now.
 pub async fn list_message(call: &Call<'_>, app: &Arc<AppState>, body: Option<Value>) -> V2Result {
     let body = object(body)?;
-    let req = parse_push(&At::root(&body), now_ms())?;
+    let req = parse_push(&At::root(&body), Some(now_ms()))?;
     no_schedule(&req)?;
     if matches!(req.what, What::Revoke { .. }) {
         return Err(V2Error::invalid_msg(
             "push_message.revoke is not supported in a list message: revoke through /push/single/cid or /push/all",
         ));
     }
-    let taskid = call.v2.lists.create(&app.app_key, req, now_ms());
-    Ok(json!({ "taskid": taskid }))
+    let msg_id = call.v2.engine.reserve_msg_id();
+    call.v2.lists.create(&app.app_key, req, msg_id, now_ms());
+    Ok(json!({ "taskid": task_id(Door::RestV2, TaskKind::List, msg_id) }))
 }
 
 /// `POST /push/list/cid`, `/push/list/alias` with `{"audience": {"cid"|"alias": [..]},
@@ -469,34 +490,32 @@ pub async fn list(
     let detail = root.bool("need_alias_detail")?.unwrap_or(false);
     let taskid = root.req_str("taskid", 64)?;
     let ids = id_list(&audience_of(&root)?, target.key(), 1, MAX_LIST_TARGETS)?;
-    let now = now_ms();
-    let req = call
+    let list_id = msg_id_of(taskid).ok_or_else(|| root.invalid("taskid"))?;
+    let known = known_targets(call, app, target, &ids);
+    let (req, took) = call
         .v2
         .lists
-        .request(&app.app_key, taskid, now)
+        .take(&app.app_key, list_id, now_ms())
         .ok_or_else(|| root.invalid("taskid"))?;
-    let known = known_targets(call, app, target, &ids);
     if known.is_empty() {
+        call.v2.lists.sent(list_id, took, None);
         return Err(V2Error::invalid_msg("target user is invalid"));
     }
-    let key = list_key(&req, taskid, target, &known);
     let to = Send {
         kind: TaskKind::List,
         target,
         ids: &known,
-        key: Some(key),
+        key: Some(list_key(&req, taskid, target, &known)),
+        msg_id: took,
         detail,
     };
-    let (push_taskid, statuses) = send_to(call, app, &req, to).await?;
-    if let Some(msg_id) = msg_id_of(&push_taskid) {
-        if !call.v2.lists.add_push(taskid, msg_id) {
-            tracing::warn!(
-                taskid,
-                msg_id,
-                "list message made too many pushes to name them all"
-            );
-        }
-    }
+    let outcome = send_to(call, app, &req, to).await;
+    let made = outcome
+        .as_ref()
+        .ok()
+        .and_then(|(push_taskid, _)| msg_id_of(push_taskid));
+    call.v2.lists.sent(list_id, took, made);
+    let (_, statuses) = outcome?;
     Ok(one(taskid.to_string(), Value::Object(statuses)))
 }
 
@@ -521,15 +540,75 @@ fn list_key(req: &PushRequest, taskid: &str, target: Target, ids: &[String]) -> 
     }
 }
 
-/// Sends a request to a whole audience (all, tag, fast custom tag): `{"taskid": ..}`.
-async fn send_wide(
+/// The routes that push to a whole audience, and may be scheduled.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Wide {
+    All,
+    Tag,
+    FastCustomTag,
+}
+
+impl Wide {
+    pub fn name(self) -> &'static str {
+        match self {
+            Wide::All => "all",
+            Wide::Tag => "tag",
+            Wide::FastCustomTag => "fast_custom_tag",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<Wide> {
+        [Wide::All, Wide::Tag, Wide::FastCustomTag]
+            .into_iter()
+            .find(|w| w.name() == name)
+    }
+}
+
+/// A wide route's request: the PushDTO, and the platforms and audience it names (`"audience":
+/// "all"`, `audience.tag` conditions, or `audience.fast_custom_tag`).
+pub fn wide_request(
+    wide: Wide,
+    body: &Map<String, Value>,
+    now: Option<u64>,
+) -> Result<(PushRequest, PlatformSet, Audience), V2Error> {
+    let at = At::root(body);
+    let req = parse_push(&at, now)?;
+    let (platforms, audience) = match wide {
+        Wide::All => {
+            if at.get("audience").and_then(Value::as_str) != Some("all") {
+                return Err(at.invalid("audience"));
+            }
+            (PlatformSet::all(), Audience::All)
+        }
+        Wide::Tag => tag_conditions(audience_of(&at)?.get("tag"), "audience.tag")?,
+        Wide::FastCustomTag => {
+            let tag = audience_of(&at)?
+                .req_str("fast_custom_tag", 40)?
+                .to_string();
+            let expr = AudienceExpr {
+                tag: vec![tag],
+                ..AudienceExpr::default()
+            };
+            (PlatformSet::all(), Audience::Expr(expr))
+        }
+    };
+    Ok((req, platforms, audience))
+}
+
+/// `POST /push/all` (`"audience": "all"`), `/push/tag` (`audience.tag: [{"key", "values",
+/// "opt_type"}]`), `/push/fast_custom_tag` (`audience.fast_custom_tag: "<tag>"`):
+/// `{"taskid": ..}`, sent now or, with `settings.schedule_time`, scheduled.
+pub async fn wide(
     call: &Call<'_>,
-    app: &AppState,
-    req: PushRequest,
-    platforms: PlatformSet,
-    audience: Audience,
+    app: &Arc<AppState>,
+    body: Option<Value>,
+    wide: Wide,
 ) -> V2Result {
-    no_schedule(&req)?;
+    let body = object(body)?;
+    let (req, platforms, audience) = wide_request(wide, &body, Some(now_ms()))?;
+    if let Some(at) = req.schedule_ms {
+        return super::schedule::create(call, app, wide, &body, &req, at).await;
+    }
     let taskid = match &req.what {
         What::Revoke { old_task_id, .. } => {
             revoke(call, app, old_task_id).await?;
@@ -543,43 +622,4 @@ async fn send_wide(
         }
     };
     Ok(json!({ "taskid": taskid }))
-}
-
-/// `POST /push/all` with `"audience": "all"`.
-pub async fn all(call: &Call<'_>, app: &Arc<AppState>, body: Option<Value>) -> V2Result {
-    let body = object(body)?;
-    let at = At::root(&body);
-    let req = parse_push(&at, now_ms())?;
-    if at.get("audience").and_then(Value::as_str) != Some("all") {
-        return Err(at.invalid("audience"));
-    }
-    send_wide(call, app, req, PlatformSet::all(), Audience::All).await
-}
-
-/// `POST /push/tag` with `audience.tag: [{"key", "values", "opt_type"}]`.
-pub async fn tag(call: &Call<'_>, app: &Arc<AppState>, body: Option<Value>) -> V2Result {
-    let body = object(body)?;
-    let at = At::root(&body);
-    let req = parse_push(&at, now_ms())?;
-    let audience = audience_of(&at)?;
-    let (platforms, audience) = tag_conditions(audience.get("tag"), "audience.tag")?;
-    send_wide(call, app, req, platforms, audience).await
-}
-
-/// `POST /push/fast_custom_tag` with `audience.fast_custom_tag: "<tag>"`.
-pub async fn fast_custom_tag(
-    call: &Call<'_>,
-    app: &Arc<AppState>,
-    body: Option<Value>,
-) -> V2Result {
-    let body = object(body)?;
-    let at = At::root(&body);
-    let req = parse_push(&at, now_ms())?;
-    let audience = audience_of(&at)?;
-    let tag = audience.req_str("fast_custom_tag", 40)?;
-    let expr = AudienceExpr {
-        tag: vec![tag.to_string()],
-        ..AudienceExpr::default()
-    };
-    send_wide(call, app, req, PlatformSet::all(), Audience::Expr(expr)).await
 }

@@ -11,8 +11,13 @@ use std::sync::Arc;
 /// `DELETE /task/{taskid}`: stops a push through the engine's recall, as JPush's
 /// `DELETE /v3/push/{msg_id}` does: devices that have not got it never will, and devices
 /// that show it are told to remove it (`revoke`). A list message's task id stops the list
-/// (it can be sent no more) and every push it made. Stopping a stopped push is fine.
+/// (it can be sent no more) and every push it made; a scheduled task that has not fired is
+/// cancelled. Stopping a stopped push is fine.
 pub async fn stop(call: &Call<'_>, app: &Arc<AppState>, taskid: &str) -> V2Result {
+    // A scheduled task not sent yet is cancelled: it never pushes.
+    if super::schedule::cancel_waiting(call, app, taskid).await? {
+        return Ok(Value::Null);
+    }
     let pushes = match stop_list(call, app, taskid) {
         Some(pushes) => pushes,
         None => pushes_of_task(call, app, taskid).ok_or_else(|| V2Error::invalid("taskid"))?,
@@ -27,14 +32,6 @@ pub async fn stop(call: &Call<'_>, app: &Arc<AppState>, taskid: &str) -> V2Resul
         }
     }
     Ok(Value::Null)
-}
-
-/// `GET` / `DELETE /task/schedule/{taskid}`: no push of this door is scheduled
-/// (`settings.schedule_time` is refused), so no task id names a scheduled task.
-pub fn schedule(taskid: &str) -> V2Result {
-    Err(V2Error::invalid_msg(format!(
-        "taskid is invalid: {taskid:?} is no scheduled task (schedule_time is not supported yet)"
-    )))
 }
 
 /// `GET /task/detail/{cid}/{taskid}`: message detail, a permission Getui grants on request;

@@ -1,0 +1,365 @@
+"""Getui RestAPI V2 (`/v2/{appId}/...`) against the real server, with plain HTTP requests
+written from getui.md part B (no V2 client exists on PyPI or npm) and devices that speak the
+device protocol: token auth, every push route reaching the right devices with the right
+content, request_id idempotency, revoke and stop, notify_id and the iOS channel, schedules,
+the user and report routes, and every error answer (codes 1, 10001, 10003, 20001)."""
+
+import hashlib
+import json
+import time
+import uuid
+
+import pytest
+import requests
+
+from conftest import Device
+
+
+def sign(appkey, timestamp, secret):
+    return hashlib.sha256(f"{appkey}{timestamp}{secret}".encode()).hexdigest()
+
+
+def now_ms():
+    return int(time.time() * 1000)
+
+
+def request_id():
+    return uuid.uuid4().hex[:24]
+
+
+class Getui:
+    """A V2 client: `BaseUrl = http://HOST:PORT/v2/{appId}` and the `token` header."""
+
+    def __init__(self, server, app):
+        self.server = server
+        self.app = app
+        self.key = app["app_key"]
+        self.base = f"{server.base}/v2/{self.key}"
+        self.token = self.auth()["data"]["token"]
+
+    def auth_body(self, timestamp=None, secret=None, appkey=None):
+        ts = timestamp if timestamp is not None else now_ms()
+        return {"sign": sign(appkey or self.key, ts, secret or self.app["master_secret"]),
+                "timestamp": ts, "appkey": appkey or self.key}
+
+    def auth(self, body=None, **kw):
+        r = requests.post(self.base + "/auth", json=body or self.auth_body(**kw), timeout=5)
+        assert r.headers["content-type"].startswith("application/json"), r.text
+        return r.json()
+
+    def call(self, method, path, body=None, token=None, raw=None, headers=None):
+        h = {"token": token if token is not None else self.token,
+             "Content-Type": "application/json;charset=UTF-8", **(headers or {})}
+        data = raw if raw is not None else (json.dumps(body) if body is not None else None)
+        return requests.request(method, self.base + path, data=data, headers=h, timeout=10)
+
+    def ok(self, method, path, body=None, **kw):
+        r = self.call(method, path, body, **kw)
+        assert r.status_code == 200 and r.json()["code"] == 0, r.text
+        return r.json()["data"]
+
+    def fail(self, method, path, body=None, code=20001, status=400, **kw):
+        r = self.call(method, path, body, **kw)
+        assert r.status_code == status, r.text
+        j = r.json()
+        assert j["code"] == code, r.text
+        assert isinstance(j["msg"], str) and j["msg"]
+        return j["msg"]
+
+
+@pytest.fixture
+def gt(server, app):
+    return Getui(server, app)
+
+
+def notification(title="Hello", body="from Getui V2", **extra):
+    return {"title": title, "body": body, "click_type": "startapp", **extra}
+
+
+def dto(audience=None, message=None, **extra):
+    d = {"request_id": request_id(),
+         "push_message": message or {"notification": notification()}, **extra}
+    if audience is not None:
+        d["audience"] = audience
+    return d
+
+
+def only_task(data):
+    assert len(data) == 1, data
+    return next(iter(data.items()))
+
+
+# --- auth ---------------------------------------------------------------------------------
+
+def test_auth_hands_out_a_token_valid_a_day_and_checks_the_sign(server, app):
+    gt = Getui(server, app)
+    ts = now_ms()
+    # The Java client sends the timestamp as a number, the docs show a string: both work.
+    for t in (ts, str(ts)):
+        out = gt.auth(gt.auth_body(timestamp=t))
+        assert out["code"] == 0, out
+        assert isinstance(out["data"]["token"], str) and out["data"]["token"]
+        expire = int(out["data"]["expire_time"])
+        assert abs(expire - (now_ms() + 86_400_000)) < 60_000
+    # A token works until deleted; another app's token, a made-up one or none is 10001.
+    tok = gt.auth()["data"]["token"]
+    assert gt.ok("GET", f"/user/status/nobody", token=tok) == {}
+    for bad in ("", "not-a-token", tok + "x"):
+        gt.fail("GET", "/user/status/nobody", token=bad, code=10001, status=401)
+    r = requests.get(gt.base + "/user/status/x", timeout=5)  # no token header at all
+    assert r.status_code == 401 and r.json()["code"] == 10001
+    other = Getui(server, server.create_app("other"))
+    gt.fail("GET", "/user/status/nobody", token=other.token, code=10001, status=401)
+    r = requests.delete(f"{gt.base}/auth/{tok}", timeout=5)
+    assert r.status_code == 200 and r.json()["code"] == 0, r.text
+    gt.fail("GET", "/user/status/nobody", token=tok, code=10001, status=401)
+    # The other tokens of the app are still good.
+    assert gt.ok("GET", "/user/status/nobody") == {}
+
+
+def test_auth_refusals(gt):
+    def refused(body, word, code=20001):
+        r = requests.post(gt.base + "/auth", json=body, timeout=5)
+        assert r.status_code == (400 if code in (1, 20001) else 401), r.text
+        assert r.json()["code"] == code and word in r.json()["msg"], r.text
+
+    refused({**gt.auth_body(), "sign": "0" * 64}, "sign")
+    refused(gt.auth_body(secret="wrong-secret"), "sign")
+    refused(gt.auth_body(timestamp=now_ms() - 3_600_000), "timestamp")
+    refused({**gt.auth_body(), "timestamp": "soon"}, "timestamp")
+    refused({k: v for k, v in gt.auth_body().items() if k != "sign"}, "sign")
+    refused({k: v for k, v in gt.auth_body().items() if k != "appkey"}, "appkey")
+    refused(gt.auth_body(appkey="A" * 24), "appkey")
+    r = requests.post(gt.base + "/auth", data="{not json", timeout=5)
+    assert r.status_code == 400 and r.json()["code"] == 1, r.text
+    # An unknown appId in the path.
+    r = requests.post(f"{gt.server.base}/v2/{'B' * 24}/auth", json=gt.auth_body(appkey="B" * 24), timeout=5)
+    assert r.json()["code"] == 20001, r.text
+
+
+def test_auth_is_limited_to_100_calls_a_minute(server):
+    gt = Getui(server, server.create_app("auth-rate"))
+    codes = [gt.auth()["code"] for _ in range(100)]
+    assert codes.count(0) == 99 and codes[-1] == 10003, codes
+    r = requests.post(gt.base + "/auth", json=gt.auth_body(), timeout=5)
+    assert r.status_code == 401 and r.json()["code"] == 10003
+    # Tokens already handed out keep working.
+    assert gt.ok("GET", "/user/status/x") == {}
+
+
+# --- pushes -------------------------------------------------------------------------------
+
+def test_single_cid_notification_reaches_that_device_only(gt, devices):
+    target, bystander = devices(), devices()
+    note = notification(title="Order", body="shipped", click_type="url", url="https://example.com/o/1",
+                        ring_name="ding", channel_id="orders", big_text="the whole text", logo="push.png")
+    data = gt.ok("POST", "/push/single/cid",
+                 dto({"cid": [target.registration_id]}, {"notification": note}))
+    taskid, statuses = only_task(data)
+    assert taskid.startswith("RASS-")
+    assert statuses == {target.registration_id: "successed_online"}
+    got = target.pushes(1)
+    assert len(got) == 1
+    frame = got[0]
+    assert taskid.endswith("-" + frame["msg_id"])
+    n = frame["notification"]
+    assert n["alert"] == "shipped" and n["title"] == "Order"
+    assert n["url"] == "https://example.com/o/1"
+    assert n["sound"] == "ding" and n["channel_id"] == "orders"
+    assert n["big_text"] == "the whole text" and n["logo"] == "push.png"
+    assert "message" not in frame
+    # Default offline time: 2 hours.
+    assert frame["expires_ms"] - frame["sent_ms"] == 7_200_000
+    assert bystander.pushes(0) == []
+
+
+def test_transmission_ttl_and_offline_devices(gt, server, app, devices):
+    online = devices()
+    away = Device(server, app["app_key"])
+    away.close()
+    time.sleep(0.3)
+    body = dto({"cid": [away.registration_id]}, {"transmission": '{"k":"v"}'}, settings={"ttl": 60_000})
+    _, statuses = only_task(gt.ok("POST", "/push/single/cid", body))
+    assert statuses == {away.registration_id: "successed_offline"}
+    # -1: online devices only; the device that comes back later does not get it.
+    body = dto({"cid": [away.registration_id]}, {"transmission": "now or never"}, settings={"ttl": -1})
+    gt.ok("POST", "/push/single/cid", body)
+    back = Device.__new__(Device)
+    back.__dict__.update(away.__dict__)
+    from test_recall import reconnect
+    back.ws = reconnect(server, away)
+    got = back.pushes(1)
+    assert [f["message"]["msg_content"] for f in got] == ['{"k":"v"}']
+    assert got[0]["expires_ms"] - got[0]["sent_ms"] == 60_000
+    assert "notification" not in got[0]
+    back.close()
+    _, statuses = only_task(gt.ok("POST", "/push/single/cid", dto({"cid": [online.registration_id]},
+                                                                  {"transmission": "x"})))
+    assert statuses == {online.registration_id: "successed_online"}
+    assert [f["message"]["msg_content"] for f in online.pushes(1)] == ["x"]
+
+
+def test_single_alias_and_batches(gt, devices):
+    a1, a2 = devices(alias="ann"), devices(alias="ann")
+    bob, carl = devices(alias="bob"), devices(alias="carl")
+    taskid, statuses = only_task(gt.ok("POST", "/push/single/alias", dto({"alias": ["ann"]})))
+    assert statuses == {"ann": "successed_online"}
+    for d in (a1, a2):
+        assert [f["msg_id"] for f in d.pushes(1)] == [taskid.split("-")[1]]
+    batch = {"is_async": False, "msg_list": [
+        dto({"alias": ["bob"]}, {"transmission": "for bob"}),
+        dto({"alias": ["carl"]}, {"transmission": "for carl"}),
+    ]}
+    data = gt.ok("POST", "/push/single/batch/alias", batch)
+    assert sorted(v for s in data.values() for v in s) == ["bob", "carl"]
+    assert [f["message"]["msg_content"] for f in bob.pushes(1)] == ["for bob"]
+    assert [f["message"]["msg_content"] for f in carl.pushes(1)] == ["for carl"]
+    batch = {"msg_list": [dto({"cid": [bob.registration_id]}, {"transmission": "b"}),
+                          dto({"cid": [carl.registration_id]}, {"transmission": "c"})]}
+    data = gt.ok("POST", "/push/single/batch/cid", batch)
+    assert len(data) == 2 and all(t.startswith("RASS-") for t in data)
+    assert [f["message"]["msg_content"] for f in bob.pushes(1)] == ["b"]
+    assert [f["message"]["msg_content"] for f in carl.pushes(1)] == ["c"]
+    # One bad entry: nothing of the batch is sent.
+    batch = {"msg_list": [dto({"cid": [bob.registration_id]}, {"transmission": "no"}),
+                          dto({"cid": ["nobody-here"]}, {"transmission": "no"})]}
+    msg = gt.fail("POST", "/push/single/batch/cid", batch)
+    assert "target user is invalid" in msg
+    assert bob.pushes(0) == []
+    bad = {"msg_list": [dto({"cid": [bob.registration_id]}, {"transmission": "x"}, request_id="short")]}
+    assert gt.fail("POST", "/push/single/batch/cid", bad) == "msg_list[0].request_id is invalid"
+
+
+def test_list_message_then_cid_and_alias_lists(gt, devices):
+    d1, d2, d3 = devices(), devices(), devices(alias="listed")
+    out = gt.ok("POST", "/push/list/message", {"request_id": request_id(), "group_name": "promo",
+                                               "push_message": {"notification": notification(body="list")}})
+    taskid = out["taskid"]
+    assert taskid.startswith("RASL-")
+    assert d1.pushes(0) == []
+    data = gt.ok("POST", "/push/list/cid", {"audience": {"cid": [d1.registration_id, d2.registration_id,
+                                                                 "not-a-device"]},
+                                            "taskid": taskid, "is_async": False})
+    assert data == {taskid: {d1.registration_id: "successed_online",
+                             d2.registration_id: "successed_online"}}
+    first = [f["msg_id"] for f in d1.pushes(1)]
+    assert first == [f["msg_id"] for f in d2.pushes(1)]
+    # The list's task id is the push of its first list call.
+    assert taskid == "RASL-" + first[0]
+    data = gt.ok("POST", "/push/list/alias", {"audience": {"alias": ["listed"]}, "taskid": taskid,
+                                              "need_alias_detail": True})
+    assert data == {taskid: {"listed": {d3.registration_id: "successed_online"}}}
+    assert [f["notification"]["alert"] for f in d3.pushes(1)] == ["list"]
+    # The same list call again is the same push: no device gets it twice.
+    gt.ok("POST", "/push/list/cid", {"audience": {"cid": [d1.registration_id, d2.registration_id]},
+                                     "taskid": taskid})
+    assert d1.pushes(0) == [] and d2.pushes(0) == []
+    # The list's task id counts every push it made.
+    report = gt.ok("GET", f"/report/push/task/{taskid}")
+    assert report[taskid]["total"]["target_num"] == 3
+    gt.fail("POST", "/push/list/cid", {"audience": {"cid": [d1.registration_id]}, "taskid": "RASL-1"})
+    gt.fail("POST", "/push/list/cid", {"audience": {"cid": ["nobody"]}, "taskid": taskid})
+    gt.fail("POST", "/push/list/cid", {"audience": {"cid": []}, "taskid": taskid})
+    gt.fail("POST", "/push/list/cid", {"audience": {"cid": ["x"] * 1001}, "taskid": taskid})
+
+
+def test_push_all_tag_and_fast_custom_tag(gt, devices):
+    android = devices(tags=["vip", "beijing"])
+    ios = devices(platform="ios", tags=["vip"])
+    web = devices(platform="web", tags=["beijing", "muted"])
+    data = gt.ok("POST", "/push/all", dto("all", {"notification": notification(body="everyone")}))
+    assert data["taskid"].startswith("RASA-")
+    for d in (android, ios, web):
+        assert [f["notification"]["alert"] for f in d.pushes(1)] == ["everyone"], d.platform
+
+    def tag(conditions, word):
+        gt.ok("POST", "/push/tag", dto({"tag": conditions}, {"transmission": word}))
+
+    tag([{"key": "phone_type", "values": ["android"], "opt_type": "or"}], "android only")
+    tag([{"key": "custom_tag", "values": ["vip", "beijing"], "opt_type": "and"}], "vip and beijing")
+    tag([{"key": "custom_tag", "values": ["vip", "beijing"], "opt_type": "or"},
+         {"key": "custom_tag", "values": ["muted"], "opt_type": "not"}], "not muted")
+    tag([{"key": "custom_tag", "values": ["beijing"], "opt_type": "or"},
+         {"key": "phone_type", "values": ["android"], "opt_type": "not"}], "beijing off android")
+    got = {d.platform: [f["message"]["msg_content"] for f in d.pushes(2)] for d in (android, ios, web)}
+    assert got == {"android": ["android only", "vip and beijing", "not muted"],
+                   "ios": ["not muted"], "web": ["beijing off android"]}
+    gt.ok("POST", "/push/fast_custom_tag", dto({"fast_custom_tag": "muted"}, {"transmission": "fast"}))
+    assert [f["message"]["msg_content"] for f in web.pushes(1)] == ["fast"]
+    assert android.pushes(0) == [] and ios.pushes(0) == []
+    assert gt.fail("POST", "/push/tag", dto({"tag": [{"key": "custom_tag", "values": ["nobody"]}]})) \
+        == "target user is invalid"
+    assert "region is not supported" in gt.fail(
+        "POST", "/push/tag", dto({"tag": [{"key": "region", "values": ["11000000"], "opt_type": "or"}]}))
+
+
+def test_request_id_makes_a_retry_the_same_push(gt, devices):
+    d = devices()
+    body = dto({"cid": [d.registration_id]}, {"transmission": "once"})
+    first = gt.ok("POST", "/push/single/cid", body)
+    again = gt.ok("POST", "/push/single/cid", body)
+    assert first == again
+    assert [f["message"]["msg_content"] for f in d.pushes(1)] == ["once"]
+    wide = dto("all", {"transmission": "once for all"})
+    assert gt.ok("POST", "/push/all", wide) == gt.ok("POST", "/push/all", wide)
+    assert [f["message"]["msg_content"] for f in d.pushes(1)] == ["once for all"]
+
+
+def test_revoke_and_stop_withdraw_a_push(gt, devices):
+    d = devices()
+    taskid, _ = only_task(gt.ok("POST", "/push/single/cid", dto({"cid": [d.registration_id]})))
+    msg_id = d.pushes(1)[0]["msg_id"]
+    revoke = {"revoke": {"old_task_id": taskid, "force": False}}
+    data = gt.ok("POST", "/push/single/cid", dto({"cid": [d.registration_id]}, revoke))
+    assert data == {taskid: {d.registration_id: "successed_online"}}
+    frames = []
+    deadline = time.time() + 3
+    while time.time() < deadline and not frames:
+        try:
+            f = json.loads(d.ws.recv(timeout=1))
+        except TimeoutError:
+            continue
+        if f["op"] == "revoke":
+            frames.append(f)
+    assert frames == [{"op": "revoke", "msg_id": msg_id}]
+    # Revoking again is fine (a retried revoke); an unknown task is not.
+    gt.ok("POST", "/push/all", dto("all", revoke))
+    assert "old_task_id" in gt.fail("POST", "/push/all", dto("all", {"revoke": {"old_task_id": "RASS-12345"}}))
+    # DELETE /task stops a push the same way.
+    taskid = gt.ok("POST", "/push/all", dto("all", {"transmission": "stop me"}))["taskid"]
+    d.pushes(1)
+    r = gt.call("DELETE", f"/task/{taskid}")
+    assert r.status_code == 200 and r.json()["code"] == 0, r.text
+    gt.ok("DELETE", f"/task/{taskid}")
+    gt.fail("DELETE", "/task/RASA-99")
+    gt.fail("DELETE", "/task/not-a-task")
+
+
+def test_notify_id_ios_channel_and_collapse_id(gt, devices):
+    android, ios = devices(), devices(platform="ios", push_tokens={"apns": "ab" * 32})
+    body = dto({"cid": [android.registration_id]},
+               {"notification": notification(body="first", notify_id=77)})
+    gt.ok("POST", "/push/single/cid", body)
+    assert [f["notify_id"] for f in android.pushes(1)] == ["77"]
+    body = dto({"cid": [android.registration_id]},
+               {"notification": notification(body="replaces it", notify_id="77")})
+    gt.ok("POST", "/push/single/cid", body)
+    assert [(f["notify_id"], f["notification"]["alert"]) for f in android.pushes(1)] == [("77", "replaces it")]
+    body = dto({"cid": [ios.registration_id]}, {"transmission": "data"},
+               push_channel={"ios": {"type": "notify",
+                                     "aps": {"alert": {"title": "iT", "body": "iB"}, "sound": "bell.caf",
+                                             "thread-id": "th1", "content-available": 0},
+                                     "auto_badge": "+2", "payload": "custom",
+                                     "apns-collapse-id": "score"}},
+               settings={"strategy": {"default": 3}})
+    gt.ok("POST", "/push/single/cid", body)
+    got = ios.pushes(1)
+    assert len(got) == 1
+    f = got[0]
+    assert f["message"]["msg_content"] == "data"
+    assert f["notification"]["alert"] == "iB" and f["notification"]["title"] == "iT"
+    assert f["notification"]["sound"] == "bell.caf"
+    assert f["notification"]["thread-id"] == "th1"
+    assert f["notification"]["extras"] == {"payload": "custom"}
+    assert f["badge"] == 2
+    assert f["apns_collapse_id"] == "score"

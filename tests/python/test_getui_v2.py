@@ -363,3 +363,177 @@ def test_notify_id_ios_channel_and_collapse_id(gt, devices):
     assert f["notification"]["extras"] == {"payload": "custom"}
     assert f["badge"] == 2
     assert f["apns_collapse_id"] == "score"
+
+
+def test_schedule_time_pushes_later_and_can_be_deleted(gt, devices):
+    d = devices(tags=["later"])
+    soon = now_ms() + 1500
+    body = dto({"tag": [{"key": "custom_tag", "values": ["later"], "opt_type": "or"}]},
+               {"transmission": "scheduled"}, settings={"schedule_time": soon})
+    taskid = gt.ok("POST", "/push/tag", body)["taskid"]
+    assert taskid.startswith("RASA-")
+    # The same request again while it waits: the same task.
+    assert gt.ok("POST", "/push/tag", body)["taskid"] == taskid
+    info = gt.ok("GET", f"/task/schedule/{taskid}")[taskid]
+    assert info["send_result"] == "waiting" and info["push_time"] == str(soon)
+    assert info["transmission_content"] == "scheduled"
+    assert d.pushes(0, quiet=0.2) == []
+    got = d.pushes(1, limit=6)
+    assert [(f["msg_id"], f["message"]["msg_content"]) for f in got] == [(taskid.split("-")[1], "scheduled")]
+    time.sleep(0.3)
+    assert gt.ok("GET", f"/task/schedule/{taskid}")[taskid]["send_result"] == "success"
+    # Deleted before it fires: it never does.
+    body = dto("all", {"transmission": "never"}, settings={"schedule_time": now_ms() + 1500})
+    taskid = gt.ok("POST", "/push/all", body)["taskid"]
+    gt.ok("DELETE", f"/task/schedule/{taskid}")
+    assert d.pushes(0, quiet=2.5) == []
+    gt.fail("GET", f"/task/schedule/{taskid}")
+    gt.fail("DELETE", f"/task/schedule/{taskid}")
+    # DELETE /task cancels a scheduled task too.
+    taskid = gt.ok("POST", "/push/all", dto("all", {"transmission": "never either"},
+                                            settings={"schedule_time": now_ms() + 1500}))["taskid"]
+    gt.ok("DELETE", f"/task/{taskid}")
+    assert d.pushes(0, quiet=2.5) == []
+    # Not ahead, too far ahead, or on a route that cannot be scheduled.
+    for t in (now_ms() - 1000, now_ms() + 8 * 86_400_000, "soon"):
+        assert gt.fail("POST", "/push/all", dto("all", settings={"schedule_time": t})) \
+            == "settings.schedule_time is invalid"
+    assert "schedule_time" in gt.fail("POST", "/push/single/cid", dto(
+        {"cid": [d.registration_id]}, settings={"schedule_time": now_ms() + 60_000}))
+
+
+# --- users --------------------------------------------------------------------------------
+
+def test_alias_routes(gt, devices):
+    d1, d2, d3 = devices(), devices(), devices()
+    gt.ok("POST", "/user/alias", {"data_list": [{"cid": d1.registration_id, "alias": "team"},
+                                                {"cid": d2.registration_id, "alias": "team"},
+                                                {"cid": d3.registration_id, "alias": "solo"}]})
+    assert gt.ok("GET", f"/user/alias/cid/{d1.registration_id}") == {"alias": "team"}
+    assert sorted(gt.ok("GET", "/user/cid/alias/team")["cid"]) == sorted([d1.registration_id, d2.registration_id])
+    # The alias the JPush Device API sees, and pushes to it reach both devices.
+    gt.ok("POST", "/push/single/alias", dto({"alias": ["team"]}, {"transmission": "t"}))
+    assert len(d1.pushes(1)) == 1 and len(d2.pushes(1)) == 1
+    # A DELETE with a body (the Java client sends one).
+    r = gt.call("DELETE", "/user/alias", {"data_list": [{"cid": d1.registration_id, "alias": "team"}]})
+    assert r.status_code == 200 and r.json()["code"] == 0, r.text
+    assert gt.ok("GET", "/user/cid/alias/team")["cid"] == [d2.registration_id]
+    assert gt.ok("GET", f"/user/alias/cid/{d1.registration_id}") == {"alias": ""}
+    gt.ok("DELETE", "/user/alias/team")
+    assert gt.ok("GET", "/user/cid/alias/team")["cid"] == []
+    assert gt.ok("GET", "/user/cid/alias/solo")["cid"] == [d3.registration_id]
+    # Chinese aliases, percent-encoded in the path or not.
+    gt.ok("POST", "/user/alias", {"data_list": [{"cid": d1.registration_id, "alias": "北京用户"}]})
+    assert gt.ok("GET", "/user/cid/alias/%E5%8C%97%E4%BA%AC%E7%94%A8%E6%88%B7")["cid"] == [d1.registration_id]
+    # Refusals.
+    assert gt.fail("POST", "/user/alias", {"data_list": [{"cid": "nobody", "alias": "a"}]}) \
+        == "data_list[0].cid is invalid"
+    assert "data_list[0].alias" in gt.fail("POST", "/user/alias", {"data_list": [{"cid": d1.registration_id,
+                                                                                  "alias": "a b"}]})
+    assert gt.fail("POST", "/user/alias", {"data_list": []}) == "data_list is invalid"
+    assert gt.fail("POST", "/user/alias", {"data_list": "x"}) == "data_list is invalid"
+    assert gt.fail("GET", "/user/alias/cid/nobody") == "cid is invalid"
+    others = [devices() for _ in range(10)]
+    gt.ok("POST", "/user/alias", {"data_list": [{"cid": o.registration_id, "alias": "full"} for o in others]})
+    assert "alias" in gt.fail("POST", "/user/alias", {"data_list": [{"cid": d1.registration_id, "alias": "full"}]})
+
+
+def test_custom_tag_routes_status_badge_and_count(gt, devices):
+    d1, d2 = devices(), devices(platform="ios")
+    gt.ok("POST", f"/user/custom_tag/cid/{d1.registration_id}", {"custom_tag": ["a", "b"]})
+    assert gt.ok("GET", f"/user/custom_tag/cid/{d1.registration_id}") == {d1.registration_id: ["a", "b"]}
+    data = gt.ok("PUT", "/user/custom_tag/batch/c", {"cid": [d1.registration_id, d2.registration_id, "nobody"]})
+    assert data == {d1.registration_id: "true", d2.registration_id: "true", "nobody": "false"}
+    assert gt.ok("GET", f"/user/custom_tag/cid/{d2.registration_id}") == {d2.registration_id: ["c"]}
+    r = gt.call("DELETE", "/user/custom_tag/batch/c", {"cid": [d1.registration_id]})
+    assert r.status_code == 200 and r.json()["data"] == {d1.registration_id: "true"}, r.text
+    assert gt.ok("GET", f"/user/custom_tag/cid/{d1.registration_id}") == {d1.registration_id: ["a", "b"]}
+    count = lambda tag: gt.ok("POST", "/user/count", {"tag": tag})["user_count"]
+    assert count([{"key": "custom_tag", "values": ["a", "c"], "opt_type": "or"}]) == 2
+    assert count([{"key": "custom_tag", "values": ["a", "c"], "opt_type": "and"}]) == 0
+    assert count([{"key": "phone_type", "values": ["ios"], "opt_type": "or"}]) == 1
+    assert count([{"key": "phone_type", "values": ["ios"], "opt_type": "not"}]) == 1
+    assert gt.fail("POST", "/user/count", {"tag": []}) == "tag is invalid"
+    assert gt.fail("POST", f"/user/custom_tag/cid/{d1.registration_id}", {"custom_tag": "a"}) \
+        == "custom_tag is invalid"
+    assert gt.fail("POST", "/user/custom_tag/cid/nobody", {"custom_tag": ["a"]}) == "cid is invalid"
+    assert gt.fail("GET", "/user/custom_tag/cid/nobody") == "cid is invalid"
+
+    # Status: both ways of joining cids in the path.
+    d2.close()
+    time.sleep(0.5)
+    for path in (f"{d1.registration_id},{d2.registration_id},nobody",
+                 f"{d1.registration_id}%2C{d2.registration_id}"):
+        st = gt.ok("GET", f"/user/status/{path}")
+        assert st[d1.registration_id]["status"] == "online"
+        assert st[d2.registration_id]["status"] == "offline"
+        assert "nobody" not in st
+        assert abs(int(st[d2.registration_id]["last_login_time"]) - now_ms()) < 10_000
+
+    # Badge: +N, -N, N; connected devices are told at once.
+    for badge, want in (("+3", 3), ("-1", 2), ("7", 7), ("-9", 0)):
+        gt.ok("POST", f"/user/badge/cid/{d1.registration_id}", {"badge": badge})
+        deadline = time.time() + 3
+        seen = None
+        while time.time() < deadline and seen is None:
+            try:
+                f = json.loads(d1.ws.recv(timeout=1))
+            except TimeoutError:
+                continue
+            if f["op"] == "badge":
+                seen = f["badge"]
+        assert seen == want, badge
+    for bad in ("x", "++1", "", None, [1]):
+        assert gt.fail("POST", f"/user/badge/cid/{d1.registration_id}", {"badge": bad}) == "badge is invalid"
+    assert "cid" in gt.fail("POST", f"/user/badge/cid/{d1.registration_id},nobody", {"badge": "1"})
+
+    # The black list is not there (yet): a clear error, not a pretend success.
+    assert "black list is not supported" in gt.fail("POST", f"/user/black/cid/{d1.registration_id}")
+    assert "black list is not supported" in gt.fail("DELETE", f"/user/black/cid/{d1.registration_id}")
+
+
+# --- reports ------------------------------------------------------------------------------
+
+def test_reports_count_what_devices_did(gt, server, app, devices):
+    d1, d2 = devices(tags=["r"]), devices(tags=["r"])
+    away = Device(server, app["app_key"], tags=["r"])
+    away.close()
+    time.sleep(0.3)
+    body = dto({"tag": [{"key": "custom_tag", "values": ["r"]}]}, {"notification": notification()},
+               group_name="spring_sale")
+    taskid = gt.ok("POST", "/push/tag", body)["taskid"]
+    msg_id = d1.pushes(1)[0]["msg_id"]
+    assert [f["msg_id"] for f in d2.pushes(1)] == [msg_id]
+    d1.ws.send(json.dumps({"op": "click", "msg_id": msg_id, "seq": 1}))
+    time.sleep(0.5)
+    want = {"msg_num": 2, "target_num": 3, "receive_num": 2, "display_num": None, "click_num": 1}
+    assert gt.ok("GET", f"/report/push/task/{taskid}") == {taskid: {"total": want}}
+    # Several task ids at once; unknown ones are left out.
+    other = gt.ok("POST", "/push/single/cid", dto({"cid": [d1.registration_id]}, {"transmission": "x"}))
+    other_id, _ = only_task(other)
+    d1.pushes(1)
+    time.sleep(0.3)
+    both = gt.ok("GET", f"/report/push/task/{taskid},{other_id},RASS-1")
+    assert set(both) == {taskid, other_id}
+    assert both[other_id]["total"]["receive_num"] == 1
+    detail = gt.ok("GET", f"/report/push/task/{taskid}/detail")[taskid]
+    assert detail["total"] == want and detail["android"]["target_num"] == 3
+    today = time.strftime("%Y-%m-%d", time.gmtime(time.time() + 8 * 3600))
+    day = gt.ok("GET", f"/report/push/date/{today}")[today]["total"]
+    assert day["target_num"] == 4 and day["receive_num"] == 3 and day["click_num"] == 1
+    group = gt.ok("GET", f"/report/push/task_group/spring_sale?startDate={today}&endDate={today}")
+    assert group == {"spring_sale": {"total": want}}
+    assert gt.ok("GET", "/report/push/task_group/spring_sale")["spring_sale"]["total"] == want
+    users = gt.ok("GET", f"/report/user/date/{today}")[today]
+    assert users == {"accumulative_num": 3, "register_num": 3, "active_num": 3, "online_num": 2}
+    assert gt.ok("GET", "/report/push/date/2020-01-01") == {"2020-01-01": {"total": {
+        "msg_num": 0, "target_num": 0, "receive_num": 0, "display_num": None, "click_num": 0}}}
+    online = gt.ok("GET", "/report/online_user")["online_statics"]
+    assert list(online.values()) == [2]
+    count = gt.ok("GET", "/report/push/count")
+    assert count["push_num"] == 4 and count["limit"] is False
+    for bad in ("2020-13-01", "yesterday", "2999-01-01"):
+        assert gt.fail("GET", f"/report/push/date/{bad}") == "date is invalid"
+        assert gt.fail("GET", f"/report/user/date/{bad}") == "date is invalid"
+    assert gt.fail("GET", "/report/push/task_group/spring_sale?startDate=2020-01-01") .startswith("startDate")
+    assert gt.fail("GET", "/report/push/task/" + ",".join(["RASS-1"] * 201)) == "taskid is invalid"

@@ -3,8 +3,9 @@
 use crate::sealed::SealingKey;
 use crate::{
     batch_events_json, AppRecord, AppSettings, CallbackBatch, CallbackEndpoint, Checkpoint,
-    DeviceEvent, DeviceRecord, FileRecord, GroupRecord, Location, NewEvent, ScheduleRecord,
-    ScheduleRun, SmsSend, Storage, StoreError, StoreFuture, StoreResult, StoredEvent, StoredPush,
+    DeviceEvent, DeviceRecord, FileRecord, GroupRecord, Location, NewEvent, PushCounts,
+    ScheduleRecord, ScheduleRun, SmsSend, Storage, StoreError, StoreFuture, StoreResult,
+    StoredEvent, StoredPush,
 };
 use pigeon_core::{Platform, Push, SmsFallback};
 use roaring::RoaringBitmap;
@@ -65,6 +66,7 @@ CREATE TABLE IF NOT EXISTS deliveries (
     delivered BLOB NOT NULL
 );
 CREATE INDEX IF NOT EXISTS pushes_by_app_expiry ON pushes (app_key, expires_ms);
+CREATE INDEX IF NOT EXISTS pushes_by_app_sent ON pushes (app_key, sent_ms);
 CREATE TABLE IF NOT EXISTS device_events (
     id INTEGER PRIMARY KEY,
     app_key TEXT NOT NULL,
@@ -1710,6 +1712,55 @@ impl Storage for SqliteStore {
         }))
     }
 
+    fn push_counts_between(
+        &self,
+        app_key: &str,
+        from_ms: u64,
+        to_ms: u64,
+    ) -> StoreFuture<'_, Vec<PushCounts>> {
+        let app_key = app_key.to_string();
+        Box::pin(self.read(move |c| {
+            let mut st = c.prepare_cached(
+                "SELECT p.msg_id, p.sent_ms, json_extract(p.body, '$.labels.group'), p.audience,
+                        d.sent, d.delivered,
+                        (SELECT COUNT(DISTINCT e.ordinal) FROM device_events e
+                         WHERE e.msg_id = p.msg_id AND e.kind = 'click' AND e.app_key = p.app_key)
+                 FROM pushes p LEFT JOIN deliveries d ON d.msg_id = p.msg_id
+                 WHERE p.app_key = ?1 AND p.sent_ms >= ?2 AND p.sent_ms < ?3
+                 ORDER BY p.msg_id",
+            )?;
+            let mut rows = st.query(params![app_key, to_i64(from_ms), to_i64(to_ms)])?;
+            let mut out = Vec::new();
+            while let Some(r) = rows.next()? {
+                let msg_id = to_u64(r.get(0)?);
+                let what = |part: &str| format!("push {msg_id} {part}");
+                out.push(PushCounts {
+                    msg_id,
+                    sent_ms: to_u64(r.get(1)?),
+                    group: r.get(2)?,
+                    targets: deserialize_bitmap(Some(r.get(3)?), &what("audience"))?.len(),
+                    sent: deserialize_bitmap(r.get(4)?, &what("sent"))?.len(),
+                    delivered: deserialize_bitmap(r.get(5)?, &what("delivered"))?.len(),
+                    clicked: to_u64(r.get(6)?),
+                });
+            }
+            Ok(out)
+        }))
+    }
+
+    fn seen_between(&self, app_key: &str, from_ms: u64, to_ms: u64) -> StoreFuture<'_, Vec<u32>> {
+        let app_key = app_key.to_string();
+        Box::pin(self.read(move |c| {
+            let mut st = c.prepare_cached(
+                "SELECT ordinal FROM device_seen WHERE app_key = ?1 AND at_ms >= ?2 AND at_ms < ?3",
+            )?;
+            let rows = st.query_map(params![app_key, to_i64(from_ms), to_i64(to_ms)], |r| {
+                r.get(0)
+            })?;
+            Ok(rows.collect::<Result<Vec<u32>, _>>()?)
+        }))
+    }
+
     fn set_last_online(
         &self,
         app_key: &str,
@@ -2684,6 +2735,7 @@ mod tests {
         push.msg_id = 42;
         push.sent_ms = 1_000;
         push.content.message = Some(Default::default());
+        push.labels.group = Some("promo".into());
         let audience: RoaringBitmap = [0u32, 1].into_iter().collect();
         store
             .insert_push("k", &push, &audience, Vec::new())
@@ -2709,6 +2761,50 @@ mod tests {
         let one = store.load_push("k", 42).await.unwrap().unwrap();
         assert_eq!(one.sent.len(), 2);
         assert!(store.load_push("other", 42).await.unwrap().is_none());
+        // A click, and the counts of the pushes of a period.
+        let click = DeviceEvent {
+            app_key: "k".into(),
+            ordinal: 1,
+            kind: "click".into(),
+            msg_id: Some(42),
+            data: Value::Null,
+            at_ms: 1_500,
+        };
+        store.record_event(click.clone(), Vec::new()).await.unwrap();
+        store.record_event(click, Vec::new()).await.unwrap();
+        let counts = PushCounts {
+            msg_id: 42,
+            sent_ms: 1_000,
+            group: Some("promo".into()),
+            targets: 2,
+            sent: 2,
+            delivered: 1,
+            clicked: 1,
+        };
+        assert_eq!(
+            store.push_counts_between("k", 1_000, 1_001).await.unwrap(),
+            [counts]
+        );
+        assert!(store
+            .push_counts_between("k", 0, 1_000)
+            .await
+            .unwrap()
+            .is_empty());
+        assert!(store
+            .push_counts_between("other", 0, 5_000)
+            .await
+            .unwrap()
+            .is_empty());
+        store
+            .set_last_online("k", 1, 1_200, Vec::new())
+            .await
+            .unwrap();
+        assert_eq!(store.seen_between("k", 1_000, 2_000).await.unwrap(), [1]);
+        assert!(store
+            .seen_between("k", 1_201, 2_000)
+            .await
+            .unwrap()
+            .is_empty());
         assert!(store
             .load_live_pushes("k", push.expires_ms())
             .await

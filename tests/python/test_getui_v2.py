@@ -537,3 +537,263 @@ def test_reports_count_what_devices_did(gt, server, app, devices):
         assert gt.fail("GET", f"/report/user/date/{bad}") == "date is invalid"
     assert gt.fail("GET", "/report/push/task_group/spring_sale?startDate=2020-01-01") .startswith("startDate")
     assert gt.fail("GET", "/report/push/task/" + ",".join(["RASS-1"] * 201)) == "taskid is invalid"
+
+
+# --- channel strategy, with a vendor fake ---------------------------------------------------
+
+class FakeXiaomi:
+    """Mi Push's regid send, enough for Pigeon's client: checks the app secret and records
+    each message's form."""
+
+    def __init__(self, secret):
+        import threading
+        import urllib.parse
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+        self.received = []
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers.get("content-length", 0))).decode()
+                if self.headers.get("authorization") != f"key={secret}":
+                    answer = {"result": "error", "code": 22000, "reason": "Invalid app secret"}
+                else:
+                    fake.received.append(dict(urllib.parse.parse_qsl(body)))
+                    answer = {"result": "ok", "code": 0, "data": {"id": f"sdm{len(fake.received)}"}}
+                out = json.dumps(answer).encode()
+                self.send_response(200)
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", str(len(out)))
+                self.end_headers()
+                self.wfile.write(out)
+
+            def log_message(self, *args):
+                pass
+
+        self.http = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.base_url = f"http://127.0.0.1:{self.http.server_address[1]}"
+        threading.Thread(target=self.http.serve_forever, daemon=True).start()
+
+    def wait(self, n, limit=5.0):
+        deadline = time.time() + limit
+        while time.time() < deadline and len(self.received) < n:
+            time.sleep(0.05)
+        time.sleep(0.3)
+        return list(self.received)
+
+    def close(self):
+        self.http.shutdown()
+
+
+def test_strategy_chooses_pigeons_connection_or_the_vendor():
+    import os
+    import subprocess
+    import tempfile
+    from conftest import PIGEON, Server
+    fake = FakeXiaomi("mi-secret")
+    with tempfile.TemporaryDirectory() as tmp:
+        env = {"PIGEON_VENDORS_ALLOW_PRIVATE_NETWORKS": "true"}
+        server = Server(os.path.join(tmp, "data"), env=env)
+        server.start()
+        try:
+            app = server.create_app("strategy")
+            creds = {"app_secret": "mi-secret", "package_name": "com.example.app", "base_url": fake.base_url}
+            out = subprocess.run([PIGEON, "app", "vendor", "set", "--app-key", app["app_key"], "--vendor", "xiaomi",
+                                  "--credentials", json.dumps(creds), "--data", server.data],
+                                 capture_output=True, text=True, env=dict(os.environ, **env))
+            assert out.returncode == 0, out.stderr
+            time.sleep(1.5)  # the server reads credentials every second
+            gt = Getui(server, app)
+            d = Device(server, app["app_key"], push_tokens={"xiaomi": "mi-regid-1"})
+
+            def push(strategy, message=None, **extra):
+                body = dto({"cid": [d.registration_id]}, message or {"notification": notification(body=str(strategy))},
+                           settings={"strategy": strategy}, **extra)
+                gt.ok("POST", "/push/single/cid", body)
+
+            # 2: the vendor only, though the device is connected.
+            push({"xm": 2})
+            got = fake.wait(1)
+            assert [(r["registration_id"], r["description"]) for r in got] == [("mi-regid-1", "{'xm': 2}")]
+            assert d.pushes(0) == []
+            # 3: Pigeon's connection only.
+            push({"default": 3})
+            assert [f["notification"]["alert"] for f in d.pushes(1)] == ["{'default': 3}"]
+            assert len(fake.wait(2, limit=1.0)) == 1
+            # 1 (and the default): the connection while connected.
+            push({"xm": 1})
+            assert [f["notification"]["alert"] for f in d.pushes(1)] == ["{'xm': 1}"]
+            assert len(fake.wait(2, limit=1.0)) == 1
+            # 4: the vendor first, connected or not.
+            push({"default": 1, "xm": 4})
+            assert [r["description"] for r in fake.wait(2)][1:] == ["{'default': 1, 'xm': 4}"]
+            assert d.pushes(0) == []
+            # A transmission goes through the vendor as the ups notification.
+            ups = {"android": {"ups": {"notification": {"title": "Vendor", "body": "shown by Mi",
+                                                        "click_type": "startapp"}}}}
+            push({"xm": 2}, {"transmission": "data"}, push_channel=ups)
+            assert [(r["title"], r["description"]) for r in fake.wait(3)][2:] == [("Vendor", "shown by Mi")]
+            # Offline with the default strategy: the vendor.
+            d.close()
+            time.sleep(0.3)
+            gt.ok("POST", "/push/single/cid", dto({"cid": [d.registration_id]},
+                                                  {"notification": notification(body="offline")}))
+            assert [r["description"] for r in fake.wait(4)][3:] == ["offline"]
+        finally:
+            server.stop()
+            fake.close()
+
+
+# --- every error answer --------------------------------------------------------------------
+
+def test_bodies_that_are_not_json_are_code_1_and_tokens_come_first(gt, devices):
+    for path in ("/push/single/cid", "/push/all", "/push/list/message", "/user/alias", "/user/count"):
+        for raw in ("{", "not json", ""):
+            r = gt.call("POST", path, raw=raw)
+            assert r.status_code == 400 and r.json()["code"] == 1, (path, raw, r.text)
+        # A bad token is answered before the body is read.
+        r = gt.call("POST", path, raw="{", token="nope")
+        assert r.status_code == 401 and r.json()["code"] == 10001
+    r = gt.call("POST", "/push/all", raw="[1, 2]")
+    assert r.status_code == 400 and r.json()["code"] == 20001
+    big = json.dumps(dto("all", {"transmission": "x" * (2 * 1024 * 1024)}))
+    r = gt.call("POST", "/push/all", raw=big)
+    assert r.status_code == 400 and r.json()["code"] == 20001 and "larger" in r.json()["msg"], r.text[:200]
+
+
+def test_every_bad_push_field_is_20001_naming_it(gt, devices):
+    d = devices()
+    cid = {"cid": [d.registration_id]}
+
+    def bad(body, path="/push/single/cid"):
+        return gt.fail("POST", path, body)
+
+    both = "please choose one of notification and transmission and revoke"
+    cases = [
+        ({k: v for k, v in dto(cid).items() if k != "request_id"}, "request_id is invalid"),
+        (dto(cid, request_id="too-short"), "request_id is invalid"),
+        (dto(cid, request_id="x" * 33), "request_id is invalid"),
+        (dto(cid, request_id=12345678901), "request_id is invalid"),
+        (dto(cid, {"notification": notification(), "transmission": "x"}), both),
+        (dto(cid, {"notification": notification(), "revoke": {"old_task_id": "RASS-1"}}), both),
+        (dto(cid, {"network_type": 0}), both),
+        ({**dto(cid), "push_message": "hello"}, "push_message is invalid"),
+        ({k: v for k, v in dto(cid).items() if k != "push_message"}, "push_message is invalid"),
+        (dto(cid, {"transmission": 42}), "push_message.transmission is invalid"),
+        (dto(cid, {"transmission": "x" * 3073}), "push_message.transmission is invalid"),
+        (dto(cid, {"notification": {"body": "no title", "click_type": "none"}}),
+         "push_message.notification.title is invalid"),
+        (dto(cid, {"notification": notification(title="t" * 51)}), "push_message.notification.title is invalid"),
+        (dto(cid, {"notification": notification(body=None)}), "push_message.notification.body is invalid"),
+        (dto(cid, {"notification": notification(body="b" * 257)}), "push_message.notification.body is invalid"),
+        (dto(cid, {"notification": notification(click_type="jump")}),
+         "push_message.notification.click_type is invalid"),
+        (dto(cid, {"notification": notification(click_type="url")}), "push_message.notification.url is invalid"),
+        (dto(cid, {"notification": notification(click_type="url", url="javascript:x")}),
+         "push_message.notification.url is invalid"),
+        (dto(cid, {"notification": notification(click_type="intent")}),
+         "push_message.notification.intent is invalid"),
+        (dto(cid, {"notification": notification(click_type="payload")}),
+         "push_message.notification.payload is invalid"),
+        (dto(cid, {"notification": notification(notify_id=-1)}), "push_message.notification.notify_id is invalid"),
+        (dto(cid, {"notification": notification(notify_id=2 ** 31)}),
+         "push_message.notification.notify_id is invalid"),
+        (dto(cid, {"notification": notification(notify_id="abc")}),
+         "push_message.notification.notify_id is invalid"),
+        (dto(cid, {"notification": notification(badge_add_num="1")}),
+         "push_message.notification.badge_add_num is invalid"),
+        (dto(cid, {"notification": notification(channel_level=9)}),
+         "push_message.notification.channel_level is invalid"),
+        (dto(cid, {"transmission": "x", "network_type": 3}), "push_message.network_type is invalid"),
+        (dto(cid, {"transmission": "x", "duration": "10-5"}), "push_message.duration is invalid"),
+        (dto(cid, {"revoke": {"force": True}}), "push_message.revoke.old_task_id is invalid"),
+        (dto(cid, settings={"ttl": "7200000"}), "settings.ttl is invalid"),
+        (dto(cid, settings={"ttl": -2}), "settings.ttl is invalid"),
+        (dto(cid, settings={"ttl": 3 * 86_400_000 + 1}), "settings.ttl is invalid"),
+        (dto(cid, settings={"ttl": 1.5}), "settings.ttl is invalid"),
+        (dto(cid, settings="fast"), "settings is invalid"),
+        (dto(cid, settings={"strategy": {"default": 0}}), "settings.strategy.default is invalid"),
+        (dto(cid, settings={"strategy": {"hw": 5}}), "settings.strategy.hw is invalid"),
+        (dto(cid, settings={"strategy": {"ios": "4"}}), "settings.strategy.ios is invalid"),
+        (dto(cid, settings={"strategy": [1]}), "settings.strategy is invalid"),
+        (dto(cid, settings={"speed": -5}), "settings.speed is invalid"),
+        (dto(cid, settings={"speed": "100"}), "settings.speed is invalid"),
+        (dto(cid, group_name="has space"), "group_name is invalid"),
+        (dto(cid, task_name=7), "task_name is invalid"),
+        (dto(cid, push_channel={"ios": {"auto_badge": "plus"}}), "push_channel.ios.auto_badge is invalid"),
+        (dto(cid, push_channel={"ios": {"aps": {"alert": 5}}}), "push_channel.ios.aps.alert is invalid"),
+        (dto(cid, push_channel={"ios": {"aps": {"content-available": "1"}}}),
+         "push_channel.ios.aps.content-available is invalid"),
+        (dto(cid, push_channel={"ios": {"type": "alarm"}}), "push_channel.ios.type is invalid"),
+        (dto(cid, push_channel={"ios": {"multimedia": [{"url": "x", "type": 1}]}}),
+         "push_channel.ios.multimedia is invalid"),
+        (dto(cid, push_channel={"android": {"ups": {"notification": {"title": "t"}}}}),
+         "push_channel.android.ups.notification.body is invalid"),
+        (dto(cid, push_channel={"android": {"ups": {"options": {"XM": "high"}}}}),
+         "push_channel.android.ups.options.XM is invalid"),
+        (dto(cid, push_channel={"harmony": "x"}), "push_channel.harmony is invalid"),
+        (dto(None), "audience is invalid"),
+        (dto({"cid": d.registration_id}), "audience.cid is invalid"),
+        (dto({"cid": []}), "audience.cid is invalid"),
+        (dto({"cid": [d.registration_id, d.registration_id + "x"]}), "audience.cid is invalid"),
+        (dto({"cid": [3]}), "audience.cid is invalid"),
+        (dto({"alias": ["a"]}), "audience.cid is invalid"),
+        (dto({"cid": ["no-such-device"]}), "target user is invalid"),
+    ]
+    for body, msg in cases:
+        assert bad(body) == msg, (body, msg)
+    for body, word in [
+        (dto(cid, settings={"filter_notify_off": True}), "not supported"),
+        (dto(cid, push_channel={"ios": {"type": "voip"}}), "not supported"),
+        (dto(cid, push_channel={"android": {"ups": {"transmission": "x"}}}), "not supported"),
+        (dto(cid, {"notification": notification(big_text="a", big_image="https://x/y.png")}), "big_image"),
+    ]:
+        assert word in bad(body), body
+    assert bad(dto({"alias": ["nobody-has-this"]}), "/push/single/alias") == "target user is invalid"
+    assert bad(dto({"alias": ["x", "y"]}), "/push/single/alias") == "audience.alias is invalid"
+    assert bad(dto({"all": True}), "/push/all") == "audience is invalid"
+    assert bad(dto(None), "/push/tag") == "audience is invalid"
+    assert bad(dto({"tag": "vip"}), "/push/tag") == "audience.tag is invalid"
+    assert bad(dto({"tag": [{"key": "custom_tag", "values": ["a"], "opt_type": "nand"}]}), "/push/tag") \
+        == "audience.tag[0].opt_type is invalid"
+    assert bad(dto({"tag": [{"key": "phone_type", "values": ["nokia"]}]}), "/push/tag") \
+        == "audience.tag[0].values is invalid"
+    assert bad(dto({"tag": [{"key": "size", "values": ["xl"]}]}), "/push/tag") == "audience.tag[0].key is invalid"
+    assert bad(dto({"fast_custom_tag": 5}), "/push/fast_custom_tag") == "audience.fast_custom_tag is invalid"
+    assert bad({"msg_list": []}, "/push/single/batch/cid") == "msg_list is invalid"
+    assert bad({"msg_list": [dto(cid)] * 201}, "/push/single/batch/cid") == "msg_list is invalid"
+    assert bad({"msg_list": [dto(cid), "x"]}, "/push/single/batch/cid") == "msg_list[1] is invalid"
+    assert bad({"msg_list": [dto(cid, {"transmission": 1})]}, "/push/single/batch/cid") \
+        == "msg_list[0].push_message.transmission is invalid"
+    assert bad({"audience": cid}, "/push/list/cid") == "taskid is invalid"
+    assert bad({"request_id": request_id()}, "/push/list/message") == "push_message is invalid"
+    # Nothing of those reached the device.
+    assert d.pushes(0) == []
+
+
+def test_paths_methods_and_headers_as_clients_send_them(gt, devices):
+    d = devices()
+    # Unknown routes and wrong methods still answer in Getui's shape.
+    r = gt.call("GET", "/push/nothing")
+    assert r.status_code == 404 and r.json()["code"] != 0 and "msg" in r.json()
+    r = gt.call("GET", "/push/single/cid")
+    assert r.status_code == 405 and r.json()["code"] != 0 and "POST" in r.json()["msg"]
+    # Content-Type with or without charset, or none at all; a trailing slash; the Java
+    # client's domain ending in /v2/.
+    body = dto({"cid": [d.registration_id]}, {"transmission": "ct"})
+    for headers in ({"Content-Type": "application/json"}, {"Content-Type": "application/json;charset=UTF-8"},
+                    {"Content-Type": ""}):
+        body["request_id"] = request_id()
+        r = requests.post(gt.base + "/push/single/cid/", data=json.dumps(body), timeout=5,
+                          headers={"token": gt.token, **headers})
+        assert r.status_code == 200 and r.json()["code"] == 0, r.text
+    body["request_id"] = request_id()
+    r = requests.post(f"{gt.server.base}/v2//{gt.key}/push/single/cid", json=body, timeout=5,
+                      headers={"token": gt.token, "sdkVersion": "1.0.8.0"})
+    assert r.status_code == 200 and r.json()["code"] == 0, r.text
+    assert len(d.pushes(4)) == 4
+    # A token of the right app under another appId.
+    other = gt.server.create_app("path-app")
+    r = requests.get(f"{gt.server.base}/v2/{other['app_key']}/user/status/{d.registration_id}",
+                     headers={"token": gt.token}, timeout=5)
+    assert r.status_code == 401 and r.json()["code"] == 10001

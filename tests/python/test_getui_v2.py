@@ -797,3 +797,18 @@ def test_paths_methods_and_headers_as_clients_send_them(gt, devices):
     r = requests.get(f"{gt.server.base}/v2/{other['app_key']}/user/status/{d.registration_id}",
                      headers={"token": gt.token}, timeout=5)
     assert r.status_code == 401 and r.json()["code"] == 10001
+
+
+def test_speed_spreads_a_push_over_time(gt, devices):
+    ds = [devices(tags=["paced"]) for _ in range(3)]
+    body = dto({"tag": [{"key": "custom_tag", "values": ["paced"]}]}, {"transmission": "slowly"},
+               settings={"speed": 1})
+    start = time.time()
+    taskid = gt.ok("POST", "/push/tag", body)["taskid"]
+    for d in ds:
+        got = d.pushes(1, quiet=0.1, limit=8)
+        assert [f["msg_id"] for f in got] == [taskid.split("-")[1]]
+    # One device a second: the last is reached about two seconds after the first (unpaced,
+    # all three get it at once).
+    elapsed = time.time() - start
+    assert elapsed >= 1.5, elapsed

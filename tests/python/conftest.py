@@ -2,6 +2,9 @@
 official JPush Python client pointed at it, and devices that speak the device protocol over
 real WebSockets (written from device-protocol.md, independent of Pigeon's Rust client)."""
 
+import base64
+import collections
+import collections.abc
 import json
 import os
 import socket
@@ -15,6 +18,16 @@ import pytest
 import requests
 from jpush import common
 from websockets.sync.client import connect
+
+# The Getui legacy SDK (gt-push-sdk 4.1.1.2) vendors an old protobuf runtime written for
+# Python <= 3.9: give it the `collections` names and `base64.encodestring` it expects, before
+# any test imports it. The SDK itself is used unpatched.
+for _name in ("Mapping", "MutableMapping", "Sequence", "MutableSequence", "Set", "MutableSet",
+              "Iterable", "Iterator", "Callable", "Hashable", "Sized", "Container"):
+    if not hasattr(collections, _name):
+        setattr(collections, _name, getattr(collections.abc, _name))
+if not hasattr(base64, "encodestring"):
+    base64.encodestring = base64.encodebytes
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 PIGEON = os.environ.get("PIGEON_BIN", os.path.join(ROOT, "target", "debug", "pigeon"))

@@ -66,6 +66,7 @@ pub fn build_index(n: u32, progress: impl Fn(u32)) -> AudienceIndex {
             platform: Platform::Android,
             alias: None,
             tags: &tags,
+            region: None,
         };
         index.upsert(ordinal, None, attrs);
         if ordinal % 100_000 == 0 {

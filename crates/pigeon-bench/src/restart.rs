@@ -78,6 +78,7 @@ async fn populate(
             alias: (i % 2 == 0).then(|| format!("user{i}")),
             tags: vec![format!("city{}", i % 50), format!("level{}", i % 7)],
             mobile: None,
+            region: None,
             push_tokens: Map::new(),
             apns_production: true,
             info: Map::new(),

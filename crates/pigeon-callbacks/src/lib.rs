@@ -7,15 +7,20 @@
 //! is written before it is sent and deleted only when the receiver took it, so a crash at any
 //! moment loses no event; it may send one twice, which receivers dedupe by `EventId`.
 //!
-//! It knows nothing of pushes or devices: only outbox rows, endpoints and HTTP.
+//! It knows nothing of pushes or devices: only outbox rows, endpoints and HTTP. What differs
+//! between an endpoint's formats is only how a batch is encoded (`encoding`).
 
+mod encoding;
 mod sign;
 
+pub use encoding::{commands_for, encoder, parse_format, Encoder};
 pub use sign::signature;
 
 use pigeon_engine::events::{wants, COMMANDS};
 use pigeon_engine::{now_ms, Engine};
-use pigeon_store::{batch_events_json, CallbackBatch, CallbackEndpoint, Storage, StoreError};
+use pigeon_store::{
+    batch_events_json, CallbackBatch, CallbackEndpoint, CallbackFormat, Storage, StoreError,
+};
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -151,6 +156,7 @@ async fn supervise(engine: Arc<Engine>, config: Arc<Config>) {
                 for e in endpoints {
                     if let std::collections::hash_map::Entry::Vacant(slot) = running.entry(e.id) {
                         let worker = Endpoint {
+                            encoder: encoder(e.format),
                             engine: engine.clone(),
                             http: http.clone(),
                             config: config.clone(),
@@ -168,6 +174,8 @@ async fn supervise(engine: Arc<Engine>, config: Arc<Config>) {
 }
 
 struct Endpoint {
+    /// How its batches are encoded, by its format.
+    encoder: &'static dyn Encoder,
     engine: Arc<Engine>,
     http: reqwest::Client,
     config: Arc<Config>,
@@ -223,7 +231,8 @@ impl Endpoint {
         if !self.retry_all(pending).await? {
             return Ok(());
         }
-        for command in COMMANDS.iter().filter(|c| wants(&self.endpoint, c)) {
+        let sent = |c: &&&str| wants(&self.endpoint, c) && self.encoder.carries(c);
+        for command in COMMANDS.iter().filter(sent) {
             if !self.send_new(command).await? {
                 return Ok(());
             }
@@ -500,11 +509,19 @@ impl Endpoint {
         let mut url = url::Url::parse(&self.endpoint.url)
             .map_err(|e| SendError::Refused(format!("bad URL: {e}")))?;
         self.check_address(&url).await?;
+        let (command, body) = self
+            .encoder
+            .encode(&batch.command, &batch.events)
+            .map_err(|e| {
+                SendError::Refused(format!(
+                    "the batch has no {} encoding: {e}",
+                    self.endpoint.format.as_str()
+                ))
+            })?;
         url.query_pairs_mut()
             .append_pair("SdkAppid", &app.app_key)
-            .append_pair("CallbackCommand", &batch.command)
+            .append_pair("CallbackCommand", command)
             .append_pair("contenttype", "json");
-        let body = format!(r#"{{"Events":{}}}"#, batch.events);
         let t = now_ms() / 1000;
         let mut req = self
             .http
@@ -559,20 +576,24 @@ impl Endpoint {
 /// its secret only as a hint.
 pub fn endpoint_view(e: &CallbackEndpoint) -> Value {
     let hint: String = e.signing_secret.chars().take(4).collect();
-    json!({"id": e.id, "url": e.url, "commands": e.commands, "basic_auth": e.basic_auth,
+    json!({"id": e.id, "url": e.url, "format": e.format.as_str(), "commands": e.commands,
+           "basic_auth": e.basic_auth,
            "signing_secret": format!("{hint}…"), "push_level": e.push_level,
            "failing_since_ms": e.failing_since_ms, "disabled": e.disabled_ms.is_some(),
            "disabled_ms": e.disabled_ms})
 }
 
 /// A new endpoint of an app's own (not push-level), checked, with a fresh signing secret.
+/// Its commands are those given, or all its format carries (callbacks.md §5): one that has
+/// no place in the format is refused.
 pub fn new_endpoint(
     app_key: &str,
     url: &str,
-    commands: Vec<String>,
+    (commands, format): (Vec<String>, CallbackFormat),
     basic_auth: bool,
 ) -> Result<CallbackEndpoint, String> {
     check_endpoint(url, &commands)?;
+    let commands = commands_for(format, commands)?;
     Ok(CallbackEndpoint {
         id: 0,
         app_key: app_key.to_string(),
@@ -585,6 +606,7 @@ pub fn new_endpoint(
         push_level: false,
         failing_since_ms: None,
         disabled_ms: None,
+        format,
     })
 }
 

@@ -20,7 +20,8 @@ pub enum Audience {
 }
 
 /// An audience expression. Empty lists are "not given". Within a key: `tag` is OR, `tag_and` is
-/// AND, `tag_not` is NOT(t1 OR t2 ...), `alias` and `registration_id` are OR. Keys AND together.
+/// AND, `tag_not` is NOT(t1 OR t2 ...), `alias`, `registration_id` and `region` are OR,
+/// `region_not` is NOT(r1 OR r2 ...). Keys AND together.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AudienceExpr {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -33,6 +34,12 @@ pub struct AudienceExpr {
     pub alias: Vec<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub registration_id: Vec<String>,
+    /// Devices whose region (as they registered it) is one of these.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub region: Vec<String>,
+    /// Devices whose region is none of these (devices without a region included).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub region_not: Vec<String>,
 }
 
 impl AudienceExpr {
@@ -43,6 +50,8 @@ impl AudienceExpr {
             && self.tag_not.is_empty()
             && self.alias.is_empty()
             && self.registration_id.is_empty()
+            && self.region.is_empty()
+            && self.region_not.is_empty()
     }
 }
 
@@ -54,6 +63,8 @@ pub struct DeviceAttrs<'a> {
     pub platform: Platform,
     pub alias: Option<&'a str>,
     pub tags: &'a [String],
+    /// Where the device is (a province or region code, as the app registered it).
+    pub region: Option<&'a str>,
 }
 
 /// The audience index of one app.
@@ -63,6 +74,7 @@ pub struct AudienceIndex {
     by_platform: HashMap<Platform, RoaringBitmap>,
     by_tag: HashMap<String, RoaringBitmap>,
     by_alias: HashMap<String, RoaringBitmap>,
+    by_region: HashMap<String, RoaringBitmap>,
     by_registration_id: HashMap<String, Ordinal>,
 }
 
@@ -107,6 +119,11 @@ impl AudienceIndex {
         self.by_alias.get(alias).cloned().unwrap_or_default()
     }
 
+    /// Devices in `region`.
+    pub fn region_members(&self, region: &str) -> RoaringBitmap {
+        self.by_region.get(region).cloned().unwrap_or_default()
+    }
+
     /// Indexes a device; `old` is what was indexed for this ordinal before, if anything.
     pub fn upsert(&mut self, ordinal: Ordinal, old: Option<DeviceAttrs<'_>>, new: DeviceAttrs<'_>) {
         if let Some(old) = old {
@@ -134,6 +151,12 @@ impl AudienceIndex {
                 .or_default()
                 .insert(ordinal);
         }
+        if let Some(region) = new.region {
+            self.by_region
+                .entry(region.to_string())
+                .or_default()
+                .insert(ordinal);
+        }
         self.by_registration_id
             .insert(new.registration_id.to_string(), ordinal);
     }
@@ -147,6 +170,9 @@ impl AudienceIndex {
         }
         if let Some(alias) = old.alias {
             remove_from(&mut self.by_alias, alias, ordinal);
+        }
+        if let Some(region) = old.region {
+            remove_from(&mut self.by_region, region, ordinal);
         }
         if self.by_registration_id.get(old.registration_id) == Some(&ordinal) {
             self.by_registration_id.remove(old.registration_id);
@@ -208,6 +234,9 @@ impl AudienceIndex {
         if !expr.alias.is_empty() {
             and_with(self.union_of(&self.by_alias, &expr.alias));
         }
+        if !expr.region.is_empty() {
+            and_with(self.union_of(&self.by_region, &expr.region));
+        }
         if !expr.registration_id.is_empty() {
             and_with(
                 expr.registration_id
@@ -220,6 +249,9 @@ impl AudienceIndex {
         let mut result = acc.unwrap_or_else(|| self.all.clone());
         if !expr.tag_not.is_empty() {
             result -= self.union_of(&self.by_tag, &expr.tag_not);
+        }
+        if !expr.region_not.is_empty() {
+            result -= self.union_of(&self.by_region, &expr.region_not);
         }
         if !platforms.is_all() {
             result &= self.on_platforms(platforms);
@@ -260,6 +292,7 @@ mod tests {
         platform: Platform,
         alias: Option<String>,
         tags: Vec<String>,
+        region: Option<String>,
     }
 
     impl Dev {
@@ -269,6 +302,7 @@ mod tests {
                 platform: self.platform,
                 alias: self.alias.as_deref(),
                 tags: &self.tags,
+                region: self.region.as_deref(),
             }
         }
     }
@@ -279,6 +313,7 @@ mod tests {
             platform,
             alias: alias.map(String::from),
             tags: tags.iter().map(|t| t.to_string()).collect(),
+            region: None,
         }
     }
 
@@ -352,6 +387,34 @@ mod tests {
         let web: PlatformSet = [Platform::Web].into_iter().collect();
         let a = expr(|e| e.alias = vec!["alice".into()]);
         assert_eq!(ords(ix.resolve(&a, web)), [3]);
+    }
+
+    #[test]
+    fn regions_select_and_exclude() {
+        let mut ix = AudienceIndex::new();
+        let mut devs = devices();
+        devs[0].region = Some("11000000".into());
+        devs[1].region = Some("33000000".into());
+        devs[2].region = Some("11000000".into());
+        for (i, d) in devs.iter().enumerate() {
+            ix.upsert(i as u32, None, d.attrs());
+        }
+        let all = PlatformSet::all();
+        let a = expr(|e| e.region = vec!["11000000".into()]);
+        assert_eq!(ords(ix.resolve(&a, all)), [0, 2]);
+        let a = expr(|e| e.region_not = vec!["11000000".into()]);
+        assert_eq!(ords(ix.resolve(&a, all)), [1, 3]);
+        let a = expr(|e| {
+            e.region = vec!["11000000".into(), "33000000".into()];
+            e.tag = vec!["a".into()];
+        });
+        assert_eq!(ords(ix.resolve(&a, all)), [0, 1]);
+        // A device that moves leaves its old region.
+        let mut moved = dev("r0", Platform::Android, Some("alice"), &["a", "b"]);
+        moved.region = Some("44000000".into());
+        ix.upsert(0, Some(devs[0].attrs()), moved.attrs());
+        assert_eq!(ords(ix.region_members("11000000")), [2]);
+        assert_eq!(ords(ix.region_members("44000000")), [0]);
     }
 
     #[test]

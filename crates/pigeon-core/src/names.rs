@@ -26,6 +26,21 @@ pub fn check_name(kind: &str, name: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// Longest region a device may carry.
+pub const MAX_REGION_BYTES: usize = 64;
+
+/// A device's region (a province name or region code such as Getui's `11000000`): 1 to
+/// [`MAX_REGION_BYTES`] bytes without control characters.
+pub fn check_region(region: &str) -> Result<(), String> {
+    if region.is_empty() || region.len() > MAX_REGION_BYTES {
+        return Err(format!("region must be 1 to {MAX_REGION_BYTES} bytes"));
+    }
+    if region.chars().any(char::is_control) {
+        return Err("region must not contain control characters".into());
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

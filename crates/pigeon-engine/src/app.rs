@@ -229,6 +229,7 @@ pub(crate) fn attrs_of(r: &DeviceRecord) -> DeviceAttrs<'_> {
         platform: r.platform,
         alias: r.alias.as_deref(),
         tags: &r.tags,
+        region: r.region.as_deref(),
     }
 }
 

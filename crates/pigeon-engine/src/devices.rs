@@ -32,6 +32,8 @@ pub struct DeviceEdit {
     pub tags: Option<TagEdit>,
     pub alias: Option<Option<String>>,
     pub mobile: Option<Option<String>>,
+    /// Where the device is, for audiences by region (a Pigeon extension).
+    pub region: Option<Option<String>>,
 }
 
 /// Whether a device is connected, or when it last was.
@@ -153,6 +155,9 @@ impl Engine {
             }
             if let Some(mobile) = &edit.mobile {
                 record.mobile = mobile.clone();
+            }
+            if let Some(region) = &edit.region {
+                record.region = region.clone();
             }
             Ok(true)
         })
@@ -300,6 +305,28 @@ impl Engine {
             Ok(record.tags.len() != before)
         })
         .await
+    }
+
+    /// How many devices of the app an audience reaches on `platforms`.
+    pub fn audience_size(
+        &self,
+        app: &AppState,
+        audience: &pigeon_core::Audience,
+        platforms: PlatformSet,
+    ) -> u64 {
+        app.devices.read().index.resolve(audience, platforms).len()
+    }
+
+    /// Stops the SMS fallback of a push of this app: devices it has not reached get no SMS
+    /// for it (Getui's `stop_sms`). `Ok(false)` when nothing was still to go; an error when
+    /// it is not a push of this app.
+    pub async fn stop_sms(&self, app: &AppState, msg_id: u64) -> Result<bool, EngineError> {
+        if app.live_push(msg_id).is_none()
+            && self.store.load_push(&app.app_key, msg_id).await?.is_none()
+        {
+            return Err(EngineError::UnknownPush(msg_id));
+        }
+        Ok(self.store.stop_sms(msg_id).await?)
     }
 
     /// Presence of each registration id; `None` where it is not a device of this app.

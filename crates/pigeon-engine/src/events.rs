@@ -61,16 +61,23 @@ pub const OWN_CONNECTION: u8 = 10;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PushStage {
     pub msg_id: u64,
+    /// When the push was accepted (`MsgTime`).
+    pub sent_ms: u64,
     pub ordinal: pigeon_core::Ordinal,
     pub stage: Stage,
     pub channel: u8,
 }
 
 impl PushStage {
-    /// A stage on Pigeon's own connection.
-    pub fn own(msg_id: u64, ordinal: pigeon_core::Ordinal, stage: Stage) -> PushStage {
+    /// A stage on Pigeon's own connection of the push `msg_id`, accepted at `sent_ms`.
+    pub fn own(
+        (msg_id, sent_ms): (u64, u64),
+        ordinal: pigeon_core::Ordinal,
+        stage: Stage,
+    ) -> PushStage {
         PushStage {
             msg_id,
+            sent_ms,
             ordinal,
             stage,
             channel: OWN_CONNECTION,
@@ -180,7 +187,7 @@ fn push_event_copies(
 /// makes two for every device, and building each through a JSON tree cost more than the
 /// delivery it reports. `params` is the push's `Params`, already JSON.
 fn stage_event_body(
-    msg_id: u64,
+    (msg_id, sent_ms): (u64, u64),
     device: &pigeon_store::DeviceRecord,
     (stage, channel): (Stage, u8),
     params: Option<&str>,
@@ -191,8 +198,9 @@ fn stage_event_body(
     let mut out = String::with_capacity(320);
     let _ = write!(
         out,
-        r#"{{"CallbackCommand":"{PUSH_EVENT}","EventTime":{},"MsgId":"{msg_id}","PushID":"{msg_id}","RegistrationId":{},"To_Account":{},"Platform":"{}","PushPlatform":{channel},"PushStage":{},"ErrCode":0,"ErrInfo":"""#,
+        r#"{{"CallbackCommand":"{PUSH_EVENT}","EventTime":{},"MsgId":"{msg_id}","PushID":"{msg_id}","MsgTime":{},"RegistrationId":{},"To_Account":{},"Platform":"{}","PushPlatform":{channel},"PushStage":{},"ErrCode":0,"ErrInfo":"""#,
         at_ms / 1000,
+        sent_ms / 1000,
         text(&device.registration_id),
         text(device.alias.as_deref().unwrap_or_default()),
         device.platform.as_str(),
@@ -333,6 +341,7 @@ impl Engine {
         let mut out = Vec::new();
         for &PushStage {
             msg_id,
+            sent_ms,
             ordinal,
             stage,
             channel,
@@ -354,7 +363,13 @@ impl Engine {
                 Stage::Delivered => TYPE_DELIVERED,
                 Stage::Clicked => TYPE_CLICKED,
             };
-            let body = stage_event_body(msg_id, d, (stage, channel), params.as_deref(), at_ms);
+            let body = stage_event_body(
+                (msg_id, sent_ms),
+                d,
+                (stage, channel),
+                params.as_deref(),
+                at_ms,
+            );
             out.extend(copies(
                 app,
                 PUSH_EVENT,
@@ -390,6 +405,7 @@ impl Engine {
             let fields = json!({
                 "MsgId": push.msg_id.to_string(),
                 "PushID": push.msg_id.to_string(),
+                "MsgTime": push.sent_ms / 1000,
                 "RegistrationId": d.registration_id,
                 "To_Account": d.alias.clone().unwrap_or_default(),
                 "Platform": d.platform.as_str(),
@@ -528,6 +544,7 @@ mod tests {
             alias: Some("quote\" back\\ 用户\n".into()),
             tags: Vec::new(),
             mobile: None,
+            region: None,
             push_tokens: Default::default(),
             apns_production: false,
             info: Default::default(),
@@ -535,7 +552,7 @@ mod tests {
             updated_ms: 0,
         };
         let text = stage_event_body(
-            42,
+            (42, 1_700_000_100_999),
             &device,
             (Stage::Clicked, OWN_CONNECTION),
             Some(r#"{"a":[1,"x"]}"#),
@@ -545,7 +562,7 @@ mod tests {
         assert_eq!(
             v,
             json!({"CallbackCommand": "Push.Event", "EventTime": 1_700_000_123u64, "MsgId": "42",
-                   "PushID": "42", "RegistrationId": "1a2b", "To_Account": "quote\" back\\ 用户\n",
+                   "PushID": "42", "MsgTime": 1_700_000_100u64, "RegistrationId": "1a2b", "To_Account": "quote\" back\\ 用户\n",
                    "Platform": "ios", "PushPlatform": 10, "PushStage": 3, "ErrCode": 0,
                    "ErrInfo": "", "Params": {"a": [1, "x"]}})
         );
@@ -554,7 +571,7 @@ mod tests {
             ..device
         };
         let v: Value = serde_json::from_str(&stage_event_body(
-            1,
+            (1, 0),
             &device,
             (Stage::Sent, OWN_CONNECTION),
             None,

@@ -91,6 +91,8 @@ pub struct Registration {
     pub alias: Option<Option<String>>,
     pub tags: Option<Vec<String>>,
     pub mobile: Option<Option<String>>,
+    /// Where the device is, for audiences by region.
+    pub region: Option<Option<String>>,
     pub info: Map<String, Value>,
 }
 
@@ -343,6 +345,7 @@ impl Engine {
                         alias: None,
                         tags: Vec::new(),
                         mobile: None,
+                        region: None,
                         push_tokens: Map::new(),
                         apns_production: true,
                         info: Map::new(),
@@ -370,6 +373,9 @@ impl Engine {
         }
         if let Some(mobile) = reg.mobile {
             record.mobile = mobile;
+        }
+        if let Some(region) = reg.region {
+            record.region = region;
         }
         record.info.extend(reg.info);
         record.updated_ms = now;
@@ -770,6 +776,7 @@ impl Engine {
                 push_level: true,
                 failing_since_ms: None,
                 disabled_ms: None,
+                format: pigeon_store::CallbackFormat::Pigeon,
             })
             .await?;
         let mut endpoints = app.callbacks.write();
@@ -844,7 +851,7 @@ impl Engine {
                 app_wants || events::push_callback_url(push.push.callback.as_ref()).is_some();
             if newly && report {
                 app.push_events.lock().push(events::PushStage::own(
-                    push.msg_id(),
+                    (push.msg_id(), push.push.sent_ms),
                     ordinal,
                     events::Stage::Sent,
                 ));
@@ -865,7 +872,7 @@ impl Engine {
             }
             if delivered && app.reports_stages(&live.push) {
                 app.push_events.lock().push(events::PushStage::own(
-                    msg_id,
+                    (msg_id, live.push.sent_ms),
                     ordinal,
                     events::Stage::Delivered,
                 ));
@@ -890,16 +897,17 @@ impl Engine {
         msg_id: u64,
         in_flight: bool,
     ) -> Result<(), EngineError> {
-        if !in_flight && !self.received(app, ordinal, msg_id).await? {
-            return Err(EngineError::NotReceived(msg_id));
-        }
+        let sent_ms = match self.push_on_device(app, ordinal, msg_id).await? {
+            Some((sent_ms, received)) if received || in_flight => sent_ms,
+            _ => return Err(EngineError::NotReceived(msg_id)),
+        };
         let reports = if app.wants(events::PUSH_EVENT)
             || events::push_callback_url(app.push_callback(msg_id).as_ref()).is_some()
         {
             self.push_events(
                 app,
                 &[events::PushStage::own(
-                    msg_id,
+                    (msg_id, sent_ms),
                     ordinal,
                     events::Stage::Clicked,
                 )],
@@ -918,24 +926,24 @@ impl Engine {
         Ok(self.store.record_event(event, reports).await?)
     }
 
-    /// Whether a push of this app reached a device, by Pigeon's connection or a vendor (both
-    /// mark the sent bitmap, an ack the delivered one): from memory while the push is live,
-    /// else from storage (a retired or expired push is read there; another app's is not
-    /// found).
-    async fn received(
+    /// When a push of this app was accepted, and whether it reached a device, by Pigeon's
+    /// connection or a vendor (both mark the sent bitmap, an ack the delivered one): from
+    /// memory while the push is live, else from storage (a retired or expired push is read
+    /// there; another app's is not found: `None`).
+    async fn push_on_device(
         &self,
         app: &AppState,
         ordinal: Ordinal,
         msg_id: u64,
-    ) -> Result<bool, EngineError> {
+    ) -> Result<Option<(u64, bool)>, EngineError> {
         if let Some(live) = app.live_push(msg_id) {
-            return Ok(live.was_sent_to(ordinal) || live.is_delivered_to(ordinal));
+            let received = live.was_sent_to(ordinal) || live.is_delivered_to(ordinal);
+            return Ok(Some((live.push.sent_ms, received)));
         }
-        Ok(self
-            .store
-            .load_push(&app.app_key, msg_id)
-            .await?
-            .is_some_and(|p| p.sent.contains(ordinal) || p.delivered.contains(ordinal)))
+        Ok(self.store.load_push(&app.app_key, msg_id).await?.map(|p| {
+            let received = p.sent.contains(ordinal) || p.delivered.contains(ordinal);
+            (p.push.sent_ms, received)
+        }))
     }
 
     /// Notes where a device is now. Only the latest position of each device is kept: it is

@@ -347,6 +347,7 @@ impl Engine {
         if newly_sent && app.reports_stages(&push.push) {
             app.push_events.lock().push(PushStage {
                 msg_id: push.msg_id(),
+                sent_ms: push.push.sent_ms,
                 ordinal,
                 stage: Stage::Sent,
                 channel: channel_code(vendor),

@@ -128,6 +128,16 @@ fn parse(body: &[u8]) -> Result<Registration, Answer> {
         Some(Value::String(m)) => reg.mobile = Some(Some(mobile(m)?)),
         Some(_) => return Err(bad("mobile must be a string or null")),
     }
+    match o.get("region") {
+        None => {}
+        Some(Value::Null) => reg.region = Some(None),
+        Some(Value::String(r)) if r.is_empty() => reg.region = Some(None),
+        Some(Value::String(r)) => {
+            pigeon_core::names::check_region(r).map_err(bad)?;
+            reg.region = Some(Some(r.clone()));
+        }
+        Some(_) => return Err(bad("region must be a string or null")),
+    }
     for field in INFO_FIELDS {
         if let Some(s) = req_str(&o, field)? {
             if s.len() > 64 {
@@ -265,6 +275,8 @@ pub(crate) fn schemas(components: &mut Map<String, Value>) {
             "description": format!("each {name}")},
         "mobile": {"type": ["string", "null"], "pattern": "^(\\+?[0-9]{1,20})?$",
             "description": "digits, optional leading +; \"\" or null clears"},
+        "region": {"type": ["string", "null"], "maxLength": pigeon_core::names::MAX_REGION_BYTES,
+            "description": "where the device is (a province or region code, e.g. Getui's 11000000), for audiences by region; \"\" or null clears"},
     });
     for field in INFO_FIELDS {
         properties[field] =

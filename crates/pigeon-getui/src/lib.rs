@@ -6,7 +6,9 @@
 //! handed to the engine; Getui's names, result strings and answer codes stay here. It never
 //! touches storage or connections.
 
+pub mod legacy;
 pub mod task_id;
 pub mod v2;
 
+pub use legacy::router as legacy_router;
 pub use v2::router as v2_router;

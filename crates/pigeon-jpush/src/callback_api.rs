@@ -40,7 +40,8 @@ pub async fn list(State(s): State<JPush>, headers: HeaderMap) -> ApiResult {
     Ok(json_response(StatusCode::OK, &json!({ "callbacks": mine })))
 }
 
-/// `POST /v3/callbacks` with `{"url": .., "commands": [..], "basic_auth": true}`
+/// `POST /v3/callbacks` with `{"url": .., "commands": [..], "basic_auth": true,
+/// "format": "pigeon" | "tencent"}`
 pub async fn add(State(s): State<JPush>, headers: HeaderMap, body: Body) -> ApiResult {
     let app = authenticate(&s.engine, &headers, F).await?;
     let body = read_json(body, F).await?;
@@ -55,8 +56,21 @@ pub async fn add(State(s): State<JPush>, headers: HeaderMap, body: Body) -> ApiR
             .as_bool()
             .ok_or_else(|| ApiError::invalid(F, "basic_auth must be true or false"))?,
     };
-    let endpoint = pigeon_callbacks::new_endpoint(&app.app_key, url, commands, basic_auth)
-        .map_err(|m| ApiError::invalid(F, m))?;
+    let format = match body.get("format") {
+        None => pigeon_store::CallbackFormat::default(),
+        Some(Value::String(name)) => {
+            pigeon_callbacks::parse_format(name).map_err(|m| ApiError::invalid(F, m))?
+        }
+        Some(_) => {
+            return Err(ApiError::invalid(
+                F,
+                "format must be a string: pigeon or tencent",
+            ))
+        }
+    };
+    let endpoint =
+        pigeon_callbacks::new_endpoint(&app.app_key, url, (commands, format), basic_auth)
+            .map_err(|m| ApiError::invalid(F, m))?;
     let policy = s.engine.private_networks().callbacks_policy();
     pigeon_core::net::check_url(url, "url", &policy)
         .await
@@ -69,7 +83,8 @@ pub async fn add(State(s): State<JPush>, headers: HeaderMap, body: Body) -> ApiR
         .map_err(|e| ApiError::internal(F, &e))?;
     Ok(json_response(
         StatusCode::OK,
-        &json!({"id": id, "url": url, "signing_secret": endpoint.signing_secret}),
+        &json!({"id": id, "url": url, "format": format.as_str(),
+                "commands": endpoint.commands, "signing_secret": endpoint.signing_secret}),
     ))
 }
 

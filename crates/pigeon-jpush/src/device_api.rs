@@ -43,10 +43,17 @@ pub async fn get_device(
         .engine
         .find_device(&app, &rid)
         .ok_or_else(|| unknown_device(&rid))?;
-    Ok(json_response(
-        StatusCode::OK,
-        &json!({"tags": d.tags, "alias": d.alias, "mobile": d.mobile}),
-    ))
+    Ok(json_response(StatusCode::OK, &device_info(&d)))
+}
+
+/// JPush's device info; `region` (a Pigeon extension) only when the device has one, so the
+/// answer stays JPush's exact shape for everyone else.
+fn device_info(d: &pigeon_store::DeviceRecord) -> Value {
+    let mut info = json!({"tags": d.tags, "alias": d.alias, "mobile": d.mobile});
+    if let Some(region) = &d.region {
+        info["region"] = json!(region);
+    }
+    info
 }
 
 /// `POST /v3/devices/{registration_id}`
@@ -67,18 +74,23 @@ pub async fn set_device(
             "tags" => edit.tags = Some(tag_edit(value)?),
             "alias" => edit.alias = Some(alias_value(value)?),
             "mobile" => edit.mobile = Some(mobile_value(value)?),
+            // A Pigeon extension: where the device is, for Getui's audiences by region.
+            "region" => edit.region = Some(region_value(value)?),
             other => {
                 return Err(ApiError::invalid(
                     F,
-                    format!("unknown field {other:?}: only tags, alias and mobile can be set"),
+                    format!(
+                        "unknown field {other:?}: only tags, alias, mobile and region can be set"
+                    ),
                 ))
             }
         }
     }
-    if edit.tags.is_none() && edit.alias.is_none() && edit.mobile.is_none() {
+    if edit.tags.is_none() && edit.alias.is_none() && edit.mobile.is_none() && edit.region.is_none()
+    {
         return Err(ApiError::invalid(
             F,
-            "give at least one of tags, alias, mobile",
+            "give at least one of tags, alias, mobile, region",
         ));
     }
     if s.engine.find_device(&app, &rid).is_none() {
@@ -164,6 +176,20 @@ fn alias_value(value: &Value) -> Result<Option<String>, ApiError> {
         _ => Err(ApiError::invalid(
             F,
             "alias must be a string (\"\" to clear)",
+        )),
+    }
+}
+
+fn region_value(value: &Value) -> Result<Option<String>, ApiError> {
+    match value {
+        Value::Null => Ok(None),
+        Value::String(s) if s.is_empty() => Ok(None),
+        Value::String(s) => pigeon_core::names::check_region(s)
+            .map(|_| Some(s.clone()))
+            .map_err(|m| ApiError::invalid(F, m)),
+        _ => Err(ApiError::invalid(
+            F,
+            "region must be a string (\"\" to clear)",
         )),
     }
 }
@@ -472,7 +498,8 @@ pub(crate) fn schemas(c: &mut Map<String, Value>) {
         "DeviceEdit".into(),
         json!({
         "type": "object", "additionalProperties": false,
-        "anyOf": [{"required": ["tags"]}, {"required": ["alias"]}, {"required": ["mobile"]}],
+        "anyOf": [{"required": ["tags"]}, {"required": ["alias"]}, {"required": ["mobile"]},
+            {"required": ["region"]}],
         "properties": {
             "tags": {"anyOf": [{"const": ""}, {"type": "object", "additionalProperties": false,
                 "properties": {"add": tags, "remove": tags}}],
@@ -480,7 +507,10 @@ pub(crate) fn schemas(c: &mut Map<String, Value>) {
             "alias": nullable_string(format!("{name}; \"\" or null unbinds")),
             "mobile": {"anyOf": [{"type": "string", "maxLength": MAX_MOBILE_BYTES,
                 "pattern": "^\\+*[0-9]*$"}, {"type": "null"}],
-                "description": "a phone number, for the SMS fallback; \"\" or null clears"}}}),
+                "description": "a phone number, for the SMS fallback; \"\" or null clears"},
+            "region": {"anyOf": [{"type": "string", "maxLength": pigeon_core::names::MAX_REGION_BYTES},
+                {"type": "null"}],
+                "description": "where the device is (province or region code), for Getui's audiences by region; \"\" or null clears (Pigeon extension)"}}}),
     );
     c.insert(
         "TagDevices".into(),
@@ -518,7 +548,8 @@ pub(crate) fn schemas(c: &mut Map<String, Value>) {
         json!({
         "type": "object", "required": ["tags", "alias", "mobile"], "properties": {
             "tags": strings, "alias": {"type": ["string", "null"]},
-            "mobile": {"type": ["string", "null"]}}}),
+            "mobile": {"type": ["string", "null"]},
+            "region": {"type": ["string", "null"]}}}),
     );
     c.insert(
         "AliasDevices".into(),

@@ -99,7 +99,7 @@ routes! {
     put "/v3/schedules/{schedule_id}" => schedule_api::replace, "Schedule", "Replace parts of a schedule", query [], body true, schema Some("ScheduleChange"), answer None;
     delete "/v3/schedules/{schedule_id}" => schedule_api::delete, "Schedule", "Delete a schedule", query [], body false, schema None, answer None;
     get "/v3/callbacks" => callback_api::list, "Callback", "The app's callback endpoints (Pigeon extension)", query [], body false, schema None, answer None;
-    post "/v3/callbacks" => callback_api::add, "Callback", "Add a callback endpoint: url, commands, basic_auth (Pigeon extension)", query [], body true, schema None, answer None;
+    post "/v3/callbacks" => callback_api::add, "Callback", "Add a callback endpoint: url, commands, basic_auth, format (pigeon or tencent) (Pigeon extension)", query [], body true, schema None, answer None;
     delete "/v3/callbacks/{id}" => callback_api::remove, "Callback", "Remove a callback endpoint (Pigeon extension)", query [], body false, schema None, answer None;
     get "/v3/callbacks/{id}/dead" => callback_api::dead, "Callback", "Dead-lettered batches of an endpoint (Pigeon extension)", query [], body false, schema None, answer None;
     post "/v3/callbacks/{id}/enable" => callback_api::enable, "Callback", "Enable an endpoint disabled for failing too long (Pigeon extension)", query [], body false, schema None, answer None;

@@ -12,8 +12,8 @@ pub mod sealed;
 mod sqlite;
 
 pub use records::{
-    batch_events_json, AppRecord, AppSettings, CallbackBatch, CallbackEndpoint, Checkpoint,
-    DeviceEvent, DeviceRecord, FileRecord, GroupRecord, Location, NewEvent, PushCounts,
+    batch_events_json, AppRecord, AppSettings, CallbackBatch, CallbackEndpoint, CallbackFormat,
+    Checkpoint, DeviceEvent, DeviceRecord, FileRecord, GroupRecord, Location, NewEvent, PushCounts,
     ScheduleRecord, ScheduleRun, SmsSend, StoredEvent, StoredPush,
 };
 pub use sqlite::{PushUpgrader, SqliteStore, Synchronous};
@@ -279,6 +279,9 @@ pub trait Storage: Send + Sync + 'static {
     fn due_sms_jobs(&self, now_ms: u64, limit: usize) -> StoreFuture<'_, Vec<(u64, String)>>;
     /// Replaces a push's SMS timer by the SMS it comes to, in one transaction.
     fn expand_sms_job(&self, msg_id: u64, sends: Vec<SmsSend>) -> StoreFuture<'_, ()>;
+    /// Stops a push's SMS fallback (Getui's `stop_sms`): its timer and its SMS not sent yet
+    /// are dropped. Returns whether anything was still to go.
+    fn stop_sms(&self, msg_id: u64) -> StoreFuture<'_, bool>;
     /// SMS due to be sent (or tried again) by `now_ms`.
     fn due_sms_sends(&self, now_ms: u64, limit: usize) -> StoreFuture<'_, Vec<SmsSend>>;
     /// An SMS is done with (sent, or given up): forgotten, with the events that report it.

@@ -28,6 +28,9 @@ pub struct DeviceRecord {
     pub alias: Option<String>,
     pub tags: Vec<String>,
     pub mobile: Option<String>,
+    /// Where the device is (a province or region code, as the app registered it), for
+    /// audiences by region.
+    pub region: Option<String>,
     /// Vendor tokens as the device gave them (apns, fcm, ..., webpush).
     pub push_tokens: Map<String, Value>,
     pub apns_production: bool,
@@ -161,6 +164,35 @@ pub struct FileRecord {
     pub values: Vec<String>,
 }
 
+/// How an endpoint's requests are encoded (callbacks.md §5): Pigeon's own events, or Tencent
+/// Cloud IM's `Push.OfflinePush`. The outbox, batching, signing and retries are the same.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum CallbackFormat {
+    /// The events of callbacks.md §3, as written to the outbox.
+    #[default]
+    Pigeon,
+    /// Tencent Cloud IM's push callback, `Push.OfflinePush`.
+    Tencent,
+}
+
+impl CallbackFormat {
+    /// Every format, the default first.
+    pub const ALL: [CallbackFormat; 2] = [CallbackFormat::Pigeon, CallbackFormat::Tencent];
+
+    /// Its name, as stored and as given over the API and the command line.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CallbackFormat::Pigeon => "pigeon",
+            CallbackFormat::Tencent => "tencent",
+        }
+    }
+
+    /// The format of a name, exactly as [`CallbackFormat::as_str`] spells it.
+    pub fn parse(name: &str) -> Option<CallbackFormat> {
+        CallbackFormat::ALL.into_iter().find(|f| f.as_str() == name)
+    }
+}
+
 /// A URL an app's events are posted to (callbacks.md §1).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CallbackEndpoint {
@@ -181,6 +213,8 @@ pub struct CallbackEndpoint {
     pub failing_since_ms: Option<u64>,
     /// When it was disabled for failing too long; nothing is sent to it or kept for it.
     pub disabled_ms: Option<u64>,
+    /// How its requests are encoded (push-level endpoints: always Pigeon's).
+    pub format: CallbackFormat,
 }
 
 impl CallbackEndpoint {
@@ -192,12 +226,14 @@ impl CallbackEndpoint {
             &self.commands,
             self.basic_auth,
             &self.signing_secret,
+            self.format,
         ) == (
             other.id,
             &other.url,
             &other.commands,
             other.basic_auth,
             &other.signing_secret,
+            other.format,
         ) && self.disabled_ms.is_some() == other.disabled_ms.is_some()
     }
 }
@@ -312,5 +348,15 @@ mod tests {
             ])
         );
         assert_eq!(batch_events_json(&[]), "[]");
+    }
+
+    #[test]
+    fn formats_are_named_as_stored() {
+        for f in CallbackFormat::ALL {
+            assert_eq!(CallbackFormat::parse(f.as_str()), Some(f));
+        }
+        assert_eq!(CallbackFormat::default(), CallbackFormat::Pigeon);
+        assert_eq!(CallbackFormat::parse("Tencent"), None);
+        assert_eq!(CallbackFormat::parse("xml"), None);
     }
 }

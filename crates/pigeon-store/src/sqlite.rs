@@ -2,8 +2,8 @@
 
 use crate::sealed::SealingKey;
 use crate::{
-    batch_events_json, AppRecord, AppSettings, CallbackBatch, CallbackEndpoint, Checkpoint,
-    DeviceEvent, DeviceRecord, FileRecord, GroupRecord, Location, NewEvent, PushCounts,
+    batch_events_json, AppRecord, AppSettings, CallbackBatch, CallbackEndpoint, CallbackFormat,
+    Checkpoint, DeviceEvent, DeviceRecord, FileRecord, GroupRecord, Location, NewEvent, PushCounts,
     ScheduleRecord, ScheduleRun, SmsSend, Storage, StoreError, StoreFuture, StoreResult,
     StoredEvent, StoredPush,
 };
@@ -44,6 +44,7 @@ CREATE TABLE IF NOT EXISTS devices (
     alias TEXT,
     tags TEXT NOT NULL,
     mobile TEXT,
+    region TEXT,
     push_tokens TEXT NOT NULL,
     apns_production INTEGER NOT NULL,
     info TEXT NOT NULL,
@@ -105,7 +106,8 @@ CREATE TABLE IF NOT EXISTS callback_endpoints (
     start_event_id INTEGER NOT NULL,
     push_level INTEGER NOT NULL DEFAULT 0,
     failing_since_ms INTEGER,
-    disabled_ms INTEGER
+    disabled_ms INTEGER,
+    format TEXT NOT NULL DEFAULT 'pigeon'
 );
 -- The outbox: events are written in the transaction of the change they report. The events
 -- of one write for one target (the app's endpoints, or one push-level endpoint) and command
@@ -512,7 +514,12 @@ fn seal_plain_secrets(conn: &Connection, key: &SealingKey) -> StoreResult<()> {
 
 fn migrate(conn: &Connection) -> StoreResult<()> {
     // Each column added since the first release, with the statements that add it.
-    let added: [(&str, &str, &str); 8] = [
+    let added: [(&str, &str, &str); 10] = [
+        (
+            "devices",
+            "region",
+            "ALTER TABLE devices ADD COLUMN region TEXT",
+        ),
         (
             "deliveries",
             "sent",
@@ -555,6 +562,12 @@ fn migrate(conn: &Connection) -> StoreResult<()> {
             "schedules",
             "door",
             "ALTER TABLE schedules ADD COLUMN door TEXT NOT NULL DEFAULT 'jpush';",
+        ),
+        (
+            "callback_endpoints",
+            "format",
+            // Endpoints from before formats keep Pigeon's.
+            "ALTER TABLE callback_endpoints ADD COLUMN format TEXT NOT NULL DEFAULT 'pigeon';",
         ),
     ];
     let exists = |table: &str| -> rusqlite::Result<bool> {
@@ -837,7 +850,7 @@ const CALLBACK_COMMANDS: [&str; 6] = [
 ];
 
 const ENDPOINT_COLUMNS: &str = "id, app_key, url, commands, basic_auth, signing_secret, \
-    created_ms, start_event_id, push_level, failing_since_ms, disabled_ms";
+    created_ms, start_event_id, push_level, failing_since_ms, disabled_ms, format";
 
 /// Stores a new endpoint; returns its id.
 fn insert_endpoint(c: &Connection, e: &CallbackEndpoint) -> StoreResult<u64> {
@@ -845,7 +858,8 @@ fn insert_endpoint(c: &Connection, e: &CallbackEndpoint) -> StoreResult<u64> {
         serde_json::to_string(&e.commands).map_err(|err| StoreError::Corrupt(err.to_string()))?;
     c.execute(
         "INSERT INTO callback_endpoints (app_key, url, commands, basic_auth, signing_secret,
-            created_ms, start_event_id, push_level) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            created_ms, start_event_id, push_level, format)
+            VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
         params![
             e.app_key,
             e.url,
@@ -854,18 +868,25 @@ fn insert_endpoint(c: &Connection, e: &CallbackEndpoint) -> StoreResult<u64> {
             e.signing_secret,
             to_i64(e.created_ms),
             to_i64(e.start_event_id),
-            e.push_level
+            e.push_level,
+            e.format.as_str()
         ],
     )?;
     Ok(to_u64(c.last_insert_rowid()))
 }
 
-/// A row of [`ENDPOINT_COLUMNS`]; the inner result is a corrupt command list.
+/// A row of [`ENDPOINT_COLUMNS`]; the inner result is a corrupt command list or format.
 fn endpoint_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoreResult<CallbackEndpoint>> {
     let commands: String = r.get(3)?;
     let commands = match serde_json::from_str(&commands) {
         Ok(c) => c,
         Err(e) => return Ok(Err(StoreError::Corrupt(format!("callback commands: {e}")))),
+    };
+    let format: String = r.get(11)?;
+    let Some(format) = CallbackFormat::parse(&format) else {
+        return Ok(Err(StoreError::Corrupt(format!(
+            "callback format {format:?}"
+        ))));
     };
     Ok(Ok(CallbackEndpoint {
         id: to_u64(r.get(0)?),
@@ -879,6 +900,7 @@ fn endpoint_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoreResult<Call
         push_level: r.get(8)?,
         failing_since_ms: r.get::<_, Option<i64>>(9)?.map(to_u64),
         disabled_ms: r.get::<_, Option<i64>>(10)?.map(to_u64),
+        format,
     }))
 }
 
@@ -921,6 +943,7 @@ fn device_from_row(app_key: &Arc<str>, r: &rusqlite::Row<'_>) -> StoreResult<Dev
         info: json_map(&info, "device info")?,
         created_ms: to_u64(r.get(11)?),
         updated_ms: to_u64(r.get(12)?),
+        region: r.get(13)?,
     })
 }
 
@@ -1087,14 +1110,16 @@ fn write_device(c: &Connection, d: DeviceRecord) -> StoreResult<()> {
     let tags = serde_json::to_string(&d.tags).map_err(|e| StoreError::Corrupt(e.to_string()))?;
     c.prepare_cached(
                 "INSERT INTO devices (app_key, ordinal, registration_id, install_id, secret_hash,
-                    platform, alias, tags, mobile, push_tokens, apns_production, info, created_ms, updated_ms)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)
+                    platform, alias, tags, mobile, push_tokens, apns_production, info, created_ms, updated_ms,
+                    region)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)
                  ON CONFLICT (app_key, ordinal) DO UPDATE SET
                     registration_id = excluded.registration_id, install_id = excluded.install_id,
                     secret_hash = excluded.secret_hash, platform = excluded.platform,
                     alias = excluded.alias, tags = excluded.tags, mobile = excluded.mobile,
                     push_tokens = excluded.push_tokens, apns_production = excluded.apns_production,
-                    info = excluded.info, updated_ms = excluded.updated_ms",
+                    info = excluded.info, updated_ms = excluded.updated_ms,
+                    region = excluded.region",
             )?
             .execute(params![
                 &*d.app_key,
@@ -1111,6 +1136,7 @@ fn write_device(c: &Connection, d: DeviceRecord) -> StoreResult<()> {
                 Value::Object(d.info).to_string(),
                 to_i64(d.created_ms),
                 to_i64(d.updated_ms),
+                d.region,
             ])?;
     Ok(())
 }
@@ -1173,7 +1199,8 @@ impl Storage for SqliteStore {
                 conn.busy_timeout(Duration::from_secs(10))?;
                 let mut st = conn.prepare(
                     "SELECT ordinal, registration_id, install_id, secret_hash, platform, alias, tags,
-                            mobile, push_tokens, apns_production, info, created_ms, updated_ms
+                            mobile, push_tokens, apns_production, info, created_ms, updated_ms,
+                            region
                      FROM devices WHERE app_key = ?1 ORDER BY ordinal",
                 )?;
                 let mut rows = st.query([&app_key])?;
@@ -1514,6 +1541,18 @@ impl Storage for SqliteStore {
                 })
             })?;
             Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        }))
+    }
+
+    fn stop_sms(&self, msg_id: u64) -> StoreFuture<'_, bool> {
+        Box::pin(self.write(move |c| {
+            let timers = c
+                .prepare_cached("DELETE FROM sms_jobs WHERE msg_id = ?1")?
+                .execute([to_i64(msg_id)])?;
+            let sends = c
+                .prepare_cached("DELETE FROM sms_sends WHERE msg_id = ?1")?
+                .execute([to_i64(msg_id)])?;
+            Ok(timers + sends > 0)
         }))
     }
 
@@ -2027,6 +2066,7 @@ impl Storage for SqliteStore {
                 push_level: true,
                 failing_since_ms: None,
                 disabled_ms: None,
+                format: CallbackFormat::Pigeon,
                 ..e
             };
             Ok(CallbackEndpoint {
@@ -2523,12 +2563,54 @@ mod tests {
             alias: Some("al".into()),
             tags: vec!["t1".into()],
             mobile: None,
+            region: None,
             push_tokens: Map::new(),
             apns_production: true,
             info: Map::new(),
             created_ms: 1,
             updated_ms: 1,
         }
+    }
+
+    #[tokio::test]
+    async fn an_older_devices_table_gets_a_region_column_and_keeps_its_devices() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db");
+        Connection::open(&path)
+            .unwrap()
+            .execute_batch(
+                "CREATE TABLE devices (app_key TEXT NOT NULL, ordinal INTEGER NOT NULL,
+                    registration_id TEXT NOT NULL UNIQUE, install_id TEXT,
+                    secret_hash BLOB NOT NULL, platform TEXT NOT NULL, alias TEXT,
+                    tags TEXT NOT NULL, mobile TEXT, push_tokens TEXT NOT NULL,
+                    apns_production INTEGER NOT NULL, info TEXT NOT NULL,
+                    created_ms INTEGER NOT NULL, updated_ms INTEGER NOT NULL,
+                    PRIMARY KEY (app_key, ordinal));
+                 INSERT INTO devices VALUES ('k', 0, 'old', NULL, zeroblob(32), 'android', NULL,
+                    '[]', NULL, '{}', 1, '{}', 1, 1);",
+            )
+            .unwrap();
+        let store = SqliteStore::open(&path, Synchronous::Normal).unwrap();
+        let load = |store: &SqliteStore| {
+            let mut rx = store.load_devices("k");
+            async move {
+                let mut all = Vec::new();
+                while let Some(chunk) = rx.recv().await {
+                    all.extend(chunk.unwrap());
+                }
+                all
+            }
+        };
+        let before = load(&store).await;
+        assert_eq!(before.len(), 1);
+        assert_eq!(before[0].region, None);
+        let mut d = device(1, "new");
+        d.region = Some("11000000".into());
+        store.put_device(d).await.unwrap();
+        let after = load(&store).await;
+        let regions: Vec<Option<&str>> = after.iter().map(|d| d.region.as_deref()).collect();
+        assert_eq!(regions, [None, Some("11000000")]);
+        store.close().await.unwrap();
     }
 
     #[tokio::test]
@@ -2554,6 +2636,9 @@ mod tests {
                     endpoint_id INTEGER NOT NULL, command TEXT NOT NULL, events TEXT NOT NULL,
                     attempts INTEGER NOT NULL, next_ms INTEGER NOT NULL, first_ms INTEGER NOT NULL,
                     dead INTEGER NOT NULL, last_error TEXT NOT NULL);
+                 INSERT INTO callback_endpoints (app_key, url, commands, basic_auth,
+                    signing_secret, created_ms, start_event_id)
+                    VALUES ('k', 'http://x/', '[]', 1, 's', 1, 0);
                  INSERT INTO callback_events (app_key, command, body, at_ms)
                     VALUES ('k', 'Push.Accepted', '{\"n\":1}', 10),
                            ('k', 'Push.Accepted', '{\"n\":2}', 11),
@@ -2562,6 +2647,15 @@ mod tests {
             )
             .unwrap();
         let store = SqliteStore::open(&path, Synchronous::Normal).unwrap();
+        // An endpoint from before formats sends Pigeon's.
+        let endpoints = store.list_callbacks().await.unwrap();
+        assert_eq!(
+            endpoints
+                .iter()
+                .map(|e| (e.url.as_str(), e.format))
+                .collect::<Vec<_>>(),
+            [("http://x/", CallbackFormat::Pigeon)]
+        );
         // The outbox of an event a row is now chunks: same ids, same bodies, and ids go on
         // after the last one handed out (3, pruned), never reused.
         let old = store
@@ -2605,7 +2699,8 @@ mod tests {
         assert!(columns("callback_endpoints").ends_with(&[
             "push_level".into(),
             "failing_since_ms".into(),
-            "disabled_ms".into()
+            "disabled_ms".into(),
+            "format".into()
         ]));
         assert!(columns("callback_batches")
             .ends_with(&["first_event_id".into(), "last_event_id".into()]));
@@ -2617,6 +2712,66 @@ mod tests {
             .map(|r| r.unwrap())
             .collect();
         assert_eq!(indexes, ["callback_event_chunks_by_target"]);
+    }
+
+    #[tokio::test]
+    async fn an_endpoint_keeps_its_format_and_a_push_level_one_is_pigeon() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db");
+        let store = SqliteStore::open(&path, Synchronous::Normal).unwrap();
+        let endpoint = CallbackEndpoint {
+            id: 0,
+            app_key: "k".into(),
+            url: "http://x/".into(),
+            commands: vec!["Push.Event".into()],
+            basic_auth: true,
+            signing_secret: "s".into(),
+            created_ms: 0,
+            start_event_id: 0,
+            push_level: false,
+            failing_since_ms: None,
+            disabled_ms: None,
+            format: CallbackFormat::Tencent,
+        };
+        let id = store.add_callback(endpoint.clone()).await.unwrap();
+        let pushed = store
+            .push_endpoint(CallbackEndpoint {
+                url: "http://y/".into(),
+                ..endpoint.clone()
+            })
+            .await
+            .unwrap();
+        assert_eq!(pushed.format, CallbackFormat::Pigeon);
+        store.close().await.unwrap();
+        let store = SqliteStore::open(&path, Synchronous::Normal).unwrap();
+        let formats: Vec<(u64, CallbackFormat, bool)> = store
+            .list_callbacks()
+            .await
+            .unwrap()
+            .iter()
+            .map(|e| (e.id, e.format, e.push_level))
+            .collect();
+        assert_eq!(
+            formats,
+            [
+                (id, CallbackFormat::Tencent, false),
+                (pushed.id, CallbackFormat::Pigeon, true)
+            ]
+        );
+        store.close().await.unwrap();
+        // A format this build does not know is a corrupt row, not Pigeon's by mistake.
+        Connection::open(&path)
+            .unwrap()
+            .execute(
+                "UPDATE callback_endpoints SET format = 'xml' WHERE id = ?1",
+                [id as i64],
+            )
+            .unwrap();
+        let store = SqliteStore::open(&path, Synchronous::Normal).unwrap();
+        assert!(matches!(
+            store.list_callbacks().await,
+            Err(StoreError::Corrupt(m)) if m.contains("xml")
+        ));
     }
 
     #[tokio::test]
@@ -2635,6 +2790,7 @@ mod tests {
             push_level: false,
             failing_since_ms: None,
             disabled_ms: None,
+            format: CallbackFormat::Pigeon,
         };
         let id = store.add_callback(endpoint).await.unwrap();
         let event = || NewEvent {

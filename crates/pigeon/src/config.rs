@@ -73,6 +73,10 @@ pub struct Config {
     /// Most connections that have not sent their first request head yet (0: 4096, at most
     /// half of `max_connections`); beyond it the oldest is dropped.
     pub max_pending_connections: usize,
+    /// The URL clients reach this server at (e.g. `https://push.example.com`), when it is not
+    /// what they send as Host (a proxy in between): the Getui legacy door's discovery answers
+    /// with `<public_url>/serviceex`.
+    pub public_url: Option<String>,
 }
 
 /// The `[callbacks]` section.
@@ -128,6 +132,7 @@ struct FileConfig {
     body_timeout_ms: Option<u64>,
     max_connections: Option<usize>,
     max_pending_connections: Option<usize>,
+    public_url: Option<String>,
 }
 
 impl Default for Config {
@@ -156,6 +161,7 @@ impl Default for Config {
             body_timeout_ms: 30_000,
             max_connections: 0,
             max_pending_connections: 0,
+            public_url: None,
         }
     }
 }
@@ -248,6 +254,9 @@ impl Config {
             if let Some(v) = f.max_pending_connections {
                 c.max_pending_connections = v;
             }
+            if let Some(v) = f.public_url {
+                c.public_url = Some(v);
+            }
         }
         for (key, value) in env {
             let bad = |what: &str| anyhow::anyhow!("{key}={value:?} is not {what}");
@@ -330,6 +339,7 @@ impl Config {
                 "PIGEON_MAX_PENDING_CONNECTIONS" => {
                     c.max_pending_connections = value.parse().map_err(|_| bad("a number"))?
                 }
+                "PIGEON_PUBLIC_URL" => c.public_url = Some(value.clone()),
                 "PIGEON_CALLBACKS_DISABLE_AFTER_S" => {
                     c.callbacks.disable_after_s = value.parse().map_err(|_| bad("a number"))?
                 }
@@ -341,6 +351,13 @@ impl Config {
         }
         if let Some(v) = args.listen {
             c.listen = v;
+        }
+        if let Some(u) = &c.public_url {
+            if u.is_empty() {
+                c.public_url = None;
+            } else if !(u.starts_with("http://") || u.starts_with("https://")) {
+                anyhow::bail!("public_url must start with http:// or https://, got {u:?}");
+            }
         }
         if c.heartbeat_s < 5 {
             anyhow::bail!(

@@ -135,6 +135,10 @@ enum CallbackCommand {
         /// Do not send JPush-style Basic authentication.
         #[arg(long)]
         no_basic_auth: bool,
+        /// How requests are encoded: pigeon (Pigeon's events) or tencent (Tencent Cloud IM's
+        /// Push.OfflinePush, for Push.Event and Push.Undelivered only).
+        #[arg(long, default_value = "pigeon")]
+        format: String,
         /// The server's TOML configuration file: its address policy
         /// (`[callbacks] allow_private_networks`, `vendors_allow_private_networks`) applies here
         /// too, as do the `PIGEON_*` variables.
@@ -465,11 +469,14 @@ async fn callback_command(cmd: CallbackCommand) -> anyhow::Result<()> {
             url,
             commands,
             no_basic_auth,
+            format,
             config,
             data,
         } => {
-            let endpoint = pigeon_callbacks::new_endpoint(&app_key, &url, commands, !no_basic_auth)
-                .map_err(|e| anyhow::anyhow!(e))?;
+            let format = pigeon_callbacks::parse_format(&format).map_err(|e| anyhow::anyhow!(e))?;
+            let endpoint =
+                pigeon_callbacks::new_endpoint(&app_key, &url, (commands, format), !no_basic_auth)
+                    .map_err(|e| anyhow::anyhow!(e))?;
             let policy = private_networks(config)?.callbacks_policy();
             pigeon_core::net::check_url(&url, "url", &policy)
                 .await
@@ -482,7 +489,8 @@ async fn callback_command(cmd: CallbackCommand) -> anyhow::Result<()> {
             store.close().await?;
             println!(
                 "{}",
-                serde_json::json!({"id": id, "url": url, "signing_secret": endpoint.signing_secret})
+                serde_json::json!({"id": id, "url": url, "format": format.as_str(),
+                    "commands": endpoint.commands, "signing_secret": endpoint.signing_secret})
             );
         }
         CallbackCommand::List { app_key, data } => {

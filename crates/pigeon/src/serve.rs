@@ -84,6 +84,10 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         )
         .merge(pigeon_getui::v2_router(engine.clone()))
         .merge(pigeon_gateway::router(engine.clone(), gateway))
+        .merge(pigeon_getui::legacy_router(
+            engine.clone(),
+            cfg.public_url.clone(),
+        ))
         .route(
             "/openapi.json",
             get(|| async { pigeon_jpush::json_response(StatusCode::OK, &openapi_document()) }),
@@ -216,7 +220,13 @@ const OPS_ROUTES: &[RouteDoc] = &[
 
 /// The OpenAPI document of every route this server mounts.
 fn openapi_document() -> serde_json::Value {
-    let routes: Vec<RouteDoc> = [pigeon_jpush::ROUTES, pigeon_gateway::ROUTES, OPS_ROUTES].concat();
+    let routes: Vec<RouteDoc> = [
+        pigeon_jpush::ROUTES,
+        pigeon_gateway::ROUTES,
+        OPS_ROUTES,
+        pigeon_getui::legacy::ROUTES,
+    ]
+    .concat();
     let mut doc = pigeon_jpush::openapi::document(&routes, pigeon_gateway::schemas());
     for path in ["/health", "/openapi.json"] {
         doc["paths"][path]["get"]["security"] = serde_json::json!([]);

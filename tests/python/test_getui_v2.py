@@ -289,8 +289,30 @@ def test_push_all_tag_and_fast_custom_tag(gt, devices):
     assert android.pushes(0) == [] and ios.pushes(0) == []
     assert gt.fail("POST", "/push/tag", dto({"tag": [{"key": "custom_tag", "values": ["nobody"]}]})) \
         == "target user is invalid"
-    assert "region is not supported" in gt.fail(
-        "POST", "/push/tag", dto({"tag": [{"key": "region", "values": ["11000000"], "opt_type": "or"}]}))
+
+
+def test_push_tag_by_region(gt, devices):
+    beijing = devices(region="11000000", tags=["r"])
+    zhejiang = devices(region="33000000", tags=["r"])
+    nowhere = devices(tags=["r"])
+
+    def tag(conditions, word):
+        gt.ok("POST", "/push/tag", dto({"tag": conditions}, {"transmission": word}))
+
+    tag([{"key": "region", "values": ["11000000", "33000000"], "opt_type": "or"}], "both provinces")
+    tag([{"key": "region", "values": ["11000000"], "opt_type": "or"},
+         {"key": "custom_tag", "values": ["r"], "opt_type": "and"}], "beijing")
+    tag([{"key": "region", "values": ["11000000"], "opt_type": "not"}], "not beijing")
+    got = {name: [f["message"]["msg_content"] for f in d.pushes(1)]
+           for name, d in (("bj", beijing), ("zj", zhejiang), ("none", nowhere))}
+    assert got == {"bj": ["both provinces", "beijing"], "zj": ["both provinces", "not beijing"],
+                   "none": ["not beijing"]}
+    assert gt.ok("POST", "/user/count", {"tag": [{"key": "region", "values": ["33000000"]}]}) == {"user_count": 1}
+    # A device is in one region: in two at once is nobody.
+    assert gt.fail("POST", "/push/tag", dto({"tag": [
+        {"key": "region", "values": ["11000000", "33000000"], "opt_type": "and"}]})) == "target user is invalid"
+    assert "portrait is not supported" in gt.fail(
+        "POST", "/push/tag", dto({"tag": [{"key": "portrait", "values": ["x"], "opt_type": "or"}]}))
 
 
 def test_request_id_makes_a_retry_the_same_push(gt, devices):

@@ -1,5 +1,6 @@
 //! Audiences of the push routes (getui.md B.3): cid and alias lists, and the tag conditions
-//! of `/push/tag` and `/user/count` (`phone_type`, `custom_tag`, with `and` / `or` / `not`).
+//! of `/push/tag` and `/user/count` (`phone_type`, `region`, `custom_tag`, with `and` / `or` /
+//! `not`).
 
 use super::fields::At;
 use super::reply::V2Error;
@@ -40,8 +41,11 @@ pub fn audience_of<'a>(body: &At<'a>) -> Result<At<'a>, V2Error> {
         .ok_or_else(|| body.invalid("audience"))
 }
 
-/// A tag audience: platforms (`phone_type`) and an audience expression (`custom_tag`), from a
-/// list of `{"key", "values", "opt_type"}` conditions that AND together.
+/// A tag audience: platforms (`phone_type`) and an audience expression (`custom_tag`,
+/// `region`), from a list of `{"key", "values", "opt_type"}` conditions that AND together.
+/// A device has one region, so regions are exact: `or` conditions narrow the regions a device
+/// may be in, `and` of different regions reaches nobody (as does a set of conditions no
+/// platform meets: the platforms come back empty).
 pub fn tag_conditions(
     conditions: Option<&Value>,
     path: &str,
@@ -54,6 +58,8 @@ pub fn tag_conditions(
     let mut platforms: Vec<Platform> = DEVICE_PLATFORMS.to_vec();
     let mut expr = AudienceExpr::default();
     let mut or_groups: Vec<Vec<String>> = Vec::new();
+    // The regions a device may be in, once a condition names some.
+    let mut regions: Option<Vec<String>> = None;
     for (i, c) in list.iter().enumerate() {
         let here = format!("{path}[{i}]");
         let obj = c.as_object().ok_or_else(|| V2Error::invalid(&here))?;
@@ -91,11 +97,15 @@ pub fn tag_conditions(
                 Op::Or if values.len() == 1 => expr.tag_and.extend(values),
                 Op::Or => or_groups.push(values),
             },
-            "region" => {
-                return Err(V2Error::invalid_msg(format!(
-                    "{here}.key region is not supported yet: Pigeon keeps no region of devices"
-                )))
-            }
+            "region" => match op {
+                Op::Not => expr.region_not.extend(values),
+                Op::Or => narrow(&mut regions, values),
+                Op::And => {
+                    let one = dedup(values);
+                    let allowed = if one.len() == 1 { one } else { Vec::new() };
+                    narrow(&mut regions, allowed);
+                }
+            },
             "portrait" => {
                 return Err(V2Error::invalid_msg(format!(
                     "{here}.key portrait is not supported: Pigeon keeps no user portraits"
@@ -113,6 +123,12 @@ pub fn tag_conditions(
             )))
         }
     }
+    if let Some(regions) = regions {
+        if regions.is_empty() {
+            platforms.clear();
+        }
+        expr.region = regions;
+    }
     let audience = if expr.is_empty() {
         Audience::All
     } else {
@@ -124,6 +140,15 @@ pub fn tag_conditions(
         platforms.into_iter().collect()
     };
     Ok((platforms, audience))
+}
+
+/// Narrows the regions a device may be in to those among `values`.
+fn narrow(allowed: &mut Option<Vec<String>>, values: Vec<String>) {
+    let values = dedup(values);
+    *allowed = Some(match allowed.take() {
+        None => values,
+        Some(before) => before.into_iter().filter(|r| values.contains(r)).collect(),
+    });
 }
 
 #[derive(Clone, Copy)]
@@ -187,6 +212,41 @@ mod tests {
     }
 
     #[test]
+    fn a_device_is_in_one_region() {
+        let regions = |v: Value| match conds(v).unwrap() {
+            (p, Audience::Expr(e)) => (p.is_all(), e.region, e.region_not),
+            (p, Audience::All) => (p.is_all(), Vec::new(), Vec::new()),
+        };
+        let r = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            regions(json!([{"key": "region", "values": ["11", "33"], "opt_type": "or"}])),
+            (true, r(&["11", "33"]), r(&[]))
+        );
+        assert_eq!(
+            regions(json!([
+                {"key": "region", "values": ["11", "33"], "opt_type": "or"},
+                {"key": "region", "values": ["33", "44"], "opt_type": "or"},
+                {"key": "region", "values": ["55"], "opt_type": "not"},
+            ])),
+            (true, r(&["33"]), r(&["55"]))
+        );
+        assert_eq!(
+            regions(json!([{"key": "region", "values": ["11", "11"], "opt_type": "and"}])),
+            (true, r(&["11"]), r(&[]))
+        );
+        // In two regions at once: nobody.
+        let (p, _) =
+            conds(json!([{"key": "region", "values": ["11", "33"], "opt_type": "and"}])).unwrap();
+        assert_eq!(p, PlatformSet::empty());
+        let (p, _) = conds(json!([
+            {"key": "region", "values": ["11"]},
+            {"key": "region", "values": ["33"]},
+        ]))
+        .unwrap();
+        assert_eq!(p, PlatformSet::empty());
+    }
+
+    #[test]
     fn bad_conditions_are_named() {
         assert_eq!(conds(json!([])).unwrap_err().msg, "audience.tag is invalid");
         assert_eq!(conds(json!({})).unwrap_err().msg, "audience.tag is invalid");
@@ -214,10 +274,6 @@ mod tests {
                 .msg,
             "audience.tag[0].values is invalid"
         );
-        assert!(conds(json!([{"key": "region", "values": ["11000000"]}]))
-            .unwrap_err()
-            .msg
-            .contains("region is not supported yet"));
         assert!(conds(json!([
             {"key": "custom_tag", "values": ["a", "b"], "opt_type": "or"},
             {"key": "custom_tag", "values": ["c", "d"], "opt_type": "or"},

@@ -509,9 +509,30 @@ def test_custom_tag_routes_status_badge_and_count(gt, devices):
         assert gt.fail("POST", f"/user/badge/cid/{d1.registration_id}", {"badge": bad}) == "badge is invalid"
     assert "cid" in gt.fail("POST", f"/user/badge/cid/{d1.registration_id},nobody", {"badge": "1"})
 
-    # The black list is not there (yet): a clear error, not a pretend success.
-    assert "black list is not supported" in gt.fail("POST", f"/user/black/cid/{d1.registration_id}")
-    assert "black list is not supported" in gt.fail("DELETE", f"/user/black/cid/{d1.registration_id}")
+
+
+def test_black_list_keeps_pushes_from_a_device(gt, jp, devices):
+    blocked, other = devices(tags=["bl"]), devices(tags=["bl"])
+    gt.ok("POST", f"/user/black/cid/{blocked.registration_id}")
+    gt.ok("POST", "/push/tag", dto({"tag": [{"key": "custom_tag", "values": ["bl"]}]}, {"transmission": "one"}))
+    assert [f["message"]["msg_content"] for f in other.pushes(1)] == ["one"]
+    assert blocked.pushes(0) == []
+    # Through any door: the JPush API does not reach it either.
+    import jpush
+    push = jp.create_push()
+    push.audience = jpush.audience(jpush.tag("bl"))
+    push.platform = jpush.all_
+    push.message = jpush.message("via jpush")
+    push.send()
+    assert [f["message"]["msg_content"] for f in other.pushes(1)] == ["via jpush"]
+    assert blocked.pushes(0) == []
+    assert gt.fail("POST", "/push/single/cid", dto({"cid": [blocked.registration_id]})) == "target user is invalid"
+    assert gt.ok("POST", "/user/count", {"tag": [{"key": "custom_tag", "values": ["bl"]}]}) == {"user_count": 1}
+    gt.ok("DELETE", f"/user/black/cid/{blocked.registration_id}")
+    gt.ok("POST", "/push/single/cid", dto({"cid": [blocked.registration_id]}, {"transmission": "back"}))
+    assert [f["message"]["msg_content"] for f in blocked.pushes(1)] == ["back"]
+    assert "cid" in gt.fail("POST", f"/user/black/cid/{blocked.registration_id},nobody")
+    assert gt.fail("POST", "/user/black/cid/,") == "cid is invalid"
 
 
 # --- reports ------------------------------------------------------------------------------

@@ -146,6 +146,10 @@ pub trait Storage: Send + Sync + 'static {
     fn vendor_credentials_version(&self) -> StoreFuture<'_, (u64, u64)>;
     /// The badge number of every device of an app that has one: (ordinal, badge).
     fn load_badges(&self, app_key: &str) -> StoreFuture<'_, Vec<(u32, u32)>>;
+    /// Blocks or unblocks devices of an app (Getui's black list).
+    fn set_blocked(&self, app_key: &str, ordinals: Vec<u32>, blocked: bool) -> StoreFuture<'_, ()>;
+    /// The blocked devices of an app.
+    fn load_blocked(&self, app_key: &str) -> StoreFuture<'_, Vec<u32>>;
     /// Records devices' badge numbers: (ordinal, badge).
     fn save_badges(&self, app_key: &str, badges: Vec<(u32, u32)>) -> StoreFuture<'_, ()>;
     /// Pushes of an app still deliverable at `now_ms`, oldest first, with who has acked them.

@@ -158,6 +158,13 @@ CREATE TABLE IF NOT EXISTS vendor_credentials (
     PRIMARY KEY (app_key, vendor)
 );
 -- The app-icon badge number the server keeps for each device that has one.
+-- Devices an app's backend blocked (Getui's black list): no push of the app accepted while
+-- they are blocked reaches them.
+CREATE TABLE IF NOT EXISTS blocked_devices (
+    app_key TEXT NOT NULL,
+    ordinal INTEGER NOT NULL,
+    PRIMARY KEY (app_key, ordinal)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS device_badges (
     app_key TEXT NOT NULL,
     ordinal INTEGER NOT NULL,
@@ -1722,6 +1729,32 @@ impl Storage for SqliteStore {
                 c.prepare_cached("SELECT ordinal, badge FROM device_badges WHERE app_key = ?1")?;
             let rows = st.query_map([app_key], |r| Ok((r.get(0)?, r.get(1)?)))?;
             Ok(rows.collect::<Result<Vec<(u32, u32)>, _>>()?)
+        }))
+    }
+
+    fn set_blocked(&self, app_key: &str, ordinals: Vec<u32>, blocked: bool) -> StoreFuture<'_, ()> {
+        let app_key = app_key.to_string();
+        Box::pin(self.write(move |c| {
+            let mut st = c.prepare_cached(if blocked {
+                "INSERT INTO blocked_devices (app_key, ordinal) VALUES (?1, ?2)
+                 ON CONFLICT (app_key, ordinal) DO NOTHING"
+            } else {
+                "DELETE FROM blocked_devices WHERE app_key = ?1 AND ordinal = ?2"
+            })?;
+            for ordinal in ordinals {
+                st.execute(params![app_key, ordinal])?;
+            }
+            Ok(())
+        }))
+    }
+
+    fn load_blocked(&self, app_key: &str) -> StoreFuture<'_, Vec<u32>> {
+        let app_key = app_key.to_string();
+        Box::pin(self.read(move |c| {
+            let mut st =
+                c.prepare_cached("SELECT ordinal FROM blocked_devices WHERE app_key = ?1")?;
+            let rows = st.query_map([app_key], |r| r.get(0))?;
+            Ok(rows.collect::<Result<Vec<u32>, _>>()?)
         }))
     }
 

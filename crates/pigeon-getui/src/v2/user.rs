@@ -195,11 +195,27 @@ pub async fn tag_batch(
     Ok(Value::Object(out))
 }
 
-/// `POST` / `DELETE /user/black/cid/{cids}`.
-pub fn black_list() -> V2Result {
-    Err(V2Error::invalid_msg(
-        "black list is not supported yet: Pigeon has no per-device block list; unbind the device's alias and tags or delete it instead",
-    ))
+/// `POST` (add) / `DELETE` (remove) `/user/black/cid/{cids}`: a blocked cid gets no push the
+/// app makes while it is blocked, through any door. Every cid must be a device of the app.
+pub async fn black_list(
+    call: &Call<'_>,
+    app: &Arc<AppState>,
+    cids: &str,
+    blocked: bool,
+) -> V2Result {
+    let cids = cid_set(cids)?;
+    let (ordinals, unknown) = call.v2.engine.ordinals_of(app, &cids);
+    if let Some(cid) = unknown.first() {
+        return Err(V2Error::invalid_msg(format!(
+            "cid is invalid: {cid:?} is not a device of this app"
+        )));
+    }
+    call.v2
+        .engine
+        .set_blocked(app, &ordinals, blocked)
+        .await
+        .map_err(engine_error)?;
+    Ok(Value::Null)
 }
 
 /// The cids of a path set, at least one and at most [`MAX_IDS`].

@@ -855,3 +855,46 @@ def test_speed_spreads_a_push_over_time(gt, devices):
     # all three get it at once).
     elapsed = time.time() - start
     assert elapsed >= 1.5, elapsed
+
+
+def test_a_restart_keeps_schedules_blocks_and_reports_and_asks_for_new_tokens():
+    import os
+    import tempfile
+    from conftest import Server
+    with tempfile.TemporaryDirectory() as tmp:
+        server = Server(os.path.join(tmp, "data"))
+        server.start()
+        try:
+            app = server.create_app("restart")
+            gt = Getui(server, app)
+            d = Device(server, app["app_key"], tags=["keep"])
+            blocked = Device(server, app["app_key"], tags=["keep"])
+            gt.ok("POST", f"/user/black/cid/{blocked.registration_id}")
+            sent = gt.ok("POST", "/push/all", dto("all", {"transmission": "before"}))["taskid"]
+            assert len(d.pushes(1)) == 1
+            later = gt.ok("POST", "/push/all", dto("all", {"transmission": "after the restart"},
+                                                   settings={"schedule_time": now_ms() + 4000}))["taskid"]
+            listed = gt.ok("POST", "/push/list/message", dto(None, {"transmission": "list"}))["taskid"]
+            d.close()
+            blocked.close()
+            server.stop()
+            server.start()
+            # Tokens lived in memory: 10001, and the client authenticates again.
+            gt.fail("GET", "/user/status/x", code=10001, status=401)
+            gt.token = gt.auth()["data"]["token"]
+            assert gt.ok("GET", f"/report/push/task/{sent}")[sent]["total"]["receive_num"] == 1
+            assert gt.ok("GET", f"/task/schedule/{later}")[later]["send_result"] == "waiting"
+            assert gt.fail("POST", "/push/list/cid", {"audience": {"cid": [d.registration_id]},
+                                                      "taskid": listed}) == "taskid is invalid"
+            from test_recall import reconnect
+            for dev in (d, blocked):
+                dev.ws = reconnect(server, dev)
+            got = d.pushes(1, limit=8)
+            assert [(f["msg_id"], f["message"]["msg_content"]) for f in got] \
+                == [(later.split("-")[1], "after the restart")]
+            assert blocked.pushes(0, quiet=1.0) == []
+            assert gt.ok("GET", f"/task/schedule/{later}")[later]["send_result"] == "success"
+            d.close()
+            blocked.close()
+        finally:
+            server.stop()

@@ -89,13 +89,17 @@ def test_a_schedule_can_push_to_a_file(server, app, devices):
     from test_jpush_schedule import beijing
     d = devices(alias="sched_file")
     file_id = upload(server, app, "alias", "sched_file\n").json()["file_id"]
-    body = {"name": "file_schedule", "enabled": True, "trigger": {"single": {"time": beijing(1)}},
+    # Two seconds ahead: the time is whole seconds, and a loaded machine may take a second to
+    # answer.
+    body = {"name": "file_schedule", "enabled": True, "trigger": {"single": {"time": beijing(2)}},
             "push": {"platform": "all", "audience": {"file": {"file_id": file_id}},
                      "notification": {"alert": "scheduled to a file"}}}
     r = call(server, app, "POST", "/v3/schedules", data=json.dumps(body))
     assert r.status_code == 200, r.text
-    frames = d.pushes(1, limit=6)
+    frames = d.pushes(1, limit=7)
     assert len(frames) == 1 and frames[0]["notification"]["alert"] == "scheduled to a file"
     body["push"]["audience"]["file"]["file_id"] = "missing"
+    body["trigger"]["single"]["time"] = beijing(60)
     r = call(server, app, "POST", "/v3/schedules", data=json.dumps(body))
     assert r.status_code == 400 and r.json()["error"]["code"] == 8100
+    assert "file" in r.json()["error"]["message"], r.text

@@ -312,7 +312,8 @@ async fn handle(
 ) -> V2Result {
     use Route as R;
     match route {
-        R::Auth | R::AuthDelete(_) => Err(V2Error::invalid_msg("unreachable")),
+        // Answered before the token is checked (`dispatch`).
+        R::Auth | R::AuthDelete(_) => Err(V2Error::token()),
         R::PushSingleCid => push::single(call, app, body, push::Target::Cid).await,
         R::PushSingleAlias => push::single(call, app, body, push::Target::Alias).await,
         R::PushBatchCid => push::batch(call, app, body, push::Target::Cid).await,

@@ -5,7 +5,8 @@
 //! `/push/fast_custom_tag` with `settings.schedule_time` become schedules (`schedule.rs`).
 //!
 //! A list message (`/push/list/message`) is kept in memory until it is stopped or a day has
-//! passed (at most [`MAX_LISTS_PER_APP`] per app, the oldest dropped first). Its task id
+//! passed (at most [`MAX_LISTS_PER_APP`] per app and [`MAX_LIST_BYTES_PER_APP`] of requests,
+//! the oldest dropped first). Its task id
 //! names the msg_id reserved for the push of its first list call (`/push/list/cid` or
 //! `/push/list/alias`); each later list call with it makes a push of its own, and while the
 //! list is kept its task id names all of them in the stop and report routes. After a restart
@@ -37,6 +38,8 @@ const MAX_BATCH: usize = 200;
 pub const LIST_LIFETIME_MS: u64 = 86_400_000;
 /// Most list messages one app keeps; a new one beyond that drops the oldest.
 pub const MAX_LISTS_PER_APP: usize = 1000;
+/// Most bytes of list messages (as their requests came) one app keeps.
+pub const MAX_LIST_BYTES_PER_APP: usize = 16 * 1024 * 1024;
 /// Most pushes one list message makes (one per list call).
 const MAX_PUSHES_PER_LIST: usize = 1000;
 
@@ -68,6 +71,8 @@ impl Target {
 struct ListMessage {
     app_key: String,
     request: PushRequest,
+    /// The size of its request, counted against the app's budget.
+    bytes: usize,
     expires_ms: u64,
     /// The msg_id its task id names, until its first list call takes it.
     reserved: Option<u64>,
@@ -78,8 +83,8 @@ struct ListMessage {
 #[derive(Default)]
 struct Lists {
     by_id: HashMap<u64, ListMessage>,
-    /// Per app, its list ids, oldest first.
-    by_app: HashMap<String, VecDeque<u64>>,
+    /// Per app, its list ids, oldest first, and the bytes they hold.
+    by_app: HashMap<String, (VecDeque<u64>, usize)>,
 }
 
 /// The list messages waiting for their targets, in memory and bounded.
@@ -89,26 +94,31 @@ pub struct ListMessages {
 }
 
 impl ListMessages {
-    /// Keeps a list message under the msg_id reserved for it.
-    fn create(&self, app_key: &str, request: PushRequest, msg_id: u64, now: u64) {
+    /// Keeps a list message (its request `bytes` long) under the msg_id reserved for it,
+    /// dropping the app's expired ones and, to make room, its oldest.
+    fn create(&self, app_key: &str, request: PushRequest, bytes: usize, msg_id: u64, now: u64) {
         let mut lists = self.inner.lock();
         let Lists { by_id, by_app } = &mut *lists;
-        let queue = by_app.entry(app_key.to_string()).or_default();
+        let (queue, held) = by_app.entry(app_key.to_string()).or_default();
         while let Some(front) = queue.front() {
-            let expired = by_id.get(front).is_none_or(|l| l.expires_ms <= now);
-            if !expired && queue.len() < MAX_LISTS_PER_APP {
+            let old = by_id.get(front);
+            let expired = old.is_none_or(|l| l.expires_ms <= now);
+            let room = queue.len() < MAX_LISTS_PER_APP && *held + bytes <= MAX_LIST_BYTES_PER_APP;
+            if !expired && room {
                 break;
             }
-            if let Some(old) = queue.pop_front() {
-                by_id.remove(&old);
+            if let Some(old) = queue.pop_front().and_then(|id| by_id.remove(&id)) {
+                *held = held.saturating_sub(old.bytes);
             }
         }
         queue.push_back(msg_id);
+        *held += bytes;
         by_id.insert(
             msg_id,
             ListMessage {
                 app_key: app_key.to_string(),
                 request,
+                bytes,
                 expires_ms: now + LIST_LIFETIME_MS,
                 reserved: Some(msg_id),
                 pushes: Vec::new(),
@@ -162,8 +172,9 @@ impl ListMessages {
             return None;
         }
         let l = lists.by_id.remove(&id)?;
-        if let Some(q) = lists.by_app.get_mut(app_key) {
+        if let Some((q, held)) = lists.by_app.get_mut(app_key) {
             q.retain(|x| *x != id);
+            *held = held.saturating_sub(l.bytes);
         }
         Some(l.pushes)
     }
@@ -469,8 +480,11 @@ pub async fn list_message(call: &Call<'_>, app: &Arc<AppState>, body: Option<Val
             "push_message.revoke is not supported in a list message: revoke through /push/single/cid or /push/all",
         ));
     }
+    let bytes = serde_json::to_vec(&body).map_or(0, |b| b.len());
     let msg_id = call.v2.engine.reserve_msg_id();
-    call.v2.lists.create(&app.app_key, req, msg_id, now_ms());
+    call.v2
+        .lists
+        .create(&app.app_key, req, bytes, msg_id, now_ms());
     Ok(json!({ "taskid": task_id(Door::RestV2, TaskKind::List, msg_id) }))
 }
 
@@ -622,4 +636,58 @@ pub async fn wide(
         }
     };
     Ok(json!({ "taskid": taskid }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::v2::dto::{PushRequest, What};
+    use pigeon_core::model::{DeliveryPolicy, Labels};
+
+    fn request() -> PushRequest {
+        PushRequest {
+            request_id: "0123456789".into(),
+            labels: Labels::default(),
+            policy: DeliveryPolicy::default(),
+            callback: None,
+            schedule_ms: None,
+            what: What::Send(Box::default()),
+        }
+    }
+
+    #[test]
+    fn list_messages_are_bounded_per_app_in_number_bytes_and_time() {
+        let lists = ListMessages::default();
+        for id in 1..=(MAX_LISTS_PER_APP as u64 + 5) {
+            lists.create("a", request(), 10, id, 0);
+        }
+        assert!(lists.take("a", 1, 1).is_none());
+        assert!(lists.take("a", 6, 1).is_some());
+        assert_eq!(lists.inner.lock().by_id.len(), MAX_LISTS_PER_APP);
+        // Bytes: one big request pushes out what it needs.
+        lists.create("b", request(), MAX_LIST_BYTES_PER_APP / 2, 10_001, 0);
+        lists.create("b", request(), MAX_LIST_BYTES_PER_APP / 2, 10_002, 0);
+        lists.create("b", request(), 1, 10_003, 0);
+        assert!(lists.take("b", 10_001, 1).is_none());
+        assert!(lists.take("b", 10_002, 1).is_some());
+        assert_eq!(
+            lists.inner.lock().by_app["b"].1,
+            MAX_LIST_BYTES_PER_APP / 2 + 1
+        );
+        // Another app's id is not this app's; an expired one is gone.
+        assert!(lists.take("a", 10_002, 1).is_none());
+        assert!(lists.take("b", 10_003, LIST_LIFETIME_MS).is_none());
+        // The first call takes the reserved id, later ones a new one, a failed one gives it back.
+        let (_, took) = lists.take("b", 10_003, 1).unwrap();
+        assert_eq!(took, 10_003);
+        lists.sent(10_003, took, None);
+        assert_eq!(lists.take("b", 10_003, 1).unwrap().1, 10_003);
+        lists.sent(10_003, 10_003, Some(10_003));
+        assert_eq!(lists.take("b", 10_003, 1).unwrap().1, 0);
+        lists.sent(10_003, 0, Some(77));
+        assert_eq!(lists.pushes_of("b", 10_003), Some(vec![10_003, 77]));
+        assert_eq!(lists.remove("a", 10_003), None);
+        assert_eq!(lists.remove("b", 10_003), Some(vec![10_003, 77]));
+        assert_eq!(lists.inner.lock().by_app["b"].1, MAX_LIST_BYTES_PER_APP / 2);
+    }
 }

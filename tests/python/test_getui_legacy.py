@@ -5,6 +5,7 @@ this Python (`pushAPNMessageToSingle` uses `base64.encodestring`) are posted as 
 on Python 3.6-3.8."""
 
 import base64
+import datetime
 import gzip
 import hashlib
 import json
@@ -588,3 +589,156 @@ def test_region_set_through_the_device_api_selects_app_pushes(server, app, devic
     assert gt.pushMessageToApp(m)["result"] == "ok"
     assert [shown(f) for f in d.pushes(1)] == [("R", "region")]
     assert other.pushes(0, quiet=0.5) == []
+
+
+# --- scheduled app pushes (pushTime, getScheduleTask, delScheduleTask) --------------------
+
+BEIJING = datetime.timezone(datetime.timedelta(hours=8))
+
+
+def push_time(minutes_ahead=0, at=None):
+    """`yyyyMMddHHmm` in Beijing time, `minutes_ahead` of the current minute."""
+    at = at or datetime.datetime.now(BEIJING)
+    return (at + datetime.timedelta(minutes=minutes_ahead)).strftime("%Y%m%d%H%M")
+
+
+def scheduled(app, title, when, conditions=None):
+    m = IGtAppMessage()
+    m.data = notification(app, title, "scheduled")
+    m.appIdList = [app["app_key"]]
+    m.isOffline, m.offlineExpireTime = True, 600_000
+    if conditions is not None:
+        m.conditions = conditions
+    m.pushTime = when  # the SDK's setter for it is shadowed: set the attribute
+    return m
+
+
+def test_push_times_are_checked_and_waiting_tasks_can_be_read_deleted_and_stopped(
+        server, app, devices):
+    gt, ak = getui(server, app), app["app_key"]
+    d = devices()
+    for when, why in (("202001010000", "not in the future"),
+                      (push_time(0), "not in the future"),
+                      (push_time(-1), "not in the future"),
+                      (push_time(60 * 24 * 8), "7 days"),
+                      ("2030-01-01 12:00", "yyyyMMddHHmm"),
+                      ("203013011200", "yyyyMMddHHmm"),
+                      ("20300101120", "yyyyMMddHHmm")):
+        r = gt.pushMessageToApp(scheduled(app, "never", when))
+        assert r["result"] != "ok" and "pushTime" in r["result"] and why in r["result"], (when, r)
+    # A task a day ahead: answered at once with its task id, waiting.
+    when = push_time(60 * 24)
+    before = int(time.time() * 1000)
+    m = scheduled(app, "tomorrow", when)
+    content_id = gt.getContentId(m, "sched-group")
+    r = gt.pushMessageToAppWithContentId(content_id)
+    assert r["result"] == "ok" and r["taskId"].startswith("OSA-") and r["contentId"] == r["taskId"]
+    task = r["taskId"]
+    assert gt.pushMessageToAppWithContentId(content_id)["result"] == "DuplicatedContentId"
+    got = gt.getScheduleTask(task, ak)
+    assert got["result"] == "ok" and got["taskId"] == task, got
+    assert got["status"] == "waiting" and got["pushTime"] == when
+    assert before <= int(got["createTime"]) <= int(time.time() * 1000)
+    # Any form of the task id names it; another app id does not.
+    assert gt.getScheduleTask(msg_id_of(task), ak)["taskId"] == task
+    assert gt.getScheduleTask(task, "not-this-app")["result"] == "AppidNoMatchAppKey"
+    # Nothing is pushed yet, and no push of that id exists.
+    assert gt.getPushResult(task)["result"] == "TaskNotExist"
+    # Deleted: never fires, and is gone.
+    assert gt.delScheduleTask(task, ak)["result"] == "ok"
+    assert gt.getScheduleTask(task, ak)["result"] == "TaskNotExist"
+    assert gt.delScheduleTask(task, ak)["result"] != "ok"
+    # stop() on a waiting task deletes it too.
+    other = gt.pushMessageToApp(scheduled(app, "stopped", push_time(90)))["taskId"]
+    assert gt.getScheduleTask(other, ak)["status"] == "waiting"
+    assert gt.stop(other) is True
+    assert gt.getScheduleTask(other, ak)["result"] == "TaskNotExist"
+    # Tasks that are not scheduled ones.
+    now = gt.pushMessageToApp(scheduled(app, "now", ""))
+    assert now["result"] == "ok"
+    assert gt.getScheduleTask(now["taskId"], ak)["result"] == "TaskNotExist"
+    for unknown in ("OSA-123", "nonsense"):
+        assert gt.getScheduleTask(unknown, ak)["result"] == "TaskNotExist"
+        assert gt.delScheduleTask(unknown, ak)["result"] == "TaskNotExist"
+    assert gt.getScheduleTask("", ak)["result"] == "taskId is not null"
+    assert [shown(f)[0] for f in d.pushes(1, quiet=0.5)] == ["now"]
+
+
+def test_a_scheduled_app_push_fires_at_its_minute_once_across_restarts():
+    """pushTime has minute precision and is wall-clock time, so this waits for a real minute
+    boundary: the next one, or the one after when fewer than 6 s of this minute are left for
+    the set-up (which takes well under a second here): at most about 70 s, 35 s on average.
+    That the push waits for its time is checked by watching a device until a second before
+    the boundary, then seeing the push arrive right after it."""
+    with tempfile.TemporaryDirectory() as tmp:
+        server = Server(os.path.join(tmp, "data"))
+        server.start()
+        try:
+            app = server.create_app("gt-sched")
+            gt, ak = getui(server, app), app["app_key"]
+            now = datetime.datetime.now(BEIJING)
+            ahead = 1 if now.second < 54 else 2
+            when = push_time(ahead, now)
+            fire_at = (now.replace(second=0, microsecond=0)
+                       + datetime.timedelta(minutes=ahead)).timestamp()
+            tagged = Device(server, ak, tags=["sched"])
+            later = Device(server, ak)  # tagged after the task is made: reached
+            untagged = Device(server, ak, tags=["sched"])  # untagged before it fires: not
+            cond = AppConditions().addCondition(AppConditions.TAG, ["sched"])
+            r = gt.pushMessageToApp(scheduled(app, "X", when, cond))
+            assert r["result"] == "ok", r
+            task = r["taskId"]
+            deleted = gt.pushMessageToApp(scheduled(app, "Y", when, cond))["taskId"]
+            ghost = AppConditions().addCondition(AppConditions.TAG, ["nobody-has-it"])
+            empty = gt.pushMessageToApp(scheduled(app, "Z", when, ghost))["taskId"]
+            assert gt.delScheduleTask(deleted, ak)["result"] == "ok"
+            assert gt.getScheduleTask(task, ak)["status"] == "waiting"
+
+            # A restart while it waits: it is kept (and the same IGeTui signs in again).
+            for dev in (tagged, later, untagged):
+                dev.close()
+            server.stop()
+            server.start()
+            for dev in (tagged, later, untagged):
+                dev.ws = reconnect(server, dev)
+            got = gt.getScheduleTask(task, ak)
+            assert got["status"] == "waiting" and got["pushTime"] == when, got
+            assert gt.getScheduleTask(deleted, ak)["result"] == "TaskNotExist"
+            assert gt.setClientTag(ak, later.registration_id, ["sched"])["result"] == "ok"
+            assert gt.setClientTag(ak, untagged.registration_id, ["other"])["result"] == "ok"
+            assert time.time() < fire_at - 2, "the set-up took too long for this minute"
+
+            # Nothing before its minute...
+            quiet = fire_at - time.time() - 1
+            assert tagged.pushes(0, quiet=quiet, limit=quiet + 1) == []
+            # ...then the task's push, once, to the devices the condition selects then.
+            [f] = tagged.pushes(1, quiet=1.0, limit=fire_at - time.time() + 10)
+            arrived = time.time()
+            assert fire_at - 0.5 <= arrived <= fire_at + 10, (arrived, fire_at)
+            assert shown(f) == ("X", "scheduled") and f["msg_id"] == msg_id_of(task)
+            assert [g["msg_id"] for g in later.pushes(1, quiet=0.5)] == [msg_id_of(task)]
+            assert untagged.pushes(0, quiet=0.5) == []
+
+            got = gt.getScheduleTask(task, ak)
+            assert got["status"] == "sent" and got["msgId"] == msg_id_of(task), got
+            assert int(got["sendTime"]) >= int(fire_at * 1000) - 500
+            assert gt.delScheduleTask(task, ak)["result"] != "ok"
+            # A task whose conditions meet no device when it fires: failed, and says why.
+            got = gt.getScheduleTask(empty, ak)
+            assert got["status"] == "failed" and got["failReason"] == "NOTarget", got
+            assert gt.delScheduleTask(empty, ak)["result"] != "ok"
+            time.sleep(0.3)
+            res = gt.getPushResult(task)
+            assert res["result"] == "ok" and res["msgTotal"] == "2", res
+
+            # Fired once: another restart does not fire it again.
+            for dev in (tagged, later, untagged):
+                dev.close()
+            server.stop()
+            server.start()
+            tagged.ws = reconnect(server, tagged)
+            assert tagged.pushes(0, quiet=1.5) == []
+            assert gt.getScheduleTask(task, ak)["status"] == "sent"
+            tagged.close()
+        finally:
+            server.stop()

@@ -67,5 +67,32 @@ fn frames(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, audience, parser, frames);
+/// A `pushMessageToSingleAction` body as `gt-push-sdk` sends it, its `clientData` the captured
+/// NotificationTemplate of getui.md A.9.
+fn legacy_decode(c: &mut Criterion) {
+    let body = json!({
+        "action": "pushMessageToSingleAction", "appkey": "AK", "version": "4.1.1.2",
+        "authToken": "t", "requestId": "r1",
+        "clientData": "CgASC3B1c2htZXNzYWdlGgAiAkFLKgNBSUQyADoEWAFoAUIHCAEQABiQTkKHAQiQThABGJpOogYIaWNvbi5wbmeqBgCyBgFUugYEYm9kecAGAcgGAdAGAeoXEgoLbm90aWZ5U3R5bGUSATAYAeoXFAoHY2hhbm5lbBIHRGVmYXVsdBgA6hcYCgtjaGFubmVsTmFtZRIHRGVmYXVsdBgA6hcTCgxjaGFubmVsTGV2ZWwSATMYAUIICJpOEAAYrk5CGQiuThADGGTiCADqCAYKABIAGgDwCAH4CGRCBAhkEAdKAFAA",
+        "transmissionContent": "", "isOffline": true, "offlineExpireTime": 3_600_000,
+        "pushNetWorkType": 0, "appId": "AK", "clientId": "1a0018970a5c1a3d0c1", "alias": "",
+        "type": 2, "pushType": "NotifyMsg"
+    });
+    let text = body.to_string();
+    c.bench_function(
+        "decode a Getui legacy push (JSON text and clientData to core Push)",
+        |b| {
+            b.iter(|| {
+                let v: serde_json::Value =
+                    serde_json::from_str(black_box(&text)).unwrap_or_default();
+                let ok = v
+                    .as_object()
+                    .is_some_and(|m| pigeon_getui::legacy::push::prepare(m).is_ok());
+                black_box(ok)
+            })
+        },
+    );
+}
+
+criterion_group!(benches, audience, parser, legacy_decode, frames);
 criterion_main!(benches);

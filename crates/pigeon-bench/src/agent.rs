@@ -51,6 +51,12 @@ pub struct AgentArgs {
     /// Http mode: base64 of app_key:master_secret.
     #[arg(long, default_value = "")]
     pub auth: String,
+    /// Http mode: a Getui RestAPI V2 token.
+    #[arg(long, default_value = "")]
+    pub v2_token: String,
+    /// Http mode: a Getui legacy protocol authToken.
+    #[arg(long, default_value = "")]
+    pub legacy_token: String,
     /// Http mode: a file with one registration id a line.
     #[arg(long)]
     pub rids_file: Option<std::path::PathBuf>,
@@ -148,7 +154,9 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
                 }
                 say(stats.report());
             }
-            ["run", rate, secs] => {
+            ["run", rate, secs, dialect] => {
+                let dialect = crate::httpload::Dialect::parse(dialect)
+                    .ok_or_else(|| anyhow::anyhow!("unknown dialect {dialect:?}"))?;
                 let rids = std::fs::read_to_string(
                     args.rids_file
                         .as_ref()
@@ -156,11 +164,15 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
                 )?;
                 let target = Arc::new(crate::httpload::Target {
                     addr: args.server.trim_start_matches("http://").parse()?,
+                    app_key: args.app_key.clone(),
                     auth: args.auth.clone(),
+                    v2_token: args.v2_token.clone(),
+                    legacy_token: args.legacy_token.clone(),
                     rids: rids.lines().map(String::from).collect(),
                 });
                 let out = crate::httpload::run(
                     target,
+                    dialect,
                     args.source_ip,
                     args.count,
                     rate.parse()?,
@@ -241,6 +253,20 @@ async fn connect_pigeon(
     Ok(n)
 }
 
+/// When a push was sent, as the bench wrote it into the push: JPush extras `"t":µs`, or a
+/// Getui title `"t:µs"`.
+fn sent_stamp(text: &str) -> Option<u64> {
+    if let Some(t) = json_field(text, "t") {
+        return t.parse().ok();
+    }
+    let at = text.find("\"t:")? + 3;
+    let digits = &text[at..];
+    let end = digits
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(digits.len());
+    digits[..end].parse().ok()
+}
+
 async fn pigeon_device_loop(mut ws: WsClient, stats: Arc<Stats>) {
     while let Ok(frame) = ws.next_text().await {
         let Ok(text) = std::str::from_utf8(&frame) else {
@@ -249,7 +275,7 @@ async fn pigeon_device_loop(mut ws: WsClient, stats: Arc<Stats>) {
         if json_field(text, "op") != Some("push") {
             continue;
         }
-        stats.record(json_field(text, "t").and_then(|t| t.parse().ok()));
+        stats.record(sent_stamp(text));
         let Some(msg_id) = json_field(text, "msg_id") else {
             return;
         };

@@ -1,6 +1,9 @@
-//! HTTP load for the push API: keep-alive HTTP/1.1 connections sending single-device pushes,
+//! HTTP load for the push API: keep-alive HTTP/1.1 connections sending single-device pushes
+//! in one of Pigeon's dialects (JPush v3, Getui RestAPI V2, the Getui legacy protocol),
 //! either as fast as answers come back or on a fixed schedule (latency then counts from the
-//! scheduled time, so a server that falls behind shows it).
+//! scheduled time, so a server that falls behind shows it). Each push carries its send time
+//! for the device to read: in JPush's extras (`"t":µs`), in the Getui notification's title
+//! (`"t:µs"`).
 
 use crate::procs::now_us;
 use anyhow::{bail, Context};
@@ -12,10 +15,130 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
+/// Which front door the pushes go through.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Dialect {
+    /// `POST /v3/push`, Basic auth.
+    Jpush,
+    /// `POST /v2/{appId}/push/single/cid`, a `token` from `/auth`.
+    GetuiV2,
+    /// `POST /serviceex` `pushMessageToSingleAction` with a NotificationTemplate `clientData`,
+    /// an `authToken` from `connect`.
+    GetuiLegacy,
+}
+
+impl Dialect {
+    pub fn name(self) -> &'static str {
+        match self {
+            Dialect::Jpush => "jpush",
+            Dialect::GetuiV2 => "getui-v2",
+            Dialect::GetuiLegacy => "getui-legacy",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Dialect> {
+        [Dialect::Jpush, Dialect::GetuiV2, Dialect::GetuiLegacy]
+            .into_iter()
+            .find(|d| d.name() == s)
+    }
+}
+
 pub struct Target {
     pub addr: SocketAddr,
+    pub app_key: String,
+    /// Base64 of `app_key:master_secret`.
     pub auth: String,
+    /// A RestAPI V2 token.
+    pub v2_token: String,
+    /// A legacy protocol `authToken`.
+    pub legacy_token: String,
     pub rids: Vec<String>,
+}
+
+/// A NotificationTemplate's `clientData` as `gt-push-sdk` builds it (action chain of
+/// getui.md A.6), titled with the send time.
+fn legacy_client_data(title: &str) -> String {
+    use base64::Engine as _;
+    use pigeon_getui::legacy::proto::{ActionChain, AppStartUp, Transparent};
+    use prost::Message as _;
+    let node = |action_id, kind, next: Option<i32>| ActionChain {
+        action_id,
+        r#type: kind,
+        next,
+        ..Default::default()
+    };
+    let mut notification = node(10000, 1, Some(10010));
+    notification.title = Some(title.to_string());
+    notification.text = Some("b".into());
+    notification.logo = Some(String::new());
+    notification.clearable = Some(true);
+    notification.ring = Some(true);
+    notification.buzz = Some(true);
+    let mut start = node(10030, 3, Some(100));
+    start.appid = Some(String::new());
+    start.appstartupid = Some(AppStartUp::default());
+    start.autostart = Some(false);
+    start.failed_action = Some(100);
+    let t = Transparent {
+        action: "pushmessage".into(),
+        action_chain: vec![
+            node(1, 0, Some(10000)),
+            notification,
+            node(10010, 0, Some(10030)),
+            start,
+            node(100, 7, None),
+        ],
+        condition: vec![String::new()],
+        template_id: Some(0),
+        ..Default::default()
+    };
+    base64::engine::general_purpose::STANDARD.encode(t.encode_to_vec())
+}
+
+/// The request of one push of `dialect` to `rid`, sent at `t_us`; `seq` makes request ids
+/// unique.
+fn request(target: &Target, dialect: Dialect, rid: &str, t_us: u64, seq: &str) -> String {
+    let (path, auth, body) = match dialect {
+        Dialect::Jpush => (
+            "/v3/push".to_string(),
+            format!("Authorization: Basic {}", target.auth),
+            format!(
+                r#"{{"platform":"all","audience":{{"registration_id":["{rid}"]}},"notification":{{"alert":"b","android":{{"extras":{{"t":{t_us}}}}}}}}}"#
+            ),
+        ),
+        Dialect::GetuiV2 => (
+            format!("/v2/{}/push/single/cid", target.app_key),
+            format!("token: {}", target.v2_token),
+            format!(
+                r#"{{"request_id":"{seq}","audience":{{"cid":["{rid}"]}},"push_message":{{"notification":{{"title":"t:{t_us}","body":"b","click_type":"startapp"}}}}}}"#
+            ),
+        ),
+        Dialect::GetuiLegacy => (
+            "/serviceex".to_string(),
+            "Gt-Action: pushMessageToSingleAction".to_string(),
+            json!({"action": "pushMessageToSingleAction", "appkey": target.app_key,
+                "version": "4.1.1.2", "authToken": target.legacy_token, "requestId": seq,
+                "clientData": legacy_client_data(&format!("t:{t_us}")),
+                "transmissionContent": "", "isOffline": true, "offlineExpireTime": 3_600_000,
+                "pushNetWorkType": 0, "appId": target.app_key, "clientId": rid, "alias": "",
+                "type": 2, "pushType": "NotifyMsg"})
+            .to_string(),
+        ),
+    };
+    format!(
+        "POST {path} HTTP/1.1\r\nHost: pigeon\r\n{auth}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+}
+
+/// Whether an answer body says the push was taken: Getui's doors answer errors with 200 too.
+fn accepted(dialect: Dialect, body: &[u8]) -> bool {
+    let body = String::from_utf8_lossy(body);
+    match dialect {
+        Dialect::Jpush => true,
+        Dialect::GetuiV2 => body.contains(r#""code":0"#),
+        Dialect::GetuiLegacy => body.contains(r#""result":"ok""#),
+    }
 }
 
 /// What one run did.
@@ -26,22 +149,16 @@ pub struct Outcome {
     pub latencies_us: Vec<u64>,
 }
 
-/// One request and its answer on a keep-alive connection; true if 200.
+/// One request and its answer on a keep-alive connection; true if the push was accepted.
 async fn push_once(
     s: &mut TcpStream,
     buf: &mut Vec<u8>,
-    target: &Target,
+    (target, dialect): (&Target, Dialect),
     rid: &str,
     t_us: u64,
+    seq: &str,
 ) -> anyhow::Result<bool> {
-    let body = format!(
-        r#"{{"platform":"all","audience":{{"registration_id":["{rid}"]}},"notification":{{"alert":"b","android":{{"extras":{{"t":{t_us}}}}}}}}}"#
-    );
-    let req = format!(
-        "POST /v3/push HTTP/1.1\r\nHost: pigeon\r\nAuthorization: Basic {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        target.auth,
-        body.len()
-    );
+    let req = request(target, dialect, rid, t_us, seq);
     s.write_all(req.as_bytes()).await?;
     buf.clear();
     let mut chunk = [0u8; 2048];
@@ -64,7 +181,8 @@ async fn push_once(
             .and_then(|(_, v)| v.trim().parse().ok())
             .context("no content-length")?;
         if buf.len() >= head_end + 4 + len {
-            return Ok(head.starts_with("HTTP/1.1 200"));
+            let body = &buf[head_end + 4..head_end + 4 + len];
+            return Ok(head.starts_with("HTTP/1.1 200") && accepted(dialect, body));
         }
     }
 }
@@ -72,6 +190,7 @@ async fn push_once(
 /// Runs `connections` connections for `secs`; `rate` pushes/s in all, or 0 for as fast as possible.
 pub async fn run(
     target: Arc<Target>,
+    dialect: Dialect,
     source: IpAddr,
     connections: usize,
     rate: u64,
@@ -112,7 +231,8 @@ pub async fn run(
                     None => now_us(),
                 };
                 let rid = &target.rids[(k as usize * connections + c) % target.rids.len()];
-                match push_once(&mut s, &mut buf, &target, rid, sent_us).await {
+                let seq = format!("b{}{start_us:x}c{c:x}k{k:x}", source_tag(source));
+                match push_once(&mut s, &mut buf, (&target, dialect), rid, sent_us, &seq).await {
                     Ok(true) => {
                         out.ok += 1;
                         out.latencies_us.push(now_us().saturating_sub(sent_us));
@@ -136,6 +256,17 @@ pub async fn run(
         total.latencies_us.extend(o.latencies_us);
     }
     Ok(total)
+}
+
+/// The last byte of the agent's source address with its process id, in hex: with the run's
+/// start time, request ids stay unique across agents and runs (and within Getui's 32
+/// characters).
+fn source_tag(source: IpAddr) -> String {
+    let last = match source {
+        IpAddr::V4(v4) => v4.octets()[3],
+        IpAddr::V6(v6) => v6.octets()[15],
+    };
+    format!("{last:x}{:x}", std::process::id())
 }
 
 pub fn percentiles(mut v: Vec<u64>) -> serde_json::Value {

@@ -1,8 +1,11 @@
-//! `pigeon bench push-api`: single-registration_id pushes through `POST /v3/push` over
-//! keep-alive connections, each durably accepted before its 200 and delivered to an online
-//! device. First as fast as the server answers, then at a fixed rate with the API-to-device
-//! latency measured at the devices.
+//! `pigeon bench push-api`: single-device pushes over keep-alive connections, each durably
+//! accepted before its answer and delivered to an online device, through each dialect asked
+//! for (JPush's `POST /v3/push`, Getui RestAPI V2's `push/single/cid`, the Getui legacy
+//! `pushMessageToSingleAction`) on the same server and devices. Per dialect: first as fast as
+//! the server answers, then at fixed rates with the API-to-device latency measured at the
+//! devices.
 
+use crate::httpload::Dialect;
 use crate::procs::{cpu_ns, rss_kib, split, Agent, PigeonServer};
 use crate::table::Table;
 use anyhow::bail;
@@ -30,6 +33,60 @@ pub struct PushApiArgs {
     /// `full` (default, survives power loss) or `normal` SQLite durability.
     #[arg(long, default_value = "full")]
     pub sqlite_synchronous: String,
+    /// The front doors to push through, one after the other on the same server.
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "jpush")]
+    pub dialect: Vec<Dialect>,
+}
+
+/// A RestAPI V2 token and a legacy protocol authToken for the app (each only if its dialect
+/// is run), signed in as the Getui SDKs do (sha256 and MD5 of app key, time and master
+/// secret).
+fn getui_tokens(server: &PigeonServer, dialects: &[Dialect]) -> anyhow::Result<(String, String)> {
+    use md5::Md5;
+    use sha2::{Digest, Sha256};
+    fn hex(bytes: &[u8]) -> String {
+        bytes.iter().map(|b| format!("{b:02x}")).collect()
+    }
+    let ts = (crate::procs::now_us() / 1000).to_string();
+    let (key, secret) = (&server.app_key, &server.master_secret);
+    let material = format!("{key}{ts}{secret}");
+    let v2_sign = hex(&Sha256::digest(material.as_bytes()));
+    let legacy_sign = hex(&Md5::digest(material.as_bytes()));
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        let http = reqwest::Client::new();
+        let mut tokens = (String::new(), String::new());
+        if dialects.contains(&Dialect::GetuiV2) {
+            let v2: serde_json::Value = http
+                .post(format!("{}/v2/{key}/auth", server.base))
+                .json(&serde_json::json!({"sign": v2_sign, "timestamp": ts, "appkey": key}))
+                .send()
+                .await?
+                .json()
+                .await?;
+            let Some(token) = v2["data"]["token"].as_str() else {
+                bail!("RestAPI V2 refused to sign in: {v2}");
+            };
+            tokens.0 = token.to_string();
+        }
+        if dialects.contains(&Dialect::GetuiLegacy) {
+            let legacy: serde_json::Value = http
+                .post(format!("{}/serviceex", server.base))
+                .json(&serde_json::json!({"action": "connect", "appkey": key,
+                    "timeStamp": ts.parse::<u64>()?, "sign": legacy_sign, "version": "4.1.1.2"}))
+                .send()
+                .await?
+                .json()
+                .await?;
+            let Some(token) = legacy["authtoken"].as_str() else {
+                bail!("the legacy protocol refused to sign in: {legacy}");
+            };
+            tokens.1 = token.to_string();
+        }
+        Ok(tokens)
+    })
 }
 
 pub fn run(args: PushApiArgs) -> anyhow::Result<()> {
@@ -67,6 +124,7 @@ pub fn run(args: PushApiArgs) -> anyhow::Result<()> {
     devices.recv()?;
     let auth = base64::engine::general_purpose::STANDARD
         .encode(format!("{}:{}", server.app_key, server.master_secret));
+    let (v2_token, legacy_token) = getui_tokens(&server, &args.dialect)?;
     let mut loaders = (0..args.agents)
         .map(|i| {
             Agent::spawn(&[
@@ -76,6 +134,12 @@ pub fn run(args: PushApiArgs) -> anyhow::Result<()> {
                 server.base.clone(),
                 "--auth".into(),
                 auth.clone(),
+                "--app-key".into(),
+                server.app_key.clone(),
+                "--v2-token".into(),
+                v2_token.clone(),
+                "--legacy-token".into(),
+                legacy_token.clone(),
                 "--rids-file".into(),
                 rids_file.display().to_string(),
                 "--count".into(),
@@ -87,6 +151,7 @@ pub fn run(args: PushApiArgs) -> anyhow::Result<()> {
         .collect::<anyhow::Result<Vec<_>>>()?;
 
     let mut table = Table::new(&[
+        "dialect",
         "phase",
         "pushes/s accepted",
         "errors",
@@ -98,10 +163,15 @@ pub fn run(args: PushApiArgs) -> anyhow::Result<()> {
         "CPU µs/push server+load",
         "server RSS MiB",
     ]);
-    let phases: Vec<(String, u64)> = std::iter::once(("max".to_string(), 0))
+    let rates: Vec<(String, u64)> = std::iter::once(("max".to_string(), 0))
         .chain(args.rates.iter().map(|r| (format!("{r}/s"), *r)))
         .collect();
-    for (name, rate) in phases {
+    let phases = args.dialect.iter().flat_map(|d| {
+        rates
+            .iter()
+            .map(move |(name, rate)| (*d, name.clone(), *rate))
+    });
+    for (dialect, name, rate) in phases {
         devices.send("reset")?;
         devices.recv()?;
         let server_pid = server.guard.pid();
@@ -111,7 +181,7 @@ pub fn run(args: PushApiArgs) -> anyhow::Result<()> {
         let (server_before, load_before) = (cpu_ns(server_pid), load_cpu(&loaders, &devices));
         let rates = split(rate as usize, loaders.len());
         for (l, r) in loaders.iter_mut().zip(&rates) {
-            l.send(&format!("run {r} {}", args.secs))?;
+            l.send(&format!("run {r} {} {}", args.secs, dialect.name()))?;
         }
         let (mut ok, mut errors, mut p50, mut p99) = (0, 0, 0u64, 0u64);
         for l in loaders.iter_mut() {
@@ -132,7 +202,10 @@ pub fn run(args: PushApiArgs) -> anyhow::Result<()> {
         );
         let rss_mib = rss_kib(server_pid)? / 1024;
         if delivered < ok {
-            bail!("{name}: {ok} pushes accepted but only {delivered} delivered");
+            bail!(
+                "{} {name}: {ok} pushes accepted but only {delivered} delivered",
+                dialect.name()
+            );
         }
         let ms = |v: &serde_json::Value| {
             v.as_u64()
@@ -140,6 +213,7 @@ pub fn run(args: PushApiArgs) -> anyhow::Result<()> {
                 .unwrap_or_default()
         };
         table.row(vec![
+            dialect.name().to_string(),
             name,
             format!("{:.0}", ok as f64 / args.secs as f64),
             errors.to_string(),

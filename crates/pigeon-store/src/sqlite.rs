@@ -1074,12 +1074,26 @@ fn last_event_id(c: &Connection) -> StoreResult<u64> {
 }
 
 /// Records a firing and moves the schedule to its next one, in the caller's transaction.
+/// Records a firing of a schedule and moves it to `next_ms`. A push made by the firing for
+/// `due` is recorded only while the schedule still waits for that time: a schedule deleted,
+/// or already fired for it, makes the push's whole write fail (`Conflict`), so it never
+/// goes out.
 fn record_run(
     c: &Connection,
     schedule_id: &str,
     run: &ScheduleRun,
-    next_ms: Option<u64>,
+    (due, next_ms): (Option<u64>, Option<u64>),
 ) -> StoreResult<()> {
+    if let Some(due) = due {
+        let waiting = c
+            .prepare_cached("SELECT 1 FROM schedules WHERE schedule_id = ?1 AND next_ms = ?2")?
+            .exists(params![schedule_id, to_i64(due)])?;
+        if !waiting {
+            return Err(StoreError::Conflict(format!(
+                "schedule {schedule_id} no longer waits for {due}"
+            )));
+        }
+    }
     c.prepare_cached(
         "INSERT INTO schedule_runs (schedule_id, msg_id, error_code, error_message, at_ms)
          VALUES (?1, ?2, ?3, ?4, ?5)",
@@ -1304,7 +1318,7 @@ impl Storage for SqliteStore {
                             error_message: String::new(),
                             at_ms: sent,
                         },
-                        firing.next_ms,
+                        (Some(firing.due_ms), firing.next_ms),
                     )?;
                 }
                 if let Some(key) = idempotency {
@@ -2544,7 +2558,7 @@ impl Storage for SqliteStore {
         next_ms: Option<u64>,
     ) -> StoreFuture<'_, ()> {
         let schedule_id = schedule_id.to_string();
-        Box::pin(self.write(move |c| record_run(c, &schedule_id, &run, next_ms)))
+        Box::pin(self.write(move |c| record_run(c, &schedule_id, &run, (None, next_ms))))
     }
 
     fn schedule_runs(&self, schedule_id: &str) -> StoreFuture<'_, Vec<ScheduleRun>> {
@@ -3206,5 +3220,62 @@ mod tests {
         let store = SqliteStore::open(&path, Synchronous::Full).unwrap();
         assert!(store.vendor_credentials("a1").await.is_err());
         assert!(store.all_vendor_credentials().await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_firing_goes_out_only_while_its_schedule_waits_for_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path().join("db"), Synchronous::Normal).unwrap();
+        let schedule = ScheduleRecord {
+            schedule_id: "s1".into(),
+            app_key: "k".into(),
+            name: "n".into(),
+            enabled: true,
+            trigger: Value::Null,
+            push: Value::Null,
+            created_ms: 1,
+            next_ms: Some(1_000),
+            door: "jpush".into(),
+        };
+        store.put_schedule(schedule.clone()).await.unwrap();
+        let firing = |msg_id: u64, due_ms: u64| {
+            let mut p = Push::new(PlatformSet::all(), Audience::All);
+            p.msg_id = msg_id;
+            p.sent_ms = 1_000;
+            p.content.message = Some(Default::default());
+            p.schedule = Some(pigeon_core::ScheduleFiring {
+                schedule_id: "s1".into(),
+                due_ms,
+                next_ms: Some(2_000),
+            });
+            p
+        };
+        let one: RoaringBitmap = [0u32].into_iter().collect();
+        // Not the time it waits for: nothing is stored.
+        let stale = store
+            .insert_push("k", &firing(1, 500), &one, Vec::new())
+            .await;
+        assert!(matches!(stale, Err(StoreError::Conflict(_))), "{stale:?}");
+        assert!(store.load_push("k", 1).await.unwrap().is_none());
+        store
+            .insert_push("k", &firing(2, 1_000), &one, Vec::new())
+            .await
+            .unwrap();
+        assert_eq!(store.schedule_runs("s1").await.unwrap().len(), 1);
+        // Fired for 1000 already: the same firing again is refused.
+        let again = store
+            .insert_push("k", &firing(3, 1_000), &one, Vec::new())
+            .await;
+        assert!(matches!(again, Err(StoreError::Conflict(_))), "{again:?}");
+        // Deleted while it fires: refused.
+        store.delete_schedule("k", "s1").await.unwrap();
+        let deleted = store
+            .insert_push("k", &firing(4, 2_000), &one, Vec::new())
+            .await;
+        assert!(
+            matches!(deleted, Err(StoreError::Conflict(_))),
+            "{deleted:?}"
+        );
+        assert!(store.load_push("k", 4).await.unwrap().is_none());
     }
 }

@@ -2,11 +2,14 @@
 //! `pushMessageToList` / `pushMessageToApp` / `apnPushToList`. Kept in memory only, bounded
 //! and expiring: a content id is good for [`CONTENT_LIFETIME_MS`] and at most
 //! [`MAX_PER_APP`] per app are kept (the oldest goes); after a restart the SDK's next push with
-//! an old id is answered `NullMsgCommon` and it asks for a new one.
+//! an old id is answered `NullMsgCommon` and it asks for a new one. An app content with a
+//! `pushTime` also keeps its request, which `pushMessageToAppAction` stores in a schedule (the
+//! schedule, not the content, is durable).
 
 use super::push::Prepared;
 use parking_lot::Mutex;
 use pigeon_core::FastMap as HashMap;
+use serde_json::{Map, Value};
 use std::collections::VecDeque;
 use std::sync::Arc;
 
@@ -29,6 +32,8 @@ pub struct Pending {
     pub app_key: String,
     pub kind: Kind,
     pub prepared: Arc<Prepared>,
+    /// An app content with a `pushTime`: the request it was made from, for its schedule.
+    pub scheduled: Option<Arc<Map<String, Value>>>,
     pub expires_ms: u64,
     /// `taskGroupName`.
     pub group: Option<String>,
@@ -52,7 +57,8 @@ struct Inner {
 
 /// What taking a content for a push found.
 pub enum Take {
-    Ready(Arc<Prepared>),
+    /// The content, and for a scheduled app content the request it was made from.
+    Ready(Arc<Prepared>, Option<Arc<Map<String, Value>>>),
     Unknown,
     Cancelled,
     /// An app content is pushed once.
@@ -60,12 +66,14 @@ pub enum Take {
 }
 
 impl Contents {
-    /// Stores a content; returns its id, or `None` when the table is full of live contents.
+    /// Stores a content (with, for a scheduled app content, the request it was made from);
+    /// returns its id, or `None` when the table is full of live contents.
     pub fn put(
         &self,
         app_key: &str,
         kind: Kind,
         prepared: Prepared,
+        scheduled: Option<Map<String, Value>>,
         group: Option<String>,
         now_ms: u64,
     ) -> Option<String> {
@@ -97,6 +105,7 @@ impl Contents {
                 app_key: app_key.to_string(),
                 kind,
                 prepared: Arc::new(prepared),
+                scheduled: scheduled.map(Arc::new),
                 expires_ms: now_ms + CONTENT_LIFETIME_MS,
                 group,
                 pushed: Vec::new(),
@@ -116,7 +125,7 @@ impl Contents {
                 } else if kind == Kind::App && !p.pushed.is_empty() {
                     Take::Used
                 } else {
-                    Take::Ready(p.prepared.clone())
+                    Take::Ready(p.prepared.clone(), p.scheduled.clone())
                 }
             }
             _ => Take::Unknown,

@@ -11,6 +11,7 @@ pub mod auth;
 pub mod contents;
 pub mod proto;
 pub mod push;
+pub mod schedule;
 pub mod template;
 
 use axum::body::Body;
@@ -40,8 +41,11 @@ pub struct Legacy {
 }
 
 /// The legacy routes, `POST /apiex.htm` and `POST /serviceex`, on one handler (the SDK posts
-/// every action to the URL discovery gave it).
+/// every action to the URL discovery gave it); this door's schedules start firing.
 pub fn router(engine: Arc<Engine>, public_url: Option<String>) -> Router {
+    engine
+        .schedules()
+        .register(Arc::new(schedule::LegacySchedules));
     let legacy = Arc::new(Legacy {
         engine,
         tokens: auth::Tokens::default(),
@@ -233,6 +237,8 @@ impl Legacy {
             "pushMessageToAppAction" => self.push_app(app, body).await,
             "pushMessageByTagAction" => self.push_tag(app, body).await,
             "stopTaskAction" | "cancleContentIdAction" => self.stop(app, body).await,
+            "getScheduleTaskAction" => self.get_schedule_task(app, body).await,
+            "delScheduleTaskAction" => self.del_schedule_task(app, body).await,
             "apnGetContentIdAction" => self.apn_content_id(app, body).await,
             "apnPushToListAction" => self.apn_push_list(app, body).await,
             "apnPushToSingleAction" => self.apn_push_single(app, body).await,

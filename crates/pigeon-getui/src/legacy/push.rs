@@ -403,26 +403,23 @@ impl Legacy {
             Some(2) => Kind::App,
             Some(_) => return refuse("contentType must be 1 (list) or 2 (app)"),
         };
-        let mut prepared = prepare(body)?;
         let group = group_name(body)?;
-        prepared.push.labels.group = group.clone();
-        if kind == Kind::App && prepared.revoke.is_none() {
-            check_app_ids(app, body, "appIdList")?;
-            if str_field(body, "pushTime").is_some_and(|t| !t.trim().is_empty()) {
-                return refuse("NotSupport: pushTime (scheduled app pushes)");
-            }
-            let (set, expr) = conditions(body)?;
-            prepared.push.platforms = intersect(prepared.push.platforms, set);
-            prepared.push.audience = if expr.is_empty() {
-                Audience::All
-            } else {
-                Audience::Expr(expr)
-            };
-            apply_speed(&mut prepared.push, body)?;
-        }
+        let (prepared, scheduled) = if kind == Kind::App {
+            // A pushTime is read when the content is pushed (`pushMessageToAppAction`), so a
+            // bad one is answered there, as a result the SDK hands to user code (it raises on
+            // a refused getContentId without saying why).
+            let scheduled = super::schedule::push_time_of(body)
+                .is_some()
+                .then(|| super::schedule::stored_request(body));
+            (app_content(app, body)?, scheduled)
+        } else {
+            let mut prepared = prepare(body)?;
+            prepared.push.labels.group = group.clone();
+            (prepared, None)
+        };
         let id = self
             .contents
-            .put(&app.app_key, kind, prepared, group, now_ms())
+            .put(&app.app_key, kind, prepared, scheduled, group, now_ms())
             .ok_or_else(|| Refusal(result("PushTotalNumOverLimit")))?;
         Ok(json!({"result": "ok", "contentId": id}))
     }
@@ -440,7 +437,7 @@ impl Legacy {
     ) -> Result<Value, Refusal> {
         let content_id = str_field(body, "contentId").unwrap_or_default().trim();
         let prepared = match self.contents.take(&app.app_key, content_id, kind, now_ms()) {
-            Take::Ready(p) => p,
+            Take::Ready(p, _) => p,
             Take::Cancelled => return refuse("TaskHasBeanCanceled"),
             Take::Unknown | Take::Used => return refuse("NullMsgCommon"),
         };
@@ -566,20 +563,36 @@ impl Legacy {
             .collect()
     }
 
-    /// `pushMessageToAppAction`: a stored app content, pushed once.
+    /// `pushMessageToAppAction`: a stored app content, pushed once (or, with a `pushTime`,
+    /// scheduled once: `schedule.rs`).
     pub(crate) async fn push_app(&self, app: &Arc<AppState>, body: &Map<String, Value>) -> Value {
         let content_id = str_field(body, "contentId").unwrap_or_default().trim();
-        let prepared = match self
-            .contents
-            .take(&app.app_key, content_id, Kind::App, now_ms())
-        {
-            Take::Ready(p) => p,
-            Take::Cancelled => return result("TaskHasBeanCanceled"),
-            Take::Used => return json!({"result": "DuplicatedContentId", "contentId": content_id}),
-            Take::Unknown => {
-                return json!({"result": "UndefinedContentId", "contentId": content_id})
-            }
-        };
+        let (prepared, scheduled) =
+            match self
+                .contents
+                .take(&app.app_key, content_id, Kind::App, now_ms())
+            {
+                Take::Ready(p, scheduled) => (p, scheduled),
+                Take::Cancelled => return result("TaskHasBeanCanceled"),
+                Take::Used => {
+                    return json!({"result": "DuplicatedContentId", "contentId": content_id})
+                }
+                Take::Unknown => {
+                    return json!({"result": "UndefinedContentId", "contentId": content_id})
+                }
+            };
+        if let Some(request) = scheduled {
+            return match self.schedule_app(app, &prepared, &request).await {
+                Ok(msg_id) => {
+                    self.contents.pushed(content_id, msg_id);
+                    let task = task_id(Door::Legacy, TaskKind::App, msg_id);
+                    let mut out = json!({"result": "ok", "contentId": task, "taskId": task});
+                    sms_answer(&prepared, &mut out);
+                    out
+                }
+                Err(Refusal(v)) => v,
+            };
+        }
         if let Some(revoke) = &prepared.revoke {
             return match self.revoke(app, revoke).await {
                 Ok(()) => json!({"result": "ok", "contentId": revoke.old_task_id.trim()}),
@@ -638,7 +651,8 @@ impl Legacy {
 
     /// `stopTaskAction` / `cancleContentIdAction`: a pending content is cancelled, and the
     /// pushes made from it (or the push a task id names) stop going out: Pigeon stops a push
-    /// by recalling it, so devices that showed it remove it too.
+    /// by recalling it, so devices that showed it remove it too. A scheduled task that has not
+    /// fired is deleted instead (it never pushes).
     pub(crate) async fn stop(&self, app: &Arc<AppState>, body: &Map<String, Value>) -> Value {
         let id = str_field(body, "contentId").unwrap_or_default().trim();
         if id.is_empty() {
@@ -652,6 +666,11 @@ impl Legacy {
             },
         };
         for msg_id in ids {
+            match self.cancel_waiting(app, msg_id).await {
+                Ok(true) => continue,
+                Ok(false) => {}
+                Err(Refusal(v)) => return v,
+            }
             match self.engine.recall(app, msg_id).await {
                 Ok(()) | Err(EngineError::AlreadyRecalled(_)) => {}
                 Err(e) => return engine_refusal(e).0,
@@ -675,7 +694,7 @@ impl Legacy {
         }
         match self
             .contents
-            .put(&app.app_key, Kind::ApnList, prepared, None, now_ms())
+            .put(&app.app_key, Kind::ApnList, prepared, None, None, now_ms())
         {
             Some(id) => json!({"result": "ok", "contentId": id}),
             None => result("PushTotalNumOverLimit"),
@@ -732,8 +751,33 @@ fn group_name(body: &Map<String, Value>) -> Result<Option<String>, Refusal> {
     }
 }
 
+/// An app content (`getContentIdAction` with contentType 2) read from its request: content,
+/// envelope, `taskGroupName`, conditions and `speed` (a revoke template: its revoke only). A
+/// scheduled one's firing reads its stored request again with this, so the conditions select
+/// the devices as they are then.
+pub(crate) fn app_content(app: &AppState, body: &Map<String, Value>) -> Result<Prepared, Refusal> {
+    let mut prepared = prepare(body)?;
+    prepared.push.labels.group = group_name(body)?;
+    if prepared.revoke.is_none() {
+        check_app_ids(app, body, "appIdList")?;
+        let (set, expr) = conditions(body)?;
+        prepared.push.platforms = intersect(prepared.push.platforms, set);
+        prepared.push.audience = if expr.is_empty() {
+            Audience::All
+        } else {
+            Audience::Expr(expr)
+        };
+        apply_speed(&mut prepared.push, body)?;
+    }
+    Ok(prepared)
+}
+
 /// The app ids a request names must include this app (Getui's appId is Pigeon's app_key).
-fn check_app_ids(app: &AppState, body: &Map<String, Value>, key: &str) -> Result<(), Refusal> {
+pub(crate) fn check_app_ids(
+    app: &AppState,
+    body: &Map<String, Value>,
+    key: &str,
+) -> Result<(), Refusal> {
     let ids = match body.get(key) {
         None | Some(Value::Null) => return Ok(()),
         Some(Value::String(s)) => vec![s.clone()],

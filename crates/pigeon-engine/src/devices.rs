@@ -343,11 +343,6 @@ impl Engine {
         Ok(())
     }
 
-    /// Whether the app blocked a device.
-    pub fn is_blocked(&self, app: &AppState, ordinal: Ordinal) -> bool {
-        app.blocked.read().contains(ordinal)
-    }
-
     /// Stops the SMS fallback of a push of this app: devices it has not reached get no SMS
     /// for it (Getui's `stop_sms`). `Ok(false)` when nothing was still to go; an error when
     /// it is not a push of this app.

@@ -44,6 +44,9 @@ pub struct AppState {
     pub(crate) vendor_failures: Mutex<HashMap<u64, VendorFailures>>,
     pub(crate) rate: Mutex<crate::limits::RateWindow>,
     pub(crate) badges: Mutex<Badges>,
+    /// Devices the app's backend blocked (Getui's black list): resolving an audience leaves
+    /// them out.
+    pub(crate) blocked: RwLock<RoaringBitmap>,
     /// Positions devices reported since the last checkpoint, the latest per device; the
     /// checkpoint moves them to storage and empties this.
     pub(crate) locations: Mutex<HashMap<Ordinal, pigeon_store::Location>>,
@@ -285,6 +288,7 @@ impl AppState {
             vendor_failures: Mutex::new(HashMap::default()),
             rate: Mutex::new(Default::default()),
             badges: Mutex::new(Badges::default()),
+            blocked: RwLock::new(RoaringBitmap::new()),
             locations: Mutex::new(HashMap::default()),
         }
     }

@@ -307,14 +307,40 @@ impl Engine {
         .await
     }
 
-    /// How many devices of the app an audience reaches on `platforms`.
+    /// How many devices of the app an audience reaches on `platforms` (blocked devices left
+    /// out).
     pub fn audience_size(
         &self,
         app: &AppState,
         audience: &pigeon_core::Audience,
         platforms: PlatformSet,
     ) -> u64 {
-        app.devices.read().index.resolve(audience, platforms).len()
+        let reached = app.devices.read().index.resolve(audience, platforms);
+        reached.difference_len(&app.blocked.read())
+    }
+
+    /// Blocks or unblocks devices (Getui's black list), durably: pushes the app makes while a
+    /// device is blocked leave it out, through every door (pushes accepted before still
+    /// reach it).
+    pub async fn set_blocked(
+        &self,
+        app: &AppState,
+        ordinals: &[Ordinal],
+        blocked: bool,
+    ) -> Result<(), EngineError> {
+        let _serial = app.edits.lock().await;
+        self.store
+            .set_blocked(&app.app_key, ordinals.to_vec(), blocked)
+            .await?;
+        let mut set = app.blocked.write();
+        for &o in ordinals {
+            if blocked {
+                set.insert(o);
+            } else {
+                set.remove(o);
+            }
+        }
+        Ok(())
     }
 
     /// Stops the SMS fallback of a push of this app: devices it has not reached get no SMS

@@ -207,6 +207,12 @@ impl Engine {
             .await?
             .into_iter()
             .collect();
+        *app.blocked.write() = self
+            .store
+            .load_blocked(&app.app_key)
+            .await?
+            .into_iter()
+            .collect();
         let pushes = self.store.load_live_pushes(&app.app_key, now_ms()).await?;
         let mut complete = Vec::new();
         {
@@ -422,15 +428,17 @@ impl Engine {
         Ok(())
     }
 
-    /// Resolves a push's audience to devices that have something to show. Empty means
-    /// nothing matched.
+    /// Resolves a push's audience to devices that have something to show, leaving out those
+    /// the app blocked. Empty means nothing matched.
     pub fn resolve(&self, app: &AppState, push: &Push) -> RoaringBitmap {
         let platforms: PlatformSet = push
             .platforms
             .iter()
             .filter(|p| push.has_content_for(*p))
             .collect();
-        app.devices.read().index.resolve(&push.audience, platforms)
+        let mut audience = app.devices.read().index.resolve(&push.audience, platforms);
+        audience -= &*app.blocked.read();
+        audience
     }
 
     /// Accepts a push: gives it a msg_id, resolves its audience, makes it durable, then

@@ -6,6 +6,8 @@ use crate::{Engine, EngineError};
 use pigeon_core::{Platform, PlatformSet};
 use roaring::RoaringBitmap;
 
+pub use pigeon_store::PushCounts;
+
 /// Counts for one platform (or all of them).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Counts {
@@ -149,5 +151,86 @@ impl Engine {
                 })
                 .collect(),
         ))
+    }
+}
+
+/// What an app's devices did over a period.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DeviceActivity {
+    /// Devices registered before the period ended.
+    pub registered: u64,
+    /// Devices registered within the period.
+    pub new: u64,
+    /// Devices connected within the period, as far as Pigeon keeps it: those connected now
+    /// (if the period includes now) and those whose latest time online falls within it.
+    pub active: u64,
+    /// Devices connected now.
+    pub online: u64,
+}
+
+impl Engine {
+    /// The app's pushes sent in `[from_ms, to_ms)`, oldest first, counted; those still live
+    /// from memory (fresher than the last checkpoint).
+    pub async fn push_counts_between(
+        &self,
+        app: &AppState,
+        from_ms: u64,
+        to_ms: u64,
+    ) -> Result<Vec<PushCounts>, EngineError> {
+        let mut all = self
+            .store
+            .push_counts_between(&app.app_key, from_ms, to_ms)
+            .await?;
+        for c in &mut all {
+            if app.live_push(c.msg_id).is_none() {
+                continue;
+            }
+            if let Some(r) = self.push_report(app, c.msg_id).await? {
+                c.targets = r.total.targets;
+                c.sent = r.total.sent;
+                c.delivered = r.total.delivered;
+                c.clicked = r.total.clicked;
+            }
+        }
+        Ok(all)
+    }
+
+    /// How many of the app's devices registered and were connected in `[from_ms, to_ms)`.
+    pub async fn device_activity(
+        &self,
+        app: &AppState,
+        from_ms: u64,
+        to_ms: u64,
+    ) -> Result<DeviceActivity, EngineError> {
+        let (registered, new) = {
+            let devices = app.devices.read();
+            devices
+                .records
+                .iter()
+                .flatten()
+                .filter(|d| d.created_ms < to_ms)
+                .fold((0, 0), |(all, new), d| {
+                    (all + 1, new + u64::from(d.created_ms >= from_ms))
+                })
+        };
+        let seen: RoaringBitmap = self
+            .store
+            .seen_between(&app.app_key, from_ms, to_ms)
+            .await?
+            .into_iter()
+            .collect();
+        let online = app.presence.lock().online.clone();
+        let now = crate::now_ms();
+        let active = if (from_ms..to_ms).contains(&now) {
+            (&seen | &online).len()
+        } else {
+            seen.len()
+        };
+        Ok(DeviceActivity {
+            registered,
+            new,
+            active,
+            online: online.len(),
+        })
     }
 }

@@ -8,5 +8,7 @@
 
 pub mod legacy;
 pub mod task_id;
+pub mod v2;
 
 pub use legacy::router as legacy_router;
+pub use v2::router as v2_router;

@@ -13,7 +13,7 @@ mod sqlite;
 
 pub use records::{
     batch_events_json, AppRecord, AppSettings, CallbackBatch, CallbackEndpoint, CallbackFormat,
-    Checkpoint, DeviceEvent, DeviceRecord, FileRecord, GroupRecord, Location, NewEvent,
+    Checkpoint, DeviceEvent, DeviceRecord, FileRecord, GroupRecord, Location, NewEvent, PushCounts,
     ScheduleRecord, ScheduleRun, SmsSend, StoredEvent, StoredPush,
 };
 pub use sqlite::{PushUpgrader, SqliteStore, Synchronous};
@@ -107,6 +107,17 @@ pub trait Storage: Send + Sync + 'static {
     fn load_push(&self, app_key: &str, msg_id: u64) -> StoreFuture<'_, Option<StoredPush>>;
     /// The devices that reported a click on a push.
     fn clicked(&self, app_key: &str, msg_id: u64) -> StoreFuture<'_, Vec<u32>>;
+    /// Each push of an app sent in `[from_ms, to_ms)`, oldest first, with its counts as of
+    /// the last checkpoint (reports over a period).
+    fn push_counts_between(
+        &self,
+        app_key: &str,
+        from_ms: u64,
+        to_ms: u64,
+    ) -> StoreFuture<'_, Vec<PushCounts>>;
+    /// The devices of an app whose latest time online (`last_online`) is in `[from_ms,
+    /// to_ms)`.
+    fn seen_between(&self, app_key: &str, from_ms: u64, to_ms: u64) -> StoreFuture<'_, Vec<u32>>;
     /// The app's Web Push (VAPID) public key, storing this pair first if it has none.
     fn ensure_vapid_keys(
         &self,
@@ -135,6 +146,10 @@ pub trait Storage: Send + Sync + 'static {
     fn vendor_credentials_version(&self) -> StoreFuture<'_, (u64, u64)>;
     /// The badge number of every device of an app that has one: (ordinal, badge).
     fn load_badges(&self, app_key: &str) -> StoreFuture<'_, Vec<(u32, u32)>>;
+    /// Blocks or unblocks devices of an app (Getui's black list).
+    fn set_blocked(&self, app_key: &str, ordinals: Vec<u32>, blocked: bool) -> StoreFuture<'_, ()>;
+    /// The blocked devices of an app.
+    fn load_blocked(&self, app_key: &str) -> StoreFuture<'_, Vec<u32>>;
     /// Records devices' badge numbers: (ordinal, badge).
     fn save_badges(&self, app_key: &str, badges: Vec<(u32, u32)>) -> StoreFuture<'_, ()>;
     /// Pushes of an app still deliverable at `now_ms`, oldest first, with who has acked them.

@@ -50,6 +50,19 @@ pub struct StoredPush {
     pub delivered: RoaringBitmap,
 }
 
+/// What became of one push, counted: for reports over a period.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PushCounts {
+    pub msg_id: u64,
+    pub sent_ms: u64,
+    /// The group the push was made under (`labels.group`).
+    pub group: Option<String>,
+    pub targets: u64,
+    pub sent: u64,
+    pub delivered: u64,
+    pub clicked: u64,
+}
+
 /// Who has been sent a push and who acked it, as of a checkpoint.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Checkpoint {

@@ -3,7 +3,7 @@
 use crate::sealed::SealingKey;
 use crate::{
     batch_events_json, AppRecord, AppSettings, CallbackBatch, CallbackEndpoint, CallbackFormat,
-    Checkpoint, DeviceEvent, DeviceRecord, FileRecord, GroupRecord, Location, NewEvent,
+    Checkpoint, DeviceEvent, DeviceRecord, FileRecord, GroupRecord, Location, NewEvent, PushCounts,
     ScheduleRecord, ScheduleRun, SmsSend, Storage, StoreError, StoreFuture, StoreResult,
     StoredEvent, StoredPush,
 };
@@ -67,6 +67,7 @@ CREATE TABLE IF NOT EXISTS deliveries (
     delivered BLOB NOT NULL
 );
 CREATE INDEX IF NOT EXISTS pushes_by_app_expiry ON pushes (app_key, expires_ms);
+CREATE INDEX IF NOT EXISTS pushes_by_app_sent ON pushes (app_key, sent_ms);
 CREATE TABLE IF NOT EXISTS device_events (
     id INTEGER PRIMARY KEY,
     app_key TEXT NOT NULL,
@@ -157,6 +158,13 @@ CREATE TABLE IF NOT EXISTS vendor_credentials (
     PRIMARY KEY (app_key, vendor)
 );
 -- The app-icon badge number the server keeps for each device that has one.
+-- Devices an app's backend blocked (Getui's black list): no push of the app accepted while
+-- they are blocked reaches them.
+CREATE TABLE IF NOT EXISTS blocked_devices (
+    app_key TEXT NOT NULL,
+    ordinal INTEGER NOT NULL,
+    PRIMARY KEY (app_key, ordinal)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS device_badges (
     app_key TEXT NOT NULL,
     ordinal INTEGER NOT NULL,
@@ -1738,6 +1746,32 @@ impl Storage for SqliteStore {
         }))
     }
 
+    fn set_blocked(&self, app_key: &str, ordinals: Vec<u32>, blocked: bool) -> StoreFuture<'_, ()> {
+        let app_key = app_key.to_string();
+        Box::pin(self.write(move |c| {
+            let mut st = c.prepare_cached(if blocked {
+                "INSERT INTO blocked_devices (app_key, ordinal) VALUES (?1, ?2)
+                 ON CONFLICT (app_key, ordinal) DO NOTHING"
+            } else {
+                "DELETE FROM blocked_devices WHERE app_key = ?1 AND ordinal = ?2"
+            })?;
+            for ordinal in ordinals {
+                st.execute(params![app_key, ordinal])?;
+            }
+            Ok(())
+        }))
+    }
+
+    fn load_blocked(&self, app_key: &str) -> StoreFuture<'_, Vec<u32>> {
+        let app_key = app_key.to_string();
+        Box::pin(self.read(move |c| {
+            let mut st =
+                c.prepare_cached("SELECT ordinal FROM blocked_devices WHERE app_key = ?1")?;
+            let rows = st.query_map([app_key], |r| r.get(0))?;
+            Ok(rows.collect::<Result<Vec<u32>, _>>()?)
+        }))
+    }
+
     fn save_badges(&self, app_key: &str, badges: Vec<(u32, u32)>) -> StoreFuture<'_, ()> {
         let app_key = app_key.to_string();
         Box::pin(self.write(move |c| {
@@ -1760,6 +1794,55 @@ impl Storage for SqliteStore {
                  WHERE msg_id = ?1 AND kind = 'click' AND app_key = ?2",
             )?;
             let rows = st.query_map(params![to_i64(msg_id), app_key], |r| r.get(0))?;
+            Ok(rows.collect::<Result<Vec<u32>, _>>()?)
+        }))
+    }
+
+    fn push_counts_between(
+        &self,
+        app_key: &str,
+        from_ms: u64,
+        to_ms: u64,
+    ) -> StoreFuture<'_, Vec<PushCounts>> {
+        let app_key = app_key.to_string();
+        Box::pin(self.read(move |c| {
+            let mut st = c.prepare_cached(
+                "SELECT p.msg_id, p.sent_ms, json_extract(p.body, '$.labels.group'), p.audience,
+                        d.sent, d.delivered,
+                        (SELECT COUNT(DISTINCT e.ordinal) FROM device_events e
+                         WHERE e.msg_id = p.msg_id AND e.kind = 'click' AND e.app_key = p.app_key)
+                 FROM pushes p LEFT JOIN deliveries d ON d.msg_id = p.msg_id
+                 WHERE p.app_key = ?1 AND p.sent_ms >= ?2 AND p.sent_ms < ?3
+                 ORDER BY p.msg_id",
+            )?;
+            let mut rows = st.query(params![app_key, to_i64(from_ms), to_i64(to_ms)])?;
+            let mut out = Vec::new();
+            while let Some(r) = rows.next()? {
+                let msg_id = to_u64(r.get(0)?);
+                let what = |part: &str| format!("push {msg_id} {part}");
+                out.push(PushCounts {
+                    msg_id,
+                    sent_ms: to_u64(r.get(1)?),
+                    group: r.get(2)?,
+                    targets: deserialize_bitmap(Some(r.get(3)?), &what("audience"))?.len(),
+                    sent: deserialize_bitmap(r.get(4)?, &what("sent"))?.len(),
+                    delivered: deserialize_bitmap(r.get(5)?, &what("delivered"))?.len(),
+                    clicked: to_u64(r.get(6)?),
+                });
+            }
+            Ok(out)
+        }))
+    }
+
+    fn seen_between(&self, app_key: &str, from_ms: u64, to_ms: u64) -> StoreFuture<'_, Vec<u32>> {
+        let app_key = app_key.to_string();
+        Box::pin(self.read(move |c| {
+            let mut st = c.prepare_cached(
+                "SELECT ordinal FROM device_seen WHERE app_key = ?1 AND at_ms >= ?2 AND at_ms < ?3",
+            )?;
+            let rows = st.query_map(params![app_key, to_i64(from_ms), to_i64(to_ms)], |r| {
+                r.get(0)
+            })?;
             Ok(rows.collect::<Result<Vec<u32>, _>>()?)
         }))
     }
@@ -2855,6 +2938,7 @@ mod tests {
         push.msg_id = 42;
         push.sent_ms = 1_000;
         push.content.message = Some(Default::default());
+        push.labels.group = Some("promo".into());
         let audience: RoaringBitmap = [0u32, 1].into_iter().collect();
         store
             .insert_push("k", &push, &audience, Vec::new())
@@ -2880,6 +2964,50 @@ mod tests {
         let one = store.load_push("k", 42).await.unwrap().unwrap();
         assert_eq!(one.sent.len(), 2);
         assert!(store.load_push("other", 42).await.unwrap().is_none());
+        // A click, and the counts of the pushes of a period.
+        let click = DeviceEvent {
+            app_key: "k".into(),
+            ordinal: 1,
+            kind: "click".into(),
+            msg_id: Some(42),
+            data: Value::Null,
+            at_ms: 1_500,
+        };
+        store.record_event(click.clone(), Vec::new()).await.unwrap();
+        store.record_event(click, Vec::new()).await.unwrap();
+        let counts = PushCounts {
+            msg_id: 42,
+            sent_ms: 1_000,
+            group: Some("promo".into()),
+            targets: 2,
+            sent: 2,
+            delivered: 1,
+            clicked: 1,
+        };
+        assert_eq!(
+            store.push_counts_between("k", 1_000, 1_001).await.unwrap(),
+            [counts]
+        );
+        assert!(store
+            .push_counts_between("k", 0, 1_000)
+            .await
+            .unwrap()
+            .is_empty());
+        assert!(store
+            .push_counts_between("other", 0, 5_000)
+            .await
+            .unwrap()
+            .is_empty());
+        store
+            .set_last_online("k", 1, 1_200, Vec::new())
+            .await
+            .unwrap();
+        assert_eq!(store.seen_between("k", 1_000, 2_000).await.unwrap(), [1]);
+        assert!(store
+            .seen_between("k", 1_201, 2_000)
+            .await
+            .unwrap()
+            .is_empty());
         assert!(store
             .load_live_pushes("k", push.expires_ms())
             .await

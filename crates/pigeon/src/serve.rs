@@ -82,6 +82,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
                 .await
                 .context("loading schedules")?,
         )
+        .merge(pigeon_getui::v2_router(engine.clone()))
         .merge(pigeon_gateway::router(engine.clone(), gateway))
         .merge(pigeon_getui::legacy_router(
             engine.clone(),

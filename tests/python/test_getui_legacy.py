@@ -742,3 +742,25 @@ def test_a_scheduled_app_push_fires_at_its_minute_once_across_restarts():
             tagged.close()
         finally:
             server.stop()
+
+
+def test_black_list_keeps_pushes_from_a_device_until_restored(server, app, devices):
+    gt = getui(server, app)
+    kept, other = devices(), devices()
+    r = gt.addCidListToBlk(app["app_key"], [kept.registration_id])
+    assert r["result"] == "ok", r
+    r = gt.pushMessageToSingle(single(notification(app, "blocked")),
+                               target(app, cid=kept.registration_id))
+    assert r["result"] != "ok", r
+    r = gt.pushMessageToSingle(single(notification(app, "free")),
+                               target(app, cid=other.registration_id))
+    assert r["result"] == "ok", r
+    assert [shown(f)[0] for f in other.pushes(1)] == ["free"]
+    assert kept.pushes(0, quiet=0.5) == []
+    r = gt.restoreCidListFromBlk(app["app_key"], [kept.registration_id])
+    assert r["result"] == "ok", r
+    r = gt.pushMessageToSingle(single(notification(app, "back")),
+                               target(app, cid=kept.registration_id))
+    assert r["result"] == "ok", r
+    assert [shown(f)[0] for f in kept.pushes(1)] == ["back"]
+    assert gt.addCidListToBlk(app["app_key"], ["nosuchcid0"])["result"] == "TokenMD5NoUsers"

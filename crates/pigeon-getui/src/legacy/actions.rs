@@ -77,6 +77,36 @@ impl Legacy {
         Ok(result("ok"))
     }
 
+    /// `blackCidAction`: `optType` 1 adds the `cidList` devices to the app's black list (they
+    /// get no push the app makes while there, through any door), 2 takes them off.
+    pub(crate) async fn black_cids(&self, app: &Arc<AppState>, body: &Map<String, Value>) -> Value {
+        flatten(self.black(app, body).await)
+    }
+
+    async fn black(&self, app: &AppState, body: &Map<String, Value>) -> Result<Value, Refusal> {
+        let blocked = match body
+            .get("optType")
+            .and_then(crate::legacy::template::as_i64)
+        {
+            Some(1) => true,
+            Some(2) => false,
+            _ => return refuse("optType must be 1 (add) or 2 (restore)"),
+        };
+        let cids = strings(body, "cidList", MAX_IDS)?;
+        if cids.is_empty() {
+            return refuse("cidList is not null");
+        }
+        let (ordinals, unknown) = self.engine.ordinals_of(app, &cids);
+        if !unknown.is_empty() {
+            return Ok(json!({"result": "TokenMD5NoUsers", "cidList": unknown}));
+        }
+        self.engine
+            .set_blocked(app, &ordinals, blocked)
+            .await
+            .map_err(engine_refusal)?;
+        Ok(result("ok"))
+    }
+
     async fn bind_one(&self, app: &AppState, alias: &str, cid: &str) -> Result<(), String> {
         check_name("alias", alias)?;
         if self.engine.find_device(app, cid).is_none() {

@@ -243,6 +243,7 @@ impl Legacy {
             "apnPushToListAction" => self.apn_push_list(app, body).await,
             "apnPushToSingleAction" => self.apn_push_single(app, body).await,
             "setBadgeAction" => self.set_badge(app, body).await,
+            "blackCidAction" => self.black_cids(app, body).await,
             "alias_bind" => self.alias_bind(app, body).await,
             "alias_bind_list" => self.alias_bind_list(app, body).await,
             "alias_query" => self.alias_query(app, body),

@@ -15,21 +15,20 @@ mod push;
 mod push_api;
 mod report_api;
 mod schedule_api;
-pub mod time;
 mod trigger;
 pub mod upgrade;
 mod vendor_api;
 
-pub use api::{
-    json_errors, json_errors_of, json_response, set_rate_headers, ApiError, CallerApp, Family,
-    MAX_BODY_BYTES,
-};
+pub use api::Family;
 pub use fields::PushError;
 pub use pigeon_core::RouteDoc;
+/// JPush's times (Beijing time), which Pigeon's HTTP APIs share.
+pub use pigeon_http::time;
+/// Pigeon's HTTP helpers, re-exported for the server's own routes (`/health`).
+pub use pigeon_http::{json_response, ApiError};
 pub use push::parse_push;
 
-use axum::http::{StatusCode, Uri};
-use axum::response::Response;
+use axum::http::Uri;
 use axum::Router;
 use pigeon_engine::{Engine, EngineError};
 use std::sync::Arc;
@@ -110,27 +109,9 @@ routes! {
     get "/v3/schedules/{schedule_id}/msg_ids" => schedule_api::msg_ids, "Schedule", "Pushes a schedule made", query [], body false, schema None, answer None;
 }
 
-/// Whether a concrete path matches a route template (`{name}` matches one segment).
-fn path_matches(template: &str, path: &str) -> bool {
-    let (t, p): (Vec<&str>, Vec<&str>) = (template.split('/').collect(), path.split('/').collect());
-    t.len() == p.len()
-        && t.iter()
-            .zip(&p)
-            .all(|(t, p)| (t.starts_with('{') && !p.is_empty()) || t == p)
-}
-
 /// 405 with the methods the path does accept.
 async fn method_not_allowed(uri: Uri) -> ApiError {
-    let allowed: Vec<String> = ROUTES
-        .iter()
-        .filter(|r| path_matches(r.path, uri.path()))
-        .map(|r| r.method.to_uppercase())
-        .collect();
-    ApiError::new(
-        StatusCode::METHOD_NOT_ALLOWED,
-        1001,
-        format!("this API accepts only {}", allowed.join(", ")),
-    )
+    pigeon_http::method_not_allowed(ROUTES, uri.path())
 }
 
 /// The JPush v3 routes; the JPush schedules start firing. Paths are matched after
@@ -150,9 +131,9 @@ pub async fn router(engine: Arc<Engine>) -> Result<Router, EngineError> {
         ))
         .layer(axum::middleware::from_fn_with_state(
             engine.clone(),
-            api::limits,
+            pigeon_http::limits,
         ))
-        .layer(axum::middleware::from_fn(api::json_errors))
+        .layer(axum::middleware::from_fn(pigeon_http::json_errors))
         .with_state(JPush { engine }))
 }
 
@@ -207,12 +188,7 @@ pub fn normalize_path(uri: &Uri) -> Option<Uri> {
 }
 
 /// Answers requests that match no route: JSON, like every other answer.
-pub async fn not_found(uri: Uri) -> Response {
-    json_response(
-        StatusCode::NOT_FOUND,
-        &pigeon_core::error_json(404, &format!("no such API: {}", uri.path())),
-    )
-}
+pub use pigeon_http::not_found;
 
 #[cfg(test)]
 mod tests {

@@ -2,7 +2,9 @@
 //! errors: what `pigeon app show` and `pigeon app vendor` do, for an app's own backend.
 //! Credentials go in whole and come back masked.
 
-use crate::api::{authenticate, json_response, ok_empty, read_json, ApiError, ApiResult, Family};
+use crate::api::{
+    authenticate, engine_error, json_response, ok_empty, read_json, ApiError, ApiResult, Family,
+};
 use crate::JPush;
 use axum::body::Body;
 use axum::extract::{Path, State};
@@ -38,7 +40,7 @@ pub async fn set(
         &policy,
     )
     .await
-    .map_err(|e| ApiError::engine(F, e))?;
+    .map_err(|e| engine_error(F, e))?;
     Ok(json_response(StatusCode::OK, &shown))
 }
 

@@ -7,7 +7,9 @@
 
 mod app;
 pub mod devices;
+pub mod endpoints;
 pub mod events;
+pub mod files;
 mod ids;
 pub mod limits;
 mod live;

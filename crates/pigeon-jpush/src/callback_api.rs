@@ -6,35 +6,29 @@ use crate::JPush;
 use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
-use pigeon_engine::{now_ms, AppState};
-use pigeon_store::CallbackEndpoint;
+use pigeon_engine::endpoints::{CallbackEndpoint, CallbackFormat};
+use pigeon_engine::{AppState, EngineError};
 use serde_json::{json, Value};
 
 const F: Family = Family::Push;
 
 async fn endpoint_of(s: &JPush, app: &AppState, id: u64) -> Result<CallbackEndpoint, ApiError> {
     s.engine
-        .store()
-        .list_callbacks()
+        .callback_endpoint(app, id)
         .await
         .map_err(|e| ApiError::internal(F, &e))?
-        .into_iter()
-        .find(|e| e.id == id && e.app_key == app.app_key)
         .ok_or_else(|| ApiError::not_found(1003, format!("no callback endpoint {id}")))
 }
 
 /// `GET /v3/callbacks`
 pub async fn list(State(s): State<JPush>, headers: HeaderMap) -> ApiResult {
     let app = authenticate(&s.engine, &headers, F).await?;
-    let all = s
+    let mine: Vec<Value> = s
         .engine
-        .store()
-        .list_callbacks()
+        .callback_endpoints(&app)
         .await
-        .map_err(|e| ApiError::internal(F, &e))?;
-    let mine: Vec<Value> = all
+        .map_err(|e| ApiError::internal(F, &e))?
         .iter()
-        .filter(|e| e.app_key == app.app_key)
         .map(pigeon_callbacks::endpoint_view)
         .collect();
     Ok(json_response(StatusCode::OK, &json!({ "callbacks": mine })))
@@ -57,7 +51,7 @@ pub async fn add(State(s): State<JPush>, headers: HeaderMap, body: Body) -> ApiR
             .ok_or_else(|| ApiError::invalid(F, "basic_auth must be true or false"))?,
     };
     let format = match body.get("format") {
-        None => pigeon_store::CallbackFormat::default(),
+        None => CallbackFormat::default(),
         Some(Value::String(name)) => {
             pigeon_callbacks::parse_format(name).map_err(|m| ApiError::invalid(F, m))?
         }
@@ -71,16 +65,14 @@ pub async fn add(State(s): State<JPush>, headers: HeaderMap, body: Body) -> ApiR
     let endpoint =
         pigeon_callbacks::new_endpoint(&app.app_key, url, (commands, format), basic_auth)
             .map_err(|m| ApiError::invalid(F, m))?;
-    let policy = s.engine.private_networks().callbacks_policy();
-    pigeon_core::net::check_url(url, "url", &policy)
-        .await
-        .map_err(|m| ApiError::invalid(F, m))?;
     let id = s
         .engine
-        .store()
-        .add_callback(endpoint.clone())
+        .add_callback_endpoint(endpoint.clone())
         .await
-        .map_err(|e| ApiError::internal(F, &e))?;
+        .map_err(|e| match e {
+            EngineError::Invalid(m) => ApiError::invalid(F, m),
+            e => ApiError::internal(F, &e),
+        })?;
     Ok(json_response(
         StatusCode::OK,
         &json!({"id": id, "url": url, "format": format.as_str(),
@@ -93,8 +85,7 @@ pub async fn remove(State(s): State<JPush>, Path(id): Path<u64>, headers: Header
     let app = authenticate(&s.engine, &headers, F).await?;
     let removed = s
         .engine
-        .store()
-        .remove_callback(&app.app_key, id)
+        .remove_callback_endpoint(&app, id)
         .await
         .map_err(|e| ApiError::internal(F, &e))?;
     if !removed {
@@ -109,16 +100,14 @@ pub async fn remove(State(s): State<JPush>, Path(id): Path<u64>, headers: Header
 /// `GET /v3/callbacks/{id}/dead`: batches that failed for longer than the dead-letter time.
 pub async fn dead(State(s): State<JPush>, Path(id): Path<u64>, headers: HeaderMap) -> ApiResult {
     let app = authenticate(&s.engine, &headers, F).await?;
-    endpoint_of(&s, &app, id).await?;
+    let endpoint = endpoint_of(&s, &app, id).await?;
     let batches = s
         .engine
-        .store()
-        .callback_batches(id)
+        .dead_letters(&endpoint)
         .await
         .map_err(|e| ApiError::internal(F, &e))?;
     let dead: Vec<Value> = batches
         .iter()
-        .filter(|b| b.dead)
         .map(|b| {
             json!({"delivery_id": b.delivery_id, "command": b.command, "events": serde_json::from_str::<Vec<Value>>(&b.events).map(|e| e.len()).unwrap_or(0),
                    "attempts": b.attempts, "first_try": crate::time::beijing(b.first_ms),
@@ -135,11 +124,10 @@ pub async fn replay(
     headers: HeaderMap,
 ) -> ApiResult {
     let app = authenticate(&s.engine, &headers, F).await?;
-    endpoint_of(&s, &app, id).await?;
+    let endpoint = endpoint_of(&s, &app, id).await?;
     let replayed = s
         .engine
-        .store()
-        .replay_batch(id, &delivery_id, now_ms())
+        .replay_dead_letter(&endpoint, &delivery_id)
         .await
         .map_err(|e| ApiError::internal(F, &e))?;
     if !replayed {
@@ -157,8 +145,7 @@ pub async fn enable(State(s): State<JPush>, Path(id): Path<u64>, headers: Header
     let app = authenticate(&s.engine, &headers, F).await?;
     let enabled = s
         .engine
-        .store()
-        .enable_callback(&app.app_key, id)
+        .enable_callback_endpoint(&app, id)
         .await
         .map_err(|e| ApiError::internal(F, &e))?;
     if !enabled {

@@ -7,35 +7,14 @@ use axum::body::Body;
 use axum::extract::multipart::MultipartRejection;
 use axum::extract::{Multipart, Path, State};
 use axum::http::{HeaderMap, StatusCode};
-use pigeon_core::names::check_name;
-use pigeon_core::{Audience, AudienceExpr, Push};
-use pigeon_engine::{now_ms, uuid_v4, AppState, Engine};
-use pigeon_store::FileRecord;
+use pigeon_core::Push;
+use pigeon_engine::files::{self, FileKind, FileRecord};
+use pigeon_engine::{AppState, Engine, EngineError};
 use serde_json::{json, Value};
 
 const F: Family = Family::Push;
 /// Largest file accepted.
-pub const MAX_FILE_BYTES: usize = 10 * 1024 * 1024;
-/// Most unexpired files an app may keep.
-const MAX_FILES_PER_APP: usize = 20;
-const DEFAULT_TTL_HOURS: u64 = 720;
-const MAX_REGISTRATION_ID_BYTES: usize = 64;
-
-/// What a file lists.
-#[derive(Clone, Copy)]
-pub enum FileKind {
-    Alias,
-    RegistrationId,
-}
-
-impl FileKind {
-    fn as_str(self) -> &'static str {
-        match self {
-            FileKind::Alias => "alias",
-            FileKind::RegistrationId => "registration_id",
-        }
-    }
-}
+pub const MAX_FILE_BYTES: usize = files::MAX_FILE_BYTES;
 
 type Form = Result<Multipart, MultipartRejection>;
 
@@ -77,7 +56,7 @@ async fn upload(
         )
     })?;
     let mut file: Option<(String, Vec<u8>)> = None;
-    let mut ttl_hours = DEFAULT_TTL_HOURS;
+    let mut ttl_hours = files::DEFAULT_TTL_HOURS;
     while let Some(field) = form.next_field().await.map_err(multipart_error)? {
         match field.name() {
             Some("filename") => {
@@ -98,8 +77,8 @@ async fn upload(
                     .trim()
                     .parse()
                     .ok()
-                    .filter(|h| (1..=720).contains(h))
-                    .ok_or_else(|| ApiError::invalid(F, "ttl must be 1 to 720 hours"))?;
+                    .filter(|h| files::TTL_HOURS.contains(h))
+                    .ok_or_else(|| ApiError::invalid(F, files::TTL_HOURS_ERROR))?;
             }
             _ => {}
         }
@@ -111,64 +90,18 @@ async fn upload(
             "the form needs a file in the field \"filename\"",
         )
     })?;
-    let values = parse_values(&bytes, kind)?;
-    let now = now_ms();
-    let existing = s
+    let file_id = s
         .engine
-        .store()
-        .list_files(&app.app_key, now)
+        .create_file(&app, kind, file_name, &bytes, ttl_hours)
         .await
-        .map_err(|e| ApiError::internal(F, &e))?;
-    if existing.len() >= MAX_FILES_PER_APP {
-        return Err(ApiError::invalid(
-            F,
-            format!("an app may keep at most {MAX_FILES_PER_APP} files; delete one first"),
-        ));
-    }
-    let record = FileRecord {
-        file_id: uuid_v4().replace('-', ""),
-        app_key: app.app_key.clone(),
-        kind: kind.as_str().into(),
-        file_name,
-        created_ms: now,
-        expires_ms: now + ttl_hours * 3_600_000,
-        values,
-    };
-    s.engine
-        .store()
-        .put_file(record.clone())
-        .await
-        .map_err(|e| ApiError::internal(F, &e))?;
+        .map_err(|e| match e {
+            EngineError::Invalid(m) => ApiError::invalid(F, m),
+            e => ApiError::internal(F, &e),
+        })?;
     Ok(json_response(
         StatusCode::OK,
-        &json!({ "file_id": record.file_id }),
+        &json!({ "file_id": file_id }),
     ))
-}
-
-/// One value a line, UTF-8; blank lines are skipped, a bad line is refused by number.
-fn parse_values(bytes: &[u8], kind: FileKind) -> Result<Vec<String>, ApiError> {
-    let text = std::str::from_utf8(bytes)
-        .map_err(|_| ApiError::invalid(F, "the file must be UTF-8 text"))?;
-    let mut values = Vec::new();
-    for (n, line) in text.lines().enumerate() {
-        let v = line.trim().trim_start_matches('\u{feff}');
-        if v.is_empty() {
-            continue;
-        }
-        let ok = match kind {
-            FileKind::Alias => check_name("alias", v).map_err(|m| m.to_string()),
-            FileKind::RegistrationId if v.len() > MAX_REGISTRATION_ID_BYTES => {
-                Err("a registration id is at most 64 bytes".into())
-            }
-            FileKind::RegistrationId => Ok(()),
-        };
-        ok.map_err(|m| ApiError::invalid(F, format!("line {}: {m}", n + 1)))?;
-        values.push(v.to_string());
-    }
-    if values.is_empty() {
-        return Err(ApiError::invalid(F, "the file lists no values"));
-    }
-    Ok(values)
 }
 
 fn view(f: &FileRecord) -> Value {
@@ -182,8 +115,7 @@ pub async fn list(State(s): State<JPush>, headers: HeaderMap) -> ApiResult {
     let app = authenticate(&s.engine, &headers, F).await?;
     let files = s
         .engine
-        .store()
-        .list_files(&app.app_key, now_ms())
+        .files(&app)
         .await
         .map_err(|e| ApiError::internal(F, &e))?;
     let views: Vec<Value> = files.iter().map(view).collect();
@@ -195,8 +127,7 @@ pub async fn list(State(s): State<JPush>, headers: HeaderMap) -> ApiResult {
 
 async fn find(engine: &Engine, app: &AppState, id: &str) -> Result<FileRecord, ApiError> {
     engine
-        .store()
-        .get_file(&app.app_key, id, now_ms())
+        .file(app, id)
         .await
         .map_err(|e| ApiError::internal(F, &e))?
         .ok_or_else(|| {
@@ -226,8 +157,7 @@ pub async fn delete(
     let app = authenticate(&s.engine, &headers, F).await?;
     let deleted = s
         .engine
-        .store()
-        .delete_file(&app.app_key, &id)
+        .delete_file(&app, &id)
         .await
         .map_err(|e| ApiError::internal(F, &e))?;
     if !deleted {
@@ -274,20 +204,27 @@ pub async fn parse_with_file(
             "a file audience cannot be combined with other audience keys",
         ));
     }
-    let file = find(engine, app, &file_id).await.map_err(|mut e| {
-        e.status = StatusCode::BAD_REQUEST;
-        e
-    })?;
+    // Answered 400 whatever went wrong, as a bad audience of the push.
+    let audience = match engine.file_audience(app, &file_id).await {
+        Ok(Some(audience)) => audience,
+        Ok(None) => {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                1003,
+                format!("file {file_id:?} does not exist or has expired"),
+            ))
+        }
+        Err(e) => {
+            let mut e = ApiError::internal(F, &e);
+            e.status = StatusCode::BAD_REQUEST;
+            return Err(e);
+        }
+    };
     let mut placeholder = value.clone();
     placeholder["audience"] = json!("all");
     let mut push = parse_push(&placeholder)
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.code, e.message))?;
-    let mut expr = AudienceExpr::default();
-    match file.kind.as_str() {
-        "alias" => expr.alias = file.values,
-        _ => expr.registration_id = file.values,
-    }
-    push.audience = Audience::Expr(expr);
+    push.audience = audience;
     Ok(push)
 }
 

@@ -9,14 +9,15 @@ use crate::JPush;
 use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
-use pigeon_engine::vendors;
 
 const F: Family = Family::Push;
 
 /// `GET /v3/vendors`: the app's VAPID public key and vendor credentials (masked).
 pub async fn list(State(s): State<JPush>, headers: HeaderMap) -> ApiResult {
     let app = authenticate(&s.engine, &headers, F).await?;
-    let view = vendors::channels_view(s.engine.store().as_ref(), &app.app_key)
+    let view = s
+        .engine
+        .vendor_channels(&app)
         .await
         .map_err(|e| ApiError::internal(F, &e))?;
     Ok(json_response(StatusCode::OK, &view))
@@ -31,16 +32,11 @@ pub async fn set(
 ) -> ApiResult {
     let app = authenticate(&s.engine, &headers, F).await?;
     let credentials = read_json(body, F).await?;
-    let policy = s.engine.private_networks().vendors_policy();
-    let shown = vendors::set_vendor_credentials(
-        s.engine.store().as_ref(),
-        &app.app_key,
-        &vendor,
-        &credentials,
-        &policy,
-    )
-    .await
-    .map_err(|e| engine_error(F, e))?;
+    let shown = s
+        .engine
+        .set_vendor_credentials(&app, &vendor, &credentials)
+        .await
+        .map_err(|e| engine_error(F, e))?;
     Ok(json_response(StatusCode::OK, &shown))
 }
 
@@ -53,8 +49,7 @@ pub async fn remove(
     let app = authenticate(&s.engine, &headers, F).await?;
     let removed = s
         .engine
-        .store()
-        .remove_vendor_credentials(&app.app_key, &vendor)
+        .remove_vendor_credentials(&app, &vendor)
         .await
         .map_err(|e| ApiError::internal(F, &e))?;
     if !removed {

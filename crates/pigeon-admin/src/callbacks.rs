@@ -1,18 +1,20 @@
-//! Callback endpoints and their dead letters over HTTP, a Pigeon extension with JPush-style
-//! authentication and errors: what `pigeon app callback` does, for an app's own backend.
+//! Callback endpoints and their dead letters over HTTP: what `pigeon app callback` does, for
+//! an app's own backend.
 
-use crate::api::{authenticate, json_response, ok_empty, read_json, ApiError, ApiResult, Family};
-use crate::JPush;
+use crate::{engine_error, Admin, Codes};
 use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use pigeon_engine::endpoints::{CallbackEndpoint, CallbackFormat};
-use pigeon_engine::{AppState, EngineError};
+use pigeon_engine::AppState;
+use pigeon_http::{
+    authenticate, json_response, ok_empty, read_json, string_list, ApiError, ApiResult,
+};
 use serde_json::{json, Value};
 
-const F: Family = Family::Push;
+const F: Codes = Codes;
 
-async fn endpoint_of(s: &JPush, app: &AppState, id: u64) -> Result<CallbackEndpoint, ApiError> {
+async fn endpoint_of(s: &Admin, app: &AppState, id: u64) -> Result<CallbackEndpoint, ApiError> {
     s.engine
         .callback_endpoint(app, id)
         .await
@@ -21,7 +23,7 @@ async fn endpoint_of(s: &JPush, app: &AppState, id: u64) -> Result<CallbackEndpo
 }
 
 /// `GET /v3/callbacks`
-pub async fn list(State(s): State<JPush>, headers: HeaderMap) -> ApiResult {
+pub async fn list(State(s): State<Admin>, headers: HeaderMap) -> ApiResult {
     let app = authenticate(&s.engine, &headers, F).await?;
     let mine: Vec<Value> = s
         .engine
@@ -36,14 +38,14 @@ pub async fn list(State(s): State<JPush>, headers: HeaderMap) -> ApiResult {
 
 /// `POST /v3/callbacks` with `{"url": .., "commands": [..], "basic_auth": true,
 /// "format": "pigeon" | "tencent"}`
-pub async fn add(State(s): State<JPush>, headers: HeaderMap, body: Body) -> ApiResult {
+pub async fn add(State(s): State<Admin>, headers: HeaderMap, body: Body) -> ApiResult {
     let app = authenticate(&s.engine, &headers, F).await?;
     let body = read_json(body, F).await?;
     let url = body
         .get("url")
         .and_then(Value::as_str)
         .ok_or_else(|| ApiError::new(StatusCode::BAD_REQUEST, 1002, "url is required"))?;
-    let commands = crate::api::string_list(&body, "commands", 16, F)?;
+    let commands = string_list(&body, "commands", 16, F)?;
     let basic_auth = match body.get("basic_auth") {
         None => true,
         Some(v) => v
@@ -69,10 +71,7 @@ pub async fn add(State(s): State<JPush>, headers: HeaderMap, body: Body) -> ApiR
         .engine
         .add_callback_endpoint(endpoint.clone())
         .await
-        .map_err(|e| match e {
-            EngineError::Invalid(m) => ApiError::invalid(F, m),
-            e => ApiError::internal(F, &e),
-        })?;
+        .map_err(engine_error)?;
     Ok(json_response(
         StatusCode::OK,
         &json!({"id": id, "url": url, "format": format.as_str(),
@@ -81,7 +80,7 @@ pub async fn add(State(s): State<JPush>, headers: HeaderMap, body: Body) -> ApiR
 }
 
 /// `DELETE /v3/callbacks/{id}`
-pub async fn remove(State(s): State<JPush>, Path(id): Path<u64>, headers: HeaderMap) -> ApiResult {
+pub async fn remove(State(s): State<Admin>, Path(id): Path<u64>, headers: HeaderMap) -> ApiResult {
     let app = authenticate(&s.engine, &headers, F).await?;
     let removed = s
         .engine
@@ -98,7 +97,7 @@ pub async fn remove(State(s): State<JPush>, Path(id): Path<u64>, headers: Header
 }
 
 /// `GET /v3/callbacks/{id}/dead`: batches that failed for longer than the dead-letter time.
-pub async fn dead(State(s): State<JPush>, Path(id): Path<u64>, headers: HeaderMap) -> ApiResult {
+pub async fn dead(State(s): State<Admin>, Path(id): Path<u64>, headers: HeaderMap) -> ApiResult {
     let app = authenticate(&s.engine, &headers, F).await?;
     let endpoint = endpoint_of(&s, &app, id).await?;
     let batches = s
@@ -110,7 +109,7 @@ pub async fn dead(State(s): State<JPush>, Path(id): Path<u64>, headers: HeaderMa
         .iter()
         .map(|b| {
             json!({"delivery_id": b.delivery_id, "command": b.command, "events": serde_json::from_str::<Vec<Value>>(&b.events).map(|e| e.len()).unwrap_or(0),
-                   "attempts": b.attempts, "first_try": crate::time::beijing(b.first_ms),
+                   "attempts": b.attempts, "first_try": pigeon_http::time::beijing(b.first_ms),
                    "last_error": b.last_error})
         })
         .collect();
@@ -119,7 +118,7 @@ pub async fn dead(State(s): State<JPush>, Path(id): Path<u64>, headers: HeaderMa
 
 /// `POST /v3/callbacks/{id}/dead/{delivery_id}/replay`: sends a dead batch again.
 pub async fn replay(
-    State(s): State<JPush>,
+    State(s): State<Admin>,
     Path((id, delivery_id)): Path<(u64, String)>,
     headers: HeaderMap,
 ) -> ApiResult {
@@ -141,7 +140,7 @@ pub async fn replay(
 
 /// `POST /v3/callbacks/{id}/enable`: an endpoint disabled for failing too long gets events
 /// again, from now on.
-pub async fn enable(State(s): State<JPush>, Path(id): Path<u64>, headers: HeaderMap) -> ApiResult {
+pub async fn enable(State(s): State<Admin>, Path(id): Path<u64>, headers: HeaderMap) -> ApiResult {
     let app = authenticate(&s.engine, &headers, F).await?;
     let enabled = s
         .engine

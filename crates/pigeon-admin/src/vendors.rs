@@ -1,19 +1,16 @@
-//! An app's push channels over HTTP, a Pigeon extension with JPush-style authentication and
-//! errors: what `pigeon app show` and `pigeon app vendor` do, for an app's own backend.
-//! Credentials go in whole and come back masked.
+//! An app's push channels over HTTP: what `pigeon app show` and `pigeon app vendor` do, for
+//! an app's own backend. Credentials go in whole and come back masked.
 
-use crate::api::{
-    authenticate, engine_error, json_response, ok_empty, read_json, ApiError, ApiResult, Family,
-};
-use crate::JPush;
+use crate::{engine_error, Admin, Codes};
 use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
+use pigeon_http::{authenticate, json_response, ok_empty, read_json, ApiError, ApiResult};
 
-const F: Family = Family::Push;
+const F: Codes = Codes;
 
 /// `GET /v3/vendors`: the app's VAPID public key and vendor credentials (masked).
-pub async fn list(State(s): State<JPush>, headers: HeaderMap) -> ApiResult {
+pub async fn list(State(s): State<Admin>, headers: HeaderMap) -> ApiResult {
     let app = authenticate(&s.engine, &headers, F).await?;
     let view = s
         .engine
@@ -25,7 +22,7 @@ pub async fn list(State(s): State<JPush>, headers: HeaderMap) -> ApiResult {
 
 /// `PUT /v3/vendors/{vendor}` with the credentials object: set (replace) them.
 pub async fn set(
-    State(s): State<JPush>,
+    State(s): State<Admin>,
     Path(vendor): Path<String>,
     headers: HeaderMap,
     body: Body,
@@ -36,13 +33,13 @@ pub async fn set(
         .engine
         .set_vendor_credentials(&app, &vendor, &credentials)
         .await
-        .map_err(|e| engine_error(F, e))?;
+        .map_err(engine_error)?;
     Ok(json_response(StatusCode::OK, &shown))
 }
 
 /// `DELETE /v3/vendors/{vendor}`
 pub async fn remove(
-    State(s): State<JPush>,
+    State(s): State<Admin>,
     Path(vendor): Path<String>,
     headers: HeaderMap,
 ) -> ApiResult {

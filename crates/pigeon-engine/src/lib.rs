@@ -2,12 +2,15 @@
 //!
 //! accept (resolve the audience, persist, answer with a msg_id) → fan out to connected devices
 //! → keep it for offline devices until it expires → record acks. It also owns apps, devices
-//! and presence. It knows no wire format: the front doors translate into `pigeon_core` types,
-//! and the gateway encodes frames.
+//! and presence, and Pigeon's own features every door shares: schedules, files of targets,
+//! callback endpoints, vendor credentials. It knows no wire format: the front doors translate
+//! into `pigeon_core` types, and the gateway encodes frames.
 
 mod app;
 pub mod devices;
+pub mod endpoints;
 pub mod events;
+pub mod files;
 mod ids;
 pub mod limits;
 mod live;
@@ -1029,8 +1032,9 @@ impl Engine {
         self.expired_grace_ms.load(Ordering::Relaxed)
     }
 
-    /// The storage, for front doors that keep records the engine does not interpret
-    /// (JPush schedules keep their trigger and push object in the JPush dialect).
+    /// The storage, for the workers beside the engine (the callback dispatcher, the vendor
+    /// router) and what no engine method offers yet (a schedule's runs). Front doors use the
+    /// engine's methods.
     pub fn store(&self) -> &Arc<dyn Storage> {
         &self.store
     }

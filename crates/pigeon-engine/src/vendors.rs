@@ -1,8 +1,10 @@
 //! Vendor credentials of an app (APNs, FCM, Huawei, ...) and its Web Push VAPID key pair:
 //! what each vendor needs, checked before it is stored, and shown only masked — a secret is
-//! never logged or handed back in full.
+//! never logged or handed back in full. The free functions work on any `Storage` (the
+//! command line uses them beside a running server); the doors use the engine's methods.
 
-use crate::{now_ms, EngineError};
+use crate::app::AppState;
+use crate::{now_ms, Engine, EngineError};
 use base64::Engine as _;
 use pigeon_store::{Storage, StoreError};
 use serde_json::{json, Map, Value};
@@ -217,6 +219,45 @@ pub async fn set_vendor_credentials(
         .set_vendor_credentials(app_key, vendor, credentials.to_string(), now_ms())
         .await?;
     Ok(json!({"vendor": vendor, "credentials": masked(credentials)}))
+}
+
+impl Engine {
+    /// An app's push channels as shown: its VAPID public key (made the first time) and its
+    /// vendor credentials, masked.
+    pub async fn vendor_channels(&self, app: &AppState) -> Result<Value, EngineError> {
+        Ok(channels_view(self.store.as_ref(), &app.app_key).await?)
+    }
+
+    /// Checks and stores an app's credentials for one vendor, their URLs under the
+    /// operator's address policy for vendors; returns them as shown (masked).
+    pub async fn set_vendor_credentials(
+        &self,
+        app: &AppState,
+        vendor: &str,
+        credentials: &Value,
+    ) -> Result<Value, EngineError> {
+        let policy = self.private_networks().vendors_policy();
+        set_vendor_credentials(
+            self.store.as_ref(),
+            &app.app_key,
+            vendor,
+            credentials,
+            &policy,
+        )
+        .await
+    }
+
+    /// Removes an app's credentials for a vendor; false if it had none.
+    pub async fn remove_vendor_credentials(
+        &self,
+        app: &AppState,
+        vendor: &str,
+    ) -> Result<bool, EngineError> {
+        Ok(self
+            .store
+            .remove_vendor_credentials(&app.app_key, vendor)
+            .await?)
+    }
 }
 
 #[cfg(test)]

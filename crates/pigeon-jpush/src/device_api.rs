@@ -2,8 +2,8 @@
 //! and online status.
 
 use crate::api::{
-    authenticate, json_response, ok_empty, query_platforms, query_value, read_json, string_list,
-    ApiError, ApiResult, Family,
+    authenticate, engine_error, json_response, ok_empty, query_platforms, query_value, read_json,
+    string_list, ApiError, ApiResult, Family,
 };
 use crate::JPush;
 use axum::body::Body;
@@ -99,7 +99,7 @@ pub async fn set_device(
     s.engine
         .edit_device(&app, &rid, edit)
         .await
-        .map_err(|e| ApiError::engine(F, e))?;
+        .map_err(|e| engine_error(F, e))?;
     Ok(ok_empty())
 }
 
@@ -226,7 +226,7 @@ pub async fn device_status(State(s): State<JPush>, headers: HeaderMap, body: Bod
         .engine
         .device_presence(&app, &rids)
         .await
-        .map_err(|e| ApiError::engine(F, e))?;
+        .map_err(|e| engine_error(F, e))?;
     let mut out = Map::new();
     for (rid, p) in rids.iter().zip(presence) {
         let entry = match p {
@@ -298,7 +298,7 @@ pub async fn set_badge(State(s): State<JPush>, headers: HeaderMap, body: Body) -
     s.engine
         .change_badges(&app, &ordinals, op)
         .await
-        .map_err(|e| ApiError::engine(F, e))?;
+        .map_err(|e| engine_error(F, e))?;
     Ok(json_response(StatusCode::OK, &json!({})))
 }
 
@@ -323,7 +323,7 @@ pub async fn get_alias(
             .engine
             .device_presence(&app, &rids)
             .await
-            .map_err(|e| ApiError::engine(F, e))?;
+            .map_err(|e| engine_error(F, e))?;
         let now = pigeon_engine::now_ms();
         let data: Vec<Value> = devices
             .iter()
@@ -360,7 +360,7 @@ pub async fn delete_alias(
     s.engine
         .delete_alias(&app, &alias, platforms)
         .await
-        .map_err(|e| ApiError::engine(F, e))?;
+        .map_err(|e| engine_error(F, e))?;
     Ok(ok_empty())
 }
 
@@ -388,7 +388,7 @@ pub async fn unbind_alias(
         .engine
         .unbind_alias(&app, &alias, &remove)
         .await
-        .map_err(|e| ApiError::engine(F, e))?;
+        .map_err(|e| engine_error(F, e))?;
     illegal_or_ok(illegal)
 }
 
@@ -462,7 +462,7 @@ pub async fn edit_tag(
         .engine
         .edit_tag(&app, &tag, &add, &remove)
         .await
-        .map_err(|e| ApiError::engine(F, e))?;
+        .map_err(|e| engine_error(F, e))?;
     illegal_or_ok(illegal)
 }
 
@@ -479,7 +479,7 @@ pub async fn delete_tag(
     s.engine
         .delete_tag(&app, &tag, platforms)
         .await
-        .map_err(|e| ApiError::engine(F, e))?;
+        .map_err(|e| engine_error(F, e))?;
     Ok(ok_empty())
 }
 

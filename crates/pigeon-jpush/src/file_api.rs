@@ -1,243 +1,17 @@
-//! File push (jpush-v3.md §4): upload a file of aliases or registration ids, list, get and
-//! delete files, and push to a file's devices with `POST /v3/push/file`.
+//! File push (jpush-v3.md §4): a push to the devices a file lists, `POST /v3/push/file`, and
+//! a file audience in a schedule's push. Files themselves (upload, list, get, delete) are
+//! Pigeon's own API's (`pigeon-admin`), kept by the engine.
 
-use crate::api::{authenticate, json_response, ok_empty, read_json, ApiError, ApiResult, Family};
+use crate::api::{authenticate, json_response, read_json, ApiError, ApiResult, Family};
 use crate::{parse_push, JPush};
 use axum::body::Body;
-use axum::extract::multipart::MultipartRejection;
-use axum::extract::{Multipart, Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
-use pigeon_core::names::check_name;
-use pigeon_core::{Audience, AudienceExpr, Push};
-use pigeon_engine::{now_ms, uuid_v4, AppState, Engine};
-use pigeon_store::FileRecord;
+use pigeon_core::Push;
+use pigeon_engine::{AppState, Engine};
 use serde_json::{json, Value};
 
 const F: Family = Family::Push;
-/// Largest file accepted.
-pub const MAX_FILE_BYTES: usize = 10 * 1024 * 1024;
-/// Most unexpired files an app may keep.
-const MAX_FILES_PER_APP: usize = 20;
-const DEFAULT_TTL_HOURS: u64 = 720;
-const MAX_REGISTRATION_ID_BYTES: usize = 64;
-
-/// What a file lists.
-#[derive(Clone, Copy)]
-pub enum FileKind {
-    Alias,
-    RegistrationId,
-}
-
-impl FileKind {
-    fn as_str(self) -> &'static str {
-        match self {
-            FileKind::Alias => "alias",
-            FileKind::RegistrationId => "registration_id",
-        }
-    }
-}
-
-type Form = Result<Multipart, MultipartRejection>;
-
-/// `POST /v3/files/alias`
-pub async fn upload_alias(s: State<JPush>, headers: HeaderMap, form: Form) -> ApiResult {
-    upload(s, headers, form, FileKind::Alias).await
-}
-
-/// `POST /v3/files/registration_id`
-pub async fn upload_registration_id(s: State<JPush>, headers: HeaderMap, form: Form) -> ApiResult {
-    upload(s, headers, form, FileKind::RegistrationId).await
-}
-
-fn multipart_error(e: axum::extract::multipart::MultipartError) -> ApiError {
-    if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-        return ApiError::new(
-            StatusCode::BAD_REQUEST,
-            1005,
-            format!("the file is larger than {MAX_FILE_BYTES} bytes"),
-        );
-    }
-    ApiError::invalid(F, format!("malformed multipart form: {}", e.body_text()))
-}
-
-async fn upload(
-    State(s): State<JPush>,
-    headers: HeaderMap,
-    form: Form,
-    kind: FileKind,
-) -> ApiResult {
-    let app = authenticate(&s.engine, &headers, F).await?;
-    let mut form = form.map_err(|e| {
-        ApiError::invalid(
-            F,
-            format!(
-                "the body must be a multipart/form-data upload: {}",
-                e.body_text()
-            ),
-        )
-    })?;
-    let mut file: Option<(String, Vec<u8>)> = None;
-    let mut ttl_hours = DEFAULT_TTL_HOURS;
-    while let Some(field) = form.next_field().await.map_err(multipart_error)? {
-        match field.name() {
-            Some("filename") => {
-                let name = field.file_name().unwrap_or("targets.txt").to_string();
-                let bytes = field.bytes().await.map_err(multipart_error)?;
-                if bytes.len() > MAX_FILE_BYTES {
-                    return Err(ApiError::new(
-                        StatusCode::BAD_REQUEST,
-                        1005,
-                        format!("the file is larger than {MAX_FILE_BYTES} bytes"),
-                    ));
-                }
-                file = Some((name, bytes.to_vec()));
-            }
-            Some("ttl") => {
-                let text = field.text().await.map_err(multipart_error)?;
-                ttl_hours = text
-                    .trim()
-                    .parse()
-                    .ok()
-                    .filter(|h| (1..=720).contains(h))
-                    .ok_or_else(|| ApiError::invalid(F, "ttl must be 1 to 720 hours"))?;
-            }
-            _ => {}
-        }
-    }
-    let (file_name, bytes) = file.ok_or_else(|| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            1002,
-            "the form needs a file in the field \"filename\"",
-        )
-    })?;
-    let values = parse_values(&bytes, kind)?;
-    let now = now_ms();
-    let existing = s
-        .engine
-        .store()
-        .list_files(&app.app_key, now)
-        .await
-        .map_err(|e| ApiError::internal(F, &e))?;
-    if existing.len() >= MAX_FILES_PER_APP {
-        return Err(ApiError::invalid(
-            F,
-            format!("an app may keep at most {MAX_FILES_PER_APP} files; delete one first"),
-        ));
-    }
-    let record = FileRecord {
-        file_id: uuid_v4().replace('-', ""),
-        app_key: app.app_key.clone(),
-        kind: kind.as_str().into(),
-        file_name,
-        created_ms: now,
-        expires_ms: now + ttl_hours * 3_600_000,
-        values,
-    };
-    s.engine
-        .store()
-        .put_file(record.clone())
-        .await
-        .map_err(|e| ApiError::internal(F, &e))?;
-    Ok(json_response(
-        StatusCode::OK,
-        &json!({ "file_id": record.file_id }),
-    ))
-}
-
-/// One value a line, UTF-8; blank lines are skipped, a bad line is refused by number.
-fn parse_values(bytes: &[u8], kind: FileKind) -> Result<Vec<String>, ApiError> {
-    let text = std::str::from_utf8(bytes)
-        .map_err(|_| ApiError::invalid(F, "the file must be UTF-8 text"))?;
-    let mut values = Vec::new();
-    for (n, line) in text.lines().enumerate() {
-        let v = line.trim().trim_start_matches('\u{feff}');
-        if v.is_empty() {
-            continue;
-        }
-        let ok = match kind {
-            FileKind::Alias => check_name("alias", v).map_err(|m| m.to_string()),
-            FileKind::RegistrationId if v.len() > MAX_REGISTRATION_ID_BYTES => {
-                Err("a registration id is at most 64 bytes".into())
-            }
-            FileKind::RegistrationId => Ok(()),
-        };
-        ok.map_err(|m| ApiError::invalid(F, format!("line {}: {m}", n + 1)))?;
-        values.push(v.to_string());
-    }
-    if values.is_empty() {
-        return Err(ApiError::invalid(F, "the file lists no values"));
-    }
-    Ok(values)
-}
-
-fn view(f: &FileRecord) -> Value {
-    json!({"file_id": f.file_id, "type": f.kind, "file_name": f.file_name,
-           "create_time": crate::time::beijing(f.created_ms),
-           "expire_time": crate::time::beijing(f.expires_ms)})
-}
-
-/// `GET /v3/files`
-pub async fn list(State(s): State<JPush>, headers: HeaderMap) -> ApiResult {
-    let app = authenticate(&s.engine, &headers, F).await?;
-    let files = s
-        .engine
-        .store()
-        .list_files(&app.app_key, now_ms())
-        .await
-        .map_err(|e| ApiError::internal(F, &e))?;
-    let views: Vec<Value> = files.iter().map(view).collect();
-    Ok(json_response(
-        StatusCode::OK,
-        &json!({"total_count": views.len(), "files": views}),
-    ))
-}
-
-async fn find(engine: &Engine, app: &AppState, id: &str) -> Result<FileRecord, ApiError> {
-    engine
-        .store()
-        .get_file(&app.app_key, id, now_ms())
-        .await
-        .map_err(|e| ApiError::internal(F, &e))?
-        .ok_or_else(|| {
-            ApiError::not_found(1003, format!("file {id:?} does not exist or has expired"))
-        })
-}
-
-/// `GET /v3/files/{file_id}`
-pub async fn get_one(
-    State(s): State<JPush>,
-    Path(id): Path<String>,
-    headers: HeaderMap,
-) -> ApiResult {
-    let app = authenticate(&s.engine, &headers, F).await?;
-    Ok(json_response(
-        StatusCode::OK,
-        &view(&find(&s.engine, &app, &id).await?),
-    ))
-}
-
-/// `DELETE /v3/files/{file_id}`
-pub async fn delete(
-    State(s): State<JPush>,
-    Path(id): Path<String>,
-    headers: HeaderMap,
-) -> ApiResult {
-    let app = authenticate(&s.engine, &headers, F).await?;
-    let deleted = s
-        .engine
-        .store()
-        .delete_file(&app.app_key, &id)
-        .await
-        .map_err(|e| ApiError::internal(F, &e))?;
-    if !deleted {
-        return Err(ApiError::not_found(
-            1003,
-            format!("file {id:?} does not exist"),
-        ));
-    }
-    Ok(ok_empty())
-}
 
 /// The file id of an audience `{"file": {"file_id": ".."}}`, if that is what it is.
 pub fn file_audience(push: &Value) -> Option<Result<String, ApiError>> {
@@ -274,20 +48,27 @@ pub async fn parse_with_file(
             "a file audience cannot be combined with other audience keys",
         ));
     }
-    let file = find(engine, app, &file_id).await.map_err(|mut e| {
-        e.status = StatusCode::BAD_REQUEST;
-        e
-    })?;
+    // Answered 400 whatever went wrong, as a bad audience of the push.
+    let audience = match engine.file_audience(app, &file_id).await {
+        Ok(Some(audience)) => audience,
+        Ok(None) => {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                1003,
+                format!("file {file_id:?} does not exist or has expired"),
+            ))
+        }
+        Err(e) => {
+            let mut e = ApiError::internal(F, &e);
+            e.status = StatusCode::BAD_REQUEST;
+            return Err(e);
+        }
+    };
     let mut placeholder = value.clone();
     placeholder["audience"] = json!("all");
     let mut push = parse_push(&placeholder)
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.code, e.message))?;
-    let mut expr = AudienceExpr::default();
-    match file.kind.as_str() {
-        "alias" => expr.alias = file.values,
-        _ => expr.registration_id = file.values,
-    }
-    push.audience = Audience::Expr(expr);
+    push.audience = audience;
     Ok(push)
 }
 

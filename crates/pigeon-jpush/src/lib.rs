@@ -1,12 +1,13 @@
 //! Pigeon's JPush v3 front door, spoken so that the official JPush server SDKs work unchanged
-//! (jpush-v3.md): push, validate, cid pool, batch push, the Device API and the Report API.
+//! (jpush-v3.md): push, validate, cid pool, batch push, file push, the Device API, the Report
+//! API and the Schedule API. Pigeon's own features that JPush clients also reach under `/v3/`
+//! (callback endpoints, vendor credentials, files) are served by `pigeon-admin`.
 //!
 //! A thin translator: HTTP Basic auth against the app table, request bodies parsed and
 //! validated into engine calls, JPush's answers and error codes. It never touches storage or
 //! connections; everything below goes through the engine.
 
 mod api;
-mod callback_api;
 mod device_api;
 mod fields;
 mod file_api;
@@ -15,21 +16,19 @@ mod push;
 mod push_api;
 mod report_api;
 mod schedule_api;
-pub mod time;
 mod trigger;
 pub mod upgrade;
-mod vendor_api;
 
-pub use api::{
-    json_errors, json_errors_of, json_response, set_rate_headers, ApiError, CallerApp, Family,
-    MAX_BODY_BYTES,
-};
+pub use api::Family;
 pub use fields::PushError;
 pub use pigeon_core::RouteDoc;
+/// JPush's times (Beijing time), which Pigeon's HTTP APIs share.
+pub use pigeon_http::time;
+/// Pigeon's HTTP helpers, re-exported for the server's own routes (`/health`).
+pub use pigeon_http::{json_response, ApiError};
 pub use push::parse_push;
 
-use axum::http::{StatusCode, Uri};
-use axum::response::Response;
+use axum::http::Uri;
 use axum::Router;
 use pigeon_engine::{Engine, EngineError};
 use std::sync::Arc;
@@ -70,11 +69,6 @@ routes! {
     get "/v3/push/cid" => push_api::cid, "Push", "Get cids for idempotent pushes", query ["count", "type"], body false, schema None, answer Some("CidList");
     post "/v3/grouppush" => push_api::group_push, "Push", "Push to every app of a group (group-<key> auth)", query [], body true, schema Some("Push"), answer Some("GroupPushAnswer");
     post "/v3/push/file" => file_api::push_file, "File", "Push to the devices a file lists", query [], body true, schema Some("Push"), answer Some("PushAnswer");
-    post "/v3/files/alias" => file_api::upload_alias, "File", "Upload a file of aliases (multipart: filename, ttl)", query [], body true, schema None, answer None;
-    post "/v3/files/registration_id" => file_api::upload_registration_id, "File", "Upload a file of registration ids (multipart: filename, ttl)", query [], body true, schema None, answer None;
-    get "/v3/files" => file_api::list, "File", "List the app's files", query [], body false, schema None, answer None;
-    get "/v3/files/{file_id}" => file_api::get_one, "File", "Get a file", query [], body false, schema None, answer None;
-    delete "/v3/files/{file_id}" => file_api::delete, "File", "Delete a file", query [], body false, schema None, answer None;
     post "/v3/push/batch/regid/single" => push_api::batch_regid, "Push", "Batch of single pushes by registration id", query [], body true, schema Some("BatchPush"), answer Some("BatchPushAnswer");
     post "/v3/push/batch/alias/single" => push_api::batch_alias, "Push", "Batch of single pushes by alias", query [], body true, schema Some("BatchPush"), answer Some("BatchPushAnswer");
     post "/v3/devices/badge" => device_api::set_badge, "Device", "Set, raise or lower the badge number of devices (Pigeon extension)", query [], body true, schema Some("BadgeChange"), answer Some("Empty");
@@ -98,39 +92,12 @@ routes! {
     get "/v3/schedules/{schedule_id}" => schedule_api::get_one, "Schedule", "Get a schedule", query [], body false, schema None, answer None;
     put "/v3/schedules/{schedule_id}" => schedule_api::replace, "Schedule", "Replace parts of a schedule", query [], body true, schema Some("ScheduleChange"), answer None;
     delete "/v3/schedules/{schedule_id}" => schedule_api::delete, "Schedule", "Delete a schedule", query [], body false, schema None, answer None;
-    get "/v3/callbacks" => callback_api::list, "Callback", "The app's callback endpoints (Pigeon extension)", query [], body false, schema None, answer None;
-    post "/v3/callbacks" => callback_api::add, "Callback", "Add a callback endpoint: url, commands, basic_auth, format (pigeon or tencent) (Pigeon extension)", query [], body true, schema None, answer None;
-    delete "/v3/callbacks/{id}" => callback_api::remove, "Callback", "Remove a callback endpoint (Pigeon extension)", query [], body false, schema None, answer None;
-    get "/v3/callbacks/{id}/dead" => callback_api::dead, "Callback", "Dead-lettered batches of an endpoint (Pigeon extension)", query [], body false, schema None, answer None;
-    post "/v3/callbacks/{id}/enable" => callback_api::enable, "Callback", "Enable an endpoint disabled for failing too long (Pigeon extension)", query [], body false, schema None, answer None;
-    post "/v3/callbacks/{id}/dead/{delivery_id}/replay" => callback_api::replay, "Callback", "Send a dead-lettered batch again (Pigeon extension)", query [], body false, schema None, answer None;
-    get "/v3/vendors" => vendor_api::list, "Vendor", "The app's Web Push VAPID public key and vendor credentials, masked (Pigeon extension)", query [], body false, schema None, answer None;
-    put "/v3/vendors/{vendor}" => vendor_api::set, "Vendor", "Set an app's credentials for apns, fcm, huawei, honor, xiaomi, oppo, vivo or meizu, optionally with rate_per_minute and concurrency (Pigeon extension)", query [], body true, schema None, answer None;
-    delete "/v3/vendors/{vendor}" => vendor_api::remove, "Vendor", "Remove an app's credentials for a vendor (Pigeon extension)", query [], body false, schema None, answer None;
     get "/v3/schedules/{schedule_id}/msg_ids" => schedule_api::msg_ids, "Schedule", "Pushes a schedule made", query [], body false, schema None, answer None;
-}
-
-/// Whether a concrete path matches a route template (`{name}` matches one segment).
-fn path_matches(template: &str, path: &str) -> bool {
-    let (t, p): (Vec<&str>, Vec<&str>) = (template.split('/').collect(), path.split('/').collect());
-    t.len() == p.len()
-        && t.iter()
-            .zip(&p)
-            .all(|(t, p)| (t.starts_with('{') && !p.is_empty()) || t == p)
 }
 
 /// 405 with the methods the path does accept.
 async fn method_not_allowed(uri: Uri) -> ApiError {
-    let allowed: Vec<String> = ROUTES
-        .iter()
-        .filter(|r| path_matches(r.path, uri.path()))
-        .map(|r| r.method.to_uppercase())
-        .collect();
-    ApiError::new(
-        StatusCode::METHOD_NOT_ALLOWED,
-        1001,
-        format!("this API accepts only {}", allowed.join(", ")),
-    )
+    pigeon_http::method_not_allowed(ROUTES, uri.path())
 }
 
 /// The JPush v3 routes; the JPush schedules start firing. Paths are matched after
@@ -144,15 +111,11 @@ pub async fn router(engine: Arc<Engine>) -> Result<Router, EngineError> {
         // The fallback sits under the limits layer, so a 404 to an app's call carries its
         // X-Rate-Limit-* headers too.
         .fallback(not_found)
-        // Only extractors (file uploads) use this; JSON bodies are read within MAX_BODY_BYTES.
-        .layer(axum::extract::DefaultBodyLimit::max(
-            file_api::MAX_FILE_BYTES + 64 * 1024,
-        ))
         .layer(axum::middleware::from_fn_with_state(
             engine.clone(),
-            api::limits,
+            pigeon_http::limits,
         ))
-        .layer(axum::middleware::from_fn(api::json_errors))
+        .layer(axum::middleware::from_fn(pigeon_http::json_errors))
         .with_state(JPush { engine }))
 }
 
@@ -207,12 +170,7 @@ pub fn normalize_path(uri: &Uri) -> Option<Uri> {
 }
 
 /// Answers requests that match no route: JSON, like every other answer.
-pub async fn not_found(uri: Uri) -> Response {
-    json_response(
-        StatusCode::NOT_FOUND,
-        &pigeon_core::error_json(404, &format!("no such API: {}", uri.path())),
-    )
-}
+pub use pigeon_http::not_found;
 
 #[cfg(test)]
 mod tests {

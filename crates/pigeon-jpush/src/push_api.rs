@@ -1,7 +1,8 @@
 //! The push side (jpush-v3.md §2–§4): push, validate, the cid pool, batch single push.
 
 use crate::api::{
-    authenticate, json_response, ok_empty, query_value, read_json, ApiError, ApiResult, Family,
+    authenticate, engine_error, json_response, ok_empty, query_value, read_json, ApiError,
+    ApiResult, Family,
 };
 use crate::{parse_push, JPush};
 use axum::body::Body;
@@ -38,7 +39,7 @@ pub async fn recall(
     s.engine
         .recall(&app, msg_id)
         .await
-        .map_err(|e| ApiError::engine(F, e))?;
+        .map_err(|e| engine_error(F, e))?;
     Ok(ok_empty())
 }
 
@@ -89,7 +90,7 @@ pub(crate) async fn accept(
                     "internal error: the push was not accepted, retry",
                 )
             }
-            other => ApiError::engine(F, other),
+            other => engine_error(F, other),
         })
 }
 
@@ -123,7 +124,7 @@ pub async fn cid(
         .engine
         .issue_cids(&app, count)
         .await
-        .map_err(|e| ApiError::engine(F, e))?;
+        .map_err(|e| engine_error(F, e))?;
     Ok(json_response(StatusCode::OK, &json!({ "cidlist": cids })))
 }
 
@@ -215,7 +216,7 @@ async fn batch_entry(
 /// of the group, each answering for itself.
 pub async fn group_push(State(s): State<JPush>, headers: HeaderMap, body: Body) -> ApiResult {
     let deny = |m: &str| ApiError::new(StatusCode::UNAUTHORIZED, 1004, m);
-    let (user, secret) = crate::api::basic_credentials(&headers).map_err(deny)?;
+    let (user, secret) = pigeon_http::basic_credentials(&headers).map_err(deny)?;
     let group_key = user
         .strip_prefix("group-")
         .ok_or_else(|| deny("group push authenticates as group-<group_key>:<master_secret>"))?;

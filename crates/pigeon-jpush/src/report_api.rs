@@ -4,7 +4,8 @@
 //! their counters are 0; what Pigeon cannot know (displays) is `null`.
 
 use crate::api::{
-    authenticate, json_response, query_list, read_json, string_list, ApiError, ApiResult, Family,
+    authenticate, engine_error, json_response, query_list, read_json, string_list, ApiError,
+    ApiResult, Family,
 };
 use crate::JPush;
 use axum::body::Body;
@@ -59,7 +60,7 @@ async fn reports(
             .engine
             .push_report(app, id)
             .await
-            .map_err(|e| ApiError::engine(F, e))?;
+            .map_err(|e| engine_error(F, e))?;
         out.push((id, r));
     }
     Ok(out)
@@ -272,7 +273,7 @@ pub async fn status_message(State(s): State<JPush>, headers: HeaderMap, body: Bo
         .engine
         .delivery_status(&app, msg_id, &rids)
         .await
-        .map_err(|e| ApiError::engine(F, e))?
+        .map_err(|e| engine_error(F, e))?
         .ok_or_else(|| {
             ApiError::invalid(F, format!("msg_id {msg_id} is not a push of this app"))
         })?;

@@ -570,7 +570,7 @@ async fn handle(
                 .insert(header::CONNECTION, HeaderValue::from_static("close"));
             r
         } else {
-            pigeon_jpush::json_errors_of(response).await
+            pigeon_http::json_errors_of(response).await
         }
     };
     // A device's place was reserved before routing (so upgrades arriving together cannot all
@@ -584,13 +584,13 @@ async fn handle(
         }
     }
     if !response.headers().contains_key("x-rate-limit-limit") {
-        pigeon_jpush::set_rate_headers(response.headers_mut(), shared.engine.default_rate_state());
+        pigeon_http::set_rate_headers(response.headers_mut(), shared.engine.default_rate_state());
     }
     let status = response.status().as_u16();
     let ms = started.elapsed().as_secs_f64() * 1000.0;
     let app_key = response
         .extensions()
-        .get::<pigeon_jpush::CallerApp>()
+        .get::<pigeon_http::CallerApp>()
         .map(|a| a.0.clone());
     // One line per API call; not for the liveness probe, and the device WebSocket's upgrade
     // only at debug (a reconnect storm of devices would drown the API lines).
@@ -603,7 +603,7 @@ async fn handle(
 }
 
 fn error_response(status: StatusCode, message: &str) -> Response {
-    pigeon_jpush::json_response(status, &error_json(u32::from(status.as_u16()), message))
+    pigeon_http::json_response(status, &error_json(u32::from(status.as_u16()), message))
 }
 
 /// A request body that must be in whole by a deadline set when its head arrived: a body

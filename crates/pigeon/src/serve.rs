@@ -77,6 +77,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         device_rate_burst: cfg.device_rate_burst,
     };
     let app = Router::new()
+        .merge(pigeon_admin::router(engine.clone()))
         .merge(
             pigeon_jpush::router(engine.clone())
                 .await
@@ -222,12 +223,14 @@ const OPS_ROUTES: &[RouteDoc] = &[
 fn openapi_document() -> serde_json::Value {
     let routes: Vec<RouteDoc> = [
         pigeon_jpush::ROUTES,
+        pigeon_admin::ROUTES,
         pigeon_gateway::ROUTES,
         OPS_ROUTES,
         pigeon_getui::legacy::ROUTES,
     ]
     .concat();
     let mut doc = pigeon_jpush::openapi::document(&routes, pigeon_gateway::schemas());
+    pigeon_admin::openapi::document_uploads(&mut doc);
     for path in ["/health", "/openapi.json"] {
         doc["paths"][path]["get"]["security"] = serde_json::json!([]);
     }

@@ -1,40 +1,36 @@
-//! Callback endpoints and their dead letters over HTTP, a Pigeon extension with JPush-style
-//! authentication and errors: what `pigeon app callback` does, for an app's own backend.
+//! Callback endpoints and their dead letters over HTTP: what `pigeon app callback` does, for
+//! an app's own backend.
 
-use crate::api::{authenticate, json_response, ok_empty, read_json, ApiError, ApiResult, Family};
-use crate::JPush;
+use crate::{engine_error, Admin, Codes};
 use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
-use pigeon_engine::{now_ms, AppState};
-use pigeon_store::CallbackEndpoint;
+use pigeon_engine::endpoints::{CallbackEndpoint, CallbackFormat};
+use pigeon_engine::AppState;
+use pigeon_http::{
+    authenticate, json_response, ok_empty, read_json, string_list, ApiError, ApiResult,
+};
 use serde_json::{json, Value};
 
-const F: Family = Family::Push;
+const F: Codes = Codes;
 
-async fn endpoint_of(s: &JPush, app: &AppState, id: u64) -> Result<CallbackEndpoint, ApiError> {
+async fn endpoint_of(s: &Admin, app: &AppState, id: u64) -> Result<CallbackEndpoint, ApiError> {
     s.engine
-        .store()
-        .list_callbacks()
+        .callback_endpoint(app, id)
         .await
         .map_err(|e| ApiError::internal(F, &e))?
-        .into_iter()
-        .find(|e| e.id == id && e.app_key == app.app_key)
         .ok_or_else(|| ApiError::not_found(1003, format!("no callback endpoint {id}")))
 }
 
 /// `GET /v3/callbacks`
-pub async fn list(State(s): State<JPush>, headers: HeaderMap) -> ApiResult {
+pub async fn list(State(s): State<Admin>, headers: HeaderMap) -> ApiResult {
     let app = authenticate(&s.engine, &headers, F).await?;
-    let all = s
+    let mine: Vec<Value> = s
         .engine
-        .store()
-        .list_callbacks()
+        .callback_endpoints(&app)
         .await
-        .map_err(|e| ApiError::internal(F, &e))?;
-    let mine: Vec<Value> = all
+        .map_err(|e| ApiError::internal(F, &e))?
         .iter()
-        .filter(|e| e.app_key == app.app_key)
         .map(pigeon_callbacks::endpoint_view)
         .collect();
     Ok(json_response(StatusCode::OK, &json!({ "callbacks": mine })))
@@ -42,14 +38,14 @@ pub async fn list(State(s): State<JPush>, headers: HeaderMap) -> ApiResult {
 
 /// `POST /v3/callbacks` with `{"url": .., "commands": [..], "basic_auth": true,
 /// "format": "pigeon" | "tencent"}`
-pub async fn add(State(s): State<JPush>, headers: HeaderMap, body: Body) -> ApiResult {
+pub async fn add(State(s): State<Admin>, headers: HeaderMap, body: Body) -> ApiResult {
     let app = authenticate(&s.engine, &headers, F).await?;
     let body = read_json(body, F).await?;
     let url = body
         .get("url")
         .and_then(Value::as_str)
         .ok_or_else(|| ApiError::new(StatusCode::BAD_REQUEST, 1002, "url is required"))?;
-    let commands = crate::api::string_list(&body, "commands", 16, F)?;
+    let commands = string_list(&body, "commands", 16, F)?;
     let basic_auth = match body.get("basic_auth") {
         None => true,
         Some(v) => v
@@ -57,7 +53,7 @@ pub async fn add(State(s): State<JPush>, headers: HeaderMap, body: Body) -> ApiR
             .ok_or_else(|| ApiError::invalid(F, "basic_auth must be true or false"))?,
     };
     let format = match body.get("format") {
-        None => pigeon_store::CallbackFormat::default(),
+        None => CallbackFormat::default(),
         Some(Value::String(name)) => {
             pigeon_callbacks::parse_format(name).map_err(|m| ApiError::invalid(F, m))?
         }
@@ -71,16 +67,11 @@ pub async fn add(State(s): State<JPush>, headers: HeaderMap, body: Body) -> ApiR
     let endpoint =
         pigeon_callbacks::new_endpoint(&app.app_key, url, (commands, format), basic_auth)
             .map_err(|m| ApiError::invalid(F, m))?;
-    let policy = s.engine.private_networks().callbacks_policy();
-    pigeon_core::net::check_url(url, "url", &policy)
-        .await
-        .map_err(|m| ApiError::invalid(F, m))?;
     let id = s
         .engine
-        .store()
-        .add_callback(endpoint.clone())
+        .add_callback_endpoint(endpoint.clone())
         .await
-        .map_err(|e| ApiError::internal(F, &e))?;
+        .map_err(engine_error)?;
     Ok(json_response(
         StatusCode::OK,
         &json!({"id": id, "url": url, "format": format.as_str(),
@@ -89,12 +80,11 @@ pub async fn add(State(s): State<JPush>, headers: HeaderMap, body: Body) -> ApiR
 }
 
 /// `DELETE /v3/callbacks/{id}`
-pub async fn remove(State(s): State<JPush>, Path(id): Path<u64>, headers: HeaderMap) -> ApiResult {
+pub async fn remove(State(s): State<Admin>, Path(id): Path<u64>, headers: HeaderMap) -> ApiResult {
     let app = authenticate(&s.engine, &headers, F).await?;
     let removed = s
         .engine
-        .store()
-        .remove_callback(&app.app_key, id)
+        .remove_callback_endpoint(&app, id)
         .await
         .map_err(|e| ApiError::internal(F, &e))?;
     if !removed {
@@ -107,21 +97,19 @@ pub async fn remove(State(s): State<JPush>, Path(id): Path<u64>, headers: Header
 }
 
 /// `GET /v3/callbacks/{id}/dead`: batches that failed for longer than the dead-letter time.
-pub async fn dead(State(s): State<JPush>, Path(id): Path<u64>, headers: HeaderMap) -> ApiResult {
+pub async fn dead(State(s): State<Admin>, Path(id): Path<u64>, headers: HeaderMap) -> ApiResult {
     let app = authenticate(&s.engine, &headers, F).await?;
-    endpoint_of(&s, &app, id).await?;
+    let endpoint = endpoint_of(&s, &app, id).await?;
     let batches = s
         .engine
-        .store()
-        .callback_batches(id)
+        .dead_letters(&endpoint)
         .await
         .map_err(|e| ApiError::internal(F, &e))?;
     let dead: Vec<Value> = batches
         .iter()
-        .filter(|b| b.dead)
         .map(|b| {
             json!({"delivery_id": b.delivery_id, "command": b.command, "events": serde_json::from_str::<Vec<Value>>(&b.events).map(|e| e.len()).unwrap_or(0),
-                   "attempts": b.attempts, "first_try": crate::time::beijing(b.first_ms),
+                   "attempts": b.attempts, "first_try": pigeon_http::time::beijing(b.first_ms),
                    "last_error": b.last_error})
         })
         .collect();
@@ -130,16 +118,15 @@ pub async fn dead(State(s): State<JPush>, Path(id): Path<u64>, headers: HeaderMa
 
 /// `POST /v3/callbacks/{id}/dead/{delivery_id}/replay`: sends a dead batch again.
 pub async fn replay(
-    State(s): State<JPush>,
+    State(s): State<Admin>,
     Path((id, delivery_id)): Path<(u64, String)>,
     headers: HeaderMap,
 ) -> ApiResult {
     let app = authenticate(&s.engine, &headers, F).await?;
-    endpoint_of(&s, &app, id).await?;
+    let endpoint = endpoint_of(&s, &app, id).await?;
     let replayed = s
         .engine
-        .store()
-        .replay_batch(id, &delivery_id, now_ms())
+        .replay_dead_letter(&endpoint, &delivery_id)
         .await
         .map_err(|e| ApiError::internal(F, &e))?;
     if !replayed {
@@ -153,12 +140,11 @@ pub async fn replay(
 
 /// `POST /v3/callbacks/{id}/enable`: an endpoint disabled for failing too long gets events
 /// again, from now on.
-pub async fn enable(State(s): State<JPush>, Path(id): Path<u64>, headers: HeaderMap) -> ApiResult {
+pub async fn enable(State(s): State<Admin>, Path(id): Path<u64>, headers: HeaderMap) -> ApiResult {
     let app = authenticate(&s.engine, &headers, F).await?;
     let enabled = s
         .engine
-        .store()
-        .enable_callback(&app.app_key, id)
+        .enable_callback_endpoint(&app, id)
         .await
         .map_err(|e| ApiError::internal(F, &e))?;
     if !enabled {

@@ -1,20 +1,20 @@
-//! An app's push channels over HTTP, a Pigeon extension with JPush-style authentication and
-//! errors: what `pigeon app show` and `pigeon app vendor` do, for an app's own backend.
-//! Credentials go in whole and come back masked.
+//! An app's push channels over HTTP: what `pigeon app show` and `pigeon app vendor` do, for
+//! an app's own backend. Credentials go in whole and come back masked.
 
-use crate::api::{authenticate, json_response, ok_empty, read_json, ApiError, ApiResult, Family};
-use crate::JPush;
+use crate::{engine_error, Admin, Codes};
 use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
-use pigeon_engine::vendors;
+use pigeon_http::{authenticate, json_response, ok_empty, read_json, ApiError, ApiResult};
 
-const F: Family = Family::Push;
+const F: Codes = Codes;
 
 /// `GET /v3/vendors`: the app's VAPID public key and vendor credentials (masked).
-pub async fn list(State(s): State<JPush>, headers: HeaderMap) -> ApiResult {
+pub async fn list(State(s): State<Admin>, headers: HeaderMap) -> ApiResult {
     let app = authenticate(&s.engine, &headers, F).await?;
-    let view = vendors::channels_view(s.engine.store().as_ref(), &app.app_key)
+    let view = s
+        .engine
+        .vendor_channels(&app)
         .await
         .map_err(|e| ApiError::internal(F, &e))?;
     Ok(json_response(StatusCode::OK, &view))
@@ -22,37 +22,31 @@ pub async fn list(State(s): State<JPush>, headers: HeaderMap) -> ApiResult {
 
 /// `PUT /v3/vendors/{vendor}` with the credentials object: set (replace) them.
 pub async fn set(
-    State(s): State<JPush>,
+    State(s): State<Admin>,
     Path(vendor): Path<String>,
     headers: HeaderMap,
     body: Body,
 ) -> ApiResult {
     let app = authenticate(&s.engine, &headers, F).await?;
     let credentials = read_json(body, F).await?;
-    let policy = s.engine.private_networks().vendors_policy();
-    let shown = vendors::set_vendor_credentials(
-        s.engine.store().as_ref(),
-        &app.app_key,
-        &vendor,
-        &credentials,
-        &policy,
-    )
-    .await
-    .map_err(|e| ApiError::engine(F, e))?;
+    let shown = s
+        .engine
+        .set_vendor_credentials(&app, &vendor, &credentials)
+        .await
+        .map_err(engine_error)?;
     Ok(json_response(StatusCode::OK, &shown))
 }
 
 /// `DELETE /v3/vendors/{vendor}`
 pub async fn remove(
-    State(s): State<JPush>,
+    State(s): State<Admin>,
     Path(vendor): Path<String>,
     headers: HeaderMap,
 ) -> ApiResult {
     let app = authenticate(&s.engine, &headers, F).await?;
     let removed = s
         .engine
-        .store()
-        .remove_vendor_credentials(&app.app_key, &vendor)
+        .remove_vendor_credentials(&app, &vendor)
         .await
         .map_err(|e| ApiError::internal(F, &e))?;
     if !removed {

@@ -1,4 +1,5 @@
-//! Times as JPush writes them: Beijing time (UTC+8), which is what JPush users' code parses.
+//! Times as Pigeon's HTTP APIs write them: Beijing time (UTC+8), as JPush does (what JPush
+//! users' code parses), kept by Pigeon's own API, which was first served among JPush's.
 
 use chrono::{DateTime, FixedOffset, NaiveDateTime, TimeZone};
 

@@ -1,7 +1,7 @@
 //! Server → device frames.
 
 use bytes::Bytes;
-use pigeon_core::{BadgeOp, Click, Message, Notification, Platform, Push};
+use pigeon_core::{BadgeOp, Click, Message, NetworkType, Notification, Platform, Push};
 use serde_json::{json, Map, Value};
 
 /// The `push` frame for devices on `platform`. Encoded once per push and platform; the
@@ -24,6 +24,19 @@ pub fn encode_push(push: &Push, platform: Platform) -> Bytes {
     frame.insert("notify_id".into(), json!(push.notify_id()));
     if let (Platform::Ios, Some(collapse)) = (platform, &push.policy.collapse_id) {
         frame.insert("apns_collapse_id".into(), json!(collapse));
+    }
+    // What only the device can act on.
+    if let Some((start, end)) = push.policy.display_window {
+        frame.insert("display_window".into(), json!([start, end]));
+    }
+    match push.policy.network {
+        NetworkType::Any => {}
+        NetworkType::Wifi => {
+            frame.insert("network".into(), json!("wifi"));
+        }
+        NetworkType::Mobile => {
+            frame.insert("network".into(), json!("mobile"));
+        }
     }
     Bytes::from(Value::Object(frame).to_string())
 }
@@ -163,6 +176,27 @@ pub const PONG: &str = r#"{"op":"pong"}"#;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_display_window_and_network_reach_the_device_only_when_given() {
+        use pigeon_core::{Audience, PlatformSet};
+        let mut push = Push::new(PlatformSet::all(), Audience::All);
+        push.msg_id = 7;
+        push.content.message = Some(Message {
+            content: "m".into(),
+            ..Default::default()
+        });
+        let plain: Value = serde_json::from_slice(&encode_push(&push, Platform::Android)).unwrap();
+        assert!(plain.get("display_window").is_none() && plain.get("network").is_none());
+        push.policy.display_window = Some((1_000, 2_000));
+        push.policy.network = NetworkType::Wifi;
+        let v: Value = serde_json::from_slice(&encode_push(&push, Platform::Android)).unwrap();
+        assert_eq!(
+            (&v["display_window"], &v["network"]),
+            (&json!([1000, 2000]), &json!("wifi"))
+        );
+        assert_eq!(v["message"], json!({"msg_content": "m"}));
+    }
 
     #[test]
     fn a_badge_is_spliced_into_the_shared_frame() {

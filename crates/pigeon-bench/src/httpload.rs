@@ -25,6 +25,9 @@ pub enum Dialect {
     /// `POST /serviceex` `pushMessageToSingleAction` with a NotificationTemplate `clientData`,
     /// an `authToken` from `connect`.
     GetuiLegacy,
+    /// The same without a `requestId` (the SDK always sends one): what the idempotency key
+    /// costs.
+    GetuiLegacyNoRequestId,
 }
 
 impl Dialect {
@@ -33,13 +36,19 @@ impl Dialect {
             Dialect::Jpush => "jpush",
             Dialect::GetuiV2 => "getui-v2",
             Dialect::GetuiLegacy => "getui-legacy",
+            Dialect::GetuiLegacyNoRequestId => "getui-legacy-no-request-id",
         }
     }
 
     pub fn parse(s: &str) -> Option<Dialect> {
-        [Dialect::Jpush, Dialect::GetuiV2, Dialect::GetuiLegacy]
-            .into_iter()
-            .find(|d| d.name() == s)
+        [
+            Dialect::Jpush,
+            Dialect::GetuiV2,
+            Dialect::GetuiLegacy,
+            Dialect::GetuiLegacyNoRequestId,
+        ]
+        .into_iter()
+        .find(|d| d.name() == s)
     }
 }
 
@@ -113,11 +122,12 @@ fn request(target: &Target, dialect: Dialect, rid: &str, t_us: u64, seq: &str) -
                 r#"{{"request_id":"{seq}","audience":{{"cid":["{rid}"]}},"push_message":{{"notification":{{"title":"t:{t_us}","body":"b","click_type":"startapp"}}}}}}"#
             ),
         ),
-        Dialect::GetuiLegacy => (
+        Dialect::GetuiLegacy | Dialect::GetuiLegacyNoRequestId => (
             "/serviceex".to_string(),
             "Gt-Action: pushMessageToSingleAction".to_string(),
             json!({"action": "pushMessageToSingleAction", "appkey": target.app_key,
-                "version": "4.1.1.2", "authToken": target.legacy_token, "requestId": seq,
+                "version": "4.1.1.2", "authToken": target.legacy_token,
+                "requestId": if dialect == Dialect::GetuiLegacy { seq } else { "" },
                 "clientData": legacy_client_data(&format!("t:{t_us}")),
                 "transmissionContent": "", "isOffline": true, "offlineExpireTime": 3_600_000,
                 "pushNetWorkType": 0, "appId": target.app_key, "clientId": rid, "alias": "",
@@ -137,7 +147,7 @@ fn accepted(dialect: Dialect, body: &[u8]) -> bool {
     match dialect {
         Dialect::Jpush => true,
         Dialect::GetuiV2 => body.contains(r#""code":0"#),
-        Dialect::GetuiLegacy => body.contains(r#""result":"ok""#),
+        Dialect::GetuiLegacy | Dialect::GetuiLegacyNoRequestId => body.contains(r#""result":"ok""#),
     }
 }
 

@@ -71,7 +71,9 @@ fn getui_tokens(server: &PigeonServer, dialects: &[Dialect]) -> anyhow::Result<(
             };
             tokens.0 = token.to_string();
         }
-        if dialects.contains(&Dialect::GetuiLegacy) {
+        if dialects.contains(&Dialect::GetuiLegacy)
+            || dialects.contains(&Dialect::GetuiLegacyNoRequestId)
+        {
             let legacy: serde_json::Value = http
                 .post(format!("{}/serviceex", server.base))
                 .json(&serde_json::json!({"action": "connect", "appkey": key,

@@ -380,12 +380,16 @@ impl Engine {
             .zip(&online)
             .filter_map(|(o, on)| o.filter(|_| !on))
             .collect();
-        let seen: pigeon_core::FastMap<Ordinal, u64> = self
-            .store
-            .last_online(&app.app_key, offline)
-            .await?
-            .into_iter()
-            .collect();
+        // Connected devices need no lookup (an answer to every push asks this of its targets).
+        let seen: pigeon_core::FastMap<Ordinal, u64> = if offline.is_empty() {
+            Default::default()
+        } else {
+            self.store
+                .last_online(&app.app_key, offline)
+                .await?
+                .into_iter()
+                .collect()
+        };
         Ok(ordinals
             .iter()
             .zip(online)

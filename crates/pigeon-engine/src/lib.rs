@@ -461,10 +461,26 @@ impl Engine {
         let outcome = {
             let _one_at_a_time = lock.lock().await;
             let since = now_ms().saturating_sub(CID_LIFETIME_MS);
-            match self.store.find_cid(&app.app_key, &cid, since).await? {
-                None if key.issued_only => Err(EngineError::UnknownCid),
-                Some(Some(msg_id)) => Ok(msg_id),
-                None | Some(None) => self.accept_once(app, push, validate_only).await,
+            if validate_only {
+                match self.store.find_cid(&app.app_key, &cid, since).await? {
+                    None if key.issued_only => Err(EngineError::UnknownCid),
+                    Some(Some(msg_id)) => Ok(msg_id),
+                    None | Some(None) => self.accept_once(app, push, true).await,
+                }
+            } else {
+                // Optimistic: the key is taken in the push's own write, which fails if the
+                // key is used (or, from the pool, unknown); only then is it looked up. A new
+                // key costs no read.
+                match self.accept_once(app, push, false).await {
+                    Err(EngineError::Storage(StoreError::Conflict(why))) => {
+                        match self.store.find_cid(&app.app_key, &cid, since).await? {
+                            Some(Some(msg_id)) => Ok(msg_id),
+                            None if key.issued_only => Err(EngineError::UnknownCid),
+                            _ => Err(EngineError::Storage(StoreError::Conflict(why))),
+                        }
+                    }
+                    other => other,
+                }
             }
         };
         let mut locks = app.cid_locks.lock();

@@ -60,31 +60,8 @@ pub(crate) fn engine_error(e: EngineError) -> ApiError {
     }
 }
 
-/// Declares every route once: the router is built from the same list the OpenAPI document
-/// is generated from, so the two cannot disagree.
-macro_rules! routes {
-    ($( $method:ident $path:literal => $handler:path, $tag:literal, $summary:literal,
-        query [$($q:literal),*], body $body:literal, schema $schema:expr, answer $answer:expr; )*) => {
-        /// Every route of Pigeon's own API.
-        pub const ROUTES: &[RouteDoc] = &[$(RouteDoc {
-            method: stringify!($method),
-            path: $path,
-            tag: $tag,
-            summary: $summary,
-            query: &[$($q),*],
-            body: $body,
-            schema: $schema,
-            answer: $answer,
-        }),*];
-
-        fn add_routes(mut r: Router<Admin>) -> Router<Admin> {
-            $( r = r.route($path, axum::routing::$method($handler)); )*
-            r
-        }
-    };
-}
-
-routes! {
+pigeon_http::routes! {
+    Admin;
     post "/v3/files/alias" => files::upload_alias, "File", "Upload a file of aliases (multipart: filename, ttl)", query [], body true, schema None, answer None;
     post "/v3/files/registration_id" => files::upload_registration_id, "File", "Upload a file of registration ids (multipart: filename, ttl)", query [], body true, schema None, answer None;
     get "/v3/files" => files::list, "File", "List the app's files", query [], body false, schema None, answer None;

@@ -19,3 +19,31 @@ pub use error::{
     json_errors, json_errors_of, json_response, method_not_allowed, not_found, ok_empty, ApiError,
     ApiResult, ErrorCodes,
 };
+
+/// Declares a door's routes once: `ROUTES` (what `/openapi.json` is generated from) and
+/// `add_routes` (what the router is built from), from the same list, so the two cannot
+/// disagree. `routes! { State; post "/path" => handler, "Tag", "Summary", query [..], body
+/// true, schema Some("Body"), answer Some("Answer"); .. }`; the caller has `RouteDoc` and
+/// `Router` in scope.
+#[macro_export]
+macro_rules! routes {
+    ($state:ty; $( $method:ident $path:literal => $handler:path, $tag:literal, $summary:literal,
+        query [$($q:literal),*], body $body:literal, schema $schema:expr, answer $answer:expr; )*) => {
+        /// Every route of this door.
+        pub const ROUTES: &[RouteDoc] = &[$(RouteDoc {
+            method: stringify!($method),
+            path: $path,
+            tag: $tag,
+            summary: $summary,
+            query: &[$($q),*],
+            body: $body,
+            schema: $schema,
+            answer: $answer,
+        }),*];
+
+        fn add_routes(mut r: Router<$state>) -> Router<$state> {
+            $( r = r.route($path, axum::routing::$method($handler)); )*
+            r
+        }
+    };
+}

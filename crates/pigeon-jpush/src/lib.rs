@@ -38,31 +38,8 @@ pub(crate) struct JPush {
     pub engine: Arc<Engine>,
 }
 
-/// Declares every JPush route once: the router is built from the same list the OpenAPI
-/// document is generated from, so the two cannot disagree.
-macro_rules! routes {
-    ($( $method:ident $path:literal => $handler:path, $tag:literal, $summary:literal,
-        query [$($q:literal),*], body $body:literal, schema $schema:expr, answer $answer:expr; )*) => {
-        /// Every JPush v3 route Pigeon serves.
-        pub const ROUTES: &[RouteDoc] = &[$(RouteDoc {
-            method: stringify!($method),
-            path: $path,
-            tag: $tag,
-            summary: $summary,
-            query: &[$($q),*],
-            body: $body,
-            schema: $schema,
-            answer: $answer,
-        }),*];
-
-        fn add_routes(mut r: Router<JPush>) -> Router<JPush> {
-            $( r = r.route($path, axum::routing::$method($handler)); )*
-            r
-        }
-    };
-}
-
-routes! {
+pigeon_http::routes! {
+    JPush;
     post "/v3/push" => push_api::push, "Push", "Push a notification or message", query [], body true, schema Some("Push"), answer Some("PushAnswer");
     post "/v3/push/validate" => push_api::validate, "Push", "Validate a push without sending it", query [], body true, schema Some("Push"), answer Some("PushAnswer");
     delete "/v3/push/{msg_id}" => push_api::recall, "Push", "Recall (withdraw) a push of the last day", query [], body false, schema None, answer Some("Empty");

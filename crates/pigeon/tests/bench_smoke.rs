@@ -94,6 +94,8 @@ fn push_api_delivers_every_accepted_push() {
         "200",
         "--sqlite-synchronous",
         "normal",
+        "--dialect",
+        "jpush,getui-v2,getui-legacy",
     ]);
     let rows: Vec<Vec<String>> = out
         .lines()
@@ -106,11 +108,20 @@ fn push_api_delivers_every_accepted_push() {
                 .collect()
         })
         .collect();
-    assert_eq!(rows.len(), 2, "{out}");
-    for r in rows {
-        assert_eq!(r[2], "0", "errors in {r:?}");
-        let per_s: f64 = r[1].parse().expect("rate");
-        let delivered: f64 = r[7].parse().expect("delivered");
+    // Two phases per dialect: dialect, phase, pushes/s, errors, ..., delivered.
+    assert_eq!(rows.len(), 6, "{out}");
+    for (r, dialect) in rows.iter().zip([
+        "jpush",
+        "jpush",
+        "getui-v2",
+        "getui-v2",
+        "getui-legacy",
+        "getui-legacy",
+    ]) {
+        assert_eq!(r[0], dialect, "{r:?}");
+        assert_eq!(r[3], "0", "errors in {r:?}");
+        let per_s: f64 = r[2].parse().expect("rate");
+        let delivered: f64 = r[8].parse().expect("delivered");
         assert!(per_s > 0.0 && delivered >= per_s, "{r:?}");
     }
 }

@@ -4,6 +4,7 @@ X-Rate-Limit-* headers, doubled slashes are one, and the log has one plain line 
 and per push."""
 
 import base64
+import hashlib
 import json
 import os
 import socket
@@ -305,6 +306,23 @@ def test_logs_have_a_plain_line_per_request_and_per_push():
                 assert r.status_code == 200, r.text
                 msg_id = r.json()["msg_id"]
                 assert requests.get(s.base + "/v3/nothing", timeout=5).status_code == 404
+                # The Getui doors name the app too, once its token is good.
+                key, secret = app["app_key"], app["master_secret"]
+                ts = str(int(time.time() * 1000))
+                token = requests.post(s.base + f"/v2/{key}/auth", timeout=5, json={
+                    "sign": hashlib.sha256((key + ts + secret).encode()).hexdigest(),
+                    "timestamp": ts, "appkey": key}).json()["data"]["token"]
+                r = requests.get(s.base + f"/v2/{key}/user/status/{d.registration_id}",
+                                 headers={"token": token}, timeout=5)
+                assert r.json()["code"] == 0, r.text
+                legacy = requests.post(s.base + "/serviceex", timeout=5, data=json.dumps({
+                    "action": "connect", "appkey": key, "timeStamp": int(ts),
+                    "sign": hashlib.md5((key + ts + secret).encode()).hexdigest(),
+                    "version": "4.1.1.2"})).json()["authtoken"]
+                r = requests.post(s.base + "/serviceex", timeout=5, data=json.dumps({
+                    "action": "getClientIdStatusAction", "appkey": key, "version": "4.1.1.2",
+                    "authToken": legacy, "appId": key, "clientId": d.registration_id}))
+                assert r.json()["result"] == "Online", r.text
                 d.close()
                 time.sleep(0.3)
             finally:
@@ -318,6 +336,8 @@ def test_logs_have_a_plain_line_per_request_and_per_push():
     assert " INFO " in line and "method=POST" in line and "status=200" in line, line
     assert f"app_key={app['app_key']}" in line and "ms=" in line, line
     assert any("path=/v3/nothing" in l and "status=404" in l for l in lines), text
+    for path in [f"path=/v2/{app['app_key']}/user/status/", "path=/serviceex"]:
+        assert any(path in l and f"app_key={app['app_key']}" in l for l in lines), text
     assert any("path=/v1/devices/register" in l and "status=200" in l for l in lines), text
     accepted = [l for l in lines if "push accepted" in l]
     assert len(accepted) == 1 and f"msg_id={msg_id}" in accepted[0], text

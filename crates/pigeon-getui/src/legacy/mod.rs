@@ -109,7 +109,12 @@ async fn handle(State(l): State<Arc<Legacy>>, req: Request) -> Response {
         Ok(b) => b,
         Err(e) => return answer(e),
     };
-    answer(l.dispatch(&parts.headers, body, ip).await)
+    let mut caller = None;
+    let mut response = answer(l.dispatch(&parts.headers, body, ip, &mut caller).await);
+    if let Some(caller) = caller {
+        response.extensions_mut().insert(caller);
+    }
+    response
 }
 
 /// The request body as a JSON object: read within [`MAX_BODY_BYTES`], gunzipped within
@@ -158,11 +163,14 @@ pub(crate) fn str_field<'a>(body: &'a Map<String, Value>, key: &str) -> Option<&
 }
 
 impl Legacy {
+    /// Answers one request; `caller` is set to the app once its token is good (for the
+    /// request log).
     async fn dispatch(
         &self,
         headers: &HeaderMap,
         body: Map<String, Value>,
         ip: Option<std::net::IpAddr>,
+        caller: &mut Option<pigeon_http::CallerApp>,
     ) -> Value {
         let action = str_field(&body, "action").unwrap_or_default().to_string();
         let app_key = match body.get("appkey") {
@@ -194,6 +202,7 @@ impl Legacy {
         if !self.tokens.check(&app.app_key, token, now_ms()) {
             return result("sign_error");
         }
+        *caller = Some(pigeon_http::CallerApp(Arc::from(app.app_key.as_str())));
         if action == "close" {
             self.tokens.close(&app.app_key, token);
             return result("ok");

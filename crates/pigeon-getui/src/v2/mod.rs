@@ -196,6 +196,8 @@ async fn dispatch(State(v2): State<Arc<V2>>, req: Request) -> Response {
         query: parts.uri.query(),
         ip,
     };
+    // The app whose token was good, named in the request log.
+    let mut caller = None;
     let result = match route {
         Route::Auth => auth_route(&call, body).await,
         Route::AuthDelete(token) => {
@@ -203,14 +205,21 @@ async fn dispatch(State(v2): State<Arc<V2>>, req: Request) -> Response {
             Ok(Value::Null)
         }
         _ => match call.authenticate(&parts.headers).await {
-            Ok(app) => match reply::read_body(body).await {
-                Ok(body) => handle(&call, &app, route, body).await,
-                Err(e) => Err(e),
-            },
+            Ok(app) => {
+                caller = Some(pigeon_http::CallerApp(Arc::from(app.app_key.as_str())));
+                match reply::read_body(body).await {
+                    Ok(body) => handle(&call, &app, route, body).await,
+                    Err(e) => Err(e),
+                }
+            }
             Err(e) => Err(e),
         },
     };
-    respond(result)
+    let mut response = respond(result);
+    if let Some(caller) = caller {
+        response.extensions_mut().insert(caller);
+    }
+    response
 }
 
 fn not_found(path: &str) -> Response {

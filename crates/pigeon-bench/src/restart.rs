@@ -9,6 +9,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use pigeon_core::{Audience, AudienceExpr, Notification, Platform, PlatformSet, Push};
 use pigeon_device::{Credentials, DeviceConnection};
 use pigeon_engine::{hash_secret, new_app_record};
+use pigeon_store::ports::*;
 use pigeon_store::{DeviceRecord, SqliteStore, Storage, Synchronous};
 use roaring::RoaringBitmap;
 use serde_json::{json, Map};

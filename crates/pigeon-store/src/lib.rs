@@ -18,6 +18,14 @@ pub use records::{
 };
 pub use sqlite::{PushUpgrader, SqliteStore, Synchronous};
 
+/// Every port trait, for callers that hold an `Arc<dyn Storage>` and call its methods.
+pub mod ports {
+    pub use crate::{
+        AppStore, CidStore, CredentialStore, DeviceStore, FeedStore, FileStore, LeaseStore,
+        OutboxStore, PresenceStore, PushStore, ScheduleStore, SmsStore, Storage,
+    };
+}
+
 use pigeon_core::Push;
 use roaring::RoaringBitmap;
 use std::future::Future;
@@ -41,13 +49,34 @@ pub enum StoreError {
 pub type StoreResult<T> = Result<T, StoreError>;
 pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = StoreResult<T>> + Send + 'a>>;
 
-/// Everything Pigeon keeps durably. Writes resolve once they are durable.
-pub trait Storage: Send + Sync + 'static {
+/// Apps, their groups, settings and Web Push keys.
+pub trait AppStore: Send + Sync + 'static {
     /// Creates an app; `Conflict` if the app_key is taken.
     fn create_app(&self, app: AppRecord) -> StoreFuture<'_, ()>;
     fn find_app(&self, app_key: &str) -> StoreFuture<'_, Option<AppRecord>>;
     fn list_apps(&self) -> StoreFuture<'_, Vec<AppRecord>>;
+    /// The app's Web Push (VAPID) public key, storing this pair first if it has none.
+    fn ensure_vapid_keys(
+        &self,
+        app_key: &str,
+        private_key: String,
+        public_key: String,
+    ) -> StoreFuture<'_, String>;
+    /// The app's VAPID key pair (private, public), if it has one.
+    fn vapid_keys(&self, app_key: &str) -> StoreFuture<'_, Option<(String, String)>>;
 
+    /// Creates an app group; `Conflict` if the group key is taken.
+    fn create_group(&self, group: GroupRecord) -> StoreFuture<'_, ()>;
+    fn find_group(&self, group_key: &str) -> StoreFuture<'_, Option<GroupRecord>>;
+
+    /// Replaces an app's settings.
+    fn set_app_settings(&self, app_key: &str, settings: AppSettings) -> StoreFuture<'_, ()>;
+    /// The settings of every app that has any (the others use the defaults).
+    fn app_settings(&self) -> StoreFuture<'_, Vec<(String, AppSettings)>>;
+}
+
+/// Devices and what is kept per device: last online, block list, badges, locations.
+pub trait DeviceStore: Send + Sync + 'static {
     /// Every device of an app, in chunks (so that a million devices are never all held
     /// twice while they are loaded).
     fn load_devices(
@@ -68,7 +97,26 @@ pub trait Storage: Send + Sync + 'static {
     ) -> StoreFuture<'_, ()>;
     /// When each of these devices was last connected, for those ever seen.
     fn last_online(&self, app_key: &str, ordinals: Vec<u32>) -> StoreFuture<'_, Vec<(u32, u64)>>;
+    /// The devices of an app whose latest time online (`last_online`) is in `[from_ms,
+    /// to_ms)`.
+    fn seen_between(&self, app_key: &str, from_ms: u64, to_ms: u64) -> StoreFuture<'_, Vec<u32>>;
+    /// The badge number of every device of an app that has one: (ordinal, badge).
+    fn load_badges(&self, app_key: &str) -> StoreFuture<'_, Vec<(u32, u32)>>;
+    /// Blocks or unblocks devices of an app (Getui's black list).
+    fn set_blocked(&self, app_key: &str, ordinals: Vec<u32>, blocked: bool) -> StoreFuture<'_, ()>;
+    /// The blocked devices of an app.
+    fn load_blocked(&self, app_key: &str) -> StoreFuture<'_, Vec<u32>>;
+    /// Records devices' badge numbers: (ordinal, badge).
+    fn save_badges(&self, app_key: &str, badges: Vec<(u32, u32)>) -> StoreFuture<'_, ()>;
+    /// Replaces the latest known position of each of these devices (one row per device).
+    fn save_locations(&self, app_key: &str, locations: Vec<(u32, Location)>)
+        -> StoreFuture<'_, ()>;
+    /// The latest position a device reported, if any.
+    fn location(&self, app_key: &str, ordinal: u32) -> StoreFuture<'_, Option<Location>>;
+}
 
+/// The cid pool of push idempotency.
+pub trait CidStore: Send + Sync + 'static {
     /// Remembers cids handed out from an app's pool.
     fn issue_cids(&self, app_key: &str, cids: Vec<String>, at_ms: u64) -> StoreFuture<'_, ()>;
     /// A cid of this app's pool issued after `since_ms`: `Some(msg_id)` once a push used it,
@@ -79,7 +127,10 @@ pub trait Storage: Send + Sync + 'static {
         cid: &str,
         since_ms: u64,
     ) -> StoreFuture<'_, Option<Option<u64>>>;
+}
 
+/// Pushes and their delivery state: who acked, recalls, overrides, expiry reports.
+pub trait PushStore: Send + Sync + 'static {
     /// Stores an accepted push with its resolved audience, and the events that report it,
     /// in one transaction. A push that carries a cid is recorded as that cid's result, and a
     /// schedule's firing as that schedule's, in the same transaction; a push that overrides
@@ -115,18 +166,24 @@ pub trait Storage: Send + Sync + 'static {
         from_ms: u64,
         to_ms: u64,
     ) -> StoreFuture<'_, Vec<PushCounts>>;
-    /// The devices of an app whose latest time online (`last_online`) is in `[from_ms,
-    /// to_ms)`.
-    fn seen_between(&self, app_key: &str, from_ms: u64, to_ms: u64) -> StoreFuture<'_, Vec<u32>>;
-    /// The app's Web Push (VAPID) public key, storing this pair first if it has none.
-    fn ensure_vapid_keys(
+    /// Pushes of an app still deliverable at `now_ms`, oldest first, with who has acked them.
+    fn load_live_pushes(&self, app_key: &str, now_ms: u64) -> StoreFuture<'_, Vec<StoredPush>>;
+    /// The highest msg_id ever stored (0 if none).
+    fn max_msg_id(&self) -> StoreFuture<'_, u64>;
+
+    /// Checkpoints who has been sent and who has acked each push, replacing the last, with
+    /// the events that report it.
+    fn save_delivered(
         &self,
-        app_key: &str,
-        private_key: String,
-        public_key: String,
-    ) -> StoreFuture<'_, String>;
-    /// The app's VAPID key pair (private, public), if it has one.
-    fn vapid_keys(&self, app_key: &str) -> StoreFuture<'_, Option<(String, String)>>;
+        checkpoints: Vec<Checkpoint>,
+        events: Vec<NewEvent>,
+    ) -> StoreFuture<'_, ()>;
+    /// Records a click a device reported, with the events that report it.
+    fn record_event(&self, event: DeviceEvent, events: Vec<NewEvent>) -> StoreFuture<'_, ()>;
+}
+
+/// Vendor channel credentials, sealed at rest.
+pub trait CredentialStore: Send + Sync + 'static {
     /// Sets (replaces) an app's credentials for one vendor.
     fn set_vendor_credentials(
         &self,
@@ -144,38 +201,30 @@ pub trait Storage: Send + Sync + 'static {
     /// Changes whenever any app's credentials are set or removed: (how many, sum of their
     /// updated_ms).
     fn vendor_credentials_version(&self) -> StoreFuture<'_, (u64, u64)>;
-    /// The badge number of every device of an app that has one: (ordinal, badge).
-    fn load_badges(&self, app_key: &str) -> StoreFuture<'_, Vec<(u32, u32)>>;
-    /// Blocks or unblocks devices of an app (Getui's black list).
-    fn set_blocked(&self, app_key: &str, ordinals: Vec<u32>, blocked: bool) -> StoreFuture<'_, ()>;
-    /// The blocked devices of an app.
-    fn load_blocked(&self, app_key: &str) -> StoreFuture<'_, Vec<u32>>;
-    /// Records devices' badge numbers: (ordinal, badge).
-    fn save_badges(&self, app_key: &str, badges: Vec<(u32, u32)>) -> StoreFuture<'_, ()>;
-    /// Pushes of an app still deliverable at `now_ms`, oldest first, with who has acked them.
-    fn load_live_pushes(&self, app_key: &str, now_ms: u64) -> StoreFuture<'_, Vec<StoredPush>>;
-    /// The highest msg_id ever stored (0 if none).
-    fn max_msg_id(&self) -> StoreFuture<'_, u64>;
+}
 
-    /// Checkpoints who has been sent and who has acked each push, replacing the last, with
-    /// the events that report it.
-    fn save_delivered(
-        &self,
-        checkpoints: Vec<Checkpoint>,
-        events: Vec<NewEvent>,
-    ) -> StoreFuture<'_, ()>;
-    /// Records a click a device reported, with the events that report it.
-    fn record_event(&self, event: DeviceEvent, events: Vec<NewEvent>) -> StoreFuture<'_, ()>;
-    /// Replaces the latest known position of each of these devices (one row per device).
-    fn save_locations(&self, app_key: &str, locations: Vec<(u32, Location)>)
-        -> StoreFuture<'_, ()>;
-    /// The latest position a device reported, if any.
-    fn location(&self, app_key: &str, ordinal: u32) -> StoreFuture<'_, Option<Location>>;
-
+/// Scheduled pushes and their failed runs.
+pub trait ScheduleStore: Send + Sync + 'static {
     /// Creates or replaces a schedule.
     fn put_schedule(&self, schedule: ScheduleRecord) -> StoreFuture<'_, ()>;
     /// Deletes a schedule of an app; false if there was none.
     fn delete_schedule(&self, app_key: &str, schedule_id: &str) -> StoreFuture<'_, bool>;
+
+    /// Every schedule of every app, oldest first.
+    fn load_schedules(&self) -> StoreFuture<'_, Vec<ScheduleRecord>>;
+    /// Records a firing that produced no push, and when the schedule fires next.
+    fn record_failed_run(
+        &self,
+        schedule_id: &str,
+        run: ScheduleRun,
+        next_ms: Option<u64>,
+    ) -> StoreFuture<'_, ()>;
+    /// The firings of a schedule, oldest first.
+    fn schedule_runs(&self, schedule_id: &str) -> StoreFuture<'_, Vec<ScheduleRun>>;
+}
+
+/// Callback endpoints and the outbox of events waiting to be posted to them.
+pub trait OutboxStore: Send + Sync + 'static {
     /// Adds a callback endpoint; it gets the events recorded from now on. Returns its id.
     fn add_callback(&self, endpoint: CallbackEndpoint) -> StoreFuture<'_, u64>;
     /// Removes an endpoint of an app with its pending batches; false if there was none.
@@ -241,11 +290,10 @@ pub trait Storage: Send + Sync + 'static {
     ) -> StoreFuture<'_, bool>;
     /// Drops outbox events every endpoint of the app has batched.
     fn prune_events(&self, app_key: &str) -> StoreFuture<'_, u64>;
+}
 
-    /// Creates an app group; `Conflict` if the group key is taken.
-    fn create_group(&self, group: GroupRecord) -> StoreFuture<'_, ()>;
-    fn find_group(&self, group_key: &str) -> StoreFuture<'_, Option<GroupRecord>>;
-
+/// Files of targets.
+pub trait FileStore: Send + Sync + 'static {
     /// Stores an uploaded file with its values.
     fn put_file(&self, file: FileRecord) -> StoreFuture<'_, ()>;
     /// An app's files that have not expired at `now_ms`, oldest first, without values.
@@ -259,24 +307,10 @@ pub trait Storage: Send + Sync + 'static {
     ) -> StoreFuture<'_, Option<FileRecord>>;
     /// Deletes a file of an app; false if there was none.
     fn delete_file(&self, app_key: &str, file_id: &str) -> StoreFuture<'_, bool>;
+}
 
-    /// Replaces an app's settings.
-    fn set_app_settings(&self, app_key: &str, settings: AppSettings) -> StoreFuture<'_, ()>;
-    /// The settings of every app that has any (the others use the defaults).
-    fn app_settings(&self) -> StoreFuture<'_, Vec<(String, AppSettings)>>;
-
-    /// Every schedule of every app, oldest first.
-    fn load_schedules(&self) -> StoreFuture<'_, Vec<ScheduleRecord>>;
-    /// Records a firing that produced no push, and when the schedule fires next.
-    fn record_failed_run(
-        &self,
-        schedule_id: &str,
-        run: ScheduleRun,
-        next_ms: Option<u64>,
-    ) -> StoreFuture<'_, ()>;
-    /// The firings of a schedule, oldest first.
-    fn schedule_runs(&self, schedule_id: &str) -> StoreFuture<'_, Vec<ScheduleRun>>;
-
+/// The SMS fallback queue.
+pub trait SmsStore: Send + Sync + 'static {
     /// Pushes whose SMS fallback is due by `now_ms` (msg_id, app_key), oldest first. A
     /// push with `sms_message` gets its timer in the transaction that stores it; recalling
     /// or overriding it drops the timer and its unsent SMS.
@@ -303,7 +337,83 @@ pub trait Storage: Send + Sync + 'static {
         attempts: u32,
         next_ms: u64,
     ) -> StoreFuture<'_, ()>;
+}
 
+/// One change a node missed, read back from the store (the cluster's catch-up when a message
+/// between nodes was lost or a node restarted).
+#[derive(Clone, Debug, PartialEq)]
+pub enum Change {
+    /// A device was registered or changed (the record as stored now).
+    Device(DeviceRecord),
+    /// A push was stored, or changed (recalled, overridden): its app and msg_id.
+    Push { app_key: String, msg_id: u64 },
+}
+
+/// Ids handed out in blocks and the feed of changes: what several nodes on one store need so
+/// they never hand out the same ordinal or msg_id and never miss a change.
+pub trait FeedStore: Send + Sync + 'static {
+    /// Reserves `count` consecutive device ordinals of an app, never handed out before and
+    /// above every stored device's ordinal; returns the first.
+    fn reserve_ordinals(&self, app_key: &str, count: u32) -> StoreFuture<'_, u32>;
+    /// Reserves `count` consecutive msg_ids, never handed out before, above every stored
+    /// msg_id and at least `floor`; returns the first.
+    fn reserve_msg_ids(&self, count: u64, floor: u64) -> StoreFuture<'_, u64>;
+    /// Where the feed is now: changes committed after this call come after this cursor.
+    fn feed_cursor(&self) -> StoreFuture<'_, u64>;
+    /// Changes of every app committed since `cursor` (at most `limit`; a change may be given
+    /// again in a later call, never left out), and the cursor to ask from next.
+    fn changes_since(&self, cursor: u64, limit: usize) -> StoreFuture<'_, (Vec<Change>, u64)>;
+}
+
+/// A lease: work that must happen once in a cluster belongs to the node holding its lease.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Lease {
+    pub name: String,
+    pub holder: String,
+    /// Grows every time the lease changes hands: the fencing token.
+    pub token: u64,
+    /// Until when it is held, by the store's clock (ms since the epoch).
+    pub until_ms: u64,
+}
+
+/// Leases with fencing, timed by the store's clock (so nodes' clocks need not agree).
+pub trait LeaseStore: Send + Sync + 'static {
+    /// Takes lease `name` for `node` for `ttl_ms`, or extends it if `node` holds it. `Some`
+    /// with the fencing token if `node` holds it now; `None` if another node holds it.
+    fn take_lease(&self, name: &str, node: &str, ttl_ms: u64) -> StoreFuture<'_, Option<u64>>;
+    /// Gives lease `name` up if `node` holds it; whether it did.
+    fn release_lease(&self, name: &str, node: &str) -> StoreFuture<'_, bool>;
+    /// Whether `token` is still the current, unexpired token of lease `name`: what a holder
+    /// checks before it acts, so a node that was paused past its lease does not act on it.
+    fn lease_holds(&self, name: &str, token: u64) -> StoreFuture<'_, bool>;
+    /// Every lease not yet expired.
+    fn leases(&self) -> StoreFuture<'_, Vec<Lease>>;
+}
+
+/// Which node holds each connected device, for online status whichever node answers.
+pub trait PresenceStore: Send + Sync + 'static {
+    /// Devices that connected to (`true`) or left (`false`) `node`, oldest first; a device's
+    /// row names the node it connected to last (leaving another node does not clear it).
+    fn set_presence(&self, node: &str, changes: Vec<(String, u32, bool)>) -> StoreFuture<'_, ()>;
+    /// Forgets every device of `node` (it restarted or died).
+    fn clear_presence(&self, node: &str) -> StoreFuture<'_, ()>;
+    /// Which of these devices of an app are connected, and to which node (only nodes whose
+    /// lease `node:<id>` is live count).
+    fn presence(&self, app_key: &str, ordinals: Vec<u32>) -> StoreFuture<'_, Vec<(u32, String)>>;
+}
+
+/// Every port at once: what the engine is given. Writes resolve once they are durable.
+pub trait Storage:
+    AppStore
+    + DeviceStore
+    + CidStore
+    + PushStore
+    + CredentialStore
+    + ScheduleStore
+    + OutboxStore
+    + FileStore
+    + SmsStore
+{
     /// Waits until everything written so far is durable, then stops the writer (later
     /// writes fail with [`StoreError::Closed`]) and leaves the files compact (SQLite: the
     /// WAL copied into the database and truncated).

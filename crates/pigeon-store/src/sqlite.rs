@@ -1,11 +1,12 @@
 //! The embedded store: SQLite in WAL mode behind one group-committing writer thread.
 
+use crate::ports::*;
 use crate::sealed::SealingKey;
 use crate::{
     batch_events_json, AppRecord, AppSettings, CallbackBatch, CallbackEndpoint, CallbackFormat,
     Checkpoint, DeviceEvent, DeviceRecord, FileRecord, GroupRecord, Location, NewEvent, PushCounts,
-    ScheduleRecord, ScheduleRun, SmsSend, Storage, StoreError, StoreFuture, StoreResult,
-    StoredEvent, StoredPush,
+    ScheduleRecord, ScheduleRun, SmsSend, StoreError, StoreFuture, StoreResult, StoredEvent,
+    StoredPush,
 };
 use pigeon_core::{Platform, Push, SmsFallback};
 use roaring::RoaringBitmap;
@@ -1172,7 +1173,7 @@ fn serialize_bitmap(b: &RoaringBitmap) -> StoreResult<Vec<u8>> {
     Ok(out)
 }
 
-impl Storage for SqliteStore {
+impl AppStore for SqliteStore {
     fn create_app(&self, app: AppRecord) -> StoreFuture<'_, ()> {
         Box::pin(self.write(move |c| {
             let n = c.execute(
@@ -1209,6 +1210,125 @@ impl Storage for SqliteStore {
         }))
     }
 
+    fn ensure_vapid_keys(
+        &self,
+        app_key: &str,
+        private_key: String,
+        public_key: String,
+    ) -> StoreFuture<'_, String> {
+        let app_key = app_key.to_string();
+        let private_key = self.inner.key.seal(&private_key);
+        Box::pin(self.write(move |c| {
+            c.prepare_cached(
+                "INSERT OR IGNORE INTO app_vapid_keys (app_key, private_key, public_key)
+                 VALUES (?1, ?2, ?3)",
+            )?
+            .execute(params![app_key, private_key, public_key])?;
+            Ok(
+                c.prepare_cached("SELECT public_key FROM app_vapid_keys WHERE app_key = ?1")?
+                    .query_row([&app_key], |r| r.get(0))?,
+            )
+        }))
+    }
+
+    fn vapid_keys(&self, app_key: &str) -> StoreFuture<'_, Option<(String, String)>> {
+        let app_key = app_key.to_string();
+        let key = self.inner.key.clone();
+        Box::pin(self.read(move |c| {
+            let stored: Option<(String, String)> = c
+                .prepare_cached(
+                    "SELECT private_key, public_key FROM app_vapid_keys WHERE app_key = ?1",
+                )?
+                .query_row([app_key], |r| Ok((r.get(0)?, r.get(1)?)))
+                .optional()?;
+            stored
+                .map(|(private, public)| Ok((key.open(&private)?, public)))
+                .transpose()
+        }))
+    }
+
+    fn create_group(&self, g: GroupRecord) -> StoreFuture<'_, ()> {
+        Box::pin(self.write(move |c| {
+            let keys = serde_json::to_string(&g.app_keys)
+                .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            let n = c.execute(
+                "INSERT INTO app_groups (group_key, master_secret, name, app_keys, created_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (group_key) DO NOTHING",
+                params![
+                    g.group_key,
+                    g.master_secret,
+                    g.name,
+                    keys,
+                    to_i64(g.created_ms)
+                ],
+            )?;
+            if n == 0 {
+                return Err(StoreError::Conflict(format!("group_key {}", g.group_key)));
+            }
+            Ok(())
+        }))
+    }
+
+    fn find_group(&self, group_key: &str) -> StoreFuture<'_, Option<GroupRecord>> {
+        let group_key = group_key.to_string();
+        Box::pin(self.read(move |c| {
+            let row: Option<(String, String, String, String, i64)> = c
+                .query_row(
+                    "SELECT group_key, master_secret, name, app_keys, created_ms FROM app_groups
+                     WHERE group_key = ?1",
+                    [group_key],
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
+                )
+                .optional()?;
+            row.map(|(group_key, master_secret, name, keys, created)| {
+                Ok(GroupRecord {
+                    group_key,
+                    master_secret,
+                    name,
+                    app_keys: serde_json::from_str(&keys)
+                        .map_err(|e| StoreError::Corrupt(format!("group app_keys: {e}")))?,
+                    created_ms: to_u64(created),
+                })
+            })
+            .transpose()
+        }))
+    }
+
+    fn set_app_settings(&self, app_key: &str, settings: AppSettings) -> StoreFuture<'_, ()> {
+        let app_key = app_key.to_string();
+        let text = serde_json::to_string(&settings);
+        Box::pin(async move {
+            let text = text.map_err(|e| StoreError::Corrupt(format!("app settings: {e}")))?;
+            self.write(move |c| {
+                c.execute(
+                    "INSERT INTO app_settings (app_key, settings) VALUES (?1, ?2)
+                     ON CONFLICT (app_key) DO UPDATE SET settings = excluded.settings",
+                    params![app_key, text],
+                )?;
+                Ok(())
+            })
+            .await
+        })
+    }
+
+    fn app_settings(&self) -> StoreFuture<'_, Vec<(String, AppSettings)>> {
+        Box::pin(self.read(|c| {
+            let mut st = c.prepare_cached("SELECT app_key, settings FROM app_settings")?;
+            let mut rows = st.query([])?;
+            let mut out = Vec::new();
+            while let Some(r) = rows.next()? {
+                let key: String = r.get(0)?;
+                let text: String = r.get(1)?;
+                let settings = serde_json::from_str(&text)
+                    .map_err(|e| StoreError::Corrupt(format!("settings of app {key}: {e}")))?;
+                out.push((key, settings));
+            }
+            Ok(out)
+        }))
+    }
+}
+
+impl DeviceStore for SqliteStore {
     fn load_devices(&self, app_key: &str) -> mpsc::Receiver<StoreResult<Vec<DeviceRecord>>> {
         const CHUNK: usize = 4096;
         let (tx, rx) = mpsc::channel(2);
@@ -1261,6 +1381,195 @@ impl Storage for SqliteStore {
         }))
     }
 
+    fn load_badges(&self, app_key: &str) -> StoreFuture<'_, Vec<(u32, u32)>> {
+        let app_key = app_key.to_string();
+        Box::pin(self.read(move |c| {
+            let mut st =
+                c.prepare_cached("SELECT ordinal, badge FROM device_badges WHERE app_key = ?1")?;
+            let rows = st.query_map([app_key], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            Ok(rows.collect::<Result<Vec<(u32, u32)>, _>>()?)
+        }))
+    }
+
+    fn set_blocked(&self, app_key: &str, ordinals: Vec<u32>, blocked: bool) -> StoreFuture<'_, ()> {
+        let app_key = app_key.to_string();
+        Box::pin(self.write(move |c| {
+            let mut st = c.prepare_cached(if blocked {
+                "INSERT INTO blocked_devices (app_key, ordinal) VALUES (?1, ?2)
+                 ON CONFLICT (app_key, ordinal) DO NOTHING"
+            } else {
+                "DELETE FROM blocked_devices WHERE app_key = ?1 AND ordinal = ?2"
+            })?;
+            for ordinal in ordinals {
+                st.execute(params![app_key, ordinal])?;
+            }
+            Ok(())
+        }))
+    }
+
+    fn load_blocked(&self, app_key: &str) -> StoreFuture<'_, Vec<u32>> {
+        let app_key = app_key.to_string();
+        Box::pin(self.read(move |c| {
+            let mut st =
+                c.prepare_cached("SELECT ordinal FROM blocked_devices WHERE app_key = ?1")?;
+            let rows = st.query_map([app_key], |r| r.get(0))?;
+            Ok(rows.collect::<Result<Vec<u32>, _>>()?)
+        }))
+    }
+
+    fn save_badges(&self, app_key: &str, badges: Vec<(u32, u32)>) -> StoreFuture<'_, ()> {
+        let app_key = app_key.to_string();
+        Box::pin(self.write(move |c| {
+            let mut st = c.prepare_cached(
+                "INSERT INTO device_badges (app_key, ordinal, badge) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (app_key, ordinal) DO UPDATE SET badge = excluded.badge",
+            )?;
+            for (ordinal, badge) in badges {
+                st.execute(params![app_key, ordinal, badge])?;
+            }
+            Ok(())
+        }))
+    }
+
+    fn seen_between(&self, app_key: &str, from_ms: u64, to_ms: u64) -> StoreFuture<'_, Vec<u32>> {
+        let app_key = app_key.to_string();
+        Box::pin(self.read(move |c| {
+            let mut st = c.prepare_cached(
+                "SELECT ordinal FROM device_seen WHERE app_key = ?1 AND at_ms >= ?2 AND at_ms < ?3",
+            )?;
+            let rows = st.query_map(params![app_key, to_i64(from_ms), to_i64(to_ms)], |r| {
+                r.get(0)
+            })?;
+            Ok(rows.collect::<Result<Vec<u32>, _>>()?)
+        }))
+    }
+
+    fn set_last_online(
+        &self,
+        app_key: &str,
+        ordinal: u32,
+        at_ms: u64,
+        events: Vec<NewEvent>,
+    ) -> StoreFuture<'_, ()> {
+        let app_key = app_key.to_string();
+        Box::pin(self.write(move |c| {
+            write_events(c, &events)?;
+            c.prepare_cached(
+                "INSERT INTO device_seen (app_key, ordinal, at_ms) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (app_key, ordinal) DO UPDATE SET at_ms = excluded.at_ms",
+            )?
+            .execute(params![app_key, ordinal, to_i64(at_ms)])?;
+            Ok(())
+        }))
+    }
+
+    fn last_online(&self, app_key: &str, ordinals: Vec<u32>) -> StoreFuture<'_, Vec<(u32, u64)>> {
+        let app_key = app_key.to_string();
+        Box::pin(self.read(move |c| {
+            let mut st = c.prepare_cached(
+                "SELECT at_ms FROM device_seen WHERE app_key = ?1 AND ordinal = ?2",
+            )?;
+            let mut out = Vec::new();
+            for ordinal in ordinals {
+                let at: Option<i64> = st
+                    .query_row(params![app_key, ordinal], |r| r.get(0))
+                    .optional()?;
+                if let Some(at) = at {
+                    out.push((ordinal, to_u64(at)));
+                }
+            }
+            Ok(out)
+        }))
+    }
+
+    fn save_locations(
+        &self,
+        app_key: &str,
+        locations: Vec<(u32, Location)>,
+    ) -> StoreFuture<'_, ()> {
+        let app_key = app_key.to_string();
+        Box::pin(self.write(move |c| {
+            let mut st = c.prepare_cached(
+                "INSERT INTO device_locations (app_key, ordinal, lat, lon, accuracy_m, at_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                 ON CONFLICT (app_key, ordinal) DO UPDATE SET lat = excluded.lat,
+                     lon = excluded.lon, accuracy_m = excluded.accuracy_m,
+                     at_ms = excluded.at_ms",
+            )?;
+            for (ordinal, l) in locations {
+                st.execute(params![
+                    app_key,
+                    ordinal,
+                    l.lat,
+                    l.lon,
+                    l.accuracy_m,
+                    to_i64(l.at_ms)
+                ])?;
+            }
+            Ok(())
+        }))
+    }
+
+    fn location(&self, app_key: &str, ordinal: u32) -> StoreFuture<'_, Option<Location>> {
+        let app_key = app_key.to_string();
+        Box::pin(self.read(move |c| {
+            Ok(c.prepare_cached(
+                "SELECT lat, lon, accuracy_m, at_ms FROM device_locations
+                 WHERE app_key = ?1 AND ordinal = ?2",
+            )?
+            .query_row(params![app_key, ordinal], |r| {
+                Ok(Location {
+                    lat: r.get(0)?,
+                    lon: r.get(1)?,
+                    accuracy_m: r.get(2)?,
+                    at_ms: to_u64(r.get(3)?),
+                })
+            })
+            .optional()?)
+        }))
+    }
+}
+
+impl CidStore for SqliteStore {
+    fn issue_cids(&self, app_key: &str, cids: Vec<String>, at_ms: u64) -> StoreFuture<'_, ()> {
+        let app_key = app_key.to_string();
+        Box::pin(self.write(move |c| {
+            let mut st =
+                c.prepare_cached("INSERT INTO cids (app_key, cid, issued_ms) VALUES (?1, ?2, ?3)")?;
+            for cid in cids {
+                st.execute(params![app_key, cid, to_i64(at_ms)])?;
+            }
+            // A cid lives one day; older ones are forgotten as new ones are issued.
+            c.prepare_cached("DELETE FROM cids WHERE app_key = ?1 AND issued_ms < ?2")?
+                .execute(params![
+                    app_key,
+                    to_i64(at_ms.saturating_sub(2 * 86_400_000))
+                ])?;
+            Ok(())
+        }))
+    }
+
+    fn find_cid(
+        &self,
+        app_key: &str,
+        cid: &str,
+        since_ms: u64,
+    ) -> StoreFuture<'_, Option<Option<u64>>> {
+        let (app_key, cid) = (app_key.to_string(), cid.to_string());
+        Box::pin(self.read(move |c| {
+            let found: Option<Option<i64>> = c
+                .query_row(
+                    "SELECT msg_id FROM cids WHERE app_key = ?1 AND cid = ?2 AND issued_ms >= ?3",
+                    params![app_key, cid, to_i64(since_ms)],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            Ok(found.map(|m| m.map(to_u64)))
+        }))
+    }
+}
+
+impl PushStore for SqliteStore {
     fn insert_push(
         &self,
         app_key: &str,
@@ -1500,150 +1809,75 @@ impl Storage for SqliteStore {
         }))
     }
 
-    fn due_sms_jobs(&self, now_ms: u64, limit: usize) -> StoreFuture<'_, Vec<(u64, String)>> {
+    fn clicked(&self, app_key: &str, msg_id: u64) -> StoreFuture<'_, Vec<u32>> {
+        let app_key = app_key.to_string();
         Box::pin(self.read(move |c| {
             let mut st = c.prepare_cached(
-                "SELECT msg_id, app_key FROM sms_jobs WHERE due_ms <= ?1
-                 ORDER BY due_ms LIMIT ?2",
+                "SELECT DISTINCT ordinal FROM device_events
+                 WHERE msg_id = ?1 AND kind = 'click' AND app_key = ?2",
             )?;
-            let rows = st.query_map(params![to_i64(now_ms), limit as i64], |r| {
-                Ok((to_u64(r.get(0)?), r.get(1)?))
-            })?;
-            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+            let rows = st.query_map(params![to_i64(msg_id), app_key], |r| r.get(0))?;
+            Ok(rows.collect::<Result<Vec<u32>, _>>()?)
         }))
     }
 
-    fn expand_sms_job(&self, msg_id: u64, sends: Vec<SmsSend>) -> StoreFuture<'_, ()> {
-        Box::pin(self.write(move |c| {
-            let n = c
-                .prepare_cached("DELETE FROM sms_jobs WHERE msg_id = ?1")?
-                .execute([to_i64(msg_id)])?;
-            if n == 0 {
-                // Recalled or overridden meanwhile: nothing goes out.
-                return Ok(());
-            }
-            let mut st = c.prepare_cached(
-                "INSERT OR IGNORE INTO sms_sends (msg_id, ordinal, app_key, registration_id,
-                    mobile, sms, attempts, next_ms)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-            )?;
-            for s in sends {
-                st.execute(params![
-                    to_i64(s.msg_id),
-                    s.ordinal,
-                    s.app_key,
-                    s.registration_id,
-                    s.mobile,
-                    s.sms,
-                    s.attempts,
-                    to_i64(s.next_ms)
-                ])?;
-            }
-            Ok(())
-        }))
-    }
-
-    fn due_sms_sends(&self, now_ms: u64, limit: usize) -> StoreFuture<'_, Vec<SmsSend>> {
-        Box::pin(self.read(move |c| {
-            let mut st = c.prepare_cached(
-                "SELECT msg_id, ordinal, app_key, registration_id, mobile, sms, attempts, next_ms
-                 FROM sms_sends WHERE next_ms <= ?1 ORDER BY next_ms LIMIT ?2",
-            )?;
-            let rows = st.query_map(params![to_i64(now_ms), limit as i64], |r| {
-                Ok(SmsSend {
-                    msg_id: to_u64(r.get(0)?),
-                    ordinal: r.get(1)?,
-                    app_key: r.get(2)?,
-                    registration_id: r.get(3)?,
-                    mobile: r.get(4)?,
-                    sms: r.get(5)?,
-                    attempts: r.get(6)?,
-                    next_ms: to_u64(r.get(7)?),
-                })
-            })?;
-            Ok(rows.collect::<Result<Vec<_>, _>>()?)
-        }))
-    }
-
-    fn stop_sms(&self, msg_id: u64) -> StoreFuture<'_, bool> {
-        Box::pin(self.write(move |c| {
-            let timers = c
-                .prepare_cached("DELETE FROM sms_jobs WHERE msg_id = ?1")?
-                .execute([to_i64(msg_id)])?;
-            let sends = c
-                .prepare_cached("DELETE FROM sms_sends WHERE msg_id = ?1")?
-                .execute([to_i64(msg_id)])?;
-            Ok(timers + sends > 0)
-        }))
-    }
-
-    fn finish_sms_send(
-        &self,
-        msg_id: u64,
-        ordinal: u32,
-        events: Vec<NewEvent>,
-    ) -> StoreFuture<'_, ()> {
-        Box::pin(self.write(move |c| {
-            c.prepare_cached("DELETE FROM sms_sends WHERE msg_id = ?1 AND ordinal = ?2")?
-                .execute(params![to_i64(msg_id), ordinal])?;
-            write_events(c, &events)
-        }))
-    }
-
-    fn retry_sms_send(
-        &self,
-        msg_id: u64,
-        ordinal: u32,
-        attempts: u32,
-        next_ms: u64,
-    ) -> StoreFuture<'_, ()> {
-        Box::pin(self.write(move |c| {
-            c.prepare_cached(
-                "UPDATE sms_sends SET attempts = ?3, next_ms = ?4
-                 WHERE msg_id = ?1 AND ordinal = ?2",
-            )?
-            .execute(params![to_i64(msg_id), ordinal, attempts, to_i64(next_ms)])?;
-            Ok(())
-        }))
-    }
-
-    fn ensure_vapid_keys(
+    fn push_counts_between(
         &self,
         app_key: &str,
-        private_key: String,
-        public_key: String,
-    ) -> StoreFuture<'_, String> {
+        from_ms: u64,
+        to_ms: u64,
+    ) -> StoreFuture<'_, Vec<PushCounts>> {
         let app_key = app_key.to_string();
-        let private_key = self.inner.key.seal(&private_key);
-        Box::pin(self.write(move |c| {
-            c.prepare_cached(
-                "INSERT OR IGNORE INTO app_vapid_keys (app_key, private_key, public_key)
-                 VALUES (?1, ?2, ?3)",
-            )?
-            .execute(params![app_key, private_key, public_key])?;
-            Ok(
-                c.prepare_cached("SELECT public_key FROM app_vapid_keys WHERE app_key = ?1")?
-                    .query_row([&app_key], |r| r.get(0))?,
-            )
-        }))
-    }
-
-    fn vapid_keys(&self, app_key: &str) -> StoreFuture<'_, Option<(String, String)>> {
-        let app_key = app_key.to_string();
-        let key = self.inner.key.clone();
         Box::pin(self.read(move |c| {
-            let stored: Option<(String, String)> = c
-                .prepare_cached(
-                    "SELECT private_key, public_key FROM app_vapid_keys WHERE app_key = ?1",
-                )?
-                .query_row([app_key], |r| Ok((r.get(0)?, r.get(1)?)))
-                .optional()?;
-            stored
-                .map(|(private, public)| Ok((key.open(&private)?, public)))
-                .transpose()
+            let mut st = c.prepare_cached(
+                "SELECT p.msg_id, p.sent_ms, json_extract(p.body, '$.labels.group'), p.audience,
+                        d.sent, d.delivered,
+                        (SELECT COUNT(DISTINCT e.ordinal) FROM device_events e
+                         WHERE e.msg_id = p.msg_id AND e.kind = 'click' AND e.app_key = p.app_key)
+                 FROM pushes p LEFT JOIN deliveries d ON d.msg_id = p.msg_id
+                 WHERE p.app_key = ?1 AND p.sent_ms >= ?2 AND p.sent_ms < ?3
+                 ORDER BY p.msg_id",
+            )?;
+            let mut rows = st.query(params![app_key, to_i64(from_ms), to_i64(to_ms)])?;
+            let mut out = Vec::new();
+            while let Some(r) = rows.next()? {
+                let msg_id = to_u64(r.get(0)?);
+                let what = |part: &str| format!("push {msg_id} {part}");
+                out.push(PushCounts {
+                    msg_id,
+                    sent_ms: to_u64(r.get(1)?),
+                    group: r.get(2)?,
+                    targets: deserialize_bitmap(Some(r.get(3)?), &what("audience"))?.len(),
+                    sent: deserialize_bitmap(r.get(4)?, &what("sent"))?.len(),
+                    delivered: deserialize_bitmap(r.get(5)?, &what("delivered"))?.len(),
+                    clicked: to_u64(r.get(6)?),
+                });
+            }
+            Ok(out)
         }))
     }
 
+    fn record_event(&self, e: DeviceEvent, events: Vec<NewEvent>) -> StoreFuture<'_, ()> {
+        Box::pin(self.write(move |c| {
+            write_events(c, &events)?;
+            c.prepare_cached(
+                "INSERT INTO device_events (app_key, ordinal, kind, msg_id, data, at_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )?
+            .execute(params![
+                e.app_key,
+                e.ordinal,
+                e.kind,
+                e.msg_id.map(to_i64),
+                e.data.to_string(),
+                to_i64(e.at_ms)
+            ])?;
+            Ok(())
+        }))
+    }
+}
+
+impl CredentialStore for SqliteStore {
     fn set_vendor_credentials(
         &self,
         app_key: &str,
@@ -1735,319 +1969,107 @@ impl Storage for SqliteStore {
             .query_row([], |r| Ok((to_u64(r.get(0)?), to_u64(r.get(1)?))))?)
         }))
     }
+}
 
-    fn load_badges(&self, app_key: &str) -> StoreFuture<'_, Vec<(u32, u32)>> {
-        let app_key = app_key.to_string();
-        Box::pin(self.read(move |c| {
-            let mut st =
-                c.prepare_cached("SELECT ordinal, badge FROM device_badges WHERE app_key = ?1")?;
-            let rows = st.query_map([app_key], |r| Ok((r.get(0)?, r.get(1)?)))?;
-            Ok(rows.collect::<Result<Vec<(u32, u32)>, _>>()?)
-        }))
-    }
-
-    fn set_blocked(&self, app_key: &str, ordinals: Vec<u32>, blocked: bool) -> StoreFuture<'_, ()> {
-        let app_key = app_key.to_string();
+impl ScheduleStore for SqliteStore {
+    fn put_schedule(&self, r: ScheduleRecord) -> StoreFuture<'_, ()> {
         Box::pin(self.write(move |c| {
-            let mut st = c.prepare_cached(if blocked {
-                "INSERT INTO blocked_devices (app_key, ordinal) VALUES (?1, ?2)
-                 ON CONFLICT (app_key, ordinal) DO NOTHING"
-            } else {
-                "DELETE FROM blocked_devices WHERE app_key = ?1 AND ordinal = ?2"
-            })?;
-            for ordinal in ordinals {
-                st.execute(params![app_key, ordinal])?;
-            }
+            c.prepare_cached(
+                "INSERT INTO schedules (schedule_id, app_key, name, enabled, trigger, push,
+                    created_ms, next_ms, door) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+                 ON CONFLICT (schedule_id) DO UPDATE SET name = excluded.name,
+                    enabled = excluded.enabled, trigger = excluded.trigger, push = excluded.push,
+                    next_ms = excluded.next_ms",
+            )?
+            .execute(params![
+                r.schedule_id,
+                r.app_key,
+                r.name,
+                r.enabled,
+                r.trigger.to_string(),
+                r.push.to_string(),
+                to_i64(r.created_ms),
+                r.next_ms.map(to_i64),
+                r.door,
+            ])?;
             Ok(())
         }))
     }
 
-    fn load_blocked(&self, app_key: &str) -> StoreFuture<'_, Vec<u32>> {
-        let app_key = app_key.to_string();
-        Box::pin(self.read(move |c| {
-            let mut st =
-                c.prepare_cached("SELECT ordinal FROM blocked_devices WHERE app_key = ?1")?;
-            let rows = st.query_map([app_key], |r| r.get(0))?;
-            Ok(rows.collect::<Result<Vec<u32>, _>>()?)
-        }))
-    }
-
-    fn save_badges(&self, app_key: &str, badges: Vec<(u32, u32)>) -> StoreFuture<'_, ()> {
-        let app_key = app_key.to_string();
+    fn delete_schedule(&self, app_key: &str, schedule_id: &str) -> StoreFuture<'_, bool> {
+        let (app_key, schedule_id) = (app_key.to_string(), schedule_id.to_string());
         Box::pin(self.write(move |c| {
-            let mut st = c.prepare_cached(
-                "INSERT INTO device_badges (app_key, ordinal, badge) VALUES (?1, ?2, ?3)
-                 ON CONFLICT (app_key, ordinal) DO UPDATE SET badge = excluded.badge",
+            let n = c.execute(
+                "DELETE FROM schedules WHERE app_key = ?1 AND schedule_id = ?2",
+                params![app_key, schedule_id],
             )?;
-            for (ordinal, badge) in badges {
-                st.execute(params![app_key, ordinal, badge])?;
-            }
-            Ok(())
+            Ok(n > 0)
         }))
     }
 
-    fn clicked(&self, app_key: &str, msg_id: u64) -> StoreFuture<'_, Vec<u32>> {
-        let app_key = app_key.to_string();
-        Box::pin(self.read(move |c| {
-            let mut st = c.prepare_cached(
-                "SELECT DISTINCT ordinal FROM device_events
-                 WHERE msg_id = ?1 AND kind = 'click' AND app_key = ?2",
+    fn load_schedules(&self) -> StoreFuture<'_, Vec<ScheduleRecord>> {
+        Box::pin(self.read(|c| {
+            let mut st = c.prepare(
+                "SELECT schedule_id, app_key, name, enabled, trigger, push, created_ms, next_ms,
+                    door
+                 FROM schedules ORDER BY created_ms, schedule_id",
             )?;
-            let rows = st.query_map(params![to_i64(msg_id), app_key], |r| r.get(0))?;
-            Ok(rows.collect::<Result<Vec<u32>, _>>()?)
-        }))
-    }
-
-    fn push_counts_between(
-        &self,
-        app_key: &str,
-        from_ms: u64,
-        to_ms: u64,
-    ) -> StoreFuture<'_, Vec<PushCounts>> {
-        let app_key = app_key.to_string();
-        Box::pin(self.read(move |c| {
-            let mut st = c.prepare_cached(
-                "SELECT p.msg_id, p.sent_ms, json_extract(p.body, '$.labels.group'), p.audience,
-                        d.sent, d.delivered,
-                        (SELECT COUNT(DISTINCT e.ordinal) FROM device_events e
-                         WHERE e.msg_id = p.msg_id AND e.kind = 'click' AND e.app_key = p.app_key)
-                 FROM pushes p LEFT JOIN deliveries d ON d.msg_id = p.msg_id
-                 WHERE p.app_key = ?1 AND p.sent_ms >= ?2 AND p.sent_ms < ?3
-                 ORDER BY p.msg_id",
-            )?;
-            let mut rows = st.query(params![app_key, to_i64(from_ms), to_i64(to_ms)])?;
+            let mut rows = st.query([])?;
             let mut out = Vec::new();
             while let Some(r) = rows.next()? {
-                let msg_id = to_u64(r.get(0)?);
-                let what = |part: &str| format!("push {msg_id} {part}");
-                out.push(PushCounts {
-                    msg_id,
-                    sent_ms: to_u64(r.get(1)?),
-                    group: r.get(2)?,
-                    targets: deserialize_bitmap(Some(r.get(3)?), &what("audience"))?.len(),
-                    sent: deserialize_bitmap(r.get(4)?, &what("sent"))?.len(),
-                    delivered: deserialize_bitmap(r.get(5)?, &what("delivered"))?.len(),
-                    clicked: to_u64(r.get(6)?),
+                let trigger: String = r.get(4)?;
+                let push: String = r.get(5)?;
+                let json = |t: &str| {
+                    serde_json::from_str(t)
+                        .map_err(|e| StoreError::Corrupt(format!("schedule: {e}")))
+                };
+                out.push(ScheduleRecord {
+                    schedule_id: r.get(0)?,
+                    app_key: r.get(1)?,
+                    name: r.get(2)?,
+                    enabled: r.get(3)?,
+                    trigger: json(&trigger)?,
+                    push: json(&push)?,
+                    created_ms: to_u64(r.get(6)?),
+                    next_ms: r.get::<_, Option<i64>>(7)?.map(to_u64),
+                    door: r.get(8)?,
                 });
             }
             Ok(out)
         }))
     }
 
-    fn seen_between(&self, app_key: &str, from_ms: u64, to_ms: u64) -> StoreFuture<'_, Vec<u32>> {
-        let app_key = app_key.to_string();
-        Box::pin(self.read(move |c| {
-            let mut st = c.prepare_cached(
-                "SELECT ordinal FROM device_seen WHERE app_key = ?1 AND at_ms >= ?2 AND at_ms < ?3",
-            )?;
-            let rows = st.query_map(params![app_key, to_i64(from_ms), to_i64(to_ms)], |r| {
-                r.get(0)
-            })?;
-            Ok(rows.collect::<Result<Vec<u32>, _>>()?)
-        }))
-    }
-
-    fn set_last_online(
+    fn record_failed_run(
         &self,
-        app_key: &str,
-        ordinal: u32,
-        at_ms: u64,
-        events: Vec<NewEvent>,
+        schedule_id: &str,
+        run: ScheduleRun,
+        next_ms: Option<u64>,
     ) -> StoreFuture<'_, ()> {
-        let app_key = app_key.to_string();
-        Box::pin(self.write(move |c| {
-            write_events(c, &events)?;
-            c.prepare_cached(
-                "INSERT INTO device_seen (app_key, ordinal, at_ms) VALUES (?1, ?2, ?3)
-                 ON CONFLICT (app_key, ordinal) DO UPDATE SET at_ms = excluded.at_ms",
-            )?
-            .execute(params![app_key, ordinal, to_i64(at_ms)])?;
-            Ok(())
-        }))
+        let schedule_id = schedule_id.to_string();
+        Box::pin(self.write(move |c| record_run(c, &schedule_id, &run, (None, next_ms))))
     }
 
-    fn last_online(&self, app_key: &str, ordinals: Vec<u32>) -> StoreFuture<'_, Vec<(u32, u64)>> {
-        let app_key = app_key.to_string();
+    fn schedule_runs(&self, schedule_id: &str) -> StoreFuture<'_, Vec<ScheduleRun>> {
+        let schedule_id = schedule_id.to_string();
         Box::pin(self.read(move |c| {
             let mut st = c.prepare_cached(
-                "SELECT at_ms FROM device_seen WHERE app_key = ?1 AND ordinal = ?2",
+                "SELECT msg_id, error_code, error_message, at_ms FROM schedule_runs
+                 WHERE schedule_id = ?1 ORDER BY id",
             )?;
-            let mut out = Vec::new();
-            for ordinal in ordinals {
-                let at: Option<i64> = st
-                    .query_row(params![app_key, ordinal], |r| r.get(0))
-                    .optional()?;
-                if let Some(at) = at {
-                    out.push((ordinal, to_u64(at)));
-                }
-            }
-            Ok(out)
-        }))
-    }
-
-    fn issue_cids(&self, app_key: &str, cids: Vec<String>, at_ms: u64) -> StoreFuture<'_, ()> {
-        let app_key = app_key.to_string();
-        Box::pin(self.write(move |c| {
-            let mut st =
-                c.prepare_cached("INSERT INTO cids (app_key, cid, issued_ms) VALUES (?1, ?2, ?3)")?;
-            for cid in cids {
-                st.execute(params![app_key, cid, to_i64(at_ms)])?;
-            }
-            // A cid lives one day; older ones are forgotten as new ones are issued.
-            c.prepare_cached("DELETE FROM cids WHERE app_key = ?1 AND issued_ms < ?2")?
-                .execute(params![
-                    app_key,
-                    to_i64(at_ms.saturating_sub(2 * 86_400_000))
-                ])?;
-            Ok(())
-        }))
-    }
-
-    fn find_cid(
-        &self,
-        app_key: &str,
-        cid: &str,
-        since_ms: u64,
-    ) -> StoreFuture<'_, Option<Option<u64>>> {
-        let (app_key, cid) = (app_key.to_string(), cid.to_string());
-        Box::pin(self.read(move |c| {
-            let found: Option<Option<i64>> = c
-                .query_row(
-                    "SELECT msg_id FROM cids WHERE app_key = ?1 AND cid = ?2 AND issued_ms >= ?3",
-                    params![app_key, cid, to_i64(since_ms)],
-                    |r| r.get(0),
-                )
-                .optional()?;
-            Ok(found.map(|m| m.map(to_u64)))
-        }))
-    }
-
-    fn record_event(&self, e: DeviceEvent, events: Vec<NewEvent>) -> StoreFuture<'_, ()> {
-        Box::pin(self.write(move |c| {
-            write_events(c, &events)?;
-            c.prepare_cached(
-                "INSERT INTO device_events (app_key, ordinal, kind, msg_id, data, at_ms)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            )?
-            .execute(params![
-                e.app_key,
-                e.ordinal,
-                e.kind,
-                e.msg_id.map(to_i64),
-                e.data.to_string(),
-                to_i64(e.at_ms)
-            ])?;
-            Ok(())
-        }))
-    }
-
-    fn save_locations(
-        &self,
-        app_key: &str,
-        locations: Vec<(u32, Location)>,
-    ) -> StoreFuture<'_, ()> {
-        let app_key = app_key.to_string();
-        Box::pin(self.write(move |c| {
-            let mut st = c.prepare_cached(
-                "INSERT INTO device_locations (app_key, ordinal, lat, lon, accuracy_m, at_ms)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)
-                 ON CONFLICT (app_key, ordinal) DO UPDATE SET lat = excluded.lat,
-                     lon = excluded.lon, accuracy_m = excluded.accuracy_m,
-                     at_ms = excluded.at_ms",
-            )?;
-            for (ordinal, l) in locations {
-                st.execute(params![
-                    app_key,
-                    ordinal,
-                    l.lat,
-                    l.lon,
-                    l.accuracy_m,
-                    to_i64(l.at_ms)
-                ])?;
-            }
-            Ok(())
-        }))
-    }
-
-    fn location(&self, app_key: &str, ordinal: u32) -> StoreFuture<'_, Option<Location>> {
-        let app_key = app_key.to_string();
-        Box::pin(self.read(move |c| {
-            Ok(c.prepare_cached(
-                "SELECT lat, lon, accuracy_m, at_ms FROM device_locations
-                 WHERE app_key = ?1 AND ordinal = ?2",
-            )?
-            .query_row(params![app_key, ordinal], |r| {
-                Ok(Location {
-                    lat: r.get(0)?,
-                    lon: r.get(1)?,
-                    accuracy_m: r.get(2)?,
+            let rows = st.query_map([schedule_id], |r| {
+                Ok(ScheduleRun {
+                    msg_id: r.get::<_, Option<i64>>(0)?.map(to_u64),
+                    error_code: r.get(1)?,
+                    error_message: r.get(2)?,
                     at_ms: to_u64(r.get(3)?),
                 })
-            })
-            .optional()?)
-        }))
-    }
-
-    fn put_file(&self, f: FileRecord) -> StoreFuture<'_, ()> {
-        Box::pin(self.write(move |c| {
-            c.execute(
-                "INSERT INTO files (file_id, app_key, kind, file_name, created_ms, expires_ms,
-                    file_values) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                params![
-                    f.file_id,
-                    f.app_key,
-                    f.kind,
-                    f.file_name,
-                    to_i64(f.created_ms),
-                    to_i64(f.expires_ms),
-                    f.values.join("\n")
-                ],
-            )?;
-            Ok(())
-        }))
-    }
-
-    fn list_files(&self, app_key: &str, now_ms: u64) -> StoreFuture<'_, Vec<FileRecord>> {
-        let app_key = app_key.to_string();
-        Box::pin(self.read(move |c| {
-            let mut st = c.prepare_cached(
-                "SELECT file_id, app_key, kind, file_name, created_ms, expires_ms, '' FROM files
-                 WHERE app_key = ?1 AND expires_ms > ?2 ORDER BY created_ms, file_id",
-            )?;
-            let rows = st.query_map(params![app_key, to_i64(now_ms)], file_from_row)?;
+            })?;
             Ok(rows.collect::<Result<Vec<_>, _>>()?)
         }))
     }
+}
 
-    fn get_file(
-        &self,
-        app_key: &str,
-        file_id: &str,
-        now_ms: u64,
-    ) -> StoreFuture<'_, Option<FileRecord>> {
-        let (app_key, file_id) = (app_key.to_string(), file_id.to_string());
-        Box::pin(self.read(move |c| {
-            Ok(c.query_row(
-                "SELECT file_id, app_key, kind, file_name, created_ms, expires_ms, file_values
-                 FROM files WHERE app_key = ?1 AND file_id = ?2 AND expires_ms > ?3",
-                params![app_key, file_id, to_i64(now_ms)],
-                file_from_row,
-            )
-            .optional()?)
-        }))
-    }
-
-    fn delete_file(&self, app_key: &str, file_id: &str) -> StoreFuture<'_, bool> {
-        let (app_key, file_id) = (app_key.to_string(), file_id.to_string());
-        Box::pin(self.write(move |c| {
-            let n = c.execute(
-                "DELETE FROM files WHERE app_key = ?1 AND file_id = ?2",
-                params![app_key, file_id],
-            )?;
-            Ok(n > 0)
-        }))
-    }
-
+impl OutboxStore for SqliteStore {
     fn add_callback(&self, e: CallbackEndpoint) -> StoreFuture<'_, u64> {
         Box::pin(self.write(move |c| {
             let start = last_event_id(c)?;
@@ -2403,183 +2425,180 @@ impl Storage for SqliteStore {
             Ok(n as u64)
         }))
     }
+}
 
-    fn create_group(&self, g: GroupRecord) -> StoreFuture<'_, ()> {
+impl FileStore for SqliteStore {
+    fn put_file(&self, f: FileRecord) -> StoreFuture<'_, ()> {
         Box::pin(self.write(move |c| {
-            let keys = serde_json::to_string(&g.app_keys)
-                .map_err(|e| StoreError::Corrupt(e.to_string()))?;
-            let n = c.execute(
-                "INSERT INTO app_groups (group_key, master_secret, name, app_keys, created_ms)
-                 VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (group_key) DO NOTHING",
+            c.execute(
+                "INSERT INTO files (file_id, app_key, kind, file_name, created_ms, expires_ms,
+                    file_values) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
                 params![
-                    g.group_key,
-                    g.master_secret,
-                    g.name,
-                    keys,
-                    to_i64(g.created_ms)
+                    f.file_id,
+                    f.app_key,
+                    f.kind,
+                    f.file_name,
+                    to_i64(f.created_ms),
+                    to_i64(f.expires_ms),
+                    f.values.join("\n")
                 ],
             )?;
-            if n == 0 {
-                return Err(StoreError::Conflict(format!("group_key {}", g.group_key)));
-            }
             Ok(())
         }))
     }
 
-    fn find_group(&self, group_key: &str) -> StoreFuture<'_, Option<GroupRecord>> {
-        let group_key = group_key.to_string();
-        Box::pin(self.read(move |c| {
-            let row: Option<(String, String, String, String, i64)> = c
-                .query_row(
-                    "SELECT group_key, master_secret, name, app_keys, created_ms FROM app_groups
-                     WHERE group_key = ?1",
-                    [group_key],
-                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
-                )
-                .optional()?;
-            row.map(|(group_key, master_secret, name, keys, created)| {
-                Ok(GroupRecord {
-                    group_key,
-                    master_secret,
-                    name,
-                    app_keys: serde_json::from_str(&keys)
-                        .map_err(|e| StoreError::Corrupt(format!("group app_keys: {e}")))?,
-                    created_ms: to_u64(created),
-                })
-            })
-            .transpose()
-        }))
-    }
-
-    fn set_app_settings(&self, app_key: &str, settings: AppSettings) -> StoreFuture<'_, ()> {
+    fn list_files(&self, app_key: &str, now_ms: u64) -> StoreFuture<'_, Vec<FileRecord>> {
         let app_key = app_key.to_string();
-        let text = serde_json::to_string(&settings);
-        Box::pin(async move {
-            let text = text.map_err(|e| StoreError::Corrupt(format!("app settings: {e}")))?;
-            self.write(move |c| {
-                c.execute(
-                    "INSERT INTO app_settings (app_key, settings) VALUES (?1, ?2)
-                     ON CONFLICT (app_key) DO UPDATE SET settings = excluded.settings",
-                    params![app_key, text],
-                )?;
-                Ok(())
-            })
-            .await
-        })
-    }
-
-    fn app_settings(&self) -> StoreFuture<'_, Vec<(String, AppSettings)>> {
-        Box::pin(self.read(|c| {
-            let mut st = c.prepare_cached("SELECT app_key, settings FROM app_settings")?;
-            let mut rows = st.query([])?;
-            let mut out = Vec::new();
-            while let Some(r) = rows.next()? {
-                let key: String = r.get(0)?;
-                let text: String = r.get(1)?;
-                let settings = serde_json::from_str(&text)
-                    .map_err(|e| StoreError::Corrupt(format!("settings of app {key}: {e}")))?;
-                out.push((key, settings));
-            }
-            Ok(out)
+        Box::pin(self.read(move |c| {
+            let mut st = c.prepare_cached(
+                "SELECT file_id, app_key, kind, file_name, created_ms, expires_ms, '' FROM files
+                 WHERE app_key = ?1 AND expires_ms > ?2 ORDER BY created_ms, file_id",
+            )?;
+            let rows = st.query_map(params![app_key, to_i64(now_ms)], file_from_row)?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
         }))
     }
 
-    fn put_schedule(&self, r: ScheduleRecord) -> StoreFuture<'_, ()> {
-        Box::pin(self.write(move |c| {
-            c.prepare_cached(
-                "INSERT INTO schedules (schedule_id, app_key, name, enabled, trigger, push,
-                    created_ms, next_ms, door) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
-                 ON CONFLICT (schedule_id) DO UPDATE SET name = excluded.name,
-                    enabled = excluded.enabled, trigger = excluded.trigger, push = excluded.push,
-                    next_ms = excluded.next_ms",
-            )?
-            .execute(params![
-                r.schedule_id,
-                r.app_key,
-                r.name,
-                r.enabled,
-                r.trigger.to_string(),
-                r.push.to_string(),
-                to_i64(r.created_ms),
-                r.next_ms.map(to_i64),
-                r.door,
-            ])?;
-            Ok(())
+    fn get_file(
+        &self,
+        app_key: &str,
+        file_id: &str,
+        now_ms: u64,
+    ) -> StoreFuture<'_, Option<FileRecord>> {
+        let (app_key, file_id) = (app_key.to_string(), file_id.to_string());
+        Box::pin(self.read(move |c| {
+            Ok(c.query_row(
+                "SELECT file_id, app_key, kind, file_name, created_ms, expires_ms, file_values
+                 FROM files WHERE app_key = ?1 AND file_id = ?2 AND expires_ms > ?3",
+                params![app_key, file_id, to_i64(now_ms)],
+                file_from_row,
+            )
+            .optional()?)
         }))
     }
 
-    fn delete_schedule(&self, app_key: &str, schedule_id: &str) -> StoreFuture<'_, bool> {
-        let (app_key, schedule_id) = (app_key.to_string(), schedule_id.to_string());
+    fn delete_file(&self, app_key: &str, file_id: &str) -> StoreFuture<'_, bool> {
+        let (app_key, file_id) = (app_key.to_string(), file_id.to_string());
         Box::pin(self.write(move |c| {
             let n = c.execute(
-                "DELETE FROM schedules WHERE app_key = ?1 AND schedule_id = ?2",
-                params![app_key, schedule_id],
+                "DELETE FROM files WHERE app_key = ?1 AND file_id = ?2",
+                params![app_key, file_id],
             )?;
             Ok(n > 0)
         }))
     }
+}
 
-    fn load_schedules(&self) -> StoreFuture<'_, Vec<ScheduleRecord>> {
-        Box::pin(self.read(|c| {
-            let mut st = c.prepare(
-                "SELECT schedule_id, app_key, name, enabled, trigger, push, created_ms, next_ms,
-                    door
-                 FROM schedules ORDER BY created_ms, schedule_id",
+impl SmsStore for SqliteStore {
+    fn due_sms_jobs(&self, now_ms: u64, limit: usize) -> StoreFuture<'_, Vec<(u64, String)>> {
+        Box::pin(self.read(move |c| {
+            let mut st = c.prepare_cached(
+                "SELECT msg_id, app_key FROM sms_jobs WHERE due_ms <= ?1
+                 ORDER BY due_ms LIMIT ?2",
             )?;
-            let mut rows = st.query([])?;
-            let mut out = Vec::new();
-            while let Some(r) = rows.next()? {
-                let trigger: String = r.get(4)?;
-                let push: String = r.get(5)?;
-                let json = |t: &str| {
-                    serde_json::from_str(t)
-                        .map_err(|e| StoreError::Corrupt(format!("schedule: {e}")))
-                };
-                out.push(ScheduleRecord {
-                    schedule_id: r.get(0)?,
-                    app_key: r.get(1)?,
-                    name: r.get(2)?,
-                    enabled: r.get(3)?,
-                    trigger: json(&trigger)?,
-                    push: json(&push)?,
-                    created_ms: to_u64(r.get(6)?),
-                    next_ms: r.get::<_, Option<i64>>(7)?.map(to_u64),
-                    door: r.get(8)?,
-                });
-            }
-            Ok(out)
+            let rows = st.query_map(params![to_i64(now_ms), limit as i64], |r| {
+                Ok((to_u64(r.get(0)?), r.get(1)?))
+            })?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
         }))
     }
 
-    fn record_failed_run(
-        &self,
-        schedule_id: &str,
-        run: ScheduleRun,
-        next_ms: Option<u64>,
-    ) -> StoreFuture<'_, ()> {
-        let schedule_id = schedule_id.to_string();
-        Box::pin(self.write(move |c| record_run(c, &schedule_id, &run, (None, next_ms))))
+    fn expand_sms_job(&self, msg_id: u64, sends: Vec<SmsSend>) -> StoreFuture<'_, ()> {
+        Box::pin(self.write(move |c| {
+            let n = c
+                .prepare_cached("DELETE FROM sms_jobs WHERE msg_id = ?1")?
+                .execute([to_i64(msg_id)])?;
+            if n == 0 {
+                // Recalled or overridden meanwhile: nothing goes out.
+                return Ok(());
+            }
+            let mut st = c.prepare_cached(
+                "INSERT OR IGNORE INTO sms_sends (msg_id, ordinal, app_key, registration_id,
+                    mobile, sms, attempts, next_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            )?;
+            for s in sends {
+                st.execute(params![
+                    to_i64(s.msg_id),
+                    s.ordinal,
+                    s.app_key,
+                    s.registration_id,
+                    s.mobile,
+                    s.sms,
+                    s.attempts,
+                    to_i64(s.next_ms)
+                ])?;
+            }
+            Ok(())
+        }))
     }
 
-    fn schedule_runs(&self, schedule_id: &str) -> StoreFuture<'_, Vec<ScheduleRun>> {
-        let schedule_id = schedule_id.to_string();
+    fn due_sms_sends(&self, now_ms: u64, limit: usize) -> StoreFuture<'_, Vec<SmsSend>> {
         Box::pin(self.read(move |c| {
             let mut st = c.prepare_cached(
-                "SELECT msg_id, error_code, error_message, at_ms FROM schedule_runs
-                 WHERE schedule_id = ?1 ORDER BY id",
+                "SELECT msg_id, ordinal, app_key, registration_id, mobile, sms, attempts, next_ms
+                 FROM sms_sends WHERE next_ms <= ?1 ORDER BY next_ms LIMIT ?2",
             )?;
-            let rows = st.query_map([schedule_id], |r| {
-                Ok(ScheduleRun {
-                    msg_id: r.get::<_, Option<i64>>(0)?.map(to_u64),
-                    error_code: r.get(1)?,
-                    error_message: r.get(2)?,
-                    at_ms: to_u64(r.get(3)?),
+            let rows = st.query_map(params![to_i64(now_ms), limit as i64], |r| {
+                Ok(SmsSend {
+                    msg_id: to_u64(r.get(0)?),
+                    ordinal: r.get(1)?,
+                    app_key: r.get(2)?,
+                    registration_id: r.get(3)?,
+                    mobile: r.get(4)?,
+                    sms: r.get(5)?,
+                    attempts: r.get(6)?,
+                    next_ms: to_u64(r.get(7)?),
                 })
             })?;
             Ok(rows.collect::<Result<Vec<_>, _>>()?)
         }))
     }
 
+    fn stop_sms(&self, msg_id: u64) -> StoreFuture<'_, bool> {
+        Box::pin(self.write(move |c| {
+            let timers = c
+                .prepare_cached("DELETE FROM sms_jobs WHERE msg_id = ?1")?
+                .execute([to_i64(msg_id)])?;
+            let sends = c
+                .prepare_cached("DELETE FROM sms_sends WHERE msg_id = ?1")?
+                .execute([to_i64(msg_id)])?;
+            Ok(timers + sends > 0)
+        }))
+    }
+
+    fn finish_sms_send(
+        &self,
+        msg_id: u64,
+        ordinal: u32,
+        events: Vec<NewEvent>,
+    ) -> StoreFuture<'_, ()> {
+        Box::pin(self.write(move |c| {
+            c.prepare_cached("DELETE FROM sms_sends WHERE msg_id = ?1 AND ordinal = ?2")?
+                .execute(params![to_i64(msg_id), ordinal])?;
+            write_events(c, &events)
+        }))
+    }
+
+    fn retry_sms_send(
+        &self,
+        msg_id: u64,
+        ordinal: u32,
+        attempts: u32,
+        next_ms: u64,
+    ) -> StoreFuture<'_, ()> {
+        Box::pin(self.write(move |c| {
+            c.prepare_cached(
+                "UPDATE sms_sends SET attempts = ?3, next_ms = ?4
+                 WHERE msg_id = ?1 AND ordinal = ?2",
+            )?
+            .execute(params![to_i64(msg_id), ordinal, attempts, to_i64(next_ms)])?;
+            Ok(())
+        }))
+    }
+}
+
+impl Storage for SqliteStore {
     fn close(&self) -> StoreFuture<'_, ()> {
         Box::pin(async move {
             let (tx, rx) = oneshot::channel();

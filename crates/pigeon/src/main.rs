@@ -9,6 +9,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use config::{Config, ServeArgs};
 use pigeon_engine::{new_app_record, vendors, EngineError};
+use pigeon_store::ports::*;
 use pigeon_store::{SqliteStore, Storage, StoreError};
 use std::path::PathBuf;
 

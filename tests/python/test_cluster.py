@@ -347,7 +347,8 @@ def test_three_nodes_starting_at_once_on_an_empty_database_all_come_up():
         # They share one state.
         app = c.create_app("race")
         d = Phone(c.c, app).connect(c.b)
-        assert d.msg_ids(1) == [push(c.a, app, to(d))]
+        msg_id = push(c.a, app, to(d))
+        assert d.msg_ids(1) == [msg_id]
 
 
 def test_cli_changes_reach_every_node_within_a_second(cluster):
@@ -355,7 +356,8 @@ def test_cli_changes_reach_every_node_within_a_second(cluster):
     listed = [json.loads(line) for line in cluster.cli("app", "list").stdout.splitlines()]
     assert app["app_key"] in [a["app_key"] for a in listed]
     d = Phone(cluster.c, app).connect(cluster.b)
-    assert d.msg_ids(1) == [push(cluster.a, app, to(d))]
+    msg_id = push(cluster.a, app, to(d))
+    assert d.msg_ids(1) == [msg_id]
     # Disabled through the CLI: every node refuses the app (403, 2003) within a second.
     cluster.cli("app", "set", "--app-key", app["app_key"], "--enabled", "false")
     for node in cluster.nodes:
@@ -396,16 +398,20 @@ def test_registered_on_b_tagged_on_c_is_targeted_through_a_within_a_second(clust
                                                              "mobile": "13800000009"})
     assert r.status_code == 200, r.text
     time.sleep(1.0)
-    assert d.msg_ids(1) == [push(cluster.a, app, {"tag": ["fresh"]})]
-    assert d.msg_ids(1) == [push(cluster.b, app, {"alias": ["fresh_alias"]})]
+    msg_id = push(cluster.a, app, {"tag": ["fresh"]})
+    assert d.msg_ids(1) == [msg_id]
+    msg_id = push(cluster.b, app, {"alias": ["fresh_alias"]})
+    assert d.msg_ids(1) == [msg_id]
     # Device ops (on B) reach C's audience too.
     d.ws.send(json.dumps({"op": "set_tags", "tags": ["op_tag"], "seq": 1}))
     d.ws.send(json.dumps({"op": "set_alias", "alias": "op_alias", "seq": 2}))
     answers = d.frames(quiet=0.5)
     assert {"op": "ok", "seq": 1} in answers and {"op": "ok", "seq": 2} in answers, answers
     time.sleep(1.0)
-    assert d.msg_ids(1) == [push(cluster.c, app, {"tag": ["op_tag"]})]
-    assert d.msg_ids(1) == [push(cluster.a, app, {"alias": ["op_alias"]})]
+    msg_id = push(cluster.c, app, {"tag": ["op_tag"]})
+    assert d.msg_ids(1) == [msg_id]
+    msg_id = push(cluster.a, app, {"alias": ["op_alias"]})
+    assert d.msg_ids(1) == [msg_id]
     r = api(cluster.a, app, "POST", "/v3/push", {"platform": "all", "audience": {"tag": ["fresh"]},
                                                  "notification": {"alert": "x"}})
     assert r.status_code == 400 and r.json()["error"]["code"] == 1011, r.text
@@ -428,7 +434,8 @@ def test_a_newer_connection_on_b_closes_the_one_on_a_with_4002(cluster):
             old.recv(timeout=max(0.05, deadline - time.time()))
     assert closed.value.rcvd is not None and closed.value.rcvd.code == 4002, closed.value
     # The device is reached on B only, once.
-    assert d.msg_ids(1) == [push(cluster.c, app, to(d))]
+    msg_id = push(cluster.c, app, to(d))
+    assert d.msg_ids(1) == [msg_id]
     d.close()
 
 
@@ -732,7 +739,8 @@ def test_a_whole_cluster_restart_loses_nothing():
         assert sorted(other.msg_ids(3)) == sorted(pending)
         after = push(c.b, app, {"tag": ["keep"]})
         assert tagged.msg_ids(1) == [after] and other.msg_ids(1) == [after]
-        assert tagged.msg_ids(1, limit=5) == [push(c.a, app, {"alias": ["kept"]})]
+        msg_id = push(c.a, app, {"alias": ["kept"]})
+        assert tagged.msg_ids(1, limit=5) == [msg_id]
         tagged.close()
         other.close()
 

@@ -344,7 +344,7 @@ pub trait SmsStore: Send + Sync + 'static {
 #[derive(Clone, Debug, PartialEq)]
 pub enum Change {
     /// A device was registered or changed (the record as stored now).
-    Device(DeviceRecord),
+    Device(Box<DeviceRecord>),
     /// A push was stored, or changed (recalled, overridden): its app and msg_id.
     Push { app_key: String, msg_id: u64 },
 }

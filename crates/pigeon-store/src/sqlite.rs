@@ -4,15 +4,16 @@ use crate::ports::*;
 use crate::sealed::SealingKey;
 use crate::{
     batch_events_json, AppRecord, AppSettings, CallbackBatch, CallbackEndpoint, CallbackFormat,
-    Checkpoint, DeviceEvent, DeviceRecord, FileRecord, GroupRecord, Location, NewEvent, PushCounts,
-    ScheduleRecord, ScheduleRun, SmsSend, StoreError, StoreFuture, StoreResult, StoredEvent,
-    StoredPush,
+    Change, Checkpoint, DeviceEvent, DeviceRecord, FileRecord, GroupRecord, Lease, Location,
+    NewEvent, PushCounts, ScheduleRecord, ScheduleRun, SmsSend, StoreError, StoreFuture,
+    StoreResult, StoredEvent, StoredPush,
 };
 use pigeon_core::{Platform, Push, SmsFallback};
 use roaring::RoaringBitmap;
 use rusqlite::{params, Connection, OptionalExtension};
 use serde_json::{Map, Value};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
@@ -245,6 +246,23 @@ CREATE TABLE IF NOT EXISTS cids (
     msg_id INTEGER,
     PRIMARY KEY (app_key, cid)
 ) WITHOUT ROWID;
+-- Counters of ids handed out in blocks (`ordinals:<app_key>`, `msg_ids`).
+CREATE TABLE IF NOT EXISTS counters (
+    name TEXT PRIMARY KEY,
+    next INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS leases (
+    name TEXT PRIMARY KEY,
+    holder TEXT NOT NULL,
+    token INTEGER NOT NULL,
+    until_ms INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS presence (
+    app_key TEXT NOT NULL,
+    ordinal INTEGER NOT NULL,
+    node TEXT NOT NULL,
+    PRIMARY KEY (app_key, ordinal)
+) WITHOUT ROWID;
 ";
 
 /// How hard SQLite works to make a commit survive: `Full` survives power loss, `Normal`
@@ -278,6 +296,9 @@ struct Inner {
     readers: parking::Pool,
     /// Seals vendor credentials and VAPID private keys before they are written.
     key: SealingKey,
+    /// The last change number given (the feed's position): taken inside writes, which the
+    /// one writer runs in order, so numbers are committed in order.
+    feed: Arc<AtomicU64>,
 }
 
 mod parking {
@@ -339,6 +360,7 @@ impl SqliteStore {
         upgrade_pushes(&conn, upgrader)?;
         let key = SealingKey::load_or_create(path.parent().unwrap_or(Path::new(".")))?;
         seal_plain_secrets(&conn, &key)?;
+        let feed = Arc::new(AtomicU64::new(last_change(&conn)?));
         // Checkpoints copy the WAL into the database; done inside a commit they stall every
         // write behind it, so the writer never checkpoints and a thread of its own does.
         conn.pragma_update(None, "wal_autocheckpoint", 0)?;
@@ -362,6 +384,7 @@ impl SqliteStore {
                 jobs,
                 readers: parking::Pool(std::sync::Mutex::new(Vec::new())),
                 key,
+                feed,
             }),
         })
     }
@@ -522,7 +545,19 @@ fn seal_plain_secrets(conn: &Connection, key: &SealingKey) -> StoreResult<()> {
 
 fn migrate(conn: &Connection) -> StoreResult<()> {
     // Each column added since the first release, with the statements that add it.
-    let added: [(&str, &str, &str); 10] = [
+    let added: [(&str, &str, &str); 12] = [
+        (
+            "devices",
+            "change_seq",
+            "ALTER TABLE devices ADD COLUMN change_seq INTEGER NOT NULL DEFAULT 0;
+             CREATE INDEX devices_by_change ON devices (change_seq);",
+        ),
+        (
+            "pushes",
+            "change_seq",
+            "ALTER TABLE pushes ADD COLUMN change_seq INTEGER NOT NULL DEFAULT 0;
+             CREATE INDEX pushes_by_change ON pushes (change_seq);",
+        ),
         (
             "devices",
             "region",
@@ -930,28 +965,37 @@ fn app_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<AppRecord> {
 }
 
 fn device_from_row(app_key: &Arc<str>, r: &rusqlite::Row<'_>) -> StoreResult<DeviceRecord> {
-    let platform: String = r.get(4)?;
-    let tags: String = r.get(6)?;
-    let tokens: String = r.get(8)?;
-    let info: String = r.get(10)?;
+    device_from_row_at(app_key, r, 0)
+}
+
+/// A device from a row whose device columns start at column `at`.
+fn device_from_row_at(
+    app_key: &Arc<str>,
+    r: &rusqlite::Row<'_>,
+    at: usize,
+) -> StoreResult<DeviceRecord> {
+    let platform: String = r.get(at + 4)?;
+    let tags: String = r.get(at + 6)?;
+    let tokens: String = r.get(at + 8)?;
+    let info: String = r.get(at + 10)?;
     Ok(DeviceRecord {
         app_key: app_key.clone(),
-        ordinal: r.get(0)?,
-        registration_id: r.get(1)?,
-        install_id: r.get(2)?,
-        secret_hash: r.get(3)?,
+        ordinal: r.get(at)?,
+        registration_id: r.get(at + 1)?,
+        install_id: r.get(at + 2)?,
+        secret_hash: r.get(at + 3)?,
         platform: Platform::parse(&platform)
             .ok_or_else(|| StoreError::Corrupt(format!("device platform {platform:?}")))?,
-        alias: r.get(5)?,
+        alias: r.get(at + 5)?,
         tags: serde_json::from_str(&tags)
             .map_err(|e| StoreError::Corrupt(format!("device tags: {e}")))?,
-        mobile: r.get(7)?,
+        mobile: r.get(at + 7)?,
         push_tokens: json_map(&tokens, "device push_tokens")?,
-        apns_production: r.get(9)?,
+        apns_production: r.get(at + 9)?,
         info: json_map(&info, "device info")?,
-        created_ms: to_u64(r.get(11)?),
-        updated_ms: to_u64(r.get(12)?),
-        region: r.get(13)?,
+        created_ms: to_u64(r.get(at + 11)?),
+        updated_ms: to_u64(r.get(at + 12)?),
+        region: r.get(at + 13)?,
     })
 }
 
@@ -1128,20 +1172,43 @@ fn file_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<FileRecord> {
     })
 }
 
-fn write_device(c: &Connection, d: DeviceRecord) -> StoreResult<()> {
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// The next change number; called only inside writes (see `Inner::feed`).
+fn next_change(feed: &AtomicU64) -> u64 {
+    feed.fetch_add(1, Ordering::Relaxed) + 1
+}
+
+/// The highest change number stored.
+fn last_change(c: &Connection) -> StoreResult<u64> {
+    let last: i64 = c.query_row(
+        "SELECT MAX(a, b) FROM
+           (SELECT COALESCE(MAX(change_seq), 0) AS a FROM devices),
+           (SELECT COALESCE(MAX(change_seq), 0) AS b FROM pushes)",
+        [],
+        |r| r.get(0),
+    )?;
+    Ok(to_u64(last))
+}
+
+fn write_device(c: &Connection, d: DeviceRecord, change: u64) -> StoreResult<()> {
     let tags = serde_json::to_string(&d.tags).map_err(|e| StoreError::Corrupt(e.to_string()))?;
     c.prepare_cached(
                 "INSERT INTO devices (app_key, ordinal, registration_id, install_id, secret_hash,
                     platform, alias, tags, mobile, push_tokens, apns_production, info, created_ms, updated_ms,
-                    region)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)
+                    region, change_seq)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)
                  ON CONFLICT (app_key, ordinal) DO UPDATE SET
                     registration_id = excluded.registration_id, install_id = excluded.install_id,
                     secret_hash = excluded.secret_hash, platform = excluded.platform,
                     alias = excluded.alias, tags = excluded.tags, mobile = excluded.mobile,
                     push_tokens = excluded.push_tokens, apns_production = excluded.apns_production,
                     info = excluded.info, updated_ms = excluded.updated_ms,
-                    region = excluded.region",
+                    region = excluded.region, change_seq = excluded.change_seq",
             )?
             .execute(params![
                 &*d.app_key,
@@ -1159,6 +1226,7 @@ fn write_device(c: &Connection, d: DeviceRecord) -> StoreResult<()> {
                 to_i64(d.created_ms),
                 to_i64(d.updated_ms),
                 d.region,
+                to_i64(change),
             ])?;
     Ok(())
 }
@@ -1369,13 +1437,15 @@ impl DeviceStore for SqliteStore {
     }
 
     fn put_device(&self, d: DeviceRecord) -> StoreFuture<'_, ()> {
-        Box::pin(self.write(move |c| write_device(c, d)))
+        let feed = self.inner.feed.clone();
+        Box::pin(self.write(move |c| write_device(c, d, next_change(&feed))))
     }
 
     fn put_devices(&self, devices: Vec<DeviceRecord>) -> StoreFuture<'_, ()> {
+        let feed = self.inner.feed.clone();
         Box::pin(self.write(move |c| {
             for d in devices {
-                write_device(c, d)?;
+                write_device(c, d, next_change(&feed))?;
             }
             Ok(())
         }))
@@ -1585,13 +1655,15 @@ impl PushStore for SqliteStore {
         let schedule = push.schedule.clone();
         let overrides = push.policy.overrides;
         let sms_due = push.sms_due_ms();
+        let feed = self.inner.feed.clone();
         Box::pin(async move {
             let body = body.map_err(|e| StoreError::Corrupt(format!("push body: {e}")))?;
             let blob = blob?;
             self.write(move |c| {
                 c.prepare_cached(
-                    "INSERT INTO pushes (msg_id, app_key, sent_ms, expires_ms, body, audience)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                    "INSERT INTO pushes (msg_id, app_key, sent_ms, expires_ms, body, audience,
+                        change_seq)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
                 )?
                 .execute(params![
                     to_i64(msg_id),
@@ -1599,16 +1671,22 @@ impl PushStore for SqliteStore {
                     to_i64(sent),
                     to_i64(expires),
                     body,
-                    blob
+                    blob,
+                    to_i64(next_change(&feed))
                 ])?;
                 write_events(c, &events)?;
                 if let Some(old) = overrides {
                     // Replaced: never delivered again, nor reported undelivered at expiry.
                     c.prepare_cached(
-                        "UPDATE pushes SET overridden_by = ?3, expiry_reported = 1
+                        "UPDATE pushes SET overridden_by = ?3, expiry_reported = 1, change_seq = ?4
                          WHERE msg_id = ?1 AND app_key = ?2",
                     )?
-                    .execute(params![to_i64(old), app_key, to_i64(msg_id)])?;
+                    .execute(params![
+                        to_i64(old),
+                        app_key,
+                        to_i64(msg_id),
+                        to_i64(next_change(&feed))
+                    ])?;
                     drop_sms(c, old)?;
                 }
                 if let Some(due) = sms_due {
@@ -1756,14 +1834,19 @@ impl PushStore for SqliteStore {
     }
 
     fn recall_push(&self, msg_id: u64, at_ms: u64, events: Vec<NewEvent>) -> StoreFuture<'_, bool> {
+        let feed = self.inner.feed.clone();
         Box::pin(self.write(move |c| {
             // Its undelivered devices are reported here, not again when it expires.
             let n = c
                 .prepare_cached(
-                    "UPDATE pushes SET recalled_ms = ?2, expiry_reported = 1
+                    "UPDATE pushes SET recalled_ms = ?2, expiry_reported = 1, change_seq = ?3
                      WHERE msg_id = ?1 AND recalled_ms IS NULL",
                 )?
-                .execute(params![to_i64(msg_id), to_i64(at_ms)])?;
+                .execute(params![
+                    to_i64(msg_id),
+                    to_i64(at_ms),
+                    to_i64(next_change(&feed))
+                ])?;
             if n == 0 {
                 return Ok(false);
             }
@@ -2594,6 +2677,221 @@ impl SmsStore for SqliteStore {
             )?
             .execute(params![to_i64(msg_id), ordinal, attempts, to_i64(next_ms)])?;
             Ok(())
+        }))
+    }
+}
+
+impl FeedStore for SqliteStore {
+    fn reserve_ordinals(&self, app_key: &str, count: u32) -> StoreFuture<'_, u32> {
+        let app_key = app_key.to_string();
+        Box::pin(self.write(move |c| {
+            let stored: i64 = c
+                .prepare_cached(
+                    "SELECT COALESCE(MAX(ordinal) + 1, 0) FROM devices WHERE app_key = ?1",
+                )?
+                .query_row([&app_key], |r| r.get(0))?;
+            let first = take_block(c, &format!("ordinals:{app_key}"), stored, i64::from(count))?;
+            u32::try_from(first)
+                .ok()
+                .filter(|f| f.checked_add(count).is_some())
+                .ok_or_else(|| StoreError::Corrupt(format!("app {app_key} ran out of ordinals")))
+        }))
+    }
+
+    fn reserve_msg_ids(&self, count: u64, floor: u64) -> StoreFuture<'_, u64> {
+        Box::pin(self.write(move |c| {
+            let stored: i64 = c
+                .prepare_cached("SELECT COALESCE(MAX(msg_id) + 1, 0) FROM pushes")?
+                .query_row([], |r| r.get(0))?;
+            let first = take_block(c, "msg_ids", stored.max(to_i64(floor)), to_i64(count))?;
+            Ok(to_u64(first))
+        }))
+    }
+
+    fn feed_cursor(&self) -> StoreFuture<'_, u64> {
+        // Every write so far is committed once a write queued after them is.
+        let feed = self.inner.feed.clone();
+        Box::pin(self.write(move |_| Ok(feed.load(Ordering::Relaxed))))
+    }
+
+    fn changes_since(&self, cursor: u64, limit: usize) -> StoreFuture<'_, (Vec<Change>, u64)> {
+        Box::pin(self.read(move |c| {
+            let limit = limit.max(1);
+            // Change numbers are committed in order (one writer), so the first `limit`
+            // changes above the cursor, devices and pushes together, are all there is below
+            // the highest of them.
+            let mut found: Vec<(u64, Change)> = Vec::new();
+            let mut st = c.prepare_cached(
+                "SELECT app_key, ordinal, registration_id, install_id, secret_hash, platform,
+                        alias, tags, mobile, push_tokens, apns_production, info, created_ms,
+                        updated_ms, region, change_seq
+                 FROM devices WHERE change_seq > ?1 ORDER BY change_seq LIMIT ?2",
+            )?;
+            let mut rows = st.query(params![to_i64(cursor), to_i64(limit as u64)])?;
+            while let Some(r) = rows.next()? {
+                let app_key: String = r.get(0)?;
+                let record = device_from_row_at(&Arc::from(app_key.as_str()), r, 1)?;
+                found.push((to_u64(r.get(15)?), Change::Device(Box::new(record))));
+            }
+            let mut st = c.prepare_cached(
+                "SELECT app_key, msg_id, change_seq, recalled_ms IS NOT NULL FROM pushes
+                 WHERE change_seq > ?1 ORDER BY change_seq LIMIT ?2",
+            )?;
+            let mut rows = st.query(params![to_i64(cursor), to_i64(limit as u64)])?;
+            while let Some(r) = rows.next()? {
+                found.push((
+                    to_u64(r.get(2)?),
+                    Change::Push {
+                        app_key: r.get(0)?,
+                        msg_id: to_u64(r.get(1)?),
+                        recalled: r.get(3)?,
+                    },
+                ));
+            }
+            found.sort_by_key(|(seq, _)| *seq);
+            found.truncate(limit);
+            let next = found.last().map_or(cursor, |(seq, _)| *seq);
+            Ok((found.into_iter().map(|(_, change)| change).collect(), next))
+        }))
+    }
+}
+
+/// Takes `count` numbers from counter `name`, never below `floor`; returns the first.
+fn take_block(c: &Connection, name: &str, floor: i64, count: i64) -> StoreResult<i64> {
+    let next: Option<i64> = c
+        .prepare_cached("SELECT next FROM counters WHERE name = ?1")?
+        .query_row([name], |r| r.get(0))
+        .optional()?;
+    let first = next.unwrap_or(0).max(floor);
+    c.prepare_cached(
+        "INSERT INTO counters (name, next) VALUES (?1, ?2)
+         ON CONFLICT (name) DO UPDATE SET next = excluded.next",
+    )?
+    .execute(params![name, first.saturating_add(count)])?;
+    Ok(first)
+}
+
+impl LeaseStore for SqliteStore {
+    fn take_lease(&self, name: &str, node: &str, ttl_ms: u64) -> StoreFuture<'_, Option<u64>> {
+        let (name, node) = (name.to_string(), node.to_string());
+        Box::pin(self.write(move |c| {
+            let now = now_ms();
+            let held: Option<(String, i64, i64)> = c
+                .prepare_cached("SELECT holder, token, until_ms FROM leases WHERE name = ?1")?
+                .query_row([&name], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+                .optional()?;
+            let token = match held {
+                Some((holder, token, _)) if holder == node => token,
+                Some((_, _, until)) if to_u64(until) > now => return Ok(None),
+                Some((_, token, _)) => token + 1,
+                None => 1,
+            };
+            c.prepare_cached(
+                "INSERT INTO leases (name, holder, token, until_ms) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (name) DO UPDATE SET holder = excluded.holder,
+                    token = excluded.token, until_ms = excluded.until_ms",
+            )?
+            .execute(params![
+                name,
+                node,
+                token,
+                to_i64(now.saturating_add(ttl_ms))
+            ])?;
+            Ok(Some(to_u64(token)))
+        }))
+    }
+
+    fn release_lease(&self, name: &str, node: &str) -> StoreFuture<'_, bool> {
+        let (name, node) = (name.to_string(), node.to_string());
+        Box::pin(self.write(move |c| {
+            // Expired at once, keeping its token so the next holder's is larger.
+            let n = c
+                .prepare_cached(
+                    "UPDATE leases SET until_ms = 0 WHERE name = ?1 AND holder = ?2 AND until_ms > ?3",
+                )?
+                .execute(params![name, node, to_i64(now_ms())])?;
+            Ok(n > 0)
+        }))
+    }
+
+    fn lease_holds(&self, name: &str, token: u64) -> StoreFuture<'_, bool> {
+        let name = name.to_string();
+        Box::pin(self.read(move |c| {
+            let held: Option<(i64, i64)> = c
+                .prepare_cached("SELECT token, until_ms FROM leases WHERE name = ?1")?
+                .query_row([&name], |r| Ok((r.get(0)?, r.get(1)?)))
+                .optional()?;
+            Ok(matches!(held, Some((t, until)) if to_u64(t) == token && to_u64(until) > now_ms()))
+        }))
+    }
+
+    fn leases(&self) -> StoreFuture<'_, Vec<Lease>> {
+        Box::pin(self.read(move |c| {
+            let mut st = c.prepare_cached(
+                "SELECT name, holder, token, until_ms FROM leases WHERE until_ms > ?1 ORDER BY name",
+            )?;
+            let rows = st.query_map([to_i64(now_ms())], |r| {
+                Ok(Lease {
+                    name: r.get(0)?,
+                    holder: r.get(1)?,
+                    token: to_u64(r.get(2)?),
+                    until_ms: to_u64(r.get(3)?),
+                })
+            })?;
+            Ok(rows.collect::<Result<_, _>>()?)
+        }))
+    }
+}
+
+impl PresenceStore for SqliteStore {
+    fn set_presence(&self, node: &str, changes: Vec<(String, u32, bool)>) -> StoreFuture<'_, ()> {
+        let node = node.to_string();
+        Box::pin(self.write(move |c| {
+            for (app_key, ordinal, connected) in changes {
+                if connected {
+                    c.prepare_cached(
+                        "INSERT INTO presence (app_key, ordinal, node) VALUES (?1, ?2, ?3)
+                         ON CONFLICT (app_key, ordinal) DO UPDATE SET node = excluded.node",
+                    )?
+                    .execute(params![app_key, ordinal, node])?;
+                } else {
+                    c.prepare_cached(
+                        "DELETE FROM presence WHERE app_key = ?1 AND ordinal = ?2 AND node = ?3",
+                    )?
+                    .execute(params![app_key, ordinal, node])?;
+                }
+            }
+            Ok(())
+        }))
+    }
+
+    fn clear_presence(&self, node: &str) -> StoreFuture<'_, ()> {
+        let node = node.to_string();
+        Box::pin(self.write(move |c| {
+            c.prepare_cached("DELETE FROM presence WHERE node = ?1")?
+                .execute([node])?;
+            Ok(())
+        }))
+    }
+
+    fn presence(&self, app_key: &str, ordinals: Vec<u32>) -> StoreFuture<'_, Vec<(u32, String)>> {
+        let app_key = app_key.to_string();
+        Box::pin(self.read(move |c| {
+            let now = to_i64(now_ms());
+            let mut st = c.prepare_cached(
+                "SELECT p.node FROM presence p JOIN leases l ON l.name = 'node:' || p.node
+                 WHERE p.app_key = ?1 AND p.ordinal = ?2 AND l.until_ms > ?3",
+            )?;
+            let mut found = Vec::new();
+            for ordinal in ordinals {
+                let node: Option<String> = st
+                    .query_row(params![app_key, ordinal, now], |r| r.get(0))
+                    .optional()?;
+                if let Some(node) = node {
+                    found.push((ordinal, node));
+                }
+            }
+            Ok(found)
         }))
     }
 }

@@ -90,11 +90,14 @@ pub(crate) const ORDINAL_BLOCK: u32 = 256;
 /// msg_ids reserved in the store at once; another block is reserved when half is used.
 const MSG_ID_BLOCK: u64 = 1 << 20;
 
+/// `[next, end)`.
+type IdRange = (u64, u64);
+
 /// msg_ids reserved in the store (so no two processes on one store give the same), handed
 /// out without waiting: the next block is reserved while half of this one is left.
 pub(crate) struct MsgIds {
     /// `[next, end)` of the current block, and the block reserved after it, if any.
-    blocks: parking_lot::Mutex<((u64, u64), Option<(u64, u64)>)>,
+    blocks: parking_lot::Mutex<(IdRange, Option<IdRange>)>,
     refilling: tokio::sync::Mutex<()>,
 }
 

@@ -871,6 +871,8 @@ impl Engine {
         }
         let badge = op.apply(current);
         badges.set(ordinal, badge);
+        drop(badges);
+        self.announce_badges(app, vec![(ordinal, badge)], false);
         Some(badge)
     }
 
@@ -896,12 +898,15 @@ impl Engine {
         self.store
             .save_badges(&app.app_key, changed.clone())
             .await?;
-        let presence = app.presence.lock();
-        for (ordinal, badge) in changed {
-            if let Some(session) = presence.sessions.get(&ordinal) {
-                session.notify(Notice::Badge(badge));
+        {
+            let presence = app.presence.lock();
+            for (ordinal, badge) in &changed {
+                if let Some(session) = presence.sessions.get(ordinal) {
+                    session.notify(Notice::Badge(*badge));
+                }
             }
         }
+        self.announce_badges(app, changed, true);
         Ok(())
     }
 
@@ -927,28 +932,44 @@ impl Engine {
 
     /// Records that a device got these pushes. Returns how many were newly delivered.
     pub async fn ack(&self, app: &AppState, ordinal: Ordinal, msg_ids: &[u64]) -> usize {
-        let mut newly = 0;
+        let mut newly = Vec::new();
         for &msg_id in msg_ids {
-            let Some(live) = app.live_push(msg_id) else {
+            let Some(live) = self.mark_acked(app, ordinal, msg_id) else {
                 continue;
             };
-            let (delivered, first_since_checkpoint) = live.mark_delivered(ordinal);
-            if first_since_checkpoint {
-                app.dirty.lock().push(live.clone());
-            }
-            if delivered && app.reports_stages(&live.push) {
+            if app.reports_stages(&live.push) {
                 app.push_events.lock().push(events::PushStage::own(
                     (msg_id, live.push.sent_ms),
                     ordinal,
                     events::Stage::Delivered,
                 ));
             }
-            if delivered && app::is_narrow(&live) {
-                app.live.write().delivered(msg_id, ordinal);
-            }
-            newly += usize::from(delivered);
+            newly.push((ordinal, msg_id));
         }
-        newly
+        let n = newly.len();
+        if n > 0 {
+            self.announce_acks(app, newly);
+        }
+        n
+    }
+
+    /// Marks a push delivered to a device (acked here or on another node); the push if
+    /// this is news.
+    pub(crate) fn mark_acked(
+        &self,
+        app: &AppState,
+        ordinal: Ordinal,
+        msg_id: u64,
+    ) -> Option<Arc<LivePush>> {
+        let live = app.live_push(msg_id)?;
+        let (delivered, first_since_checkpoint) = live.mark_delivered(ordinal);
+        if first_since_checkpoint {
+            app.dirty.lock().push(live.clone());
+        }
+        if delivered && app::is_narrow(&live) {
+            app.live.write().delivered(msg_id, ordinal);
+        }
+        delivered.then_some(live)
     }
 
     /// Stores a click a device reported on a push it received: written to this device's

@@ -157,6 +157,7 @@ macro_rules! __single_node_bodies {
             presence_follows_connects_and_disconnects_in_order,
             presence_counts_only_nodes_with_a_live_lease,
             clear_presence_forgets_one_node,
+            close_keeps_what_was_written_and_refuses_later_writes,
         );
     };
 }

@@ -487,3 +487,24 @@ pub async fn recall_and_override_drop_the_sms_fallback(store: DynStore) {
         .is_empty());
     assert!(!store.stop_sms(3).await.unwrap());
 }
+
+pub async fn close_keeps_what_was_written_and_refuses_later_writes(store: DynStore) {
+    // Concurrent writes, all answered; then closed.
+    let writes: Vec<_> = (0..20u32)
+        .map(|i| {
+            let store = store.clone();
+            tokio::spawn(async move { store.save_badges("k", vec![(i, i)]).await })
+        })
+        .collect();
+    for w in writes {
+        w.await.unwrap().unwrap();
+    }
+    store.close().await.unwrap();
+    let refused = store.save_badges("k", vec![(99, 1)]).await;
+    assert!(
+        matches!(refused, Err(pigeon_store::StoreError::Closed)),
+        "a write after close: {refused:?}"
+    );
+    // Closing again is no error.
+    store.close().await.unwrap();
+}

@@ -28,3 +28,34 @@ async fn sqlite() -> Sqlite {
 }
 
 pigeon_store_conformance::storage_conformance!(sqlite);
+
+/// What the suite cannot see through the ports: the secrets are sealed in the file.
+#[tokio::test(flavor = "multi_thread")]
+async fn secrets_are_sealed_in_the_database_file() {
+    let backend = sqlite().await;
+    let store = backend.open("node-a").await;
+    store
+        .set_vendor_credentials("k", "huawei", r#"{"client_secret":"s3cret"}"#.into(), 1)
+        .await
+        .unwrap();
+    store
+        .ensure_vapid_keys("k", "vapid-private".into(), "vapid-public".into())
+        .await
+        .unwrap();
+    store.close().await.unwrap();
+    let c = rusqlite::Connection::open(backend._dir.path().join("pigeon.db")).unwrap();
+    let stored: Vec<String> = c
+        .prepare(
+            "SELECT body FROM vendor_credentials UNION ALL SELECT private_key FROM app_vapid_keys",
+        )
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(stored.len(), 2);
+    for s in stored {
+        assert!(pigeon_store::sealed::SealingKey::is_sealed(&s), "{s}");
+        assert!(!s.contains("s3cret") && !s.contains("vapid-private"), "{s}");
+    }
+}

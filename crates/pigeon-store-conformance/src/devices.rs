@@ -64,6 +64,30 @@ pub async fn put_devices_is_all_or_none(store: DynStore) {
     assert_eq!(load_all(&store, "k").await, batch);
 }
 
+pub async fn put_devices_puts_in_order(store: DynStore) {
+    // One device twice in a batch: as if put one after the other, the later one stays.
+    let first = device("k", 1, "r1");
+    let mut second = device("k", 1, "r1-new");
+    second.tags = vec!["second".into()];
+    second.updated_ms = 2_000;
+    let other = device("k", 2, "r2");
+    store
+        .put_devices(vec![first, other.clone(), second.clone()])
+        .await
+        .unwrap();
+    assert_eq!(load_all(&store, "k").await, [second.clone(), other.clone()]);
+    // A registration id handed from one device to another within the batch.
+    let mut moved = device("k", 3, "r1-new");
+    moved.updated_ms = 3_000;
+    let mut renamed = second.clone();
+    renamed.registration_id = "r1-renamed".into();
+    store
+        .put_devices(vec![renamed.clone(), moved.clone()])
+        .await
+        .unwrap();
+    assert_eq!(load_all(&store, "k").await, [renamed, other, moved]);
+}
+
 pub async fn devices_are_loaded_in_chunks(store: DynStore) {
     assert!(load_all(&store, "k").await.is_empty());
     const N: u32 = 10_000;

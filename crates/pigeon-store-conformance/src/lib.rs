@@ -7,7 +7,7 @@
 //! database under another node id. [`storage_conformance!`] expands every body into a
 //! `#[tokio::test(flavor = "multi_thread")]` for one backend:
 //!
-//! ```ignore
+//! ```text
 //! async fn backend() -> MyBackend { ... }
 //! pigeon_store_conformance::storage_conformance!(backend);
 //! ```
@@ -120,6 +120,7 @@ macro_rules! __single_node_bodies {
             app_settings_are_replaced,
             a_device_is_put_and_replaced,
             put_devices_is_all_or_none,
+            put_devices_puts_in_order,
             devices_are_loaded_in_chunks,
             last_online_keeps_the_latest_and_seen_between_is_half_open,
             devices_are_blocked_and_unblocked,

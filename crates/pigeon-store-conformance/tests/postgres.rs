@@ -67,3 +67,45 @@ async fn postgres() -> Postgres {
 }
 
 pigeon_store_conformance::storage_conformance!(postgres);
+
+/// What the suite cannot see through the ports: the secrets are sealed in the database.
+#[tokio::test(flavor = "multi_thread")]
+async fn secrets_are_sealed_in_the_database() {
+    let backend = postgres().await;
+    let store = backend.open(NODE_A).await;
+    store
+        .set_vendor_credentials("k", "huawei", r#"{"client_secret":"s3cret"}"#.into(), 1)
+        .await
+        .unwrap();
+    store
+        .ensure_vapid_keys("k", "vapid-private".into(), "vapid-public".into())
+        .await
+        .unwrap();
+    let (client, connection) = tokio_postgres::connect(&backend.url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    let driver = tokio::spawn(connection);
+    let rows = client
+        .query(
+            "SELECT body FROM vendor_credentials UNION ALL SELECT private_key FROM app_vapid_keys",
+            &[],
+        )
+        .await
+        .unwrap();
+    drop(client);
+    let _ = driver.await;
+    assert_eq!(rows.len(), 2);
+    for row in rows {
+        let stored: String = row.get(0);
+        assert!(
+            pigeon_store::sealed::SealingKey::is_sealed(&stored),
+            "{stored}"
+        );
+        assert!(
+            !stored.contains("s3cret") && !stored.contains("vapid-private"),
+            "{stored}"
+        );
+    }
+    store.close().await.unwrap();
+    backend.finish().await;
+}

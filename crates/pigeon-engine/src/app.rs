@@ -368,6 +368,25 @@ impl AppState {
         self.live.write().retire(push.msg_id());
     }
 
+    /// Tells the connected devices among `ordinals` something besides a push.
+    pub(crate) fn notify_connected(&self, ordinals: &RoaringBitmap, notice: crate::Notice) {
+        let presence = self.presence.lock();
+        for ordinal in (ordinals & &presence.online).iter() {
+            if let Some(session) = presence.sessions.get(&ordinal) {
+                session.notify(notice);
+            }
+        }
+    }
+
+    /// Closes this node's connection of a device (it connected to another node).
+    pub(crate) fn drop_session(&self, ordinal: Ordinal, code: u16, reason: &str) {
+        let mut p = self.presence.lock();
+        if let Some(old) = p.sessions.remove(&ordinal) {
+            p.online.remove(ordinal);
+            old.close(code, reason);
+        }
+    }
+
     /// Drops pushes that expired before `cutoff_ms`.
     pub(crate) fn evict_expired(&self, cutoff_ms: u64) -> usize {
         self.retired_callbacks

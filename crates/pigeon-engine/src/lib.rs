@@ -7,6 +7,7 @@
 //! into `pigeon_core` types, and the gateway encodes frames.
 
 mod app;
+pub mod cluster;
 pub mod devices;
 pub mod endpoints;
 pub mod events;
@@ -157,11 +158,18 @@ pub struct Engine {
     events_written: tokio::sync::Notify,
     /// Scheduled pushes of every door.
     scheduler: std::sync::OnceLock<Arc<schedules::Scheduler>>,
+    /// This node's part in a cluster, once it joined one.
+    cluster: std::sync::OnceLock<Arc<cluster::Cluster>>,
+    /// Where this node is in the store's change feed (taken before anything was loaded).
+    feed_cursor: AtomicU64,
 }
 
 impl Engine {
     /// Loads every app, its devices and its live pushes, and starts the background tasks.
     pub async fn start(store: Arc<dyn Storage>) -> Result<Arc<Engine>, EngineError> {
+        // Before anything is loaded: a change made while this node loads is then read
+        // again from the feed rather than missed.
+        let feed_cursor = store.feed_cursor().await?;
         let first_msg_id = (store.max_msg_id().await? + 1).max(now_ms() * 1000);
         let engine = Arc::new(Engine {
             store: store.clone(),
@@ -179,6 +187,8 @@ impl Engine {
             private_networks: RwLock::new(PrivateNetworks::default()),
             router: std::sync::OnceLock::new(),
             scheduler: std::sync::OnceLock::new(),
+            cluster: std::sync::OnceLock::new(),
+            feed_cursor: AtomicU64::new(feed_cursor),
         });
         for app in store.list_apps().await? {
             engine.load_app(app).await?;
@@ -394,6 +404,7 @@ impl Engine {
             .write()
             .insert(registration_id.clone(), (app.clone(), record.ordinal));
         app.devices.write().apply(record);
+        self.announce_change();
         Ok(Registered {
             registration_id,
             device_secret: secret,
@@ -581,6 +592,7 @@ impl Engine {
         let vendor_targets = self.plan_vendors(app, &live);
         app.live.write().insert(live.clone());
         let reached = app.fan_out(&live);
+        self.announce_push(app, &live);
         self.route_to_vendors(app, &live, vendor_targets);
         // One line per accepted push at info: what an operator looks for first when a push
         // "did not arrive".
@@ -619,6 +631,7 @@ impl Engine {
         if let Some(old) = replaced {
             old.close(4002, "replaced by a newer connection");
         }
+        self.announce_connected(&app, ordinal);
         Ok((app, Session::new(ordinal, &handle)))
     }
 
@@ -629,8 +642,11 @@ impl Engine {
             if p.sessions.get(&session.ordinal).map(|s| s.conn_id) == Some(session.conn_id) {
                 p.sessions.remove(&session.ordinal);
                 p.online.remove(session.ordinal);
+            } else {
+                return;
             }
         }
+        self.announce_disconnected(app, session.ordinal);
     }
 
     /// Recalls a push of `app` sent within the recall window (a day by default): devices that have not got it never
@@ -685,12 +701,8 @@ impl Engine {
             app.retire(&push);
         }
         self.revoke_at_vendors(app, &push, &sent);
-        let presence = app.presence.lock();
-        for ordinal in (&sent & &presence.online).iter() {
-            if let Some(session) = presence.sessions.get(&ordinal) {
-                session.notify(Notice::Revoke(msg_id));
-            }
-        }
+        app.notify_connected(&sent, Notice::Revoke(msg_id));
+        self.announce_change();
         Ok(())
     }
 

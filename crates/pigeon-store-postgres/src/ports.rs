@@ -788,13 +788,16 @@ impl DeviceStore for PostgresStore {
         let e = EventRows::new(&events);
         Box::pin(async move {
             let c = self.client().await?;
+            // The events are written by the statement itself, the change by a CTE: both
+            // always run (a CTE that is only read may never be).
             execute(
                 &c,
                 "set_last_online",
-                "WITH ev AS (SELECT pigeon_write_events($4, $5, $6, $7, $8, $9) AS n)
-                 INSERT INTO device_seen (app_key, ordinal, at_ms)
-                 SELECT $1, $2, $3 FROM ev
-                 ON CONFLICT (app_key, ordinal) DO UPDATE SET at_ms = excluded.at_ms",
+                "WITH seen AS (
+                     INSERT INTO device_seen (app_key, ordinal, at_ms) VALUES ($1, $2, $3)
+                     ON CONFLICT (app_key, ordinal) DO UPDATE SET at_ms = excluded.at_ms
+                 )
+                 SELECT pigeon_write_events($4, $5, $6, $7, $8, $9)",
                 &[
                     &app_key,
                     &i64::from(ordinal),
@@ -1138,8 +1141,10 @@ impl PushStore for PostgresStore {
             execute(
                 &c,
                 "report_expired",
-                "WITH ev AS (SELECT pigeon_write_events($2, $3, $4, $5, $6, $7) AS n)
-                 UPDATE pushes SET expiry_reported = true FROM ev WHERE msg_id = $1",
+                "WITH reported AS (
+                     UPDATE pushes SET expiry_reported = true WHERE msg_id = $1
+                 )
+                 SELECT pigeon_write_events($2, $3, $4, $5, $6, $7)",
                 &[
                     &to_i64(msg_id),
                     &e.app,
@@ -1236,8 +1241,9 @@ impl PushStore for PostgresStore {
             query(
                 &c,
                 "clicked",
-                "SELECT DISTINCT ordinal FROM device_events
-                 WHERE msg_id = $1 AND kind = 'click' AND app_key = $2 ORDER BY ordinal",
+                "SELECT ordinal FROM device_events
+                 WHERE msg_id = $1 AND kind = 'click' AND app_key = $2
+                 GROUP BY ordinal ORDER BY MIN(id)",
                 &[&to_i64(msg_id), &app_key],
             )
             .await?
@@ -1347,12 +1353,14 @@ impl PushStore for PostgresStore {
             execute(
                 &c,
                 "save_delivered",
-                "WITH ev AS (SELECT pigeon_write_events($5, $6, $7, $8, $9, $10) AS n)
-                 INSERT INTO deliveries (msg_id, node_id, sent, delivered)
-                 SELECT m, $1, s, d FROM ev,
-                     unnest($2::bigint[], $3::bytea[], $4::bytea[]) AS x(m, s, d)
-                 ON CONFLICT (msg_id, node_id) DO UPDATE SET sent = excluded.sent,
-                     delivered = excluded.delivered",
+                "WITH saved AS (
+                     INSERT INTO deliveries (msg_id, node_id, sent, delivered)
+                     SELECT m, $1, s, d
+                     FROM unnest($2::bigint[], $3::bytea[], $4::bytea[]) AS x(m, s, d)
+                     ON CONFLICT (msg_id, node_id) DO UPDATE SET sent = excluded.sent,
+                         delivered = excluded.delivered
+                 )
+                 SELECT pigeon_write_events($5, $6, $7, $8, $9, $10)",
                 &[
                     &self.inner.node_id,
                     &msg_ids,
@@ -1378,9 +1386,11 @@ impl PushStore for PostgresStore {
             execute(
                 &c,
                 "record_event",
-                "WITH ev AS (SELECT pigeon_write_events($7, $8, $9, $10, $11, $12) AS n)
-                 INSERT INTO device_events (app_key, ordinal, kind, msg_id, data, at_ms)
-                 SELECT $1, $2, $3, $4, $5, $6 FROM ev",
+                "WITH recorded AS (
+                     INSERT INTO device_events (app_key, ordinal, kind, msg_id, data, at_ms)
+                     VALUES ($1, $2, $3, $4, $5, $6)
+                 )
+                 SELECT pigeon_write_events($7, $8, $9, $10, $11, $12)",
                 &[
                     &ev.app_key,
                     &i64::from(ev.ordinal),
@@ -2381,8 +2391,10 @@ impl SmsStore for PostgresStore {
             execute(
                 &c,
                 "finish_sms_send",
-                "WITH ev AS (SELECT pigeon_write_events($3, $4, $5, $6, $7, $8) AS n)
-                 DELETE FROM sms_sends USING ev WHERE msg_id = $1 AND ordinal = $2",
+                "WITH finished AS (
+                     DELETE FROM sms_sends WHERE msg_id = $1 AND ordinal = $2
+                 )
+                 SELECT pigeon_write_events($3, $4, $5, $6, $7, $8)",
                 &[
                     &to_i64(msg_id),
                     &i64::from(ordinal),

@@ -2530,7 +2530,7 @@ impl FeedStore for PostgresStore {
                 "SELECT change_id, app_key, {DEVICE_COLUMNS} FROM devices
                  WHERE change_id > $1 AND change_id < $2 {{}} ORDER BY change_id LIMIT $3"
             );
-            let pushes = "SELECT change_id, app_key, msg_id FROM pushes
+            let pushes = "SELECT change_id, app_key, msg_id, recalled_ms IS NOT NULL FROM pushes
                  WHERE change_id > $1 AND change_id < $2 {} ORDER BY change_id LIMIT $3";
             let mut found =
                 changes_between(&t, &devices, pushes, &[&after, &horizon, &fetch]).await?;
@@ -2580,6 +2580,7 @@ async fn changes_between<C: GenericClient>(
             Change::Push {
                 app_key: col(r, 1)?,
                 msg_id: to_u64(col(r, 2)?),
+                recalled: col(r, 3)?,
             },
         ));
     }

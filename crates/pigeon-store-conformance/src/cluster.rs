@@ -126,20 +126,25 @@ async fn drain(store: &DynStore, mut cursor: u64, limit: usize) -> (Vec<Change>,
 
 /// The latest device record of each (app, ordinal) a feed gave.
 type DevicesSeen = BTreeMap<(String, u32), DeviceRecord>;
-/// The (app, msg_id) of the pushes a feed named.
-type PushesSeen = BTreeSet<(String, u64)>;
+/// The (app, msg_id) of the pushes a feed named, and whether the latest change of each said
+/// it is recalled.
+type PushesSeen = BTreeMap<(String, u64), bool>;
 
 /// The latest device record of each (app, ordinal) and the pushes the changes name.
 fn summarize(changes: &[Change]) -> (DevicesSeen, PushesSeen) {
     let mut devices = BTreeMap::new();
-    let mut pushes = BTreeSet::new();
+    let mut pushes = BTreeMap::new();
     for c in changes {
         match c {
             Change::Device(d) => {
                 devices.insert((d.app_key.to_string(), d.ordinal), (**d).clone());
             }
-            Change::Push { app_key, msg_id } => {
-                pushes.insert((app_key.clone(), *msg_id));
+            Change::Push {
+                app_key,
+                msg_id,
+                recalled,
+            } => {
+                pushes.insert((app_key.clone(), *msg_id), *recalled);
             }
         }
     }
@@ -193,11 +198,17 @@ pub async fn changes_since_sees_every_change_after_the_cursor(store: DynStore) {
         .map(|d| ((d.app_key.to_string(), d.ordinal), d))
         .collect();
     assert_eq!(devices, expected_devices);
-    // The new pushes, the recalled one and the overridden one; nothing from before the cursor.
-    let expected_pushes: BTreeSet<_> = [("other", 3), ("k", 1), ("k", 4), ("k", 2)]
-        .into_iter()
-        .map(|(a, m)| (a.to_string(), m))
-        .collect();
+    // The new pushes, the recalled one (said recalled) and the overridden one; nothing from
+    // before the cursor.
+    let expected_pushes: BTreeMap<_, _> = [
+        ("other", 3, false),
+        ("k", 1, true),
+        ("k", 4, false),
+        ("k", 2, false),
+    ]
+    .into_iter()
+    .map(|(a, m, recalled)| ((a.to_string(), m), recalled))
+    .collect();
     assert_eq!(pushes, expected_pushes);
     assert!(end > start);
     // Nothing after the end; a cursor taken now sees only what comes next.
@@ -256,7 +267,11 @@ pub async fn changes_since_respects_its_limit_without_skipping(store: DynStore) 
             devices,
             "limit {limit}"
         );
-        assert_eq!(got_pushes, pushes, "limit {limit}");
+        assert_eq!(
+            got_pushes.keys().cloned().collect::<BTreeSet<_>>(),
+            pushes,
+            "limit {limit}"
+        );
     }
 }
 
@@ -333,6 +348,7 @@ pub async fn the_feed_misses_nothing_written_concurrently_by_two_nodes(
     let got: BTreeSet<_> = devices.keys().cloned().collect();
     let missed: Vec<_> = want_devices.difference(&got).collect();
     assert!(missed.is_empty(), "the feed missed devices {missed:?}");
+    let pushes: BTreeSet<_> = pushes.into_keys().collect();
     let missed: Vec<_> = want_pushes.difference(&pushes).collect();
     assert!(missed.is_empty(), "the feed missed pushes {missed:?}");
     // Node b's feed sees the same.
@@ -342,7 +358,7 @@ pub async fn the_feed_misses_nothing_written_concurrently_by_two_nodes(
         devices_b.keys().cloned().collect::<BTreeSet<_>>(),
         want_devices
     );
-    assert_eq!(pushes_b, want_pushes);
+    assert_eq!(pushes_b.into_keys().collect::<BTreeSet<_>>(), want_pushes);
 }
 
 /// The lease `name` as listed, if live.

@@ -40,12 +40,8 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
-/// Every port, the cluster's included: what the suite calls.
-pub trait Store: Storage + FeedStore + LeaseStore + PresenceStore {}
-impl<T: Storage + FeedStore + LeaseStore + PresenceStore> Store for T {}
-
-/// A store under test.
-pub type DynStore = Arc<dyn Store>;
+/// A store under test: every port, the cluster's included.
+pub type DynStore = Arc<dyn Storage>;
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 

@@ -2,6 +2,9 @@
 //! delivery state, idempotency across processes, a complete change feed and outbox under
 //! concurrent writers, lease fencing, presence of dead nodes, and failures.
 
+// `is_multiple_of` is newer than the workspace's rust-version.
+#![allow(clippy::manual_is_multiple_of)]
+
 mod common;
 
 use pigeon_core::{Audience, IdempotencyKey, PlatformSet, Push, ScheduleFiring};

@@ -72,6 +72,24 @@ pub trait Bus: Send + Sync + 'static {
     fn publish(&self, envelope: Envelope);
     /// Whether the bus is connected now.
     fn connected(&self) -> bool;
+    /// Whether there is a bus at all (false for [`NoBus`]).
+    fn present(&self) -> bool {
+        true
+    }
+}
+
+/// The bus of a node on PostgreSQL without NATS: nothing to tell; the change feed carries
+/// everything (slower).
+pub struct NoBus;
+
+impl Bus for NoBus {
+    fn publish(&self, _: Envelope) {}
+    fn connected(&self) -> bool {
+        true
+    }
+    fn present(&self) -> bool {
+        false
+    }
 }
 
 /// Work only one node of the cluster does at a time.
@@ -132,6 +150,10 @@ impl Cluster {
 
     pub fn store_ok(&self) -> bool {
         self.store_ok.load(Ordering::Acquire)
+    }
+
+    pub fn has_bus(&self) -> bool {
+        self.bus.present()
     }
 
     pub fn bus_ok(&self) -> bool {

@@ -138,7 +138,8 @@ pub struct Engine {
     apps: RwLock<HashMap<String, Arc<AppState>>>,
     /// registration_id → its app and ordinal: a device says only its registration_id.
     devices_by_rid: RwLock<HashMap<String, (Arc<AppState>, Ordinal)>>,
-    next_msg_id: AtomicU64,
+    /// msg_ids reserved in the store and not given yet.
+    msg_ids: ids::MsgIds,
     next_conn_id: AtomicU64,
     /// Held while an app created by another process is loaded on first use.
     loading: tokio::sync::Mutex<()>,
@@ -170,12 +171,12 @@ impl Engine {
         // Before anything is loaded: a change made while this node loads is then read
         // again from the feed rather than missed.
         let feed_cursor = store.feed_cursor().await?;
-        let first_msg_id = (store.max_msg_id().await? + 1).max(now_ms() * 1000);
+        let msg_ids = ids::MsgIds::reserve(&*store).await?;
         let engine = Arc::new(Engine {
             store: store.clone(),
             apps: RwLock::new(HashMap::default()),
             devices_by_rid: RwLock::new(HashMap::default()),
-            next_msg_id: AtomicU64::new(first_msg_id),
+            msg_ids,
             next_conn_id: AtomicU64::new(1),
             loading: tokio::sync::Mutex::new(()),
             events_written: tokio::sync::Notify::new(),
@@ -270,9 +271,23 @@ impl Engine {
     }
 
     /// A msg_id for a push accepted later (a scheduled one a door has already named), never
-    /// given to another.
-    pub fn reserve_msg_id(&self) -> u64 {
-        self.next_msg_id.fetch_add(1, Ordering::Relaxed)
+    /// given to another, in this process or any other on the same store.
+    pub async fn reserve_msg_id(&self) -> Result<u64, EngineError> {
+        self.msg_ids.next(&*self.store).await
+    }
+
+    /// An ordinal for a new device of `app`, never given to another device of it.
+    async fn new_ordinal(&self, app: &AppState) -> Result<Ordinal, EngineError> {
+        loop {
+            if let Some(ordinal) = app.take_ordinal() {
+                return Ok(ordinal);
+            }
+            let first = self
+                .store
+                .reserve_ordinals(&app.app_key, ids::ORDINAL_BLOCK)
+                .await?;
+            app.add_ordinals(first, ids::ORDINAL_BLOCK);
+        }
     }
 
     /// The app with this key, loading it from storage if another process created it.
@@ -318,6 +333,13 @@ impl Engine {
             .await?
             .ok_or(EngineError::UnknownApp)?;
         let now = now_ms();
+        // Taken before the lock (reserving more may wait on the store) and given back if
+        // the device turns out to be known.
+        let fresh = match &reg.existing {
+            None => Some(self.new_ordinal(&app).await?),
+            Some(_) => None,
+        };
+        let mut fresh_used = false;
         let (mut record, secret) = {
             let mut d = app.devices.write();
             if let Some((rid, secret)) = &reg.existing {
@@ -338,8 +360,10 @@ impl Engine {
                 let (ordinal, registration_id) = match known {
                     Some(k) => k,
                     None => {
-                        let ordinal = d.next_ordinal;
-                        d.next_ordinal += 1;
+                        let ordinal = fresh.ok_or_else(|| {
+                            EngineError::Invalid("no ordinal reserved for a new device".into())
+                        })?;
+                        fresh_used = true;
                         let rid = new_registration_id();
                         if let Some(install) = &reg.install_id {
                             d.by_install.insert(install.clone(), (ordinal, rid.clone()));
@@ -375,6 +399,9 @@ impl Engine {
                 (record, secret)
             }
         };
+        if let (Some(ordinal), false) = (fresh, fresh_used) {
+            app.give_back_ordinal(ordinal);
+        }
         if let Some(p) = reg.platform {
             record.platform = p;
         }
@@ -554,7 +581,7 @@ impl Engine {
         };
         // A push a door named in advance (`reserve_msg_id`) keeps that id.
         if push.msg_id == 0 {
-            push.msg_id = self.next_msg_id.fetch_add(1, Ordering::Relaxed);
+            push.msg_id = self.reserve_msg_id().await?;
         }
         push.sent_ms = now_ms();
         if validate_only {
@@ -1231,6 +1258,9 @@ async fn evict_expired(engine: std::sync::Weak<Engine>) {
             let n = app.evict_expired(cutoff);
             if n > 0 {
                 tracing::debug!(app = %app.app_key, evicted = n, "expired pushes dropped from memory");
+            }
+            if !engine.on_duty(cluster::Duty::ExpiryReports) {
+                continue;
             }
             if let Err(e) = engine.report_expired(&app).await {
                 tracing::warn!(app = %app.app_key, error = %e, "could not report expired pushes");

@@ -2,11 +2,12 @@
 //! server (a private one, or `PIGEON_TEST_POSTGRES_URL`'s; see
 //! `pigeon_store_conformance::postgres`).
 //!
-//! The tests run one at a time. The PostgreSQL store numbers outbox events and feed changes
-//! only below the oldest transaction still running in the whole server (what makes them
-//! complete under concurrent writers), so a test's write transactions, its database's
-//! creation or migration, would hold back what another test's store shows, for as long as
-//! they run: tests on one server would not be independent.
+//! The tests run one at a time. The PostgreSQL store's change feed gives only changes below
+//! the oldest transaction still running in the whole server (what makes it complete under
+//! concurrent writers), so a test's write transactions, its database's creation or
+//! migration, would hold back what another test's feed shows for as long as they run: tests
+//! sharing one server would not be independent (the suite reads the feed right after
+//! writing, and expects to see the write).
 
 use pigeon_store_conformance::postgres::{TestDatabase, TestPostgres};
 use pigeon_store_conformance::{Backend, BoxFuture, DynStore, NODE_A};

@@ -130,11 +130,11 @@ CREATE UNIQUE INDEX callback_endpoints_push_level ON callback_endpoints (app_key
     WHERE push_level;
 
 -- The outbox. Rows are written without ids (`first_id` NULL) by any node, in the
--- transaction of the change they report; `pigeon_number_events()` then numbers the rows of
--- finished transactions, oldest transaction first, on from the last id given. Ids are thus
--- handed out in the order readers can see them: a reader's cursor never passes an event
--- that is still to be committed. `target` is the push-level endpoint an event is addressed
--- to, 0 for the app's endpoints.
+-- transaction of the change they report; `pigeon_number_events()` then numbers the rows
+-- that are committed, on from the last id given, one numbering at a time. Ids are thus
+-- handed out in the order readers can see them: an event committed later gets a larger id,
+-- so a reader's cursor never passes an event that is still to come. `target` is the
+-- push-level endpoint an event is addressed to, 0 for the app's endpoints.
 CREATE TABLE callback_event_chunks (
     seq BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     xid xid8 NOT NULL DEFAULT pg_current_xact_id(),
@@ -331,8 +331,8 @@ BEGIN
 END
 $$;
 
--- Numbers the outbox rows of finished transactions, oldest transaction first (see
--- callback_event_chunks). Numbering processes take turns on the counter row.
+-- Numbers the committed outbox rows (see callback_event_chunks), each transaction's in the
+-- order written. Numbering processes take turns on the counter row.
 CREATE FUNCTION pigeon_number_events() RETURNS void LANGUAGE plpgsql VOLATILE AS $$
 DECLARE
     base BIGINT;
@@ -345,7 +345,7 @@ BEGIN
     WITH todo AS (
         SELECT seq, n, sum(n) OVER (ORDER BY xid, seq) AS upto
         FROM callback_event_chunks
-        WHERE first_id IS NULL AND xid < pg_snapshot_xmin(pg_current_snapshot())
+        WHERE first_id IS NULL
     ), done AS (
         UPDATE callback_event_chunks c
         SET first_id = base + t.upto - t.n + 1, last_id = base + t.upto

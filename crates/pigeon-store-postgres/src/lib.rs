@@ -9,11 +9,14 @@
 //! - **Idempotency holds across processes**: cids and schedule firings are claimed by
 //!   guarded `UPDATE`s and unique keys, so two nodes cannot both use one.
 //! - **The outbox is numbered in commit order.** Events are written unnumbered and numbered
-//!   afterwards, oldest finished transaction first (`pigeon_number_events()` in the schema),
-//!   so a callback dispatcher's cursor never passes an event still to be committed.
+//!   once committed, one numbering at a time (`pigeon_number_events()` in the schema), so an
+//!   event committed later always gets a larger id and a callback dispatcher's cursor never
+//!   passes an event still to come. Ids are consecutive, as in SQLite.
 //! - **The change feed is complete under concurrent writers**: a change is numbered from its
-//!   transaction's id (`xid8`), and a reader takes only changes below the oldest
-//!   transaction still running, so nothing below its cursor can still appear.
+//!   transaction's id (`xid8` × 65536 + its place in the transaction), and a reader takes
+//!   only changes below the oldest transaction still running, so nothing below its cursor
+//!   can still appear. (That horizon is the server's: a long writing transaction in any
+//!   database of the server delays the feed, never makes it leave a change out.)
 //! - Leases and presence are timed by the database's clock.
 //!
 //! The client is `tokio-postgres` behind a `deadpool-postgres` pool: both are well kept and

@@ -2,6 +2,9 @@
 //! must be the same, line by line (errors compared by kind). This runs every SQL statement
 //! of the adapter at least once.
 
+// `is_multiple_of` is newer than the workspace's rust-version.
+#![allow(clippy::manual_is_multiple_of)]
+
 mod common;
 
 use pigeon_core::{Audience, IdempotencyKey, PlatformSet, Push, ScheduleFiring, SmsFallback};

@@ -66,24 +66,6 @@ pub fn is_app_credential(s: &str) -> bool {
     s.len() == 24 && s.bytes().all(|b| b.is_ascii_alphanumeric())
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn ids_have_the_documented_shape() {
-        let k = random_alnum(24);
-        assert!(is_app_credential(&k));
-        let r = new_registration_id();
-        assert_eq!(r.len(), 20);
-        assert!(r.bytes().all(|b| b.is_ascii_alphanumeric()));
-        assert_ne!(new_registration_id(), r);
-        assert!(same_secret(&hash_secret("a"), &hash_secret("a")));
-        assert!(!same_secret(&hash_secret("a"), &hash_secret("b")));
-        assert!(!same_secret(b"short", b"longer"));
-        assert!(!is_app_credential("short"));
-    }
-}
 
 /// Device ordinals reserved in the store at once.
 pub(crate) const ORDINAL_BLOCK: u32 = 256;
@@ -146,5 +128,24 @@ impl MsgIds {
                 return Ok(id);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_have_the_documented_shape() {
+        let k = random_alnum(24);
+        assert!(is_app_credential(&k));
+        let r = new_registration_id();
+        assert_eq!(r.len(), 20);
+        assert!(r.bytes().all(|b| b.is_ascii_alphanumeric()));
+        assert_ne!(new_registration_id(), r);
+        assert!(same_secret(&hash_secret("a"), &hash_secret("a")));
+        assert!(!same_secret(&hash_secret("a"), &hash_secret("b")));
+        assert!(!same_secret(b"short", b"longer"));
+        assert!(!is_app_credential("short"));
     }
 }

@@ -151,6 +151,8 @@ pub struct Cluster {
     /// Whether the last lease renewal reached the store.
     store_ok: AtomicBool,
     feed_wake: tokio::sync::Notify,
+    /// One reader of the change feed at a time.
+    feed_reader: tokio::sync::Mutex<()>,
     /// msg_ids this node accepted or adopted lately, with when.
     seen: Mutex<HashMap<u64, u64>>,
     presence: mpsc::Sender<(String, u32, bool)>,
@@ -229,6 +231,7 @@ impl Engine {
             duties: Default::default(),
             store_ok: AtomicBool::new(true),
             feed_wake: tokio::sync::Notify::new(),
+            feed_reader: tokio::sync::Mutex::new(()),
             seen: Mutex::new(HashMap::default()),
             presence: presence_tx,
             acks: Mutex::new(HashMap::default()),
@@ -476,12 +479,46 @@ impl Engine {
         app.notify_connected(sent, crate::Notice::Revoke(msg_id));
     }
 
+    /// Reads the change feed to its end and applies what it brings (a no-op outside a
+    /// cluster). Errors are logged: the next round tries again from the same place.
+    pub async fn catch_up(&self) {
+        let Some(cluster) = self.cluster() else {
+            return;
+        };
+        let _one_reader = cluster.feed_reader.lock().await;
+        loop {
+            let cursor = self.feed_cursor.load(Ordering::Acquire);
+            match self.store.changes_since(cursor, FEED_PAGE).await {
+                Ok((changes, next)) => {
+                    let full = changes.len() >= FEED_PAGE;
+                    match self.apply_changes(changes).await {
+                        Ok(()) => self.feed_cursor.store(next, Ordering::Release),
+                        Err(e) => {
+                            tracing::warn!(error = %e, "could not apply the change feed");
+                            return;
+                        }
+                    }
+                    if !full {
+                        return;
+                    }
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "could not read the change feed");
+                    return;
+                }
+            }
+        }
+    }
+
     /// Applies changes read from the feed.
     async fn apply_changes(&self, changes: Vec<Change>) -> Result<(), EngineError> {
         for change in changes {
             match change {
                 Change::Device(record) => {
-                    let Some(app) = self.apps.read().get(&record.app_key[..]).cloned() else {
+                    // An app not loaded here is loaded now, with this device.
+                    let loaded = self.apps.read().get(&record.app_key[..]).cloned();
+                    let Some(app) = loaded else {
+                        self.app(&record.app_key).await?;
                         continue;
                     };
                     let rid = record.registration_id.clone();
@@ -616,20 +653,7 @@ async fn feed_forever(engine: Weak<Engine>) {
         let Some(cluster) = strong.cluster().cloned() else {
             return;
         };
-        let cursor = strong.feed_cursor.load(Ordering::Acquire);
-        match strong.store.changes_since(cursor, FEED_PAGE).await {
-            Ok((changes, next)) => {
-                let full = changes.len() >= FEED_PAGE;
-                match strong.apply_changes(changes).await {
-                    Ok(()) => strong.feed_cursor.store(next, Ordering::Release),
-                    Err(e) => tracing::warn!(error = %e, "could not apply the change feed"),
-                }
-                if full {
-                    continue;
-                }
-            }
-            Err(e) => tracing::debug!(error = %e, "could not read the change feed"),
-        }
+        strong.catch_up().await;
         drop(strong);
         let _ = tokio::time::timeout(FEED_POLL, cluster.feed_wake.notified()).await;
     }

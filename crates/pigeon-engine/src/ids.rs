@@ -66,7 +66,6 @@ pub fn is_app_credential(s: &str) -> bool {
     s.len() == 24 && s.bytes().all(|b| b.is_ascii_alphanumeric())
 }
 
-
 /// Device ordinals reserved in the store at once.
 pub(crate) const ORDINAL_BLOCK: u32 = 256;
 /// msg_ids reserved in the store at once; another block is reserved when half is used.

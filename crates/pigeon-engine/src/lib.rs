@@ -549,7 +549,13 @@ impl Engine {
         mut push: Push,
         validate_only: bool,
     ) -> Result<u64, EngineError> {
-        let audience = self.resolve(app, &push);
+        let mut audience = self.resolve(app, &push);
+        // A device registered or tagged through another node a moment ago may not have
+        // reached this node's index yet: read the change feed before saying no target.
+        if audience.is_empty() && self.cluster().is_some() {
+            self.catch_up().await;
+            audience = self.resolve(app, &push);
+        }
         if audience.is_empty() {
             return Err(EngineError::NoTarget);
         }
@@ -660,6 +666,22 @@ impl Engine {
         }
         self.announce_connected(&app, ordinal);
         Ok((app, Session::new(ordinal, &handle)))
+    }
+
+    /// [`Engine::connect`], reading the cluster's change feed first if the device is not
+    /// known here yet (it registered through another node a moment ago).
+    pub async fn connect_caught_up(
+        &self,
+        registration_id: &str,
+        device_secret: &str,
+    ) -> Result<(Arc<AppState>, Session), EngineError> {
+        match self.connect(registration_id, device_secret) {
+            Err(EngineError::BadCredentials) if self.cluster().is_some() => {
+                self.catch_up().await;
+                self.connect(registration_id, device_secret)
+            }
+            other => other,
+        }
     }
 
     /// Ends a session; the device is offline unless a newer session replaced it.

@@ -55,9 +55,7 @@ impl Engine {
         if let Some(found) = self.find_device(app, registration_id) {
             return Some(found);
         }
-        if self.cluster().is_none() {
-            return None;
-        }
+        self.cluster()?;
         self.catch_up().await;
         self.find_device(app, registration_id)
     }

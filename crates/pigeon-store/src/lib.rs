@@ -44,6 +44,13 @@ pub enum StoreError {
     Corrupt(String),
     #[error("storage io: {0}")]
     Io(#[from] std::io::Error),
+    /// The database cannot be reached: it refused or dropped the connection, or no
+    /// connection came free in time. Worth retrying later (HTTP 503).
+    #[error("storage unavailable: {0}")]
+    Unavailable(String),
+    /// Any other error a database server answered with.
+    #[error("storage backend: {0}")]
+    Backend(String),
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;

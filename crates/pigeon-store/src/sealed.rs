@@ -58,6 +58,27 @@ impl SealingKey {
         }
     }
 
+    /// The key from `PIGEON_SECRET_KEY`, if that is set (for stores that keep no files).
+    pub fn from_env() -> Option<StoreResult<SealingKey>> {
+        let text = std::env::var("PIGEON_SECRET_KEY").ok()?;
+        Some(
+            SealingKey::from_base64(&text)
+                .map_err(|e| StoreError::Corrupt(format!("PIGEON_SECRET_KEY: {e}"))),
+        )
+    }
+
+    /// A key from its text form: 32 bytes, base64 (surrounding white space ignored).
+    pub fn from_base64(text: &str) -> Result<SealingKey, String> {
+        SealingKey::from_text(text)
+    }
+
+    /// A new random key in its text form, for [`SealingKey::from_base64`] (the text is
+    /// what is kept: the key itself cannot be read back out of a `SealingKey`).
+    pub fn generate_base64() -> String {
+        let key: [u8; 32] = rand::random();
+        b64().encode(key)
+    }
+
     fn from_text(text: &str) -> Result<SealingKey, String> {
         let bytes = b64()
             .decode(text.trim())
@@ -155,6 +176,13 @@ mod tests {
         let stranger = SealingKey::load_or_create(other.path()).unwrap();
         assert!(stranger.open(&sealed).is_err());
         assert_eq!(key.open("{}").unwrap(), "{}");
+        // A key given as text opens what it sealed; bad text is refused.
+        let text = SealingKey::generate_base64();
+        let a = SealingKey::from_base64(&text).unwrap();
+        let b = SealingKey::from_base64(&format!(" {text}\n")).unwrap();
+        assert_eq!(b.open(&a.seal("x")).unwrap(), "x");
+        assert!(SealingKey::from_base64("not base64!").is_err());
+        assert!(SealingKey::from_base64("AAAA").is_err());
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;

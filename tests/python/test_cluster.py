@@ -191,13 +191,19 @@ class Phone:
     """A device written from device-protocol.md that registers through one node and connects
     to any."""
 
-    def __init__(self, node, app, platform="android", **register):
+    def __init__(self, node, app, platform="android", settle=(), **register):
         r = requests.post(node.base + "/v1/devices/register", timeout=5,
                           json={"app_key": app["app_key"], "platform": platform, **register})
         assert r.status_code == 200, (node.name, r.text)
         self.rid = r.json()["registration_id"]
         self.secret = r.json()["device_secret"]
         self.ws = None
+        # Waits until the Device API of each of `settle` (running nodes) finds the device, for
+        # tests about something else than how soon that is (see test_a_device_registered_...).
+        for other in settle:
+            if other.proc:
+                assert wait_for(lambda: api(other, app, "GET", f"/v3/devices/{self.rid}").status_code == 200,
+                                1.0), f"{other.name} does not know a device registered through {node.name}"
 
     def connect(self, node):
         ws = connect(node.base.replace("http://", "ws://") + "/v1/connect", open_timeout=5)
@@ -325,7 +331,7 @@ def test_one_node_on_postgres_alone():
         assert status == 200 and health_fields(body) == {"status": "ok", "node": "node-a", "postgres": "ok",
                                                          "nats": "off"}, body
         app = c.create_app("alone")
-        d = Phone(c.a, app, tags=["solo"]).connect(c.a)
+        d = Phone(c.a, app, settle=c.nodes, tags=["solo"]).connect(c.a)
         msg_id = push(c.a, app, {"tag": ["solo"]})
         assert d.msg_ids(1) == [msg_id]
         # The state is in the database: a node started on it afresh has it all.
@@ -346,7 +352,7 @@ def test_three_nodes_starting_at_once_on_an_empty_database_all_come_up():
                                                              "postgres": "ok", "nats": "ok"}, body
         # They share one state.
         app = c.create_app("race")
-        d = Phone(c.c, app).connect(c.b)
+        d = Phone(c.c, app, settle=c.nodes).connect(c.b)
         msg_id = push(c.a, app, to(d))
         assert d.msg_ids(1) == [msg_id]
 
@@ -355,7 +361,7 @@ def test_cli_changes_reach_every_node_within_a_second(cluster):
     app = cluster.create_app("cli")  # asserts every node takes it within a second
     listed = [json.loads(line) for line in cluster.cli("app", "list").stdout.splitlines()]
     assert app["app_key"] in [a["app_key"] for a in listed]
-    d = Phone(cluster.c, app).connect(cluster.b)
+    d = Phone(cluster.c, app, settle=cluster.nodes).connect(cluster.b)
     msg_id = push(cluster.a, app, to(d))
     assert d.msg_ids(1) == [msg_id]
     # Disabled through the CLI: every node refuses the app (403, 2003) within a second.
@@ -374,8 +380,8 @@ def test_cli_changes_reach_every_node_within_a_second(cluster):
 
 def test_a_push_accepted_by_a_reaches_devices_on_b_and_c(cluster):
     app = cluster.create_app("fanout")
-    on_a, on_b, on_c = (Phone(n, app, tags=["all3"]).connect(n) for n in cluster.nodes)
-    elsewhere = Phone(cluster.a, app, tags=["other"]).connect(cluster.c)
+    on_a, on_b, on_c = (Phone(n, app, settle=cluster.nodes, tags=["all3"]).connect(n) for n in cluster.nodes)
+    elsewhere = Phone(cluster.a, app, settle=cluster.nodes, tags=["other"]).connect(cluster.c)
     msg_id = push(cluster.a, app, {"tag": ["all3"]})
     for d in (on_a, on_b, on_c):
         assert d.msg_ids(1) == [msg_id]
@@ -393,7 +399,7 @@ def test_a_push_accepted_by_a_reaches_devices_on_b_and_c(cluster):
 
 def test_registered_on_b_tagged_on_c_is_targeted_through_a_within_a_second(cluster):
     app = cluster.create_app("targeting")
-    d = Phone(cluster.b, app).connect(cluster.b)
+    d = Phone(cluster.b, app, settle=cluster.nodes).connect(cluster.b)
     r = api(cluster.c, app, "POST", f"/v3/devices/{d.rid}", {"tags": {"add": ["fresh"]}, "alias": "fresh_alias",
                                                              "mobile": "13800000009"})
     assert r.status_code == 200, r.text
@@ -421,11 +427,33 @@ def test_registered_on_b_tagged_on_c_is_targeted_through_a_within_a_second(clust
     d.close()
 
 
+def test_a_device_registered_through_one_node_connects_to_any_at_once(cluster):
+    # Any node takes any device connection (cluster.md, first paragraph) and no acknowledged
+    # registration is lost (§2.3): a device a load balancer sends to another node than the
+    # one it registered through, straight after registering, is welcomed there (not told to
+    # register again, 1004 / 4001), and the Device API of every node finds it.
+    app = cluster.create_app("anynode")
+    refused = []
+    for i in range(30):
+        via, to_node = cluster.nodes[i % 3], cluster.nodes[(i + 1) % 3]
+        d = Phone(via, app)
+        try:
+            d.connect(to_node)
+        except AssertionError as e:
+            refused.append(f"registered through {via.name}, connected to {to_node.name}: {e}")
+        d.close()
+        other = cluster.nodes[(i + 2) % 3]
+        r = api(other, app, "GET", f"/v3/devices/{d.rid}")
+        if r.status_code != 200:
+            refused.append(f"registered through {via.name}, Device API of {other.name}: {r.text}")
+    assert not refused, f"{len(refused)} of 60: " + "; ".join(refused[:3])
+
+
 # §2.4 --------------------------------------------------------------------------------------
 
 def test_a_newer_connection_on_b_closes_the_one_on_a_with_4002(cluster):
     app = cluster.create_app("replace")
-    d = Phone(cluster.a, app).connect(cluster.a)
+    d = Phone(cluster.a, app, settle=cluster.nodes).connect(cluster.a)
     old = d.ws
     d.connect(cluster.b)
     with pytest.raises(ConnectionClosed) as closed:
@@ -443,13 +471,16 @@ def test_a_newer_connection_on_b_closes_the_one_on_a_with_4002(cluster):
 
 def test_a_device_offline_at_push_time_gets_it_on_another_node(cluster):
     app = cluster.create_app("offline")
-    d = Phone(cluster.a, app).connect(cluster.a)
+    d = Phone(cluster.a, app, settle=cluster.nodes).connect(cluster.a)
     d.close()
     time.sleep(0.2)
     msg_id = push(cluster.a, app, to(d))
     other = push(cluster.b, app, to(d))
     d.connect(cluster.c)
-    assert d.msg_ids(2) == [msg_id, other]
+    got = d.msg_ids(2)
+    assert sorted(got) == sorted([msg_id, other])
+    # Pending pushes come oldest first (device-protocol.md §2.3), whichever node took them.
+    assert got == [msg_id, other], "pending pushes out of the order they were accepted in"
     d.close()
     d.connect(cluster.b)
     assert d.msg_ids(0) == []  # acked: not again
@@ -460,10 +491,10 @@ def test_a_device_offline_at_push_time_gets_it_on_another_node(cluster):
 
 def test_online_status_is_the_same_from_every_node(cluster):
     app = cluster.create_app("status")
-    on_b = Phone(cluster.a, app).connect(cluster.b)
-    gone = Phone(cluster.c, app).connect(cluster.c)
+    on_b = Phone(cluster.a, app, settle=cluster.nodes).connect(cluster.b)
+    gone = Phone(cluster.c, app, settle=cluster.nodes).connect(cluster.c)
     gone.close()
-    never = Phone(cluster.a, app)
+    never = Phone(cluster.a, app, settle=cluster.nodes)
     body = {"registration_ids": [on_b.rid, gone.rid, never.rid]}
 
     def answers():
@@ -488,9 +519,10 @@ def test_online_status_is_the_same_from_every_node(cluster):
 
 def test_reports_are_the_same_from_every_node(cluster):
     app = cluster.create_app("reports")
-    on_b = Phone(cluster.a, app, tags=["r"]).connect(cluster.b)
-    on_c = Phone(cluster.b, app, tags=["r"], platform="ios").connect(cluster.c)
-    away = Phone(cluster.c, app, tags=["r"])
+    on_b = Phone(cluster.a, app, settle=cluster.nodes, tags=["r"]).connect(cluster.b)
+    on_c = Phone(cluster.b, app, settle=cluster.nodes, tags=["r"], platform="ios").connect(cluster.c)
+    away = Phone(cluster.c, app, settle=cluster.nodes, tags=["r"])
+    time.sleep(1.0)  # targeted through every node within a second of its registration (§2.2)
     msg_id = push(cluster.a, app, {"tag": ["r"]})
     assert on_b.msg_ids(1) == [msg_id]
     on_c.ws.recv(timeout=5)  # got it, does not ack
@@ -505,7 +537,7 @@ def test_reports_are_the_same_from_every_node(cluster):
         n = detail[0][0]["details"]["notification"]
         same = all(d == detail[0] for d in detail)
         return same and (n["target"], n["sent"], n["received"], n["click"]) == (3, 2, 1, 1)
-    assert wait_for(settled, 2.0), reports(f"/v3/messages/detail?msg_ids={msg_id}")
+    assert wait_for(settled, 2.0), json.dumps(reports(f"/v3/messages/detail?msg_ids={msg_id}"), indent=1)
     received = reports(f"/v3/received/detail?msg_ids={msg_id}")
     assert all(r == received[0] for r in received) and received[0][0]["jpush_received"] == 1, received
     body = {"msg_id": int(msg_id), "registration_ids": [on_b.rid, on_c.rid, away.rid]}
@@ -519,7 +551,7 @@ def test_reports_are_the_same_from_every_node(cluster):
 
 def test_a_cid_pushes_once_across_nodes(cluster):
     app = cluster.create_app("cid")
-    d = Phone(cluster.a, app).connect(cluster.c)
+    d = Phone(cluster.a, app, settle=cluster.nodes).connect(cluster.c)
     cid = api(cluster.a, app, "GET", "/v3/push/cid").json()["cidlist"][0]
     body = {"cid": cid, "platform": "all", "audience": to(d), "notification": {"alert": "once"}}
     first = api(cluster.a, app, "POST", "/v3/push", body)
@@ -548,8 +580,8 @@ def test_a_cid_pushes_once_across_nodes(cluster):
 
 def test_recall_through_a_reaches_the_device_on_b(cluster):
     app = cluster.create_app("recall")
-    d = Phone(cluster.c, app).connect(cluster.b)
-    away = Phone(cluster.c, app)
+    d = Phone(cluster.c, app, settle=cluster.nodes).connect(cluster.b)
+    away = Phone(cluster.c, app, settle=cluster.nodes)
     msg_id = push(cluster.c, app, to(d, away))
     assert d.msg_ids(1) == [msg_id]
     r = api(cluster.a, app, "DELETE", f"/v3/push/{msg_id}")
@@ -566,7 +598,7 @@ def test_recall_through_a_reaches_the_device_on_b(cluster):
 
 def test_badge_numbers_count_across_nodes(cluster):
     app = cluster.create_app("badges")
-    d = Phone(cluster.a, app, platform="ios").connect(cluster.c)
+    d = Phone(cluster.a, app, settle=cluster.nodes, platform="ios").connect(cluster.c)
     for node in cluster.nodes:
         push(node, app, to(d), notification={"alert": "b", "ios": {"badge": "+1"}})
     assert [f["badge"] for f in d.pushes(3)] == [1, 2, 3]
@@ -586,7 +618,7 @@ def test_the_rate_limit_is_the_clusters(cluster):
 
 def test_a_schedule_fires_exactly_once_across_three_nodes(cluster):
     app = cluster.create_app("schedules")
-    d = Phone(cluster.a, app).connect(cluster.b)
+    d = Phone(cluster.a, app, settle=cluster.nodes).connect(cluster.b)
     ids = []
     for node in cluster.nodes:
         body = {"name": "s_" + node.name.replace("-", "_"), "enabled": True,
@@ -605,8 +637,8 @@ def test_a_schedule_fires_exactly_once_across_three_nodes(cluster):
 
 def test_sms_fallback_is_sent_once_per_device_not_reached(cluster, provider):
     app = cluster.create_app("sms")
-    away = Phone(cluster.a, app)
-    reached = Phone(cluster.b, app).connect(cluster.c)
+    away = Phone(cluster.a, app, settle=cluster.nodes)
+    reached = Phone(cluster.b, app, settle=cluster.nodes).connect(cluster.c)
     for d, node, mobile in [(away, cluster.b, "13800000002"), (reached, cluster.a, "13800000001")]:
         r = api(node, app, "POST", f"/v3/devices/{d.rid}", {"mobile": mobile})
         assert r.status_code == 200, r.text
@@ -625,8 +657,8 @@ def test_callbacks_post_each_event_once(cluster):
     rcv = Receiver()
     try:
         cluster.add_callback(app, rcv.url, "Push.Accepted,Push.Event,Device.OnlineStatus")
-        on_b = Phone(cluster.a, app).connect(cluster.b)
-        on_c = Phone(cluster.a, app).connect(cluster.c)
+        on_b = Phone(cluster.a, app, settle=cluster.nodes).connect(cluster.b)
+        on_c = Phone(cluster.a, app, settle=cluster.nodes).connect(cluster.c)
         sent = [push(node, app, to(on_b, on_c)) for node in cluster.nodes]
         assert sorted(on_b.msg_ids(3)) == sorted(sent) and sorted(on_c.msg_ids(3)) == sorted(sent)
         delivered = {(m, d.rid) for m in sent for d in (on_b, on_c)}
@@ -657,7 +689,7 @@ def test_kill_9_of_a_node_under_a_stream_of_pushes_loses_none():
     with cluster_of() as c:
         app = c.create_app("kill")
         # Registered through the node about to die, connected all over.
-        followers = [Follower(Phone(c.b, app), c.nodes, first=i % 3) for i in range(6)]
+        followers = [Follower(Phone(c.b, app, settle=c.nodes), c.nodes, first=i % 3) for i in range(6)]
         for f in followers:
             f.start()
         assert wait_for(lambda: all(f.connections for f in followers), 5)
@@ -708,7 +740,7 @@ def test_callbacks_of_dead_nodes_are_taken_over():
         rcv = Receiver()
         try:
             c.add_callback(app, rcv.url, "Push.Accepted")
-            d = Phone(c.a, app)
+            d = Phone(c.a, app, settle=c.nodes)
             rcv.answers = ["500"] * 100000  # down for now
             sent = {push(c.nodes[i % 3], app, to(d)) for i in range(15)}
             time.sleep(0.3)
@@ -725,8 +757,8 @@ def test_callbacks_of_dead_nodes_are_taken_over():
 def test_a_whole_cluster_restart_loses_nothing():
     with cluster_of() as c:
         app = c.create_app("restart")
-        tagged = Phone(c.a, app, tags=["keep"], alias="kept")
-        other = Phone(c.b, app)
+        tagged = Phone(c.a, app, settle=c.nodes, tags=["keep"], alias="kept")
+        other = Phone(c.b, app, settle=c.nodes)
         r = api(c.c, app, "POST", f"/v3/devices/{other.rid}", {"tags": {"add": ["keep"]}})
         assert r.status_code == 200
         time.sleep(1.0)
@@ -757,8 +789,8 @@ def test_nodes_that_lose_postgres_keep_devices_answer_503_and_recover():
     try:
         with cluster_of(n=2, postgres=pg) as c:
             app = c.create_app("pglost")
-            on_a = Phone(c.a, app).connect(c.a)
-            on_b = Phone(c.a, app).connect(c.b)
+            on_a = Phone(c.a, app, settle=c.nodes).connect(c.a)
+            on_b = Phone(c.a, app, settle=c.nodes).connect(c.b)
             pg.stop()
             for node in c.nodes:
                 assert wait_for(lambda: unavailable(node, "postgres"), 15), (node.name, node.health())
@@ -791,8 +823,8 @@ def test_nodes_that_lose_nats_keep_devices_and_recover():
     try:
         with cluster_of(n=2, nats=nats.url) as c:
             app = c.create_app("natslost")
-            on_a = Phone(c.a, app).connect(c.a)
-            on_b = Phone(c.a, app).connect(c.b)
+            on_a = Phone(c.a, app, settle=c.nodes).connect(c.a)
+            on_b = Phone(c.a, app, settle=c.nodes).connect(c.b)
             nats.stop()
             for node in c.nodes:
                 assert wait_for(lambda: unavailable(node, "nats"), 15), (node.name, node.health())

@@ -461,7 +461,13 @@ def test_a_newer_connection_on_b_closes_the_one_on_a_with_4002(cluster):
         while time.time() < deadline:
             old.recv(timeout=max(0.05, deadline - time.time()))
     assert closed.value.rcvd is not None and closed.value.rcvd.code == 4002, closed.value
-    # The device is reached on B only, once.
+    # The newer connection is the one that stays: it answers, and the device is reached on B
+    # only, once.
+    time.sleep(0.3)
+    try:
+        assert d.alive()
+    except ConnectionClosed as e:
+        pytest.fail(f"the newer connection (on node-b) was closed too: {e}")
     msg_id = push(cluster.c, app, to(d))
     assert d.msg_ids(1) == [msg_id]
     d.close()

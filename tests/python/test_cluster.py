@@ -451,26 +451,28 @@ def test_a_device_registered_through_one_node_connects_to_any_at_once(cluster):
 
 # §2.4 --------------------------------------------------------------------------------------
 
-def test_a_newer_connection_on_b_closes_the_one_on_a_with_4002(cluster):
+def test_a_newer_connection_on_another_node_closes_the_older_with_4002(cluster):
     app = cluster.create_app("replace")
-    d = Phone(cluster.a, app, settle=cluster.nodes).connect(cluster.a)
-    old = d.ws
-    d.connect(cluster.b)
-    with pytest.raises(ConnectionClosed) as closed:
-        deadline = time.time() + 5
-        while time.time() < deadline:
-            old.recv(timeout=max(0.05, deadline - time.time()))
-    assert closed.value.rcvd is not None and closed.value.rcvd.code == 4002, closed.value
-    # The newer connection is the one that stays: it answers, and the device is reached on B
-    # only, once.
-    time.sleep(0.3)
-    try:
-        assert d.alive()
-    except ConnectionClosed as e:
-        pytest.fail(f"the newer connection (on node-b) was closed too: {e}")
-    msg_id = push(cluster.c, app, to(d))
-    assert d.msg_ids(1) == [msg_id]
-    d.close()
+    for i in range(6):  # from each node to the next, twice
+        first, second, third = (cluster.nodes[(i + k) % 3] for k in range(3))
+        d = Phone(first, app, settle=cluster.nodes).connect(first)
+        old = d.ws
+        d.connect(second)
+        with pytest.raises(ConnectionClosed) as closed:
+            deadline = time.time() + 5
+            while time.time() < deadline:
+                old.recv(timeout=max(0.05, deadline - time.time()))
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 4002, closed.value
+        # The newer connection is the one that stays: it answers, and the device is reached
+        # there only, once.
+        time.sleep(0.3)
+        try:
+            assert d.alive()
+            msg_id = push(third, app, to(d))
+            assert d.msg_ids(1) == [msg_id]
+        except ConnectionClosed as e:
+            pytest.fail(f"moved from {first.name} to {second.name}: the newer connection was closed too: {e}")
+        d.close()
 
 
 # §2.1 (later connection) -------------------------------------------------------------------

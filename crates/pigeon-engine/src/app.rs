@@ -50,6 +50,9 @@ pub struct AppState {
     /// Positions devices reported since the last checkpoint, the latest per device; the
     /// checkpoint moves them to storage and empties this.
     pub(crate) locations: Mutex<HashMap<Ordinal, pigeon_store::Location>>,
+    /// Devices connected to other nodes, per node (from their notices): a push reaches them
+    /// there, so a vendor need not carry it.
+    pub(crate) elsewhere: Mutex<HashMap<String, RoaringBitmap>>,
     /// Other nodes' API calls to this app in their rate window: node → `(window_ms, calls)`.
     pub(crate) remote_calls: Mutex<HashMap<String, (u64, u64)>>,
     /// Ordinals reserved in the store for new devices and not given yet: `[next, end)`.
@@ -296,6 +299,7 @@ impl AppState {
             locations: Mutex::new(HashMap::default()),
             ordinals: Mutex::new((0, 0)),
             remote_calls: Mutex::new(HashMap::default()),
+            elsewhere: Mutex::new(HashMap::default()),
         }
     }
 
@@ -390,6 +394,35 @@ impl AppState {
                 }
             }
         }
+    }
+
+    /// A device connected to (or left) another node.
+    pub(crate) fn connected_elsewhere(&self, node: &str, ordinal: Ordinal, connected: bool) {
+        let mut elsewhere = self.elsewhere.lock();
+        if connected {
+            for set in elsewhere.values_mut() {
+                set.remove(ordinal);
+            }
+            elsewhere.entry(node.to_string()).or_default().insert(ordinal);
+        } else if let Some(set) = elsewhere.get_mut(node) {
+            set.remove(ordinal);
+        }
+    }
+
+    /// Forgets the devices of nodes that are no longer alive.
+    pub(crate) fn forget_nodes_but(&self, alive: &[&str]) {
+        self.elsewhere
+            .lock()
+            .retain(|node, _| alive.contains(&node.as_str()));
+    }
+
+    /// Devices of this app connected to other nodes.
+    pub(crate) fn online_elsewhere(&self) -> RoaringBitmap {
+        let mut all = RoaringBitmap::new();
+        for set in self.elsewhere.lock().values() {
+            all |= set;
+        }
+        all
     }
 
     /// This node's rate window of the app: `(start_ms, calls)`.

@@ -56,6 +56,8 @@ pub enum NodeNotice {
     Changed,
     /// A device connected here: close any older connection of it (4002).
     Connected { app_key: String, ordinal: Ordinal },
+    /// A device's connection here ended.
+    Disconnected { app_key: String, ordinal: Ordinal },
     /// Devices acked pushes here: `(ordinal, msg_id)`. Others stop offering them, so a
     /// device that moves to another node does not get them again.
     Acked {
@@ -295,6 +297,12 @@ impl Engine {
             NodeNotice::Connected { app_key, ordinal } => {
                 if let Some(app) = self.apps.read().get(&app_key) {
                     app.drop_session(ordinal, 4002, "replaced by a newer connection");
+                    app.connected_elsewhere(&envelope.from, ordinal, true);
+                }
+            }
+            NodeNotice::Disconnected { app_key, ordinal } => {
+                if let Some(app) = self.apps.read().get(&app_key) {
+                    app.connected_elsewhere(&envelope.from, ordinal, false);
                 }
             }
             NodeNotice::Acked { app_key, acks } => {
@@ -418,6 +426,10 @@ impl Engine {
     /// Records that a device left this node.
     pub(crate) fn announce_disconnected(&self, app: &AppState, ordinal: Ordinal) {
         if let Some(cluster) = self.cluster() {
+            cluster.publish(NodeNotice::Disconnected {
+                app_key: app.app_key.clone(),
+                ordinal,
+            });
             let _ = cluster
                 .presence
                 .try_send((app.app_key.clone(), ordinal, false));
@@ -599,11 +611,16 @@ async fn renew_leases(engine: &Engine, cluster: &Cluster) {
         return;
     }
     let live_nodes = match engine.store.leases().await {
-        Ok(leases) => leases
-            .iter()
-            .filter(|l| l.name.starts_with("node:"))
-            .count()
-            .max(1),
+        Ok(leases) => {
+            let nodes: Vec<&str> = leases
+                .iter()
+                .filter_map(|l| l.name.strip_prefix("node:"))
+                .collect();
+            for app in engine.apps() {
+                app.forget_nodes_but(&nodes);
+            }
+            nodes.len().max(1)
+        }
         Err(_) => 1,
     };
     let share = Duty::ALL.len().div_ceil(live_nodes);

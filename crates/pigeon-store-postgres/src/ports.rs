@@ -2526,14 +2526,7 @@ impl FeedStore for PostgresStore {
             let r = query_one(&t, what, "SELECT pigeon_change_horizon()", &[]).await?;
             let horizon: i64 = col(&r, 0)?;
             let after = to_i64(cursor);
-            let devices = format!(
-                "SELECT change_id, app_key, {DEVICE_COLUMNS} FROM devices
-                 WHERE change_id > $1 AND change_id < $2 {{}} ORDER BY change_id LIMIT $3"
-            );
-            let pushes = "SELECT change_id, app_key, msg_id FROM pushes
-                 WHERE change_id > $1 AND change_id < $2 {} ORDER BY change_id LIMIT $3";
-            let mut found =
-                changes_between(&t, &devices, pushes, &[&after, &horizon, &fetch]).await?;
+            let mut found = changes_between(&t, "", &[&after, &horizon, &fetch]).await?;
             let next = if found.len() <= limit {
                 to_u64(horizon.saturating_sub(1)).max(cursor)
             } else {
@@ -2543,8 +2536,7 @@ impl FeedStore for PostgresStore {
                 // given all at once, so the next cursor can move past them.
                 let same = changes_between(
                     &t,
-                    &devices.replace("{}", "AND change_id = $4"),
-                    &pushes.replace("{}", "AND change_id = $4"),
+                    "AND change_id = $4",
                     &[&after, &horizon, &i64::MAX, &last],
                 )
                 .await?;
@@ -2558,16 +2550,22 @@ impl FeedStore for PostgresStore {
     }
 }
 
-/// The device and push changes of [`FeedStore::changes_since`]'s queries (their `{}`
-/// replaced by `extra`-less text), merged in change order.
+/// The device and push changes numbered in `($1, $2)` and matching `extra`, at most `$3` of
+/// each, in change order.
 async fn changes_between<C: GenericClient>(
     c: &C,
-    devices: &str,
-    pushes: &str,
+    extra: &str,
     params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
 ) -> StoreResult<Vec<(i64, Change)>> {
     let what = "changes_since";
-    let (devices, pushes) = (devices.replace("{}", ""), pushes.replace("{}", ""));
+    let devices = format!(
+        "SELECT change_id, app_key, {DEVICE_COLUMNS} FROM devices
+         WHERE change_id > $1 AND change_id < $2 {extra} ORDER BY change_id LIMIT $3"
+    );
+    let pushes = format!(
+        "SELECT change_id, app_key, msg_id FROM pushes
+         WHERE change_id > $1 AND change_id < $2 {extra} ORDER BY change_id LIMIT $3"
+    );
     let mut found = Vec::new();
     for r in &query(c, what, &devices, params).await? {
         let app_key: String = col(r, 1)?;

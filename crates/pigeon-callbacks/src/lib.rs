@@ -16,6 +16,7 @@ mod sign;
 pub use encoding::{commands_for, encoder, parse_format, Encoder};
 pub use sign::signature;
 
+use pigeon_engine::cluster::Duty;
 use pigeon_engine::events::{wants, COMMANDS};
 use pigeon_engine::{now_ms, Engine};
 use pigeon_store::{
@@ -211,6 +212,11 @@ impl Endpoint {
     /// Retries what is due, then batches and sends what is new. A batch that fails stops
     /// the round: the endpoint is not answering, and its next try is scheduled.
     async fn round(&self) -> Result<(), StoreError> {
+        // In a cluster one node posts the callbacks; it checks its lease (fencing) first.
+        if !self.engine.on_duty(Duty::Callbacks) || !self.engine.still_on_duty(Duty::Callbacks).await
+        {
+            return Ok(());
+        }
         let now = now_ms();
         let pending: Vec<CallbackBatch> = self
             .store()

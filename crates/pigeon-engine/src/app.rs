@@ -50,6 +50,8 @@ pub struct AppState {
     /// Positions devices reported since the last checkpoint, the latest per device; the
     /// checkpoint moves them to storage and empties this.
     pub(crate) locations: Mutex<HashMap<Ordinal, pigeon_store::Location>>,
+    /// Ordinals reserved in the store for new devices and not given yet: `[next, end)`.
+    pub(crate) ordinals: Mutex<(Ordinal, Ordinal)>,
 }
 
 /// The app-icon badge number the server keeps for each device that has one, and which
@@ -290,6 +292,7 @@ impl AppState {
             badges: Mutex::new(Badges::default()),
             blocked: RwLock::new(RoaringBitmap::new()),
             locations: Mutex::new(HashMap::default()),
+            ordinals: Mutex::new((0, 0)),
         }
     }
 
@@ -366,6 +369,51 @@ impl AppState {
                 .insert(push.msg_id(), (push.expires_ms(), callback.clone()));
         }
         self.live.write().retire(push.msg_id());
+    }
+
+    /// An ordinal of the reserved block, if any is left.
+    pub(crate) fn take_ordinal(&self) -> Option<Ordinal> {
+        let mut block = self.ordinals.lock();
+        (block.0 < block.1).then(|| {
+            block.0 += 1;
+            block.0 - 1
+        })
+    }
+
+    /// Gives back the ordinal just taken, unused.
+    pub(crate) fn give_back_ordinal(&self, ordinal: Ordinal) {
+        let mut block = self.ordinals.lock();
+        if block.0 == ordinal + 1 {
+            block.0 = ordinal;
+        }
+    }
+
+    /// A newly reserved block of ordinals (two registrations may have reserved one each: the
+    /// larger remainder is kept).
+    pub(crate) fn add_ordinals(&self, first: Ordinal, count: u32) {
+        let mut block = self.ordinals.lock();
+        if block.1 - block.0 < count {
+            *block = (first, first.saturating_add(count));
+        }
+    }
+
+    /// Tells the connected devices among `ordinals` something besides a push.
+    pub(crate) fn notify_connected(&self, ordinals: &RoaringBitmap, notice: crate::Notice) {
+        let presence = self.presence.lock();
+        for ordinal in (ordinals & &presence.online).iter() {
+            if let Some(session) = presence.sessions.get(&ordinal) {
+                session.notify(notice);
+            }
+        }
+    }
+
+    /// Closes this node's connection of a device (it connected to another node).
+    pub(crate) fn drop_session(&self, ordinal: Ordinal, code: u16, reason: &str) {
+        let mut p = self.presence.lock();
+        if let Some(old) = p.sessions.remove(&ordinal) {
+            p.online.remove(ordinal);
+            old.close(code, reason);
+        }
     }
 
     /// Drops pushes that expired before `cutoff_ms`.

@@ -126,10 +126,13 @@ impl Engine {
         }
         let n = changed.len();
         self.store.put_devices(changed.clone()).await?;
-        let mut devices = app.devices.write();
-        for record in changed {
-            devices.apply(record);
+        {
+            let mut devices = app.devices.write();
+            for record in changed {
+                devices.apply(record);
+            }
         }
+        self.announce_change();
         Ok(n)
     }
 
@@ -368,13 +371,25 @@ impl Engine {
                 .map(|r| devices.index.ordinal_of(r))
                 .collect()
         };
-        let online: Vec<bool> = {
+        let mut online: Vec<bool> = {
             let p = app.presence.lock();
             ordinals
                 .iter()
                 .map(|o| o.is_some_and(|o| p.online.contains(o)))
                 .collect()
         };
+        // In a cluster, a device not connected here may be connected to another node.
+        let not_here: Vec<Ordinal> = ordinals
+            .iter()
+            .zip(&online)
+            .filter_map(|(o, on)| o.filter(|_| !on))
+            .collect();
+        let elsewhere = self.connected_elsewhere(app, not_here).await?;
+        if !elsewhere.is_empty() {
+            for (o, on) in ordinals.iter().zip(online.iter_mut()) {
+                *on |= o.is_some_and(|o| elsewhere.contains(o));
+            }
+        }
         let offline: Vec<Ordinal> = ordinals
             .iter()
             .zip(&online)

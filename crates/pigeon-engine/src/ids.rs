@@ -84,3 +84,64 @@ mod tests {
         assert!(!is_app_credential("short"));
     }
 }
+
+/// Device ordinals reserved in the store at once.
+pub(crate) const ORDINAL_BLOCK: u32 = 256;
+/// msg_ids reserved in the store at once; another block is reserved when half is used.
+const MSG_ID_BLOCK: u64 = 1 << 20;
+
+/// msg_ids reserved in the store (so no two processes on one store give the same), handed
+/// out without waiting: the next block is reserved while half of this one is left.
+pub(crate) struct MsgIds {
+    /// `[next, end)` of the current block, and the block reserved after it, if any.
+    blocks: parking_lot::Mutex<((u64, u64), Option<(u64, u64)>)>,
+    refilling: tokio::sync::Mutex<()>,
+}
+
+impl MsgIds {
+    pub(crate) async fn reserve(
+        store: &dyn pigeon_store::Storage,
+    ) -> Result<MsgIds, crate::EngineError> {
+        let first = store.reserve_msg_ids(MSG_ID_BLOCK, now_ms() * 1000).await?;
+        Ok(MsgIds {
+            blocks: parking_lot::Mutex::new(((first, first + MSG_ID_BLOCK), None)),
+            refilling: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    pub(crate) async fn next(
+        &self,
+        store: &dyn pigeon_store::Storage,
+    ) -> Result<u64, crate::EngineError> {
+        loop {
+            let (id, low) = {
+                let mut b = self.blocks.lock();
+                if b.0 .0 >= b.0 .1 {
+                    if let Some(spare) = b.1.take() {
+                        b.0 = spare;
+                    }
+                }
+                let id = (b.0 .0 < b.0 .1).then(|| {
+                    b.0 .0 += 1;
+                    b.0 .0 - 1
+                });
+                (id, b.1.is_none() && b.0 .1 - b.0 .0 < MSG_ID_BLOCK / 2)
+            };
+            if low || id.is_none() {
+                // One reservation at a time; whoever comes second finds it made.
+                let _one = self.refilling.lock().await;
+                let needed = {
+                    let b = self.blocks.lock();
+                    b.1.is_none() && b.0 .1 - b.0 .0 < MSG_ID_BLOCK / 2
+                };
+                if needed {
+                    let first = store.reserve_msg_ids(MSG_ID_BLOCK, 0).await?;
+                    self.blocks.lock().1 = Some((first, first + MSG_ID_BLOCK));
+                }
+            }
+            if let Some(id) = id {
+                return Ok(id);
+            }
+        }
+    }
+}

@@ -7,6 +7,7 @@
 //! into `pigeon_core` types, and the gateway encodes frames.
 
 mod app;
+pub mod cluster;
 pub mod devices;
 pub mod endpoints;
 pub mod events;
@@ -137,7 +138,8 @@ pub struct Engine {
     apps: RwLock<HashMap<String, Arc<AppState>>>,
     /// registration_id → its app and ordinal: a device says only its registration_id.
     devices_by_rid: RwLock<HashMap<String, (Arc<AppState>, Ordinal)>>,
-    next_msg_id: AtomicU64,
+    /// msg_ids reserved in the store and not given yet.
+    msg_ids: ids::MsgIds,
     next_conn_id: AtomicU64,
     /// Held while an app created by another process is loaded on first use.
     loading: tokio::sync::Mutex<()>,
@@ -157,17 +159,24 @@ pub struct Engine {
     events_written: tokio::sync::Notify,
     /// Scheduled pushes of every door.
     scheduler: std::sync::OnceLock<Arc<schedules::Scheduler>>,
+    /// This node's part in a cluster, once it joined one.
+    cluster: std::sync::OnceLock<Arc<cluster::Cluster>>,
+    /// Where this node is in the store's change feed (taken before anything was loaded).
+    feed_cursor: AtomicU64,
 }
 
 impl Engine {
     /// Loads every app, its devices and its live pushes, and starts the background tasks.
     pub async fn start(store: Arc<dyn Storage>) -> Result<Arc<Engine>, EngineError> {
-        let first_msg_id = (store.max_msg_id().await? + 1).max(now_ms() * 1000);
+        // Before anything is loaded: a change made while this node loads is then read
+        // again from the feed rather than missed.
+        let feed_cursor = store.feed_cursor().await?;
+        let msg_ids = ids::MsgIds::reserve(&*store).await?;
         let engine = Arc::new(Engine {
             store: store.clone(),
             apps: RwLock::new(HashMap::default()),
             devices_by_rid: RwLock::new(HashMap::default()),
-            next_msg_id: AtomicU64::new(first_msg_id),
+            msg_ids,
             next_conn_id: AtomicU64::new(1),
             loading: tokio::sync::Mutex::new(()),
             events_written: tokio::sync::Notify::new(),
@@ -179,6 +188,8 @@ impl Engine {
             private_networks: RwLock::new(PrivateNetworks::default()),
             router: std::sync::OnceLock::new(),
             scheduler: std::sync::OnceLock::new(),
+            cluster: std::sync::OnceLock::new(),
+            feed_cursor: AtomicU64::new(feed_cursor),
         });
         for app in store.list_apps().await? {
             engine.load_app(app).await?;
@@ -260,9 +271,23 @@ impl Engine {
     }
 
     /// A msg_id for a push accepted later (a scheduled one a door has already named), never
-    /// given to another.
-    pub fn reserve_msg_id(&self) -> u64 {
-        self.next_msg_id.fetch_add(1, Ordering::Relaxed)
+    /// given to another, in this process or any other on the same store.
+    pub async fn reserve_msg_id(&self) -> Result<u64, EngineError> {
+        self.msg_ids.next(&*self.store).await
+    }
+
+    /// An ordinal for a new device of `app`, never given to another device of it.
+    async fn new_ordinal(&self, app: &AppState) -> Result<Ordinal, EngineError> {
+        loop {
+            if let Some(ordinal) = app.take_ordinal() {
+                return Ok(ordinal);
+            }
+            let first = self
+                .store
+                .reserve_ordinals(&app.app_key, ids::ORDINAL_BLOCK)
+                .await?;
+            app.add_ordinals(first, ids::ORDINAL_BLOCK);
+        }
     }
 
     /// The app with this key, loading it from storage if another process created it.
@@ -308,6 +333,13 @@ impl Engine {
             .await?
             .ok_or(EngineError::UnknownApp)?;
         let now = now_ms();
+        // Taken before the lock (reserving more may wait on the store) and given back if
+        // the device turns out to be known.
+        let fresh = match &reg.existing {
+            None => Some(self.new_ordinal(&app).await?),
+            Some(_) => None,
+        };
+        let mut fresh_used = false;
         let (mut record, secret) = {
             let mut d = app.devices.write();
             if let Some((rid, secret)) = &reg.existing {
@@ -328,8 +360,10 @@ impl Engine {
                 let (ordinal, registration_id) = match known {
                     Some(k) => k,
                     None => {
-                        let ordinal = d.next_ordinal;
-                        d.next_ordinal += 1;
+                        let ordinal = fresh.ok_or_else(|| {
+                            EngineError::Invalid("no ordinal reserved for a new device".into())
+                        })?;
+                        fresh_used = true;
                         let rid = new_registration_id();
                         if let Some(install) = &reg.install_id {
                             d.by_install.insert(install.clone(), (ordinal, rid.clone()));
@@ -365,6 +399,9 @@ impl Engine {
                 (record, secret)
             }
         };
+        if let (Some(ordinal), false) = (fresh, fresh_used) {
+            app.give_back_ordinal(ordinal);
+        }
         if let Some(p) = reg.platform {
             record.platform = p;
         }
@@ -394,6 +431,7 @@ impl Engine {
             .write()
             .insert(registration_id.clone(), (app.clone(), record.ordinal));
         app.devices.write().apply(record);
+        self.announce_change();
         Ok(Registered {
             registration_id,
             device_secret: secret,
@@ -543,7 +581,7 @@ impl Engine {
         };
         // A push a door named in advance (`reserve_msg_id`) keeps that id.
         if push.msg_id == 0 {
-            push.msg_id = self.next_msg_id.fetch_add(1, Ordering::Relaxed);
+            push.msg_id = self.reserve_msg_id().await?;
         }
         push.sent_ms = now_ms();
         if validate_only {
@@ -581,6 +619,7 @@ impl Engine {
         let vendor_targets = self.plan_vendors(app, &live);
         app.live.write().insert(live.clone());
         let reached = app.fan_out(&live);
+        self.announce_push(app, &live);
         self.route_to_vendors(app, &live, vendor_targets);
         // One line per accepted push at info: what an operator looks for first when a push
         // "did not arrive".
@@ -619,6 +658,7 @@ impl Engine {
         if let Some(old) = replaced {
             old.close(4002, "replaced by a newer connection");
         }
+        self.announce_connected(&app, ordinal);
         Ok((app, Session::new(ordinal, &handle)))
     }
 
@@ -629,8 +669,11 @@ impl Engine {
             if p.sessions.get(&session.ordinal).map(|s| s.conn_id) == Some(session.conn_id) {
                 p.sessions.remove(&session.ordinal);
                 p.online.remove(session.ordinal);
+            } else {
+                return;
             }
         }
+        self.announce_disconnected(app, session.ordinal);
     }
 
     /// Recalls a push of `app` sent within the recall window (a day by default): devices that have not got it never
@@ -685,12 +728,8 @@ impl Engine {
             app.retire(&push);
         }
         self.revoke_at_vendors(app, &push, &sent);
-        let presence = app.presence.lock();
-        for ordinal in (&sent & &presence.online).iter() {
-            if let Some(session) = presence.sessions.get(&ordinal) {
-                session.notify(Notice::Revoke(msg_id));
-            }
-        }
+        app.notify_connected(&sent, Notice::Revoke(msg_id));
+        self.announce_change();
         Ok(())
     }
 
@@ -1219,6 +1258,9 @@ async fn evict_expired(engine: std::sync::Weak<Engine>) {
             let n = app.evict_expired(cutoff);
             if n > 0 {
                 tracing::debug!(app = %app.app_key, evicted = n, "expired pushes dropped from memory");
+            }
+            if !engine.on_duty(cluster::Duty::ExpiryReports) {
+                continue;
             }
             if let Err(e) = engine.report_expired(&app).await {
                 tracing::warn!(app = %app.app_key, error = %e, "could not report expired pushes");

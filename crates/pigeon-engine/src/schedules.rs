@@ -5,6 +5,7 @@
 //! schedule fires exactly once per time, whatever crashes; a time missed while the server was
 //! down fires once when it is back.
 
+use crate::cluster::Duty;
 use crate::app::AppState;
 use crate::{now_ms, Engine, EngineError};
 use parking_lot::{Mutex, RwLock};
@@ -71,6 +72,16 @@ impl Scheduler {
         });
         tokio::spawn(run(Arc::downgrade(&scheduler)));
         Ok(scheduler)
+    }
+
+    /// Reads every schedule from storage again (those made or changed by other nodes).
+    async fn reload(&self) -> Result<(), EngineError> {
+        let all = self.store.load_schedules().await?;
+        *self.schedules.lock() = all
+            .into_iter()
+            .map(|s| (s.schedule_id.clone(), s))
+            .collect();
+        Ok(())
     }
 
     /// Lets a door's schedules fire.
@@ -226,8 +237,20 @@ async fn run(scheduler: Weak<Scheduler>) {
         let Some(engine) = s.engine.upgrade() else {
             return;
         };
+        // In a cluster, schedules made through other nodes are read every round, and only
+        // the node on the schedules duty fires them.
+        if engine.cluster().is_some() {
+            if let Err(e) = s.reload().await {
+                tracing::warn!(error = %e, "could not read the schedules");
+            }
+        }
+        let firing = engine.on_duty(Duty::Schedules);
+        let mut due = if firing { s.due(now_ms()) } else { Vec::new() };
+        if !due.is_empty() && !engine.still_on_duty(Duty::Schedules).await {
+            due.clear();
+        }
         let now = now_ms();
-        for due in s.due(now) {
+        for due in due {
             let id = due.schedule_id.clone();
             if let Err(e) = s.fire(&engine, due, now).await {
                 // Not moved on: it is tried again on the next round.

@@ -103,6 +103,12 @@ pub fn schemas() -> serde_json::Map<String, serde_json::Value> {
 }
 
 /// The gateway's routes: `POST /v1/devices/register` and `GET /v1/connect`.
+/// Whether a path is one of the device protocol's (`/v1/...`): a node that lost its
+/// database still keeps devices connected.
+pub fn is_device_path(path: &str) -> bool {
+    path.starts_with("/v1/")
+}
+
 pub fn router(engine: Arc<Engine>, config: GatewayConfig) -> Router {
     let state = Gateway {
         engine,

@@ -13,6 +13,7 @@ pub use provider::{from_config, Provider, ProviderError, Sms};
 
 use futures_util::StreamExt;
 use pigeon_core::SmsFallback;
+use pigeon_engine::cluster::Duty;
 use pigeon_engine::{now_ms, Engine};
 use pigeon_store::{SmsSend, StoreError};
 use serde::Deserialize;
@@ -90,6 +91,10 @@ impl Worker {
         let mut tick = tokio::time::interval(POLL);
         loop {
             tick.tick().await;
+            // In a cluster one node sends the SMS; it checks its lease (fencing) first.
+            if !self.engine.on_duty(Duty::Sms) || !self.engine.still_on_duty(Duty::Sms).await {
+                continue;
+            }
             if let Err(e) = self.expand_due_timers().await {
                 tracing::warn!(error = %e, "SMS fallback: could not read due timers");
             }

@@ -352,8 +352,13 @@ pub trait SmsStore: Send + Sync + 'static {
 pub enum Change {
     /// A device was registered or changed (the record as stored now).
     Device(Box<DeviceRecord>),
-    /// A push was stored, or changed (recalled, overridden): its app and msg_id.
-    Push { app_key: String, msg_id: u64 },
+    /// A push was stored, or changed (recalled, overridden): its app and msg_id, and
+    /// whether it is recalled now.
+    Push {
+        app_key: String,
+        msg_id: u64,
+        recalled: bool,
+    },
 }
 
 /// Ids handed out in blocks and the feed of changes: what several nodes on one store need so
@@ -420,6 +425,9 @@ pub trait Storage:
     + OutboxStore
     + FileStore
     + SmsStore
+    + FeedStore
+    + LeaseStore
+    + PresenceStore
 {
     /// Waits until everything written so far is durable, then stops the writer (later
     /// writes fail with [`StoreError::Closed`]) and leaves the files compact (SQLite: the

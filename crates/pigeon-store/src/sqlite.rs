@@ -2734,7 +2734,7 @@ impl FeedStore for SqliteStore {
                 found.push((to_u64(r.get(15)?), Change::Device(Box::new(record))));
             }
             let mut st = c.prepare_cached(
-                "SELECT app_key, msg_id, change_seq FROM pushes
+                "SELECT app_key, msg_id, change_seq, recalled_ms IS NOT NULL FROM pushes
                  WHERE change_seq > ?1 ORDER BY change_seq LIMIT ?2",
             )?;
             let mut rows = st.query(params![to_i64(cursor), to_i64(limit as u64)])?;
@@ -2744,6 +2744,7 @@ impl FeedStore for SqliteStore {
                     Change::Push {
                         app_key: r.get(0)?,
                         msg_id: to_u64(r.get(1)?),
+                        recalled: r.get(3)?,
                     },
                 ));
             }

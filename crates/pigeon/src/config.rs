@@ -77,6 +77,20 @@ pub struct Config {
     /// what they send as Host (a proxy in between): the Getui legacy door's discovery answers
     /// with `<public_url>/serviceex`.
     pub public_url: Option<String>,
+    /// Cluster mode: state in PostgreSQL, nodes talking through NATS (`[cluster]`).
+    pub cluster: ClusterConfig,
+}
+
+/// `[cluster]`: where state lives and how nodes talk, when not in the embedded SQLite file.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// `postgres://user:password@host:port/db`: state lives in that database.
+    pub postgres: Option<String>,
+    /// `nats://host:port`: this node talks to the others through that NATS server.
+    pub nats: Option<String>,
+    /// This node's name (generated and logged when not given).
+    pub node_id: Option<String>,
 }
 
 /// The `[callbacks]` section.
@@ -93,6 +107,39 @@ pub struct CallbacksConfig {
     pub dead_after_s: u64,
     /// An endpoint whose every request has failed for this long is disabled, in seconds.
     pub disable_after_s: u64,
+}
+
+impl ClusterConfig {
+    /// Empty settings count as not given; NATS alone is refused (see `docs/cluster.md`).
+    fn check(&mut self) -> anyhow::Result<()> {
+        for v in [&mut self.postgres, &mut self.nats, &mut self.node_id] {
+            if v.as_deref().is_some_and(|s| s.trim().is_empty()) {
+                *v = None;
+            }
+        }
+        if let Some(url) = &self.postgres {
+            if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+                anyhow::bail!("[cluster] postgres / PIGEON_POSTGRES_URL must be a postgres:// URL, got {url:?}");
+            }
+        }
+        if let Some(url) = &self.nats {
+            if !url.starts_with("nats://") {
+                anyhow::bail!("[cluster] nats / PIGEON_NATS_URL must be a nats://host:port URL, got {url:?}");
+            }
+            if self.postgres.is_none() {
+                anyhow::bail!(
+                    "[cluster] nats / PIGEON_NATS_URL is set without [cluster] postgres / PIGEON_POSTGRES_URL: \
+                     cluster nodes keep their state in PostgreSQL, so a NATS URL needs a PostgreSQL URL too"
+                );
+            }
+        }
+        if let Some(id) = &self.node_id {
+            if id.len() > 64 || !id.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
+                anyhow::bail!("[cluster] node_id / PIGEON_NODE_ID must be 1-64 letters, digits, '-', '_' or '.', got {id:?}");
+            }
+        }
+        Ok(())
+    }
 }
 
 impl Default for CallbacksConfig {
@@ -133,6 +180,7 @@ struct FileConfig {
     max_connections: Option<usize>,
     max_pending_connections: Option<usize>,
     public_url: Option<String>,
+    cluster: Option<ClusterConfig>,
 }
 
 impl Default for Config {
@@ -162,6 +210,7 @@ impl Default for Config {
             max_connections: 0,
             max_pending_connections: 0,
             public_url: None,
+            cluster: ClusterConfig::default(),
         }
     }
 }
@@ -196,6 +245,9 @@ impl Config {
             }
             if let Some(v) = f.listen {
                 c.listen = v;
+            }
+            if let Some(v) = f.cluster {
+                c.cluster = v;
             }
             if let Some(v) = f.heartbeat_s {
                 c.heartbeat_s = v;
@@ -340,6 +392,9 @@ impl Config {
                     c.max_pending_connections = value.parse().map_err(|_| bad("a number"))?
                 }
                 "PIGEON_PUBLIC_URL" => c.public_url = Some(value.clone()),
+                "PIGEON_POSTGRES_URL" => c.cluster.postgres = Some(value.clone()),
+                "PIGEON_NATS_URL" => c.cluster.nats = Some(value.clone()),
+                "PIGEON_NODE_ID" => c.cluster.node_id = Some(value.clone()),
                 "PIGEON_CALLBACKS_DISABLE_AFTER_S" => {
                     c.callbacks.disable_after_s = value.parse().map_err(|_| bad("a number"))?
                 }
@@ -352,6 +407,7 @@ impl Config {
         if let Some(v) = args.listen {
             c.listen = v;
         }
+        c.cluster.check()?;
         if let Some(u) = &c.public_url {
             if u.is_empty() {
                 c.public_url = None;

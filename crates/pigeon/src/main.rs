@@ -3,14 +3,15 @@
 mod config;
 mod http;
 mod serve;
+mod storage;
 mod simulate;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use config::{Config, ServeArgs};
 use pigeon_engine::{new_app_record, vendors, EngineError};
-use pigeon_store::ports::*;
-use pigeon_store::{SqliteStore, Storage, StoreError};
+
+use pigeon_store::StoreError;
 use std::path::PathBuf;
 
 #[derive(Parser)]
@@ -295,7 +296,7 @@ async fn app_command(cmd: AppCommand) -> anyhow::Result<()> {
             master_secret,
             data,
         } => {
-            let store = open_store(&data)?;
+            let store = storage::open_for_command(&data).await?;
             let record = new_app_record(&name, app_key, master_secret).map_err(|e| match e {
                 EngineError::Invalid(m) => anyhow::anyhow!(m),
                 e => e.into(),
@@ -305,7 +306,7 @@ async fn app_command(cmd: AppCommand) -> anyhow::Result<()> {
                 Err(StoreError::Conflict(what)) => anyhow::bail!("{what} already exists"),
                 Err(e) => return Err(e).context("creating the app"),
             }
-            vendors::vapid_public_key(&store, &record.app_key)
+            vendors::vapid_public_key(&*store, &record.app_key)
                 .await
                 .context("making the app's VAPID key pair")?;
             store.close().await?;
@@ -321,7 +322,7 @@ async fn app_command(cmd: AppCommand) -> anyhow::Result<()> {
             ip_allowlist,
             data,
         } => {
-            let store = open_store(&data)?;
+            let store = storage::open_for_command(&data).await?;
             if store.find_app(&app_key).await?.is_none() {
                 anyhow::bail!("no app with app_key {app_key}");
             }
@@ -352,11 +353,11 @@ async fn app_command(cmd: AppCommand) -> anyhow::Result<()> {
         }
         AppCommand::Callback(cmd) => callback_command(cmd).await?,
         AppCommand::Show { app_key, data } => {
-            let store = open_store(&data)?;
+            let store = storage::open_for_command(&data).await?;
             let Some(app) = store.find_app(&app_key).await? else {
                 anyhow::bail!("no app with app_key {app_key}");
             };
-            let mut shown = vendors::channels_view(&store, &app_key).await?;
+            let mut shown = vendors::channels_view(&*store, &app_key).await?;
             shown["app_key"] = serde_json::json!(app.app_key);
             shown["name"] = serde_json::json!(app.name);
             shown["created_ms"] = serde_json::json!(app.created_ms);
@@ -369,7 +370,7 @@ async fn app_command(cmd: AppCommand) -> anyhow::Result<()> {
             app_keys,
             data,
         }) => {
-            let store = open_store(&data)?;
+            let store = storage::open_for_command(&data).await?;
             for key in &app_keys {
                 if store.find_app(key).await?.is_none() {
                     anyhow::bail!("no app with app_key {key}");
@@ -394,7 +395,7 @@ async fn app_command(cmd: AppCommand) -> anyhow::Result<()> {
             );
         }
         AppCommand::List { data } => {
-            let store = open_store(&data)?;
+            let store = storage::open_for_command(&data).await?;
             for app in store.list_apps().await? {
                 println!(
                     "{}",
@@ -424,11 +425,11 @@ async fn vendor_command(cmd: VendorCommand) -> anyhow::Result<()> {
             };
             let value: serde_json::Value = serde_json::from_str(&text)
                 .map_err(|e| anyhow::anyhow!("the credentials are not JSON: {e}"))?;
-            let store = open_store(&data)?;
+            let store = storage::open_for_command(&data).await?;
             if store.find_app(&app_key).await?.is_none() {
                 anyhow::bail!("no app with app_key {app_key}");
             }
-            let shown = vendors::set_vendor_credentials(&store, &app_key, &vendor, &value, &policy)
+            let shown = vendors::set_vendor_credentials(&*store, &app_key, &vendor, &value, &policy)
                 .await
                 .map_err(|e| match e {
                     EngineError::Invalid(m) => anyhow::anyhow!(m),
@@ -438,11 +439,11 @@ async fn vendor_command(cmd: VendorCommand) -> anyhow::Result<()> {
             println!("{shown}");
         }
         VendorCommand::List { app_key, data } => {
-            let store = open_store(&data)?;
+            let store = storage::open_for_command(&data).await?;
             if store.find_app(&app_key).await?.is_none() {
                 anyhow::bail!("no app with app_key {app_key}");
             }
-            let view = vendors::channels_view(&store, &app_key).await?;
+            let view = vendors::channels_view(&*store, &app_key).await?;
             for v in view["vendors"].as_array().into_iter().flatten() {
                 println!("{v}");
             }
@@ -453,7 +454,7 @@ async fn vendor_command(cmd: VendorCommand) -> anyhow::Result<()> {
             vendor,
             data,
         } => {
-            let store = open_store(&data)?;
+            let store = storage::open_for_command(&data).await?;
             if !store.remove_vendor_credentials(&app_key, &vendor).await? {
                 anyhow::bail!("app {app_key} has no {vendor} credentials");
             }
@@ -482,7 +483,7 @@ async fn callback_command(cmd: CallbackCommand) -> anyhow::Result<()> {
             pigeon_core::net::check_url(&url, "url", &policy)
                 .await
                 .map_err(|e| anyhow::anyhow!(e))?;
-            let store = open_store(&data)?;
+            let store = storage::open_for_command(&data).await?;
             if store.find_app(&app_key).await?.is_none() {
                 anyhow::bail!("no app with app_key {app_key}");
             }
@@ -495,7 +496,7 @@ async fn callback_command(cmd: CallbackCommand) -> anyhow::Result<()> {
             );
         }
         CallbackCommand::List { app_key, data } => {
-            let store = open_store(&data)?;
+            let store = storage::open_for_command(&data).await?;
             for e in store.list_callbacks().await? {
                 if e.app_key == app_key {
                     println!("{}", pigeon_callbacks::endpoint_view(&e));
@@ -503,7 +504,7 @@ async fn callback_command(cmd: CallbackCommand) -> anyhow::Result<()> {
             }
         }
         CallbackCommand::Enable { app_key, id, data } => {
-            let store = open_store(&data)?;
+            let store = storage::open_for_command(&data).await?;
             if !store.enable_callback(&app_key, id).await? {
                 anyhow::bail!("app {app_key} has no callback endpoint {id}");
             }
@@ -511,7 +512,7 @@ async fn callback_command(cmd: CallbackCommand) -> anyhow::Result<()> {
             println!("{}", serde_json::json!({"enabled": id}));
         }
         CallbackCommand::Remove { app_key, id, data } => {
-            let store = open_store(&data)?;
+            let store = storage::open_for_command(&data).await?;
             if !store.remove_callback(&app_key, id).await? {
                 anyhow::bail!("app {app_key} has no callback endpoint {id}");
             }
@@ -532,15 +533,3 @@ fn private_networks(config: Option<PathBuf>) -> anyhow::Result<pigeon_engine::Pr
     Ok(Config::load(args)?.private_networks())
 }
 
-/// Opens the store in `data` (created if missing). Several processes may open it at once.
-pub(crate) fn open_store(data: &std::path::Path) -> anyhow::Result<SqliteStore> {
-    std::fs::create_dir_all(data)
-        .with_context(|| format!("creating the data directory {}", data.display()))?;
-    let path = data.join(config::DB_FILE);
-    SqliteStore::open_upgrading(
-        &path,
-        pigeon_store::Synchronous::Full,
-        Some(&pigeon_jpush::upgrade::StoredPushUpgrader),
-    )
-    .with_context(|| format!("opening {}", path.display()))
-}

@@ -1,7 +1,7 @@
 //! `pigeon serve`: one listener for the JPush v3 API, device registration and the device
 //! WebSocket, on embedded storage in a data directory.
 
-use crate::config::{Config, DB_FILE};
+use crate::config::Config;
 use anyhow::Context;
 use axum::http::StatusCode;
 use axum::routing::get;
@@ -9,7 +9,7 @@ use axum::Router;
 use pigeon_core::RouteDoc;
 use pigeon_engine::Engine;
 use pigeon_gateway::GatewayConfig;
-use pigeon_store::{SqliteStore, Synchronous};
+use pigeon_store::Synchronous;
 use std::fs::File;
 use std::path::Path;
 use std::sync::Arc;
@@ -27,16 +27,24 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     } else {
         Synchronous::Full
     };
-    let db = cfg.data.join(DB_FILE);
-    // Pushes stored by a Pigeon from before its own model kept JPush's names; the JPush door
-    // reads them back.
-    let store =
-        SqliteStore::open_upgrading(&db, sync, Some(&pigeon_jpush::upgrade::StoredPushUpgrader))
-            .with_context(|| format!("opening {}", db.display()))?;
+    let node_id = crate::storage::node_id(&cfg.cluster);
+    let store = crate::storage::open(&cfg.data, &cfg.cluster, sync, &node_id).await?;
     let started = std::time::Instant::now();
-    let engine = Engine::start(Arc::new(store))
-        .await
-        .context("loading stored state")?;
+    let engine = Engine::start(store).await.context("loading stored state")?;
+    // On PostgreSQL the node is one of a cluster (of one without NATS): leases, the change
+    // feed and presence run; NATS only makes what other nodes learn faster.
+    if cfg.cluster.postgres.is_some() {
+        let bus: Arc<dyn pigeon_engine::cluster::Bus> = match &cfg.cluster.nats {
+            Some(url) => pigeon_bus_nats::NatsBus::connect(url, &node_id, Arc::downgrade(&engine))
+                .await
+                .context("connecting to NATS")?,
+            None => Arc::new(pigeon_engine::cluster::NoBus),
+        };
+        engine
+            .join_cluster(node_id.clone(), bus)
+            .await
+            .context("joining the cluster")?;
+    }
     engine.set_default_rate_limit(cfg.rate_limit_per_minute);
     engine.set_rate_window(Duration::from_secs(cfg.rate_limit_window_s));
     engine.set_expired_grace(Duration::from_millis(cfg.expired_grace_ms));
@@ -93,12 +101,11 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
             "/openapi.json",
             get(|| async { pigeon_jpush::json_response(StatusCode::OK, &openapi_document()) }),
         )
-        .route(
-            "/health",
-            get(|| async {
-                pigeon_jpush::json_response(StatusCode::OK, &serde_json::json!({"status": "ok"}))
-            }),
-        );
+        .route("/health", get(health).with_state(engine.clone()))
+        .layer(axum::middleware::from_fn_with_state(
+            engine.clone(),
+            unavailable_without_store,
+        ));
 
     let listener = bind(cfg.listen).with_context(|| format!("listening on {}", cfg.listen))?;
     let addr = listener.local_addr()?;
@@ -139,6 +146,51 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     engine.flush().await.context("flushing storage")?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// `GET /health`: 200 when the node can serve everything, 503 when it lost PostgreSQL or
+/// NATS (a load balancer then sends calls elsewhere; device connections stay).
+async fn health(
+    axum::extract::State(engine): axum::extract::State<Arc<Engine>>,
+) -> axum::response::Response {
+    let Some(cluster) = engine.cluster() else {
+        return pigeon_jpush::json_response(StatusCode::OK, &serde_json::json!({"status": "ok"}));
+    };
+    let word = |ok: bool| if ok { "ok" } else { "lost" };
+    let ready = cluster.ready();
+    let body = serde_json::json!({
+        "status": if ready { "ok" } else { "unavailable" },
+        "node": cluster.node_id,
+        "postgres": word(cluster.store_ok()),
+        "nats": if cluster.has_bus() { word(cluster.bus_ok()) } else { "off" },
+    });
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    pigeon_jpush::json_response(status, &body)
+}
+
+/// While the node has lost its database, API calls are answered 503 with code 1030 at once
+/// (they would fail or hang on the store); `/health` and device connections go on.
+async fn unavailable_without_store(
+    axum::extract::State(engine): axum::extract::State<Arc<Engine>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let lost = engine.cluster().is_some_and(|c| !c.store_ok());
+    let path = request.uri().path();
+    if lost && path != "/health" && !pigeon_gateway::is_device_path(path) {
+        let message = "the node lost its database; retry, or call another node";
+        let body = if path.starts_with("/v2/") {
+            serde_json::json!({"code": 1030, "msg": message, "data": {}})
+        } else {
+            pigeon_core::error_json(1030, message)
+        };
+        return pigeon_jpush::json_response(StatusCode::SERVICE_UNAVAILABLE, &body);
+    }
+    next.run(request).await
 }
 
 /// The listen backlog: tokio's default (1024) overflows under a connection flood, and every

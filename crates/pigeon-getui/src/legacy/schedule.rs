@@ -182,7 +182,7 @@ impl Legacy {
                 "PushTotalNumOverLimit: an app may have at most {MAX_WAITING_PER_APP} scheduled tasks waiting"
             ));
         }
-        let msg_id = self.engine.reserve_msg_id();
+        let msg_id = self.engine.reserve_msg_id().await.map_err(engine_refusal)?;
         let record = ScheduleRecord {
             schedule_id: task_id(Door::Legacy, TaskKind::App, msg_id),
             app_key: app.app_key.clone(),

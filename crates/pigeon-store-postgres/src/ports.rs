@@ -2563,7 +2563,7 @@ async fn changes_between<C: GenericClient>(
          WHERE change_id > $1 AND change_id < $2 {extra} ORDER BY change_id LIMIT $3"
     );
     let pushes = format!(
-        "SELECT change_id, app_key, msg_id FROM pushes
+        "SELECT change_id, app_key, msg_id, recalled_ms IS NOT NULL FROM pushes
          WHERE change_id > $1 AND change_id < $2 {extra} ORDER BY change_id LIMIT $3"
     );
     let mut found = Vec::new();
@@ -2578,6 +2578,7 @@ async fn changes_between<C: GenericClient>(
             Change::Push {
                 app_key: col(r, 1)?,
                 msg_id: to_u64(col(r, 2)?),
+                recalled: col(r, 3)?,
             },
         ));
     }

@@ -376,7 +376,9 @@ fn change_keys(changes: &[Change]) -> BTreeSet<String> {
         .iter()
         .map(|c| match c {
             Change::Device(d) => format!("d {} {}", d.app_key, d.ordinal),
-            Change::Push { app_key, msg_id } => format!("p {app_key} {msg_id}"),
+            Change::Push {
+                app_key, msg_id, ..
+            } => format!("p {app_key} {msg_id}"),
         })
         .collect()
 }

@@ -18,6 +18,11 @@
 //!   can still appear. (That horizon is the server's: a long writing transaction in any
 //!   database of the server delays the feed, never makes it leave a change out.)
 //! - Leases and presence are timed by the database's clock.
+//! - **`insert_push`, the hot path, commits in groups** (`pushes.rs`): the pushes a process
+//!   stores at the same moment share one transaction and one WAL flush, each in a
+//!   subtransaction so a refused push (a used cid) leaves the others stored. Every other
+//!   write is a single statement where it can be (one round trip), prepared once per
+//!   connection.
 //!
 //! The client is `tokio-postgres` behind a `deadpool-postgres` pool: both are well kept and
 //! widely used, fully async (no database call ever blocks a runtime thread, unlike a

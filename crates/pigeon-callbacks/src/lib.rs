@@ -213,7 +213,8 @@ impl Endpoint {
     /// the round: the endpoint is not answering, and its next try is scheduled.
     async fn round(&self) -> Result<(), StoreError> {
         // In a cluster one node posts the callbacks; it checks its lease (fencing) first.
-        if !self.engine.on_duty(Duty::Callbacks) || !self.engine.still_on_duty(Duty::Callbacks).await
+        if !self.engine.on_duty(Duty::Callbacks)
+            || !self.engine.still_on_duty(Duty::Callbacks).await
         {
             return Ok(());
         }

@@ -50,6 +50,8 @@ pub struct AppState {
     /// Positions devices reported since the last checkpoint, the latest per device; the
     /// checkpoint moves them to storage and empties this.
     pub(crate) locations: Mutex<HashMap<Ordinal, pigeon_store::Location>>,
+    /// Other nodes' API calls to this app in their rate window: node → `(window_ms, calls)`.
+    pub(crate) remote_calls: Mutex<HashMap<String, (u64, u64)>>,
     /// Ordinals reserved in the store for new devices and not given yet: `[next, end)`.
     pub(crate) ordinals: Mutex<(Ordinal, Ordinal)>,
 }
@@ -293,6 +295,7 @@ impl AppState {
             blocked: RwLock::new(RoaringBitmap::new()),
             locations: Mutex::new(HashMap::default()),
             ordinals: Mutex::new((0, 0)),
+            remote_calls: Mutex::new(HashMap::default()),
         }
     }
 
@@ -369,6 +372,40 @@ impl AppState {
                 .insert(push.msg_id(), (push.expires_ms(), callback.clone()));
         }
         self.live.write().retire(push.msg_id());
+    }
+
+    /// Sets badge numbers learnt from another node; with `notify`, tells connected devices.
+    pub(crate) fn set_badges(&self, changed: &[(Ordinal, u32)], notify: bool) {
+        {
+            let mut badges = self.badges.lock();
+            for (ordinal, badge) in changed {
+                badges.set(*ordinal, *badge);
+            }
+        }
+        if notify {
+            let presence = self.presence.lock();
+            for (ordinal, badge) in changed {
+                if let Some(session) = presence.sessions.get(ordinal) {
+                    session.notify(crate::Notice::Badge(*badge));
+                }
+            }
+        }
+    }
+
+    /// This node's rate window of the app: `(start_ms, calls)`.
+    pub(crate) fn calls_in_window(&self) -> (u64, u64) {
+        let w = self.rate.lock();
+        (w.start_ms, w.calls)
+    }
+
+    /// Calls other nodes counted in the rate window starting at `window_ms`.
+    pub(crate) fn remote_calls_in(&self, window_ms: u64) -> u64 {
+        self.remote_calls
+            .lock()
+            .values()
+            .filter(|(start, _)| *start == window_ms)
+            .map(|(_, calls)| calls)
+            .sum()
     }
 
     /// An ordinal of the reserved block, if any is left.

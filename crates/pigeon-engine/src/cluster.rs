@@ -56,6 +56,25 @@ pub enum NodeNotice {
     Changed,
     /// A device connected here: close any older connection of it (4002).
     Connected { app_key: String, ordinal: Ordinal },
+    /// Devices acked pushes here: `(ordinal, msg_id)`. Others stop offering them, so a
+    /// device that moves to another node does not get them again.
+    Acked {
+        app_key: String,
+        acks: Vec<(Ordinal, u64)>,
+    },
+    /// Devices' badge numbers changed here: `(ordinal, badge)`; with `notify`, connected
+    /// devices are told their new number (a change through the API).
+    Badges {
+        app_key: String,
+        badges: Vec<(Ordinal, u32)>,
+        notify: bool,
+    },
+    /// This node's count of API calls per app in the rate window starting at `window_ms`,
+    /// so that an app's rate limit holds for the cluster as a whole.
+    Calls {
+        window_ms: u64,
+        calls: Vec<(String, u64)>,
+    },
 }
 
 /// A notice with the node that sent it.
@@ -132,10 +151,23 @@ pub struct Cluster {
     /// Whether the last lease renewal reached the store.
     store_ok: AtomicBool,
     feed_wake: tokio::sync::Notify,
+    /// One reader of the change feed at a time.
+    feed_reader: tokio::sync::Mutex<()>,
     /// msg_ids this node accepted or adopted lately, with when.
     seen: Mutex<HashMap<u64, u64>>,
     presence: mpsc::Sender<(String, u32, bool)>,
+    /// Acks and badge numbers to tell the others, sent together every [`BATCH_EVERY`].
+    acks: Mutex<HashMap<String, Vec<(Ordinal, u64)>>>,
+    badges: Mutex<HashMap<String, Vec<(Ordinal, u32)>>>,
+    /// The call counts last told, per app: `(window_ms, calls)`.
+    told_calls: Mutex<HashMap<String, (u64, u64)>>,
 }
+
+/// How often batched notices (acks, badges, call counts) are sent.
+const BATCH_EVERY: Duration = Duration::from_millis(20);
+/// Most acks or badges queued per app between two batches; past it they are dropped (the
+/// store's delivery state still has them; a moved device may get such a push twice).
+const MAX_BATCHED: usize = 100_000;
 
 impl Cluster {
     /// Whether this node holds `duty` now.
@@ -199,8 +231,12 @@ impl Engine {
             duties: Default::default(),
             store_ok: AtomicBool::new(true),
             feed_wake: tokio::sync::Notify::new(),
+            feed_reader: tokio::sync::Mutex::new(()),
             seen: Mutex::new(HashMap::default()),
             presence: presence_tx,
+            acks: Mutex::new(HashMap::default()),
+            badges: Mutex::new(HashMap::default()),
+            told_calls: Mutex::new(HashMap::default()),
         });
         if self.cluster.set(cluster.clone()).is_err() {
             return Err(EngineError::Invalid(
@@ -211,6 +247,7 @@ impl Engine {
         tokio::spawn(leases_forever(Arc::downgrade(self)));
         tokio::spawn(feed_forever(Arc::downgrade(self)));
         tokio::spawn(presence_forever(Arc::downgrade(self), presence_rx));
+        tokio::spawn(batches_forever(Arc::downgrade(self)));
         tracing::info!(node = %cluster.node_id, "joined the cluster");
         Ok(())
     }
@@ -260,6 +297,31 @@ impl Engine {
                     app.drop_session(ordinal, 4002, "replaced by a newer connection");
                 }
             }
+            NodeNotice::Acked { app_key, acks } => {
+                if let Some(app) = self.apps.read().get(&app_key).cloned() {
+                    for (ordinal, msg_id) in acks {
+                        self.mark_acked(&app, ordinal, msg_id);
+                    }
+                }
+            }
+            NodeNotice::Badges {
+                app_key,
+                badges,
+                notify,
+            } => {
+                if let Some(app) = self.apps.read().get(&app_key).cloned() {
+                    app.set_badges(&badges, notify);
+                }
+            }
+            NodeNotice::Calls { window_ms, calls } => {
+                for (app_key, count) in calls {
+                    if let Some(app) = self.apps.read().get(&app_key) {
+                        app.remote_calls
+                            .lock()
+                            .insert(envelope.from.clone(), (window_ms, count));
+                    }
+                }
+            }
             NodeNotice::Push {
                 app_key,
                 push,
@@ -294,6 +356,43 @@ impl Engine {
             push: Box::new(live.push.clone()),
             audience: base64::engine::general_purpose::STANDARD.encode(bytes),
         });
+    }
+
+    /// Queues acks made here for the other nodes.
+    pub(crate) fn announce_acks(&self, app: &AppState, acks: Vec<(Ordinal, u64)>) {
+        if let Some(cluster) = self.cluster() {
+            let mut all = cluster.acks.lock();
+            let queued = all.entry(app.app_key.clone()).or_default();
+            if queued.len() < MAX_BATCHED {
+                queued.extend(acks);
+            }
+        }
+    }
+
+    /// Tells the other nodes about badge numbers changed here: at once and to be shown
+    /// when `notify` (an API call), else with the next batch.
+    pub(crate) fn announce_badges(
+        &self,
+        app: &AppState,
+        badges: Vec<(Ordinal, u32)>,
+        notify: bool,
+    ) {
+        let Some(cluster) = self.cluster() else {
+            return;
+        };
+        if notify {
+            cluster.publish(NodeNotice::Badges {
+                app_key: app.app_key.clone(),
+                badges,
+                notify,
+            });
+            return;
+        }
+        let mut all = cluster.badges.lock();
+        let queued = all.entry(app.app_key.clone()).or_default();
+        if queued.len() < MAX_BATCHED {
+            queued.extend(badges);
+        }
     }
 
     /// Tells the other nodes the change feed has something for them.
@@ -380,12 +479,46 @@ impl Engine {
         app.notify_connected(sent, crate::Notice::Revoke(msg_id));
     }
 
+    /// Reads the change feed to its end and applies what it brings (a no-op outside a
+    /// cluster). Errors are logged: the next round tries again from the same place.
+    pub async fn catch_up(&self) {
+        let Some(cluster) = self.cluster() else {
+            return;
+        };
+        let _one_reader = cluster.feed_reader.lock().await;
+        loop {
+            let cursor = self.feed_cursor.load(Ordering::Acquire);
+            match self.store.changes_since(cursor, FEED_PAGE).await {
+                Ok((changes, next)) => {
+                    let full = changes.len() >= FEED_PAGE;
+                    match self.apply_changes(changes).await {
+                        Ok(()) => self.feed_cursor.store(next, Ordering::Release),
+                        Err(e) => {
+                            tracing::warn!(error = %e, "could not apply the change feed");
+                            return;
+                        }
+                    }
+                    if !full {
+                        return;
+                    }
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "could not read the change feed");
+                    return;
+                }
+            }
+        }
+    }
+
     /// Applies changes read from the feed.
     async fn apply_changes(&self, changes: Vec<Change>) -> Result<(), EngineError> {
         for change in changes {
             match change {
                 Change::Device(record) => {
-                    let Some(app) = self.apps.read().get(&record.app_key[..]).cloned() else {
+                    // An app not loaded here is loaded now, with this device.
+                    let loaded = self.apps.read().get(&record.app_key[..]).cloned();
+                    let Some(app) = loaded else {
+                        self.app(&record.app_key).await?;
                         continue;
                     };
                     let rid = record.registration_id.clone();
@@ -520,20 +653,7 @@ async fn feed_forever(engine: Weak<Engine>) {
         let Some(cluster) = strong.cluster().cloned() else {
             return;
         };
-        let cursor = strong.feed_cursor.load(Ordering::Acquire);
-        match strong.store.changes_since(cursor, FEED_PAGE).await {
-            Ok((changes, next)) => {
-                let full = changes.len() >= FEED_PAGE;
-                match strong.apply_changes(changes).await {
-                    Ok(()) => strong.feed_cursor.store(next, Ordering::Release),
-                    Err(e) => tracing::warn!(error = %e, "could not apply the change feed"),
-                }
-                if full {
-                    continue;
-                }
-            }
-            Err(e) => tracing::debug!(error = %e, "could not read the change feed"),
-        }
+        strong.catch_up().await;
         drop(strong);
         let _ = tokio::time::timeout(FEED_POLL, cluster.feed_wake.notified()).await;
     }
@@ -554,6 +674,50 @@ async fn presence_forever(engine: Weak<Engine>, mut rx: mpsc::Receiver<(String, 
         }
         drop(strong);
         tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Sends the batched notices: acks, badge numbers, and the call counts that changed.
+async fn batches_forever(engine: Weak<Engine>) {
+    let mut tick = tokio::time::interval(BATCH_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let Some(engine) = engine.upgrade() else {
+            return;
+        };
+        let Some(cluster) = engine.cluster().cloned() else {
+            return;
+        };
+        let acks = std::mem::take(&mut *cluster.acks.lock());
+        for (app_key, acks) in acks {
+            cluster.publish(NodeNotice::Acked { app_key, acks });
+        }
+        let badges = std::mem::take(&mut *cluster.badges.lock());
+        for (app_key, badges) in badges {
+            cluster.publish(NodeNotice::Badges {
+                app_key,
+                badges,
+                notify: false,
+            });
+        }
+        let mut changed: HashMap<u64, Vec<(String, u64)>> = HashMap::default();
+        {
+            let mut told = cluster.told_calls.lock();
+            for app in engine.apps() {
+                let now = app.calls_in_window();
+                if now.1 > 0 && told.get(&app.app_key) != Some(&now) {
+                    told.insert(app.app_key.clone(), now);
+                    changed
+                        .entry(now.0)
+                        .or_default()
+                        .push((app.app_key.clone(), now.1));
+                }
+            }
+        }
+        for (window_ms, calls) in changed {
+            cluster.publish(NodeNotice::Calls { window_ms, calls });
+        }
     }
 }
 

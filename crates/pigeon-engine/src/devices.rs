@@ -45,6 +45,21 @@ pub enum Presence {
 }
 
 impl Engine {
+    /// [`Engine::find_device`], reading the cluster's change feed first if the device is
+    /// not known here yet (it registered through another node a moment ago).
+    pub async fn find_device_caught_up(
+        &self,
+        app: &AppState,
+        registration_id: &str,
+    ) -> Option<DeviceRecord> {
+        if let Some(found) = self.find_device(app, registration_id) {
+            return Some(found);
+        }
+        self.cluster()?;
+        self.catch_up().await;
+        self.find_device(app, registration_id)
+    }
+
     /// A device of this app by registration id.
     pub fn find_device(&self, app: &AppState, registration_id: &str) -> Option<DeviceRecord> {
         let devices = app.devices.read();

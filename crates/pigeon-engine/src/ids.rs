@@ -66,35 +66,19 @@ pub fn is_app_credential(s: &str) -> bool {
     s.len() == 24 && s.bytes().all(|b| b.is_ascii_alphanumeric())
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn ids_have_the_documented_shape() {
-        let k = random_alnum(24);
-        assert!(is_app_credential(&k));
-        let r = new_registration_id();
-        assert_eq!(r.len(), 20);
-        assert!(r.bytes().all(|b| b.is_ascii_alphanumeric()));
-        assert_ne!(new_registration_id(), r);
-        assert!(same_secret(&hash_secret("a"), &hash_secret("a")));
-        assert!(!same_secret(&hash_secret("a"), &hash_secret("b")));
-        assert!(!same_secret(b"short", b"longer"));
-        assert!(!is_app_credential("short"));
-    }
-}
-
 /// Device ordinals reserved in the store at once.
 pub(crate) const ORDINAL_BLOCK: u32 = 256;
 /// msg_ids reserved in the store at once; another block is reserved when half is used.
 const MSG_ID_BLOCK: u64 = 1 << 20;
 
+/// `[next, end)`.
+type IdRange = (u64, u64);
+
 /// msg_ids reserved in the store (so no two processes on one store give the same), handed
 /// out without waiting: the next block is reserved while half of this one is left.
 pub(crate) struct MsgIds {
     /// `[next, end)` of the current block, and the block reserved after it, if any.
-    blocks: parking_lot::Mutex<((u64, u64), Option<(u64, u64)>)>,
+    blocks: parking_lot::Mutex<(IdRange, Option<IdRange>)>,
     refilling: tokio::sync::Mutex<()>,
 }
 
@@ -143,5 +127,24 @@ impl MsgIds {
                 return Ok(id);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_have_the_documented_shape() {
+        let k = random_alnum(24);
+        assert!(is_app_credential(&k));
+        let r = new_registration_id();
+        assert_eq!(r.len(), 20);
+        assert!(r.bytes().all(|b| b.is_ascii_alphanumeric()));
+        assert_ne!(new_registration_id(), r);
+        assert!(same_secret(&hash_secret("a"), &hash_secret("a")));
+        assert!(!same_secret(&hash_secret("a"), &hash_secret("b")));
+        assert!(!same_secret(b"short", b"longer"));
+        assert!(!is_app_credential("short"));
     }
 }

@@ -549,7 +549,13 @@ impl Engine {
         mut push: Push,
         validate_only: bool,
     ) -> Result<u64, EngineError> {
-        let audience = self.resolve(app, &push);
+        let mut audience = self.resolve(app, &push);
+        // A device registered or tagged through another node a moment ago may not have
+        // reached this node's index yet: read the change feed before saying no target.
+        if audience.is_empty() && self.cluster().is_some() {
+            self.catch_up().await;
+            audience = self.resolve(app, &push);
+        }
         if audience.is_empty() {
             return Err(EngineError::NoTarget);
         }
@@ -660,6 +666,22 @@ impl Engine {
         }
         self.announce_connected(&app, ordinal);
         Ok((app, Session::new(ordinal, &handle)))
+    }
+
+    /// [`Engine::connect`], reading the cluster's change feed first if the device is not
+    /// known here yet (it registered through another node a moment ago).
+    pub async fn connect_caught_up(
+        &self,
+        registration_id: &str,
+        device_secret: &str,
+    ) -> Result<(Arc<AppState>, Session), EngineError> {
+        match self.connect(registration_id, device_secret) {
+            Err(EngineError::BadCredentials) if self.cluster().is_some() => {
+                self.catch_up().await;
+                self.connect(registration_id, device_secret)
+            }
+            other => other,
+        }
     }
 
     /// Ends a session; the device is offline unless a newer session replaced it.
@@ -871,6 +893,8 @@ impl Engine {
         }
         let badge = op.apply(current);
         badges.set(ordinal, badge);
+        drop(badges);
+        self.announce_badges(app, vec![(ordinal, badge)], false);
         Some(badge)
     }
 
@@ -896,12 +920,15 @@ impl Engine {
         self.store
             .save_badges(&app.app_key, changed.clone())
             .await?;
-        let presence = app.presence.lock();
-        for (ordinal, badge) in changed {
-            if let Some(session) = presence.sessions.get(&ordinal) {
-                session.notify(Notice::Badge(badge));
+        {
+            let presence = app.presence.lock();
+            for (ordinal, badge) in &changed {
+                if let Some(session) = presence.sessions.get(ordinal) {
+                    session.notify(Notice::Badge(*badge));
+                }
             }
         }
+        self.announce_badges(app, changed, true);
         Ok(())
     }
 
@@ -927,28 +954,44 @@ impl Engine {
 
     /// Records that a device got these pushes. Returns how many were newly delivered.
     pub async fn ack(&self, app: &AppState, ordinal: Ordinal, msg_ids: &[u64]) -> usize {
-        let mut newly = 0;
+        let mut newly = Vec::new();
         for &msg_id in msg_ids {
-            let Some(live) = app.live_push(msg_id) else {
+            let Some(live) = self.mark_acked(app, ordinal, msg_id) else {
                 continue;
             };
-            let (delivered, first_since_checkpoint) = live.mark_delivered(ordinal);
-            if first_since_checkpoint {
-                app.dirty.lock().push(live.clone());
-            }
-            if delivered && app.reports_stages(&live.push) {
+            if app.reports_stages(&live.push) {
                 app.push_events.lock().push(events::PushStage::own(
                     (msg_id, live.push.sent_ms),
                     ordinal,
                     events::Stage::Delivered,
                 ));
             }
-            if delivered && app::is_narrow(&live) {
-                app.live.write().delivered(msg_id, ordinal);
-            }
-            newly += usize::from(delivered);
+            newly.push((ordinal, msg_id));
         }
-        newly
+        let n = newly.len();
+        if n > 0 {
+            self.announce_acks(app, newly);
+        }
+        n
+    }
+
+    /// Marks a push delivered to a device (acked here or on another node); the push if
+    /// this is news.
+    pub(crate) fn mark_acked(
+        &self,
+        app: &AppState,
+        ordinal: Ordinal,
+        msg_id: u64,
+    ) -> Option<Arc<LivePush>> {
+        let live = app.live_push(msg_id)?;
+        let (delivered, first_since_checkpoint) = live.mark_delivered(ordinal);
+        if first_since_checkpoint {
+            app.dirty.lock().push(live.clone());
+        }
+        if delivered && app::is_narrow(&live) {
+            app.live.write().delivered(msg_id, ordinal);
+        }
+        delivered.then_some(live)
     }
 
     /// Stores a click a device reported on a push it received: written to this device's

@@ -37,8 +37,8 @@ pub struct RateState {
 /// Calls counted in the current window.
 #[derive(Debug, Default)]
 pub(crate) struct RateWindow {
-    start_ms: u64,
-    calls: u64,
+    pub(crate) start_ms: u64,
+    pub(crate) calls: u64,
 }
 
 impl Engine {
@@ -61,15 +61,27 @@ impl Engine {
         }
         let now = now_ms();
         let window = self.rate_window_ms.load(Ordering::Relaxed);
+        // In a cluster, windows start on multiples of their length, so that every node's
+        // count of a window is of the same window; the others' counts add to this one's.
+        let clustered = self.cluster().is_some();
         let mut w = app.rate.lock();
         if now >= w.start_ms + window {
             *w = RateWindow {
-                start_ms: now,
+                start_ms: if clustered {
+                    now - now % window.max(1)
+                } else {
+                    now
+                },
                 calls: 0,
             };
         }
         let reset_s = (w.start_ms + window - now).div_ceil(1000);
-        if w.calls >= limit {
+        let elsewhere = if clustered {
+            app.remote_calls_in(w.start_ms)
+        } else {
+            0
+        };
+        if w.calls + elsewhere >= limit {
             return Admission::RateLimited(RateState {
                 limit,
                 remaining: 0,
@@ -79,7 +91,7 @@ impl Engine {
         w.calls += 1;
         Admission::Allowed(RateState {
             limit,
-            remaining: limit - w.calls,
+            remaining: limit.saturating_sub(w.calls + elsewhere),
             reset_s,
         })
     }

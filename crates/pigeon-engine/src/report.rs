@@ -55,7 +55,15 @@ impl Engine {
         let (audience, sent, delivered, has_notification, has_message) = match app.live_push(msg_id)
         {
             Some(live) => {
-                let (sent, delivered) = live.sets();
+                let (mut sent, mut delivered) = live.sets();
+                // In a cluster the other nodes' devices are in the store (as of their last
+                // checkpoint): both together are the whole.
+                if self.cluster().is_some() {
+                    if let Some(stored) = self.store.load_push(&app.app_key, msg_id).await? {
+                        sent |= stored.sent;
+                        delivered |= stored.delivered;
+                    }
+                }
                 (
                     live.audience.clone(),
                     sent,

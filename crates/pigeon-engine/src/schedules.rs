@@ -5,8 +5,8 @@
 //! schedule fires exactly once per time, whatever crashes; a time missed while the server was
 //! down fires once when it is back.
 
-use crate::cluster::Duty;
 use crate::app::AppState;
+use crate::cluster::Duty;
 use crate::{now_ms, Engine, EngineError};
 use parking_lot::{Mutex, RwLock};
 use pigeon_core::{Push, ScheduleFiring};

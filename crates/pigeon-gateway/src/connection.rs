@@ -251,14 +251,15 @@ async fn run(conn: &mut Conn, gw: Gateway) -> io::Result<()> {
             Err(End::Close(code, reason)) => return Box::pin(conn.close(code, &reason)).await,
             Err(End::Gone) => return Ok(()),
         };
-    let (app, session) = match gw.engine.connect(&registration_id, &secret) {
-        Ok(s) => s,
-        Err(_) => {
-            let reason = "registration_id and device_secret do not match a device";
-            Box::pin(conn.send_text(&frames::error(1004, reason, None))).await?;
-            return Box::pin(conn.close(4001, "bad credentials")).await;
-        }
-    };
+    let (app, session) =
+        match Box::pin(gw.engine.connect_caught_up(&registration_id, &secret)).await {
+            Ok(s) => s,
+            Err(_) => {
+                let reason = "registration_id and device_secret do not match a device";
+                Box::pin(conn.send_text(&frames::error(1004, reason, None))).await?;
+                return Box::pin(conn.close(4001, "bad credentials")).await;
+            }
+        };
     if let Err(e) = gw
         .engine
         .record_presence(&app, session.ordinal, true, PresenceReason::Login)

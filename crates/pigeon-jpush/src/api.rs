@@ -77,6 +77,14 @@ pub fn engine_error(family: Family, e: EngineError) -> ApiError {
             1011,
             "cannot find user by this audience",
         ),
+        EngineError::Storage(pigeon_store::StoreError::Unavailable(why)) => {
+            tracing::warn!(error = %why, "the database is out of reach");
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                1030,
+                "the node lost its database; retry, or call another node",
+            )
+        }
         other => ApiError::internal(family, &other),
     }
 }

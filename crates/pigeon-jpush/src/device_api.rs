@@ -41,7 +41,8 @@ pub async fn get_device(
     let app = authenticate(&s.engine, &headers, F).await?;
     let d = s
         .engine
-        .find_device(&app, &rid)
+        .find_device_caught_up(&app, &rid)
+        .await
         .ok_or_else(|| unknown_device(&rid))?;
     Ok(json_response(StatusCode::OK, &device_info(&d)))
 }
@@ -93,7 +94,7 @@ pub async fn set_device(
             "give at least one of tags, alias, mobile, region",
         ));
     }
-    if s.engine.find_device(&app, &rid).is_none() {
+    if s.engine.find_device_caught_up(&app, &rid).await.is_none() {
         return Err(unknown_device(&rid));
     }
     s.engine

@@ -10,6 +10,7 @@ use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
 use pigeon_core::Push;
 use pigeon_engine::{AppState, EngineError};
+use pigeon_store::StoreError;
 use serde_json::{json, Map, Value};
 
 const F: Family = Family::Push;
@@ -82,6 +83,7 @@ pub(crate) async fn accept(
         .accept(app, push, validate_only)
         .await
         .map_err(|e| match e {
+            EngineError::Storage(StoreError::Unavailable(_)) => engine_error(F, e),
             EngineError::Storage(_) => {
                 tracing::error!(error = %e, "push not accepted");
                 ApiError::new(

@@ -64,7 +64,7 @@ fn device(app: &str, ordinal: u32, rid: &str) -> DeviceRecord {
         install_id: Some(format!("i{ordinal}")),
         secret_hash: [ordinal as u8; 32],
         platform: pigeon_core::Platform::Android,
-        alias: (ordinal % 2 == 0).then(|| format!("al{ordinal}")),
+        alias: ordinal.is_multiple_of(2).then(|| format!("al{ordinal}")),
         tags: vec!["t1".into(), format!("t{ordinal}")],
         mobile: Some("+100".into()),
         region: None,
@@ -72,7 +72,7 @@ fn device(app: &str, ordinal: u32, rid: &str) -> DeviceRecord {
             .as_object()
             .cloned()
             .unwrap_or_default(),
-        apns_production: ordinal % 3 == 0,
+        apns_production: ordinal.is_multiple_of(3),
         info: json!({"model": "m"})
             .as_object()
             .cloned()

@@ -2719,7 +2719,10 @@ impl FeedStore for SqliteStore {
             let limit = limit.max(1);
             // Change numbers are committed in order (one writer), so the first `limit`
             // changes above the cursor, devices and pushes together, are all there is below
-            // the highest of them.
+            // the highest of them: in one snapshot. (Read by two statements outside a
+            // transaction, a device committed between them could be passed over by a cursor
+            // moved past a push committed after it.)
+            let snapshot = c.unchecked_transaction()?;
             let mut found: Vec<(u64, Change)> = Vec::new();
             let mut st = c.prepare_cached(
                 "SELECT app_key, ordinal, registration_id, install_id, secret_hash, platform,
@@ -2748,6 +2751,9 @@ impl FeedStore for SqliteStore {
                     },
                 ));
             }
+            drop(rows);
+            drop(st);
+            snapshot.finish()?;
             found.sort_by_key(|(seq, _)| *seq);
             found.truncate(limit);
             let next = found.last().map_or(cursor, |(seq, _)| *seq);

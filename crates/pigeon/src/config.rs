@@ -124,7 +124,9 @@ impl ClusterConfig {
         }
         if let Some(url) = &self.nats {
             if !url.starts_with("nats://") {
-                anyhow::bail!("[cluster] nats / PIGEON_NATS_URL must be a nats://host:port URL, got {url:?}");
+                anyhow::bail!(
+                    "[cluster] nats / PIGEON_NATS_URL must be a nats://host:port URL, got {url:?}"
+                );
             }
             if self.postgres.is_none() {
                 anyhow::bail!(
@@ -134,7 +136,11 @@ impl ClusterConfig {
             }
         }
         if let Some(id) = &self.node_id {
-            if id.len() > 64 || !id.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
+            if id.len() > 64
+                || !id
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+            {
                 anyhow::bail!("[cluster] node_id / PIGEON_NODE_ID must be 1-64 letters, digits, '-', '_' or '.', got {id:?}");
             }
         }

@@ -3,8 +3,8 @@
 mod config;
 mod http;
 mod serve;
-mod storage;
 mod simulate;
+mod storage;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -429,12 +429,13 @@ async fn vendor_command(cmd: VendorCommand) -> anyhow::Result<()> {
             if store.find_app(&app_key).await?.is_none() {
                 anyhow::bail!("no app with app_key {app_key}");
             }
-            let shown = vendors::set_vendor_credentials(&*store, &app_key, &vendor, &value, &policy)
-                .await
-                .map_err(|e| match e {
-                    EngineError::Invalid(m) => anyhow::anyhow!(m),
-                    e => e.into(),
-                })?;
+            let shown =
+                vendors::set_vendor_credentials(&*store, &app_key, &vendor, &value, &policy)
+                    .await
+                    .map_err(|e| match e {
+                        EngineError::Invalid(m) => anyhow::anyhow!(m),
+                        e => e.into(),
+                    })?;
             store.close().await?;
             println!("{shown}");
         }
@@ -532,4 +533,3 @@ fn private_networks(config: Option<PathBuf>) -> anyhow::Result<pigeon_engine::Pr
     };
     Ok(Config::load(args)?.private_networks())
 }
-

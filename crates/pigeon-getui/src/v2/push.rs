@@ -481,7 +481,12 @@ pub async fn list_message(call: &Call<'_>, app: &Arc<AppState>, body: Option<Val
         ));
     }
     let bytes = serde_json::to_vec(&body).map_or(0, |b| b.len());
-    let msg_id = call.v2.engine.reserve_msg_id().await.map_err(super::engine_error)?;
+    let msg_id = call
+        .v2
+        .engine
+        .reserve_msg_id()
+        .await
+        .map_err(super::engine_error)?;
     call.v2
         .lists
         .create(&app.app_key, req, bytes, msg_id, now_ms());

@@ -98,7 +98,12 @@ pub async fn create(
             "settings.schedule_time is invalid: an app may have at most {MAX_WAITING_PER_APP} scheduled tasks waiting"
         )));
     }
-    let msg_id = call.v2.engine.reserve_msg_id().await.map_err(super::engine_error)?;
+    let msg_id = call
+        .v2
+        .engine
+        .reserve_msg_id()
+        .await
+        .map_err(super::engine_error)?;
     let taskid = task_id(Door::RestV2, TaskKind::App, msg_id);
     let record = ScheduleRecord {
         schedule_id: taskid.clone(),

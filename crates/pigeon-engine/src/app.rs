@@ -200,10 +200,14 @@ impl Live {
     fn candidates(&self, ordinal: Ordinal) -> Vec<&Arc<LivePush>> {
         let mut ids: Vec<u64> = self.by_device.get(&ordinal).cloned().unwrap_or_default();
         ids.extend(self.wide.iter().copied());
-        // Concurrent accepts may insert out of msg_id order.
         ids.sort_unstable();
         ids.dedup();
-        ids.iter().filter_map(|m| self.pushes.get(m)).collect()
+        // In the order they were accepted: concurrent accepts insert out of order, and in a
+        // cluster each node's msg_ids come from a block of its own.
+        let mut found: Vec<&Arc<LivePush>> =
+            ids.iter().filter_map(|m| self.pushes.get(m)).collect();
+        found.sort_by_key(|p| (p.push.sent_ms, p.msg_id()));
+        found
     }
 
     /// Drops pushes that expired before `cutoff_ms`; returns how many.
@@ -396,6 +400,18 @@ impl AppState {
         }
     }
 
+    /// Blocks or unblocks devices in memory (stored already).
+    pub(crate) fn apply_blocked(&self, ordinals: &[Ordinal], blocked: bool) {
+        let mut set = self.blocked.write();
+        for &o in ordinals {
+            if blocked {
+                set.insert(o);
+            } else {
+                set.remove(o);
+            }
+        }
+    }
+
     /// A device connected to (or left) another node.
     pub(crate) fn connected_elsewhere(&self, node: &str, ordinal: Ordinal, connected: bool) {
         let mut elsewhere = self.elsewhere.lock();
@@ -403,7 +419,10 @@ impl AppState {
             for set in elsewhere.values_mut() {
                 set.remove(ordinal);
             }
-            elsewhere.entry(node.to_string()).or_default().insert(ordinal);
+            elsewhere
+                .entry(node.to_string())
+                .or_default()
+                .insert(ordinal);
         } else if let Some(set) = elsewhere.get_mut(node) {
             set.remove(ordinal);
         }

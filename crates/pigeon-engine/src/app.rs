@@ -50,6 +50,9 @@ pub struct AppState {
     /// Positions devices reported since the last checkpoint, the latest per device; the
     /// checkpoint moves them to storage and empties this.
     pub(crate) locations: Mutex<HashMap<Ordinal, pigeon_store::Location>>,
+    /// Devices connected to other nodes, per node (from their notices): a push reaches them
+    /// there, so a vendor need not carry it.
+    pub(crate) elsewhere: Mutex<HashMap<String, RoaringBitmap>>,
     /// Other nodes' API calls to this app in their rate window: node → `(window_ms, calls)`.
     pub(crate) remote_calls: Mutex<HashMap<String, (u64, u64)>>,
     /// Ordinals reserved in the store for new devices and not given yet: `[next, end)`.
@@ -197,10 +200,14 @@ impl Live {
     fn candidates(&self, ordinal: Ordinal) -> Vec<&Arc<LivePush>> {
         let mut ids: Vec<u64> = self.by_device.get(&ordinal).cloned().unwrap_or_default();
         ids.extend(self.wide.iter().copied());
-        // Concurrent accepts may insert out of msg_id order.
         ids.sort_unstable();
         ids.dedup();
-        ids.iter().filter_map(|m| self.pushes.get(m)).collect()
+        // In the order they were accepted: concurrent accepts insert out of order, and in a
+        // cluster each node's msg_ids come from a block of its own.
+        let mut found: Vec<&Arc<LivePush>> =
+            ids.iter().filter_map(|m| self.pushes.get(m)).collect();
+        found.sort_by_key(|p| (p.push.sent_ms, p.msg_id()));
+        found
     }
 
     /// Drops pushes that expired before `cutoff_ms`; returns how many.
@@ -296,6 +303,7 @@ impl AppState {
             locations: Mutex::new(HashMap::default()),
             ordinals: Mutex::new((0, 0)),
             remote_calls: Mutex::new(HashMap::default()),
+            elsewhere: Mutex::new(HashMap::default()),
         }
     }
 
@@ -390,6 +398,50 @@ impl AppState {
                 }
             }
         }
+    }
+
+    /// Blocks or unblocks devices in memory (stored already).
+    pub(crate) fn apply_blocked(&self, ordinals: &[Ordinal], blocked: bool) {
+        let mut set = self.blocked.write();
+        for &o in ordinals {
+            if blocked {
+                set.insert(o);
+            } else {
+                set.remove(o);
+            }
+        }
+    }
+
+    /// A device connected to (or left) another node.
+    pub(crate) fn connected_elsewhere(&self, node: &str, ordinal: Ordinal, connected: bool) {
+        let mut elsewhere = self.elsewhere.lock();
+        if connected {
+            for set in elsewhere.values_mut() {
+                set.remove(ordinal);
+            }
+            elsewhere
+                .entry(node.to_string())
+                .or_default()
+                .insert(ordinal);
+        } else if let Some(set) = elsewhere.get_mut(node) {
+            set.remove(ordinal);
+        }
+    }
+
+    /// Forgets the devices of nodes that are no longer alive.
+    pub(crate) fn forget_nodes_but(&self, alive: &[&str]) {
+        self.elsewhere
+            .lock()
+            .retain(|node, _| alive.contains(&node.as_str()));
+    }
+
+    /// Devices of this app connected to other nodes.
+    pub(crate) fn online_elsewhere(&self) -> RoaringBitmap {
+        let mut all = RoaringBitmap::new();
+        for set in self.elsewhere.lock().values() {
+            all |= set;
+        }
+        all
     }
 
     /// This node's rate window of the app: `(start_ms, calls)`.

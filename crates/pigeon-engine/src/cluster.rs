@@ -56,6 +56,14 @@ pub enum NodeNotice {
     Changed,
     /// A device connected here: close any older connection of it (4002).
     Connected { app_key: String, ordinal: Ordinal },
+    /// A device's connection here ended.
+    Disconnected { app_key: String, ordinal: Ordinal },
+    /// Devices were blocked or unblocked (the black list).
+    Blocked {
+        app_key: String,
+        ordinals: Vec<Ordinal>,
+        blocked: bool,
+    },
     /// Devices acked pushes here: `(ordinal, msg_id)`. Others stop offering them, so a
     /// device that moves to another node does not get them again.
     Acked {
@@ -145,6 +153,9 @@ impl Duty {
 /// This node's part in a cluster.
 pub struct Cluster {
     pub node_id: String,
+    /// This process: the holder named in its leases, so that a second process given the same
+    /// node id cannot renew the first one's leases.
+    instance: String,
     bus: Arc<dyn Bus>,
     /// The fencing token of each duty this node holds (0: not held).
     duties: [AtomicU64; 4],
@@ -214,19 +225,31 @@ impl Engine {
         node_id: String,
         bus: Arc<dyn Bus>,
     ) -> Result<(), EngineError> {
+        let instance = format!("{node_id}/{}", crate::random_alnum(12));
         let node_lease = format!("node:{node_id}");
-        self.store
-            .take_lease(&node_lease, &node_id, LEASE_TTL.as_millis() as u64)
-            .await?
-            .ok_or_else(|| {
-                EngineError::Invalid(format!(
-                    "node id {node_id:?} is in use by a running node (its lease is live)"
-                ))
-            })?;
+        // A node restarted after kill -9 finds its old lease live for up to LEASE_TTL.
+        let deadline = tokio::time::Instant::now() + LEASE_TTL + LEASE_RENEW;
+        loop {
+            let taken = self
+                .store
+                .take_lease(&node_lease, &instance, LEASE_TTL.as_millis() as u64)
+                .await?;
+            if taken.is_some() {
+                break;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(EngineError::Invalid(format!(
+                    "node id {node_id:?} is in use by a running node (its lease stays live); \
+                     give every node its own PIGEON_NODE_ID"
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
         self.store.clear_presence(&node_id).await?;
         let (presence_tx, presence_rx) = mpsc::channel(PRESENCE_QUEUE);
         let cluster = Arc::new(Cluster {
             node_id,
+            instance,
             bus,
             duties: Default::default(),
             store_ok: AtomicBool::new(true),
@@ -250,6 +273,25 @@ impl Engine {
         tokio::spawn(batches_forever(Arc::downgrade(self)));
         tracing::info!(node = %cluster.node_id, "joined the cluster");
         Ok(())
+    }
+
+    /// Gives up this node's leases (at shutdown), so its duties move at once instead of
+    /// when the leases expire.
+    pub async fn leave_cluster(&self) {
+        let Some(cluster) = self.cluster() else {
+            return;
+        };
+        for duty in Duty::ALL {
+            cluster.duties[duty.index()].store(0, Ordering::Release);
+            let _ = self
+                .store
+                .release_lease(duty.lease_name(), &cluster.instance)
+                .await;
+        }
+        let _ = self
+            .store
+            .release_lease(&format!("node:{}", cluster.node_id), &cluster.instance)
+            .await;
     }
 
     /// This node's part in a cluster, if it is in one.
@@ -295,6 +337,21 @@ impl Engine {
             NodeNotice::Connected { app_key, ordinal } => {
                 if let Some(app) = self.apps.read().get(&app_key) {
                     app.drop_session(ordinal, 4002, "replaced by a newer connection");
+                    app.connected_elsewhere(&envelope.from, ordinal, true);
+                }
+            }
+            NodeNotice::Blocked {
+                app_key,
+                ordinals,
+                blocked,
+            } => {
+                if let Some(app) = self.apps.read().get(&app_key) {
+                    app.apply_blocked(&ordinals, blocked);
+                }
+            }
+            NodeNotice::Disconnected { app_key, ordinal } => {
+                if let Some(app) = self.apps.read().get(&app_key) {
+                    app.connected_elsewhere(&envelope.from, ordinal, false);
                 }
             }
             NodeNotice::Acked { app_key, acks } => {
@@ -395,6 +452,17 @@ impl Engine {
         }
     }
 
+    /// Tells the other nodes about devices blocked or unblocked here.
+    pub(crate) fn announce_blocked(&self, app: &AppState, ordinals: &[Ordinal], blocked: bool) {
+        if let Some(cluster) = self.cluster() {
+            cluster.publish(NodeNotice::Blocked {
+                app_key: app.app_key.clone(),
+                ordinals: ordinals.to_vec(),
+                blocked,
+            });
+        }
+    }
+
     /// Tells the other nodes the change feed has something for them.
     pub(crate) fn announce_change(&self) {
         if let Some(cluster) = self.cluster() {
@@ -418,6 +486,10 @@ impl Engine {
     /// Records that a device left this node.
     pub(crate) fn announce_disconnected(&self, app: &AppState, ordinal: Ordinal) {
         if let Some(cluster) = self.cluster() {
+            cluster.publish(NodeNotice::Disconnected {
+                app_key: app.app_key.clone(),
+                ordinal,
+            });
             let _ = cluster
                 .presence
                 .try_send((app.app_key.clone(), ordinal, false));
@@ -568,10 +640,10 @@ impl Engine {
 /// no more than its share of them.
 async fn renew_leases(engine: &Engine, cluster: &Cluster) {
     let ttl = LEASE_TTL.as_millis() as u64;
-    let node = &cluster.node_id;
+    let node = &cluster.instance;
     let ok = match engine
         .store
-        .take_lease(&format!("node:{node}"), node, ttl)
+        .take_lease(&format!("node:{}", cluster.node_id), node, ttl)
         .await
     {
         Ok(Some(_)) => true,
@@ -599,11 +671,16 @@ async fn renew_leases(engine: &Engine, cluster: &Cluster) {
         return;
     }
     let live_nodes = match engine.store.leases().await {
-        Ok(leases) => leases
-            .iter()
-            .filter(|l| l.name.starts_with("node:"))
-            .count()
-            .max(1),
+        Ok(leases) => {
+            let nodes: Vec<&str> = leases
+                .iter()
+                .filter_map(|l| l.name.strip_prefix("node:"))
+                .collect();
+            for app in engine.apps() {
+                app.forget_nodes_but(&nodes);
+            }
+            nodes.len().max(1)
+        }
         Err(_) => 1,
     };
     let share = Duty::ALL.len().div_ceil(live_nodes);
@@ -611,6 +688,14 @@ async fn renew_leases(engine: &Engine, cluster: &Cluster) {
         let slot = &cluster.duties[duty.index()];
         let held_now = Duty::ALL.iter().filter(|d| cluster.holds(**d)).count();
         if slot.load(Ordering::Acquire) == 0 && held_now >= share {
+            continue;
+        }
+        // More than its share (nodes joined since): one duty is given up per round, for a
+        // node with less to take.
+        if slot.load(Ordering::Acquire) != 0 && held_now > share {
+            slot.store(0, Ordering::Release);
+            let _ = engine.store.release_lease(duty.lease_name(), node).await;
+            tracing::info!(duty = duty.lease_name(), "gave a duty up for another node");
             continue;
         }
         match engine.store.take_lease(duty.lease_name(), node, ttl).await {
@@ -640,6 +725,13 @@ async fn leases_forever(engine: Weak<Engine>) {
             return;
         };
         renew_leases(&engine, &cluster).await;
+        // The black list is not in the change feed: read again every round, for a node
+        // that missed a notice.
+        for app in engine.apps() {
+            if let Ok(blocked) = engine.store.load_blocked(&app.app_key).await {
+                *app.blocked.write() = blocked.into_iter().collect();
+            }
+        }
         let cutoff = now_ms().saturating_sub(SEEN_FOR_MS);
         cluster.seen.lock().retain(|_, at| *at >= cutoff);
     }
@@ -661,16 +753,40 @@ async fn feed_forever(engine: Weak<Engine>) {
 
 async fn presence_forever(engine: Weak<Engine>, mut rx: mpsc::Receiver<(String, u32, bool)>) {
     let mut batch = Vec::new();
-    while rx.recv_many(&mut batch, 4096).await > 0 {
+    // Changes the store refused (it is away): written first once it is back, in order.
+    let mut unwritten: Vec<(String, u32, bool)> = Vec::new();
+    loop {
+        // With changes waiting for the store, it is tried again every second even if no
+        // device comes or goes.
+        let received = if unwritten.is_empty() {
+            rx.recv_many(&mut batch, 4096).await
+        } else {
+            tokio::time::timeout(Duration::from_secs(1), rx.recv_many(&mut batch, 4096))
+                .await
+                .unwrap_or(usize::MAX)
+        };
+        if received == 0 {
+            return;
+        }
         let Some(strong) = engine.upgrade() else {
             return;
         };
         let Some(cluster) = strong.cluster().cloned() else {
             return;
         };
-        let changes = std::mem::take(&mut batch);
-        if let Err(e) = strong.store.set_presence(&cluster.node_id, changes).await {
-            tracing::warn!(error = %e, "could not record which devices are connected here");
+        unwritten.append(&mut batch);
+        match strong
+            .store
+            .set_presence(&cluster.node_id, unwritten.clone())
+            .await
+        {
+            Ok(()) => unwritten.clear(),
+            Err(e) => {
+                tracing::warn!(error = %e, "could not record which devices are connected here");
+                // Bounded like the queue: the oldest changes go first if it stays away.
+                let excess = unwritten.len().saturating_sub(PRESENCE_QUEUE);
+                unwritten.drain(..excess);
+            }
         }
         drop(strong);
         tokio::time::sleep(Duration::from_millis(50)).await;

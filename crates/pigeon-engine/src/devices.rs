@@ -350,14 +350,8 @@ impl Engine {
         self.store
             .set_blocked(&app.app_key, ordinals.to_vec(), blocked)
             .await?;
-        let mut set = app.blocked.write();
-        for &o in ordinals {
-            if blocked {
-                set.insert(o);
-            } else {
-                set.remove(o);
-            }
-        }
+        app.apply_blocked(ordinals, blocked);
+        self.announce_blocked(app, ordinals, blocked);
         Ok(())
     }
 

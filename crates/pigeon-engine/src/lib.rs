@@ -1297,12 +1297,15 @@ async fn evict_expired(engine: std::sync::Weak<Engine>) {
             return;
         };
         let cutoff = now_ms().saturating_sub(engine.expired_grace_ms());
+        // Checked once a round in the store (fencing), not per app.
+        let reporting = engine.on_duty(cluster::Duty::ExpiryReports)
+            && engine.still_on_duty(cluster::Duty::ExpiryReports).await;
         for app in engine.apps() {
             let n = app.evict_expired(cutoff);
             if n > 0 {
                 tracing::debug!(app = %app.app_key, evicted = n, "expired pushes dropped from memory");
             }
-            if !engine.on_duty(cluster::Duty::ExpiryReports) {
+            if !reporting {
                 continue;
             }
             if let Err(e) = engine.report_expired(&app).await {

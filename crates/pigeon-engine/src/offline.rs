@@ -221,7 +221,10 @@ impl Engine {
         let mut usable = router.vendors_of(&app.app_key);
         // Web Push needs no credentials of the app's: its VAPID key is the app's own.
         usable.push("webpush");
-        let online = &candidates & &app.presence.lock().online;
+        let mut online = &candidates & &app.presence.lock().online;
+        if self.cluster().is_some() {
+            online |= &candidates & &app.online_elsewhere();
+        }
         let targets = app.vendor_targets(&candidates, &online, &usable, &live.push);
         let held: RoaringBitmap = targets
             .iter()

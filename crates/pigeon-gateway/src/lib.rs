@@ -103,10 +103,10 @@ pub fn schemas() -> serde_json::Map<String, serde_json::Value> {
 }
 
 /// The gateway's routes: `POST /v1/devices/register` and `GET /v1/connect`.
-/// Whether a path is one of the device protocol's (`/v1/...`): a node that lost its
-/// database still keeps devices connected.
-pub fn is_device_path(path: &str) -> bool {
-    path.starts_with("/v1/")
+/// Whether a path is the device connection's: a node that lost its database still keeps
+/// devices connected (registering, which writes, is answered 503 then).
+pub fn is_device_connection(path: &str) -> bool {
+    path == "/v1/connect"
 }
 
 pub fn router(engine: Arc<Engine>, config: GatewayConfig) -> Router {

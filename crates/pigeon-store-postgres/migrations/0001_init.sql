@@ -359,15 +359,16 @@ END
 $$;
 
 -- Stores an accepted push and everything that goes with it, in one statement (the hot path:
--- one round trip, one commit). Conflicts are raised with SQLSTATE P4090.
+-- one round trip, one commit). Conflicts are raised with SQLSTATE P4090. `p_step` is the
+-- push's place among the pushes of its transaction (its changes are numbered from it).
 CREATE FUNCTION pigeon_insert_push(
-    p_msg_id BIGINT, p_app TEXT, p_sent BIGINT, p_expires BIGINT, p_body TEXT,
+    p_step INT, p_msg_id BIGINT, p_app TEXT, p_sent BIGINT, p_expires BIGINT, p_body TEXT,
     p_audience BYTEA, p_group TEXT, p_overrides BIGINT, p_sms_due BIGINT,
     p_schedule TEXT, p_due BIGINT, p_next BIGINT, p_cid TEXT, p_cid_pooled BOOLEAN,
     e_app TEXT[], e_target BIGINT[], e_command TEXT[], e_at BIGINT[], e_n INT[], e_bodies TEXT[]
 ) RETURNS void LANGUAGE plpgsql VOLATILE AS $$
 DECLARE
-    base BIGINT := pigeon_change_base();
+    base BIGINT := pigeon_change_base() + 2 * p_step;
     n BIGINT;
 BEGIN
     INSERT INTO pushes (msg_id, app_key, sent_ms, expires_ms, body, audience, label_group,
@@ -433,5 +434,39 @@ BEGIN
     DELETE FROM sms_jobs WHERE msg_id = p_msg_id;
     DELETE FROM sms_sends WHERE msg_id = p_msg_id;
     RETURN true;
+END
+$$;
+
+-- Stores several pushes in one transaction (group commit), each in a subtransaction of its
+-- own: a push that fails (a used cid, a duplicate msg_id) is left out and reported as a row
+-- (its 0-based place, SQLSTATE, message); the others are stored. Push i's events are
+-- e_*[p_events_from[i]:p_events_to[i]] (1-based).
+CREATE FUNCTION pigeon_insert_pushes(
+    p_msg_id BIGINT[], p_app TEXT[], p_sent BIGINT[], p_expires BIGINT[], p_body TEXT[],
+    p_audience BYTEA[], p_group TEXT[], p_overrides BIGINT[], p_sms_due BIGINT[],
+    p_schedule TEXT[], p_due BIGINT[], p_next BIGINT[], p_cid TEXT[], p_cid_pooled BOOLEAN[],
+    p_events_from INT[], p_events_to INT[],
+    e_app TEXT[], e_target BIGINT[], e_command TEXT[], e_at BIGINT[], e_n INT[], e_bodies TEXT[]
+) RETURNS TABLE (item INT, state TEXT, message TEXT) LANGUAGE plpgsql VOLATILE AS $$
+DECLARE
+    i INT;
+    f INT;
+    t INT;
+BEGIN
+    FOR i IN 1 .. coalesce(cardinality(p_msg_id), 0) LOOP
+        f := p_events_from[i];
+        t := p_events_to[i];
+        BEGIN
+            PERFORM pigeon_insert_push(i - 1, p_msg_id[i], p_app[i], p_sent[i], p_expires[i],
+                p_body[i], p_audience[i], p_group[i], p_overrides[i], p_sms_due[i],
+                p_schedule[i], p_due[i], p_next[i], p_cid[i], p_cid_pooled[i],
+                e_app[f:t], e_target[f:t], e_command[f:t], e_at[f:t], e_n[f:t], e_bodies[f:t]);
+        EXCEPTION WHEN OTHERS THEN
+            item := i - 1;
+            state := SQLSTATE;
+            message := SQLERRM;
+            RETURN NEXT;
+        END;
+    END LOOP;
 END
 $$;

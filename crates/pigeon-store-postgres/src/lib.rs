@@ -18,6 +18,11 @@
 //!   can still appear. (That horizon is the server's: a long writing transaction in any
 //!   database of the server delays the feed, never makes it leave a change out.)
 //! - Leases and presence are timed by the database's clock.
+//! - **`insert_push`, the hot path, commits in groups** (`pushes.rs`): the pushes a process
+//!   stores at the same moment share one transaction and one WAL flush, each in a
+//!   subtransaction so a refused push (a used cid) leaves the others stored. Every other
+//!   write is a single statement where it can be (one round trip), prepared once per
+//!   connection.
 //!
 //! The client is `tokio-postgres` behind a `deadpool-postgres` pool: both are well kept and
 //! widely used, fully async (no database call ever blocks a runtime thread, unlike a
@@ -40,6 +45,7 @@
 
 mod migrate;
 mod ports;
+mod pushes;
 
 use deadpool_postgres::{GenericClient, Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use pigeon_store::sealed::SealingKey;
@@ -76,6 +82,8 @@ struct Inner {
     node_id: String,
     /// Seals vendor credentials and VAPID private keys before they are written.
     key: SealingKey,
+    /// The queue of pushes to store, committed in groups.
+    pushes: pushes::Pushes,
 }
 
 impl std::fmt::Debug for PostgresStore {
@@ -124,6 +132,7 @@ impl PostgresStore {
         drop(client);
         Ok(PostgresStore {
             inner: Arc::new(Inner {
+                pushes: pushes::Pushes::start(pool.clone()),
                 pool,
                 node_id: node_id.to_string(),
                 key,
@@ -160,38 +169,43 @@ async fn get_client(pool: &Pool) -> StoreResult<deadpool_postgres::Object> {
 /// [`StoreError::Unavailable`]; the rest [`StoreError::Backend`].
 pub(crate) fn pg_err(what: &str, e: tokio_postgres::Error) -> StoreError {
     if let Some(db) = e.as_db_error() {
-        let code = db.code();
-        if code.code() == CONFLICT_STATE {
-            return StoreError::Conflict(db.message().to_string());
-        }
-        let mut text = format!("{what}: {}", db.message());
+        let mut message = db.message().to_string();
         if let Some(detail) = db.detail() {
-            text.push_str(&format!(" ({detail})"));
+            message.push_str(&format!(" ({detail})"));
         }
-        if *code == SqlState::UNIQUE_VIOLATION {
-            return StoreError::Conflict(text);
-        }
-        let unavailable = code.code().starts_with("08")
-            || [
-                SqlState::ADMIN_SHUTDOWN,
-                SqlState::CRASH_SHUTDOWN,
-                SqlState::CANNOT_CONNECT_NOW,
-                SqlState::TOO_MANY_CONNECTIONS,
-                SqlState::READ_ONLY_SQL_TRANSACTION,
-            ]
-            .contains(code);
-        let text = format!("{text} [SQLSTATE {}]", code.code());
-        return if unavailable {
-            StoreError::Unavailable(text)
-        } else {
-            StoreError::Backend(text)
-        };
+        return state_err(what, db.code().code(), message);
     }
     let io = std::error::Error::source(&e).is_some_and(|s| s.is::<std::io::Error>());
     if e.is_closed() || io {
         StoreError::Unavailable(format!("{what}: {e}"))
     } else {
         StoreError::Backend(format!("{what}: {e}"))
+    }
+}
+
+/// The error a database answered with SQLSTATE `code` and `message` (see [`pg_err`]).
+pub(crate) fn state_err(what: &str, code: &str, message: String) -> StoreError {
+    if code == CONFLICT_STATE {
+        return StoreError::Conflict(message);
+    }
+    if code == SqlState::UNIQUE_VIOLATION.code() {
+        return StoreError::Conflict(format!("{what}: {message}"));
+    }
+    let unavailable = code.starts_with("08")
+        || [
+            SqlState::ADMIN_SHUTDOWN,
+            SqlState::CRASH_SHUTDOWN,
+            SqlState::CANNOT_CONNECT_NOW,
+            SqlState::TOO_MANY_CONNECTIONS,
+            SqlState::READ_ONLY_SQL_TRANSACTION,
+        ]
+        .iter()
+        .any(|s| s.code() == code);
+    let text = format!("{what}: {message} [SQLSTATE {code}]");
+    if unavailable {
+        StoreError::Unavailable(text)
+    } else {
+        StoreError::Backend(text)
     }
 }
 

@@ -1,5 +1,6 @@
 //! The ports of `pigeon-store`, on PostgreSQL.
 
+use crate::pushes::PushRow;
 use crate::{col, execute, pg_err, query, query_one, query_opt, PostgresStore, CLOSE_WAIT};
 use deadpool_postgres::GenericClient;
 use pigeon_core::{Platform, Push};
@@ -70,16 +71,26 @@ fn union_bitmaps(rows: Option<Vec<Option<Vec<u8>>>>, what: &str) -> StoreResult<
 /// each), up to [`CHUNK_EVENTS`] a row, one JSON object a line. Passed to the schema's
 /// `pigeon_write_events` as six arrays.
 #[derive(Default)]
-struct EventRows {
-    app: Vec<String>,
-    target: Vec<i64>,
-    command: Vec<String>,
-    at: Vec<i64>,
-    n: Vec<i32>,
-    bodies: Vec<String>,
+pub(crate) struct EventRows {
+    pub app: Vec<String>,
+    pub target: Vec<i64>,
+    pub command: Vec<String>,
+    pub at: Vec<i64>,
+    pub n: Vec<i32>,
+    pub bodies: Vec<String>,
 }
 
 impl EventRows {
+    /// Appends another write's rows after these.
+    pub(crate) fn extend(&mut self, other: &EventRows) {
+        self.app.extend_from_slice(&other.app);
+        self.target.extend_from_slice(&other.target);
+        self.command.extend_from_slice(&other.command);
+        self.at.extend_from_slice(&other.at);
+        self.n.extend_from_slice(&other.n);
+        self.bodies.extend_from_slice(&other.bodies);
+    }
+
     fn new(events: &[NewEvent]) -> EventRows {
         let mut groups: Vec<(&str, Option<u64>, &str, Vec<&NewEvent>)> = Vec::new();
         for e in events {
@@ -1050,63 +1061,42 @@ impl PushStore for PostgresStore {
         audience: &RoaringBitmap,
         events: Vec<NewEvent>,
     ) -> StoreFuture<'_, ()> {
-        let app_key = app_key.to_string();
         let body = serde_json::to_string(push);
-        let blob = serialize_bitmap(audience);
-        let (msg_id, sent, expires) = (push.msg_id, push.sent_ms, push.expires_ms());
-        let group = push.labels.group.clone();
-        let overrides = push.policy.overrides.map(to_i64);
-        let sms_due = push.sms_due_ms().map(to_i64);
-        let schedule = push.schedule.clone();
-        let (cid, pooled) = match &push.idempotency {
+        let audience = serialize_bitmap(audience);
+        let (cid, cid_pooled) = match &push.idempotency {
             Some(k) => (Some(k.key.clone()), k.issued_only),
             None => (None, false),
         };
-        let e = EventRows::new(&events);
-        Box::pin(async move {
-            let body = body.map_err(json_err("push body"))?;
-            let blob = blob?;
-            let (schedule_id, due, next) = match &schedule {
-                Some(f) => (
-                    Some(f.schedule_id.as_str()),
-                    Some(to_i64(f.due_ms)),
-                    f.next_ms.map(to_i64),
-                ),
-                None => (None, None, None),
-            };
-            let c = self.client().await?;
-            // One statement, one round trip, one commit.
-            execute(
-                &c,
-                "insert_push",
-                "SELECT pigeon_insert_push($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12,
-                    $13, $14, $15, $16, $17, $18, $19, $20)",
-                &[
-                    &to_i64(msg_id),
-                    &app_key,
-                    &to_i64(sent),
-                    &to_i64(expires),
-                    &body,
-                    &blob,
-                    &group,
-                    &overrides,
-                    &sms_due,
-                    &schedule_id,
-                    &due,
-                    &next,
-                    &cid,
-                    &pooled,
-                    &e.app,
-                    &e.target,
-                    &e.command,
-                    &e.at,
-                    &e.n,
-                    &e.bodies,
-                ],
-            )
-            .await?;
-            Ok(())
-        })
+        let (schedule, due, next) = match &push.schedule {
+            Some(f) => (
+                Some(f.schedule_id.clone()),
+                Some(to_i64(f.due_ms)),
+                f.next_ms.map(to_i64),
+            ),
+            None => (None, None, None),
+        };
+        let row = |body, audience| PushRow {
+            msg_id: to_i64(push.msg_id),
+            app_key: app_key.to_string(),
+            sent_ms: to_i64(push.sent_ms),
+            expires_ms: to_i64(push.expires_ms()),
+            body,
+            audience,
+            group: push.labels.group.clone(),
+            overrides: push.policy.overrides.map(to_i64),
+            sms_due: push.sms_due_ms().map(to_i64),
+            schedule,
+            due,
+            next,
+            cid,
+            cid_pooled,
+            events: EventRows::new(&events),
+        };
+        let row = body
+            .map_err(json_err("push body"))
+            .and_then(|body| Ok(row(body, audience?)));
+        // Committed with the other pushes of the moment (see `pushes.rs`).
+        Box::pin(async move { self.inner.pushes.insert(row?).await })
     }
 
     fn expired_unreported(
@@ -2526,14 +2516,7 @@ impl FeedStore for PostgresStore {
             let r = query_one(&t, what, "SELECT pigeon_change_horizon()", &[]).await?;
             let horizon: i64 = col(&r, 0)?;
             let after = to_i64(cursor);
-            let devices = format!(
-                "SELECT change_id, app_key, {DEVICE_COLUMNS} FROM devices
-                 WHERE change_id > $1 AND change_id < $2 {{}} ORDER BY change_id LIMIT $3"
-            );
-            let pushes = "SELECT change_id, app_key, msg_id, recalled_ms IS NOT NULL FROM pushes
-                 WHERE change_id > $1 AND change_id < $2 {} ORDER BY change_id LIMIT $3";
-            let mut found =
-                changes_between(&t, &devices, pushes, &[&after, &horizon, &fetch]).await?;
+            let mut found = changes_between(&t, "", &[&after, &horizon, &fetch]).await?;
             let next = if found.len() <= limit {
                 to_u64(horizon.saturating_sub(1)).max(cursor)
             } else {
@@ -2543,8 +2526,7 @@ impl FeedStore for PostgresStore {
                 // given all at once, so the next cursor can move past them.
                 let same = changes_between(
                     &t,
-                    &devices.replace("{}", "AND change_id = $4"),
-                    &pushes.replace("{}", "AND change_id = $4"),
+                    "AND change_id = $4",
                     &[&after, &horizon, &i64::MAX, &last],
                 )
                 .await?;
@@ -2558,16 +2540,22 @@ impl FeedStore for PostgresStore {
     }
 }
 
-/// The device and push changes of [`FeedStore::changes_since`]'s queries (their `{}`
-/// replaced by `extra`-less text), merged in change order.
+/// The device and push changes numbered in `($1, $2)` and matching `extra`, at most `$3` of
+/// each, in change order.
 async fn changes_between<C: GenericClient>(
     c: &C,
-    devices: &str,
-    pushes: &str,
+    extra: &str,
     params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
 ) -> StoreResult<Vec<(i64, Change)>> {
     let what = "changes_since";
-    let (devices, pushes) = (devices.replace("{}", ""), pushes.replace("{}", ""));
+    let devices = format!(
+        "SELECT change_id, app_key, {DEVICE_COLUMNS} FROM devices
+         WHERE change_id > $1 AND change_id < $2 {extra} ORDER BY change_id LIMIT $3"
+    );
+    let pushes = format!(
+        "SELECT change_id, app_key, msg_id, recalled_ms IS NOT NULL FROM pushes
+         WHERE change_id > $1 AND change_id < $2 {extra} ORDER BY change_id LIMIT $3"
+    );
     let mut found = Vec::new();
     for r in &query(c, what, &devices, params).await? {
         let app_key: String = col(r, 1)?;
@@ -2768,6 +2756,8 @@ impl Storage for PostgresStore {
         Box::pin(async move {
             // Every write is durable once it is answered; calls still running keep their
             // connections until they finish, and new calls get `Closed`.
+            // Pushes queued before the close are written first.
+            self.inner.pushes.drain().await;
             let pool = &self.inner.pool;
             pool.close();
             let deadline = tokio::time::Instant::now() + CLOSE_WAIT;

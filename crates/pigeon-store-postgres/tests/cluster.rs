@@ -723,3 +723,73 @@ async fn an_unreachable_database_is_unavailable_and_a_closed_store_is_closed() {
     assert!(matches!(s.find_app("k").await, Err(StoreError::Closed)));
     assert!(matches!(s.create_app(app).await, Err(StoreError::Closed)));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pushes_committed_together_are_refused_one_by_one() {
+    let url = common::fresh_db("group").await;
+    let s = store(&url, "a").await;
+    let everyone = bitmap(&[1, 2]);
+    // 48 new pushes and 16 that reuse a msg_id, all at once, each with an event.
+    let tasks: Vec<_> = (0..64u64)
+        .map(|i| {
+            let (s, everyone) = (s.clone(), everyone.clone());
+            tokio::spawn(async move {
+                let msg_id = if i < 48 { 1 + i } else { 1 + (i - 48) };
+                let mut p = push(msg_id);
+                p.labels.name = Some(format!("task {i}"));
+                let result = s
+                    .insert_push("k", &p, &everyone, vec![event("k", 1_000 + i)])
+                    .await;
+                (i, result)
+            })
+        })
+        .collect();
+    let mut refused = BTreeSet::new();
+    for t in tasks {
+        match t.await.expect("task") {
+            (_, Ok(())) => {}
+            (i, Err(StoreError::Conflict(_))) => {
+                refused.insert(i);
+            }
+            (i, Err(e)) => panic!("push {i}: {e}"),
+        }
+    }
+    // Which of two pushes of one msg_id came first is a race; one of each pair is refused.
+    assert_eq!(refused.len(), 16, "{refused:?}");
+    let stored_events: BTreeSet<u64> = s
+        .events_after("k", None, "Push.Event", 0, 1_000)
+        .await
+        .expect("events")
+        .iter()
+        .map(|e| {
+            let v: Value = serde_json::from_str(&e.body).expect("json");
+            v["N"].as_u64().expect("N") - 1_000
+        })
+        .collect();
+    let stored: BTreeSet<u64> = (0..64).filter(|i| !refused.contains(i)).collect();
+    assert_eq!(
+        stored_events, stored,
+        "the events of the stored pushes, and only those"
+    );
+    for msg_id in 1..=48 {
+        let p = s
+            .load_push("k", msg_id)
+            .await
+            .expect("load")
+            .expect("stored");
+        let name = p.push.labels.name.expect("name");
+        let task: u64 = name.trim_start_matches("task ").parse().expect("task");
+        assert!(stored.contains(&task));
+    }
+    // They were committed in groups, not one transaction each.
+    let db = common::raw(&url).await;
+    let transactions: i64 = db
+        .query_one("SELECT COUNT(DISTINCT change_id >> 16) FROM pushes", &[])
+        .await
+        .expect("count")
+        .get(0);
+    assert!(
+        transactions < 48,
+        "{transactions} transactions for 48 pushes"
+    );
+}

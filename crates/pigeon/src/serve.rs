@@ -143,6 +143,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    engine.leave_cluster().await;
     engine.flush().await.context("flushing storage")?;
     tracing::info!("stopped");
     Ok(())
@@ -181,7 +182,7 @@ async fn unavailable_without_store(
 ) -> axum::response::Response {
     let lost = engine.cluster().is_some_and(|c| !c.store_ok());
     let path = request.uri().path();
-    if lost && path != "/health" && !pigeon_gateway::is_device_path(path) {
+    if lost && path != "/health" && !pigeon_gateway::is_device_connection(path) {
         let message = "the node lost its database; retry, or call another node";
         let body = if path.starts_with("/v2/") {
             serde_json::json!({"code": 1030, "msg": message, "data": {}})

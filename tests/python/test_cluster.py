@@ -811,6 +811,9 @@ def test_nodes_that_lose_postgres_keep_devices_answer_503_and_recover():
                     taken.append(r.json()["msg_id"])
                 else:
                     assert r.status_code == 503 and r.json()["error"]["code"] == 1030, (node.name, r.text)
+                r = requests.post(node.base + "/v1/devices/register", timeout=5,
+                                  json={"app_key": app["app_key"], "platform": "android"})
+                assert r.status_code == 503 and r.json()["error"]["code"] == 1030, (node.name, r.text)
             assert on_a.alive() and on_b.alive()
             pg.start()
             for node in c.nodes:

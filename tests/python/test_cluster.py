@@ -446,7 +446,7 @@ def test_a_device_registered_through_one_node_connects_to_any_at_once(cluster):
         r = api(other, app, "GET", f"/v3/devices/{d.rid}")
         if r.status_code != 200:
             refused.append(f"registered through {via.name}, Device API of {other.name}: {r.text}")
-    assert not refused, f"{len(refused)} of 60: " + "; ".join(refused[:3])
+    assert not refused, f"{len(refused)} of 60 checks failed: " + "; ".join(refused[:4])
 
 
 # §2.4 --------------------------------------------------------------------------------------

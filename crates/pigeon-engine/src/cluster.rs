@@ -551,6 +551,33 @@ impl Engine {
         app.notify_connected(sent, crate::Notice::Revoke(msg_id));
     }
 
+    /// Reads a device this node has not heard of from the store (registered through another
+    /// node a moment ago: the change feed may not show it yet, as it shows a change only once
+    /// every transaction begun before it has ended). A no-op outside a cluster.
+    pub async fn learn_device(&self, registration_id: &str) -> Result<(), EngineError> {
+        if self.cluster().is_none() || self.devices_by_rid.read().contains_key(registration_id) {
+            return Ok(());
+        }
+        let Some(record) = self.store.find_device(registration_id).await? else {
+            return Ok(());
+        };
+        let loaded = self.apps.read().get(&record.app_key[..]).cloned();
+        match loaded {
+            Some(app) => {
+                self.devices_by_rid.write().insert(
+                    record.registration_id.clone(),
+                    (app.clone(), record.ordinal),
+                );
+                app.devices.write().apply(record);
+            }
+            // Loading the app reads this device with the others.
+            None => {
+                self.app(&record.app_key).await?;
+            }
+        }
+        Ok(())
+    }
+
     /// Reads the change feed to its end and applies what it brings (a no-op outside a
     /// cluster). Errors are logged: the next round tries again from the same place.
     pub async fn catch_up(&self) {

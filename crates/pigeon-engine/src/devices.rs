@@ -56,7 +56,9 @@ impl Engine {
             return Some(found);
         }
         self.cluster()?;
-        self.catch_up().await;
+        if let Err(e) = self.learn_device(registration_id).await {
+            tracing::warn!(error = %e, "could not read a device from the store");
+        }
         self.find_device(app, registration_id)
     }
 

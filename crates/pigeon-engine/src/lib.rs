@@ -677,7 +677,7 @@ impl Engine {
     ) -> Result<(Arc<AppState>, Session), EngineError> {
         match self.connect(registration_id, device_secret) {
             Err(EngineError::BadCredentials) if self.cluster().is_some() => {
-                self.catch_up().await;
+                self.learn_device(registration_id).await?;
                 self.connect(registration_id, device_secret)
             }
             other => other,

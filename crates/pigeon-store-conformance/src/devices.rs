@@ -5,6 +5,24 @@ use pigeon_core::Platform;
 use pigeon_store::Location;
 use serde_json::{json, Map};
 
+pub async fn a_device_is_found_by_registration_id_in_any_app(store: DynStore) {
+    assert_eq!(store.find_device("r0").await.unwrap(), None);
+    let (d0, o1) = (device("k", 0, "r0"), device("other", 1, "o1"));
+    store.put_device(d0.clone()).await.unwrap();
+    store.put_device(o1.clone()).await.unwrap();
+    assert_eq!(store.find_device("r0").await.unwrap(), Some(d0.clone()));
+    assert_eq!(store.find_device("o1").await.unwrap(), Some(o1));
+    // Replaced under a new registration id: found by the new one only.
+    let moved = pigeon_store::DeviceRecord {
+        registration_id: "r0-new".into(),
+        updated_ms: d0.updated_ms + 1,
+        ..d0
+    };
+    store.put_device(moved.clone()).await.unwrap();
+    assert_eq!(store.find_device("r0").await.unwrap(), None);
+    assert_eq!(store.find_device("r0-new").await.unwrap(), Some(moved));
+}
+
 pub async fn a_device_is_put_and_replaced(store: DynStore) {
     let (d0, d1) = (device("k", 0, "r0"), device("k", 1, "r1"));
     store.put_device(d0.clone()).await.unwrap();

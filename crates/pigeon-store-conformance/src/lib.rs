@@ -115,6 +115,7 @@ macro_rules! __single_node_bodies {
             groups_are_created_once_and_found,
             app_settings_are_replaced,
             a_device_is_put_and_replaced,
+            a_device_is_found_by_registration_id_in_any_app,
             put_devices_is_all_or_none,
             put_devices_puts_in_order,
             devices_are_loaded_in_chunks,

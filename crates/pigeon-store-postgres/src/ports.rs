@@ -977,6 +977,27 @@ impl DeviceStore for PostgresStore {
         })
     }
 
+    fn find_device(&self, registration_id: &str) -> StoreFuture<'_, Option<DeviceRecord>> {
+        let rid = registration_id.to_string();
+        Box::pin(async move {
+            let c = self.client().await?;
+            query_opt(
+                &c,
+                "find_device",
+                &format!(
+                    "SELECT app_key, {DEVICE_COLUMNS} FROM devices WHERE registration_id = $1"
+                ),
+                &[&rid],
+            )
+            .await?
+            .map(|r| {
+                let app_key: String = col(&r, 0)?;
+                device_from_row(&Arc::from(app_key.as_str()), &r, 1)
+            })
+            .transpose()
+        })
+    }
+
     fn location(&self, app_key: &str, ordinal: u32) -> StoreFuture<'_, Option<Location>> {
         let app_key = app_key.to_string();
         Box::pin(async move {

@@ -102,6 +102,9 @@ pub trait DeviceStore: Send + Sync + 'static {
         at_ms: u64,
         events: Vec<NewEvent>,
     ) -> StoreFuture<'_, ()>;
+    /// The device with this registration id, of any app (what a node asks of a device it
+    /// has not heard of yet: one registered through another node a moment ago).
+    fn find_device(&self, registration_id: &str) -> StoreFuture<'_, Option<DeviceRecord>>;
     /// When each of these devices was last connected, for those ever seen.
     fn last_online(&self, app_key: &str, ordinals: Vec<u32>) -> StoreFuture<'_, Vec<(u32, u64)>>;
     /// The devices of an app whose latest time online (`last_online`) is in `[from_ms,

@@ -1436,6 +1436,30 @@ impl DeviceStore for SqliteStore {
         rx
     }
 
+    fn find_device(&self, registration_id: &str) -> StoreFuture<'_, Option<DeviceRecord>> {
+        let rid = registration_id.to_string();
+        Box::pin(self.read(move |c| {
+            let mut st = c.prepare_cached(
+                "SELECT app_key, ordinal, registration_id, install_id, secret_hash, platform,
+                        alias, tags, mobile, push_tokens, apns_production, info, created_ms,
+                        updated_ms, region
+                 FROM devices WHERE registration_id = ?1",
+            )?;
+            let mut rows = st.query([&rid])?;
+            match rows.next()? {
+                Some(r) => {
+                    let app_key: String = r.get(0)?;
+                    Ok(Some(device_from_row_at(
+                        &Arc::from(app_key.as_str()),
+                        r,
+                        1,
+                    )?))
+                }
+                None => Ok(None),
+            }
+        }))
+    }
+
     fn put_device(&self, d: DeviceRecord) -> StoreFuture<'_, ()> {
         let feed = self.inner.feed.clone();
         Box::pin(self.write(move |c| write_device(c, d, next_change(&feed))))

@@ -302,6 +302,25 @@ def jp(server, app):
     return jpush.JPush(app["app_key"], app["master_secret"], zone=local_zone(server.base))
 
 
+def collect_pushes(ws, expect, quiet=0.4, limit=5.0):
+    """Collects push frames from a device's WebSocket until `expect` arrived and then `quiet`
+    s pass with nothing more (so extra pushes are caught too), acking each."""
+    got = []
+    deadline = time.time() + limit
+    while time.time() < deadline:
+        wait = quiet if len(got) >= expect else max(0.05, deadline - time.time())
+        try:
+            frame = json.loads(ws.recv(timeout=wait))
+        except TimeoutError:
+            if len(got) >= expect:
+                break
+            continue
+        if frame["op"] == "push":
+            got.append(frame)
+            ws.send(json.dumps({"op": "ack", "msg_ids": [frame["msg_id"]]}))
+    return got
+
+
 class Device:
     """A device written from the protocol text: register, hello, receive, ack."""
 
@@ -324,22 +343,7 @@ class Device:
         self.welcome = welcome
 
     def pushes(self, expect, quiet=0.4, limit=5.0):
-        """Collects push frames until `expect` arrived and then `quiet` s pass with nothing
-        more (so extra pushes are caught too), acking each."""
-        got = []
-        deadline = time.time() + limit
-        while time.time() < deadline:
-            wait = quiet if len(got) >= expect else max(0.05, deadline - time.time())
-            try:
-                frame = json.loads(self.ws.recv(timeout=wait))
-            except TimeoutError:
-                if len(got) >= expect:
-                    break
-                continue
-            if frame["op"] == "push":
-                got.append(frame)
-                self.ws.send(json.dumps({"op": "ack", "msg_ids": [frame["msg_id"]]}))
-        return got
+        return collect_pushes(self.ws, expect, quiet, limit)
 
     def close(self):
         self.ws.close()

@@ -18,7 +18,8 @@ import requests
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
-from conftest import PIGEON, PrivateNats, PrivatePostgres, Server, create_database, nats_server_url
+from conftest import (PIGEON, PrivateNats, PrivatePostgres, Server, collect_pushes, create_database,
+                      nats_server_url)
 from test_callbacks import Receiver
 from test_jpush_schedule import beijing
 from test_sms import Provider
@@ -215,21 +216,7 @@ class Phone:
         return self
 
     def pushes(self, expect, quiet=0.4, limit=5.0):
-        """Push frames until `expect` came and then `quiet` s of nothing more; acks each."""
-        got = []
-        deadline = time.time() + limit
-        while time.time() < deadline:
-            wait = quiet if len(got) >= expect else max(0.05, deadline - time.time())
-            try:
-                frame = json.loads(self.ws.recv(timeout=wait))
-            except TimeoutError:
-                if len(got) >= expect:
-                    break
-                continue
-            if frame["op"] == "push":
-                got.append(frame)
-                self.ws.send(json.dumps({"op": "ack", "msg_ids": [frame["msg_id"]]}))
-        return got
+        return collect_pushes(self.ws, expect, quiet, limit)
 
     def msg_ids(self, expect, **kw):
         return [f["msg_id"] for f in self.pushes(expect, **kw)]

@@ -496,12 +496,21 @@ impl AppState {
         }
     }
 
-    /// Closes this node's connection of a device (it connected to another node).
-    pub(crate) fn drop_session(&self, ordinal: Ordinal, code: u16, reason: &str) {
+    /// The device connected to another node at `since_us`: this node's connection of it, if
+    /// made before that, is closed (4002). False if this node's connection is the newer one
+    /// (the notice came late), which stays.
+    pub(crate) fn drop_session_older_than(&self, ordinal: Ordinal, since_us: u64) -> bool {
         let mut p = self.presence.lock();
-        if let Some(old) = p.sessions.remove(&ordinal) {
-            p.online.remove(ordinal);
-            old.close(code, reason);
+        match p.sessions.get(&ordinal) {
+            Some(here) if here.since_us >= since_us => false,
+            Some(_) => {
+                if let Some(old) = p.sessions.remove(&ordinal) {
+                    p.online.remove(ordinal);
+                    old.close(4002, "replaced by a newer connection");
+                }
+                true
+            }
+            None => true,
         }
     }
 

@@ -54,8 +54,14 @@ pub enum NodeNotice {
     },
     /// Something in the store's change feed (a device, a recall): read it now.
     Changed,
-    /// A device connected here: close any older connection of it (4002).
-    Connected { app_key: String, ordinal: Ordinal },
+    /// A device connected here at `since_us` (µs since the epoch): close any connection of
+    /// it made before that (4002). A notice that arrives late, after the device moved on
+    /// again, closes nothing newer.
+    Connected {
+        app_key: String,
+        ordinal: Ordinal,
+        since_us: u64,
+    },
     /// A device's connection here ended.
     Disconnected { app_key: String, ordinal: Ordinal },
     /// Devices were blocked or unblocked (the black list).
@@ -334,10 +340,15 @@ impl Engine {
         }
         match envelope.notice {
             NodeNotice::Changed => cluster.feed_wake.notify_one(),
-            NodeNotice::Connected { app_key, ordinal } => {
+            NodeNotice::Connected {
+                app_key,
+                ordinal,
+                since_us,
+            } => {
                 if let Some(app) = self.apps.read().get(&app_key) {
-                    app.drop_session(ordinal, 4002, "replaced by a newer connection");
-                    app.connected_elsewhere(&envelope.from, ordinal, true);
+                    if app.drop_session_older_than(ordinal, since_us) {
+                        app.connected_elsewhere(&envelope.from, ordinal, true);
+                    }
                 }
             }
             NodeNotice::Blocked {
@@ -471,11 +482,12 @@ impl Engine {
     }
 
     /// Tells the other nodes a device connected here, and records it for online status.
-    pub(crate) fn announce_connected(&self, app: &AppState, ordinal: Ordinal) {
+    pub(crate) fn announce_connected(&self, app: &AppState, ordinal: Ordinal, since_us: u64) {
         if let Some(cluster) = self.cluster() {
             cluster.publish(NodeNotice::Connected {
                 app_key: app.app_key.clone(),
                 ordinal,
+                since_us,
             });
             let _ = cluster
                 .presence

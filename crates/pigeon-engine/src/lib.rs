@@ -655,7 +655,7 @@ impl Engine {
             record.platform
         };
         let conn_id = self.next_conn_id.fetch_add(1, Ordering::Relaxed);
-        let handle = SessionHandle::new(conn_id, platform);
+        let handle = SessionHandle::new(conn_id, platform, ids::now_us());
         let replaced = {
             let mut p = app.presence.lock();
             p.online.insert(ordinal);
@@ -664,7 +664,7 @@ impl Engine {
         if let Some(old) = replaced {
             old.close(4002, "replaced by a newer connection");
         }
-        self.announce_connected(&app, ordinal);
+        self.announce_connected(&app, ordinal, handle.since_us);
         Ok((app, Session::new(ordinal, &handle)))
     }
 

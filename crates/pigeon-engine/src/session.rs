@@ -29,6 +29,9 @@ pub enum Notice {
 pub struct SessionHandle {
     pub conn_id: u64,
     pub platform: Platform,
+    /// When the connection was made (µs since the epoch): in a cluster, a notice of the
+    /// device connecting to another node closes only connections older than that one.
+    pub since_us: u64,
     pub(crate) shared: Arc<Shared>,
 }
 
@@ -46,7 +49,7 @@ pub struct Shared {
 }
 
 impl SessionHandle {
-    pub(crate) fn new(conn_id: u64, platform: Platform) -> SessionHandle {
+    pub(crate) fn new(conn_id: u64, platform: Platform, since_us: u64) -> SessionHandle {
         let shared = Arc::new(Shared {
             queue: Mutex::new(VecDeque::new()),
             resync: AtomicBool::new(false),
@@ -58,6 +61,7 @@ impl SessionHandle {
         SessionHandle {
             conn_id,
             platform,
+            since_us,
             shared,
         }
     }

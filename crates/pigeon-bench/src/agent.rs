@@ -312,14 +312,16 @@ async fn connect_pigeon(
 ) -> anyhow::Result<usize> {
     let servers = args.servers();
     let hosts: Vec<String> = servers.iter().map(|s| host_of(s)).collect();
-    let results: Vec<anyhow::Result<(WsClient, u64)>> = stream::iter(creds.iter().enumerate())
-        .map(|(i, c)| {
-            let host = hosts[i % hosts.len()].clone();
-            async move { open_device(args.source_ip, &host, c).await }
-        })
-        .buffered(128)
-        .collect()
-        .await;
+    let mut results: Vec<(usize, anyhow::Result<(WsClient, u64)>)> =
+        stream::iter(creds.iter().enumerate())
+            .map(|(i, c)| {
+                let host = hosts[i % hosts.len()].clone();
+                async move { (i, open_device(args.source_ip, &host, c).await) }
+            })
+            .buffer_unordered(128)
+            .collect()
+            .await;
+    results.sort_unstable_by_key(|(i, _)| *i);
     let fallback: Vec<String> = if args.fallback.is_empty() {
         hosts.clone()
     } else {
@@ -327,7 +329,7 @@ async fn connect_pigeon(
     };
     let fallback = Arc::new(fallback);
     let mut n = 0;
-    for (i, conn) in results.into_iter().enumerate() {
+    for (i, conn) in results {
         let (ws, heartbeat_s) = conn?;
         if args.reconnect {
             let device = Device {

@@ -191,7 +191,7 @@ fn cluster_bench_runs_every_scenario() {
         "4",
         "--secs",
         "1",
-        "--rate",
+        "--rates",
         "200",
         "--failover-nodes",
         "2",

@@ -53,7 +53,9 @@ impl Dialect {
 }
 
 pub struct Target {
-    pub addr: SocketAddr,
+    /// Where the connections go: connection `c` to `addrs[c % addrs.len()]` (a cluster's
+    /// nodes, as a load balancer would spread them).
+    pub addrs: Vec<SocketAddr>,
     pub app_key: String,
     /// Base64 of `app_key:master_secret`.
     pub auth: String,
@@ -157,9 +159,19 @@ pub struct Outcome {
     pub ok: u64,
     pub errors: u64,
     pub latencies_us: Vec<u64>,
+    /// When asked for: each accepted push's msg_id (JPush answers only) and when its answer
+    /// came (µs since the epoch).
+    pub accepted: Vec<(u64, u64)>,
 }
 
-/// One request and its answer on a keep-alive connection; true if the push was accepted.
+/// What the server answered to one push.
+struct Answer {
+    accepted: bool,
+    /// The msg_id of a JPush answer.
+    msg_id: Option<u64>,
+}
+
+/// One request and its answer on a keep-alive connection.
 async fn push_once(
     s: &mut TcpStream,
     buf: &mut Vec<u8>,
@@ -167,7 +179,7 @@ async fn push_once(
     rid: &str,
     t_us: u64,
     seq: &str,
-) -> anyhow::Result<bool> {
+) -> anyhow::Result<Answer> {
     let req = request(target, dialect, rid, t_us, seq);
     s.write_all(req.as_bytes()).await?;
     buf.clear();
@@ -192,20 +204,31 @@ async fn push_once(
             .context("no content-length")?;
         if buf.len() >= head_end + 4 + len {
             let body = &buf[head_end + 4..head_end + 4 + len];
-            return Ok(head.starts_with("HTTP/1.1 200") && accepted(dialect, body));
+            let msg_id = std::str::from_utf8(body)
+                .ok()
+                .and_then(|b| crate::wsclient::json_field(b, "msg_id"))
+                .and_then(|id| id.parse().ok());
+            return Ok(Answer {
+                accepted: head.starts_with("HTTP/1.1 200") && accepted(dialect, body),
+                msg_id,
+            });
         }
     }
 }
 
-/// Runs `connections` connections for `secs`; `rate` pushes/s in all, or 0 for as fast as possible.
+/// Runs `connections` connections for `secs`; `rate` pushes/s in all, or 0 for as fast as
+/// possible. With `record`, the accepted pushes' msg_ids are kept ([`Outcome::accepted`]).
 pub async fn run(
     target: Arc<Target>,
     dialect: Dialect,
     source: IpAddr,
     connections: usize,
-    rate: u64,
-    secs: u64,
+    (rate, secs): (u64, u64),
+    record: bool,
 ) -> anyhow::Result<Outcome> {
+    if target.addrs.is_empty() || target.rids.is_empty() {
+        bail!("no server or no registration id to push to");
+    }
     // One anchor for the schedule, taken on both clocks at once, far enough ahead for every
     // connection to be open: latency is counted from the scheduled time.
     let start = Instant::now() + Duration::from_millis(300);
@@ -215,7 +238,8 @@ pub async fn run(
     for c in 0..connections {
         let target = target.clone();
         tasks.push(tokio::spawn(async move {
-            let mut s = crate::procs::connect_from(source, target.addr).await?;
+            let addr = target.addrs[c % target.addrs.len()];
+            let mut s = crate::procs::connect_from(source, addr).await?;
             let mut out = Outcome::default();
             let mut buf = Vec::with_capacity(1024);
             let interval =
@@ -243,11 +267,20 @@ pub async fn run(
                 let rid = &target.rids[(k as usize * connections + c) % target.rids.len()];
                 let seq = format!("b{}{start_us:x}c{c:x}k{k:x}", source_tag(source));
                 match push_once(&mut s, &mut buf, (&target, dialect), rid, sent_us, &seq).await {
-                    Ok(true) => {
+                    Ok(Answer {
+                        accepted: true,
+                        msg_id,
+                    }) => {
                         out.ok += 1;
-                        out.latencies_us.push(now_us().saturating_sub(sent_us));
+                        let answered = now_us();
+                        out.latencies_us.push(answered.saturating_sub(sent_us));
+                        if let (true, Some(id)) = (record, msg_id) {
+                            out.accepted.push((id, answered));
+                        }
                     }
-                    Ok(false) => out.errors += 1,
+                    Ok(Answer {
+                        accepted: false, ..
+                    }) => out.errors += 1,
                     Err(_) => {
                         out.errors += 1;
                         break;
@@ -264,6 +297,7 @@ pub async fn run(
         total.ok += o.ok;
         total.errors += o.errors;
         total.latencies_us.extend(o.latencies_us);
+        total.accepted.extend(o.accepted);
     }
     Ok(total)
 }

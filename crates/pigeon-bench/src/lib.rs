@@ -9,6 +9,7 @@ pub mod agent;
 pub mod apns;
 pub mod audience;
 pub mod callbacks;
+pub mod cluster;
 pub mod fanout;
 pub mod httpload;
 pub mod mqtt;

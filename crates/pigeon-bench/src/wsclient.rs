@@ -12,6 +12,8 @@ const MASK: [u8; 4] = [0x3a, 0x91, 0x5c, 0x07];
 pub struct WsClient {
     stream: TcpStream,
     buf: Vec<u8>,
+    /// The code of the close frame the server sent, once it sent one.
+    pub close_code: Option<u16>,
 }
 
 impl WsClient {
@@ -38,7 +40,11 @@ impl WsClient {
                     bail!("handshake refused: {}", String::from_utf8_lossy(&buf));
                 }
                 buf.drain(..end + 4);
-                return Ok(WsClient { stream, buf });
+                return Ok(WsClient {
+                    stream,
+                    buf,
+                    close_code: None,
+                });
             }
         }
     }
@@ -80,7 +86,11 @@ impl WsClient {
                     self.buf.drain(..at + len);
                     match opcode {
                         0x1 => return Ok(payload),
-                        0x8 => bail!("closed by the server"),
+                        0x8 => {
+                            self.close_code =
+                                payload.get(..2).map(|c| u16::from_be_bytes([c[0], c[1]]));
+                            bail!("closed by the server")
+                        }
                         _ => continue,
                     }
                 }

@@ -1128,20 +1128,22 @@ impl PushStore for PostgresStore {
         let app_key = app_key.to_string();
         Box::pin(async move {
             let c = self.client().await?;
-            query(
-                &c,
-                "expired_unreported",
-                &format!(
-                    "{PUSH_SELECT}
-                     WHERE p.app_key = $1 AND p.expires_ms < $2 AND NOT p.expiry_reported
-                     ORDER BY p.msg_id LIMIT 100"
-                ),
-                &[&app_key, &to_i64(before_ms)],
-            )
-            .await?
-            .iter()
-            .map(stored_push_from_row)
-            .collect()
+            // Not a cached prepared statement: after five runs PostgreSQL plans those without
+            // the parameters' values, and for `expires_ms < $2 ... ORDER BY msg_id LIMIT 100`
+            // that generic plan walks the primary key and filters every push in the table,
+            // every second. Prepared afresh (unnamed), each run is planned for its own
+            // `before_ms` and takes the (app_key, expires_ms) index.
+            let sql = format!(
+                "{PUSH_SELECT}
+                 WHERE p.app_key = $1 AND p.expires_ms < $2 AND NOT p.expiry_reported
+                 ORDER BY p.msg_id LIMIT 100"
+            );
+            c.query(sql.as_str(), &[&app_key, &to_i64(before_ms)])
+                .await
+                .map_err(|e| pg_err("expired_unreported", e))?
+                .iter()
+                .map(stored_push_from_row)
+                .collect()
         })
     }
 

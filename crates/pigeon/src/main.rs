@@ -52,6 +52,9 @@ enum BenchCommand {
     Restart(pigeon_bench::restart::RestartArgs),
     /// Push API throughput and API-to-device latency.
     PushApi(pigeon_bench::pushapi::PushApiArgs),
+    /// Cluster mode: nodes on one PostgreSQL and NATS (started here unless given): connections
+    /// and broadcast, unicast throughput and latency beside one SQLite node, failover.
+    Cluster(pigeon_bench::cluster::ClusterArgs),
     /// The APNs client against the local APNs fake (HTTP/2, TLS), over one connection.
     Apns(pigeon_bench::apns::ApnsArgs),
     /// /health latency while thousands of connections send their request head and never
@@ -278,6 +281,9 @@ async fn bench(cmd: BenchCommand) -> anyhow::Result<()> {
         }
         BenchCommand::PushApi(args) => {
             tokio::task::spawn_blocking(move || pigeon_bench::pushapi::run(args)).await?
+        }
+        BenchCommand::Cluster(args) => {
+            tokio::task::spawn_blocking(move || pigeon_bench::cluster::run(args)).await?
         }
         BenchCommand::Apns(args) => {
             tokio::task::spawn_blocking(move || pigeon_bench::apns::run(args)).await?

@@ -142,3 +142,111 @@ fn callbacks_bench_receives_every_delivered_event() {
     let rate: f64 = r[6].parse().expect("events/s");
     assert!(rate > 0.0, "{r:?}");
 }
+
+/// The data rows of the table whose first column is headed `first`.
+fn table_rows(out: &str, first: &str) -> Vec<Vec<String>> {
+    let cells = |l: &str| -> Vec<String> {
+        l.trim_matches('|')
+            .split('|')
+            .map(|c| c.trim().to_string())
+            .collect()
+    };
+    let mut lines = out.lines().skip_while(|l| {
+        !(l.starts_with('|') && cells(l).first().map(String::as_str) == Some(first))
+    });
+    assert!(
+        lines.next().is_some(),
+        "no table headed {first:?} in:\n{out}"
+    );
+    lines
+        .skip(1)
+        .take_while(|l| l.starts_with('|'))
+        .map(cells)
+        .collect()
+}
+
+/// Cluster mode at a toy size: 2 nodes on a PostgreSQL and a NATS server the bench starts
+/// itself (or the ones `PIGEON_TEST_POSTGRES_URL` / `PIGEON_TEST_NATS_URL` name), every
+/// scenario. Never skipped: without PostgreSQL or nats-server it fails and says what is
+/// missing.
+#[test]
+fn cluster_bench_runs_every_scenario() {
+    let mut args: Vec<String> = [
+        "cluster",
+        "--scenario",
+        "all",
+        "--nodes",
+        "2",
+        "--devices-per-node",
+        "50",
+        "--rounds",
+        "2",
+        "--unicast-nodes",
+        "2",
+        "--unicast-devices",
+        "50",
+        "--loaders",
+        "1",
+        "--connections",
+        "4",
+        "--secs",
+        "1",
+        "--rates",
+        "200",
+        "--failover-nodes",
+        "2",
+        "--failover-devices",
+        "50",
+        "--failover-rate",
+        "100",
+        "--failover-secs",
+        "2",
+        "--failover-timeout-s",
+        "60",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    for (var, flag) in [
+        ("PIGEON_TEST_POSTGRES_URL", "--postgres"),
+        ("PIGEON_TEST_NATS_URL", "--nats"),
+    ] {
+        if let Ok(url) = std::env::var(var) {
+            if !url.trim().is_empty() {
+                args.extend([flag.to_string(), url.trim().to_string()]);
+            }
+        }
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = bench(&args);
+
+    let connections = table_rows(&out, "nodes");
+    assert_eq!(connections.len(), 1, "{out}");
+    assert_eq!(
+        (connections[0][0].as_str(), connections[0][2].as_str()),
+        ("2", "100")
+    );
+    let ms: f64 = connections[0][5].parse().expect("broadcast ms");
+    assert!(ms > 0.0 && ms < 60_000.0, "{connections:?}");
+
+    let unicast = table_rows(&out, "setup");
+    // max and the fixed rate, on the cluster and on one SQLite node.
+    assert_eq!(unicast.len(), 4, "{out}");
+    for r in &unicast {
+        assert_eq!(r[3], "0", "errors in {r:?}");
+        let per_s: f64 = r[2].parse().expect("rate");
+        let delivered: f64 = r[8].parse().expect("delivered");
+        assert!(per_s > 0.0 && delivered >= per_s, "{r:?}");
+    }
+
+    let failover = table_rows(&out, "devices on the killed node");
+    assert_eq!(failover.len(), 1, "{out}");
+    let f = &failover[0];
+    assert_eq!(f[0], "50");
+    let back_s: f64 = f[4]
+        .parse()
+        .unwrap_or_else(|_| panic!("devices not back: {f:?}"));
+    assert!(back_s < 60.0, "{f:?}");
+    assert_eq!(f[7], "0", "pushes lost in failover: {f:?}");
+    assert!(out.contains("cluster failover:"), "{out}");
+}

@@ -6,7 +6,7 @@
 //!   `{"received": r, "first_us": .., "last_us": .., "latencies_us": [p50, p99, max]}`
 //! - `reset` → `{"reset": true}`; `quit` exits.
 //! - `stats` → `{"received": r, "connected": c, "reconnects": n, "last_reconnect_us": ..,
-//!   "duplicates": d, "given_up": g}` at once (what `wait` says, and the connections' state).
+//!   "duplicates": d, "given_up": g, "failed_attempts": f}` at once (what `wait` says, and the connections' state).
 //! - `msgs T` (with `--reconnect`) → `{"msgs": [[msg_id, devices, devices_before_T, last_us], ..]}`:
 //!   for each msg_id, how many devices got it, how many of those before `T` (µs since the
 //!   epoch), and when the last of them got it.
@@ -106,6 +106,8 @@ struct Track {
     last_reconnect_us: AtomicU64,
     /// Devices that will not reconnect (a close code that says so).
     given_up: AtomicU64,
+    /// Reconnect attempts that failed (refused, timed out, no welcome).
+    failed_attempts: AtomicU64,
 }
 
 impl Track {
@@ -228,6 +230,7 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
                 "last_reconnect_us": track.last_reconnect_us.load(Ordering::Relaxed),
                 "duplicates": track.duplicates.load(Ordering::Relaxed),
                 "given_up": track.given_up.load(Ordering::Relaxed),
+                "failed_attempts": track.failed_attempts.load(Ordering::Relaxed),
             })),
             ["msgs", before] => say(track.report(before.parse()?)),
             ["run", rate, secs, dialect, rest @ ..] => {
@@ -467,6 +470,7 @@ async fn tracked_device_loop(
                 }
                 // A refused hello (4001) or anything else: back off and try again.
                 _ => {
+                    track.failed_attempts.fetch_add(1, Ordering::Relaxed);
                     code = 1006;
                     failures += 1;
                 }

@@ -1414,6 +1414,18 @@ fn failover(infra: &Infra, args: &ClusterArgs) -> anyhow::Result<(Table, String)
     result
 }
 
+/// What the devices of a failover say about themselves, summed over the agents.
+#[derive(Default)]
+struct Reconnected {
+    received: u64,
+    connected: u64,
+    reconnects: u64,
+    last_reconnect: u64,
+    duplicates: u64,
+    given_up: u64,
+    failed_attempts: u64,
+}
+
 fn failover_on(
     args: &ClusterArgs,
     nodes: &mut Nodes,
@@ -1488,35 +1500,41 @@ fn failover_on(
     let expected = accepted.len() as u64 + devices_total as u64;
     // Wait for every device to be back and every push to be in.
     let deadline = Instant::now() + Duration::from_secs(args.failover_timeout_s);
-    let (mut received, mut connected, mut reconnects, mut last_reconnect, mut dups, mut given_up);
+    let mut st;
     loop {
-        (
-            received,
-            connected,
-            reconnects,
-            last_reconnect,
-            dups,
-            given_up,
-        ) = (0, 0, 0, 0, 0, 0);
+        st = Reconnected::default();
         for d in devices.iter_mut() {
             d.agent.send("stats")?;
             let s = d.agent.recv()?;
             let get = |k: &str| s[k].as_u64().unwrap_or(0);
-            received += get("received");
-            connected += get("connected");
-            reconnects += get("reconnects");
-            last_reconnect = last_reconnect.max(get("last_reconnect_us"));
-            dups += get("duplicates");
-            given_up += get("given_up");
+            st.received += get("received");
+            st.connected += get("connected");
+            st.reconnects += get("reconnects");
+            st.last_reconnect = st.last_reconnect.max(get("last_reconnect_us"));
+            st.duplicates += get("duplicates");
+            st.given_up += get("given_up");
+            st.failed_attempts += get("failed_attempts");
         }
-        if (connected == devices_total as u64 && received >= expected) || Instant::now() > deadline
+        if (st.connected == devices_total as u64 && st.received >= expected)
+            || Instant::now() > deadline
         {
             break;
         }
         std::thread::sleep(Duration::from_millis(100));
     }
+    let Reconnected {
+        received,
+        connected,
+        reconnects,
+        last_reconnect,
+        duplicates: dups,
+        given_up,
+        failed_attempts,
+    } = st;
     eprintln!(
-        "   {connected} of {devices_total} connected again ({reconnects} reconnects, {given_up} gave up), {received} of {expected} deliveries, {dups} duplicates"
+        "   {connected} of {devices_total} connected again ({reconnects} reconnects, \
+         {failed_attempts} failed attempts, {given_up} gave up), {received} of {expected} \
+         deliveries, {dups} duplicates"
     );
     // msg_id → (devices that got it, of those before the kill, last first receipt).
     let mut got: HashMap<u64, (u64, u64, u64)> = HashMap::new();
@@ -1571,6 +1589,7 @@ fn failover_on(
         "every push in after s",
         "lost",
         "duplicates",
+        "failed reconnect attempts",
         "push errors",
     ]);
     table.row(vec![
@@ -1590,6 +1609,7 @@ fn failover_on(
         format!("{:.2}", s(last_all)),
         lost.to_string(),
         dups.to_string(),
+        failed_attempts.to_string(),
         errors.to_string(),
     ]);
     let line =

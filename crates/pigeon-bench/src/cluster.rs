@@ -888,6 +888,15 @@ fn broadcast(port: u16, auth: &str) -> anyhow::Result<(u64, u64)> {
     push(port, auth, &body)
 }
 
+/// "1 node", "3 nodes".
+fn nodes_word(n: usize) -> String {
+    if n == 1 {
+        "1 node".into()
+    } else {
+        format!("{n} nodes")
+    }
+}
+
 fn median(v: &[f64]) -> f64 {
     let mut v = v.to_vec();
     v.sort_by(f64::total_cmp);
@@ -1060,10 +1069,11 @@ fn connections_on(
         format!("{mean_conn:.0}"),
     ]);
     let line = format!(
-        "cluster connections: {n} nodes × {per_node} devices = {total} WebSocket connections; one \
+        "cluster connections: {} × {per_node} devices = {total} WebSocket connections; one \
          broadcast through one node fully acked in {:.2} s (median of {}; goal ≤ 1.5 s: {}); idle \
          memory {mean_conn:.0} B per connection on average, {max_conn:.0} B on the worst node \
          (goal ≤ 2 KiB: {})",
+        nodes_word(n),
         med / 1000.0,
         rounds_ms.len(),
         verdict(med / 1000.0, 1.5, true),
@@ -1338,7 +1348,10 @@ fn unicast(infra: &Infra, args: &ClusterArgs) -> anyhow::Result<(Table, String)>
     ]);
     let ms = |us: Option<u64>| us.map_or("–".into(), |u| format!("{:.2}", u as f64 / 1000.0));
     let setups = [
-        (format!("{n} nodes, PostgreSQL + NATS"), Some(&cluster)),
+        (
+            format!("{}, PostgreSQL + NATS", nodes_word(n)),
+            Some(&cluster),
+        ),
         ("1 node, SQLite".to_string(), sqlite.as_ref()),
     ];
     for (setup, phases) in setups {
@@ -1362,8 +1375,9 @@ fn unicast(infra: &Infra, args: &ClusterArgs) -> anyhow::Result<(Table, String)>
     let ms_of = |us: Option<u64>| us.unwrap_or(0) as f64 / 1000.0;
     let max_rate = rate_of(&cluster[0]);
     let mut line = format!(
-        "cluster unicast: {n} nodes, {devices_total} devices: {max_rate:.0} durable pushes/s \
+        "cluster unicast: {}, {devices_total} devices: {max_rate:.0} durable pushes/s \
          accepted at most (goal ≥ 10,000/s: {})",
+        nodes_word(n),
         verdict(max_rate, 10_000.0, false),
     );
     for p in cluster.iter().skip(1) {

@@ -1,7 +1,8 @@
 //! How many durable pushes a second three nodes store together (`insert_push`, the hot
-//! path). Ignored by default (it is a measurement, not a check of behaviour):
-//! `cargo test -p pigeon-store-postgres --release --test throughput -- --ignored --nocapture`.
+//! path): a measurement, not a check of behaviour, so a bench of its own:
+//! `PIGEON_TEST_POSTGRES_URL=... cargo bench -p pigeon-store-postgres --bench throughput`.
 
+#[path = "../tests/common/mod.rs"]
 mod common;
 
 use pigeon_core::{Audience, PlatformSet, Push};
@@ -12,8 +13,15 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "a measurement; run it by name"]
+fn main() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a tokio runtime");
+    runtime.block_on(insert_push_throughput_of_three_nodes());
+}
+
 async fn insert_push_throughput_of_three_nodes() {
     let url = common::fresh_db("throughput").await;
     let db = common::raw(&url).await;

@@ -644,7 +644,9 @@ fn health(port: u16) -> anyhow::Result<u16> {
 /// The server's connection cap for `devices` device connections: past the default (which
 /// keeps 1,000 descriptors of the 20,000 for the server and a tenth of the rest for API
 /// calls, 18,000 devices) when more are wanted.
-fn max_connections_for(devices: usize) -> usize {
+/// A server's connection cap for `devices` devices: the default cap keeps descriptors back
+/// for the server and would refuse a device short of 19,500.
+pub(crate) fn max_connections_for(devices: usize) -> usize {
     (devices + 1_100).max(19_000)
 }
 

@@ -308,7 +308,11 @@ pub fn pigeon_then_burst(
     after: &dyn Fn(&Outcome) -> anyhow::Result<()>,
     after_burst: Option<&Step<'_>>,
 ) -> anyhow::Result<Outcome> {
-    let mut all_env = vec![("PIGEON_HEARTBEAT_S", "600")];
+    let cap = crate::cluster::max_connections_for(n).to_string();
+    let mut all_env = vec![
+        ("PIGEON_HEARTBEAT_S", "600"),
+        ("PIGEON_MAX_CONNECTIONS", cap.as_str()),
+    ];
     all_env.extend_from_slice(env);
     let server = PigeonServer::start(&all_env)?;
     setup(&server)?;

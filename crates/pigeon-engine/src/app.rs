@@ -94,7 +94,6 @@ pub(crate) struct Devices {
     /// install_id → (ordinal, registration_id), reserved before the device is durable so
     /// that concurrent registrations of one installation agree on one device.
     pub by_install: HashMap<String, (Ordinal, String)>,
-    pub next_ordinal: Ordinal,
     /// Devices with at least one vendor token: the only ones a vendor can reach, so a push
     /// looks at no other device's record for vendor routing.
     pub with_vendor_tokens: RoaringBitmap,
@@ -274,7 +273,6 @@ impl Devices {
         if self.records.len() <= slot {
             self.records.resize(slot + 1, None);
         }
-        self.next_ordinal = self.next_ordinal.max(ordinal + 1);
         self.records[slot] = Some(record);
     }
 }

@@ -124,6 +124,30 @@ impl AudienceIndex {
         self.by_region.get(region).cloned().unwrap_or_default()
     }
 
+    /// Whether `audience` selects the device `ordinal`: the same rules as
+    /// [`AudienceIndex::resolve`], judged for one device with a few bitmap lookups.
+    pub fn watches(&self, ordinal: Ordinal, audience: &Audience) -> bool {
+        if !self.all.contains(ordinal) {
+            return false;
+        }
+        let Audience::Expr(e) = audience else {
+            return true;
+        };
+        let has = |map: &HashMap<String, RoaringBitmap>, key: &String| {
+            map.get(key).is_some_and(|b| b.contains(ordinal))
+        };
+        (e.tag.is_empty() || e.tag.iter().any(|t| has(&self.by_tag, t)))
+            && e.tag_and.iter().all(|t| has(&self.by_tag, t))
+            && !e.tag_not.iter().any(|t| has(&self.by_tag, t))
+            && (e.alias.is_empty() || e.alias.iter().any(|a| has(&self.by_alias, a)))
+            && (e.registration_id.is_empty()
+                || e.registration_id
+                    .iter()
+                    .any(|r| self.by_registration_id.get(r) == Some(&ordinal)))
+            && (e.region.is_empty() || e.region.iter().any(|r| has(&self.by_region, r)))
+            && !e.region_not.iter().any(|r| has(&self.by_region, r))
+    }
+
     /// Indexes a device; `old` is what was indexed for this ordinal before, if anything.
     pub fn upsert(&mut self, ordinal: Ordinal, old: Option<DeviceAttrs<'_>>, new: DeviceAttrs<'_>) {
         if let Some(old) = old {

@@ -49,7 +49,7 @@ pub struct AppState {
     pub(crate) blocked: RwLock<RoaringBitmap>,
     /// Positions devices reported since the last checkpoint, the latest per device; the
     /// checkpoint moves them to storage and empties this.
-    pub(crate) locations: Mutex<HashMap<Ordinal, pigeon_store::Location>>,
+    pub(crate) fences: crate::geofences::AppFences,
     /// Devices connected to other nodes, per node (from their notices): a push reaches them
     /// there, so a vendor need not carry it.
     pub(crate) elsewhere: Mutex<HashMap<String, RoaringBitmap>>,
@@ -298,7 +298,7 @@ impl AppState {
             rate: Mutex::new(Default::default()),
             badges: Mutex::new(Badges::default()),
             blocked: RwLock::new(RoaringBitmap::new()),
-            locations: Mutex::new(HashMap::default()),
+            fences: Default::default(),
             ordinals: Mutex::new((0, 0)),
             remote_calls: Mutex::new(HashMap::default()),
             elsewhere: Mutex::new(HashMap::default()),

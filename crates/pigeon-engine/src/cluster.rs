@@ -132,14 +132,16 @@ pub enum Duty {
     Sms,
     Callbacks,
     ExpiryReports,
+    GeofenceStays,
 }
 
 impl Duty {
-    pub const ALL: [Duty; 4] = [
+    pub const ALL: [Duty; 5] = [
         Duty::Schedules,
         Duty::Sms,
         Duty::Callbacks,
         Duty::ExpiryReports,
+        Duty::GeofenceStays,
     ];
 
     pub fn lease_name(self) -> &'static str {
@@ -148,6 +150,7 @@ impl Duty {
             Duty::Sms => "duty:sms",
             Duty::Callbacks => "duty:callbacks",
             Duty::ExpiryReports => "duty:expiry-reports",
+            Duty::GeofenceStays => "duty:geofence-stays",
         }
     }
 
@@ -669,6 +672,10 @@ impl Engine {
                         }
                     }
                 }
+                Change::Geofence {
+                    app_key,
+                    geofence_id,
+                } => self.reload_geofence(&app_key, &geofence_id).await?,
             }
         }
         Ok(())

@@ -232,6 +232,31 @@ fn audience_type(audience: &Audience) -> String {
     }
 }
 
+/// A `Geofence.Event` (callbacks.md §3): `msg_id` names the fence's push sent with it.
+pub(crate) fn geofence_event(
+    app: &AppState,
+    fence: &pigeon_store::GeofenceRecord,
+    device: &pigeon_store::DeviceRecord,
+    action: crate::geofences::Action,
+    (lat, lon): (f64, f64),
+    msg_id: Option<u64>,
+) -> NewEvent {
+    let mut fields = json!({
+        "GeofenceId": fence.geofence_id,
+        "GeofenceName": fence.name,
+        "RegistrationId": device.registration_id,
+        "To_Account": device.alias.clone().unwrap_or_default(),
+        "Platform": device.platform.as_str(),
+        "Action": action.as_str(),
+        "Lat": lat,
+        "Lon": lon,
+    });
+    if let Some(msg_id) = msg_id {
+        fields["MsgId"] = json!(msg_id.to_string());
+    }
+    event(app, GEOFENCE_EVENT, fields)
+}
+
 impl AppState {
     /// Whether any of the app's own (not push-level, not disabled) endpoints wants `command`.
     pub fn wants(&self, command: &str) -> bool {

@@ -12,6 +12,7 @@ pub mod devices;
 pub mod endpoints;
 pub mod events;
 pub mod files;
+pub mod geofences;
 mod ids;
 pub mod limits;
 mod live;
@@ -77,6 +78,10 @@ pub enum EngineError {
     AlreadyRecalled(u64),
     #[error("at most {MAX_PACED_PER_APP} paced pushes (big_push_duration) may run at once")]
     TooManyPaced,
+    #[error("no such geofence in this app")]
+    UnknownGeofence,
+    #[error("an app may have at most {0} geofences")]
+    TooManyGeofences(u64),
     #[error(transparent)]
     Storage(#[from] StoreError),
 }
@@ -163,6 +168,9 @@ pub struct Engine {
     cluster: std::sync::OnceLock<Arc<cluster::Cluster>>,
     /// Where this node is in the store's change feed (taken before anything was loaded).
     feed_cursor: AtomicU64,
+    /// How long one second of a geofence's `stay_s` and `cooldown_s` lasts.
+    geofence_second_ms: AtomicU64,
+    max_geofences: AtomicU64,
 }
 
 impl Engine {
@@ -190,6 +198,8 @@ impl Engine {
             scheduler: std::sync::OnceLock::new(),
             cluster: std::sync::OnceLock::new(),
             feed_cursor: AtomicU64::new(feed_cursor),
+            geofence_second_ms: AtomicU64::new(1000),
+            max_geofences: AtomicU64::new(geofences::DEFAULT_MAX_PER_APP),
         });
         for app in store.list_apps().await? {
             engine.load_app(app).await?;
@@ -200,6 +210,7 @@ impl Engine {
         tokio::spawn(evict_expired(Arc::downgrade(&engine)));
         tokio::spawn(pace_forever(Arc::downgrade(&engine)));
         tokio::spawn(limits::refresh_app_config_forever(Arc::downgrade(&engine)));
+        tokio::spawn(geofences::stays_forever(Arc::downgrade(&engine)));
         Ok(engine)
     }
 
@@ -215,6 +226,8 @@ impl Engine {
                 d.apply(rec);
             }
         }
+        app.fences
+            .load(self.store.list_geofences(&app.app_key).await?);
         app.badges.lock().counts = self
             .store
             .load_badges(&app.app_key)
@@ -664,6 +677,11 @@ impl Engine {
         if let Some(old) = replaced {
             old.close(4002, "replaced by a newer connection");
         }
+        if self.cluster().is_some() {
+            // It may have reported positions to another node since: read its standing
+            // with the fences again.
+            app.fences.forget_device(ordinal);
+        }
         self.announce_connected(&app, ordinal, handle.since_us);
         Ok((app, Session::new(ordinal, &handle)))
     }
@@ -1055,26 +1073,6 @@ impl Engine {
         }))
     }
 
-    /// Notes where a device is now. Only the latest position of each device is kept: it is
-    /// held in memory and written (one row per device, replaced) with the next checkpoint,
-    /// so a device reporting often costs one row update per checkpoint, never a row per
-    /// report. A crash loses at most the last 100 ms of positions; devices report again.
-    pub fn record_location(&self, app: &AppState, ordinal: Ordinal, location: Location) {
-        app.locations.lock().insert(ordinal, location);
-    }
-
-    /// The latest position a device reported, if any (for geofences).
-    pub async fn location(
-        &self,
-        app: &AppState,
-        ordinal: Ordinal,
-    ) -> Result<Option<Location>, EngineError> {
-        if let Some(l) = app.locations.lock().get(&ordinal) {
-            return Ok(Some(*l));
-        }
-        Ok(self.store.location(&app.app_key, ordinal).await?)
-    }
-
     /// A group if `master_secret` is its secret, with its apps (those that exist).
     pub async fn authenticate_group(
         &self,
@@ -1159,6 +1157,7 @@ impl Engine {
     /// Makes every write so far durable, acks included.
     pub async fn flush(&self) -> Result<(), EngineError> {
         self.checkpoint().await?;
+        self.save_positions().await?;
         Ok(self.store.close().await?)
     }
 
@@ -1188,10 +1187,6 @@ impl Engine {
             let badges = app.badges.lock().take_changed();
             if !badges.is_empty() {
                 self.store.save_badges(&app.app_key, badges).await?;
-            }
-            let locations: Vec<(Ordinal, Location)> = app.locations.lock().drain().collect();
-            if !locations.is_empty() {
-                self.store.save_locations(&app.app_key, locations).await?;
             }
         }
         let wrote_events = !reports.is_empty();

@@ -654,8 +654,9 @@ impl Device {
             at_ms: now_ms(),
         };
         self.engine
-            .record_location(&self.app, self.session.ordinal, location);
-        Ok(())
+            .report_location(&self.app, self.session.ordinal, location)
+            .await
+            .map_err(|e| format!("the location could not be judged: {e}"))
     }
 
     async fn on_set_alias(&self, frame: &Map<String, Value>) -> Result<(), String> {

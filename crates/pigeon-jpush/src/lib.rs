@@ -11,6 +11,7 @@ mod api;
 mod device_api;
 mod fields;
 mod file_api;
+mod geofence_api;
 pub mod openapi;
 mod push;
 mod push_api;
@@ -70,6 +71,11 @@ pigeon_http::routes! {
     put "/v3/schedules/{schedule_id}" => schedule_api::replace, "Schedule", "Replace parts of a schedule", query [], body true, schema Some("ScheduleChange"), answer None;
     delete "/v3/schedules/{schedule_id}" => schedule_api::delete, "Schedule", "Delete a schedule", query [], body false, schema None, answer None;
     get "/v3/schedules/{schedule_id}/msg_ids" => schedule_api::msg_ids, "Schedule", "Pushes a schedule made", query [], body false, schema None, answer None;
+    get "/v3/geofences" => geofence_api::list, "Geofence", "The app's geofences", query [], body false, schema None, answer Some("GeofenceList");
+    post "/v3/geofences" => geofence_api::create, "Geofence", "Create a geofence (Pigeon extension)", query [], body true, schema Some("Geofence"), answer Some("GeofenceCreated");
+    get "/v3/geofences/{geofence_id}" => geofence_api::get_one, "Geofence", "Get a geofence", query [], body false, schema None, answer None;
+    put "/v3/geofences/{geofence_id}" => geofence_api::replace, "Geofence", "Replace a geofence", query [], body true, schema Some("Geofence"), answer None;
+    delete "/v3/geofences/{geofence_id}" => geofence_api::delete, "Geofence", "Delete a geofence", query [], body false, schema None, answer Some("Empty");
 }
 
 /// 405 with the methods the path does accept.

@@ -418,7 +418,7 @@ fn parse_platform(v: &Value) -> Checked<PlatformSet> {
     }
 }
 
-fn parse_audience(v: &Value) -> Checked<Audience> {
+pub(crate) fn parse_audience(v: &Value) -> Checked<Audience> {
     let obj = match v {
         Value::String(s) if s == "all" => return Ok(Audience::All),
         Value::Object(o) => o,

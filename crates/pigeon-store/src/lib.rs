@@ -13,16 +13,17 @@ mod sqlite;
 
 pub use records::{
     batch_events_json, AppRecord, AppSettings, CallbackBatch, CallbackEndpoint, CallbackFormat,
-    Checkpoint, DeviceEvent, DeviceRecord, FileRecord, GroupRecord, Location, NewEvent, PushCounts,
-    ScheduleRecord, ScheduleRun, SmsSend, StoredEvent, StoredPush,
+    Checkpoint, DeviceEvent, DeviceRecord, FenceState, FileRecord, GeofenceRecord, GroupRecord,
+    Location, NewEvent, PushCounts, ScheduleRecord, ScheduleRun, SmsSend, StoredEvent, StoredPush,
+    FENCE_ENTER, FENCE_LEAVE, FENCE_STAY,
 };
 pub use sqlite::{PushUpgrader, SqliteStore, Synchronous};
 
 /// Every port trait, for callers that hold an `Arc<dyn Storage>` and call its methods.
 pub mod ports {
     pub use crate::{
-        AppStore, CidStore, CredentialStore, DeviceStore, FeedStore, FileStore, LeaseStore,
-        OutboxStore, PresenceStore, PushStore, ScheduleStore, SmsStore, Storage,
+        AppStore, CidStore, CredentialStore, DeviceStore, FeedStore, FileStore, GeofenceStore,
+        LeaseStore, OutboxStore, PresenceStore, PushStore, ScheduleStore, SmsStore, Storage,
     };
 }
 
@@ -362,6 +363,11 @@ pub enum Change {
         msg_id: u64,
         recalled: bool,
     },
+    /// A geofence was created, replaced or deleted: read it again.
+    Geofence {
+        app_key: String,
+        geofence_id: String,
+    },
 }
 
 /// Ids handed out in blocks and the feed of changes: what several nodes on one store need so
@@ -417,6 +423,47 @@ pub trait PresenceStore: Send + Sync + 'static {
     fn presence(&self, app_key: &str, ordinals: Vec<u32>) -> StoreFuture<'_, Vec<(u32, String)>>;
 }
 
+/// Geofences and where each device stands with each of them (geofences.md).
+pub trait GeofenceStore: Send + Sync + 'static {
+    /// Creates or replaces a fence (the caller keeps `created_ms` of the one it replaces).
+    fn put_geofence(&self, fence: GeofenceRecord) -> StoreFuture<'_, ()>;
+    /// Deletes a fence and every device's state with it; false if there was none.
+    fn delete_geofence(&self, app_key: &str, geofence_id: &str) -> StoreFuture<'_, bool>;
+    fn get_geofence(
+        &self,
+        app_key: &str,
+        geofence_id: &str,
+    ) -> StoreFuture<'_, Option<GeofenceRecord>>;
+    /// An app's fences, oldest first.
+    fn list_geofences(&self, app_key: &str) -> StoreFuture<'_, Vec<GeofenceRecord>>;
+    /// One device's state with every fence it has one with.
+    fn fence_states(&self, app_key: &str, ordinal: u32) -> StoreFuture<'_, Vec<FenceState>>;
+    /// Writes changed states with the events they fire, in one transaction. A state is
+    /// merged into the stored one: `inside`, `entered_ms`, `stay_due_ms`, `lat` and `lon`
+    /// are replaced, `fired` is or'ed and each `last_fired_ms` keeps the later time, so a
+    /// firing recorded meanwhile by another node is never undone. States of a fence that
+    /// no longer exists are left out.
+    fn write_fence_states(
+        &self,
+        states: Vec<FenceState>,
+        events: Vec<NewEvent>,
+    ) -> StoreFuture<'_, ()>;
+    /// Pending stays due at `now_ms` (every app), earliest first.
+    fn due_stays(&self, now_ms: u64, limit: usize) -> StoreFuture<'_, Vec<FenceState>>;
+    /// Settles the pending stay of `state` (which names the entry by its `entered_ms`),
+    /// only if that entry is still inside with its stay pending: with `fired_ms`, the stay
+    /// fired then (`fired` gains [`FENCE_STAY`], its last time is set) and `events` are
+    /// written in the same transaction; `next_due_ms` puts the stay off until then
+    /// instead of ending it. False when the entry had already moved on (nothing written).
+    fn settle_stay(
+        &self,
+        state: FenceState,
+        fired_ms: Option<u64>,
+        next_due_ms: Option<u64>,
+        events: Vec<NewEvent>,
+    ) -> StoreFuture<'_, bool>;
+}
+
 /// Every port at once: what the engine is given. Writes resolve once they are durable.
 pub trait Storage:
     AppStore
@@ -431,6 +478,7 @@ pub trait Storage:
     + FeedStore
     + LeaseStore
     + PresenceStore
+    + GeofenceStore
 {
     /// Waits until everything written so far is durable, then stops the writer (later
     /// writes fail with [`StoreError::Closed`]) and leaves the files compact (SQLite: the

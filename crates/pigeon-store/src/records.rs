@@ -360,3 +360,57 @@ mod tests {
         assert_eq!(CallbackFormat::parse("xml"), None);
     }
 }
+
+/// A geofence (geofences.md §1): a circle on the earth, the rules of when it fires, and the
+/// push it may carry, in Pigeon's own terms.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct GeofenceRecord {
+    pub app_key: String,
+    pub geofence_id: String,
+    pub name: String,
+    pub lat: f64,
+    pub lon: f64,
+    pub radius_m: f64,
+    /// Which actions fire: [`FENCE_ENTER`], [`FENCE_LEAVE`], [`FENCE_STAY`] or'ed.
+    pub events: u8,
+    pub stay_s: Option<u32>,
+    /// Which devices the fence watches.
+    pub audience: pigeon_core::Audience,
+    /// Sent to the device each time the fence fires for it: a push whose msg_id, time and
+    /// audience are filled in at each firing.
+    pub push: Option<Push>,
+    /// `false`: each action fires at most once per device, ever.
+    pub repeat: bool,
+    pub cooldown_s: u32,
+    pub start_ms: Option<u64>,
+    pub end_ms: Option<u64>,
+    pub created_ms: u64,
+    /// The fence as the front door was given it, echoed back on reads; nothing below the
+    /// door reads it.
+    pub given: Value,
+}
+
+/// [`GeofenceRecord::events`] bits, also the bits of [`FenceState::fired`].
+pub const FENCE_ENTER: u8 = 1;
+pub const FENCE_LEAVE: u8 = 2;
+pub const FENCE_STAY: u8 = 4;
+
+/// Where one device stands with one fence: written only when it changes.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FenceState {
+    pub app_key: String,
+    pub geofence_id: String,
+    pub ordinal: u32,
+    pub inside: bool,
+    /// When the device last entered (meaningful while `inside`).
+    pub entered_ms: u64,
+    /// When a `stay` of this entry is due, while one is pending.
+    pub stay_due_ms: Option<u64>,
+    /// The report that last changed this state.
+    pub lat: f64,
+    pub lon: f64,
+    /// Actions that have ever fired for this device (`repeat: false`).
+    pub fired: u8,
+    /// When each action (enter, leave, stay) last fired; 0 never (`cooldown_s`).
+    pub last_fired_ms: [u64; 3],
+}

@@ -4,9 +4,9 @@ use crate::ports::*;
 use crate::sealed::SealingKey;
 use crate::{
     batch_events_json, AppRecord, AppSettings, CallbackBatch, CallbackEndpoint, CallbackFormat,
-    Change, Checkpoint, DeviceEvent, DeviceRecord, FileRecord, GroupRecord, Lease, Location,
-    NewEvent, PushCounts, ScheduleRecord, ScheduleRun, SmsSend, StoreError, StoreFuture,
-    StoreResult, StoredEvent, StoredPush,
+    Change, Checkpoint, DeviceEvent, DeviceRecord, FenceState, FileRecord, GeofenceRecord,
+    GroupRecord, Lease, Location, NewEvent, PushCounts, ScheduleRecord, ScheduleRun, SmsSend,
+    StoreError, StoreFuture, StoreResult, StoredEvent, StoredPush, FENCE_STAY,
 };
 use pigeon_core::{Platform, Push, SmsFallback};
 use roaring::RoaringBitmap;
@@ -91,6 +91,36 @@ CREATE TABLE IF NOT EXISTS device_locations (
     at_ms INTEGER NOT NULL,
     PRIMARY KEY (app_key, ordinal)
 ) WITHOUT ROWID;
+-- Geofences: the record as JSON; a deleted fence keeps its row with no body, so the change
+-- feed can tell the other nodes it is gone.
+CREATE TABLE IF NOT EXISTS geofences (
+    app_key TEXT NOT NULL,
+    geofence_id TEXT NOT NULL,
+    body TEXT,
+    created_ms INTEGER NOT NULL,
+    change_seq INTEGER NOT NULL,
+    PRIMARY KEY (app_key, geofence_id)
+);
+CREATE INDEX IF NOT EXISTS geofences_by_change ON geofences (change_seq);
+-- Where each device stands with each fence: written only when that changes.
+CREATE TABLE IF NOT EXISTS fence_states (
+    app_key TEXT NOT NULL,
+    ordinal INTEGER NOT NULL,
+    geofence_id TEXT NOT NULL,
+    inside INTEGER NOT NULL,
+    entered_ms INTEGER NOT NULL,
+    stay_due_ms INTEGER,
+    lat REAL NOT NULL,
+    lon REAL NOT NULL,
+    fired INTEGER NOT NULL,
+    last_enter_ms INTEGER NOT NULL,
+    last_leave_ms INTEGER NOT NULL,
+    last_stay_ms INTEGER NOT NULL,
+    PRIMARY KEY (app_key, ordinal, geofence_id)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS fence_states_by_due ON fence_states (stay_due_ms)
+    WHERE stay_due_ms IS NOT NULL;
+CREATE INDEX IF NOT EXISTS fence_states_by_fence ON fence_states (app_key, geofence_id);
 CREATE TABLE IF NOT EXISTS device_seen (
     app_key TEXT NOT NULL,
     ordinal INTEGER NOT NULL,
@@ -1186,9 +1216,10 @@ fn next_change(feed: &AtomicU64) -> u64 {
 /// The highest change number stored.
 fn last_change(c: &Connection) -> StoreResult<u64> {
     let last: i64 = c.query_row(
-        "SELECT MAX(a, b) FROM
+        "SELECT MAX(a, b, g) FROM
            (SELECT COALESCE(MAX(change_seq), 0) AS a FROM devices),
-           (SELECT COALESCE(MAX(change_seq), 0) AS b FROM pushes)",
+           (SELECT COALESCE(MAX(change_seq), 0) AS b FROM pushes),
+           (SELECT COALESCE(MAX(change_seq), 0) AS g FROM geofences)",
         [],
         |r| r.get(0),
     )?;
@@ -2777,6 +2808,22 @@ impl FeedStore for SqliteStore {
             }
             drop(rows);
             drop(st);
+            let mut st = c.prepare_cached(
+                "SELECT app_key, geofence_id, change_seq FROM geofences
+                 WHERE change_seq > ?1 ORDER BY change_seq LIMIT ?2",
+            )?;
+            let mut rows = st.query(params![to_i64(cursor), to_i64(limit as u64)])?;
+            while let Some(r) = rows.next()? {
+                found.push((
+                    to_u64(r.get(2)?),
+                    Change::Geofence {
+                        app_key: r.get(0)?,
+                        geofence_id: r.get(1)?,
+                    },
+                ));
+            }
+            drop(rows);
+            drop(st);
             snapshot.finish()?;
             found.sort_by_key(|(seq, _)| *seq);
             found.truncate(limit);
@@ -2924,6 +2971,206 @@ impl PresenceStore for SqliteStore {
             Ok(found)
         }))
     }
+}
+
+impl GeofenceStore for SqliteStore {
+    fn put_geofence(&self, fence: GeofenceRecord) -> StoreFuture<'_, ()> {
+        let feed = self.inner.feed.clone();
+        Box::pin(self.write(move |c| {
+            let body =
+                serde_json::to_string(&fence).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            c.prepare_cached(
+                "INSERT INTO geofences (app_key, geofence_id, body, created_ms, change_seq)
+                 VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT (app_key, geofence_id) DO UPDATE SET body = excluded.body,
+                    created_ms = excluded.created_ms, change_seq = excluded.change_seq",
+            )?
+            .execute(params![
+                fence.app_key,
+                fence.geofence_id,
+                body,
+                to_i64(fence.created_ms),
+                to_i64(next_change(&feed))
+            ])?;
+            Ok(())
+        }))
+    }
+
+    fn delete_geofence(&self, app_key: &str, geofence_id: &str) -> StoreFuture<'_, bool> {
+        let (app_key, geofence_id) = (app_key.to_string(), geofence_id.to_string());
+        let feed = self.inner.feed.clone();
+        Box::pin(self.write(move |c| {
+            let n = c
+                .prepare_cached(
+                    "UPDATE geofences SET body = NULL, change_seq = ?3
+                     WHERE app_key = ?1 AND geofence_id = ?2 AND body IS NOT NULL",
+                )?
+                .execute(params![app_key, geofence_id, to_i64(next_change(&feed))])?;
+            if n > 0 {
+                c.prepare_cached(
+                    "DELETE FROM fence_states WHERE app_key = ?1 AND geofence_id = ?2",
+                )?
+                .execute(params![app_key, geofence_id])?;
+            }
+            Ok(n > 0)
+        }))
+    }
+
+    fn get_geofence(
+        &self,
+        app_key: &str,
+        geofence_id: &str,
+    ) -> StoreFuture<'_, Option<GeofenceRecord>> {
+        let (app_key, geofence_id) = (app_key.to_string(), geofence_id.to_string());
+        Box::pin(self.read(move |c| {
+            let body: Option<Option<String>> = c
+                .prepare_cached(
+                    "SELECT body FROM geofences WHERE app_key = ?1 AND geofence_id = ?2",
+                )?
+                .query_row(params![app_key, geofence_id], |r| r.get(0))
+                .optional()?;
+            body.flatten().map(|b| geofence_from_json(&b)).transpose()
+        }))
+    }
+
+    fn list_geofences(&self, app_key: &str) -> StoreFuture<'_, Vec<GeofenceRecord>> {
+        let app_key = app_key.to_string();
+        Box::pin(self.read(move |c| {
+            let mut st = c.prepare_cached(
+                "SELECT body FROM geofences WHERE app_key = ?1 AND body IS NOT NULL
+                 ORDER BY created_ms, geofence_id",
+            )?;
+            let bodies = st
+                .query_map([app_key], |r| r.get::<_, String>(0))?
+                .collect::<Result<Vec<_>, _>>()?;
+            bodies.iter().map(|b| geofence_from_json(b)).collect()
+        }))
+    }
+
+    fn fence_states(&self, app_key: &str, ordinal: u32) -> StoreFuture<'_, Vec<FenceState>> {
+        let app_key = app_key.to_string();
+        Box::pin(self.read(move |c| {
+            let mut st = c.prepare_cached(&format!(
+                "SELECT {FENCE_STATE_COLUMNS} FROM fence_states WHERE app_key = ?1 AND ordinal = ?2"
+            ))?;
+            let rows = st
+                .query_map(params![app_key, ordinal], fence_state_from_row)?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(rows)
+        }))
+    }
+
+    fn write_fence_states(
+        &self,
+        states: Vec<FenceState>,
+        events: Vec<NewEvent>,
+    ) -> StoreFuture<'_, ()> {
+        Box::pin(self.write(move |c| {
+            let mut st = c.prepare_cached(
+                "INSERT INTO fence_states (app_key, ordinal, geofence_id, inside, entered_ms,
+                    stay_due_ms, lat, lon, fired, last_enter_ms, last_leave_ms, last_stay_ms)
+                 SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12
+                 WHERE EXISTS (SELECT 1 FROM geofences
+                               WHERE app_key = ?1 AND geofence_id = ?3 AND body IS NOT NULL)
+                 ON CONFLICT (app_key, ordinal, geofence_id) DO UPDATE SET
+                    inside = excluded.inside, entered_ms = excluded.entered_ms,
+                    stay_due_ms = excluded.stay_due_ms, lat = excluded.lat, lon = excluded.lon,
+                    fired = fired | excluded.fired,
+                    last_enter_ms = MAX(last_enter_ms, excluded.last_enter_ms),
+                    last_leave_ms = MAX(last_leave_ms, excluded.last_leave_ms),
+                    last_stay_ms = MAX(last_stay_ms, excluded.last_stay_ms)",
+            )?;
+            for s in &states {
+                st.execute(params![
+                    s.app_key,
+                    s.ordinal,
+                    s.geofence_id,
+                    s.inside,
+                    to_i64(s.entered_ms),
+                    s.stay_due_ms.map(to_i64),
+                    s.lat,
+                    s.lon,
+                    s.fired,
+                    to_i64(s.last_fired_ms[0]),
+                    to_i64(s.last_fired_ms[1]),
+                    to_i64(s.last_fired_ms[2]),
+                ])?;
+            }
+            write_events(c, &events)
+        }))
+    }
+
+    fn due_stays(&self, now_ms: u64, limit: usize) -> StoreFuture<'_, Vec<FenceState>> {
+        Box::pin(self.read(move |c| {
+            let mut st = c.prepare_cached(&format!(
+                "SELECT {FENCE_STATE_COLUMNS} FROM fence_states
+                 WHERE stay_due_ms IS NOT NULL AND stay_due_ms <= ?1
+                 ORDER BY stay_due_ms LIMIT ?2"
+            ))?;
+            let rows = st
+                .query_map(
+                    params![to_i64(now_ms), to_i64(limit as u64)],
+                    fence_state_from_row,
+                )?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(rows)
+        }))
+    }
+
+    fn settle_stay(
+        &self,
+        state: FenceState,
+        fired_ms: Option<u64>,
+        next_due_ms: Option<u64>,
+        events: Vec<NewEvent>,
+    ) -> StoreFuture<'_, bool> {
+        Box::pin(self.write(move |c| {
+            let n = c
+                .prepare_cached(
+                    "UPDATE fence_states SET stay_due_ms = ?5,
+                        fired = fired | CASE WHEN ?6 IS NULL THEN 0 ELSE ?7 END,
+                        last_stay_ms = COALESCE(?6, last_stay_ms)
+                     WHERE app_key = ?1 AND ordinal = ?2 AND geofence_id = ?3 AND inside = 1
+                       AND entered_ms = ?4 AND stay_due_ms IS NOT NULL",
+                )?
+                .execute(params![
+                    state.app_key,
+                    state.ordinal,
+                    state.geofence_id,
+                    to_i64(state.entered_ms),
+                    next_due_ms.map(to_i64),
+                    fired_ms.map(to_i64),
+                    FENCE_STAY,
+                ])?;
+            if n == 0 {
+                return Ok(false);
+            }
+            write_events(c, &events)?;
+            Ok(true)
+        }))
+    }
+}
+
+const FENCE_STATE_COLUMNS: &str = "app_key, ordinal, geofence_id, inside, entered_ms, stay_due_ms,
+    lat, lon, fired, last_enter_ms, last_leave_ms, last_stay_ms";
+
+fn fence_state_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<FenceState> {
+    Ok(FenceState {
+        app_key: r.get(0)?,
+        ordinal: r.get(1)?,
+        geofence_id: r.get(2)?,
+        inside: r.get(3)?,
+        entered_ms: to_u64(r.get(4)?),
+        stay_due_ms: r.get::<_, Option<i64>>(5)?.map(to_u64),
+        lat: r.get(6)?,
+        lon: r.get(7)?,
+        fired: r.get(8)?,
+        last_fired_ms: [to_u64(r.get(9)?), to_u64(r.get(10)?), to_u64(r.get(11)?)],
+    })
+}
+
+fn geofence_from_json(body: &str) -> StoreResult<GeofenceRecord> {
+    serde_json::from_str(body).map_err(|e| StoreError::Corrupt(format!("geofence: {e}")))
 }
 
 impl Storage for SqliteStore {

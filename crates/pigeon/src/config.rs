@@ -79,6 +79,27 @@ pub struct Config {
     pub public_url: Option<String>,
     /// Cluster mode: state in PostgreSQL, nodes talking through NATS (`[cluster]`).
     pub cluster: ClusterConfig,
+    /// `[geofences]`.
+    pub geofences: GeofencesConfig,
+}
+
+/// `[geofences]`: how many fences an app may have, and the length of a fence's second.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GeofencesConfig {
+    pub max_per_app: u64,
+    /// How long one second of `stay_s` and `cooldown_s` lasts, in ms (1000; tests shorten
+    /// it so a 60 s stay takes a few seconds).
+    pub second_ms: u64,
+}
+
+impl Default for GeofencesConfig {
+    fn default() -> Self {
+        GeofencesConfig {
+            max_per_app: pigeon_engine::geofences::DEFAULT_MAX_PER_APP,
+            second_ms: 1000,
+        }
+    }
 }
 
 /// `[cluster]`: where state lives and how nodes talk, when not in the embedded SQLite file.
@@ -187,6 +208,7 @@ struct FileConfig {
     max_pending_connections: Option<usize>,
     public_url: Option<String>,
     cluster: Option<ClusterConfig>,
+    geofences: Option<GeofencesConfig>,
 }
 
 impl Default for Config {
@@ -217,6 +239,7 @@ impl Default for Config {
             max_pending_connections: 0,
             public_url: None,
             cluster: ClusterConfig::default(),
+            geofences: GeofencesConfig::default(),
         }
     }
 }
@@ -290,6 +313,9 @@ impl Config {
             }
             if let Some(v) = f.pacing_minute_ms {
                 c.pacing_minute_ms = v;
+            }
+            if let Some(v) = f.geofences {
+                c.geofences = v;
             }
             if let Some(v) = f.webpush_allow_private_networks {
                 c.webpush_allow_private_networks = v;
@@ -376,6 +402,12 @@ impl Config {
                 "PIGEON_SMS_RETRY_FIRST_MS" => {
                     c.sms.retry_first_ms = value.parse().map_err(|_| bad("a number"))?
                 }
+                "PIGEON_MAX_GEOFENCES_PER_APP" => {
+                    c.geofences.max_per_app = value.parse().map_err(|_| bad("a number"))?
+                }
+                "PIGEON_GEOFENCE_SECOND_MS" => {
+                    c.geofences.second_ms = value.parse().map_err(|_| bad("a number"))?
+                }
                 "PIGEON_PACING_MINUTE_MS" => {
                     c.pacing_minute_ms = value.parse().map_err(|_| bad("a number"))?
                 }
@@ -420,6 +452,9 @@ impl Config {
             } else if !(u.starts_with("http://") || u.starts_with("https://")) {
                 anyhow::bail!("public_url must start with http:// or https://, got {u:?}");
             }
+        }
+        if c.geofences.second_ms == 0 {
+            anyhow::bail!("geofences.second_ms must be at least 1");
         }
         if c.heartbeat_s < 5 {
             anyhow::bail!(

@@ -50,6 +50,8 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     engine.set_expired_grace(Duration::from_millis(cfg.expired_grace_ms));
     engine.set_recall_window(Duration::from_secs(cfg.recall_window_s));
     engine.set_pacing_minute(Duration::from_millis(cfg.pacing_minute_ms));
+    engine.set_max_geofences_per_app(cfg.geofences.max_per_app);
+    engine.set_geofence_second(Duration::from_millis(cfg.geofences.second_ms));
     engine.set_private_networks(cfg.private_networks());
     let devices: u64 = engine.apps().iter().map(|a| a.device_count()).sum();
     tracing::info!(

@@ -379,6 +379,10 @@ fn change_keys(changes: &[Change]) -> BTreeSet<String> {
             Change::Push {
                 app_key, msg_id, ..
             } => format!("p {app_key} {msg_id}"),
+            Change::Geofence {
+                app_key,
+                geofence_id,
+            } => format!("g {app_key} {geofence_id}"),
         })
         .collect()
 }

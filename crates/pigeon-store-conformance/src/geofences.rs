@@ -768,7 +768,7 @@ pub async fn geofence_writes_of_one_node_are_seen_by_the_other(
 
     // A delete racing with the other node's writes of the fence's states: whichever comes
     // first, no state of the deleted fence is left behind.
-    for round in 0..10u32 {
+    for round in 0..25u32 {
         let id = format!("race{round}");
         store.put_geofence(geofence("k", &id, 100)).await.unwrap();
         let writer = {

@@ -29,7 +29,7 @@ NAMES = ["node-a", "node-b", "node-c"]
 # Callbacks to 127.0.0.1 and quickly; a fallback SMS provider; quick shutdowns.
 FAST = {"PIGEON_CALLBACKS_ALLOW_PRIVATE_NETWORKS": "true", "PIGEON_CALLBACKS_BATCH_WAIT_MS": "100",
         "PIGEON_CALLBACKS_RETRY_FIRST_MS": "20", "PIGEON_EXPIRED_GRACE_MS": "200",
-        "PIGEON_SHUTDOWN_GRACE_MS": "300"}
+        "PIGEON_SHUTDOWN_GRACE_MS": "300", "PIGEON_GEOFENCE_SECOND_MS": "50"}
 
 
 def wait_for(check, limit=5.0, step=0.05):
@@ -674,6 +674,63 @@ def test_callbacks_post_each_event_once(cluster):
         assert [e["RegistrationId"] for e in rcv.events("Device.OnlineStatus")].count(on_b.rid) == 1
         on_b.close()
         on_c.close()
+    finally:
+        rcv.close()
+
+
+# geofences.md §3 across nodes -------------------------------------------------------------
+
+def report(phone, lat, lon, seq):
+    """Sends a location and waits for its ok (pushes meanwhile are acked and kept)."""
+    phone.ws.send(json.dumps({"op": "location", "lat": lat, "lon": lon, "seq": seq}))
+    deadline = time.time() + 5
+    while time.time() < deadline:
+        frame = json.loads(phone.ws.recv(timeout=max(0.05, deadline - time.time())))
+        if frame["op"] == "push":
+            phone.ws.send(json.dumps({"op": "ack", "msg_ids": [frame["msg_id"]]}))
+        elif frame.get("seq") == seq:
+            assert frame["op"] == "ok", frame
+            return
+    raise AssertionError(f"no answer to location seq {seq}")
+
+
+def test_a_geofence_fires_once_across_nodes_and_a_reconnect_elsewhere_fires_no_enter(cluster):
+    app = cluster.create_app("geofences")
+    rcv = Receiver()
+    try:
+        cluster.add_callback(app, rcv.url, "Geofence.Event")
+        fence = {"name": "hq", "lat": 31.2304, "lon": 121.4737, "radius_m": 300,
+                 "events": ["enter", "leave", "stay"], "stay_s": 60}
+        r = api(cluster.a, app, "POST", "/v3/geofences", fence)
+        assert r.status_code == 200, r.text
+        fid = r.json()["geofence_id"]
+        # Created through a, read through c at once.
+        assert api(cluster.c, app, "GET", f"/v3/geofences/{fid}").json()["name"] == "hq"
+        phone = Phone(cluster.a, app, settle=cluster.nodes).connect(cluster.b)
+        report(phone, 31.2304, 121.4737, 1)
+        phone.close()
+        # The same place through another node: still inside, no second Enter.
+        phone.connect(cluster.c)
+        report(phone, 31.2305, 121.4737, 2)
+        # stay_s 60 at 50 ms a second: due 3 s after the entry, fired by one node only.
+        assert rcv.wait(lambda: len(rcv.events("Geofence.Event")) >= 2, limit=8), rcv.events()
+        time.sleep(1.5)
+        events = rcv.events("Geofence.Event")
+        assert [e["Action"] for e in events] == ["Enter", "Stay"], events
+        assert {e["GeofenceId"] for e in events} == {fid}
+        assert len({e["EventId"] for e in events}) == 2
+        # Moved through a, judged through c at the next report (once the change reached c).
+        moved = {**fence, "lat": 31.3}
+        assert api(cluster.a, app, "PUT", f"/v3/geofences/{fid}", moved).status_code == 200
+        time.sleep(0.6)
+        report(phone, 31.2305, 121.4737, 3)
+        assert rcv.wait(lambda: len(rcv.events("Geofence.Event")) >= 3, limit=5), rcv.events()
+        assert [e["Action"] for e in rcv.events("Geofence.Event")] == ["Enter", "Stay", "Leave"]
+        # Deleted through b: gone on every node.
+        assert api(cluster.b, app, "DELETE", f"/v3/geofences/{fid}").status_code == 200
+        assert wait_for(lambda: all(api(n, app, "GET", f"/v3/geofences/{fid}").status_code == 404
+                                    for n in cluster.nodes), 2.0)
+        phone.close()
     finally:
         rcv.close()
 

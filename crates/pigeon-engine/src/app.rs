@@ -315,6 +315,11 @@ impl AppState {
         self.presence.lock().online.len()
     }
 
+    /// The ordinal of a device of this app.
+    pub fn device_ordinal(&self, registration_id: &str) -> Option<Ordinal> {
+        self.devices.read().index.ordinal_of(registration_id)
+    }
+
     /// A device's current record.
     pub fn device(&self, ordinal: Ordinal) -> Option<DeviceRecord> {
         self.devices.read().record(ordinal).cloned()

@@ -167,7 +167,7 @@ pub struct Cluster {
     instance: String,
     bus: Arc<dyn Bus>,
     /// The fencing token of each duty this node holds (0: not held).
-    duties: [AtomicU64; 4],
+    duties: [AtomicU64; Duty::ALL.len()],
     /// Whether the last lease renewal reached the store.
     store_ok: AtomicBool,
     feed_wake: tokio::sync::Notify,

@@ -18,6 +18,7 @@
 mod apps;
 mod cluster;
 mod devices;
+mod geofences;
 mod outbox;
 pub mod postgres;
 mod pushes;
@@ -26,6 +27,7 @@ mod rest;
 pub use apps::*;
 pub use cluster::*;
 pub use devices::*;
+pub use geofences::*;
 pub use outbox::*;
 pub use pushes::*;
 pub use rest::*;
@@ -155,6 +157,16 @@ macro_rules! __single_node_bodies {
             presence_follows_connects_and_disconnects_in_order,
             presence_counts_only_nodes_with_a_live_lease,
             clear_presence_forgets_one_node,
+            geofences_are_put_got_and_listed_oldest_first,
+            a_replaced_geofence_keeps_what_the_caller_gave,
+            a_geofence_is_deleted_once_with_its_states,
+            fence_states_are_merged_into_the_stored_ones,
+            fence_states_of_a_missing_fence_are_left_out_and_events_written,
+            due_stays_are_the_due_ones_earliest_first,
+            a_stay_is_settled_once,
+            a_stay_of_another_entry_or_one_that_left_is_not_settled,
+            a_stay_put_off_is_due_again_later,
+            the_feed_reports_geofences_created_replaced_and_deleted,
             close_keeps_what_was_written_and_refuses_later_writes,
         );
     };
@@ -171,6 +183,8 @@ macro_rules! __multi_node_bodies {
             the_feed_misses_nothing_written_concurrently_by_two_nodes,
             a_lease_is_refused_while_live_and_taken_over_after_expiry,
             a_disconnect_from_an_older_node_keeps_the_newer_connection,
+            a_due_stay_is_settled_by_one_node_only,
+            geofence_writes_of_one_node_are_seen_by_the_other,
         );
     };
 }
@@ -323,6 +337,7 @@ mod tests {
         let sources = [
             include_str!("apps.rs"),
             include_str!("devices.rs"),
+            include_str!("geofences.rs"),
             include_str!("pushes.rs"),
             include_str!("outbox.rs"),
             include_str!("rest.rs"),

@@ -6,8 +6,14 @@ use pigeon_store::{StoreError, StoreResult};
 
 /// Every migration this Pigeon knows, oldest first: (version, name, SQL). A migration is
 /// never changed once released; a change of schema is a new one.
-pub const MIGRATIONS: &[(i32, &str, &str)] =
-    &[(1, "init", include_str!("../migrations/0001_init.sql"))];
+pub const MIGRATIONS: &[(i32, &str, &str)] = &[
+    (1, "init", include_str!("../migrations/0001_init.sql")),
+    (
+        2,
+        "geofences",
+        include_str!("../migrations/0002_geofences.sql"),
+    ),
+];
 
 /// The advisory lock migrating processes take turns on (`pg_advisory_xact_lock`): "pigeon"
 /// in ASCII, then 1.

@@ -9,11 +9,11 @@ use pigeon_store::{
     batch_events_json, AppRecord, AppSettings, CallbackBatch, CallbackEndpoint, CallbackFormat,
     Change, Checkpoint, DeviceEvent, DeviceRecord, FenceState, FileRecord, GeofenceRecord,
     GroupRecord, Lease, Location, NewEvent, PushCounts, ScheduleRecord, ScheduleRun, SmsSend,
-    StoreError, StoreFuture, StoreResult, StoredEvent, StoredPush,
+    StoreError, StoreFuture, StoreResult, StoredEvent, StoredPush, FENCE_STAY,
 };
 use roaring::RoaringBitmap;
 use serde_json::{Map, Value};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use tokio::sync::mpsc;
 use tokio_postgres::Row;
@@ -2563,8 +2563,8 @@ impl FeedStore for PostgresStore {
     }
 }
 
-/// The device and push changes numbered in `($1, $2)` and matching `extra`, at most `$3` of
-/// each, in change order.
+/// The device, push and geofence changes numbered in `($1, $2)` and matching `extra`, at
+/// most `$3` of each, in change order.
 async fn changes_between<C: GenericClient>(
     c: &C,
     extra: &str,
@@ -2577,6 +2577,11 @@ async fn changes_between<C: GenericClient>(
     );
     let pushes = format!(
         "SELECT change_id, app_key, msg_id, recalled_ms IS NOT NULL FROM pushes
+         WHERE change_id > $1 AND change_id < $2 {extra} ORDER BY change_id LIMIT $3"
+    );
+    // A deleted fence keeps its row (no body): its deletion is a change too.
+    let geofences = format!(
+        "SELECT change_id, app_key, geofence_id FROM geofences
          WHERE change_id > $1 AND change_id < $2 {extra} ORDER BY change_id LIMIT $3"
     );
     let mut found = Vec::new();
@@ -2592,6 +2597,15 @@ async fn changes_between<C: GenericClient>(
                 app_key: col(r, 1)?,
                 msg_id: to_u64(col(r, 2)?),
                 recalled: col(r, 3)?,
+            },
+        ));
+    }
+    for r in &query(c, what, &geofences, params).await? {
+        found.push((
+            col::<i64>(r, 0)?,
+            Change::Geofence {
+                app_key: col(r, 1)?,
+                geofence_id: col(r, 2)?,
             },
         ));
     }
@@ -2774,42 +2788,326 @@ impl PresenceStore for PostgresStore {
     }
 }
 
-/// Not written yet for PostgreSQL: every call says so.
-impl GeofenceStore for PostgresStore {
-    fn put_geofence(&self, _: GeofenceRecord) -> StoreFuture<'_, ()> {
-        Box::pin(async { Err(not_yet()) })
-    }
-    fn delete_geofence(&self, _: &str, _: &str) -> StoreFuture<'_, bool> {
-        Box::pin(async { Err(not_yet()) })
-    }
-    fn get_geofence(&self, _: &str, _: &str) -> StoreFuture<'_, Option<GeofenceRecord>> {
-        Box::pin(async { Err(not_yet()) })
-    }
-    fn list_geofences(&self, _: &str) -> StoreFuture<'_, Vec<GeofenceRecord>> {
-        Box::pin(async { Ok(Vec::new()) })
-    }
-    fn fence_states(&self, _: &str, _: u32) -> StoreFuture<'_, Vec<FenceState>> {
-        Box::pin(async { Err(not_yet()) })
-    }
-    fn write_fence_states(&self, _: Vec<FenceState>, _: Vec<NewEvent>) -> StoreFuture<'_, ()> {
-        Box::pin(async { Err(not_yet()) })
-    }
-    fn due_stays(&self, _: u64, _: usize) -> StoreFuture<'_, Vec<FenceState>> {
-        Box::pin(async { Ok(Vec::new()) })
-    }
-    fn settle_stay(
-        &self,
-        _: FenceState,
-        _: Option<u64>,
-        _: Option<u64>,
-        _: Vec<NewEvent>,
-    ) -> StoreFuture<'_, bool> {
-        Box::pin(async { Err(not_yet()) })
-    }
+/// The columns of a fence state row, as [`fence_state_from_row`] reads them.
+const FENCE_STATE_COLUMNS: &str = "app_key, ordinal, geofence_id, inside, entered_ms, \
+    stay_due_ms, lat, lon, fired, last_enter_ms, last_leave_ms, last_stay_ms";
+
+fn fence_state_from_row(r: &Row) -> StoreResult<FenceState> {
+    let fired: i32 = col(r, 8)?;
+    Ok(FenceState {
+        app_key: col(r, 0)?,
+        ordinal: to_u32(col(r, 1)?, "fence state ordinal")?,
+        geofence_id: col(r, 2)?,
+        inside: col(r, 3)?,
+        entered_ms: to_u64(col(r, 4)?),
+        stay_due_ms: col::<Option<i64>>(r, 5)?.map(to_u64),
+        lat: col(r, 6)?,
+        lon: col(r, 7)?,
+        fired: u8::try_from(fired)
+            .map_err(|_| StoreError::Corrupt(format!("fence state fired {fired} out of range")))?,
+        last_fired_ms: [to_u64(col(r, 9)?), to_u64(col(r, 10)?), to_u64(col(r, 11)?)],
+    })
 }
 
-fn not_yet() -> StoreError {
-    StoreError::Backend("geofences are not stored on PostgreSQL yet".into())
+fn geofence_from_json(body: &str) -> StoreResult<GeofenceRecord> {
+    serde_json::from_str(body).map_err(json_err("geofence"))
+}
+
+/// States to write, one per (app, ordinal, fence) — a later one of the same key merged into
+/// the earlier as the store merges it into the stored row — in key order (so that writers
+/// of overlapping states lock rows in one order).
+fn merge_fence_states(states: Vec<FenceState>) -> Vec<FenceState> {
+    let mut merged: BTreeMap<(String, u32, String), FenceState> = BTreeMap::new();
+    for s in states {
+        let key = (s.app_key.clone(), s.ordinal, s.geofence_id.clone());
+        match merged.get_mut(&key) {
+            Some(m) => {
+                let fired = m.fired | s.fired;
+                let last = m.last_fired_ms;
+                *m = s;
+                m.fired = fired;
+                for (mine, earlier) in m.last_fired_ms.iter_mut().zip(last) {
+                    *mine = (*mine).max(earlier);
+                }
+            }
+            None => {
+                merged.insert(key, s);
+            }
+        }
+    }
+    merged.into_values().collect()
+}
+
+impl GeofenceStore for PostgresStore {
+    fn put_geofence(&self, fence: GeofenceRecord) -> StoreFuture<'_, ()> {
+        Box::pin(async move {
+            let body = serde_json::to_string(&fence).map_err(json_err("geofence"))?;
+            let c = self.client().await?;
+            execute(
+                &c,
+                "put_geofence",
+                "INSERT INTO geofences (app_key, geofence_id, body, created_ms, change_id)
+                 VALUES ($1, $2, $3, $4, pigeon_change_base())
+                 ON CONFLICT (app_key, geofence_id) DO UPDATE SET body = excluded.body,
+                    created_ms = excluded.created_ms, change_id = excluded.change_id",
+                &[
+                    &fence.app_key,
+                    &fence.geofence_id,
+                    &body,
+                    &to_i64(fence.created_ms),
+                ],
+            )
+            .await?;
+            Ok(())
+        })
+    }
+
+    fn delete_geofence(&self, app_key: &str, geofence_id: &str) -> StoreFuture<'_, bool> {
+        let (app_key, geofence_id) = (app_key.to_string(), geofence_id.to_string());
+        Box::pin(async move {
+            let what = "delete_geofence";
+            let mut c = self.client().await?;
+            let t = c.transaction().await.map_err(|e| pg_err(what, e))?;
+            // The fence's row lock waits for writers of its states (they hold it shared);
+            // the states are deleted by a statement of its own, whose snapshot is taken
+            // after that wait and so sees what they wrote.
+            let n = execute(
+                &t,
+                what,
+                "UPDATE geofences SET body = NULL, change_id = pigeon_change_base()
+                 WHERE app_key = $1 AND geofence_id = $2 AND body IS NOT NULL",
+                &[&app_key, &geofence_id],
+            )
+            .await?;
+            if n == 0 {
+                return Ok(false);
+            }
+            execute(
+                &t,
+                what,
+                "DELETE FROM fence_states WHERE app_key = $1 AND geofence_id = $2",
+                &[&app_key, &geofence_id],
+            )
+            .await?;
+            t.commit().await.map_err(|e| pg_err(what, e))?;
+            Ok(true)
+        })
+    }
+
+    fn get_geofence(
+        &self,
+        app_key: &str,
+        geofence_id: &str,
+    ) -> StoreFuture<'_, Option<GeofenceRecord>> {
+        let (app_key, geofence_id) = (app_key.to_string(), geofence_id.to_string());
+        Box::pin(async move {
+            let c = self.client().await?;
+            let row = query_opt(
+                &c,
+                "get_geofence",
+                "SELECT body FROM geofences
+                 WHERE app_key = $1 AND geofence_id = $2 AND body IS NOT NULL",
+                &[&app_key, &geofence_id],
+            )
+            .await?;
+            match row {
+                Some(r) => Ok(Some(geofence_from_json(&col::<String>(&r, 0)?)?)),
+                None => Ok(None),
+            }
+        })
+    }
+
+    fn list_geofences(&self, app_key: &str) -> StoreFuture<'_, Vec<GeofenceRecord>> {
+        let app_key = app_key.to_string();
+        Box::pin(async move {
+            let c = self.client().await?;
+            query(
+                &c,
+                "list_geofences",
+                "SELECT body FROM geofences WHERE app_key = $1 AND body IS NOT NULL
+                 ORDER BY created_ms, geofence_id",
+                &[&app_key],
+            )
+            .await?
+            .iter()
+            .map(|r| geofence_from_json(&col::<String>(r, 0)?))
+            .collect()
+        })
+    }
+
+    fn fence_states(&self, app_key: &str, ordinal: u32) -> StoreFuture<'_, Vec<FenceState>> {
+        let app_key = app_key.to_string();
+        Box::pin(async move {
+            let c = self.client().await?;
+            query(
+                &c,
+                "fence_states",
+                &format!(
+                    "SELECT {FENCE_STATE_COLUMNS} FROM fence_states
+                     WHERE app_key = $1 AND ordinal = $2 ORDER BY geofence_id"
+                ),
+                &[&app_key, &i64::from(ordinal)],
+            )
+            .await?
+            .iter()
+            .map(fence_state_from_row)
+            .collect()
+        })
+    }
+
+    fn write_fence_states(
+        &self,
+        states: Vec<FenceState>,
+        events: Vec<NewEvent>,
+    ) -> StoreFuture<'_, ()> {
+        let e = EventRows::new(&events);
+        let states = merge_fence_states(states);
+        Box::pin(async move {
+            let n = states.len();
+            let mut apps = Vec::with_capacity(n);
+            let mut ordinals = Vec::with_capacity(n);
+            let mut fences = Vec::with_capacity(n);
+            let mut inside = Vec::with_capacity(n);
+            let mut entered = Vec::with_capacity(n);
+            let mut due = Vec::with_capacity(n);
+            let mut lats = Vec::with_capacity(n);
+            let mut lons = Vec::with_capacity(n);
+            let mut fired = Vec::with_capacity(n);
+            let mut enters = Vec::with_capacity(n);
+            let mut leaves = Vec::with_capacity(n);
+            let mut stays = Vec::with_capacity(n);
+            for s in states {
+                apps.push(s.app_key);
+                ordinals.push(i64::from(s.ordinal));
+                fences.push(s.geofence_id);
+                inside.push(s.inside);
+                entered.push(to_i64(s.entered_ms));
+                due.push(s.stay_due_ms.map(to_i64));
+                lats.push(s.lat);
+                lons.push(s.lon);
+                fired.push(i32::from(s.fired));
+                enters.push(to_i64(s.last_fired_ms[0]));
+                leaves.push(to_i64(s.last_fired_ms[1]));
+                stays.push(to_i64(s.last_fired_ms[2]));
+            }
+            let c = self.client().await?;
+            // One statement, one transaction: the states by a CTE (it always runs), the
+            // events by the statement itself. Only states of a fence that still has a body
+            // are written; its row is locked shared, so a delete of it waits for this write
+            // and then deletes these states too (a delete committed first is seen by the
+            // lock's recheck, and the states are left out).
+            execute(
+                &c,
+                "write_fence_states",
+                "WITH s AS (
+                     SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[], $4::boolean[],
+                         $5::bigint[], $6::bigint[], $7::float8[], $8::float8[], $9::int[],
+                         $10::bigint[], $11::bigint[], $12::bigint[])
+                         WITH ORDINALITY AS s(app_key, ordinal, geofence_id, inside,
+                             entered_ms, stay_due_ms, lat, lon, fired, last_enter_ms,
+                             last_leave_ms, last_stay_ms, pos)
+                 ), written AS (
+                     INSERT INTO fence_states AS f (app_key, ordinal, geofence_id, inside,
+                         entered_ms, stay_due_ms, lat, lon, fired, last_enter_ms,
+                         last_leave_ms, last_stay_ms)
+                     SELECT s.app_key, s.ordinal, s.geofence_id, s.inside, s.entered_ms,
+                         s.stay_due_ms, s.lat, s.lon, s.fired, s.last_enter_ms,
+                         s.last_leave_ms, s.last_stay_ms
+                     FROM s JOIN geofences g
+                         ON g.app_key = s.app_key AND g.geofence_id = s.geofence_id
+                     WHERE g.body IS NOT NULL
+                     ORDER BY s.pos
+                     FOR SHARE OF g
+                     ON CONFLICT (app_key, ordinal, geofence_id) DO UPDATE SET
+                         inside = excluded.inside, entered_ms = excluded.entered_ms,
+                         stay_due_ms = excluded.stay_due_ms, lat = excluded.lat,
+                         lon = excluded.lon, fired = f.fired | excluded.fired,
+                         last_enter_ms = GREATEST(f.last_enter_ms, excluded.last_enter_ms),
+                         last_leave_ms = GREATEST(f.last_leave_ms, excluded.last_leave_ms),
+                         last_stay_ms = GREATEST(f.last_stay_ms, excluded.last_stay_ms)
+                 )
+                 SELECT pigeon_write_events($13, $14, $15, $16, $17, $18)",
+                &[
+                    &apps, &ordinals, &fences, &inside, &entered, &due, &lats, &lons, &fired,
+                    &enters, &leaves, &stays, &e.app, &e.target, &e.command, &e.at, &e.n,
+                    &e.bodies,
+                ],
+            )
+            .await?;
+            Ok(())
+        })
+    }
+
+    fn due_stays(&self, now_ms: u64, limit: usize) -> StoreFuture<'_, Vec<FenceState>> {
+        Box::pin(async move {
+            let c = self.client().await?;
+            query(
+                &c,
+                "due_stays",
+                &format!(
+                    "SELECT {FENCE_STATE_COLUMNS} FROM fence_states
+                     WHERE stay_due_ms IS NOT NULL AND stay_due_ms <= $1
+                     ORDER BY stay_due_ms, app_key, ordinal, geofence_id LIMIT $2"
+                ),
+                &[&to_i64(now_ms), &i64::try_from(limit).unwrap_or(i64::MAX)],
+            )
+            .await?
+            .iter()
+            .map(fence_state_from_row)
+            .collect()
+        })
+    }
+
+    fn settle_stay(
+        &self,
+        state: FenceState,
+        fired_ms: Option<u64>,
+        next_due_ms: Option<u64>,
+        events: Vec<NewEvent>,
+    ) -> StoreFuture<'_, bool> {
+        let e = EventRows::new(&events);
+        Box::pin(async move {
+            let what = "settle_stay";
+            let mut c = self.client().await?;
+            let t = c.transaction().await.map_err(|e| pg_err(what, e))?;
+            // Only the entry and the pending stay the caller read: a node settling the same
+            // stay at the same moment waits for this row lock, then finds it moved on.
+            let n = execute(
+                &t,
+                what,
+                "UPDATE fence_states SET stay_due_ms = $6,
+                    fired = fired | CASE WHEN $7::bigint IS NULL THEN 0 ELSE $8 END,
+                    last_stay_ms = COALESCE($7, last_stay_ms)
+                 WHERE app_key = $1 AND ordinal = $2 AND geofence_id = $3 AND inside
+                   AND entered_ms = $4 AND stay_due_ms = $5",
+                &[
+                    &state.app_key,
+                    &i64::from(state.ordinal),
+                    &state.geofence_id,
+                    &to_i64(state.entered_ms),
+                    &state.stay_due_ms.map(to_i64),
+                    &next_due_ms.map(to_i64),
+                    &fired_ms.map(to_i64),
+                    &i32::from(FENCE_STAY),
+                ],
+            )
+            .await?;
+            if n == 0 {
+                return Ok(false);
+            }
+            if !e.app.is_empty() {
+                execute(
+                    &t,
+                    what,
+                    "SELECT pigeon_write_events($1, $2, $3, $4, $5, $6)",
+                    &[&e.app, &e.target, &e.command, &e.at, &e.n, &e.bodies],
+                )
+                .await?;
+            }
+            t.commit().await.map_err(|e| pg_err(what, e))?;
+            Ok(true)
+        })
+    }
 }
 
 impl Storage for PostgresStore {

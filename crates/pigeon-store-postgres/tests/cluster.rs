@@ -10,7 +10,8 @@ mod common;
 use pigeon_core::{Audience, IdempotencyKey, PlatformSet, Push, ScheduleFiring};
 use pigeon_store::ports::*;
 use pigeon_store::{
-    AppRecord, Change, Checkpoint, DeviceRecord, NewEvent, ScheduleRecord, StoreError,
+    AppRecord, Change, Checkpoint, DeviceRecord, GeofenceRecord, NewEvent, ScheduleRecord,
+    StoreError, FENCE_STAY,
 };
 use pigeon_store_postgres::{PostgresStore, MIGRATIONS};
 use roaring::RoaringBitmap;
@@ -156,6 +157,108 @@ async fn processes_connecting_at_once_migrate_once_and_share_one_key() {
         Err(StoreError::Backend(why)) => assert!(why.contains("newer"), "{why}"),
         other => panic!("a newer schema must be refused: {other:?}"),
     }
+}
+
+fn geofence(app: &str, id: &str) -> GeofenceRecord {
+    GeofenceRecord {
+        app_key: app.into(),
+        geofence_id: id.into(),
+        name: id.into(),
+        lat: 1.0,
+        lon: 2.0,
+        radius_m: 100.0,
+        events: FENCE_STAY,
+        stay_s: Some(60),
+        audience: Audience::All,
+        push: None,
+        repeat: true,
+        cooldown_s: 0,
+        start_ms: None,
+        end_ms: None,
+        created_ms: 5,
+        given: Value::Null,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_of_the_first_schema_is_upgraded_in_place() {
+    let url = common::fresh_db("upgrade").await;
+    let db = common::raw(&url).await;
+    // As the first Pigeon on PostgreSQL left it: migration 1 only, with data.
+    let (version, _, first) = MIGRATIONS[0];
+    assert_eq!(version, 1);
+    db.batch_execute(&format!(
+        "CREATE TABLE pigeon_schema_migrations (
+             version INT PRIMARY KEY,
+             applied_ms BIGINT NOT NULL
+         );
+         {first}
+         INSERT INTO pigeon_schema_migrations (version, applied_ms) VALUES (1, 0);
+         INSERT INTO apps (app_key, master_secret, name, created_ms) VALUES ('k', 's', 'n', 1);"
+    ))
+    .await
+    .expect("the first schema");
+    let s = store(&url, "n1").await;
+    let rows = db
+        .query(
+            "SELECT version FROM pigeon_schema_migrations ORDER BY version",
+            &[],
+        )
+        .await
+        .expect("versions");
+    let versions: Vec<i32> = rows.iter().map(|r| r.get(0)).collect();
+    let known: Vec<i32> = MIGRATIONS.iter().map(|m| m.0).collect();
+    assert_eq!(versions, known);
+    assert!(s.find_app("k").await.expect("find").is_some());
+    // What the new migrations add works, the change feed included.
+    let cursor = s.feed_cursor().await.expect("cursor");
+    s.put_geofence(geofence("k", "g1")).await.expect("put");
+    assert_eq!(
+        s.list_geofences("k").await.expect("list"),
+        [geofence("k", "g1")]
+    );
+    let want: BTreeSet<String> = ["g k g1".to_string()].into();
+    let (seen, _) = drain_until(&s, cursor, 10, &want, BTreeSet::new()).await;
+    assert_eq!(seen, want);
+    // Connecting again migrates nothing.
+    store(&url, "n2").await;
+    let again: i64 = db
+        .query_one("SELECT COUNT(*) FROM pigeon_schema_migrations", &[])
+        .await
+        .expect("count")
+        .get(0);
+    assert_eq!(again as usize, known.len());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_feed_holds_a_geofence_change_until_its_transaction_commits() {
+    let url = common::fresh_db("geofeed").await;
+    let (a, b) = (store(&url, "a").await, store(&url, "b").await);
+    let start = a.feed_cursor().await.expect("cursor");
+    // A fence written by a transaction that stays open while another commits after it.
+    let db = common::raw(&url).await;
+    db.batch_execute(
+        "BEGIN;
+         INSERT INTO geofences (app_key, geofence_id, body, created_ms)
+         VALUES ('slow', 'g0', NULL, 0);",
+    )
+    .await
+    .expect("an open transaction");
+    a.put_geofence(geofence("k", "g1")).await.expect("put");
+    let (seen, cursor) = drain(&b, start, 10).await;
+    assert!(
+        seen.is_empty(),
+        "nothing past the open transaction: {seen:?}"
+    );
+    db.batch_execute("COMMIT").await.expect("commit");
+    let both: BTreeSet<String> = ["g k g1", "g slow g0"].map(String::from).into();
+    let (seen, cursor) = drain_until(&b, cursor, 1, &both, BTreeSet::new()).await;
+    assert_eq!(seen, both);
+    // Deleted on one node: the other's feed names it again.
+    assert!(b.delete_geofence("k", "g1").await.expect("delete"));
+    let gone: BTreeSet<String> = ["g k g1".to_string()].into();
+    let (seen, _) = drain_until(&a, cursor, 10, &gone, BTreeSet::new()).await;
+    assert_eq!(seen, gone);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -379,6 +482,10 @@ fn change_keys(changes: &[Change]) -> BTreeSet<String> {
             Change::Push {
                 app_key, msg_id, ..
             } => format!("p {app_key} {msg_id}"),
+            Change::Geofence {
+                app_key,
+                geofence_id,
+            } => format!("g {app_key} {geofence_id}"),
         })
         .collect()
 }

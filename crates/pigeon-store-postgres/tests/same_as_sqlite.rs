@@ -11,8 +11,9 @@ use pigeon_core::{Audience, IdempotencyKey, PlatformSet, Push, ScheduleFiring, S
 use pigeon_store::ports::*;
 use pigeon_store::{
     AppRecord, AppSettings, CallbackBatch, CallbackEndpoint, CallbackFormat, Checkpoint,
-    DeviceEvent, DeviceRecord, FileRecord, GroupRecord, Location, NewEvent, ScheduleRecord,
-    ScheduleRun, SmsSend, SqliteStore, StoreError, StoreResult, Synchronous,
+    DeviceEvent, DeviceRecord, FenceState, FileRecord, GeofenceRecord, GroupRecord, Location,
+    NewEvent, ScheduleRecord, ScheduleRun, SmsSend, SqliteStore, StoreError, StoreResult,
+    Synchronous, FENCE_ENTER, FENCE_LEAVE, FENCE_STAY,
 };
 use pigeon_store_postgres::PostgresStore;
 use roaring::RoaringBitmap;
@@ -728,6 +729,106 @@ where
     l.ok("delete file", s.delete_file("a1", "f1").await);
     l.ok("delete file again", s.delete_file("a1", "f1").await);
 
+    // Geofences.
+    let fence = |id: &str, created_ms| GeofenceRecord {
+        app_key: "a1".into(),
+        geofence_id: id.into(),
+        name: format!("F {id}"),
+        lat: 22.5,
+        lon: 114.1,
+        radius_m: 120.0,
+        events: FENCE_ENTER | FENCE_STAY,
+        stay_s: Some(60),
+        audience: Audience::All,
+        push: Some(push(0, 0)),
+        repeat: false,
+        cooldown_s: 0,
+        start_ms: None,
+        end_ms: Some(99_000),
+        created_ms,
+        given: json!({"id": id, "r": 120.0}),
+    };
+    let state = |id: &str, ordinal, entered_ms, stay_due_ms| FenceState {
+        app_key: "a1".into(),
+        geofence_id: id.into(),
+        ordinal,
+        inside: true,
+        entered_ms,
+        stay_due_ms,
+        lat: 22.5,
+        lon: 114.1,
+        fired: FENCE_ENTER,
+        last_fired_ms: [entered_ms, 0, 0],
+    };
+    l.ok("fence gb", s.put_geofence(fence("gb", 20)).await);
+    l.ok("fence ga", s.put_geofence(fence("ga", 20)).await);
+    l.ok("fence gc", s.put_geofence(fence("gc", 10)).await);
+    l.ok("fence gb again", s.put_geofence(fence("gb", 5)).await);
+    l.ok("fences", s.list_geofences("a1").await);
+    l.ok("fences other app", s.list_geofences("a2").await);
+    l.ok("fence", s.get_geofence("a1", "ga").await);
+    l.ok("fence none", s.get_geofence("a2", "ga").await);
+    l.ok(
+        "fence states",
+        s.write_fence_states(
+            vec![
+                state("ga", 1, 100, Some(160)),
+                state("gb", 1, 100, Some(130)),
+                state("gc", 2, 50, None),
+                state("nope", 1, 100, Some(100)),
+                FenceState {
+                    inside: false,
+                    fired: FENCE_LEAVE,
+                    last_fired_ms: [0, 140, 0],
+                    ..state("gb", 1, 90, None)
+                },
+                state("ga", 2, 100, Some(160)),
+            ],
+            vec![event("a1", "Geofence.Event", 30, None)],
+        )
+        .await,
+    );
+    l.ok("states of 1", s.fence_states("a1", 1).await);
+    l.ok("states of 2", s.fence_states("a1", 2).await);
+    l.ok("due stays", s.due_stays(1_000, 10).await);
+    l.ok("due stays limited", s.due_stays(1_000, 1).await);
+    l.ok("due stays none", s.due_stays(159, 10).await);
+    let due = state("ga", 1, 100, Some(160));
+    l.ok(
+        "settle put off",
+        s.settle_stay(due.clone(), None, Some(500), Vec::new())
+            .await,
+    );
+    l.ok(
+        "settle stale",
+        s.settle_stay(due.clone(), Some(170), None, Vec::new())
+            .await,
+    );
+    l.ok(
+        "settle fired",
+        s.settle_stay(
+            state("ga", 1, 100, Some(500)),
+            Some(510),
+            None,
+            vec![event("a1", "Geofence.Event", 31, None)],
+        )
+        .await,
+    );
+    l.ok(
+        "settle another entry",
+        s.settle_stay(state("ga", 2, 99, Some(160)), Some(170), None, Vec::new())
+            .await,
+    );
+    l.ok("states settled", s.fence_states("a1", 1).await);
+    l.ok(
+        "geofence events",
+        s.events_after("a1", None, "Geofence.Event", 0, 100).await,
+    );
+    l.ok("delete fence", s.delete_geofence("a1", "ga").await);
+    l.ok("delete fence again", s.delete_geofence("a1", "ga").await);
+    l.ok("states after delete", s.fence_states("a1", 2).await);
+    l.ok("fences after delete", s.list_geofences("a1").await);
+
     // The cluster's ports.
     l.ok("ordinals", s.reserve_ordinals("a1", 10).await);
     l.ok("ordinals again", s.reserve_ordinals("a1", 1).await);
@@ -745,6 +846,8 @@ where
     );
     l.ok("recall 60", s.recall_push(60, 2_000, Vec::new()).await);
     l.ok("put d0 again", s.put_device(device("a1", 0, "r0")).await);
+    l.ok("fence gd", s.put_geofence(fence("gd", 30)).await);
+    l.ok("delete fence gc", s.delete_geofence("a1", "gc").await);
     l.ok("changes", s.changes_since(cursor, 10).await.map(|c| c.0));
     l.ok(
         "changes limited",

@@ -450,11 +450,13 @@ pub trait GeofenceStore: Send + Sync + 'static {
     ) -> StoreFuture<'_, ()>;
     /// Pending stays due at `now_ms` (every app), earliest first.
     fn due_stays(&self, now_ms: u64, limit: usize) -> StoreFuture<'_, Vec<FenceState>>;
-    /// Settles the pending stay of `state` (which names the entry by its `entered_ms`),
-    /// only if that entry is still inside with its stay pending: with `fired_ms`, the stay
+    /// Settles the pending stay of `state` (which names the entry by its `entered_ms` and
+    /// the stay by its `stay_due_ms`, as [`GeofenceStore::due_stays`] gave them), only if
+    /// that entry is still inside with that stay pending: with `fired_ms`, the stay
     /// fired then (`fired` gains [`FENCE_STAY`], its last time is set) and `events` are
     /// written in the same transaction; `next_due_ms` puts the stay off until then
-    /// instead of ending it. False when the entry had already moved on (nothing written).
+    /// instead of ending it. False when the entry or its stay had already moved on (settled
+    /// by another call, ended or put off): nothing written.
     fn settle_stay(
         &self,
         state: FenceState,

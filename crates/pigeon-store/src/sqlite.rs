@@ -3051,7 +3051,8 @@ impl GeofenceStore for SqliteStore {
         let app_key = app_key.to_string();
         Box::pin(self.read(move |c| {
             let mut st = c.prepare_cached(&format!(
-                "SELECT {FENCE_STATE_COLUMNS} FROM fence_states WHERE app_key = ?1 AND ordinal = ?2"
+                "SELECT {FENCE_STATE_COLUMNS} FROM fence_states WHERE app_key = ?1 AND ordinal = ?2
+                 ORDER BY geofence_id"
             ))?;
             let rows = st
                 .query_map(params![app_key, ordinal], fence_state_from_row)?
@@ -3105,7 +3106,7 @@ impl GeofenceStore for SqliteStore {
             let mut st = c.prepare_cached(&format!(
                 "SELECT {FENCE_STATE_COLUMNS} FROM fence_states
                  WHERE stay_due_ms IS NOT NULL AND stay_due_ms <= ?1
-                 ORDER BY stay_due_ms LIMIT ?2"
+                 ORDER BY stay_due_ms, app_key, ordinal, geofence_id LIMIT ?2"
             ))?;
             let rows = st
                 .query_map(
@@ -3131,7 +3132,7 @@ impl GeofenceStore for SqliteStore {
                         fired = fired | CASE WHEN ?6 IS NULL THEN 0 ELSE ?7 END,
                         last_stay_ms = COALESCE(?6, last_stay_ms)
                      WHERE app_key = ?1 AND ordinal = ?2 AND geofence_id = ?3 AND inside = 1
-                       AND entered_ms = ?4 AND stay_due_ms IS NOT NULL",
+                       AND entered_ms = ?4 AND stay_due_ms = ?8",
                 )?
                 .execute(params![
                     state.app_key,
@@ -3141,6 +3142,9 @@ impl GeofenceStore for SqliteStore {
                     next_due_ms.map(to_i64),
                     fired_ms.map(to_i64),
                     FENCE_STAY,
+                    // The pending stay the caller read: once settled (ended or put off), a
+                    // second settle of it finds it moved on.
+                    state.stay_due_ms.map(to_i64),
                 ])?;
             if n == 0 {
                 return Ok(false);

@@ -798,6 +798,47 @@ def test_the_active_window(geo):
         assert geo.actions(fid) == [], fid
 
 
+def test_a_stay_due_after_the_window_closed_does_not_fire(geo):
+    lat, lon = spot()
+    now = int(time.time() * 1000)
+    closing = geo.create(name="closing", lat=lat, lon=lon, events=["enter", "stay"], stay_s=60,
+                         end_ms=now + 1500)
+    control = geo.create(name="open", lat=lat, lon=lon, events=["enter", "stay"], stay_s=60)
+    d = geo.device()
+    d.at(*destination(lat, lon, 0, 10))
+    # Both fire Enter; the stays are due 3 s later, after `closing` ended.
+    assert geo.rcv.wait(lambda: "Stay" in geo.actions(control, d), limit=STAY60 + LATE + 1)
+    time.sleep(QUIET)
+    assert geo.actions(control, d) == ["Enter", "Stay"]
+    assert geo.actions(closing, d) == ["Enter"]
+
+
+def test_repeat_false_holds_for_stay_too(geo):
+    lat, lon = spot()
+    fid = geo.create(name="once-stay", lat=lat, lon=lon, events=["stay"], stay_s=60, repeat=False)
+    d = geo.device()
+    inside, outside = destination(lat, lon, 0, 10), destination(lat, lon, 0, 900)
+    d.at(*inside)
+    assert geo.rcv.wait(lambda: geo.actions(fid, d) == ["Stay"], limit=STAY60 + LATE + 1)
+    d.at(*outside)
+    entered = d.at(*inside)
+    while time.time() < entered + STAY60 + LATE:
+        time.sleep(0.05)
+    assert geo.actions(fid, d) == ["Stay"]
+
+
+def test_a_location_without_seq_is_judged_too(geo):
+    lat, lon = spot()
+    fid = geo.create(name="quiet", lat=lat, lon=lon)
+    d = geo.device()
+    inside = destination(lat, lon, 77, 42)
+    d.ws.send(json.dumps({"op": "location", "lat": inside[0], "lon": inside[1]}))
+    assert geo.rcv.wait(lambda: geo.events(fid, d), limit=5)
+    check_event(geo.events(fid, d)[0], fid, "quiet", d, "Enter", *inside)
+    # No answer came for it (it had no seq): the next answer is that of the next op.
+    assert d.op({"op": "set_tags", "tags": ["t"]}) == {"op": "ok", "seq": d.seq}
+
+
 def test_the_audience_decides_which_devices_a_fence_watches(geo):
     lat, lon = spot()
     fid = geo.create(name="vip", lat=lat, lon=lon, audience={"tag": ["geo_vip"]})
@@ -988,6 +1029,15 @@ def test_offline_the_stay_still_fires_and_its_push_waits_for_the_device(geo):
 
 # === 6. A restart in the middle of a stay ====================================================
 
+def down(server, how):
+    if how == "SIGTERM":
+        server.stop()
+    else:
+        server.proc.send_signal(signal.SIGKILL)
+        server.proc.wait(10)
+        server.proc = None
+
+
 @pytest.mark.parametrize("how", ["SIGTERM", "SIGKILL"])
 def test_a_restart_in_the_middle_of_a_stay(how):
     stay_s = 200  # 10 s here
@@ -1003,12 +1053,7 @@ def test_a_restart_in_the_middle_of_a_stay(how):
             inside = destination(lat, lon, 300, 80)
             sent = d.at(*inside)
             ok = time.time()
-            if how == "SIGTERM":
-                g.server.stop()
-            else:
-                g.server.proc.send_signal(signal.SIGKILL)
-                g.server.proc.wait(10)
-                g.server.proc = None
+            down(g.server, how)
             while time.time() < sent + 3.0:  # down for a while
                 time.sleep(0.05)
             g.server.start()
@@ -1022,6 +1067,14 @@ def test_a_restart_in_the_middle_of_a_stay(how):
             assert g.actions(fid, d) == ["Enter", "Stay"]
             stay = g.events(fid, d)[1]
             check_event(stay, fid, "museum", d, "Stay", *inside)
+            # Once fired, the stay is settled: another stop and start fires it no more (a
+            # batch sent again keeps its EventId, which the receiver counts once).
+            down(g.server, how)
+            g.server.start()
+            d.reconnect()
+            d.at(*inside)
+            time.sleep(2.0)
+            assert g.actions(fid, d) == ["Enter", "Stay"]
         finally:
             g.close()
             g.rcv.close()

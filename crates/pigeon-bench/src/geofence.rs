@@ -1209,8 +1209,7 @@ fn e2e(args: &GeofenceArgs) -> anyhow::Result<()> {
         "per 1M reports",
         "data dir growth",
         "per 1M reports",
-        "idle write_bytes/s before",
-        "above idle, per 1M reports",
+        "write_bytes/s in the idle seconds before",
     ]);
     disk.row(vec![
         still.0.to_string(),
@@ -1224,11 +1223,6 @@ fn e2e(args: &GeofenceArgs) -> anyhow::Result<()> {
             (d2 as f64 - d1 as f64) * 1e6 / still.0.max(1) as f64
         ),
         format!("{:.0}", idle_rate),
-        format!(
-            "{:.0}",
-            per_million(w2.saturating_sub(w1))
-                - idle_rate * still_secs * 1e6 / still.0.max(1) as f64
-        ),
     ]);
     disk.print();
     if events_in < predicted {

@@ -221,8 +221,8 @@ fn postgres_user() -> Option<(u32, u32)> {
     Some((entry.pw_uid, entry.pw_gid))
 }
 
-/// A PostgreSQL server of this run.
-struct PrivatePostgres {
+/// A PostgreSQL server of this run (also the geofence bench's PostGIS).
+pub(crate) struct PrivatePostgres {
     child: Child,
     /// Removed (with the cluster's files) after the server stopped.
     _dir: tempfile::TempDir,
@@ -254,7 +254,7 @@ fn last_lines(path: &Path, n: usize) -> String {
 impl PrivatePostgres {
     /// initdb in a new temporary directory and a server on a free port of 127.0.0.1, durable
     /// (`fsync`, `synchronous_commit = on`). As root both run as the `postgres` user.
-    fn start() -> anyhow::Result<(PrivatePostgres, u16)> {
+    pub(crate) fn start() -> anyhow::Result<(PrivatePostgres, u16)> {
         let initdb = find_postgres_program("initdb").context(
             "initdb was not found on PATH nor under /usr/lib/postgresql/*/bin: install \
              PostgreSQL's server (apt-get install postgresql) or pass --postgres URL",

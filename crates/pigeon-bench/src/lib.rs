@@ -11,6 +11,7 @@ pub mod audience;
 pub mod callbacks;
 pub mod cluster;
 pub mod fanout;
+pub mod geofence;
 pub mod httpload;
 pub mod mqtt;
 pub mod procs;

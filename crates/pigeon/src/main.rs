@@ -63,6 +63,12 @@ enum BenchCommand {
     /// An attacker process of `bench slowloris` (started by it, not by hand).
     #[command(hide = true)]
     SlowlorisAgent(pigeon_bench::slowloris::SlowlorisAgentArgs),
+    /// Geofences: matching speed and index memory beside PostGIS (in this process), and
+    /// one node end to end with devices reporting where they are.
+    Geofence(pigeon_bench::geofence::GeofenceArgs),
+    /// A device-holding process of `bench geofence` (started by it, not by hand).
+    #[command(hide = true)]
+    GeofenceAgent(pigeon_bench::geofence::GeofenceAgentArgs),
     /// A load-generating agent (started by the scenarios, not by hand).
     #[command(hide = true)]
     Agent(pigeon_bench::agent::AgentArgs),
@@ -288,6 +294,10 @@ async fn bench(cmd: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Apns(args) => {
             tokio::task::spawn_blocking(move || pigeon_bench::apns::run(args)).await?
         }
+        BenchCommand::Geofence(args) => {
+            tokio::task::spawn_blocking(move || pigeon_bench::geofence::run(args)).await?
+        }
+        BenchCommand::GeofenceAgent(args) => pigeon_bench::geofence::agent(args).await,
         BenchCommand::Agent(args) => pigeon_bench::agent::run(args).await,
         BenchCommand::Slowloris(args) => pigeon_bench::slowloris::run(args).await,
         BenchCommand::SlowlorisAgent(args) => pigeon_bench::slowloris::agent(args).await,

@@ -1,0 +1,83 @@
+//! `pigeon bench geofence` at toy sizes (`--quick`), so the harness cannot rot between
+//! measurements: matching (beside PostGIS when its extension is installed; skipped, saying
+//! why, when it is not) and one node end to end. The figures are in BENCHMARKS.md.
+
+mod common;
+
+use common::BIN;
+use std::process::Command;
+
+/// The data rows of the table whose first column is headed `first`.
+fn table_rows(out: &str, first: &str) -> Vec<Vec<String>> {
+    let cells = |l: &str| -> Vec<String> {
+        l.trim_matches('|')
+            .split('|')
+            .map(|c| c.trim().to_string())
+            .collect()
+    };
+    let mut lines = out.lines().skip_while(|l| {
+        !(l.starts_with('|') && cells(l).first().map(String::as_str) == Some(first))
+    });
+    assert!(
+        lines.next().is_some(),
+        "no table headed {first:?} in:\n{out}"
+    );
+    lines
+        .skip(1)
+        .take_while(|l| l.starts_with('|'))
+        .map(cells)
+        .collect()
+}
+
+#[test]
+fn geofence_bench_matches_and_runs_end_to_end() {
+    let out = Command::new(BIN)
+        .args(["bench", "geofence", "--quick"])
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("run pigeon bench geofence");
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(
+        out.status.success(),
+        "pigeon bench geofence --quick failed:\n{stdout}\n{stderr}"
+    );
+
+    let matching = table_rows(&stdout, "variant");
+    let postgis = !stdout.contains("PostGIS skipped");
+    if !postgis {
+        eprintln!(
+            "PostGIS part skipped: {}",
+            stdout
+                .lines()
+                .find(|l| l.contains("PostGIS skipped"))
+                .unwrap_or_default()
+        );
+    }
+    assert_eq!(matching.len(), if postgis { 5 } else { 4 }, "{stdout}");
+    for r in &matching {
+        let rate: f64 = r[2].parse().expect("reports/s");
+        assert!(rate > 0.0, "{r:?}");
+        let matched: f64 = r[4].parse().expect("fences matched");
+        assert!(matched > 1.0, "{r:?}");
+    }
+    if postgis {
+        assert!(stdout.contains("Agreement on 50 points"), "{stdout}");
+    }
+    let memory = table_rows(&stdout, "fences");
+    let per_fence: f64 = memory[0][3].parse().expect("heap_bytes/len");
+    assert!(per_fence > 10.0 && per_fence < 1_000.0, "{memory:?}");
+
+    let phases = table_rows(&stdout, "phase");
+    assert_eq!(phases.len(), 4, "{stdout}");
+    for p in &phases {
+        assert_eq!(p[4], "0", "errors in {p:?}");
+        let ok: u64 = p[1].parse().expect("reports ok");
+        assert!(ok >= 100, "{p:?}");
+    }
+    // Standing still changes nothing.
+    assert_eq!(phases[3][5], "0", "{phases:?}");
+    assert!(stdout.contains("Geofence.Event:"), "{stdout}");
+    let disk = table_rows(&stdout, "no-change reports");
+    assert_eq!(disk.len(), 1, "{stdout}");
+}

@@ -11,6 +11,11 @@
 //! Boxes are `f32` (half the memory of `f64`); each is widened by [`BOX_MARGIN`], far more
 //! than `f32`'s rounding on a unit vector (~6e-8), so the pre-filter never drops a fence the
 //! exact test would keep.
+//!
+//! The exact test compares the squared chord between the two unit vectors with the fence's
+//! squared chord: the same order as the haversine distance (chord = 2·sin(d / 2R) grows with
+//! d), with no trigonometry per candidate. Only a point within a hair (1e-9 relative) of the
+//! edge is judged by haversine itself, so the answer is always the contract's.
 
 use rstar::{RTree, RTreeObject, AABB};
 
@@ -38,12 +43,15 @@ fn unit_vector(lat: f64, lon: f64) -> [f64; 3] {
     ]
 }
 
-/// One fence in the tree: its box and its slot.
+/// One fence in the tree: its box, its slot, and what the exact test needs.
 #[derive(Clone, Copy, Debug, PartialEq)]
 struct Boxed {
     slot: u32,
     min: [f32; 3],
     max: [f32; 3],
+    centre: [f64; 3],
+    /// The squared chord of the fence's radius.
+    chord2: f64,
 }
 
 impl RTreeObject for Boxed {
@@ -75,8 +83,9 @@ impl FenceIndex {
         Self::default()
     }
 
-    /// An index of many circles at once (`(lat, lon, radius_m)`), built in one pass:
-    /// their slots are their positions in `circles`.
+    /// An index of many circles at once (`(lat, lon, radius_m)`), built in one pass (a
+    /// tree that answers faster than one built by inserts): their slots are their positions
+    /// in `circles`.
     pub fn bulk(circles: &[(f64, f64, f64)]) -> Self {
         let boxes = circles
             .iter()
@@ -107,6 +116,16 @@ impl FenceIndex {
         slot
     }
 
+    /// Moves or resizes the circle at `slot` (which keeps its slot).
+    pub fn replace(&mut self, slot: u32, lat: f64, lon: f64, radius_m: f64) {
+        let Some(Some(old)) = self.circles.get(slot as usize).copied() else {
+            return;
+        };
+        self.tree.remove(&boxed(slot, old.lat, old.lon, old.radius_m));
+        self.circles[slot as usize] = Some(Circle { lat, lon, radius_m });
+        self.tree.insert(boxed(slot, lat, lon, radius_m));
+    }
+
     /// Takes a circle out; its slot may be handed out again.
     pub fn remove(&mut self, slot: u32) {
         let Some(Some(c)) = self.circles.get(slot as usize).copied() else {
@@ -129,15 +148,25 @@ impl FenceIndex {
     /// Appends to `out` the slot of every circle containing the point (distance to its
     /// centre ≤ its radius). `out` is the caller's, so a hot loop allocates nothing.
     pub fn containing(&self, lat: f64, lon: f64, out: &mut Vec<u32>) {
-        let p = unit_vector(lat, lon).map(|v| v as f32);
-        for b in self
-            .tree
-            .locate_in_envelope_intersecting(AABB::from_point(p))
-        {
-            if let Some(Some(c)) = self.circles.get(b.slot as usize) {
-                if haversine_m(c.lat, c.lon, lat, lon) <= c.radius_m {
-                    out.push(b.slot);
-                }
+        let p = unit_vector(lat, lon);
+        let probe = AABB::from_point(p.map(|v| v as f32));
+        for b in self.tree.locate_in_envelope_intersecting(probe) {
+            let d2 = (p[0] - b.centre[0]).powi(2)
+                + (p[1] - b.centre[1]).powi(2)
+                + (p[2] - b.centre[2]).powi(2);
+            let inside = if d2 < b.chord2 * (1.0 - EDGE) {
+                true
+            } else if d2 > b.chord2 * (1.0 + EDGE) {
+                false
+            } else {
+                self.circles
+                    .get(b.slot as usize)
+                    .copied()
+                    .flatten()
+                    .is_some_and(|c| haversine_m(c.lat, c.lon, lat, lon) <= c.radius_m)
+            };
+            if inside {
+                out.push(b.slot);
             }
         }
     }
@@ -153,16 +182,26 @@ impl FenceIndex {
     }
 }
 
+/// How near the edge (relative to the squared chord) a point is judged by haversine.
+const EDGE: f64 = 1e-9;
+
 fn boxed(slot: u32, lat: f64, lon: f64, radius_m: f64) -> Boxed {
-    let c = unit_vector(lat, lon);
+    let centre = unit_vector(lat, lon);
     let theta = (radius_m / EARTH_RADIUS_M).min(std::f64::consts::PI);
-    let half = (2.0 * (theta / 2.0).sin()) as f32 + BOX_MARGIN;
+    let chord = 2.0 * (theta / 2.0).sin();
+    let half = chord as f32 + BOX_MARGIN;
     let (mut min, mut max) = ([0f32; 3], [0f32; 3]);
     for i in 0..3 {
-        min[i] = c[i] as f32 - half;
-        max[i] = c[i] as f32 + half;
+        min[i] = centre[i] as f32 - half;
+        max[i] = centre[i] as f32 + half;
     }
-    Boxed { slot, min, max }
+    Boxed {
+        slot,
+        min,
+        max,
+        centre,
+        chord2: chord * chord,
+    }
 }
 
 #[cfg(test)]
@@ -225,6 +264,10 @@ mod tests {
         let a = index.insert(10.0, 10.0, 1000.0);
         let b = index.insert(10.0, 10.0, 2000.0);
         assert_eq!(found(&index, 10.0, 10.0), vec![a, b]);
+        index.replace(a, 20.0, 20.0, 1000.0);
+        assert_eq!(found(&index, 10.0, 10.0), vec![b]);
+        assert_eq!(found(&index, 20.0, 20.0), vec![a]);
+        index.replace(a, 10.0, 10.0, 1000.0);
         index.remove(a);
         assert_eq!(found(&index, 10.0, 10.0), vec![b]);
         assert_eq!(index.insert(50.0, 50.0, 100.0), a);

@@ -14,7 +14,7 @@ mod index;
 mod rules;
 
 pub use index::{haversine_m, FenceIndex, EARTH_RADIUS_M};
-pub use rules::{on_report, on_stay_due, Action, Rules, StayDue, Track};
+pub use rules::{on_report, on_stay_due, Action, Judged, Rules, StayDue, Standings, Track};
 
 use crate::app::AppState;
 use crate::cluster::Duty;
@@ -46,9 +46,35 @@ struct FenceSet {
 }
 
 impl FenceSet {
+    /// Every fence of an app at once, the index built in one pass.
+    fn of(records: Vec<GeofenceRecord>) -> FenceSet {
+        let circles: Vec<(f64, f64, f64)> =
+            records.iter().map(|r| (r.lat, r.lon, r.radius_m)).collect();
+        FenceSet {
+            index: FenceIndex::bulk(&circles),
+            by_id: records
+                .iter()
+                .enumerate()
+                .map(|(slot, r)| (r.geofence_id.clone(), slot as u32))
+                .collect(),
+            by_slot: records
+                .into_iter()
+                .map(|record| Some(Arc::new(Fence { record })))
+                .collect(),
+        }
+    }
+
+    /// Adds a fence, or replaces the one with its id (which keeps its slot, so devices'
+    /// standings with it stay theirs).
     fn put(&mut self, record: GeofenceRecord) {
-        self.remove(&record.geofence_id);
-        let slot = self.index.insert(record.lat, record.lon, record.radius_m) as usize;
+        let slot = match self.by_id.get(&record.geofence_id) {
+            Some(&slot) => {
+                self.index
+                    .replace(slot, record.lat, record.lon, record.radius_m);
+                slot as usize
+            }
+            None => self.index.insert(record.lat, record.lon, record.radius_m) as usize,
+        };
         if self.by_slot.len() <= slot {
             self.by_slot.resize(slot + 1, None);
         }
@@ -56,15 +82,14 @@ impl FenceSet {
         self.by_slot[slot] = Some(Arc::new(Fence { record }));
     }
 
-    fn remove(&mut self, geofence_id: &str) -> bool {
-        let Some(slot) = self.by_id.remove(geofence_id) else {
-            return false;
-        };
+    /// Takes a fence out; its slot, if it had one, may be given to another fence.
+    fn remove(&mut self, geofence_id: &str) -> Option<u32> {
+        let slot = self.by_id.remove(geofence_id)?;
         self.index.remove(slot);
         if let Some(f) = self.by_slot.get_mut(slot as usize) {
             *f = None;
         }
-        true
+        Some(slot)
     }
 
     fn get(&self, geofence_id: &str) -> Option<Arc<Fence>> {
@@ -77,10 +102,10 @@ impl FenceSet {
     }
 }
 
-/// One device's standing with the fences it has one with, and its last position.
+/// One device's standing with the fences, and its last position.
 #[derive(Default)]
 struct DeviceFences {
-    tracks: Vec<(String, Track)>,
+    standings: Standings,
     last: Option<(f64, f64)>,
     /// `last` changed since it was last written (written only at shutdown).
     moved: bool,
@@ -95,9 +120,17 @@ pub(crate) struct AppFences {
 
 impl AppFences {
     pub(crate) fn load(&self, fences: Vec<GeofenceRecord>) {
+        *self.set.write() = FenceSet::of(fences);
+    }
+
+    /// Removes a fence and every device's standing with it, before its slot can be
+    /// given to another fence.
+    fn remove(&self, geofence_id: &str) {
         let mut set = self.set.write();
-        for f in fences {
-            set.put(f);
+        if let Some(slot) = set.remove(geofence_id) {
+            for d in self.devices.lock().values_mut() {
+                d.standings.forget(slot);
+            }
         }
     }
 
@@ -218,7 +251,7 @@ impl Engine {
         {
             return Err(EngineError::UnknownGeofence);
         }
-        app.fences.set.write().remove(geofence_id);
+        app.fences.remove(geofence_id);
         self.announce_change();
         Ok(())
     }
@@ -234,9 +267,7 @@ impl Engine {
         };
         match self.store.get_geofence(app_key, geofence_id).await? {
             Some(fence) => app.fences.set.write().put(fence),
-            None => {
-                app.fences.set.write().remove(geofence_id);
-            }
+            None => app.fences.remove(geofence_id),
         }
         Ok(())
     }
@@ -276,15 +307,19 @@ impl Engine {
                 return Ok(());
             }
             let stored = self.store.fence_states(&app.app_key, ordinal).await?;
+            let second_ms = self.geofence_second_ms.load(Ordering::Relaxed);
+            let set = app.fences.set.read();
+            let standings = Standings::from_tracks(stored.iter().filter_map(|s| {
+                let slot = *set.by_id.get(&s.geofence_id)?;
+                let fence = set.at_slot(slot)?;
+                Some((slot, Track::of(s), Rules::of(&fence.record, second_ms)))
+            }));
             app.fences
                 .devices
                 .lock()
                 .entry(ordinal)
                 .or_insert_with(|| DeviceFences {
-                    tracks: stored
-                        .iter()
-                        .map(|s| (s.geofence_id.clone(), Track::of(s)))
-                        .collect(),
+                    standings,
                     ..Default::default()
                 });
         }
@@ -314,43 +349,37 @@ impl Engine {
         let devices = app.devices.read();
         let mut around = Vec::new();
         set.index.containing(pos.0, pos.1, &mut around);
-        let mut judged: Vec<(Arc<Fence>, bool)> = around
-            .iter()
-            .filter_map(|slot| set.at_slot(*slot).map(|f| (f.clone(), true)))
-            .collect();
-        let mut all = app.fences.devices.lock();
-        let Some(device) = all.get_mut(&ordinal) else {
-            return (Vec::new(), Vec::new());
-        };
-        device.last = Some(pos);
-        device.moved = true;
-        device.tracks.retain(|(id, _)| set.by_id.contains_key(id));
-        for (id, track) in &device.tracks {
-            if track.inside && !judged.iter().any(|(f, _)| f.record.geofence_id == *id) {
-                if let Some(f) = set.get(id) {
-                    judged.push((f, false));
-                }
-            }
+        around.sort_unstable();
+        let mut judged = Vec::new();
+        {
+            let mut all = app.fences.devices.lock();
+            let Some(device) = all.get_mut(&ordinal) else {
+                return (Vec::new(), Vec::new());
+            };
+            device.last = Some(pos);
+            device.moved = true;
+            let rules_of = |slot: u32| {
+                let fence = set.at_slot(slot)?;
+                devices
+                    .index
+                    .watches(ordinal, &fence.record.audience)
+                    .then(|| Rules::of(&fence.record, second_ms))
+            };
+            device
+                .standings
+                .judge(&around, rules_of, now, pos, &mut judged);
         }
         let (mut writes, mut firings) = (Vec::new(), Vec::new());
-        for (fence, inside_now) in judged {
-            if !devices.index.watches(ordinal, &fence.record.audience) {
-                continue;
-            }
-            let id = &fence.record.geofence_id;
-            let at = device.tracks.iter().position(|(t, _)| t == id);
-            let track = at.map(|i| device.tracks[i].1).unwrap_or_default();
-            let rules = Rules::of(&fence.record, second_ms);
-            let Some((next, fired)) = on_report(&rules, &track, inside_now, now, pos) else {
+        for j in judged {
+            let Some(fence) = set.at_slot(j.slot) else {
                 continue;
             };
-            match at {
-                Some(i) => device.tracks[i].1 = next,
-                None => device.tracks.push((id.clone(), next)),
-            }
-            writes.push(next.state(&app.app_key, id, ordinal));
-            if let Some(action) = fired {
-                firings.push(Firing { fence, action });
+            writes.push(j.track.state(&app.app_key, &fence.record.geofence_id, ordinal));
+            if let Some(action) = j.fired {
+                firings.push(Firing {
+                    fence: fence.clone(),
+                    action,
+                });
             }
         }
         (writes, firings)
@@ -514,16 +543,9 @@ impl Engine {
         if wrote_events {
             self.events_written.notify_waiters();
         }
-        if let Some(d) = app.fences.devices.lock().get_mut(&ordinal) {
-            let id = &fence.record.geofence_id;
-            if let Some((_, t)) = d
-                .tracks
-                .iter_mut()
-                .find(|(t, tr)| t == id && tr.inside && tr.entered_ms == entered_ms)
-            {
-                t.stay_due_ms = None;
-                t.fire(Action::Stay, now);
-            }
+        let slot = app.fences.set.read().by_id.get(&fence.record.geofence_id).copied();
+        if let (Some(slot), Some(d)) = (slot, app.fences.devices.lock().get_mut(&ordinal)) {
+            d.standings.stay_fired(slot, entered_ms, now);
         }
         if let Some(msg_id) = msg_id {
             self.send_fence_push(app, &fence.record, device, msg_id)

@@ -1,6 +1,7 @@
 //! When a fence fires (geofences.md §3), as pure functions of a fence's rules, one device's
 //! standing with it, and the time: no storage, no clock of their own.
 
+use pigeon_core::FastMap as HashMap;
 use pigeon_store::{FenceState, GeofenceRecord, FENCE_ENTER, FENCE_LEAVE, FENCE_STAY};
 
 /// What a firing reports (`Action` of `Geofence.Event`).
@@ -164,6 +165,107 @@ pub fn on_report(
     Some((next, fires.then_some(action)))
 }
 
+/// One device's standing with the fences of its app, by fence slot: only the fences it is
+/// inside, and those whose rules still remember a firing (`repeat: false`, a cooldown). A
+/// device walking through a city keeps a few entries, not one for every fence it passed.
+#[derive(Clone, Debug, Default)]
+pub struct Standings {
+    tracks: HashMap<u32, Track>,
+}
+
+/// One change a report made: the fence's slot, the device's new standing with it, and
+/// what fired.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Judged {
+    pub slot: u32,
+    pub track: Track,
+    pub fired: Option<Action>,
+}
+
+impl Standings {
+    /// Standings read back from the store, each with its fence's slot and rules (`None`:
+    /// the fence is gone).
+    pub fn from_tracks(tracks: impl IntoIterator<Item = (u32, Track, Rules)>) -> Standings {
+        Standings {
+            tracks: tracks
+                .into_iter()
+                .filter(|(_, t, rules)| keeps(rules, t))
+                .map(|(slot, t, _)| (slot, t))
+                .collect(),
+        }
+    }
+
+    /// Judges a report at `pos`: `around` is every fence slot containing it, sorted;
+    /// `rules_of(slot)` the rules of a fence that watches this device (`None`: it is gone,
+    /// or does not watch it, and is left out). Appends each change to `out`.
+    pub fn judge(
+        &mut self,
+        around: &[u32],
+        mut rules_of: impl FnMut(u32) -> Option<Rules>,
+        now_ms: u64,
+        pos: (f64, f64),
+        out: &mut Vec<Judged>,
+    ) {
+        let left: Vec<u32> = self
+            .tracks
+            .iter()
+            .filter(|(slot, t)| t.inside && around.binary_search(slot).is_err())
+            .map(|(slot, _)| *slot)
+            .collect();
+        let judged = around
+            .iter()
+            .map(|s| (*s, true))
+            .chain(left.into_iter().map(|s| (s, false)));
+        for (slot, inside_now) in judged {
+            let Some(rules) = rules_of(slot) else {
+                continue;
+            };
+            let track = self.tracks.get(&slot).copied().unwrap_or_default();
+            let Some((next, fired)) = on_report(&rules, &track, inside_now, now_ms, pos) else {
+                continue;
+            };
+            if keeps(&rules, &next) {
+                self.tracks.insert(slot, next);
+            } else {
+                self.tracks.remove(&slot);
+            }
+            out.push(Judged {
+                slot,
+                track: next,
+                fired,
+            });
+        }
+    }
+
+    /// Records that the stay of the entry at `entered_ms` fired for the fence at `slot`.
+    pub fn stay_fired(&mut self, slot: u32, entered_ms: u64, now_ms: u64) {
+        if let Some(t) = self.tracks.get_mut(&slot) {
+            if t.inside && t.entered_ms == entered_ms {
+                t.stay_due_ms = None;
+                t.fire(Action::Stay, now_ms);
+            }
+        }
+    }
+
+    /// Forgets the fence at `slot` (deleted: its slot may be given to another fence).
+    pub fn forget(&mut self, slot: u32) {
+        self.tracks.remove(&slot);
+    }
+
+    pub fn len(&self) -> usize {
+        self.tracks.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.tracks.is_empty()
+    }
+}
+
+/// Whether a standing must be kept: inside, or remembering a firing the rules look at.
+fn keeps(rules: &Rules, t: &Track) -> bool {
+    t.inside || (t.fired != 0 && (!rules.repeat || rules.cooldown_ms > 0))
+}
+
 /// What to do with a stay found due.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum StayDue {
@@ -302,6 +404,32 @@ mod tests {
             on_report(&r, &Track::default(), true, 201, P).unwrap().1,
             None
         );
+    }
+
+    #[test]
+    fn standings_keep_only_what_the_rules_need_and_judge_fences_left_behind() {
+        let r = rules(FENCE_ENTER | FENCE_LEAVE);
+        let once = Rules { repeat: false, ..r };
+        let mut s = Standings::default();
+        let mut out = Vec::new();
+        s.judge(&[1, 2], |slot| Some(if slot == 2 { once } else { r }), 10, P, &mut out);
+        let fired: Vec<_> = out.iter().map(|j| (j.slot, j.fired)).collect();
+        assert_eq!(fired, [(1, Some(Action::Enter)), (2, Some(Action::Enter))]);
+        assert_eq!(s.len(), 2);
+        out.clear();
+        // Somewhere else: both left; only the fence that fires once remembers the device.
+        s.judge(&[], |slot| Some(if slot == 2 { once } else { r }), 20, P, &mut out);
+        let fired: Vec<_> = out.iter().map(|j| (j.slot, j.track.inside, j.fired)).collect();
+        assert_eq!(fired.len(), 2);
+        assert!(fired.contains(&(1, false, Some(Action::Leave))));
+        assert!(fired.contains(&(2, false, Some(Action::Leave))));
+        assert_eq!(s.len(), 1);
+        out.clear();
+        // A fence that does not watch the device (None) is left as it was.
+        s.judge(&[2], |_| None, 30, P, &mut out);
+        assert!(out.is_empty());
+        s.judge(&[2], |_| Some(once), 40, P, &mut out);
+        assert_eq!((out[0].track.inside, out[0].fired), (true, None), "repeat: false");
     }
 
     #[test]

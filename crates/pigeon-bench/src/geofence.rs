@@ -5,14 +5,10 @@
 //! reports over the same square from random devices. Each report is evaluated as
 //! `Engine::judge` does, minus its locks and the audience check (every bench fence watches
 //! every device): the index query and exact test ([`FenceIndex::containing`]), then the
-//! device's standing judged with [`on_report`], and a `FenceState` made for every change as
-//! the engine hands the store. Variants: matching alone (tree built by inserts, as the engine
-//! loads fences, and bulk-loaded); matching and judging with the engine's own shape of a
-//! device's standing (a `Vec<(fence id, Track)>` searched linearly), and with standings keyed
-//! by slot in a hash map. One difference from the engine, said in the output: a track left
-//! outside is forgotten, since for these fences (`repeat`, no cooldown) it carries nothing the
-//! rules read, where the engine keeps it (with random reports over 100k overlapping fences
-//! each device would otherwise gather tens of thousands of tracks). The memory the index
+//! device's [`Standings`] judged — the engine's own type — and a `FenceState` made for every
+//! change as the engine hands the store. Variants: matching alone (bulk-loaded tree, as the
+//! engine loads an app's fences, and a tree built by inserts, as fences created one by one
+//! through the API end up), and matching with judging. The memory the index
 //! takes is the RSS growth around building it. Then PostGIS in the same run: the same fences
 //! in a `geography(Point)` column with a GiST index, `ST_DWithin` per report from one
 //! connection, and the matched sets of both compared on sample points.
@@ -34,7 +30,7 @@ use anyhow::{bail, Context};
 use clap::{Args, ValueEnum};
 use futures_util::stream::{self, StreamExt};
 use pigeon_core::FastMap;
-use pigeon_engine::geofences::{haversine_m, on_report, FenceIndex, Rules, Track};
+use pigeon_engine::geofences::{haversine_m, FenceIndex, Judged, Rules, Standings};
 use pigeon_store::{FenceState, FENCE_ENTER, FENCE_LEAVE};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -296,97 +292,39 @@ impl Evaluate for MatchOnly<'_> {
 struct Fences<'a> {
     index: &'a FenceIndex,
     ids: &'a [String],
-    by_id: &'a FastMap<String, u32>,
     rules: Rules,
     app_key: &'a str,
 }
 
-/// `Engine::judge`'s own shape: each device's tracks in a `Vec<(fence id, Track)>`, found
-/// by comparing ids.
-struct EngineShaped<'a> {
+/// `Engine::judge` without its locks: the engine's own [`Standings`] per device, and the
+/// store rows of the changes built as the engine builds them (not written).
+struct Judging<'a> {
     f: &'a Fences<'a>,
-    devices: FastMap<u32, Vec<(String, Track)>>,
+    devices: FastMap<u32, Standings>,
     around: Vec<u32>,
+    judged: Vec<Judged>,
 }
 
-impl Evaluate for EngineShaped<'_> {
-    fn report(&mut self, device: u32, lat: f64, lon: f64, now: u64) -> Did {
-        let f = self.f;
-        self.around.clear();
-        f.index.containing(lat, lon, &mut self.around);
-        let mut judged: Vec<(u32, bool)> = self.around.iter().map(|s| (*s, true)).collect();
-        let tracks = self.devices.entry(device).or_default();
-        tracks.retain(|(id, _)| f.by_id.contains_key(id));
-        for (id, track) in tracks.iter() {
-            if track.inside && !judged.iter().any(|(s, _)| f.ids[*s as usize] == *id) {
-                if let Some(&s) = f.by_id.get(id) {
-                    judged.push((s, false));
-                }
-            }
-        }
-        let (mut writes, mut fires) = (Vec::new(), 0);
-        for (slot, inside_now) in judged {
-            let id = &f.ids[slot as usize];
-            let at = tracks.iter().position(|(t, _)| t == id);
-            let track = at.map(|i| tracks[i].1).unwrap_or_default();
-            let Some((next, fired)) = on_report(&f.rules, &track, inside_now, now, (lat, lon))
-            else {
-                continue;
-            };
-            match at {
-                Some(i) => tracks[i].1 = next,
-                None => tracks.push((id.clone(), next)),
-            }
-            writes.push(next.state(f.app_key, id, device));
-            fires += usize::from(fired.is_some());
-        }
-        // Not the engine: see the module's notes.
-        tracks.retain(|(_, t)| t.inside);
-        (self.around.len(), std::hint::black_box(writes).len(), fires)
-    }
-}
-
-/// Standings keyed by slot in a hash map: the same rules, no linear searches.
-struct SlotKeyed<'a> {
-    f: &'a Fences<'a>,
-    devices: FastMap<u32, FastMap<u32, Track>>,
-    around: Vec<u32>,
-    left: Vec<u32>,
-}
-
-impl Evaluate for SlotKeyed<'_> {
+impl Evaluate for Judging<'_> {
     fn report(&mut self, device: u32, lat: f64, lon: f64, now: u64) -> Did {
         let f = self.f;
         self.around.clear();
         f.index.containing(lat, lon, &mut self.around);
         self.around.sort_unstable();
-        let tracks = self.devices.entry(device).or_default();
-        let (mut writes, mut fires): (Vec<FenceState>, usize) = (Vec::new(), 0);
-        let mut judge = |slot: u32, inside_now: bool, tracks: &mut FastMap<u32, Track>| {
-            let track = tracks.get(&slot).copied().unwrap_or_default();
-            if let Some((next, fired)) = on_report(&f.rules, &track, inside_now, now, (lat, lon)) {
-                writes.push(next.state(f.app_key, &f.ids[slot as usize], device));
-                fires += usize::from(fired.is_some());
-                if next.inside {
-                    tracks.insert(slot, next);
-                } else {
-                    tracks.remove(&slot);
-                }
-            }
-        };
-        self.left.clear();
-        self.left.extend(
-            tracks
-                .iter()
-                .filter(|(s, t)| t.inside && self.around.binary_search(s).is_err())
-                .map(|(s, _)| *s),
+        self.judged.clear();
+        self.devices.entry(device).or_default().judge(
+            &self.around,
+            |_| Some(f.rules),
+            now,
+            (lat, lon),
+            &mut self.judged,
         );
-        for &slot in &self.around {
-            judge(slot, true, tracks);
-        }
-        for &slot in &self.left {
-            judge(slot, false, tracks);
-        }
+        let writes: Vec<FenceState> = self
+            .judged
+            .iter()
+            .map(|j| j.track.state(f.app_key, &f.ids[j.slot as usize], device))
+            .collect();
+        let fires = self.judged.iter().filter(|j| j.fired.is_some()).count();
         (self.around.len(), std::hint::black_box(writes).len(), fires)
     }
 }
@@ -438,11 +376,6 @@ fn matching(args: &GeofenceArgs) -> anyhow::Result<()> {
     let ids: Vec<String> = (0..args.fences)
         .map(|_| format!("gf{:016x}", rng.gen::<u64>()))
         .collect();
-    let by_id: FastMap<String, u32> = ids
-        .iter()
-        .enumerate()
-        .map(|(i, id)| (id.clone(), i as u32))
-        .collect();
     let devices = args.devices.max(1) as u32;
     let reports: Vec<(u32, f64, f64)> = (0..args.reports)
         .map(|_| {
@@ -471,9 +404,8 @@ fn matching(args: &GeofenceArgs) -> anyhow::Result<()> {
     let per_fence = |kib: u64| (kib * 1024) as f64 / n;
 
     let fences = Fences {
-        index: &inserted,
+        index: &bulk,
         ids: &ids,
-        by_id: &by_id,
         rules: Rules {
             events: FENCE_ENTER | FENCE_LEAVE,
             stay_ms: None,
@@ -486,36 +418,26 @@ fn matching(args: &GeofenceArgs) -> anyhow::Result<()> {
     };
     let variants: Vec<(&str, Vec<Round>)> = vec![
         (
-            "match only (index + haversine), tree built by inserts as the engine does",
-            rounds("match only, inserts", args, &reports, || MatchOnly {
-                index: &inserted,
-                around: Vec::new(),
-            }),
-        ),
-        (
-            "match only, bulk-loaded tree",
+            "match only (index + exact test), bulk-loaded tree as the engine loads an app's fences",
             rounds("match only, bulk", args, &reports, || MatchOnly {
                 index: &bulk,
                 around: Vec::new(),
             }),
         ),
         (
-            "match + judge, the engine's standing (Vec<(id, Track)>, linear search)",
-            rounds("match + judge, engine-shaped", args, &reports, || {
-                EngineShaped {
-                    f: &fences,
-                    devices: FastMap::default(),
-                    around: Vec::new(),
-                }
+            "match only, tree built by inserts (fences created one by one)",
+            rounds("match only, inserts", args, &reports, || MatchOnly {
+                index: &inserted,
+                around: Vec::new(),
             }),
         ),
         (
-            "match + judge, standing keyed by slot (hash map)",
-            rounds("match + judge, slot-keyed", args, &reports, || SlotKeyed {
+            "match + judge: the engine's Standings, store rows of the changes built",
+            rounds("match + judge", args, &reports, || Judging {
                 f: &fences,
                 devices: FastMap::default(),
                 around: Vec::new(),
-                left: Vec::new(),
+                judged: Vec::new(),
             }),
         ),
     ];
@@ -587,12 +509,7 @@ fn matching(args: &GeofenceArgs) -> anyhow::Result<()> {
         ]);
     }
     table.print();
-    println!(
-        "(The judging variants forget a track once the device is outside it — these fences \
-         repeat and have no cooldown, so such a track carries nothing — where the engine keeps \
-         it; a round stops after {} s.)",
-        args.round_secs
-    );
+    println!("(A round stops after {} s.)", args.round_secs);
     println!();
     let mut mem = Table::new(&[
         "fences",
@@ -1784,21 +1701,15 @@ mod tests {
     }
 
     #[test]
-    fn the_judging_variants_agree_on_changes_and_firings() {
+    fn judging_agrees_with_a_scan_of_every_fence() {
         let area = Area::new(5.0);
         let mut rng = StdRng::seed_from_u64(3);
         let circles = circles(500, &area, (50.0, 800.0), &mut rng);
         let ids: Vec<String> = (0..circles.len()).map(|i| format!("gf{i:016x}")).collect();
-        let by_id = ids
-            .iter()
-            .enumerate()
-            .map(|(i, id)| (id.clone(), i as u32))
-            .collect();
         let index = FenceIndex::bulk(&circles);
         let f = Fences {
             index: &index,
             ids: &ids,
-            by_id: &by_id,
             rules: Rules {
                 events: FENCE_ENTER | FENCE_LEAVE,
                 stay_ms: None,
@@ -1809,24 +1720,32 @@ mod tests {
             },
             app_key: "app",
         };
-        let mut a = EngineShaped {
+        let mut judging = Judging {
             f: &f,
             devices: FastMap::default(),
             around: Vec::new(),
+            judged: Vec::new(),
         };
-        let mut b = SlotKeyed {
-            f: &f,
-            devices: FastMap::default(),
-            around: Vec::new(),
-            left: Vec::new(),
-        };
+        let mut inside: FastMap<u32, std::collections::BTreeSet<usize>> = FastMap::default();
         let mut changes = 0;
         for i in 0..3000u64 {
             let d = rng.gen_range(0..20u32);
             let (lat, lon) = area.point(&mut rng);
-            let x = a.report(d, lat, lon, i);
-            assert_eq!(x, b.report(d, lat, lon, i), "report {i}");
-            changes += x.1;
+            let now: std::collections::BTreeSet<usize> = circles
+                .iter()
+                .enumerate()
+                .filter(|(_, c)| haversine_m(c.0, c.1, lat, lon) <= c.2)
+                .map(|(k, _)| k)
+                .collect();
+            let was = inside.insert(d, now.clone()).unwrap_or_default();
+            let changed = was.symmetric_difference(&now).count();
+            let (matched, c, fires) = judging.report(d, lat, lon, i);
+            assert_eq!(
+                (matched, c, fires),
+                (now.len(), changed, changed),
+                "report {i}"
+            );
+            changes += c;
         }
         assert!(changes > 1000, "{changes}");
     }

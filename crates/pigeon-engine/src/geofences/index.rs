@@ -121,7 +121,8 @@ impl FenceIndex {
         let Some(Some(old)) = self.circles.get(slot as usize).copied() else {
             return;
         };
-        self.tree.remove(&boxed(slot, old.lat, old.lon, old.radius_m));
+        self.tree
+            .remove(&boxed(slot, old.lat, old.lon, old.radius_m));
         self.circles[slot as usize] = Some(Circle { lat, lon, radius_m });
         self.tree.insert(boxed(slot, lat, lon, radius_m));
     }

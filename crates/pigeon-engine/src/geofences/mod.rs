@@ -14,7 +14,7 @@ mod index;
 mod rules;
 
 pub use index::{haversine_m, FenceIndex, EARTH_RADIUS_M};
-pub use rules::{on_report, on_stay_due, Action, Judged, Rules, StayDue, Standings, Track};
+pub use rules::{on_report, on_stay_due, Action, Judged, Rules, Standings, StayDue, Track};
 
 use crate::app::AppState;
 use crate::cluster::Duty;
@@ -374,7 +374,10 @@ impl Engine {
             let Some(fence) = set.at_slot(j.slot) else {
                 continue;
             };
-            writes.push(j.track.state(&app.app_key, &fence.record.geofence_id, ordinal));
+            writes.push(
+                j.track
+                    .state(&app.app_key, &fence.record.geofence_id, ordinal),
+            );
             if let Some(action) = j.fired {
                 firings.push(Firing {
                     fence: fence.clone(),
@@ -543,7 +546,13 @@ impl Engine {
         if wrote_events {
             self.events_written.notify_waiters();
         }
-        let slot = app.fences.set.read().by_id.get(&fence.record.geofence_id).copied();
+        let slot = app
+            .fences
+            .set
+            .read()
+            .by_id
+            .get(&fence.record.geofence_id)
+            .copied();
         if let (Some(slot), Some(d)) = (slot, app.fences.devices.lock().get_mut(&ordinal)) {
             d.standings.stay_fired(slot, entered_ms, now);
         }

@@ -412,14 +412,29 @@ mod tests {
         let once = Rules { repeat: false, ..r };
         let mut s = Standings::default();
         let mut out = Vec::new();
-        s.judge(&[1, 2], |slot| Some(if slot == 2 { once } else { r }), 10, P, &mut out);
+        s.judge(
+            &[1, 2],
+            |slot| Some(if slot == 2 { once } else { r }),
+            10,
+            P,
+            &mut out,
+        );
         let fired: Vec<_> = out.iter().map(|j| (j.slot, j.fired)).collect();
         assert_eq!(fired, [(1, Some(Action::Enter)), (2, Some(Action::Enter))]);
         assert_eq!(s.len(), 2);
         out.clear();
         // Somewhere else: both left; only the fence that fires once remembers the device.
-        s.judge(&[], |slot| Some(if slot == 2 { once } else { r }), 20, P, &mut out);
-        let fired: Vec<_> = out.iter().map(|j| (j.slot, j.track.inside, j.fired)).collect();
+        s.judge(
+            &[],
+            |slot| Some(if slot == 2 { once } else { r }),
+            20,
+            P,
+            &mut out,
+        );
+        let fired: Vec<_> = out
+            .iter()
+            .map(|j| (j.slot, j.track.inside, j.fired))
+            .collect();
         assert_eq!(fired.len(), 2);
         assert!(fired.contains(&(1, false, Some(Action::Leave))));
         assert!(fired.contains(&(2, false, Some(Action::Leave))));
@@ -429,7 +444,11 @@ mod tests {
         s.judge(&[2], |_| None, 30, P, &mut out);
         assert!(out.is_empty());
         s.judge(&[2], |_| Some(once), 40, P, &mut out);
-        assert_eq!((out[0].track.inside, out[0].fired), (true, None), "repeat: false");
+        assert_eq!(
+            (out[0].track.inside, out[0].fired),
+            (true, None),
+            "repeat: false"
+        );
     }
 
     #[test]

@@ -425,7 +425,7 @@ fn matching(args: &GeofenceArgs) -> anyhow::Result<()> {
             }),
         ),
         (
-            "match only, tree built by inserts (fences created one by one)",
+            "match only, tree grown by inserts (fences created one by one; built again in one pass at each quarter grown)",
             rounds("match only, inserts", args, &reports, || MatchOnly {
                 index: &inserted,
                 around: Vec::new(),

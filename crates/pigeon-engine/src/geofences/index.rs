@@ -17,7 +17,19 @@
 //! d), with no trigonometry per candidate. Only a point within a hair (1e-9 relative) of the
 //! edge is judged by haversine itself, so the answer is always the contract's.
 
-use rstar::{RTree, RTreeObject, AABB};
+use rstar::{RStarInsertionStrategy, RTree, RTreeObject, RTreeParams, AABB};
+
+/// Wider nodes than rstar's default (6): fences overlap heavily where they are dense, so a
+/// point query visits many leaves either way, and fewer, wider nodes mean fewer pointer
+/// hops for the same boxes tested.
+struct Wide;
+
+impl RTreeParams for Wide {
+    const MIN_SIZE: usize = 6;
+    const MAX_SIZE: usize = 16;
+    const REINSERTION_COUNT: usize = 4;
+    type DefaultInsertionStrategy = RStarInsertionStrategy;
+}
 
 /// The mean earth radius of the contract (geofences.md §3).
 pub const EARTH_RADIUS_M: f64 = 6_371_008.8;
@@ -73,9 +85,11 @@ struct Circle {
 /// Fences by slot (a small integer the index hands out and takes back), found by point.
 #[derive(Default)]
 pub struct FenceIndex {
-    tree: RTree<Boxed>,
+    tree: RTree<Boxed, Wide>,
     circles: Vec<Option<Circle>>,
     free: Vec<u32>,
+    /// Circles inserted one by one since the tree was last built in one pass.
+    inserted: usize,
 }
 
 impl FenceIndex {
@@ -93,12 +107,13 @@ impl FenceIndex {
             .map(|(slot, &(lat, lon, r))| boxed(slot as u32, lat, lon, r))
             .collect();
         FenceIndex {
-            tree: RTree::bulk_load(boxes),
+            tree: RTree::bulk_load_with_params(boxes),
             circles: circles
                 .iter()
                 .map(|&(lat, lon, radius_m)| Some(Circle { lat, lon, radius_m }))
                 .collect(),
             free: Vec::new(),
+            inserted: 0,
         }
     }
 
@@ -113,7 +128,20 @@ impl FenceIndex {
         };
         self.circles[slot as usize] = Some(Circle { lat, lon, radius_m });
         self.tree.insert(boxed(slot, lat, lon, radius_m));
+        self.inserted += 1;
+        // A tree grown by inserts answers ~20% slower than one built in one pass: build it
+        // again once a quarter of it came by inserts (amortized, a few passes in all).
+        if self.inserted >= REBUILD_AFTER && self.inserted * 4 >= self.len() {
+            self.rebuild();
+        }
         slot
+    }
+
+    /// Builds the tree again in one pass, every circle keeping its slot.
+    pub fn rebuild(&mut self) {
+        let boxes: Vec<Boxed> = self.tree.iter().copied().collect();
+        self.tree = RTree::bulk_load_with_params(boxes);
+        self.inserted = 0;
     }
 
     /// Moves or resizes the circle at `slot` (which keeps its slot).
@@ -182,6 +210,9 @@ impl FenceIndex {
             + self.free.capacity() * 4
     }
 }
+
+/// Inserts before the tree may be built again in one pass.
+const REBUILD_AFTER: usize = 64;
 
 /// How near the edge (relative to the squared chord) a point is judged by haversine.
 const EDGE: f64 = 1e-9;
@@ -289,6 +320,11 @@ mod tests {
             })
             .collect();
         let index = FenceIndex::bulk(&circles);
+        // The same circles one by one: the tree is built again on the way, slots kept.
+        let mut grown = FenceIndex::new();
+        for &(lat, lon, r) in &circles {
+            grown.insert(lat, lon, r);
+        }
         for _ in 0..2000 {
             let (lat, lon) = (rng.gen_range(31.0..31.4), rng.gen_range(121.2..121.7));
             let scan: Vec<u32> = circles
@@ -298,6 +334,7 @@ mod tests {
                 .map(|(i, _)| i as u32)
                 .collect();
             assert_eq!(found(&index, lat, lon), scan);
+            assert_eq!(found(&grown, lat, lon), scan);
         }
     }
 }

@@ -200,7 +200,8 @@ impl FenceIndex {
         }
     }
 
-    /// Heap bytes the index holds, about: its boxes in the tree's nodes and the circles.
+    /// Heap bytes of the boxes and circles: a lower bound, without the tree's node
+    /// allocations (`pigeon bench geofence` measures the RSS growth).
     pub fn heap_bytes(&self) -> usize {
         // rstar keeps each object once in a leaf, inside nodes of up to 6 children with an
         // envelope each; a node's overhead spread over its children is about one envelope.

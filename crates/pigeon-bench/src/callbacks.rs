@@ -6,12 +6,11 @@
 use crate::fanout::{basic_auth, pigeon_then_burst, pigeon_with, Outcome};
 use crate::procs::now_us;
 use crate::table::Table;
-use anyhow::{bail, Context};
+use anyhow::Context;
 use clap::Args;
 use std::collections::HashSet;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::process::Command;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -133,32 +132,6 @@ fn start_receiver_on(counts: Arc<Counts>, addr: &str) -> anyhow::Result<String> 
     Ok(url)
 }
 
-/// Adds an endpoint for `Push.Event` at `url` to the bench server's app.
-fn add_endpoint(server: &crate::procs::PigeonServer, url: &str) -> anyhow::Result<()> {
-    let out = Command::new(std::env::current_exe()?)
-        .args([
-            "app",
-            "callback",
-            "add",
-            "--app-key",
-            &server.app_key,
-            "--url",
-            url,
-        ])
-        .args(["--commands", "Push.Event", "--data"])
-        .arg(&server.data)
-        // The receiver is on this machine; the server is started with the same setting.
-        .env("PIGEON_CALLBACKS_ALLOW_PRIVATE_NETWORKS", "true")
-        .output()
-        .context("pigeon app callback add")?;
-    if !out.status.success() {
-        bail!("callback add: {}", String::from_utf8_lossy(&out.stderr));
-    }
-    // A running server picks endpoints up within a second.
-    std::thread::sleep(Duration::from_millis(1500));
-    Ok(())
-}
-
 /// The receiver is down while the broadcasts happen and for `outage_secs` in all, with the
 /// server's default retry delays; then it comes back on the same port. Every `Push.Event`
 /// (sent and delivered, per device per broadcast) must arrive; duplicates are counted.
@@ -176,7 +149,7 @@ fn outage(args: &CallbacksArgs) -> anyhow::Result<()> {
         args.outage_secs
     );
     let setup = |server: &crate::procs::PigeonServer| -> anyhow::Result<()> {
-        add_endpoint(server, &url)?;
+        server.add_endpoint(&url, "Push.Event")?;
         *down_since.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
         Ok(())
     };
@@ -268,7 +241,7 @@ pub fn run(args: CallbacksArgs) -> anyhow::Result<()> {
     let add = |server: &crate::procs::PigeonServer| -> anyhow::Result<()> {
         let port: u16 = server.base.rsplit(':').next().unwrap_or_default().parse()?;
         *target.lock().unwrap_or_else(|e| e.into_inner()) = Some((port, basic_auth(server)));
-        add_endpoint(server, &url)
+        server.add_endpoint(&url, "Push.Event")
     };
     let expected = (n * rounds) as u64;
     let wait_for = |count: u64| {

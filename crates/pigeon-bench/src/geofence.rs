@@ -973,7 +973,7 @@ fn e2e(args: &GeofenceArgs) -> anyhow::Result<()> {
         ("PIGEON_MAX_CONNECTIONS", cap.as_str()),
     ])?;
     let pid = server.guard.pid();
-    add_endpoint(&server, &url)?;
+    server.add_endpoint(&url, "Geofence.Event")?;
     let t = Instant::now();
     create_fences(&server, &fences)?;
     eprintln!(
@@ -1182,31 +1182,6 @@ fn phase(name: &str, cmd: &str, pid: u32, agents: &mut [GeoAgent]) -> anyhow::Re
         pct_ms(&p.enter, 0.99)
     );
     Ok(p)
-}
-
-/// Adds an endpoint for `Geofence.Event` at `url` to the bench server's app.
-fn add_endpoint(server: &PigeonServer, url: &str) -> anyhow::Result<()> {
-    let out = Command::new(std::env::current_exe()?)
-        .args([
-            "app",
-            "callback",
-            "add",
-            "--app-key",
-            &server.app_key,
-            "--url",
-            url,
-        ])
-        .args(["--commands", "Geofence.Event", "--data"])
-        .arg(&server.data)
-        .env("PIGEON_CALLBACKS_ALLOW_PRIVATE_NETWORKS", "true")
-        .output()
-        .context("pigeon app callback add")?;
-    if !out.status.success() {
-        bail!("callback add: {}", String::from_utf8_lossy(&out.stderr));
-    }
-    // A running server picks endpoints up within a second.
-    std::thread::sleep(Duration::from_millis(1500));
-    Ok(())
 }
 
 /// Creates the fences through `POST /v3/geofences`, enter and leave, watching every device.

@@ -128,6 +128,32 @@ pub struct PigeonServer {
 }
 
 impl PigeonServer {
+    /// Adds a callback endpoint for `commands` (comma-separated) at `url` to the app, through
+    /// the CLI, and waits the second a running server takes to pick it up.
+    pub fn add_endpoint(&self, url: &str, commands: &str) -> anyhow::Result<()> {
+        let out = Command::new(std::env::current_exe()?)
+            .args([
+                "app",
+                "callback",
+                "add",
+                "--app-key",
+                &self.app_key,
+                "--url",
+                url,
+            ])
+            .args(["--commands", commands, "--data"])
+            .arg(&self.data)
+            // The receiver is on this machine; the server is started with the same setting.
+            .env("PIGEON_CALLBACKS_ALLOW_PRIVATE_NETWORKS", "true")
+            .output()
+            .context("pigeon app callback add")?;
+        if !out.status.success() {
+            bail!("callback add: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        std::thread::sleep(Duration::from_millis(1500));
+        Ok(())
+    }
+
     pub fn start(env: &[(&str, &str)]) -> anyhow::Result<PigeonServer> {
         let dir = tempfile::tempdir()?;
         PigeonServer::start_in(dir, env)

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::BIN;
+use common::{table_rows, BIN};
 use std::process::Command;
 
 fn bench(args: &[&str]) -> String {
@@ -141,28 +141,6 @@ fn callbacks_bench_receives_every_delivered_event() {
     assert_eq!(r[5], "400 of 400", "{r:?}");
     let rate: f64 = r[6].parse().expect("events/s");
     assert!(rate > 0.0, "{r:?}");
-}
-
-/// The data rows of the table whose first column is headed `first`.
-fn table_rows(out: &str, first: &str) -> Vec<Vec<String>> {
-    let cells = |l: &str| -> Vec<String> {
-        l.trim_matches('|')
-            .split('|')
-            .map(|c| c.trim().to_string())
-            .collect()
-    };
-    let mut lines = out.lines().skip_while(|l| {
-        !(l.starts_with('|') && cells(l).first().map(String::as_str) == Some(first))
-    });
-    assert!(
-        lines.next().is_some(),
-        "no table headed {first:?} in:\n{out}"
-    );
-    lines
-        .skip(1)
-        .take_while(|l| l.starts_with('|'))
-        .map(cells)
-        .collect()
 }
 
 /// Cluster mode at a toy size: 2 nodes on a PostgreSQL and a NATS server the bench starts

@@ -4,30 +4,8 @@
 
 mod common;
 
-use common::BIN;
+use common::{table_rows, BIN};
 use std::process::Command;
-
-/// The data rows of the table whose first column is headed `first`.
-fn table_rows(out: &str, first: &str) -> Vec<Vec<String>> {
-    let cells = |l: &str| -> Vec<String> {
-        l.trim_matches('|')
-            .split('|')
-            .map(|c| c.trim().to_string())
-            .collect()
-    };
-    let mut lines = out.lines().skip_while(|l| {
-        !(l.starts_with('|') && cells(l).first().map(String::as_str) == Some(first))
-    });
-    assert!(
-        lines.next().is_some(),
-        "no table headed {first:?} in:\n{out}"
-    );
-    lines
-        .skip(1)
-        .take_while(|l| l.starts_with('|'))
-        .map(cells)
-        .collect()
-}
 
 #[test]
 fn geofence_bench_matches_and_runs_end_to_end() {

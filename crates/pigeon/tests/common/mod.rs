@@ -238,3 +238,26 @@ pub async fn within<T>(secs: u64, f: impl std::future::Future<Output = T>) -> T 
         .await
         .expect("timed out")
 }
+
+/// The data rows of the table (as the benches print them) whose first column is headed
+/// `first`.
+pub fn table_rows(out: &str, first: &str) -> Vec<Vec<String>> {
+    let cells = |l: &str| -> Vec<String> {
+        l.trim_matches('|')
+            .split('|')
+            .map(|c| c.trim().to_string())
+            .collect()
+    };
+    let mut lines = out.lines().skip_while(|l| {
+        !(l.starts_with('|') && cells(l).first().map(String::as_str) == Some(first))
+    });
+    assert!(
+        lines.next().is_some(),
+        "no table headed {first:?} in:\n{out}"
+    );
+    lines
+        .skip(1)
+        .take_while(|l| l.starts_with('|'))
+        .map(cells)
+        .collect()
+}

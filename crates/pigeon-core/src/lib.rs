@@ -5,13 +5,15 @@
 //! nothing below the front doors knows which dialect a push came in through. This crate does
 //! no IO at all: no sockets, no files, no clocks (callers pass the time in).
 
+pub mod abtest;
 pub mod audience;
 pub mod model;
 pub mod names;
 pub mod net;
 pub mod platform;
 
-pub use audience::{Audience, AudienceExpr, AudienceIndex, DeviceAttrs};
+pub use abtest::{Split, Variant, VariantBuckets};
+pub use audience::{Audience, AudienceExpr, AudienceIndex, DeviceAttrs, Resolved, SavedAudiences};
 pub use model::{
     Activity, ApnsFields, BadgeOp, ChannelStrategy, Click, Content, DeliveryPolicy, FcmChoice,
     Fields, IdempotencyKey, Labels, Message, NetworkType, Notification, Pace, Push, PushCallback,

@@ -38,6 +38,9 @@ pub struct Push {
     /// the same transaction, so a schedule fires exactly once whatever crashes.
     #[serde(skip)]
     pub schedule: Option<ScheduleFiring>,
+    /// A push to an A/B test: which content each variant's devices get.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub split: Option<Box<crate::abtest::Split>>,
 }
 
 /// A caller's idempotency key.
@@ -446,6 +449,7 @@ impl Push {
             labels: Labels::default(),
             idempotency: None,
             schedule: None,
+            split: None,
         }
     }
 

@@ -34,9 +34,9 @@ pub struct AppState {
     pub(crate) callbacks: RwLock<Vec<pigeon_store::CallbackEndpoint>>,
     /// Stages of pushes on devices to report (`Push.Event`) with the next checkpoint.
     pub(crate) push_events: Mutex<Vec<crate::events::PushStage>>,
-    /// The `callback` field of pushes retired before they expire (every target acked them),
-    /// with their expiry: later events (clicks) still carry its params.
-    pub(crate) retired_callbacks: Mutex<HashMap<u64, (u64, pigeon_core::PushCallback)>>,
+    /// What later events (clicks) of pushes retired before they expire (every target acked
+    /// them) still need: their `callback` field (its params) and A/B split (`Variant`).
+    pub(crate) retired: Mutex<HashMap<u64, Retired>>,
     /// Per push, the devices a vendor failed while sending it: reported with ErrCode 3 (dead
     /// token) or 4 (refused, with the vendor's reason) instead of 1 if they have not got the
     /// push when it expires. Dropped a minute past the push's expiry, unreported (a
@@ -47,9 +47,10 @@ pub struct AppState {
     /// Devices the app's backend blocked (Getui's black list): resolving an audience leaves
     /// them out.
     pub(crate) blocked: RwLock<RoaringBitmap>,
-    /// Positions devices reported since the last checkpoint, the latest per device; the
-    /// checkpoint moves them to storage and empties this.
+    /// The app's fences and where each device stands with them (its last position too).
     pub(crate) fences: crate::geofences::AppFences,
+    /// The app's segments and A/B tests.
+    pub(crate) saved: RwLock<crate::saved::Saved>,
     /// Devices connected to other nodes, per node (from their notices): a push reaches them
     /// there, so a vendor need not carry it.
     pub(crate) elsewhere: Mutex<HashMap<String, RoaringBitmap>>,
@@ -57,6 +58,13 @@ pub struct AppState {
     pub(crate) remote_calls: Mutex<HashMap<String, (u64, u64)>>,
     /// Ordinals reserved in the store for new devices and not given yet: `[next, end)`.
     pub(crate) ordinals: Mutex<(Ordinal, Ordinal)>,
+}
+
+/// What a retired push's later events need, until it expires.
+pub(crate) struct Retired {
+    pub expires_ms: u64,
+    pub callback: Option<pigeon_core::PushCallback>,
+    pub split: Option<Box<pigeon_core::Split>>,
 }
 
 /// The app-icon badge number the server keeps for each device that has one, and which
@@ -97,6 +105,9 @@ pub(crate) struct Devices {
     /// Devices with at least one vendor token: the only ones a vendor can reach, so a push
     /// looks at no other device's record for vendor routing.
     pub with_vendor_tokens: RoaringBitmap,
+    /// Per A/B test of the app, its devices by variant: kept with the index, so a push's
+    /// split is a few intersections.
+    pub abtests: HashMap<String, pigeon_core::VariantBuckets>,
 }
 
 /// Most targets a push may have to be listed under each of them; wider pushes (broadcasts,
@@ -251,6 +262,27 @@ impl Devices {
         self.records.get(ordinal as usize).and_then(Option::as_ref)
     }
 
+    /// Each variant's targets among `audience`, for a push split by an A/B test.
+    pub fn split_members(
+        &self,
+        split: &pigeon_core::Split,
+        audience: &RoaringBitmap,
+    ) -> Vec<RoaringBitmap> {
+        if let Some(buckets) = self.abtests.get(&split.abtest_id) {
+            return buckets.split(audience).0;
+        }
+        let mut members = vec![RoaringBitmap::new(); split.variants.len()];
+        for ordinal in audience {
+            let variant = self
+                .record(ordinal)
+                .and_then(|r| split.variant_of(&r.registration_id));
+            if let Some(m) = variant.and_then(|i| members.get_mut(i)) {
+                m.insert(ordinal);
+            }
+        }
+        members
+    }
+
     /// Makes `record` the device's current state in memory (after it is durable).
     pub fn apply(&mut self, record: DeviceRecord) {
         let ordinal = record.ordinal;
@@ -268,6 +300,11 @@ impl Devices {
         if let Some(install) = &record.install_id {
             self.by_install
                 .insert(install.clone(), (ordinal, record.registration_id.clone()));
+        }
+        if old.is_none() {
+            for buckets in self.abtests.values_mut() {
+                buckets.add(ordinal, &record.registration_id);
+            }
         }
         let slot = ordinal as usize;
         if self.records.len() <= slot {
@@ -293,12 +330,13 @@ impl AppState {
             settings: RwLock::new(AppSettings::default()),
             callbacks: RwLock::new(Vec::new()),
             push_events: Mutex::new(Vec::new()),
-            retired_callbacks: Mutex::new(HashMap::default()),
+            retired: Mutex::new(HashMap::default()),
             vendor_failures: Mutex::new(HashMap::default()),
             rate: Mutex::new(Default::default()),
             badges: Mutex::new(Badges::default()),
             blocked: RwLock::new(RoaringBitmap::new()),
             fences: Default::default(),
+            saved: Default::default(),
             ordinals: Mutex::new((0, 0)),
             remote_calls: Mutex::new(HashMap::default()),
             elsewhere: Mutex::new(HashMap::default()),
@@ -367,22 +405,60 @@ impl AppState {
         match self.live_push(msg_id) {
             Some(p) => p.push.callback.clone(),
             None => self
-                .retired_callbacks
+                .retired
                 .lock()
                 .get(&msg_id)
-                .map(|(_, c)| c.clone()),
+                .and_then(|r| r.callback.clone()),
+        }
+    }
+
+    /// The A/B split of a push, if it has one (while it is live or retired unexpired).
+    pub(crate) fn push_split(&self, msg_id: u64) -> Option<Box<pigeon_core::Split>> {
+        match self.live_push(msg_id) {
+            Some(p) => p.push.split.clone(),
+            None => self
+                .retired
+                .lock()
+                .get(&msg_id)
+                .and_then(|r| r.split.clone()),
         }
     }
 
     /// Drops a push every target acked from memory (its state is durable by then): memory
     /// follows what is still to deliver, not everything pushed within a day.
     pub(crate) fn retire(&self, push: &LivePush) {
-        if let Some(callback) = &push.push.callback {
-            self.retired_callbacks
-                .lock()
-                .insert(push.msg_id(), (push.expires_ms(), callback.clone()));
+        let p = &push.push;
+        if p.callback.is_some() || p.split.is_some() {
+            self.retired.lock().insert(
+                push.msg_id(),
+                Retired {
+                    expires_ms: push.expires_ms(),
+                    callback: p.callback.clone(),
+                    split: p.split.clone(),
+                },
+            );
         }
         self.live.write().retire(push.msg_id());
+    }
+
+    /// A live push of this app as stored: a push to an A/B test gets its variants' targets
+    /// from the test's buckets while the test exists, else from each target's registration id.
+    pub(crate) fn new_live(
+        &self,
+        push: pigeon_core::Push,
+        audience: RoaringBitmap,
+        sent: RoaringBitmap,
+        delivered: RoaringBitmap,
+    ) -> LivePush {
+        let members = push
+            .split
+            .as_ref()
+            .map(|split| self.devices.read().split_members(split, &audience));
+        let live = LivePush::new(push, audience, sent, delivered);
+        match members {
+            Some(members) => live.with_variants(members),
+            None => live,
+        }
     }
 
     /// Sets badge numbers learnt from another node; with `notify`, tells connected devices.
@@ -519,9 +595,7 @@ impl AppState {
 
     /// Drops pushes that expired before `cutoff_ms`.
     pub(crate) fn evict_expired(&self, cutoff_ms: u64) -> usize {
-        self.retired_callbacks
-            .lock()
-            .retain(|_, (expires_ms, _)| *expires_ms >= cutoff_ms);
+        self.retired.lock().retain(|_, r| r.expires_ms >= cutoff_ms);
         self.vendor_failures
             .lock()
             .retain(|_, f| f.expires_ms + 60_000 >= cutoff_ms);

@@ -546,12 +546,7 @@ impl Engine {
             old.set_recalled(true);
             app.retire(&old);
         }
-        let live = Arc::new(LivePush::new(
-            push,
-            audience,
-            RoaringBitmap::new(),
-            delivered,
-        ));
+        let live = Arc::new(app.new_live(push, audience, RoaringBitmap::new(), delivered));
         app.live.write().insert(live.clone());
         app.fan_out(&live);
     }
@@ -676,6 +671,9 @@ impl Engine {
                     app_key,
                     geofence_id,
                 } => self.reload_geofence(&app_key, &geofence_id).await?,
+                Change::Saved { app_key, kind, id } => {
+                    self.reload_saved(&app_key, kind, &id).await?
+                }
             }
         }
         Ok(())

@@ -190,7 +190,7 @@ fn stage_event_body(
     (msg_id, sent_ms): (u64, u64),
     device: &pigeon_store::DeviceRecord,
     (stage, channel): (Stage, u8),
-    params: Option<&str>,
+    (params, variant): (Option<&str>, Option<&str>),
     at_ms: u64,
 ) -> String {
     use std::fmt::Write as _;
@@ -209,8 +209,21 @@ fn stage_event_body(
     if let Some(p) = params {
         let _ = write!(out, r#","Params":{p}"#);
     }
+    if let Some(v) = variant {
+        let _ = write!(out, r#","Variant":{}"#, text(v));
+    }
     out.push('}');
     out
+}
+
+/// The name of the variant a device got of a push to an A/B test.
+fn variant_name<'a>(
+    split: Option<&'a pigeon_core::Split>,
+    registration_id: &str,
+) -> Option<&'a str> {
+    let split = split?;
+    let i = split.variant_of(registration_id)?;
+    split.variants.get(i).map(|v| v.name.as_str())
 }
 
 /// `AudienceType`: the audience keys given, joined with `+`.
@@ -223,6 +236,8 @@ fn audience_type(audience: &Audience) -> String {
             ("tag_not", e.tag_not.is_empty()),
             ("alias", e.alias.is_empty()),
             ("registration_id", e.registration_id.is_empty()),
+            ("segment", e.segment.is_none()),
+            ("abtest", e.abtest.is_none()),
         ]
         .iter()
         .filter(|(_, empty)| !empty)
@@ -357,9 +372,13 @@ impl Engine {
         if stages.is_empty() {
             return Vec::new();
         }
-        // Per push: its `callback` field and its `Params` as JSON.
-        let mut pushes: pigeon_core::FastMap<u64, (Option<PushCallback>, Option<String>)> =
-            Default::default();
+        // Per push: its `callback` field, its `Params` as JSON, its A/B split.
+        type PerPush = (
+            Option<PushCallback>,
+            Option<String>,
+            Option<Box<pigeon_core::Split>>,
+        );
+        let mut pushes: pigeon_core::FastMap<u64, PerPush> = Default::default();
         let app_wants = app.wants(PUSH_EVENT);
         let at_ms = now_ms();
         let devices = app.devices.read();
@@ -375,13 +394,13 @@ impl Engine {
             let Some(d) = devices.record(ordinal) else {
                 continue;
             };
-            let (callback, params) = pushes.entry(msg_id).or_insert_with(|| {
+            let (callback, params, split) = pushes.entry(msg_id).or_insert_with(|| {
                 let callback = app.push_callback(msg_id);
                 let params = callback
                     .as_ref()
                     .and_then(|c| c.params.as_ref())
                     .map(|p| Value::Object(p.clone()).to_string());
-                (callback, params)
+                (callback, params, app.push_split(msg_id))
             });
             let kind = match stage {
                 Stage::Sent => 0,
@@ -392,7 +411,10 @@ impl Engine {
                 (msg_id, sent_ms),
                 d,
                 (stage, channel),
-                params.as_deref(),
+                (
+                    params.as_deref(),
+                    variant_name(split.as_deref(), &d.registration_id),
+                ),
                 at_ms,
             );
             out.extend(copies(
@@ -427,7 +449,7 @@ impl Engine {
             let Some(d) = devices.record(ordinal) else {
                 continue;
             };
-            let fields = json!({
+            let mut fields = json!({
                 "MsgId": push.msg_id.to_string(),
                 "PushID": push.msg_id.to_string(),
                 "MsgTime": push.sent_ms / 1000,
@@ -438,6 +460,9 @@ impl Engine {
                 "ErrCode": err_code,
                 "ErrInfo": err_info,
             });
+            if let Some(v) = variant_name(push.split.as_deref(), &d.registration_id) {
+                fields["Variant"] = json!(v);
+            }
             events.extend(push_event_copies(
                 app,
                 PUSH_UNDELIVERED,
@@ -580,7 +605,7 @@ mod tests {
             (42, 1_700_000_100_999),
             &device,
             (Stage::Clicked, OWN_CONNECTION),
-            Some(r#"{"a":[1,"x"]}"#),
+            (Some(r#"{"a":[1,"x"]}"#), Some("B \"bold\"")),
             1_700_000_123_456,
         );
         let v: Value = serde_json::from_str(&text).expect("valid JSON");
@@ -589,7 +614,7 @@ mod tests {
             json!({"CallbackCommand": "Push.Event", "EventTime": 1_700_000_123u64, "MsgId": "42",
                    "PushID": "42", "MsgTime": 1_700_000_100u64, "RegistrationId": "1a2b", "To_Account": "quote\" back\\ 用户\n",
                    "Platform": "ios", "PushPlatform": 10, "PushStage": 3, "ErrCode": 0,
-                   "ErrInfo": "", "Params": {"a": [1, "x"]}})
+                   "ErrInfo": "", "Params": {"a": [1, "x"]}, "Variant": "B \"bold\""})
         );
         let device = DeviceRecord {
             alias: None,
@@ -599,13 +624,13 @@ mod tests {
             (1, 0),
             &device,
             (Stage::Sent, OWN_CONNECTION),
-            None,
+            (None, None),
             0,
         ))
         .expect("valid JSON");
         assert_eq!(
-            (v["To_Account"].as_str(), v.get("Params")),
-            (Some(""), None)
+            (v["To_Account"].as_str(), v.get("Params"), v.get("Variant")),
+            (Some(""), None, None)
         );
     }
 }

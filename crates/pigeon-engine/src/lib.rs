@@ -18,6 +18,7 @@ pub mod limits;
 mod live;
 pub mod offline;
 pub mod report;
+pub mod saved;
 pub mod schedules;
 mod session;
 pub mod vendors;
@@ -32,7 +33,7 @@ pub use session::{Notice, Session};
 
 use parking_lot::RwLock;
 use pigeon_core::FastMap as HashMap;
-use pigeon_core::{BadgeOp, Ordinal, Platform, PlatformSet, Push};
+use pigeon_core::{BadgeOp, Ordinal, Platform, Push};
 use pigeon_store::{AppRecord, DeviceEvent, DeviceRecord, GroupRecord, Storage, StoreError};
 use roaring::RoaringBitmap;
 use serde_json::{Map, Value};
@@ -82,6 +83,12 @@ pub enum EngineError {
     UnknownGeofence,
     #[error("an app may have at most {0} geofences")]
     TooManyGeofences(u64),
+    #[error("segment {0:?} does not exist in this app")]
+    UnknownSegment(String),
+    #[error("A/B test {0:?} does not exist in this app")]
+    UnknownAbTest(String),
+    #[error("an app may have at most {1} {0}")]
+    TooMany(&'static str, usize),
     #[error(transparent)]
     Storage(#[from] StoreError),
 }
@@ -240,12 +247,18 @@ impl Engine {
             .await?
             .into_iter()
             .collect();
-        let pushes = self.store.load_live_pushes(&app.app_key, now_ms()).await?;
+        self.load_saved(&app).await?;
+        let pushes: Vec<Arc<LivePush>> = self
+            .store
+            .load_live_pushes(&app.app_key, now_ms())
+            .await?
+            .into_iter()
+            .map(|p| Arc::new(app.new_live(p.push, p.audience, p.sent, p.delivered)))
+            .collect();
         let mut complete = Vec::new();
         {
             let mut live = app.live.write();
-            for p in pushes {
-                let push = Arc::new(LivePush::new(p.push, p.audience, p.sent, p.delivered));
+            for push in pushes {
                 if push.is_complete() {
                     complete.push(push);
                 } else {
@@ -484,15 +497,8 @@ impl Engine {
 
     /// Resolves a push's audience to devices that have something to show, leaving out those
     /// the app blocked. Empty means nothing matched.
-    pub fn resolve(&self, app: &AppState, push: &Push) -> RoaringBitmap {
-        let platforms: PlatformSet = push
-            .platforms
-            .iter()
-            .filter(|p| push.has_content_for(*p))
-            .collect();
-        let mut audience = app.devices.read().index.resolve(&push.audience, platforms);
-        audience -= &*app.blocked.read();
-        audience
+    pub fn resolve(&self, app: &AppState, push: &Push) -> Result<RoaringBitmap, EngineError> {
+        Ok(self.resolve_push(app, push)?.targets)
     }
 
     /// Accepts a push: gives it a msg_id, resolves its audience, makes it durable, then
@@ -562,16 +568,33 @@ impl Engine {
         mut push: Push,
         validate_only: bool,
     ) -> Result<u64, EngineError> {
-        let mut audience = self.resolve(app, &push);
-        // A device registered or tagged through another node a moment ago may not have
-        // reached this node's index yet: read the change feed before saying no target.
-        if audience.is_empty() && self.cluster().is_some() {
+        let mut resolved = self.resolve_push(app, &push);
+        // A device registered or tagged, or a segment or test made, through another node a
+        // moment ago may not have reached this node yet: read the change feed before saying
+        // no target.
+        let missed = match &resolved {
+            Ok(r) => r.targets.is_empty(),
+            Err(e) => matches!(
+                e,
+                EngineError::UnknownSegment(_) | EngineError::UnknownAbTest(_)
+            ),
+        };
+        if missed && self.cluster().is_some() {
             self.catch_up().await;
-            audience = self.resolve(app, &push);
+            resolved = self.resolve_push(app, &push);
         }
+        let resolved = resolved?;
+        let audience = resolved.targets;
         if audience.is_empty() {
             return Err(EngineError::NoTarget);
         }
+        let members = match resolved.variants {
+            Some((members, control)) => {
+                push.split = Some(Box::new(self.split_of(app, &push, control)?));
+                Some(members)
+            }
+            None => None,
+        };
         let pace = &push.policy.pace;
         let duration_ms = match (pace.minutes.filter(|m| *m > 0), pace.per_second) {
             (Some(minutes), _) => {
@@ -629,12 +652,11 @@ impl Engine {
             app.retire(old);
         }
         let msg_id = push.msg_id;
-        let live = Arc::new(LivePush::new(
-            push,
-            audience,
-            RoaringBitmap::new(),
-            RoaringBitmap::new(),
-        ));
+        let live = LivePush::new(push, audience, RoaringBitmap::new(), RoaringBitmap::new());
+        let live = Arc::new(match members {
+            Some(members) => live.with_variants(members),
+            None => live,
+        });
         let vendor_targets = self.plan_vendors(app, &live);
         app.live.write().insert(live.clone());
         let reached = app.fan_out(&live);
@@ -726,7 +748,7 @@ impl Engine {
             Some(live) => (live, true),
             None => match self.store.load_push(&app.app_key, msg_id).await? {
                 Some(p) => (
-                    Arc::new(LivePush::new(p.push, p.audience, p.sent, p.delivered)),
+                    Arc::new(app.new_live(p.push, p.audience, p.sent, p.delivered)),
                     false,
                 ),
                 None => return Err(EngineError::UnknownPush(msg_id)),
@@ -780,7 +802,7 @@ impl Engine {
         let old = match app.live_push(msg_id) {
             Some(live) => live,
             None => match self.store.load_push(&app.app_key, msg_id).await? {
-                Some(p) => Arc::new(LivePush::new(p.push, p.audience, p.sent, p.delivered)),
+                Some(p) => Arc::new(app.new_live(p.push, p.audience, p.sent, p.delivered)),
                 None => return Err(invalid("no such push of this app")),
             },
         };
@@ -903,7 +925,7 @@ impl Engine {
         platform: Platform,
         push: &LivePush,
     ) -> Option<u32> {
-        let op = push.badge_op(platform)?;
+        let op = push.badge_op(ordinal, platform)?;
         let mut badges = app.badges.lock();
         let current = badges.get(ordinal);
         if push.was_sent_to(ordinal) {

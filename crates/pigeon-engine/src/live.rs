@@ -33,6 +33,18 @@ pub struct LivePush {
     held: Mutex<RoaringBitmap>,
     /// Whether `held` was ever set: most pushes never take its lock.
     any_held: AtomicBool,
+    /// A push to an A/B test: each variant's devices and what they get.
+    variants: Option<Box<LiveVariants>>,
+}
+
+/// The variants of a push to an A/B test, as its devices get them.
+struct LiveVariants {
+    /// Each variant's targets (together, the push's audience).
+    members: Vec<RoaringBitmap>,
+    /// The push as each variant's devices get it: its own content, the push's policy.
+    pushes: Vec<Push>,
+    frames: Vec<[OnceLock<Bytes>; Platform::ALL.len()]>,
+    badge_ops: Vec<[Option<BadgeOp>; Platform::ALL.len()]>,
 }
 
 impl LivePush {
@@ -56,6 +68,56 @@ impl LivePush {
             frames: Default::default(),
             held: Mutex::new(RoaringBitmap::new()),
             any_held: AtomicBool::new(false),
+            variants: None,
+        }
+    }
+
+    /// Gives a push to an A/B test its variants' targets (`members`, in the order of its
+    /// split's variants); a push without a split is returned as it is.
+    pub(crate) fn with_variants(mut self, members: Vec<RoaringBitmap>) -> LivePush {
+        let Some(split) = &self.push.split else {
+            return self;
+        };
+        let pushes: Vec<Push> = split
+            .variants
+            .iter()
+            .map(|v| Push {
+                content: v.content.clone(),
+                split: None,
+                ..self.push.clone()
+            })
+            .collect();
+        self.variants = Some(Box::new(LiveVariants {
+            badge_ops: pushes
+                .iter()
+                .map(|p| Platform::ALL.map(|pl| p.badge_op(pl)))
+                .collect(),
+            frames: pushes.iter().map(|_| Default::default()).collect(),
+            members,
+            pushes,
+        }));
+        self
+    }
+
+    /// The variant of an A/B push `ordinal` is in (`None` for any other push).
+    pub fn variant_of(&self, ordinal: Ordinal) -> Option<usize> {
+        self.variants
+            .as_ref()?
+            .members
+            .iter()
+            .position(|m| m.contains(ordinal))
+    }
+
+    /// The push as `ordinal` gets it: its variant's, for a push to an A/B test.
+    pub fn push_for(&self, ordinal: Ordinal) -> &Push {
+        self.variant_push(self.variant_of(ordinal))
+    }
+
+    /// The push as a variant's devices get it (`None`: the push itself).
+    pub fn variant_push(&self, variant: Option<usize>) -> &Push {
+        match (&self.variants, variant) {
+            (Some(v), Some(i)) => v.pushes.get(i).unwrap_or(&self.push),
+            _ => &self.push,
         }
     }
 
@@ -86,8 +148,11 @@ impl LivePush {
         self.push.expires_ms()
     }
 
-    /// How it changes the badge of a device on `platform`, if it does.
-    pub fn badge_op(&self, platform: Platform) -> Option<BadgeOp> {
+    /// How it changes the badge of `ordinal`, a device on `platform`, if it does.
+    pub fn badge_op(&self, ordinal: Ordinal, platform: Platform) -> Option<BadgeOp> {
+        if let (Some(v), Some(i)) = (&self.variants, self.variant_of(ordinal)) {
+            return v.badge_ops.get(i).and_then(|ops| ops[platform as usize]);
+        }
         self.badge_ops[platform as usize]
     }
 
@@ -193,8 +258,21 @@ impl LivePush {
         }
     }
 
-    /// The encoded frame for `platform`, encoding it with `encode` the first time.
-    pub fn frame(&self, platform: Platform, encode: impl FnOnce(&Push) -> Bytes) -> Bytes {
+    /// The encoded frame `ordinal`, a device on `platform`, gets, encoding it with `encode`
+    /// the first time: once per platform, and per variant for a push to an A/B test.
+    pub fn frame(
+        &self,
+        ordinal: Ordinal,
+        platform: Platform,
+        encode: impl FnOnce(&Push) -> Bytes,
+    ) -> Bytes {
+        if let (Some(v), Some(i)) = (&self.variants, self.variant_of(ordinal)) {
+            if let (Some(frames), Some(push)) = (v.frames.get(i), v.pushes.get(i)) {
+                return frames[platform as usize]
+                    .get_or_init(|| encode(push))
+                    .clone();
+            }
+        }
         self.frames[platform as usize]
             .get_or_init(|| encode(&self.push))
             .clone()

@@ -39,50 +39,59 @@ pub enum DeliveryStatus {
     NotTargeted = 3,
 }
 
-struct Sets {
-    audience: RoaringBitmap,
-    sent: RoaringBitmap,
-    delivered: RoaringBitmap,
-    clicked: RoaringBitmap,
+pub(crate) struct Sets {
+    pub audience: RoaringBitmap,
+    pub sent: RoaringBitmap,
+    pub delivered: RoaringBitmap,
+    pub clicked: RoaringBitmap,
     has_notification: bool,
     has_message: bool,
+    /// For a push to an A/B test: how many of its audience were left out as control.
+    pub control_targeted: u64,
 }
 
 impl Engine {
     /// Who a push targeted, was sent to, and acked it: from memory while it is live (fresher
     /// than the last checkpoint), else from storage. `None` if it is not a push of this app.
-    async fn push_sets(&self, app: &AppState, msg_id: u64) -> Result<Option<Sets>, EngineError> {
-        let (audience, sent, delivered, has_notification, has_message) = match app.live_push(msg_id)
-        {
-            Some(live) => {
-                let (mut sent, mut delivered) = live.sets();
-                // In a cluster the other nodes' devices are in the store (as of their last
-                // checkpoint): both together are the whole.
-                if self.cluster().is_some() {
-                    if let Some(stored) = self.store.load_push(&app.app_key, msg_id).await? {
-                        sent |= stored.sent;
-                        delivered |= stored.delivered;
+    pub(crate) async fn push_sets(
+        &self,
+        app: &AppState,
+        msg_id: u64,
+    ) -> Result<Option<Sets>, EngineError> {
+        let control = |p: &pigeon_core::Push| p.split.as_ref().map_or(0, |s| s.control_targeted);
+        let (audience, sent, delivered, has_notification, has_message, control_targeted) =
+            match app.live_push(msg_id) {
+                Some(live) => {
+                    let (mut sent, mut delivered) = live.sets();
+                    // In a cluster the other nodes' devices are in the store (as of their last
+                    // checkpoint): both together are the whole.
+                    if self.cluster().is_some() {
+                        if let Some(stored) = self.store.load_push(&app.app_key, msg_id).await? {
+                            sent |= stored.sent;
+                            delivered |= stored.delivered;
+                        }
                     }
+                    (
+                        live.audience.clone(),
+                        sent,
+                        delivered,
+                        !live.push.content.notifications.is_empty(),
+                        live.push.content.message.is_some(),
+                        control(&live.push),
+                    )
                 }
-                (
-                    live.audience.clone(),
-                    sent,
-                    delivered,
-                    !live.push.content.notifications.is_empty(),
-                    live.push.content.message.is_some(),
-                )
-            }
-            None => match self.store.load_push(&app.app_key, msg_id).await? {
-                Some(p) => (
-                    p.audience,
-                    p.sent,
-                    p.delivered,
-                    !p.push.content.notifications.is_empty(),
-                    p.push.content.message.is_some(),
-                ),
-                None => return Ok(None),
-            },
-        };
+                None => match self.store.load_push(&app.app_key, msg_id).await? {
+                    Some(p) => (
+                        p.audience,
+                        p.sent,
+                        p.delivered,
+                        !p.push.content.notifications.is_empty(),
+                        p.push.content.message.is_some(),
+                        control(&p.push),
+                    ),
+                    None => return Ok(None),
+                },
+            };
         let clicked = self
             .store
             .clicked(&app.app_key, msg_id)
@@ -96,6 +105,7 @@ impl Engine {
             clicked,
             has_notification,
             has_message,
+            control_targeted,
         }))
     }
 

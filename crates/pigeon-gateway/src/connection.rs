@@ -477,7 +477,7 @@ impl Device {
             .iter()
             .take(room)
             .map(|p| {
-                let frame = p.frame(platform, |push| crate::encode_push(push, platform));
+                let frame = p.frame(ordinal, platform, |push| crate::encode_push(push, platform));
                 match self.engine.badge_for(&self.app, ordinal, platform, p) {
                     Some(badge) => frames::with_badge(&frame, badge),
                     None => frame,

@@ -71,7 +71,12 @@ pub fn engine_error(family: Family, e: EngineError) -> ApiError {
         EngineError::UnknownCid => ApiError::invalid(family, e.to_string()),
         EngineError::UnknownPush(_) => ApiError::not_found(1003, e.to_string()),
         EngineError::AlreadyRecalled(_) => ApiError::invalid(family, e.to_string()),
-        EngineError::TooManyPaced => ApiError::new(StatusCode::BAD_REQUEST, 1012, e.to_string()),
+        EngineError::TooManyPaced | EngineError::TooMany(..) => {
+            ApiError::new(StatusCode::BAD_REQUEST, 1012, e.to_string())
+        }
+        EngineError::UnknownSegment(_) | EngineError::UnknownAbTest(_) => {
+            ApiError::invalid(family, e.to_string())
+        }
         EngineError::NoTarget => ApiError::new(
             StatusCode::BAD_REQUEST,
             1011,

@@ -16,7 +16,7 @@ use pigeon_store::{GeofenceRecord, FENCE_ENTER, FENCE_LEAVE, FENCE_STAY};
 use serde_json::{json, Map, Value};
 
 const F: Family = Family::Push;
-const MAX_NAME_BYTES: usize = 64;
+pub(crate) const MAX_NAME_BYTES: usize = 64;
 const RADIUS_M: (f64, f64) = (50.0, 100_000.0);
 const STAY_S: (u64, u64) = (60, 86_400);
 const MAX_COOLDOWN_S: u64 = 86_400;
@@ -24,7 +24,7 @@ const MAX_COOLDOWN_S: u64 = 86_400;
 const AUDIENCE_KEYS: [&str; 5] = ["tag", "tag_and", "tag_not", "alias", "registration_id"];
 const PUSH_KEYS: [&str; 3] = ["notification", "message", "options"];
 
-fn missing(field: &str) -> ApiError {
+pub(crate) fn missing(field: &str) -> ApiError {
     ApiError::new(
         StatusCode::BAD_REQUEST,
         1002,
@@ -32,7 +32,7 @@ fn missing(field: &str) -> ApiError {
     )
 }
 
-fn bad(message: impl Into<String>) -> ApiError {
+pub(crate) fn bad(message: impl Into<String>) -> ApiError {
     ApiError::invalid(F, message)
 }
 
@@ -41,7 +41,7 @@ fn not_found(id: &str) -> ApiError {
 }
 
 /// A field that is absent or null is "not given".
-fn given<'a>(body: &'a Map<String, Value>, key: &str) -> Option<&'a Value> {
+pub(crate) fn given<'a>(body: &'a Map<String, Value>, key: &str) -> Option<&'a Value> {
     body.get(key).filter(|v| !v.is_null())
 }
 
@@ -70,7 +70,7 @@ fn integer(
     }
 }
 
-fn name(body: &Map<String, Value>) -> Result<String, ApiError> {
+pub(crate) fn name(body: &Map<String, Value>) -> Result<String, ApiError> {
     match given(body, "name") {
         None => Err(missing("name")),
         Some(Value::String(s)) if !s.is_empty() && s.len() <= MAX_NAME_BYTES => Ok(s.clone()),
@@ -106,7 +106,12 @@ fn events(body: &Map<String, Value>) -> Result<(u8, Vec<&'static str>), ApiError
     Ok((bits, names))
 }
 
-fn audience(body: &Map<String, Value>) -> Result<(pigeon_core::Audience, Value), ApiError> {
+/// The `audience` of a fence, a segment or an A/B test (`whose`, for messages): `"all"` or
+/// an object of the `/v3/push` keys that select devices by who they are; absent: `"all"`.
+pub(crate) fn audience(
+    body: &Map<String, Value>,
+    whose: &str,
+) -> Result<(pigeon_core::Audience, Value), ApiError> {
     let Some(v) = given(body, "audience") else {
         return Ok((pigeon_core::Audience::All, json!("all")));
     };
@@ -118,7 +123,7 @@ fn audience(body: &Map<String, Value>) -> Result<(pigeon_core::Audience, Value),
         }
         if let Some(k) = obj.keys().find(|k| !AUDIENCE_KEYS.contains(&k.as_str())) {
             return Err(bad(format!(
-                "audience.{k} is not a key of a geofence's audience (tag, tag_and, tag_not, alias, registration_id)"
+                "audience.{k} is not a key of {whose} audience (tag, tag_and, tag_not, alias, registration_id)"
             )));
         }
         for (k, items) in obj {
@@ -162,7 +167,7 @@ fn push(body: &Map<String, Value>) -> Result<Option<pigeon_core::Push>, ApiError
         .map_err(|e| push_error("push: ", e))
 }
 
-fn push_error(prefix: &str, e: PushError) -> ApiError {
+pub(crate) fn push_error(prefix: &str, e: PushError) -> ApiError {
     ApiError::new(
         StatusCode::BAD_REQUEST,
         e.code,
@@ -170,7 +175,7 @@ fn push_error(prefix: &str, e: PushError) -> ApiError {
     )
 }
 
-fn short(v: &Value) -> String {
+pub(crate) fn short(v: &Value) -> String {
     let s = v.to_string();
     match s.char_indices().nth(80) {
         Some((i, _)) => format!("{}…", &s[..i]),
@@ -196,7 +201,7 @@ fn parse_fence(body: &Value) -> Result<GeofenceRecord, ApiError> {
             "stay_s is required when events has \"stay\"",
         ));
     }
-    let (audience, audience_given) = audience(body)?;
+    let (audience, audience_given) = audience(body, "a geofence's")?;
     let push = push(body)?;
     let repeat = match given(body, "repeat") {
         None => true,

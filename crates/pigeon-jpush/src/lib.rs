@@ -16,6 +16,7 @@ pub mod openapi;
 mod push;
 mod push_api;
 mod report_api;
+mod saved_api;
 mod schedule_api;
 mod trigger;
 pub mod upgrade;
@@ -76,6 +77,16 @@ pigeon_http::routes! {
     get "/v3/geofences/{geofence_id}" => geofence_api::get_one, "Geofence", "Get a geofence", query [], body false, schema None, answer None;
     put "/v3/geofences/{geofence_id}" => geofence_api::replace, "Geofence", "Replace a geofence", query [], body true, schema Some("Geofence"), answer None;
     delete "/v3/geofences/{geofence_id}" => geofence_api::delete, "Geofence", "Delete a geofence", query [], body false, schema None, answer Some("Empty");
+    get "/v3/segments" => saved_api::list_segments, "Segment", "The app's segments", query [], body false, schema None, answer Some("SegmentList");
+    post "/v3/segments" => saved_api::create_segment, "Segment", "Create a segment (a saved audience)", query [], body true, schema Some("Segment"), answer Some("SegmentCreated");
+    get "/v3/segments/{segment_id}" => saved_api::get_segment, "Segment", "Get a segment with its size now", query [], body false, schema None, answer None;
+    put "/v3/segments/{segment_id}" => saved_api::replace_segment, "Segment", "Replace a segment", query [], body true, schema Some("Segment"), answer None;
+    delete "/v3/segments/{segment_id}" => saved_api::delete_segment, "Segment", "Delete a segment", query [], body false, schema None, answer Some("Empty");
+    get "/v3/abtests" => saved_api::list_abtests, "AbTest", "The app's A/B tests", query [], body false, schema None, answer Some("AbTestList");
+    post "/v3/abtests" => saved_api::create_abtest, "AbTest", "Create an A/B test", query [], body true, schema Some("AbTest"), answer Some("AbTestCreated");
+    get "/v3/abtests/{abtest_id}" => saved_api::get_abtest, "AbTest", "Get an A/B test", query [], body false, schema None, answer None;
+    delete "/v3/abtests/{abtest_id}" => saved_api::delete_abtest, "AbTest", "Delete an A/B test", query [], body false, schema None, answer Some("Empty");
+    get "/v3/abtests/{abtest_id}/report" => saved_api::abtest_report, "AbTest", "Each variant's funnel, the leader and the p-value", query [], body false, schema None, answer Some("AbTestReport");
 }
 
 /// 405 with the methods the path does accept.

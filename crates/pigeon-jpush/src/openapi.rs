@@ -92,6 +92,7 @@ pub fn schemas() -> Map<String, Value> {
     crate::device_api::schemas(&mut c);
     crate::schedule_api::schemas(&mut c);
     crate::geofence_api::schemas(&mut c);
+    crate::saved_api::schemas(&mut c);
     let error_body = json!({"type": "object", "required": ["code", "message"], "properties": {
         "code": {"type": "integer"}, "message": {"type": "string"},
         "illegal_rids": {"type": "array", "items": {"type": "string"}},

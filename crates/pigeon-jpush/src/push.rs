@@ -332,8 +332,10 @@ const AUDIENCE: ObjSpec = ObjSpec::new(
         opt("tag_not", StringsMax(MAX_AUDIENCE_TAGS)).doc(NAME_RULE),
         opt("alias", StringsMax(MAX_AUDIENCE_IDS)).doc(NAME_RULE),
         opt("registration_id", StringsMax(MAX_AUDIENCE_IDS)),
-        opt("segment", Strings).doc("not supported by this server yet"),
-        opt("abtest", Strings).doc("not supported by this server yet"),
+        opt("segment", StringsMax(1))
+            .doc("one segment id (POST /v3/segments), ANDed with the other keys"),
+        opt("abtest", StringsMax(1))
+            .doc("one A/B test id (POST /v3/abtests): each device gets its variant's content"),
         opt("live_activity_id", Any).doc("not supported by this server yet"),
         opt("file", Object).doc("{\"file_id\": \"..\"}, only through POST /v3/push/file"),
     ],
@@ -446,11 +448,14 @@ pub(crate) fn parse_audience(v: &Value) -> Checked<Audience> {
             }
         };
         match key.as_str() {
-            "segment" | "abtest" if !items.is_empty() => {
+            "segment" | "abtest" if items.len() > 1 => {
                 return Err(PushError::invalid(format!(
-                    "{path}: segments and A/B tests are not supported by this server yet"
+                    "{path}: one {key} per push, got {}",
+                    items.len()
                 )))
             }
+            "segment" => expr.segment = items.into_iter().next(),
+            "abtest" => expr.abtest = items.into_iter().next(),
             "file" => {
                 return Err(PushError::invalid(format!(
                     "{path}: a file audience is pushed through POST /v3/push/file"
@@ -494,7 +499,7 @@ pub(crate) fn parse_audience(v: &Value) -> Checked<Audience> {
     }
     if expr.is_empty() {
         return Err(PushError::missing(
-            "audience must name at least one of tag, tag_and, tag_not, alias, registration_id",
+            "audience must name at least one of tag, tag_and, tag_not, alias, registration_id, segment, abtest",
         ));
     }
     Ok(Audience::Expr(expr))
@@ -954,7 +959,7 @@ mod tests {
         );
         assert_eq!(
             code(
-                json!({"platform": "all", "audience": {"segment": ["s"]}, "message": {"msg_content": "x"}})
+                json!({"platform": "all", "audience": {"segment": ["s", "t"]}, "message": {"msg_content": "x"}})
             ),
             1003
         );

@@ -146,8 +146,8 @@ fn summarize(changes: &[Change]) -> (DevicesSeen, PushesSeen) {
             } => {
                 pushes.insert((app_key.clone(), *msg_id), *recalled);
             }
-            // Geofences' changes have bodies of their own (geofences.rs).
-            Change::Geofence { .. } => {}
+            // Geofences' and saved audiences' changes have bodies of their own.
+            Change::Geofence { .. } | Change::Saved { .. } => {}
         }
     }
     (devices, pushes)

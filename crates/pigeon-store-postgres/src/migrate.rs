@@ -13,6 +13,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "geofences",
         include_str!("../migrations/0002_geofences.sql"),
     ),
+    (
+        3,
+        "saved audiences",
+        include_str!("../migrations/0003_saved_audiences.sql"),
+    ),
 ];
 
 /// The advisory lock migrating processes take turns on (`pg_advisory_xact_lock`): "pigeon"

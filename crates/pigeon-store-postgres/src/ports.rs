@@ -6,10 +6,11 @@ use deadpool_postgres::GenericClient;
 use pigeon_core::{Platform, Push};
 use pigeon_store::ports::*;
 use pigeon_store::{
-    batch_events_json, AppRecord, AppSettings, CallbackBatch, CallbackEndpoint, CallbackFormat,
-    Change, Checkpoint, DeviceEvent, DeviceRecord, FenceState, FileRecord, GeofenceRecord,
-    GroupRecord, Lease, Location, NewEvent, PushCounts, ScheduleRecord, ScheduleRun, SmsSend,
-    StoreError, StoreFuture, StoreResult, StoredEvent, StoredPush, FENCE_STAY,
+    batch_events_json, AbTestRecord, AppRecord, AppSettings, CallbackBatch, CallbackEndpoint,
+    CallbackFormat, Change, Checkpoint, DeviceEvent, DeviceRecord, FenceState, FileRecord,
+    GeofenceRecord, GroupRecord, Lease, Location, NewEvent, PushCounts, SavedKind, ScheduleRecord,
+    ScheduleRun, SegmentRecord, SmsSend, StoreError, StoreFuture, StoreResult, StoredEvent,
+    StoredPush, FENCE_STAY,
 };
 use roaring::RoaringBitmap;
 use serde_json::{Map, Value};
@@ -2563,7 +2564,7 @@ impl FeedStore for PostgresStore {
     }
 }
 
-/// The device, push and geofence changes numbered in `($1, $2)` and matching `extra`, at
+/// The device, push, geofence and saved-audience changes numbered in `($1, $2)` and matching `extra`, at
 /// most `$3` of each, in change order.
 async fn changes_between<C: GenericClient>(
     c: &C,
@@ -2582,6 +2583,10 @@ async fn changes_between<C: GenericClient>(
     // A deleted fence keeps its row (no body): its deletion is a change too.
     let geofences = format!(
         "SELECT change_id, app_key, geofence_id FROM geofences
+         WHERE change_id > $1 AND change_id < $2 {extra} ORDER BY change_id LIMIT $3"
+    );
+    let saved = format!(
+        "SELECT change_id, app_key, kind, id FROM saved_audiences
          WHERE change_id > $1 AND change_id < $2 {extra} ORDER BY change_id LIMIT $3"
     );
     let mut found = Vec::new();
@@ -2606,6 +2611,19 @@ async fn changes_between<C: GenericClient>(
             Change::Geofence {
                 app_key: col(r, 1)?,
                 geofence_id: col(r, 2)?,
+            },
+        ));
+    }
+    for r in &query(c, what, &saved, params).await? {
+        let Some(kind) = SavedKind::parse(&col::<String>(r, 2)?) else {
+            continue;
+        };
+        found.push((
+            col::<i64>(r, 0)?,
+            Change::Saved {
+                app_key: col(r, 1)?,
+                kind,
+                id: col(r, 3)?,
             },
         ));
     }
@@ -2836,6 +2854,147 @@ fn merge_fence_states(states: Vec<FenceState>) -> Vec<FenceState> {
         }
     }
     merged.into_values().collect()
+}
+
+impl PostgresStore {
+    async fn put_saved(
+        &self,
+        (app_key, kind, id): (&str, SavedKind, &str),
+        created_ms: u64,
+        body: Result<String, serde_json::Error>,
+    ) -> StoreResult<()> {
+        let body = body.map_err(json_err(kind.as_str()))?;
+        let c = self.client().await?;
+        execute(
+            &c,
+            "put_saved",
+            "INSERT INTO saved_audiences (app_key, kind, id, body, created_ms, change_id)
+             VALUES ($1, $2, $3, $4, $5, pigeon_change_base())
+             ON CONFLICT (app_key, kind, id) DO UPDATE SET body = excluded.body,
+                created_ms = excluded.created_ms, change_id = excluded.change_id",
+            &[&app_key, &kind.as_str(), &id, &body, &to_i64(created_ms)],
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn get_saved<T: serde::de::DeserializeOwned>(
+        &self,
+        app_key: &str,
+        kind: SavedKind,
+        id: &str,
+    ) -> StoreResult<Option<T>> {
+        let c = self.client().await?;
+        let row = query_opt(
+            &c,
+            "get_saved",
+            "SELECT body FROM saved_audiences
+             WHERE app_key = $1 AND kind = $2 AND id = $3 AND body IS NOT NULL",
+            &[&app_key, &kind.as_str(), &id],
+        )
+        .await?;
+        row.map(|r| serde_json::from_str(&col::<String>(&r, 0)?).map_err(json_err(kind.as_str())))
+            .transpose()
+    }
+
+    async fn list_saved<T: serde::de::DeserializeOwned>(
+        &self,
+        app_key: &str,
+        kind: SavedKind,
+    ) -> StoreResult<Vec<T>> {
+        let c = self.client().await?;
+        query(
+            &c,
+            "list_saved",
+            "SELECT body FROM saved_audiences
+             WHERE app_key = $1 AND kind = $2 AND body IS NOT NULL ORDER BY created_ms, id",
+            &[&app_key, &kind.as_str()],
+        )
+        .await?
+        .iter()
+        .map(|r| serde_json::from_str(&col::<String>(r, 0)?).map_err(json_err(kind.as_str())))
+        .collect()
+    }
+}
+
+impl SavedAudienceStore for PostgresStore {
+    fn put_segment(&self, segment: SegmentRecord) -> StoreFuture<'_, ()> {
+        Box::pin(async move {
+            let key = (
+                segment.app_key.as_str(),
+                SavedKind::Segment,
+                segment.segment_id.as_str(),
+            );
+            self.put_saved(key, segment.created_ms, serde_json::to_string(&segment))
+                .await
+        })
+    }
+
+    fn put_abtest(&self, test: AbTestRecord) -> StoreFuture<'_, ()> {
+        Box::pin(async move {
+            let key = (
+                test.app_key.as_str(),
+                SavedKind::AbTest,
+                test.abtest_id.as_str(),
+            );
+            self.put_saved(key, test.created_ms, serde_json::to_string(&test))
+                .await
+        })
+    }
+
+    fn delete_saved(&self, app_key: &str, kind: SavedKind, id: &str) -> StoreFuture<'_, bool> {
+        let (app_key, id) = (app_key.to_string(), id.to_string());
+        Box::pin(async move {
+            let c = self.client().await?;
+            let n = execute(
+                &c,
+                "delete_saved",
+                "UPDATE saved_audiences SET body = NULL, change_id = pigeon_change_base()
+                 WHERE app_key = $1 AND kind = $2 AND id = $3 AND body IS NOT NULL",
+                &[&app_key, &kind.as_str(), &id],
+            )
+            .await?;
+            Ok(n > 0)
+        })
+    }
+
+    fn get_segment(&self, app_key: &str, id: &str) -> StoreFuture<'_, Option<SegmentRecord>> {
+        let (app_key, id) = (app_key.to_string(), id.to_string());
+        Box::pin(async move { self.get_saved(&app_key, SavedKind::Segment, &id).await })
+    }
+
+    fn get_abtest(&self, app_key: &str, id: &str) -> StoreFuture<'_, Option<AbTestRecord>> {
+        let (app_key, id) = (app_key.to_string(), id.to_string());
+        Box::pin(async move { self.get_saved(&app_key, SavedKind::AbTest, &id).await })
+    }
+
+    fn list_segments(&self, app_key: &str) -> StoreFuture<'_, Vec<SegmentRecord>> {
+        let app_key = app_key.to_string();
+        Box::pin(async move { self.list_saved(&app_key, SavedKind::Segment).await })
+    }
+
+    fn list_abtests(&self, app_key: &str) -> StoreFuture<'_, Vec<AbTestRecord>> {
+        let app_key = app_key.to_string();
+        Box::pin(async move { self.list_saved(&app_key, SavedKind::AbTest).await })
+    }
+
+    fn abtest_pushes(&self, app_key: &str, abtest_id: &str) -> StoreFuture<'_, Vec<u64>> {
+        let (app_key, abtest_id) = (app_key.to_string(), abtest_id.to_string());
+        Box::pin(async move {
+            let c = self.client().await?;
+            query(
+                &c,
+                "abtest_pushes",
+                "SELECT msg_id FROM abtest_pushes WHERE app_key = $1 AND abtest_id = $2
+                 ORDER BY msg_id",
+                &[&app_key, &abtest_id],
+            )
+            .await?
+            .iter()
+            .map(|r| Ok(to_u64(col(r, 0)?)))
+            .collect()
+        })
+    }
 }
 
 impl GeofenceStore for PostgresStore {

@@ -486,6 +486,7 @@ fn change_keys(changes: &[Change]) -> BTreeSet<String> {
                 app_key,
                 geofence_id,
             } => format!("g {app_key} {geofence_id}"),
+            Change::Saved { app_key, kind, id } => format!("s {app_key} {} {id}", kind.as_str()),
         })
         .collect()
 }

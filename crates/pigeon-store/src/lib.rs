@@ -12,10 +12,10 @@ pub mod sealed;
 mod sqlite;
 
 pub use records::{
-    batch_events_json, AppRecord, AppSettings, CallbackBatch, CallbackEndpoint, CallbackFormat,
-    Checkpoint, DeviceEvent, DeviceRecord, FenceState, FileRecord, GeofenceRecord, GroupRecord,
-    Location, NewEvent, PushCounts, ScheduleRecord, ScheduleRun, SmsSend, StoredEvent, StoredPush,
-    FENCE_ENTER, FENCE_LEAVE, FENCE_STAY,
+    batch_events_json, AbTestRecord, AppRecord, AppSettings, CallbackBatch, CallbackEndpoint,
+    CallbackFormat, Checkpoint, DeviceEvent, DeviceRecord, FenceState, FileRecord, GeofenceRecord,
+    GroupRecord, Location, NewEvent, PushCounts, SavedKind, ScheduleRecord, ScheduleRun,
+    SegmentRecord, SmsSend, StoredEvent, StoredPush, FENCE_ENTER, FENCE_LEAVE, FENCE_STAY,
 };
 pub use sqlite::{PushUpgrader, SqliteStore, Synchronous};
 
@@ -23,7 +23,8 @@ pub use sqlite::{PushUpgrader, SqliteStore, Synchronous};
 pub mod ports {
     pub use crate::{
         AppStore, CidStore, CredentialStore, DeviceStore, FeedStore, FileStore, GeofenceStore,
-        LeaseStore, OutboxStore, PresenceStore, PushStore, ScheduleStore, SmsStore, Storage,
+        LeaseStore, OutboxStore, PresenceStore, PushStore, SavedAudienceStore, ScheduleStore,
+        SmsStore, Storage,
     };
 }
 
@@ -368,6 +369,12 @@ pub enum Change {
         app_key: String,
         geofence_id: String,
     },
+    /// A segment or an A/B test was created, replaced or deleted: read it again.
+    Saved {
+        app_key: String,
+        kind: SavedKind,
+        id: String,
+    },
 }
 
 /// Ids handed out in blocks and the feed of changes: what several nodes on one store need so
@@ -466,6 +473,26 @@ pub trait GeofenceStore: Send + Sync + 'static {
     ) -> StoreFuture<'_, bool>;
 }
 
+/// Segments and A/B tests: saved audiences a push refers to by id. A deleted one leaves a
+/// tombstone so the change feed can tell other nodes it is gone.
+pub trait SavedAudienceStore: Send + Sync + 'static {
+    /// Creates or replaces a segment (the caller keeps `created_ms` of the one it replaces).
+    fn put_segment(&self, segment: SegmentRecord) -> StoreFuture<'_, ()>;
+    /// Creates an A/B test (a test is never changed: its devices keep their variants).
+    fn put_abtest(&self, test: AbTestRecord) -> StoreFuture<'_, ()>;
+    /// Deletes a segment or a test; false if there was none.
+    fn delete_saved(&self, app_key: &str, kind: SavedKind, id: &str) -> StoreFuture<'_, bool>;
+    fn get_segment(&self, app_key: &str, id: &str) -> StoreFuture<'_, Option<SegmentRecord>>;
+    fn get_abtest(&self, app_key: &str, id: &str) -> StoreFuture<'_, Option<AbTestRecord>>;
+    /// An app's segments, oldest first.
+    fn list_segments(&self, app_key: &str) -> StoreFuture<'_, Vec<SegmentRecord>>;
+    /// An app's A/B tests, oldest first.
+    fn list_abtests(&self, app_key: &str) -> StoreFuture<'_, Vec<AbTestRecord>>;
+    /// The msg_ids of the pushes of a test (stored by `insert_push` from the push's `split`,
+    /// in the push's own transaction), oldest first.
+    fn abtest_pushes(&self, app_key: &str, abtest_id: &str) -> StoreFuture<'_, Vec<u64>>;
+}
+
 /// Every port at once: what the engine is given. Writes resolve once they are durable.
 pub trait Storage:
     AppStore
@@ -481,6 +508,7 @@ pub trait Storage:
     + LeaseStore
     + PresenceStore
     + GeofenceStore
+    + SavedAudienceStore
 {
     /// Waits until everything written so far is durable, then stops the writer (later
     /// writes fail with [`StoreError::Closed`]) and leaves the files compact (SQLite: the

@@ -361,6 +361,55 @@ mod tests {
     }
 }
 
+/// A segment (segments-abtests.md §1): a named audience, resolved each time a push uses it.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct SegmentRecord {
+    pub app_key: String,
+    pub segment_id: String,
+    pub name: String,
+    pub audience: pigeon_core::Audience,
+    pub created_ms: u64,
+}
+
+/// An A/B test (segments-abtests.md §2): its audience, its variants in order (their weights
+/// lay out the buckets, then control), and the test as the front door was given it.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct AbTestRecord {
+    pub app_key: String,
+    pub abtest_id: String,
+    pub name: String,
+    pub audience: pigeon_core::Audience,
+    pub variants: Vec<pigeon_core::Variant>,
+    pub control_weight: u8,
+    pub created_ms: u64,
+    /// Echoed back on reads; nothing below the door reads it.
+    pub given: Value,
+}
+
+/// Which kind of saved audience a change or a delete is about.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SavedKind {
+    Segment,
+    AbTest,
+}
+
+impl SavedKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SavedKind::Segment => "segment",
+            SavedKind::AbTest => "abtest",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<SavedKind> {
+        match s {
+            "segment" => Some(SavedKind::Segment),
+            "abtest" => Some(SavedKind::AbTest),
+            _ => None,
+        }
+    }
+}
+
 /// A geofence (geofences.md §1): a circle on the earth, the rules of when it fires, and the
 /// push it may carry, in Pigeon's own terms.
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]

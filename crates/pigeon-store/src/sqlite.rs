@@ -3,10 +3,11 @@
 use crate::ports::*;
 use crate::sealed::SealingKey;
 use crate::{
-    batch_events_json, AppRecord, AppSettings, CallbackBatch, CallbackEndpoint, CallbackFormat,
-    Change, Checkpoint, DeviceEvent, DeviceRecord, FenceState, FileRecord, GeofenceRecord,
-    GroupRecord, Lease, Location, NewEvent, PushCounts, ScheduleRecord, ScheduleRun, SmsSend,
-    StoreError, StoreFuture, StoreResult, StoredEvent, StoredPush, FENCE_STAY,
+    batch_events_json, AbTestRecord, AppRecord, AppSettings, CallbackBatch, CallbackEndpoint,
+    CallbackFormat, Change, Checkpoint, DeviceEvent, DeviceRecord, FenceState, FileRecord,
+    GeofenceRecord, GroupRecord, Lease, Location, NewEvent, PushCounts, SavedKind, ScheduleRecord,
+    ScheduleRun, SegmentRecord, SmsSend, StoreError, StoreFuture, StoreResult, StoredEvent,
+    StoredPush, FENCE_STAY,
 };
 use pigeon_core::{Platform, Push, SmsFallback};
 use roaring::RoaringBitmap;
@@ -102,6 +103,25 @@ CREATE TABLE IF NOT EXISTS geofences (
     PRIMARY KEY (app_key, geofence_id)
 );
 CREATE INDEX IF NOT EXISTS geofences_by_change ON geofences (change_seq);
+-- Segments and A/B tests: the record as JSON, a tombstone (no body) once deleted, as for
+-- geofences.
+CREATE TABLE IF NOT EXISTS saved_audiences (
+    app_key TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    id TEXT NOT NULL,
+    body TEXT,
+    created_ms INTEGER NOT NULL,
+    change_seq INTEGER NOT NULL,
+    PRIMARY KEY (app_key, kind, id)
+);
+CREATE INDEX IF NOT EXISTS saved_audiences_by_change ON saved_audiences (change_seq);
+-- The pushes of each A/B test, written with the push.
+CREATE TABLE IF NOT EXISTS abtest_pushes (
+    app_key TEXT NOT NULL,
+    abtest_id TEXT NOT NULL,
+    msg_id INTEGER NOT NULL,
+    PRIMARY KEY (app_key, abtest_id, msg_id)
+) WITHOUT ROWID;
 -- Where each device stands with each fence: written only when that changes.
 CREATE TABLE IF NOT EXISTS fence_states (
     app_key TEXT NOT NULL,
@@ -1216,10 +1236,11 @@ fn next_change(feed: &AtomicU64) -> u64 {
 /// The highest change number stored.
 fn last_change(c: &Connection) -> StoreResult<u64> {
     let last: i64 = c.query_row(
-        "SELECT MAX(a, b, g) FROM
+        "SELECT MAX(a, b, g, s) FROM
            (SELECT COALESCE(MAX(change_seq), 0) AS a FROM devices),
            (SELECT COALESCE(MAX(change_seq), 0) AS b FROM pushes),
-           (SELECT COALESCE(MAX(change_seq), 0) AS g FROM geofences)",
+           (SELECT COALESCE(MAX(change_seq), 0) AS g FROM geofences),
+           (SELECT COALESCE(MAX(change_seq), 0) AS s FROM saved_audiences)",
         [],
         |r| r.get(0),
     )?;
@@ -1710,6 +1731,7 @@ impl PushStore for SqliteStore {
         let schedule = push.schedule.clone();
         let overrides = push.policy.overrides;
         let sms_due = push.sms_due_ms();
+        let abtest = push.split.as_ref().map(|s| s.abtest_id.clone());
         let feed = self.inner.feed.clone();
         Box::pin(async move {
             let body = body.map_err(|e| StoreError::Corrupt(format!("push body: {e}")))?;
@@ -1730,6 +1752,12 @@ impl PushStore for SqliteStore {
                     to_i64(next_change(&feed))
                 ])?;
                 write_events(c, &events)?;
+                if let Some(abtest_id) = &abtest {
+                    c.prepare_cached(
+                        "INSERT INTO abtest_pushes (app_key, abtest_id, msg_id) VALUES (?1, ?2, ?3)",
+                    )?
+                    .execute(params![app_key, abtest_id, to_i64(msg_id)])?;
+                }
                 if let Some(old) = overrides {
                     // Replaced: never delivered again, nor reported undelivered at expiry.
                     c.prepare_cached(
@@ -2824,6 +2852,27 @@ impl FeedStore for SqliteStore {
             }
             drop(rows);
             drop(st);
+            let mut st = c.prepare_cached(
+                "SELECT app_key, kind, id, change_seq FROM saved_audiences
+                 WHERE change_seq > ?1 ORDER BY change_seq LIMIT ?2",
+            )?;
+            let mut rows = st.query(params![to_i64(cursor), to_i64(limit as u64)])?;
+            while let Some(r) = rows.next()? {
+                let kind: String = r.get(1)?;
+                let Some(kind) = SavedKind::parse(&kind) else {
+                    continue;
+                };
+                found.push((
+                    to_u64(r.get(3)?),
+                    Change::Saved {
+                        app_key: r.get(0)?,
+                        kind,
+                        id: r.get(2)?,
+                    },
+                ));
+            }
+            drop(rows);
+            drop(st);
             snapshot.finish()?;
             found.sort_by_key(|(seq, _)| *seq);
             found.truncate(limit);
@@ -3171,6 +3220,148 @@ fn fence_state_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<FenceState> {
         fired: r.get(8)?,
         last_fired_ms: [to_u64(r.get(9)?), to_u64(r.get(10)?), to_u64(r.get(11)?)],
     })
+}
+
+impl SqliteStore {
+    fn put_saved(
+        &self,
+        (app_key, kind, id): (String, SavedKind, String),
+        created_ms: u64,
+        body: Result<String, serde_json::Error>,
+    ) -> StoreFuture<'_, ()> {
+        let feed = self.inner.feed.clone();
+        Box::pin(self.write(move |c| {
+            let body = body.map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            c.prepare_cached(
+                "INSERT INTO saved_audiences (app_key, kind, id, body, created_ms, change_seq)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                 ON CONFLICT (app_key, kind, id) DO UPDATE SET body = excluded.body,
+                    created_ms = excluded.created_ms, change_seq = excluded.change_seq",
+            )?
+            .execute(params![
+                app_key,
+                kind.as_str(),
+                id,
+                body,
+                to_i64(created_ms),
+                to_i64(next_change(&feed))
+            ])?;
+            Ok(())
+        }))
+    }
+
+    fn get_saved<T: serde::de::DeserializeOwned + Send + 'static>(
+        &self,
+        app_key: &str,
+        kind: SavedKind,
+        id: &str,
+    ) -> StoreFuture<'_, Option<T>> {
+        let (app_key, id) = (app_key.to_string(), id.to_string());
+        Box::pin(self.read(move |c| {
+            let body: Option<Option<String>> = c
+                .prepare_cached(
+                    "SELECT body FROM saved_audiences WHERE app_key = ?1 AND kind = ?2 AND id = ?3",
+                )?
+                .query_row(params![app_key, kind.as_str(), id], |r| r.get(0))
+                .optional()?;
+            body.flatten()
+                .map(|b| saved_from_json(kind, &b))
+                .transpose()
+        }))
+    }
+
+    fn list_saved<T: serde::de::DeserializeOwned + Send + 'static>(
+        &self,
+        app_key: &str,
+        kind: SavedKind,
+    ) -> StoreFuture<'_, Vec<T>> {
+        let app_key = app_key.to_string();
+        Box::pin(self.read(move |c| {
+            let mut st = c.prepare_cached(
+                "SELECT body FROM saved_audiences
+                 WHERE app_key = ?1 AND kind = ?2 AND body IS NOT NULL
+                 ORDER BY created_ms, id",
+            )?;
+            let bodies = st
+                .query_map(params![app_key, kind.as_str()], |r| r.get::<_, String>(0))?
+                .collect::<Result<Vec<_>, _>>()?;
+            bodies.iter().map(|b| saved_from_json(kind, b)).collect()
+        }))
+    }
+}
+
+fn saved_from_json<T: serde::de::DeserializeOwned>(kind: SavedKind, body: &str) -> StoreResult<T> {
+    serde_json::from_str(body).map_err(|e| StoreError::Corrupt(format!("{}: {e}", kind.as_str())))
+}
+
+impl SavedAudienceStore for SqliteStore {
+    fn put_segment(&self, segment: SegmentRecord) -> StoreFuture<'_, ()> {
+        let key = (
+            segment.app_key.clone(),
+            SavedKind::Segment,
+            segment.segment_id.clone(),
+        );
+        self.put_saved(key, segment.created_ms, serde_json::to_string(&segment))
+    }
+
+    fn put_abtest(&self, test: AbTestRecord) -> StoreFuture<'_, ()> {
+        let key = (
+            test.app_key.clone(),
+            SavedKind::AbTest,
+            test.abtest_id.clone(),
+        );
+        self.put_saved(key, test.created_ms, serde_json::to_string(&test))
+    }
+
+    fn delete_saved(&self, app_key: &str, kind: SavedKind, id: &str) -> StoreFuture<'_, bool> {
+        let (app_key, id) = (app_key.to_string(), id.to_string());
+        let feed = self.inner.feed.clone();
+        Box::pin(self.write(move |c| {
+            let n = c
+                .prepare_cached(
+                    "UPDATE saved_audiences SET body = NULL, change_seq = ?4
+                     WHERE app_key = ?1 AND kind = ?2 AND id = ?3 AND body IS NOT NULL",
+                )?
+                .execute(params![
+                    app_key,
+                    kind.as_str(),
+                    id,
+                    to_i64(next_change(&feed))
+                ])?;
+            Ok(n > 0)
+        }))
+    }
+
+    fn get_segment(&self, app_key: &str, id: &str) -> StoreFuture<'_, Option<SegmentRecord>> {
+        self.get_saved(app_key, SavedKind::Segment, id)
+    }
+
+    fn get_abtest(&self, app_key: &str, id: &str) -> StoreFuture<'_, Option<AbTestRecord>> {
+        self.get_saved(app_key, SavedKind::AbTest, id)
+    }
+
+    fn list_segments(&self, app_key: &str) -> StoreFuture<'_, Vec<SegmentRecord>> {
+        self.list_saved(app_key, SavedKind::Segment)
+    }
+
+    fn list_abtests(&self, app_key: &str) -> StoreFuture<'_, Vec<AbTestRecord>> {
+        self.list_saved(app_key, SavedKind::AbTest)
+    }
+
+    fn abtest_pushes(&self, app_key: &str, abtest_id: &str) -> StoreFuture<'_, Vec<u64>> {
+        let (app_key, abtest_id) = (app_key.to_string(), abtest_id.to_string());
+        Box::pin(self.read(move |c| {
+            let mut st = c.prepare_cached(
+                "SELECT msg_id FROM abtest_pushes WHERE app_key = ?1 AND abtest_id = ?2
+                 ORDER BY msg_id",
+            )?;
+            let ids = st
+                .query_map(params![app_key, abtest_id], |r| r.get::<_, i64>(0))?
+                .map(|r| r.map(to_u64))
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(ids)
+        }))
+    }
 }
 
 fn geofence_from_json(body: &str) -> StoreResult<GeofenceRecord> {

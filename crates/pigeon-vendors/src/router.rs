@@ -67,6 +67,8 @@ fn default_rate_per_minute(vendor: &str) -> Option<u64> {
 struct Job {
     app: Arc<AppState>,
     push: Arc<LivePush>,
+    /// For a push to an A/B test, the variant its targets are in (one job, one payload).
+    variant: Option<usize>,
     vendor: &'static str,
     targets: Vec<Target>,
     attempt: u32,
@@ -189,12 +191,14 @@ impl OfflineRouter for Router {
     }
 
     fn route(&self, app: Arc<AppState>, push: Arc<LivePush>, targets: Vec<VendorTarget>) -> bool {
-        let mut by_vendor: BTreeMap<&'static str, Vec<VendorTarget>> = BTreeMap::new();
+        let mut by_vendor: BTreeMap<(&'static str, Option<usize>), Vec<VendorTarget>> =
+            BTreeMap::new();
         for t in targets {
-            by_vendor.entry(t.vendor).or_default().push(t);
+            let variant = push.variant_of(t.ordinal);
+            by_vendor.entry((t.vendor, variant)).or_default().push(t);
         }
         let mut jobs = Vec::new();
-        for (vendor, devices) in by_vendor {
+        for ((vendor, variant), devices) in by_vendor {
             let mut devices = devices.into_iter().peekable();
             while devices.peek().is_some() {
                 let targets = devices
@@ -208,6 +212,7 @@ impl OfflineRouter for Router {
                 jobs.push(Job {
                     app: app.clone(),
                     push: push.clone(),
+                    variant,
                     vendor,
                     targets,
                     attempt: 0,
@@ -389,7 +394,12 @@ impl Router {
                     tokio::time::sleep(wait).await;
                 }
             }
-            deliver(&channel.client, &push.push, &job.targets).await
+            deliver(
+                &channel.client,
+                push.variant_push(job.variant),
+                &job.targets,
+            )
+            .await
         };
         let mut again = Vec::new();
         let mut after = None;

@@ -212,7 +212,7 @@ async fn accept(call: &Call<'_>, app: &AppState, push: Push) -> Result<u64, V2Er
 pub fn reach(call: &Call<'_>, app: &AppState, platforms: PlatformSet, audience: Audience) -> u64 {
     let mut probe = Push::new(platforms, audience);
     probe.content.message = Some(Message::default());
-    call.v2.engine.resolve(app, &probe).len()
+    call.v2.engine.resolve(app, &probe).map_or(0, |b| b.len())
 }
 
 /// Recalls the push (or every push of the list) `old_task_id` names: devices that have not

@@ -311,8 +311,32 @@ def test_push_tag_by_region(gt, devices):
     # A device is in one region: in two at once is nobody.
     assert gt.fail("POST", "/push/tag", dto({"tag": [
         {"key": "region", "values": ["11000000", "33000000"], "opt_type": "and"}]})) == "target user is invalid"
-    assert "portrait is not supported" in gt.fail(
-        "POST", "/push/tag", dto({"tag": [{"key": "portrait", "values": ["x"], "opt_type": "or"}]}))
+
+
+def test_a_portrait_condition_names_a_pigeon_segment(gt, server, app, devices):
+    """Getui's portraits are user groups its portal keeps; Pigeon's are segments made through
+    POST /v3/segments, named by id in a `portrait` condition, ANDed with the others."""
+    vip, vip_muted, plain = devices(tags=["vip"]), devices(tags=["vip", "muted"]), devices(tags=["x"])
+    auth = (app["app_key"], app["master_secret"])
+    r = requests.post(f"{server.base}/v3/segments", auth=auth,
+                      json={"name": "vips", "audience": {"tag": ["vip"]}})
+    assert r.status_code == 200, r.text
+    seg = r.json()["segment_id"]
+    portrait = {"key": "portrait", "values": [seg], "opt_type": "or"}
+    gt.ok("POST", "/push/tag", dto({"tag": [portrait]}, {"transmission": "vips"}))
+    gt.ok("POST", "/push/tag", dto({"tag": [portrait, {"key": "custom_tag", "values": ["muted"], "opt_type": "not"}]},
+                                   {"transmission": "loud vips"}))
+    got = {name: [f["message"]["msg_content"] for f in d.pushes(1)]
+           for name, d in (("vip", vip), ("muted", vip_muted), ("plain", plain))}
+    assert got == {"vip": ["vips", "loud vips"], "muted": ["vips"], "plain": []}
+    assert gt.ok("POST", "/user/count", {"tag": [portrait]}) == {"user_count": 2}
+    # One segment, never "not", and it must exist.
+    for bad in ([{"key": "portrait", "values": [seg], "opt_type": "not"}],
+                [{"key": "portrait", "values": [seg, seg + "x"], "opt_type": "or"}],
+                [portrait, portrait]):
+        assert "portrait" in gt.fail("POST", "/push/tag", dto({"tag": bad}))
+    assert "no segment of this app" in gt.fail(
+        "POST", "/push/tag", dto({"tag": [{"key": "portrait", "values": ["nope"], "opt_type": "or"}]}))
 
 
 def test_request_id_makes_a_retry_the_same_push(gt, devices):

@@ -1,6 +1,8 @@
 //! `pigeon bench audience`: resolving `tag_and [50%, 10%]` + `tag_not [1%]` over one app's
 //! devices with Pigeon's audience index, beside Redis SINTERSTORE + SDIFFSTORE on the same
-//! sets, in the same run. Also the memory each needs for those tags.
+//! sets, in the same run. Also the memory each needs for those tags. Then the same audience
+//! saved as a segment, and as an A/B test's (45 / 45, control 10): a push to each resolved
+//! (and split) as the server does, beside the plain expression's time.
 
 use crate::procs::{free_port, require, wait_port, Guard};
 use crate::resp::{command, Redis, Reply};
@@ -8,7 +10,10 @@ use crate::table::Table;
 use anyhow::bail;
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
-use pigeon_core::{Audience, AudienceExpr, AudienceIndex, DeviceAttrs, Platform, PlatformSet};
+use pigeon_core::{
+    Audience, AudienceExpr, AudienceIndex, DeviceAttrs, Platform, PlatformSet, SavedAudiences,
+    VariantBuckets,
+};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -112,6 +117,7 @@ pub fn run(args: AudienceArgs) -> anyhow::Result<()> {
     let pigeon_median = median(pigeon_ms.clone());
     let pigeon_bytes = index.tag_index_bytes();
     eprintln!("pigeon: {matched} devices matched; resolve ms {pigeon_ms:.3?}");
+    let saved = saved_audiences(&index, &audience, n, args.rounds, (pigeon_median, matched))?;
 
     let mut table = Table::new(&[
         "devices",
@@ -135,6 +141,7 @@ pub fn run(args: AudienceArgs) -> anyhow::Result<()> {
             String::new(),
         ]);
         table.print();
+        saved.print();
         return Ok(());
     }
     let (redis_ms, redis_bytes, redis_matched) = redis(n, args.rounds.min(7))?;
@@ -152,7 +159,116 @@ pub fn run(args: AudienceArgs) -> anyhow::Result<()> {
         format!("1/{:.0}", redis_bytes as f64 / pigeon_bytes as f64),
     ]);
     table.print();
+    saved.print();
     Ok(())
+}
+
+/// A push to a segment whose audience is `audience`, and one to an A/B test of that audience,
+/// resolved (and split) as the server resolves them, each timed beside `plain` (the plain
+/// expression's median ms and match). The test's buckets are built first, as when a test is
+/// created: that is not part of a push.
+fn saved_audiences(
+    index: &AudienceIndex,
+    audience: &Audience,
+    n: u32,
+    rounds: usize,
+    (plain_ms, plain_matched): (f64, u64),
+) -> anyhow::Result<Table> {
+    let t = Instant::now();
+    let mut buckets = VariantBuckets::new("ab-bench", vec![45, 45]);
+    for ordinal in 0..n {
+        buckets.add(ordinal, &registration_id(ordinal));
+    }
+    let buckets_ms = t.elapsed().as_secs_f64() * 1000.0;
+    let by_segment = Audience::Expr(AudienceExpr {
+        segment: Some("seg-bench".into()),
+        ..Default::default()
+    });
+    let by_test = Audience::Expr(AudienceExpr {
+        abtest: Some("ab-bench".into()),
+        ..Default::default()
+    });
+    let cases = [
+        (
+            "segment",
+            &by_segment,
+            SavedAudiences {
+                segment: Some(audience),
+                abtest: None,
+            },
+        ),
+        (
+            "A/B test (45/45, control 10)",
+            &by_test,
+            SavedAudiences {
+                segment: None,
+                abtest: Some((audience, &buckets)),
+            },
+        ),
+    ];
+    let mut table = Table::new(&[
+        "push to",
+        "devices",
+        "targets",
+        "per variant",
+        "control",
+        "ms",
+        "x the tag expression",
+    ]);
+    table.row(vec![
+        "tag expression".into(),
+        n.to_string(),
+        plain_matched.to_string(),
+        String::new(),
+        String::new(),
+        format!("{plain_ms:.3}"),
+        "1.00".into(),
+    ]);
+    for (name, push_audience, saved) in cases {
+        let mut times = Vec::new();
+        let mut last = None;
+        for _ in 0..rounds {
+            let t = Instant::now();
+            let r = index.resolve_saved(push_audience, PlatformSet::all(), saved);
+            times.push(t.elapsed().as_secs_f64() * 1000.0);
+            last = Some(r);
+        }
+        let Some(r) = last else {
+            bail!("no rounds");
+        };
+        let (variants, control) = match &r.variants {
+            Some((v, c)) => (v.iter().map(|b| b.len()).collect::<Vec<_>>(), *c),
+            None => (Vec::new(), 0),
+        };
+        let reached = if variants.is_empty() {
+            r.targets.len()
+        } else {
+            variants.iter().sum::<u64>() + control
+        };
+        if reached != plain_matched {
+            bail!("{name}: {reached} devices, the tag expression {plain_matched}");
+        }
+        let ms = median(times);
+        table.row(vec![
+            name.into(),
+            n.to_string(),
+            r.targets.len().to_string(),
+            variants
+                .iter()
+                .map(|v| v.to_string())
+                .collect::<Vec<_>>()
+                .join(" / "),
+            if r.variants.is_some() {
+                control.to_string()
+            } else {
+                String::new()
+            },
+            format!("{ms:.3}"),
+            format!("{:.2}", ms / plain_ms),
+        ]);
+    }
+    eprintln!("A/B test buckets over {n} devices built in {buckets_ms:.0} ms (once, at creation)");
+    Ok(table)
 }
 
 /// Loads the same sets into a fresh Redis and times SINTERSTORE + SDIFFSTORE.

@@ -132,6 +132,11 @@ pub(crate) fn audience(
             }
         }
     }
+    // The same checks as a push's audience: its keys' types and counts, then its values.
+    if let Some(obj) = v.as_object() {
+        crate::fields::check_object("audience", obj, &crate::push::AUDIENCE)
+            .map_err(|e| push_error("", e))?;
+    }
     let parsed = parse_audience(v).map_err(|e| push_error("", e))?;
     Ok((parsed, v.clone()))
 }

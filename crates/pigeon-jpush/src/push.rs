@@ -324,7 +324,7 @@ const CALLBACK: ObjSpec = ObjSpec::new(
 const NAME_RULE: &str =
     "each at most 40 bytes of letters, digits, _, CJK characters and @!#$&*+=.|￥";
 
-const AUDIENCE: ObjSpec = ObjSpec::new(
+pub(crate) const AUDIENCE: ObjSpec = ObjSpec::new(
     "Audience",
     &[
         opt("tag", StringsMax(MAX_AUDIENCE_TAGS)).doc(NAME_RULE),

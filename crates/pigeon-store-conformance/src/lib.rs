@@ -23,6 +23,7 @@ mod outbox;
 pub mod postgres;
 mod pushes;
 mod rest;
+mod saved;
 
 pub use apps::*;
 pub use cluster::*;
@@ -31,6 +32,7 @@ pub use geofences::*;
 pub use outbox::*;
 pub use pushes::*;
 pub use rest::*;
+pub use saved::*;
 
 use pigeon_core::{Audience, Platform, PlatformSet, Push};
 use pigeon_store::ports::*;
@@ -167,6 +169,15 @@ macro_rules! __single_node_bodies {
             a_stay_of_another_entry_or_one_that_left_is_not_settled,
             a_stay_put_off_is_due_again_later,
             the_feed_reports_geofences_created_replaced_and_deleted,
+            segments_are_put_got_and_listed_oldest_first,
+            a_replaced_segment_reads_back_the_new_one,
+            a_segment_is_deleted_once,
+            abtests_are_put_got_and_listed_oldest_first,
+            an_abtest_is_deleted_once,
+            segments_and_abtests_of_one_id_do_not_collide,
+            abtest_pushes_are_the_pushes_naming_the_test,
+            abtest_pushes_stored_at_once_keep_only_the_stored_ones,
+            the_feed_reports_segments_and_abtests_created_replaced_and_deleted,
             close_keeps_what_was_written_and_refuses_later_writes,
         );
     };
@@ -185,6 +196,7 @@ macro_rules! __multi_node_bodies {
             a_disconnect_from_an_older_node_keeps_the_newer_connection,
             a_due_stay_is_settled_by_one_node_only,
             geofence_writes_of_one_node_are_seen_by_the_other,
+            saved_audience_writes_of_one_node_are_seen_by_the_other,
         );
     };
 }
@@ -338,6 +350,7 @@ mod tests {
             include_str!("apps.rs"),
             include_str!("devices.rs"),
             include_str!("geofences.rs"),
+            include_str!("saved.rs"),
             include_str!("pushes.rs"),
             include_str!("outbox.rs"),
             include_str!("rest.rs"),

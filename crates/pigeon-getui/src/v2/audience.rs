@@ -1,6 +1,6 @@
 //! Audiences of the push routes (getui.md B.3): cid and alias lists, and the tag conditions
 //! of `/push/tag` and `/user/count` (`phone_type`, `region`, `custom_tag`, with `and` / `or` /
-//! `not`).
+//! `not`; `portrait` names a Pigeon segment).
 
 use super::fields::At;
 use super::reply::V2Error;
@@ -106,10 +106,15 @@ pub fn tag_conditions(
                     narrow(&mut regions, allowed);
                 }
             },
+            // Pigeon's nearest thing to a portrait is a segment (a saved audience): one
+            // segment id, which the push's other conditions AND with.
             "portrait" => {
-                return Err(V2Error::invalid_msg(format!(
-                    "{here}.key portrait is not supported: Pigeon keeps no user portraits"
-                )))
+                if op == Op::Not || values.len() != 1 || expr.segment.is_some() {
+                    return Err(V2Error::invalid_msg(format!(
+                        "{here} is invalid: a portrait condition names one Pigeon segment id (POST /v3/segments), with opt_type or / and, once per audience"
+                    )));
+                }
+                expr.segment = values.into_iter().next();
             }
             _ => return Err(at.invalid("key")),
         }
@@ -151,7 +156,7 @@ fn narrow(allowed: &mut Option<Vec<String>>, values: Vec<String>) {
     });
 }
 
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, PartialEq, Eq)]
 enum Op {
     And,
     Or,

@@ -376,6 +376,9 @@ pub(crate) fn engine_error(e: EngineError) -> V2Error {
             pigeon_engine::devices::MAX_DEVICES_PER_ALIAS
         )),
         EngineError::UnknownPush(_) => V2Error::invalid("taskid"),
+        EngineError::UnknownSegment(id) => V2Error::invalid_msg(format!(
+            "audience.tag is invalid: portrait {id:?} is no segment of this app"
+        )),
         EngineError::TooManyPaced => V2Error::invalid_msg(format!(
             "settings.speed is invalid: at most {} paced pushes may run at once",
             pigeon_engine::MAX_PACED_PER_APP

@@ -680,6 +680,59 @@ def test_callbacks_post_each_event_once(cluster):
 
 # geofences.md §3 across nodes -------------------------------------------------------------
 
+def bucket(abtest_id, rid):
+    """The published assignment (docs/segments-and-ab-tests.md): FNV-1a 64 over the test id, a
+    zero byte and the registration id, SplitMix64's finisher, modulo 100."""
+    mask = (1 << 64) - 1
+    h = 0xcbf29ce484222325
+    for b in abtest_id.encode() + b"\0" + rid.encode():
+        h = ((h ^ b) * 0x100000001b3) & mask
+    h = ((h ^ (h >> 30)) * 0xbf58476d1ce4e5b9) & mask
+    h = ((h ^ (h >> 27)) * 0x94d049bb133111eb) & mask
+    return (h ^ (h >> 31)) % 100
+
+
+def test_segments_and_abtests_made_on_one_node_are_used_on_the_others(cluster):
+    app = cluster.create_app("saved")
+    phones = [Phone(cluster.nodes[i % 3], app, settle=cluster.nodes, tags=["seg"]).connect(cluster.nodes[(i + 1) % 3])
+              for i in range(12)]
+    r = api(cluster.a, app, "POST", "/v3/segments", {"name": "s", "audience": {"tag": ["seg"]}})
+    assert r.status_code == 200, r.text
+    seg = r.json()["segment_id"]
+    # Straight away through another node: it reads the change feed for an id it does not know.
+    msg_id = push(cluster.b, app, {"segment": [seg]})
+    for p in phones:
+        assert p.msg_ids(1) == [msg_id]
+    assert all(api(n, app, "GET", f"/v3/segments/{seg}").json()["size"] == 12 for n in cluster.nodes)
+    body = {"name": "t", "audience": {"segment": ["nope"]}}
+    assert api(cluster.c, app, "POST", "/v3/abtests", body).json()["error"]["code"] == 1003
+    body = {"name": "t", "variants": [{"name": "A", "weight": 50, "notification": {"alert": "A"}},
+                                      {"name": "B", "weight": 50, "notification": {"alert": "B"}}]}
+    r = api(cluster.c, app, "POST", "/v3/abtests", body)
+    assert r.status_code == 200, r.text
+    test = r.json()["abtest_id"]
+    r = api(cluster.a, app, "POST", "/v3/push", {"platform": "all", "audience": {"abtest": [test], "segment": [seg]},
+                                                 "notification": {"alert": "body"}})
+    assert r.status_code == 200, r.text
+    msg_id = r.json()["msg_id"]
+    for p in phones:
+        frames = p.pushes(1)
+        assert [f["msg_id"] for f in frames] == [msg_id]
+        want = "A" if bucket(test, p.rid) < 50 else "B"
+        assert frames[0]["notification"]["alert"] == want, (p.rid, frames)
+    reports = [api(n, app, "GET", f"/v3/abtests/{test}/report").json() for n in cluster.nodes]
+    assert all(r == reports[0] for r in reports), reports
+    assert sum(v["targeted"] for v in reports[0]["variants"]) == 12
+    assert wait_for(lambda: sum(v["delivered"] for v in
+                                api(cluster.b, app, "GET", f"/v3/abtests/{test}/report").json()["variants"]) == 12,
+                    3.0)
+    # A delete on one node is seen by the others.
+    assert api(cluster.b, app, "DELETE", f"/v3/segments/{seg}").status_code == 200
+    assert wait_for(lambda: api(cluster.c, app, "GET", f"/v3/segments/{seg}").status_code == 404, 2.0)
+    for p in phones:
+        p.close()
+
+
 def report(phone, lat, lon, seq):
     """Sends a location and waits for its ok (pushes meanwhile are acked and kept)."""
     phone.ws.send(json.dumps({"op": "location", "lat": lat, "lon": lon, "seq": seq}))

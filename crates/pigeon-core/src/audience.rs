@@ -531,4 +531,60 @@ mod tests {
         let z = expr(|e| e.tag = vec!["z".into()]);
         assert!(ix.resolve(&z, PlatformSet::all()).is_empty());
     }
+
+    #[test]
+    fn saved_audiences_and_with_the_push_and_a_test_splits_it() {
+        // r0 android {a,b}, r1 ios {a}, r2 ios {b,c}, r3 web {}.
+        let ix = index();
+        let all = PlatformSet::all();
+        let segment = expr(|e| e.tag = vec!["a".into(), "c".into()]); // 0, 1, 2
+        let by_segment = expr(|e| e.segment = Some("s".into()));
+        let saved = SavedAudiences {
+            segment: Some(&segment),
+            abtest: None,
+        };
+        let r = ix.resolve_saved(&by_segment, all, saved);
+        assert_eq!(
+            (ords(r.targets), r.variants.is_none()),
+            (vec![0, 1, 2], true)
+        );
+        // The push's own keys and platforms AND in.
+        let narrower = expr(|e| {
+            e.segment = Some("s".into());
+            e.tag_not = vec!["b".into()];
+        });
+        assert_eq!(ords(ix.resolve_saved(&narrower, all, saved).targets), [1]);
+        let ios: PlatformSet = [Platform::Ios].into_iter().collect();
+        assert_eq!(
+            ords(ix.resolve_saved(&by_segment, ios, saved).targets),
+            [1, 2]
+        );
+        // A test: its audience, split by its buckets; control is left out of the targets.
+        let mut buckets = crate::abtest::VariantBuckets::new("t", vec![40, 40]);
+        for (o, d) in devices().iter().enumerate() {
+            buckets.add(o as u32, &d.rid);
+        }
+        let test_audience = Audience::All;
+        let by_test = expr(|e| {
+            e.abtest = Some("t".into());
+            e.segment = Some("s".into());
+        });
+        let saved = SavedAudiences {
+            segment: Some(&segment),
+            abtest: Some((&test_audience, &buckets)),
+        };
+        let r = ix.resolve_saved(&by_test, all, saved);
+        let (variants, control) = r.variants.unwrap_or_default();
+        let mut union = RoaringBitmap::new();
+        for (v, b) in variants.iter().zip(&buckets.variants) {
+            assert!(v.is_subset(b) && v.is_subset(&r.targets));
+            union |= v;
+        }
+        assert_eq!(union, r.targets);
+        let in_control = [0u32, 1, 2]
+            .iter()
+            .filter(|o| buckets.control.contains(**o))
+            .count() as u64;
+        assert_eq!((control, r.targets.len()), (in_control, 3 - in_control));
+    }
 }

@@ -142,6 +142,17 @@ fn install_buckets(app: &AppState, test: &AbTestRecord) {
     devices.abtests.insert(test.abtest_id.clone(), buckets);
 }
 
+/// [`install_buckets`] off the runtime's threads: hashing every device of a big app takes a
+/// while (about 40 ns a device).
+async fn install_buckets_blocking(
+    app: Arc<AppState>,
+    test: AbTestRecord,
+) -> Result<(), EngineError> {
+    tokio::task::spawn_blocking(move || install_buckets(&app, &test))
+        .await
+        .map_err(|e| EngineError::Invalid(format!("placing the test's devices failed: {e}")))
+}
+
 impl Saved {
     fn put_segment(&mut self, s: SegmentRecord) {
         self.segments.insert(s.segment_id.clone(), Arc::new(s));
@@ -154,6 +165,7 @@ impl Engine {
     pub(crate) async fn load_saved(&self, app: &AppState) -> Result<(), EngineError> {
         let segments = self.store.list_segments(&app.app_key).await?;
         let tests = self.store.list_abtests(&app.app_key).await?;
+        // At start, before the app serves anything: no runtime work waits on this.
         for test in &tests {
             install_buckets(app, test);
         }
@@ -186,7 +198,7 @@ impl Engine {
             },
             SavedKind::AbTest => match self.store.get_abtest(app_key, id).await? {
                 Some(t) if !app.saved.read().abtests.contains_key(id) => {
-                    install_buckets(&app, &t);
+                    install_buckets_blocking(app.clone(), t.clone()).await?;
                     app.saved
                         .write()
                         .abtests
@@ -350,7 +362,11 @@ impl Engine {
         test.abtest_id = new_id("ab");
         test.created_ms = now_ms();
         self.store.put_abtest(test.clone()).await?;
-        install_buckets(app, &test);
+        let shared = self.apps.read().get(&app.app_key).cloned();
+        match shared {
+            Some(shared) => install_buckets_blocking(shared, test.clone()).await?,
+            None => install_buckets(app, &test),
+        }
         app.saved
             .write()
             .abtests

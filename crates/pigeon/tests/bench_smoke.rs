@@ -56,18 +56,37 @@ fn fanout_broadcasts_to_every_device() {
 
 #[test]
 fn audience_resolves_and_agrees_on_the_count() {
-    let r = row(&bench(&[
+    let out = bench(&[
         "audience",
         "--devices",
         "100000",
         "--rounds",
         "3",
         "--no-redis",
-    ]));
+    ]);
+    let r = row(&out);
     assert_eq!(r[0], "100000");
     let matched: u64 = r[1].parse().expect("matched");
     // 50% × 10% × 99% of 100k, give or take the draw.
     assert!((4_000..6_000).contains(&matched), "{r:?}");
+    // The same audience as a segment reaches the same devices; as a 45/45 test with control
+    // 10, its variants and control share them out.
+    let saved = table_rows(&out, "push to");
+    let count = |cell: &str| -> u64 { cell.parse().expect("a count") };
+    assert_eq!(saved.len(), 3, "{out}");
+    assert_eq!(
+        (saved[1][0].as_str(), count(&saved[1][2])),
+        ("segment", matched)
+    );
+    let split: Vec<u64> = saved[2][3].split(" / ").map(count).collect();
+    let control = count(&saved[2][4]);
+    assert_eq!(split.len(), 2, "{saved:?}");
+    assert_eq!(split.iter().sum::<u64>() + control, matched);
+    assert_eq!(split.iter().sum::<u64>(), count(&saved[2][2]));
+    for (share, weight) in [(split[0], 45), (split[1], 45), (control, 10)] {
+        let expected = matched * weight / 100;
+        assert!(share.abs_diff(expected) < expected / 5, "{saved:?}");
+    }
 }
 
 #[test]

@@ -441,6 +441,16 @@ impl AppState {
         self.live.write().retire(push.msg_id());
     }
 
+    /// The variant of a push to an A/B test `ordinal` gets (`None` for any other push).
+    pub fn variant_of(&self, push: &LivePush, ordinal: Ordinal) -> Option<usize> {
+        push.variant_with(ordinal, || {
+            self.devices
+                .read()
+                .record(ordinal)
+                .map(|r| r.registration_id.clone())
+        })
+    }
+
     /// A live push of this app as stored: a push to an A/B test gets its variants' targets
     /// from the test's buckets while the test exists, else from each target's registration id.
     pub(crate) fn new_live(

@@ -925,7 +925,7 @@ impl Engine {
         platform: Platform,
         push: &LivePush,
     ) -> Option<u32> {
-        let op = push.badge_op(ordinal, platform)?;
+        let op = push.badge_op(app.variant_of(push, ordinal), platform)?;
         let mut badges = app.badges.lock();
         let current = badges.get(ordinal);
         if push.was_sent_to(ordinal) {

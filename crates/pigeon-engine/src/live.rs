@@ -99,18 +99,22 @@ impl LivePush {
         self
     }
 
-    /// The variant of an A/B push `ordinal` is in (`None` for any other push).
-    pub fn variant_of(&self, ordinal: Ordinal) -> Option<usize> {
-        self.variants
-            .as_ref()?
-            .members
-            .iter()
-            .position(|m| m.contains(ordinal))
-    }
-
-    /// The push as `ordinal` gets it: its variant's, for a push to an A/B test.
-    pub fn push_for(&self, ordinal: Ordinal) -> &Push {
-        self.variant_push(self.variant_of(ordinal))
+    /// The variant of an A/B push `ordinal` is in (`None` for any other push). A target its
+    /// bitmaps miss (a device this node learnt of after it placed the push's targets) is
+    /// placed by its registration id, which `registration_id` gives.
+    pub fn variant_with(
+        &self,
+        ordinal: Ordinal,
+        registration_id: impl FnOnce() -> Option<String>,
+    ) -> Option<usize> {
+        let v = self.variants.as_ref()?;
+        if let Some(i) = v.members.iter().position(|m| m.contains(ordinal)) {
+            return Some(i);
+        }
+        if !self.audience.contains(ordinal) {
+            return None;
+        }
+        self.push.split.as_ref()?.variant_of(&registration_id()?)
     }
 
     /// The push as a variant's devices get it (`None`: the push itself).
@@ -148,9 +152,10 @@ impl LivePush {
         self.push.expires_ms()
     }
 
-    /// How it changes the badge of `ordinal`, a device on `platform`, if it does.
-    pub fn badge_op(&self, ordinal: Ordinal, platform: Platform) -> Option<BadgeOp> {
-        if let (Some(v), Some(i)) = (&self.variants, self.variant_of(ordinal)) {
+    /// How it changes the badge of a device of `variant` (`None` for a push without
+    /// variants) on `platform`, if it does.
+    pub fn badge_op(&self, variant: Option<usize>, platform: Platform) -> Option<BadgeOp> {
+        if let (Some(v), Some(i)) = (&self.variants, variant) {
             return v.badge_ops.get(i).and_then(|ops| ops[platform as usize]);
         }
         self.badge_ops[platform as usize]
@@ -258,15 +263,16 @@ impl LivePush {
         }
     }
 
-    /// The encoded frame `ordinal`, a device on `platform`, gets, encoding it with `encode`
-    /// the first time: once per platform, and per variant for a push to an A/B test.
+    /// The encoded frame a device of `variant` (`None` for a push without variants) on
+    /// `platform` gets, encoding it with `encode` the first time: once per platform, and per
+    /// variant for a push to an A/B test.
     pub fn frame(
         &self,
-        ordinal: Ordinal,
+        variant: Option<usize>,
         platform: Platform,
         encode: impl FnOnce(&Push) -> Bytes,
     ) -> Bytes {
-        if let (Some(v), Some(i)) = (&self.variants, self.variant_of(ordinal)) {
+        if let (Some(v), Some(i)) = (&self.variants, variant) {
             if let (Some(frames), Some(push)) = (v.frames.get(i), v.pushes.get(i)) {
                 return frames[platform as usize]
                     .get_or_init(|| encode(push))

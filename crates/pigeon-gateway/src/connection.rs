@@ -477,7 +477,8 @@ impl Device {
             .iter()
             .take(room)
             .map(|p| {
-                let frame = p.frame(ordinal, platform, |push| crate::encode_push(push, platform));
+                let variant = self.app.variant_of(p, ordinal);
+                let frame = p.frame(variant, platform, |push| crate::encode_push(push, platform));
                 match self.engine.badge_for(&self.app, ordinal, platform, p) {
                     Some(badge) => frames::with_badge(&frame, badge),
                     None => frame,

@@ -194,7 +194,7 @@ impl OfflineRouter for Router {
         let mut by_vendor: BTreeMap<(&'static str, Option<usize>), Vec<VendorTarget>> =
             BTreeMap::new();
         for t in targets {
-            let variant = push.variant_of(t.ordinal);
+            let variant = push.variant_with(t.ordinal, || Some(t.registration_id.clone()));
             by_vendor.entry((t.vendor, variant)).or_default().push(t);
         }
         let mut jobs = Vec::new();

@@ -771,3 +771,92 @@ async fn batches_honor_recall_and_rate_limits() {
         "four sends at one a second (a second's worth at once) took only {took:?}"
     );
 }
+
+/// A push to an A/B test reaches offline devices through their vendor with their variant's
+/// content: one request per variant (a batching vendor never mixes two contents in one
+/// request), each listing exactly that variant's tokens; control devices get nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ab_push_reaches_vendors_with_each_variants_content() {
+    use pigeon_core::abtest::{bucket_of, variant_of_bucket};
+    use pigeon_vendors::fake_huawei::FakeHuawei;
+    let Setup { server, app, .. } = setup().await;
+    let huawei = FakeHuawei::start("10086", "10086", "hw-secret")
+        .await
+        .unwrap();
+    set_vendor(
+        &server,
+        &app.key,
+        "huawei",
+        &json!({"app_id": "10086", "client_id": "10086", "client_secret": "hw-secret",
+            "auth_url": huawei.auth_url, "base_url": huawei.base_url}),
+    );
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let (status, test) = server
+        .post(
+            &app,
+            "/v3/abtests",
+            json!({"name": "vendors", "control_weight": 20, "variants": [
+                {"name": "A", "weight": 40, "notification": {"alert": "variant A"}},
+                {"name": "B", "weight": 40, "notification": {"android": {"alert": "variant B", "title": "B"}}}]}),
+        )
+        .await;
+    assert_eq!(status, 200, "{test}");
+    let test_id = test["abtest_id"].as_str().unwrap().to_string();
+    // Where each token should go, by the published assignment.
+    let mut want: [Vec<String>; 3] = Default::default();
+    let mut rids = Vec::new();
+    for i in 0..24 {
+        let token = format!("hw-ab-{i}");
+        let d = device(
+            &server,
+            &app.key,
+            "android",
+            json!({"huawei": token.clone()}),
+        )
+        .await;
+        let slot =
+            variant_of_bucket([40, 40], bucket_of(&test_id, &d.registration_id)).unwrap_or(2);
+        want[slot].push(token);
+        rids.push(d.registration_id);
+    }
+    assert!(want.iter().all(|w| !w.is_empty()), "{want:?}");
+    server
+        .push_ok(
+            &app,
+            json!({"platform": ["android"], "audience": {"abtest": [test_id], "registration_id": rids},
+            "notification": {"alert": "the push's own"}}),
+        )
+        .await;
+    until("both variants' requests", || {
+        huawei.received.lock().len() >= 2
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let sent = huawei.received.lock().clone();
+    assert_eq!(sent.len(), 2, "one request per variant: {sent:?}");
+    let mut by_body: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+    for request in &sent {
+        let body = request["android"]["notification"]["body"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        let mut tokens: Vec<String> = request["token"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t.as_str().unwrap().to_string())
+            .collect();
+        tokens.sort();
+        by_body.insert(body, tokens);
+    }
+    for w in &mut want {
+        w.sort();
+    }
+    assert_eq!(by_body.get("variant A"), Some(&want[0]), "{sent:?}");
+    assert_eq!(by_body.get("variant B"), Some(&want[1]), "{sent:?}");
+    let all_sent: Vec<&String> = by_body.values().flatten().collect();
+    assert!(
+        want[2].iter().all(|t| !all_sent.contains(&t)),
+        "control devices get nothing"
+    );
+}

@@ -5,6 +5,7 @@ mod http;
 mod serve;
 mod simulate;
 mod storage;
+mod tls;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};

@@ -659,19 +659,57 @@ async fn handle(
         pigeon_http::set_rate_headers(response.headers_mut(), shared.engine.default_rate_state());
     }
     let status = response.status().as_u16();
-    let ms = started.elapsed().as_secs_f64() * 1000.0;
+    // Tenths of a millisecond: a number in JSON, short in text.
+    let ms = (started.elapsed().as_secs_f64() * 10_000.0).round() / 10.0;
     let app_key = response
         .extensions()
         .get::<pigeon_http::CallerApp>()
         .map(|a| a.0.clone());
+    let app_key = app_key.as_deref().unwrap_or("-");
+    let route = response
+        .extensions()
+        .get::<Route>()
+        .map_or("-", Route::as_str);
+    let msg_id = response.extensions().get::<pigeon_http::AnswerMsgId>();
     // One line per API call; not for the liveness probe, and the device WebSocket's upgrade
     // only at debug (a reconnect storm of devices would drown the API lines).
     if path == "/health" || path == DEVICE_CONNECT {
-        tracing::debug!(%method, %path, status, ms, "request");
+        tracing::debug!(%method, %route, %path, status, ms, "request");
+    } else if let Some(pigeon_http::AnswerMsgId(msg_id)) = msg_id {
+        tracing::info!(%method, %route, %path, status, ms, %app_key, %msg_id, "request");
     } else {
-        tracing::info!(%method, %path, status, ms = format_args!("{ms:.1}"), app_key = %app_key.as_deref().unwrap_or("-"), "request");
+        tracing::info!(%method, %route, %path, status, ms, %app_key, "request");
     }
     Ok(response)
+}
+
+/// The route template a request matched (`/v3/push/{msg_id}`), carried on its response for
+/// the request log: the log names routes, not ids (a path is also logged, as it came).
+#[derive(Clone, Debug)]
+struct Route(axum::extract::MatchedPath);
+
+impl Route {
+    fn as_str(&self) -> &str {
+        self.0.as_str()
+    }
+}
+
+/// Middleware on the whole router (`Router::layer`, so it runs after routing, where axum's
+/// `MatchedPath` is known): puts the matched route on the response for the request log.
+/// Unmatched requests (404) have none and are logged with route `-`.
+pub async fn record_route(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let route = request
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .cloned();
+    let mut response = next.run(request).await;
+    if let Some(route) = route {
+        response.extensions_mut().insert(Route(route));
+    }
+    response
 }
 
 fn error_response(status: StatusCode, message: &str) -> Response {

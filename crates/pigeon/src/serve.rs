@@ -112,7 +112,8 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         .layer(axum::middleware::from_fn_with_state(
             engine.clone(),
             unavailable_without_store,
-        ));
+        ))
+        .layer(axum::middleware::from_fn(crate::http::record_route));
 
     let listener = bind(cfg.listen).with_context(|| format!("listening on {}", cfg.listen))?;
     let addr = listener.local_addr()?;

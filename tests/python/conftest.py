@@ -196,12 +196,20 @@ def free_port():
 
 
 class Server:
-    def __init__(self, data, env=None, args=()):
+    """`pigeon serve` on a free port. With `ca` (a CA bundle file), the server is expected
+    to serve HTTPS (give it `--tls-cert`/`--tls-key` in `args`): `base` is https, `ws_base`
+    wss, and every request of these fixtures trusts that CA."""
+
+    def __init__(self, data, env=None, args=(), ca=None):
         self.data = data
         self.extra_env = env or {}
         self.extra_args = list(args)
         self.port = free_port()
-        self.base = f"http://127.0.0.1:{self.port}"
+        self.ca = ca
+        self.base = f"{'https' if ca else 'http'}://127.0.0.1:{self.port}"
+        self.ws_base = self.base.replace("http", "ws", 1)
+        # What `requests` verifies the server's certificate with.
+        self.verify = ca or True
         self.proc = None
         # PIGEON_TEST_STORE=postgres: a database of its own, which the CLI calls with its
         # --data find too (pigeon-on-postgres reads it from DATA.postgres-url).
@@ -227,7 +235,7 @@ class Server:
     def health(self, timeout=1):
         """GET /health: (HTTP status, JSON body or None); (None, None) when nothing answers."""
         try:
-            r = requests.get(self.base + "/health", timeout=timeout)
+            r = requests.get(self.base + "/health", timeout=timeout, verify=self.verify)
         except requests.RequestException:
             return None, None
         try:
@@ -241,7 +249,7 @@ class Server:
             if self.proc is not None and self.proc.poll() is not None:
                 raise RuntimeError(f"pigeon serve exited with {self.proc.returncode}")
             try:
-                if requests.get(self.base + "/health", timeout=1).ok:
+                if requests.get(self.base + "/health", timeout=1, verify=self.verify).ok:
                     return
             except requests.ConnectionError:
                 pass
@@ -252,6 +260,13 @@ class Server:
         """Starts `pigeon serve` and waits for it; its log goes to `stderr` (a file) when given."""
         self.spawn(stderr)
         self.wait_ready()
+
+    def ws_ssl(self):
+        """The `ssl` argument of a WebSocket connect: a context trusting `ca`, or None."""
+        if not self.ca:
+            return None
+        import ssl
+        return ssl.create_default_context(cafile=self.ca)
 
     def stop(self):
         if self.proc:
@@ -330,12 +345,16 @@ class Device:
             body["tags"] = tags
         if alias:
             body["alias"] = alias
-        r = requests.post(server.base + "/v1/devices/register", json=body, timeout=5)
+        verify = getattr(server, "verify", True)
+        r = requests.post(server.base + "/v1/devices/register", json=body, timeout=5,
+                          verify=verify)
         assert r.status_code == 200, r.text
         self.platform = platform
         self.registration_id = r.json()["registration_id"]
         self.secret = r.json()["device_secret"]
-        self.ws = connect(server.base.replace("http://", "ws://") + "/v1/connect")
+        ws_ssl = server.ws_ssl() if hasattr(server, "ws_ssl") else None
+        self.ws = connect(server.base.replace("http", "ws", 1) + "/v1/connect",
+                          **({"ssl": ws_ssl} if ws_ssl else {}))
         self.ws.send(json.dumps({"op": "hello", "registration_id": self.registration_id,
                                  "device_secret": self.secret, "sdk": "pytest/1"}))
         welcome = json.loads(self.ws.recv(timeout=5))

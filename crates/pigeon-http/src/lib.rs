@@ -20,6 +20,11 @@ pub use error::{
     ApiResult, ErrorCodes,
 };
 
+/// The msg_id an answer carries (a push accepted), set on the response by the handler for
+/// the request log, as [`CallerApp`] is for the app.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AnswerMsgId(pub u64);
+
 /// Declares a door's routes once: `ROUTES` (what `/openapi.json` is generated from) and
 /// `add_routes` (what the router is built from), from the same list, so the two cannot
 /// disagree. `routes! { State; post "/path" => handler, "Tag", "Summary", query [..], body

@@ -85,8 +85,12 @@ pub async fn push_file(State(s): State<JPush>, headers: HeaderMap, body: Body) -
     let push = parse_with_file(&s.engine, &app, &value).await?;
     let sendno = push.labels.sendno.unwrap_or(0).to_string();
     let msg_id = crate::push_api::accept(&s, &app, push, false).await?;
-    Ok(json_response(
+    let mut answer = json_response(
         StatusCode::OK,
         &json!({"sendno": sendno, "msg_id": msg_id.to_string()}),
-    ))
+    );
+    answer
+        .extensions_mut()
+        .insert(pigeon_http::AnswerMsgId(msg_id));
+    Ok(answer)
 }

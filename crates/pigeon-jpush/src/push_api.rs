@@ -51,10 +51,14 @@ async fn handle(s: JPush, headers: HeaderMap, body: Body, validate_only: bool) -
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.code, e.message))?;
     let sendno = push.labels.sendno.unwrap_or(0).to_string();
     let msg_id = accept(&s, &app, push, validate_only).await?;
-    Ok(json_response(
+    let mut answer = json_response(
         StatusCode::OK,
         &json!({"sendno": sendno, "msg_id": msg_id.to_string()}),
-    ))
+    );
+    answer
+        .extensions_mut()
+        .insert(pigeon_http::AnswerMsgId(msg_id));
+    Ok(answer)
 }
 
 /// Checks a push's own `callback.url` against the operator's address policy: not to a

@@ -22,6 +22,88 @@ pub struct ServeArgs {
     /// TOML configuration file.
     #[arg(long)]
     pub config: Option<PathBuf>,
+    /// Serve HTTPS and WSS only, with this PEM certificate chain (env PIGEON_TLS_CERT);
+    /// needs --tls-key. Read again on SIGHUP.
+    #[arg(long, value_name = "PEM")]
+    pub tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert (env PIGEON_TLS_KEY).
+    #[arg(long, value_name = "PEM")]
+    pub tls_key: Option<PathBuf>,
+    /// The log's format on stderr: text or json (one JSON object a line) [default: text]
+    /// (env PIGEON_LOG_FORMAT).
+    #[arg(long, value_enum)]
+    pub log_format: Option<LogFormat>,
+}
+
+/// How `pigeon serve` writes its log.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// One human-readable line per event, `key=value` fields.
+    #[default]
+    Text,
+    /// One JSON object per line, the event's fields at the top level.
+    Json,
+}
+
+impl std::str::FromStr for LogFormat {
+    type Err = anyhow::Error;
+    fn from_str(s: &str) -> anyhow::Result<LogFormat> {
+        match s {
+            "text" => Ok(LogFormat::Text),
+            "json" => Ok(LogFormat::Json),
+            _ => anyhow::bail!("log format must be \"text\" or \"json\", got {s:?}"),
+        }
+    }
+}
+
+/// The `[tls]` section: HTTPS on the listener when both are set.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM file of the certificate chain (leaf first), e.g. Let's Encrypt's `fullchain.pem`.
+    pub cert: Option<PathBuf>,
+    /// PEM file of its private key (PKCS#8, RSA or SEC1), e.g. `privkey.pem`.
+    pub key: Option<PathBuf>,
+}
+
+impl TlsConfig {
+    /// Both files, or neither (empty paths count as not given); one alone is an error.
+    pub fn files(&self) -> anyhow::Result<Option<crate::tls::TlsFiles>> {
+        let given = |p: &Option<PathBuf>| p.clone().filter(|p| !p.as_os_str().is_empty());
+        match (given(&self.cert), given(&self.key)) {
+            (Some(cert), Some(key)) => Ok(Some(crate::tls::TlsFiles { cert, key })),
+            (None, None) => Ok(None),
+            (Some(cert), None) => anyhow::bail!(
+                "a TLS certificate is given ({}) but no key: set --tls-key, PIGEON_TLS_KEY or \
+                 [tls] key too (HTTPS needs both)",
+                cert.display()
+            ),
+            (None, Some(key)) => anyhow::bail!(
+                "a TLS key is given ({}) but no certificate: set --tls-cert, PIGEON_TLS_CERT or \
+                 [tls] cert too (HTTPS needs both)",
+                key.display()
+            ),
+        }
+    }
+}
+
+/// The log format `pigeon serve` is asked for, before its configuration is loaded (the log
+/// is set up first): the flag, else `PIGEON_LOG_FORMAT`, else the TOML file's `log_format`.
+/// Anything unreadable here gives text; `Config::load` then reports it.
+pub fn early_log_format(args: &ServeArgs) -> LogFormat {
+    if let Some(f) = args.log_format {
+        return f;
+    }
+    if let Ok(v) = std::env::var("PIGEON_LOG_FORMAT") {
+        return v.parse().unwrap_or_default();
+    }
+    args.config
+        .as_ref()
+        .and_then(|p| std::fs::read_to_string(p).ok())
+        .and_then(|t| toml::from_str::<FileConfig>(&t).ok())
+        .and_then(|f| f.log_format)
+        .unwrap_or_default()
 }
 
 /// Everything `pigeon serve` runs with.
@@ -81,6 +163,10 @@ pub struct Config {
     pub cluster: ClusterConfig,
     /// `[geofences]`.
     pub geofences: GeofencesConfig,
+    /// `[tls]`: HTTPS on the listener.
+    pub tls: TlsConfig,
+    /// `text` or `json`.
+    pub log_format: LogFormat,
 }
 
 /// `[geofences]`: how many fences an app may have, and the length of a fence's second.
@@ -209,6 +295,8 @@ struct FileConfig {
     public_url: Option<String>,
     cluster: Option<ClusterConfig>,
     geofences: Option<GeofencesConfig>,
+    tls: Option<TlsConfig>,
+    log_format: Option<LogFormat>,
 }
 
 impl Default for Config {
@@ -240,6 +328,8 @@ impl Default for Config {
             public_url: None,
             cluster: ClusterConfig::default(),
             geofences: GeofencesConfig::default(),
+            tls: TlsConfig::default(),
+            log_format: LogFormat::Text,
         }
     }
 }
@@ -341,6 +431,12 @@ impl Config {
             if let Some(v) = f.public_url {
                 c.public_url = Some(v);
             }
+            if let Some(v) = f.tls {
+                c.tls = v;
+            }
+            if let Some(v) = f.log_format {
+                c.log_format = v;
+            }
         }
         for (key, value) in env {
             let bad = |what: &str| anyhow::anyhow!("{key}={value:?} is not {what}");
@@ -430,6 +526,11 @@ impl Config {
                     c.max_pending_connections = value.parse().map_err(|_| bad("a number"))?
                 }
                 "PIGEON_PUBLIC_URL" => c.public_url = Some(value.clone()),
+                "PIGEON_TLS_CERT" => c.tls.cert = Some(PathBuf::from(value)),
+                "PIGEON_TLS_KEY" => c.tls.key = Some(PathBuf::from(value)),
+                "PIGEON_LOG_FORMAT" => {
+                    c.log_format = value.parse().map_err(|_| bad("text or json"))?
+                }
                 "PIGEON_POSTGRES_URL" => c.cluster.postgres = Some(value.clone()),
                 "PIGEON_NATS_URL" => c.cluster.nats = Some(value.clone()),
                 "PIGEON_NODE_ID" => c.cluster.node_id = Some(value.clone()),
@@ -445,6 +546,16 @@ impl Config {
         if let Some(v) = args.listen {
             c.listen = v;
         }
+        if let Some(v) = args.tls_cert {
+            c.tls.cert = Some(v);
+        }
+        if let Some(v) = args.tls_key {
+            c.tls.key = Some(v);
+        }
+        if let Some(v) = args.log_format {
+            c.log_format = v;
+        }
+        c.tls.files()?;
         c.cluster.check()?;
         if let Some(u) = &c.public_url {
             if u.is_empty() {
@@ -520,7 +631,7 @@ mod tests {
         let args = ServeArgs {
             config: Some(file),
             data: Some("/from/flag".into()),
-            listen: None,
+            ..Default::default()
         };
         let c = Config::from_sources(args, &env).unwrap();
         assert_eq!(c.listen, "127.0.0.1:9000".parse().unwrap());
@@ -555,6 +666,49 @@ mod tests {
         let env = vec![("PIGEON_HEADER_TIMEOUT_MS".to_string(), "0".to_string())];
         let e = Config::from_sources(ServeArgs::default(), &env).unwrap_err();
         assert!(e.to_string().contains("header_timeout_ms"));
+    }
+
+    #[test]
+    fn tls_and_log_format_from_file_env_and_flags() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("pigeon.toml");
+        std::fs::write(
+            &file,
+            "log_format = \"json\"\n[tls]\ncert = \"/file/cert.pem\"\nkey = \"/file/key.pem\"\n",
+        )
+        .unwrap();
+        let args = ServeArgs {
+            config: Some(file.clone()),
+            ..Default::default()
+        };
+        assert_eq!(early_log_format(&args), LogFormat::Json);
+        let env = vec![("PIGEON_TLS_KEY".to_string(), "/env/key.pem".to_string())];
+        let args = ServeArgs {
+            config: Some(file),
+            tls_cert: Some("/flag/cert.pem".into()),
+            log_format: Some(LogFormat::Text),
+            ..Default::default()
+        };
+        let c = Config::from_sources(args, &env).unwrap();
+        let files = c.tls.files().unwrap().unwrap();
+        assert_eq!(files.cert, PathBuf::from("/flag/cert.pem"));
+        assert_eq!(files.key, PathBuf::from("/env/key.pem"));
+        assert_eq!(c.log_format, LogFormat::Text);
+        // One without the other is refused, naming what is missing.
+        let env = vec![("PIGEON_TLS_CERT".to_string(), "/env/cert.pem".to_string())];
+        let e = Config::from_sources(ServeArgs::default(), &env).unwrap_err();
+        assert!(e.to_string().contains("no key"), "{e}");
+        let env = vec![("PIGEON_LOG_FORMAT".to_string(), "xml".to_string())];
+        let e = Config::from_sources(ServeArgs::default(), &env).unwrap_err();
+        assert!(e.to_string().contains("PIGEON_LOG_FORMAT"), "{e}");
+        assert_eq!(
+            Config::from_sources(ServeArgs::default(), &[])
+                .unwrap()
+                .tls
+                .files()
+                .unwrap(),
+            None
+        );
     }
 
     #[test]

@@ -41,6 +41,7 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch, Notify};
+use tokio_rustls::TlsAcceptor;
 
 /// Longest request target answered by a handler; longer ones get 414 in JSON. hyper's own
 /// limit (the head buffer, [`MAX_HEAD_BUFFER`]) is well above, so up to there the answer is
@@ -94,33 +95,28 @@ impl Pending {
     }
 }
 
-/// A TCP stream counted among the open connections as long as it lives: after a WebSocket
-/// upgrade the stream moves into the device's task, and the count goes with it.
-struct Counted {
-    tcp: TcpStream,
+/// One open connection in the counts, as long as it lives: after a WebSocket upgrade the
+/// stream moves into the device's task, and the count goes with it.
+struct Count {
     open: Arc<AtomicUsize>,
     /// Set once the connection became a device WebSocket; it is then counted in
     /// `Shared::devices` too, until it closes.
     device: Arc<AtomicBool>,
     devices: Arc<AtomicUsize>,
-    /// hyper's own error answer, rewritten in JSON, while it is being written.
-    rewrite: Option<Box<Rewrite>>,
 }
 
-impl Counted {
-    fn new(tcp: TcpStream, open: Arc<AtomicUsize>, devices: Arc<AtomicUsize>) -> Counted {
+impl Count {
+    fn new(open: Arc<AtomicUsize>, devices: Arc<AtomicUsize>) -> Count {
         open.fetch_add(1, Ordering::Relaxed);
-        Counted {
-            tcp,
+        Count {
             open,
             device: Arc::new(AtomicBool::new(false)),
             devices,
-            rewrite: None,
         }
     }
 }
 
-impl Drop for Counted {
+impl Drop for Count {
     fn drop(&mut self) {
         self.open.fetch_sub(1, Ordering::Relaxed);
         if self.device.load(Ordering::Relaxed) {
@@ -129,17 +125,36 @@ impl Drop for Counted {
     }
 }
 
-impl AsyncRead for Counted {
+/// A connection's stream — TCP, or TLS over TCP — with its [`Count`], and the rewriting of
+/// hyper's own error answers (on the plain text, under TLS too).
+struct Counted<S> {
+    io: S,
+    count: Count,
+    /// hyper's own error answer, rewritten in JSON, while it is being written.
+    rewrite: Option<Box<Rewrite>>,
+}
+
+impl<S> Counted<S> {
+    fn new(io: S, count: Count) -> Counted<S> {
+        Counted {
+            io,
+            count,
+            rewrite: None,
+        }
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Counted<S> {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.get_mut().tcp).poll_read(cx, buf)
+        Pin::new(&mut self.get_mut().io).poll_read(cx, buf)
     }
 }
 
-impl AsyncWrite for Counted {
+impl<S: AsyncWrite + Unpin> AsyncWrite for Counted<S> {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -149,7 +164,7 @@ impl AsyncWrite for Counted {
         if let Some(done) = this.poll_rewrite(cx, buf, buf.len()) {
             return done;
         }
-        Pin::new(&mut this.tcp).poll_write(cx, buf)
+        Pin::new(&mut this.io).poll_write(cx, buf)
     }
     fn poll_write_vectored(
         self: Pin<&mut Self>,
@@ -165,16 +180,16 @@ impl AsyncWrite for Counted {
         if let Some(done) = this.poll_rewrite(cx, first, total) {
             return done;
         }
-        Pin::new(&mut this.tcp).poll_write_vectored(cx, bufs)
+        Pin::new(&mut this.io).poll_write_vectored(cx, bufs)
     }
     fn is_write_vectored(&self) -> bool {
-        self.tcp.is_write_vectored()
+        self.io.is_write_vectored()
     }
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.get_mut().tcp).poll_flush(cx)
+        Pin::new(&mut self.get_mut().io).poll_flush(cx)
     }
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.get_mut().tcp).poll_shutdown(cx)
+        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
     }
 }
 
@@ -189,7 +204,7 @@ struct Rewrite {
     written: usize,
 }
 
-impl Counted {
+impl<S: AsyncWrite + Unpin> Counted<S> {
     /// `Some` while a rewritten answer is being written (for the write of hyper's answer,
     /// `hyper_len` bytes long); `None` to write `head` through.
     fn poll_rewrite(
@@ -200,7 +215,7 @@ impl Counted {
     ) -> Option<Poll<std::io::Result<usize>>> {
         if self.rewrite.is_none() {
             // Device WebSockets after their upgrade never carry an HTTP head.
-            if self.device.load(Ordering::Relaxed) {
+            if self.count.device.load(Ordering::Relaxed) {
                 return None;
             }
             self.rewrite = Some(Box::new(Rewrite {
@@ -214,7 +229,7 @@ impl Counted {
             return None;
         }
         while rewrite.written < rewrite.bytes.len() {
-            match Pin::new(&mut self.tcp).poll_write(cx, &rewrite.bytes[rewrite.written..]) {
+            match Pin::new(&mut self.io).poll_write(cx, &rewrite.bytes[rewrite.written..]) {
                 Poll::Ready(Ok(0)) => {
                     return Some(Poll::Ready(Err(std::io::ErrorKind::WriteZero.into())))
                 }
@@ -292,16 +307,21 @@ struct Shared {
     pending: Pending,
     /// Open device WebSockets.
     devices: Arc<AtomicUsize>,
+    /// HTTPS only, when set: every connection's TLS handshake, before its first head.
+    tls: Option<TlsAcceptor>,
 }
 
 /// Serves `router` on `listener` until `shutdown` resolves; then stops accepting, lets
 /// requests in flight finish (bounded by `drain`) and returns. Upgraded connections (device
-/// WebSockets) are not waited for: the caller closes them through the engine.
+/// WebSockets) are not waited for: the caller closes them through the engine. With `tls`,
+/// every connection is TLS (HTTP/2 or HTTP/1.1 by ALPN) and nothing else is served.
+#[allow(clippy::too_many_arguments)]
 pub async fn serve(
     listener: TcpListener,
     router: Router,
     engine: Arc<Engine>,
     limits: HttpLimits,
+    tls: Option<TlsAcceptor>,
     shutdown: impl Future<Output = ()>,
     drain: Duration,
 ) {
@@ -323,6 +343,7 @@ pub async fn serve(
         limits,
         pending: Pending::default(),
         devices: Arc::new(AtomicUsize::new(0)),
+        tls,
     });
     let open = Arc::new(AtomicUsize::new(0));
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -373,7 +394,7 @@ pub async fn serve(
         if let Err(e) = tcp.set_nodelay(true) {
             tracing::debug!(error = %e, "could not set TCP_NODELAY");
         }
-        let io = Counted::new(tcp, open.clone(), shared.devices.clone());
+        let count = Count::new(open.clone(), shared.devices.clone());
         next_id += 1;
         let evict = Arc::new(Notify::new());
         shared
@@ -382,7 +403,8 @@ pub async fn serve(
         tokio::spawn(connection(
             builder.clone(),
             shared.clone(),
-            io,
+            tcp,
+            count,
             peer,
             next_id,
             evict,
@@ -417,24 +439,75 @@ fn warn_now(last: &mut Option<Instant>) -> bool {
     true
 }
 
+/// One connection: its TLS handshake when the listener has TLS, then HTTP. From its accept
+/// until its first request head is in, it is pending (evictable), and handshake and head
+/// together must be done within the header timeout, so a client that never finishes its
+/// handshake holds its place no longer than one that never finishes its head.
 #[allow(clippy::too_many_arguments)]
 async fn connection(
     builder: Arc<Builder<TokioExecutor>>,
     shared: Arc<Shared>,
-    io: Counted,
+    tcp: TcpStream,
+    count: Count,
     peer: SocketAddr,
     id: u64,
     evict: Arc<Notify>,
     mut stop: watch::Receiver<bool>,
-    _done: mpsc::Sender<()>,
+    done: mpsc::Sender<()>,
 ) {
+    let first_head = tokio::time::sleep(shared.limits.header_timeout);
+    tokio::pin!(first_head);
+    let Some(acceptor) = shared.tls.clone() else {
+        let io = Counted::new(tcp, count);
+        return http_connection(builder, shared, io, peer, id, evict, first_head, stop, done).await;
+    };
+    let tls = tokio::select! {
+        biased;
+        // Evicted mid-handshake: no request can be waiting yet.
+        _ = evict.notified() => return,
+        handshake = acceptor.accept(tcp) => match handshake {
+            Ok(tls) => tls,
+            Err(e) => {
+                shared.pending.remove(id);
+                tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                return;
+            }
+        },
+        _ = &mut first_head => {
+            shared.pending.remove(id);
+            tracing::debug!(%peer, "no TLS handshake within the header timeout: closed");
+            return;
+        }
+        _ = stopped(&mut stop) => {
+            shared.pending.remove(id);
+            return;
+        }
+    };
+    let io = Counted::new(tls, count);
+    http_connection(builder, shared, io, peer, id, evict, first_head, stop, done).await
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn http_connection<S>(
+    builder: Arc<Builder<TokioExecutor>>,
+    shared: Arc<Shared>,
+    io: Counted<S>,
+    peer: SocketAddr,
+    id: u64,
+    evict: Arc<Notify>,
+    mut first_head: Pin<&mut tokio::time::Sleep>,
+    mut stop: watch::Receiver<bool>,
+    _done: mpsc::Sender<()>,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let head = Arc::new(Notify::new());
     let head_seen = Arc::new(AtomicBool::new(false));
     let service = {
         let shared = shared.clone();
         let head = head.clone();
         let head_seen = head_seen.clone();
-        let device = io.device.clone();
+        let device = io.count.device.clone();
         hyper::service::service_fn(move |req: Request<Incoming>| {
             // The first head is in: the connection is no longer pending, so no newcomer
             // can evict it any more.
@@ -447,10 +520,9 @@ async fn connection(
     };
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
     tokio::pin!(conn);
-    // Pending: until the first head arrives, within the header timeout. hyper's own header
-    // timeout would not cover the bytes the HTTP/1-or-2 detection reads first.
-    let first_head = tokio::time::sleep(shared.limits.header_timeout);
-    tokio::pin!(first_head);
+    // Pending: until the first head arrives, within the header timeout (counted from the
+    // accept). hyper's own header timeout would not cover the bytes the HTTP/1-or-2
+    // detection reads first.
     tokio::select! {
         biased;
         _ = evict.notified() => {
@@ -587,19 +659,57 @@ async fn handle(
         pigeon_http::set_rate_headers(response.headers_mut(), shared.engine.default_rate_state());
     }
     let status = response.status().as_u16();
-    let ms = started.elapsed().as_secs_f64() * 1000.0;
+    // Tenths of a millisecond: a number in JSON, short in text.
+    let ms = (started.elapsed().as_secs_f64() * 10_000.0).round() / 10.0;
     let app_key = response
         .extensions()
         .get::<pigeon_http::CallerApp>()
         .map(|a| a.0.clone());
+    let app_key = app_key.as_deref().unwrap_or("-");
+    let route = response
+        .extensions()
+        .get::<Route>()
+        .map_or("-", Route::as_str);
+    let msg_id = response.extensions().get::<pigeon_http::AnswerMsgId>();
     // One line per API call; not for the liveness probe, and the device WebSocket's upgrade
     // only at debug (a reconnect storm of devices would drown the API lines).
     if path == "/health" || path == DEVICE_CONNECT {
-        tracing::debug!(%method, %path, status, ms, "request");
+        tracing::debug!(%method, %route, %path, status, ms, "request");
+    } else if let Some(pigeon_http::AnswerMsgId(msg_id)) = msg_id {
+        tracing::info!(%method, %route, %path, status, ms, %app_key, %msg_id, "request");
     } else {
-        tracing::info!(%method, %path, status, ms = format_args!("{ms:.1}"), app_key = %app_key.as_deref().unwrap_or("-"), "request");
+        tracing::info!(%method, %route, %path, status, ms, %app_key, "request");
     }
     Ok(response)
+}
+
+/// The route template a request matched (`/v3/push/{msg_id}`), carried on its response for
+/// the request log: the log names routes, not ids (a path is also logged, as it came).
+#[derive(Clone, Debug)]
+struct Route(axum::extract::MatchedPath);
+
+impl Route {
+    fn as_str(&self) -> &str {
+        self.0.as_str()
+    }
+}
+
+/// Middleware on the whole router (`Router::layer`, so it runs after routing, where axum's
+/// `MatchedPath` is known): puts the matched route on the response for the request log.
+/// Unmatched requests (404) have none and are logged with route `-`.
+pub async fn record_route(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let route = request
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .cloned();
+    let mut response = next.run(request).await;
+    if let Some(route) = route {
+        response.extensions_mut().insert(Route(route));
+    }
+    response
 }
 
 fn error_response(status: StatusCode, message: &str) -> Response {

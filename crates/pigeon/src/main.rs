@@ -5,6 +5,7 @@ mod http;
 mod serve;
 mod simulate;
 mod storage;
+mod tls;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -247,14 +248,24 @@ enum DeviceCommand {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
+    // Only `serve` may log JSON; its format is known before its configuration is loaded.
+    let format = match &cli.command {
+        Command::Serve(args) => config::early_log_format(args),
+        _ => config::LogFormat::Text,
+    };
+    let log = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
-        .with_writer(std::io::stderr)
+        .with_writer(std::io::stderr);
+    match format {
         // Colour codes only for a terminal: in a log file or journal they are noise.
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+        config::LogFormat::Text => log
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+        // One object a line, the event's fields (method, route, status, ...) at the top level.
+        config::LogFormat::Json => log.json().flatten_event(true).with_ansi(false).init(),
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -17,6 +17,11 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 
 pub async fn run(cfg: Config) -> anyhow::Result<()> {
+    // The certificate first: a wrong file is told at once, before any state is loaded.
+    let tls = match cfg.tls.files()? {
+        Some(files) => Some(Arc::new(crate::tls::Tls::load(files)?)),
+        None => None,
+    };
     let fd_limit = raise_fd_limit();
     spawn_heap_trimmer();
     std::fs::create_dir_all(&cfg.data)
@@ -107,11 +112,16 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         .layer(axum::middleware::from_fn_with_state(
             engine.clone(),
             unavailable_without_store,
-        ));
+        ))
+        .layer(axum::middleware::from_fn(crate::http::record_route));
 
     let listener = bind(cfg.listen).with_context(|| format!("listening on {}", cfg.listen))?;
     let addr = listener.local_addr()?;
     let limits = http_limits(&cfg, fd_limit);
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    if let Some(tls) = &tls {
+        reload_on_hangup(tls.clone())?;
+    }
     tracing::info!(
         data = %cfg.data.display(),
         max_connections = limits.max_connections,
@@ -119,7 +129,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         max_devices = limits.max_devices,
         header_timeout_ms = cfg.header_timeout_ms,
         body_timeout_ms = cfg.body_timeout_ms,
-        "pigeon listening on http://{addr}"
+        "pigeon listening on {scheme}://{addr}"
     );
 
     let shutdown_engine = engine.clone();
@@ -130,6 +140,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         app,
         engine.clone(),
         limits,
+        tls.as_ref().map(|t| t.acceptor.clone()),
         async move {
             shutdown_signal().await;
             tracing::info!("shutting down: closing device connections with 1001");
@@ -290,6 +301,29 @@ fn openapi_document() -> serde_json::Value {
         doc["paths"][path]["get"]["security"] = serde_json::json!([]);
     }
     doc
+}
+
+/// `SIGHUP` reads the certificate and key again (new connections get the new pair; a bad
+/// pair is logged and the old one kept).
+fn reload_on_hangup(tls: Arc<crate::tls::Tls>) -> anyhow::Result<()> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut hangups = signal(SignalKind::hangup()).context("listening for SIGHUP")?;
+        tokio::spawn(async move {
+            while hangups.recv().await.is_some() {
+                tracing::info!(cert = %tls.files.cert.display(), "SIGHUP: reloading the TLS certificate and key");
+                let tls = tls.clone();
+                // File reads: off the async workers.
+                if let Err(e) = tokio::task::spawn_blocking(move || tls.reload()).await {
+                    tracing::error!(error = %e, "TLS reload failed");
+                }
+            }
+        });
+    }
+    #[cfg(not(unix))]
+    let _ = tls;
+    Ok(())
 }
 
 async fn shutdown_signal() {

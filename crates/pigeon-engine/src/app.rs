@@ -108,6 +108,9 @@ pub(crate) struct Devices {
     /// Per A/B test of the app, its devices by variant: kept with the index, so a push's
     /// split is a few intersections.
     pub abtests: HashMap<String, pigeon_core::VariantBuckets>,
+    /// Devices changed through this node, with the number of their latest change
+    /// (`Engine::next_device_edit`), until the change feed has been read past it.
+    pub edited: HashMap<Ordinal, u64>,
 }
 
 /// Most targets a push may have to be listed under each of them; wider pushes (broadcasts,
@@ -281,6 +284,36 @@ impl Devices {
             }
         }
         members
+    }
+
+    /// [`Devices::apply`] for a change made through this node, numbered `edit`.
+    pub fn apply_edit(&mut self, record: DeviceRecord, edit: u64) {
+        self.edited.insert(record.ordinal, edit);
+        self.apply(record);
+    }
+
+    /// [`Devices::apply`] for a record the change feed gave, from a page read when
+    /// `edits_before` device changes had been made through this node: a device changed here
+    /// since then keeps its newer state (that change comes later in the feed). False when
+    /// skipped.
+    pub fn apply_read(&mut self, record: DeviceRecord, edits_before: u64) -> bool {
+        if self
+            .edited
+            .get(&record.ordinal)
+            .is_some_and(|e| *e > edits_before)
+        {
+            return false;
+        }
+        self.apply(record);
+        true
+    }
+
+    /// Forgets the changes made through this node up to `edits_before`: the feed has been
+    /// read past them.
+    pub fn forget_edits(&mut self, edits_before: u64) {
+        if !self.edited.is_empty() {
+            self.edited.retain(|_, e| *e > edits_before);
+        }
     }
 
     /// Makes `record` the device's current state in memory (after it is durable).

@@ -597,11 +597,19 @@ impl Engine {
         let _one_reader = cluster.feed_reader.lock().await;
         loop {
             let cursor = self.feed_cursor.load(Ordering::Acquire);
+            // Device changes made here after this point may be newer than what the page
+            // holds for the same devices.
+            let edits_before = self.device_edits.load(Ordering::Acquire);
             match self.store.changes_since(cursor, FEED_PAGE).await {
                 Ok((changes, next)) => {
                     let full = changes.len() >= FEED_PAGE;
-                    match self.apply_changes(changes).await {
-                        Ok(()) => self.feed_cursor.store(next, Ordering::Release),
+                    match self.apply_changes(changes, edits_before).await {
+                        Ok(()) => {
+                            self.feed_cursor.store(next, Ordering::Release);
+                            for app in self.apps() {
+                                app.devices.write().forget_edits(edits_before);
+                            }
+                        }
                         Err(e) => {
                             tracing::warn!(error = %e, "could not apply the change feed");
                             return;
@@ -620,7 +628,11 @@ impl Engine {
     }
 
     /// Applies changes read from the feed.
-    async fn apply_changes(&self, changes: Vec<Change>) -> Result<(), EngineError> {
+    async fn apply_changes(
+        &self,
+        changes: Vec<Change>,
+        edits_before: u64,
+    ) -> Result<(), EngineError> {
         for change in changes {
             match change {
                 Change::Device(record) => {
@@ -635,7 +647,7 @@ impl Engine {
                     self.devices_by_rid
                         .write()
                         .insert(rid, (app.clone(), ordinal));
-                    app.devices.write().apply(*record);
+                    app.devices.write().apply_read(*record, edits_before);
                 }
                 Change::Push {
                     app_key,

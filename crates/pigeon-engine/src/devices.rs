@@ -146,7 +146,7 @@ impl Engine {
         {
             let mut devices = app.devices.write();
             for record in changed {
-                devices.apply(record);
+                devices.apply_edit(record, self.next_device_edit());
             }
         }
         self.announce_change();

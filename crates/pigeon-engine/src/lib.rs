@@ -175,6 +175,9 @@ pub struct Engine {
     cluster: std::sync::OnceLock<Arc<cluster::Cluster>>,
     /// Where this node is in the store's change feed (taken before anything was loaded).
     feed_cursor: AtomicU64,
+    /// Counts device changes made through this node, so that a change feed page read before
+    /// one of them never puts back the state it replaced (`Devices::apply_read`).
+    pub(crate) device_edits: AtomicU64,
     /// How long one second of a geofence's `stay_s` and `cooldown_s` lasts.
     geofence_second_ms: AtomicU64,
     max_geofences: AtomicU64,
@@ -205,6 +208,7 @@ impl Engine {
             scheduler: std::sync::OnceLock::new(),
             cluster: std::sync::OnceLock::new(),
             feed_cursor: AtomicU64::new(feed_cursor),
+            device_edits: AtomicU64::new(0),
             geofence_second_ms: AtomicU64::new(1000),
             max_geofences: AtomicU64::new(geofences::DEFAULT_MAX_PER_APP),
         });
@@ -456,7 +460,9 @@ impl Engine {
         self.devices_by_rid
             .write()
             .insert(registration_id.clone(), (app.clone(), record.ordinal));
-        app.devices.write().apply(record);
+        app.devices
+            .write()
+            .apply_edit(record, self.next_device_edit());
         self.announce_change();
         Ok(Registered {
             registration_id,
@@ -1160,6 +1166,11 @@ impl Engine {
     /// Resolves the next time the delivery checkpoint writes callback events.
     pub fn events_written(&self) -> tokio::sync::futures::Notified<'_> {
         self.events_written.notified()
+    }
+
+    /// A number for a device change made through this node, above every one before.
+    pub(crate) fn next_device_edit(&self) -> u64 {
+        self.device_edits.fetch_add(1, Ordering::AcqRel) + 1
     }
 
     /// Every app, in no particular order.

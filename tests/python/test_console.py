@@ -16,6 +16,7 @@ import time
 import pytest
 import requests
 from selenium import webdriver
+from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import Select, WebDriverWait
@@ -75,7 +76,8 @@ def severe_logs(driver, allowed=()):
 
 def wait(driver, check, limit=10, what="condition"):
     try:
-        return WebDriverWait(driver, limit, poll_frequency=0.1).until(lambda d: check(d))
+        return WebDriverWait(driver, limit, poll_frequency=0.1, ignored_exceptions=(
+            StaleElementReferenceException, NoSuchElementException)).until(lambda d: check(d))
     except Exception as e:  # noqa: BLE001 - name what was waited for
         raise AssertionError(f"waited {limit} s for {what}: {e}") from None
 
@@ -85,8 +87,11 @@ def el(driver, css):
 
 
 def visible(driver, css):
-    found = driver.find_elements(By.CSS_SELECTOR, css)
-    return found[0] if found and found[0].is_displayed() else None
+    try:
+        found = driver.find_elements(By.CSS_SELECTOR, css)
+        return found[0] if found and found[0].is_displayed() else None
+    except StaleElementReferenceException:  # the page redrew it meanwhile: look again
+        return None
 
 
 def shot(driver, name):
@@ -97,7 +102,10 @@ def shot(driver, name):
 
 
 def value_of(driver, scope, bar):
-    return el(driver, f'{scope} [data-value="{bar}"]').text
+    try:
+        return el(driver, f'{scope} [data-value="{bar}"]').text
+    except (StaleElementReferenceException, NoSuchElementException):
+        return None
 
 
 def fits_width(driver):

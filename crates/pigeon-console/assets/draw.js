@@ -33,8 +33,8 @@ function patterns(defs, prefix) {
 const pct = (n, of) => (of > 0 ? ` (${Math.round((100 * n) / of)}%)` : "");
 
 // Horizontal bars, one per [label, value], scaled to the largest (or `max`).
-export function bars(rows, { title, max, width = 560 } = {}) {
-  const rowH = 26, labelW = 130, numW = 110;
+export function bars(rows, { title, max, width = 400 } = {}) {
+  const rowH = 24, labelW = 118, numW = 72;
   const h = rows.length * rowH + 6;
   const defs = svg("defs");
   const fills = patterns(defs, `p${++uid}`);

@@ -276,8 +276,13 @@ pub async fn sign_in(State(s): State<Console>, ext: axum::http::Extensions, body
         }
     };
     let id = s.sessions.create(who.clone());
-    let mut response =
-        pigeon_http::json_response(StatusCode::OK, &who_json(&who, s.operator_token.is_some()));
+    let mut body = who_json(&who, s.operator_token.is_some());
+    if let Who::App(key) = &who {
+        if let Ok(Some(app)) = s.engine.app(key).await {
+            body["app_name"] = json!(app.name);
+        }
+    }
+    let mut response = pigeon_http::json_response(StatusCode::OK, &body);
     response.headers_mut().insert(
         header::SET_COOKIE,
         session_cookie(&id, SESSION_TTL.as_secs()),

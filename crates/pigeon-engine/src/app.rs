@@ -42,6 +42,10 @@ pub struct AppState {
     /// push when it expires. Dropped a minute past the push's expiry, unreported (a
     /// recalled or overridden push is never reported at expiry).
     pub(crate) vendor_failures: Mutex<HashMap<u64, VendorFailures>>,
+    /// What each channel carried of pushes retired before they expire (every target acked
+    /// them), until they expire: (expires_ms, by channel). At most
+    /// [`MAX_RETIRED_CHANNELS`]; beyond, a push's channels are not recorded.
+    pub(crate) retired_channels: Mutex<HashMap<u64, (u64, Vec<crate::report::ChannelCounts>)>>,
     pub(crate) rate: Mutex<crate::limits::RateWindow>,
     pub(crate) badges: Mutex<Badges>,
     /// Devices the app's backend blocked (Getui's black list): resolving an audience leaves
@@ -365,6 +369,7 @@ impl AppState {
             push_events: Mutex::new(Vec::new()),
             retired: Mutex::new(HashMap::default()),
             vendor_failures: Mutex::new(HashMap::default()),
+            retired_channels: Mutex::new(HashMap::default()),
             rate: Mutex::new(Default::default()),
             badges: Mutex::new(Badges::default()),
             blocked: RwLock::new(RoaringBitmap::new()),
@@ -471,6 +476,14 @@ impl AppState {
                 },
             );
         }
+        let mut channels = self.retired_channels.lock();
+        if channels.len() < MAX_RETIRED_CHANNELS {
+            channels.insert(
+                push.msg_id(),
+                (push.expires_ms(), crate::report::channel_counts(push)),
+            );
+        }
+        drop(channels);
         self.live.write().retire(push.msg_id());
     }
 
@@ -639,6 +652,9 @@ impl AppState {
     /// Drops pushes that expired before `cutoff_ms`.
     pub(crate) fn evict_expired(&self, cutoff_ms: u64) -> usize {
         self.retired.lock().retain(|_, r| r.expires_ms >= cutoff_ms);
+        self.retired_channels
+            .lock()
+            .retain(|_, (expires_ms, _)| *expires_ms >= cutoff_ms);
         self.vendor_failures
             .lock()
             .retain(|_, f| f.expires_ms + 60_000 >= cutoff_ms);
@@ -655,6 +671,9 @@ pub(crate) struct VendorFailures {
     /// Devices the vendor refused the push for, by its reason.
     pub refused: Vec<(String, RoaringBitmap)>,
 }
+
+/// Retired pushes whose channels are kept until they expire.
+const MAX_RETIRED_CHANNELS: usize = 100_000;
 
 /// Distinct refusal reasons kept per push; others are counted under the last.
 const MAX_REASONS: usize = 16;

@@ -369,6 +369,23 @@ impl Engine {
         Ok(self.store.stop_sms(msg_id).await?)
     }
 
+    /// Devices with `tag`, oldest first, at most `limit`, and how many have it.
+    pub fn tag_devices(&self, app: &AppState, tag: &str, limit: usize) -> (Vec<DeviceRecord>, u64) {
+        let devices = app.devices.read();
+        let members = devices.index.tag_members(tag);
+        let found = members
+            .iter()
+            .take(limit)
+            .filter_map(|o| devices.record(o).cloned())
+            .collect();
+        (found, members.len())
+    }
+
+    /// The badge number the server keeps for a device.
+    pub fn badge_of(&self, app: &AppState, ordinal: Ordinal) -> u32 {
+        app.badges.lock().get(ordinal)
+    }
+
     /// Presence of each registration id; `None` where it is not a device of this app.
     pub async fn device_presence(
         &self,

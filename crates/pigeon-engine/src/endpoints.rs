@@ -89,4 +89,14 @@ impl Engine {
             .replay_batch(endpoint.id, delivery_id, now_ms())
             .await?)
     }
+
+    /// An endpoint's batches still to be sent or retried (not dead-lettered): how far it
+    /// lags.
+    pub async fn pending_batches(
+        &self,
+        endpoint: &CallbackEndpoint,
+    ) -> Result<Vec<CallbackBatch>, EngineError> {
+        let batches = self.store.callback_batches(endpoint.id).await?;
+        Ok(batches.into_iter().filter(|b| !b.dead).collect())
+    }
 }

@@ -35,6 +35,9 @@ pub struct LivePush {
     any_held: AtomicBool,
     /// A push to an A/B test: each variant's devices and what they get.
     variants: Option<Box<LiveVariants>>,
+    /// Devices each vendor took it for (the rest of `sent` went over Pigeon's connection).
+    /// Kept in memory only, while the push is live.
+    by_vendor: Mutex<Vec<(Box<str>, RoaringBitmap)>>,
 }
 
 /// The variants of a push to an A/B test, as its devices get them.
@@ -69,6 +72,7 @@ impl LivePush {
             held: Mutex::new(RoaringBitmap::new()),
             any_held: AtomicBool::new(false),
             variants: None,
+            by_vendor: Mutex::new(Vec::new()),
         }
     }
 
@@ -229,6 +233,26 @@ impl LivePush {
     pub fn mark_sent(&self, ordinal: Ordinal) -> (bool, bool) {
         let newly = self.sent.lock().insert(ordinal);
         (newly, newly && !self.dirty.swap(true, Ordering::AcqRel))
+    }
+
+    /// Records that `vendor` took it for `ordinal`.
+    pub(crate) fn mark_vendor_sent(&self, ordinal: Ordinal, vendor: &str) {
+        let mut all = self.by_vendor.lock();
+        match all.iter_mut().find(|(v, _)| &**v == vendor) {
+            Some((_, devices)) => {
+                devices.insert(ordinal);
+            }
+            None => all.push((vendor.into(), std::iter::once(ordinal).collect())),
+        }
+    }
+
+    /// The devices each vendor took it for, as far as this node saw.
+    pub fn vendor_sent_sets(&self) -> Vec<(String, RoaringBitmap)> {
+        self.by_vendor
+            .lock()
+            .iter()
+            .map(|(v, d)| (v.to_string(), d.clone()))
+            .collect()
     }
 
     /// Stops (or, if the recall could not be recorded, resumes) every further delivery.

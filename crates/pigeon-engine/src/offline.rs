@@ -347,6 +347,9 @@ impl Engine {
         if first {
             app.dirty.lock().push(push.clone());
         }
+        if newly_sent {
+            push.mark_vendor_sent(ordinal, vendor);
+        }
         if newly_sent && app.reports_stages(&push.push) {
             app.push_events.lock().push(PushStage {
                 msg_id: push.msg_id(),

@@ -252,3 +252,164 @@ impl Engine {
         })
     }
 }
+
+/// What one channel carried of a push: Pigeon's own connection (`"pigeon"`) or a vendor.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChannelCounts {
+    pub channel: String,
+    pub sent: u64,
+    pub delivered: u64,
+}
+
+/// One of an app's latest pushes, counted, for a list of pushes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PushSummary {
+    pub counts: PushCounts,
+    /// By channel, kept in memory on this node until the push expires; `None`: not recorded.
+    pub channels: Option<Vec<ChannelCounts>>,
+}
+
+/// Everything known of one push, for a page about it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PushDetail {
+    pub push: pigeon_core::Push,
+    pub report: PushReport,
+    /// By channel, kept in memory on this node until the push expires; `None`: not recorded.
+    pub channels: Option<Vec<ChannelCounts>>,
+    /// Targets that have not acked it, by reason, largest first.
+    pub undelivered: Vec<(String, u64)>,
+    pub recalled_ms: Option<u64>,
+    pub expires_ms: u64,
+}
+
+/// Per channel from a live push's sets: the vendors' devices, and the rest of `sent` as
+/// Pigeon's connection.
+pub(crate) fn channel_counts(live: &crate::LivePush) -> Vec<ChannelCounts> {
+    let (sent, delivered) = live.sets();
+    let mut by_vendor = RoaringBitmap::new();
+    let mut out = Vec::new();
+    for (vendor, devices) in live.vendor_sent_sets() {
+        by_vendor |= &devices;
+        out.push(ChannelCounts {
+            channel: vendor,
+            sent: devices.len(),
+            delivered: devices.intersection_len(&delivered),
+        });
+    }
+    let own = &sent - &by_vendor;
+    out.insert(
+        0,
+        ChannelCounts {
+            channel: "pigeon".into(),
+            sent: own.len(),
+            delivered: own.intersection_len(&delivered),
+        },
+    );
+    out
+}
+
+/// A push's channels: from the live push, else as it was when retired.
+fn channels_of(
+    app: &AppState,
+    live: Option<&crate::LivePush>,
+    msg_id: u64,
+) -> Option<Vec<ChannelCounts>> {
+    match live {
+        Some(l) => Some(channel_counts(l)),
+        None => app
+            .retired_channels
+            .lock()
+            .get(&msg_id)
+            .map(|(_, c)| c.clone()),
+    }
+}
+
+impl Engine {
+    /// The app's latest pushes, newest first, at most `limit`; those still live counted from
+    /// memory (fresher than the last checkpoint) and split by channel.
+    pub async fn recent_pushes(
+        &self,
+        app: &AppState,
+        limit: u32,
+    ) -> Result<Vec<PushSummary>, EngineError> {
+        let all = self.store.recent_push_counts(&app.app_key, limit).await?;
+        let mut out = Vec::with_capacity(all.len());
+        for mut counts in all {
+            let live = app.live_push(counts.msg_id);
+            if live.is_some() {
+                if let Some(r) = self.push_report(app, counts.msg_id).await? {
+                    counts.targets = r.total.targets;
+                    counts.sent = r.total.sent;
+                    counts.delivered = r.total.delivered;
+                    counts.clicked = r.total.clicked;
+                }
+            }
+            out.push(PushSummary {
+                channels: channels_of(app, live.as_deref(), counts.msg_id),
+                counts,
+            });
+        }
+        Ok(out)
+    }
+
+    /// A push of this app with its report, its channels and why its other targets have not
+    /// got it; `None` if there is no such push.
+    pub async fn push_detail(
+        &self,
+        app: &AppState,
+        msg_id: u64,
+    ) -> Result<Option<PushDetail>, EngineError> {
+        let Some(report) = self.push_report(app, msg_id).await? else {
+            return Ok(None);
+        };
+        let live = app.live_push(msg_id);
+        let (push, audience, delivered) = match &live {
+            Some(l) => (l.push.clone(), l.audience.clone(), l.sets().1),
+            None => match self.store.load_push(&app.app_key, msg_id).await? {
+                Some(p) => (p.push, p.audience, p.delivered),
+                None => return Ok(None),
+            },
+        };
+        let recalled_ms = self.store.recalled_at(msg_id).await?;
+        let expires_ms = push.expires_ms();
+        let mut missed = &audience - &delivered;
+        let mut undelivered = Vec::new();
+        let mut take = |reason: String, devices: &RoaringBitmap, missed: &mut RoaringBitmap| {
+            let n = missed.intersection_len(devices);
+            if n > 0 {
+                *missed -= devices;
+                undelivered.push((reason, n));
+            }
+        };
+        if let Some(failures) = app.vendor_failures.lock().get(&msg_id) {
+            take(
+                "vendor said the device's token is dead".into(),
+                &failures.dead,
+                &mut missed,
+            );
+            for (reason, devices) in &failures.refused {
+                take(format!("vendor rejected: {reason}"), devices, &mut missed);
+            }
+        }
+        let rest = missed.clone();
+        let why = if recalled_ms.is_some() {
+            "recalled"
+        } else if report.overridden_by.is_some() {
+            "overridden by a newer push"
+        } else if expires_ms <= crate::now_ms() {
+            "expired before the device connected"
+        } else {
+            "waiting: not connected, no vendor channel took it"
+        };
+        take(why.into(), &rest, &mut missed);
+        undelivered.sort_by_key(|u| std::cmp::Reverse(u.1));
+        Ok(Some(PushDetail {
+            channels: channels_of(app, live.as_deref(), msg_id),
+            push,
+            report,
+            undelivered,
+            recalled_ms,
+            expires_ms,
+        }))
+    }
+}

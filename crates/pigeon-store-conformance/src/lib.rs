@@ -138,6 +138,7 @@ macro_rules! __single_node_bodies {
             an_override_marks_the_push_it_replaces,
             save_delivered_replaces_the_last_checkpoint,
             clicks_and_push_counts_between,
+            recent_push_counts_are_newest_first_and_limited,
             credentials_are_sealed_and_read_back,
             the_credentials_version_follows_every_change,
             schedules_are_put_replaced_listed_and_deleted,

@@ -556,3 +556,58 @@ pub async fn clicks_and_push_counts_between(store: DynStore) {
         [(3, 1)]
     );
 }
+
+pub async fn recent_push_counts_are_newest_first_and_limited(store: DynStore) {
+    for (msg_id, sent_ms) in [(1, 1_000), (2, 2_000), (3, 1_500)] {
+        store
+            .insert_push(
+                "k",
+                &push(msg_id, sent_ms, 600),
+                &bitmap([0, 1]),
+                Vec::new(),
+            )
+            .await
+            .unwrap();
+    }
+    store
+        .insert_push("other", &push(4, 3_000, 600), &bitmap([0]), Vec::new())
+        .await
+        .unwrap();
+    store
+        .save_delivered(
+            vec![Checkpoint {
+                msg_id: 2,
+                sent: bitmap([0, 1]),
+                delivered: bitmap([1]),
+            }],
+            Vec::new(),
+        )
+        .await
+        .unwrap();
+    let ids = |all: Vec<PushCounts>| all.iter().map(|c| c.msg_id).collect::<Vec<_>>();
+    assert_eq!(
+        ids(store.recent_push_counts("k", 10).await.unwrap()),
+        [3, 2, 1]
+    );
+    let two = store.recent_push_counts("k", 2).await.unwrap();
+    assert_eq!(ids(two.clone()), [3, 2]);
+    assert_eq!(
+        (
+            two[1].targets,
+            two[1].sent,
+            two[1].delivered,
+            two[1].clicked
+        ),
+        (2, 2, 1, 0)
+    );
+    assert_eq!(
+        ids(store.recent_push_counts("other", 10).await.unwrap()),
+        [4]
+    );
+    assert!(store
+        .recent_push_counts("none", 10)
+        .await
+        .unwrap()
+        .is_empty());
+    assert!(store.recent_push_counts("k", 0).await.unwrap().is_empty());
+}

@@ -1310,6 +1310,44 @@ impl PushStore for PostgresStore {
         })
     }
 
+    fn recent_push_counts(&self, app_key: &str, limit: u32) -> StoreFuture<'_, Vec<PushCounts>> {
+        let app_key = app_key.to_string();
+        Box::pin(async move {
+            let c = self.client().await?;
+            let rows = query(
+                &c,
+                "recent_push_counts",
+                "SELECT p.msg_id, p.sent_ms, p.label_group, p.audience, d.sent, d.delivered,
+                    (SELECT COUNT(DISTINCT e.ordinal) FROM device_events e
+                     WHERE e.msg_id = p.msg_id AND e.kind = 'click' AND e.app_key = p.app_key)
+                 FROM pushes p LEFT JOIN LATERAL (
+                     SELECT array_agg(sent) AS sent, array_agg(delivered) AS delivered
+                     FROM deliveries WHERE msg_id = p.msg_id
+                 ) d ON true
+                 WHERE p.app_key = $1
+                 ORDER BY p.msg_id DESC LIMIT $2",
+                &[&app_key, &i64::from(limit)],
+            )
+            .await?;
+            rows.iter()
+                .map(|r| {
+                    let msg_id = to_u64(col(r, 0)?);
+                    let what = |part: &str| format!("push {msg_id} {part}");
+                    let audience: Vec<u8> = col(r, 3)?;
+                    Ok(PushCounts {
+                        msg_id,
+                        sent_ms: to_u64(col(r, 1)?),
+                        group: col(r, 2)?,
+                        targets: deserialize_bitmap(&audience, &what("audience"))?.len(),
+                        sent: union_bitmaps(col(r, 4)?, &what("sent"))?.len(),
+                        delivered: union_bitmaps(col(r, 5)?, &what("delivered"))?.len(),
+                        clicked: to_u64(col(r, 6)?),
+                    })
+                })
+                .collect()
+        })
+    }
+
     fn load_live_pushes(&self, app_key: &str, now_ms: u64) -> StoreFuture<'_, Vec<StoredPush>> {
         let app_key = app_key.to_string();
         Box::pin(async move {

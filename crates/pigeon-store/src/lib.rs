@@ -178,6 +178,9 @@ pub trait PushStore: Send + Sync + 'static {
         from_ms: u64,
         to_ms: u64,
     ) -> StoreFuture<'_, Vec<PushCounts>>;
+    /// The app's latest pushes, newest first (by msg_id), at most `limit`, with their counts
+    /// as of the last checkpoint (the console's list of pushes).
+    fn recent_push_counts(&self, app_key: &str, limit: u32) -> StoreFuture<'_, Vec<PushCounts>>;
     /// Pushes of an app still deliverable at `now_ms`, oldest first, with who has acked them.
     fn load_live_pushes(&self, app_key: &str, now_ms: u64) -> StoreFuture<'_, Vec<StoredPush>>;
     /// The highest msg_id ever stored (0 if none).

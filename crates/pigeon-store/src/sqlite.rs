@@ -2023,6 +2023,37 @@ impl PushStore for SqliteStore {
         }))
     }
 
+    fn recent_push_counts(&self, app_key: &str, limit: u32) -> StoreFuture<'_, Vec<PushCounts>> {
+        let app_key = app_key.to_string();
+        Box::pin(self.read(move |c| {
+            let mut st = c.prepare_cached(
+                "SELECT p.msg_id, p.sent_ms, json_extract(p.body, '$.labels.group'), p.audience,
+                        d.sent, d.delivered,
+                        (SELECT COUNT(DISTINCT e.ordinal) FROM device_events e
+                         WHERE e.msg_id = p.msg_id AND e.kind = 'click' AND e.app_key = p.app_key)
+                 FROM pushes p LEFT JOIN deliveries d ON d.msg_id = p.msg_id
+                 WHERE p.app_key = ?1
+                 ORDER BY p.msg_id DESC LIMIT ?2",
+            )?;
+            let mut rows = st.query(params![app_key, i64::from(limit)])?;
+            let mut out = Vec::new();
+            while let Some(r) = rows.next()? {
+                let msg_id = to_u64(r.get(0)?);
+                let what = |part: &str| format!("push {msg_id} {part}");
+                out.push(PushCounts {
+                    msg_id,
+                    sent_ms: to_u64(r.get(1)?),
+                    group: r.get(2)?,
+                    targets: deserialize_bitmap(Some(r.get(3)?), &what("audience"))?.len(),
+                    sent: deserialize_bitmap(r.get(4)?, &what("sent"))?.len(),
+                    delivered: deserialize_bitmap(r.get(5)?, &what("delivered"))?.len(),
+                    clicked: to_u64(r.get(6)?),
+                });
+            }
+            Ok(out)
+        }))
+    }
+
     fn record_event(&self, e: DeviceEvent, events: Vec<NewEvent>) -> StoreFuture<'_, ()> {
         Box::pin(self.write(move |c| {
             write_events(c, &events)?;

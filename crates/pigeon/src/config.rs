@@ -159,6 +159,9 @@ pub struct Config {
     /// what they send as Host (a proxy in between): the Getui legacy door's discovery answers
     /// with `<public_url>/serviceex`.
     pub public_url: Option<String>,
+    /// The operator token of the web console (`/console/`): signing in with it sees every
+    /// app. `None`: operators cannot sign in (apps still can, with their own secret).
+    pub console_token: Option<String>,
     /// Cluster mode: state in PostgreSQL, nodes talking through NATS (`[cluster]`).
     pub cluster: ClusterConfig,
     /// `[geofences]`.
@@ -293,6 +296,7 @@ struct FileConfig {
     max_connections: Option<usize>,
     max_pending_connections: Option<usize>,
     public_url: Option<String>,
+    console_token: Option<String>,
     cluster: Option<ClusterConfig>,
     geofences: Option<GeofencesConfig>,
     tls: Option<TlsConfig>,
@@ -326,6 +330,7 @@ impl Default for Config {
             max_connections: 0,
             max_pending_connections: 0,
             public_url: None,
+            console_token: None,
             cluster: ClusterConfig::default(),
             geofences: GeofencesConfig::default(),
             tls: TlsConfig::default(),
@@ -437,6 +442,9 @@ impl Config {
             if let Some(v) = f.log_format {
                 c.log_format = v;
             }
+            if let Some(v) = f.console_token {
+                c.console_token = Some(v);
+            }
         }
         for (key, value) in env {
             let bad = |what: &str| anyhow::anyhow!("{key}={value:?} is not {what}");
@@ -531,6 +539,7 @@ impl Config {
                 "PIGEON_LOG_FORMAT" => {
                     c.log_format = value.parse().map_err(|_| bad("text or json"))?
                 }
+                "PIGEON_CONSOLE_TOKEN" => c.console_token = Some(value.clone()),
                 "PIGEON_POSTGRES_URL" => c.cluster.postgres = Some(value.clone()),
                 "PIGEON_NATS_URL" => c.cluster.nats = Some(value.clone()),
                 "PIGEON_NODE_ID" => c.cluster.node_id = Some(value.clone()),
@@ -562,6 +571,15 @@ impl Config {
                 c.public_url = None;
             } else if !(u.starts_with("http://") || u.starts_with("https://")) {
                 anyhow::bail!("public_url must start with http:// or https://, got {u:?}");
+            }
+        }
+        if let Some(t) = &c.console_token {
+            if t.is_empty() {
+                c.console_token = None;
+            } else if t.len() < 16 {
+                anyhow::bail!(
+                    "console_token / PIGEON_CONSOLE_TOKEN must be at least 16 characters (it signs in to every app)"
+                );
             }
         }
         if c.geofences.second_ms == 0 {
@@ -709,6 +727,30 @@ mod tests {
                 .unwrap(),
             None
         );
+    }
+
+    #[test]
+    fn the_console_token_comes_from_file_or_env_and_must_be_long() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("pigeon.toml");
+        std::fs::write(&file, "console_token = \"from-the-file-0123456789\"\n").unwrap();
+        let args = ServeArgs {
+            config: Some(file),
+            ..Default::default()
+        };
+        let c = Config::from_sources(args, &[]).unwrap();
+        assert_eq!(c.console_token.as_deref(), Some("from-the-file-0123456789"));
+        assert_eq!(Config::default().console_token, None);
+        let env = vec![("PIGEON_CONSOLE_TOKEN".to_string(), "".to_string())];
+        assert_eq!(
+            Config::from_sources(ServeArgs::default(), &env)
+                .unwrap()
+                .console_token,
+            None
+        );
+        let env = vec![("PIGEON_CONSOLE_TOKEN".to_string(), "short".to_string())];
+        let e = Config::from_sources(ServeArgs::default(), &env).unwrap_err();
+        assert!(e.to_string().contains("at least 16"));
     }
 
     #[test]

@@ -93,6 +93,13 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     };
     let app = Router::new()
         .merge(pigeon_admin::router(engine.clone()))
+        // The web console: its own routes under /console, not in /openapi.json.
+        .merge(pigeon_console::router(
+            engine.clone(),
+            pigeon_console::ConsoleConfig {
+                operator_token: cfg.console_token.clone(),
+            },
+        ))
         .merge(
             pigeon_jpush::router(engine.clone())
                 .await

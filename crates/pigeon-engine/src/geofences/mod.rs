@@ -14,6 +14,7 @@ mod index;
 mod rules;
 
 pub use index::{haversine_m, FenceIndex, EARTH_RADIUS_M};
+pub use pigeon_store::{FENCE_ENTER, FENCE_LEAVE, FENCE_STAY};
 pub use rules::{on_report, on_stay_due, Action, Judged, Rules, Standings, StayDue, Track};
 
 use crate::app::AppState;

@@ -360,3 +360,14 @@ def test_sighup_reloads_the_certificate_and_keeps_open_connections(pki, monkeypa
     failed = [l for l in text.splitlines() if "TLS reload failed" in l]
     assert len(failed) == 1 and " ERROR " in failed[0] and s.cert_path in failed[0], text
     assert "\x1b[" not in text
+
+
+def test_the_console_cookie_is_secure_over_https(https_server):
+    s = https_server
+    app = s.create_app("console-" + uuid.uuid4().hex[:6])
+    r = requests.post(s.base + "/console/api/session", verify=s.ca, timeout=5,
+                      headers={"X-Pigeon-Console": "1"},
+                      json={"app_key": app["app_key"], "master_secret": app["master_secret"]})
+    assert r.status_code == 200, r.text
+    cookie = r.headers["Set-Cookie"]
+    assert "; Secure" in cookie and "HttpOnly" in cookie and "SameSite=Strict" in cookie, cookie

@@ -186,8 +186,11 @@ fn same_secret(a: &[u8], b: &[u8]) -> bool {
     diff == 0
 }
 
-fn session_cookie(id: &str, max_age: u64) -> HeaderValue {
-    let v = format!("{COOKIE}={id}; Path=/console; Max-Age={max_age}; HttpOnly; SameSite=Strict");
+fn session_cookie(id: &str, max_age: u64, secure: bool) -> HeaderValue {
+    let secure = if secure { "; Secure" } else { "" };
+    let v = format!(
+        "{COOKIE}={id}; Path=/console; Max-Age={max_age}; HttpOnly; SameSite=Strict{secure}"
+    );
     HeaderValue::from_str(&v).unwrap_or_else(|_| HeaderValue::from_static(""))
 }
 
@@ -285,7 +288,7 @@ pub async fn sign_in(State(s): State<Console>, ext: axum::http::Extensions, body
     let mut response = pigeon_http::json_response(StatusCode::OK, &body);
     response.headers_mut().insert(
         header::SET_COOKIE,
-        session_cookie(&id, SESSION_TTL.as_secs()),
+        session_cookie(&id, SESSION_TTL.as_secs(), s.secure_cookie),
     );
     Ok(response)
 }
@@ -298,7 +301,7 @@ pub async fn sign_out(State(s): State<Console>, headers: HeaderMap) -> Response 
     let mut response = pigeon_http::json_response(StatusCode::OK, &json!({"signed_in": false}));
     response
         .headers_mut()
-        .insert(header::SET_COOKIE, session_cookie("", 0));
+        .insert(header::SET_COOKIE, session_cookie("", 0, s.secure_cookie));
     response
 }
 

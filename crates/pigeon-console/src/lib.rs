@@ -34,6 +34,8 @@ pub use session::{MAX_SESSIONS, SESSION_TTL};
 pub struct ConsoleConfig {
     /// The operator token (`console_token`): signs in to every app. `None`: only apps sign in.
     pub operator_token: Option<String>,
+    /// The listener serves only HTTPS: the session cookie is marked `Secure`.
+    pub secure_cookie: bool,
 }
 
 #[derive(Clone)]
@@ -41,6 +43,7 @@ pub(crate) struct Console {
     pub engine: Arc<Engine>,
     pub sessions: Arc<session::Sessions>,
     pub operator_token: Option<Arc<str>>,
+    pub secure_cookie: bool,
 }
 
 /// The header every state-changing console call must carry (with value `1`).
@@ -76,6 +79,7 @@ pub fn router(engine: Arc<Engine>, config: ConsoleConfig) -> Router {
         engine,
         sessions: Arc::new(session::Sessions::default()),
         operator_token: config.operator_token.map(Arc::from),
+        secure_cookie: config.secure_cookie,
     };
     let api = Router::new()
         .route(

@@ -98,6 +98,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
             engine.clone(),
             pigeon_console::ConsoleConfig {
                 operator_token: cfg.console_token.clone(),
+                secure_cookie: tls.is_some(),
             },
         ))
         .merge(

@@ -587,7 +587,10 @@ async fn handle(
         pigeon_http::set_rate_headers(response.headers_mut(), shared.engine.default_rate_state());
     }
     let status = response.status().as_u16();
-    let ms = started.elapsed().as_secs_f64() * 1000.0;
+    let took = started.elapsed();
+    let route = response.extensions().get::<MatchedRoute>();
+    pigeon_telemetry::http_request(route.map(|r| r.0.as_str()), status, took);
+    let ms = took.as_secs_f64() * 1000.0;
     let app_key = response
         .extensions()
         .get::<pigeon_http::CallerApp>()
@@ -600,6 +603,41 @@ async fn handle(
         tracing::info!(%method, %path, status, ms = format_args!("{ms:.1}"), app_key = %app_key.as_deref().unwrap_or("-"), "request");
     }
     Ok(response)
+}
+
+/// The route template a request matched, carried on its answer to the request log and the
+/// HTTP metrics (bounded label values, unlike raw paths).
+#[derive(Clone)]
+pub struct MatchedRoute(pub axum::extract::MatchedPath);
+
+/// A route layer (it runs for matched routes only) that puts [`MatchedRoute`] on the answer.
+pub async fn keep_route(
+    route: axum::extract::MatchedPath,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let mut response = next.run(request).await;
+    response.extensions_mut().insert(MatchedRoute(route));
+    response
+}
+
+/// `GET /metrics`: every metric in the Prometheus text format, rendered on a blocking
+/// thread (it reads `/proc`).
+pub async fn metrics() -> Response {
+    match tokio::task::spawn_blocking(pigeon_telemetry::render).await {
+        Ok(text) => {
+            let mut r = Response::new(Body::from(text));
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static(pigeon_telemetry::CONTENT_TYPE),
+            );
+            r
+        }
+        Err(e) => error_response(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            &format!("rendering the metrics failed: {e}"),
+        ),
+    }
 }
 
 fn error_response(status: StatusCode, message: &str) -> Response {

@@ -523,6 +523,13 @@ pub fn vendor_results(vendor: &str, counts: &[u64; 5]) {
     }
 }
 
+/// `n` sends to `vendor` ended with `result`.
+pub fn vendor_result(vendor: &str, result: VendorResult, n: u64) {
+    let mut counts = [0; 5];
+    counts[result as usize] = n;
+    vendor_results(vendor, &counts);
+}
+
 /// A callback batch was posted, with `result`.
 pub fn callback_batch(result: CallbackResult) {
     handles().callback_batches[result as usize].increment(1);

@@ -362,9 +362,8 @@ impl Router {
             Ok(c) => c,
             Err(why) => {
                 tracing::warn!(app = %job.app.app_key, vendor = job.vendor, error = %why, "vendor channel unusable");
-                let mut counts = [0; 5];
-                counts[VendorResult::Error as usize] = job.targets.len() as u64;
-                pigeon_telemetry::vendor_results(job.vendor, &counts);
+                let n = job.targets.len() as u64;
+                pigeon_telemetry::vendor_result(job.vendor, VendorResult::Error, n);
                 for t in &job.targets {
                     engine.vendor_refused(&job.app, &push, &t.device, &why);
                 }
@@ -379,9 +378,7 @@ impl Router {
                     Err(why) => {
                         tracing::warn!(registration_id = %t.device.registration_id, %why,
                             "Web Push endpoint refused");
-                        let mut counts = [0; 5];
-                        counts[VendorResult::Error as usize] = 1;
-                        pigeon_telemetry::vendor_results(job.vendor, &counts);
+                        pigeon_telemetry::vendor_result(job.vendor, VendorResult::Error, 1);
                         engine.vendor_refused(&job.app, &push, &t.device, &why);
                     }
                 }

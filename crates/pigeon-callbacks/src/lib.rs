@@ -22,6 +22,7 @@ use pigeon_engine::{now_ms, Engine};
 use pigeon_store::{
     batch_events_json, CallbackBatch, CallbackEndpoint, CallbackFormat, Storage, StoreError,
 };
+use pigeon_telemetry::CallbackResult;
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -162,6 +163,7 @@ async fn supervise(engine: Arc<Engine>, config: Arc<Config>) {
                             http: http.clone(),
                             config: config.clone(),
                             failing_since_ms: AtomicU64::new(e.failing_since_ms.unwrap_or(0)),
+                            holds: AtomicU64::new(0),
                             endpoint: e.clone(),
                         };
                         slot.insert((e, tokio::spawn(worker.run())));
@@ -183,11 +185,30 @@ struct Endpoint {
     endpoint: CallbackEndpoint,
     /// Since when every request has failed; 0 while the last one was taken.
     failing_since_ms: AtomicU64,
+    /// Its part of `pigeon_callback_events_pending`, given back when its task stops.
+    holds: AtomicU64,
+}
+
+impl Drop for Endpoint {
+    fn drop(&mut self) {
+        self.hold(0);
+    }
+}
+
+/// How many events a batch's JSON array holds (each begins with its `EventId`).
+fn events_in(batch_json: &str) -> u64 {
+    batch_json.matches(r#"{"EventId":""#).count() as u64
 }
 
 impl Endpoint {
     fn store(&self) -> &Arc<dyn Storage> {
         self.engine.store()
+    }
+
+    /// Sets how many callback events this endpoint holds untaken (for the gauge).
+    fn hold(&self, events: u64) {
+        let before = self.holds.swap(events, Ordering::Relaxed);
+        pigeon_telemetry::callback_pending_add(events as i64 - before as i64);
     }
 
     async fn run(self) {
@@ -216,6 +237,7 @@ impl Endpoint {
         if !self.engine.on_duty(Duty::Callbacks)
             || !self.engine.still_on_duty(Duty::Callbacks).await
         {
+            self.hold(0);
             return Ok(());
         }
         let now = now_ms();
@@ -226,6 +248,10 @@ impl Endpoint {
             .into_iter()
             .filter(|b| !b.dead)
             .collect();
+        // What waits now: the stored batches (those taken below are counted again next
+        // round), then what the look at new events finds waiting for its batch to fill.
+        let stored: u64 = pending.iter().map(|b| events_in(&b.events)).sum();
+        self.hold(stored);
         if pending.iter().any(|b| b.next_ms > now) {
             // Order per endpoint: nothing new goes out while an older batch waits to retry.
             let due: Vec<CallbackBatch> = pending
@@ -239,16 +265,21 @@ impl Endpoint {
             return Ok(());
         }
         let sent = |c: &&&str| wants(&self.endpoint, c) && self.encoder.carries(c);
+        let mut waiting = 0;
         for command in COMMANDS.iter().filter(sent) {
-            if !self.send_new(command).await? {
-                return Ok(());
+            let (all_taken, held) = self.send_new(command).await?;
+            waiting += held;
+            if !all_taken {
+                break;
             }
         }
+        self.hold(waiting);
         Ok(())
     }
 
     /// Sends the outbox's events of `command` after the endpoint's cursor, in batches,
-    /// until none is ready or one fails; false if one failed.
+    /// until none is ready or one fails; false if one failed. With it, how many events it
+    /// left waiting for their batch to fill.
     ///
     /// A batch is stored only if it was not taken: the events are durable in the outbox
     /// already, and the cursor moves past a window of batches only in the write that stores
@@ -256,7 +287,7 @@ impl Endpoint {
     /// [`CURSOR_WRITES_AHEAD`] of those writes are not waited for before the next window is
     /// read and sent: commits queue behind the delivery checkpoint's, and waiting for each
     /// would hold events that are durable already.
-    async fn send_new(&self, command: &str) -> Result<bool, StoreError> {
+    async fn send_new(&self, command: &str) -> Result<(bool, u64), StoreError> {
         let mut after = self
             .store()
             .callback_cursor(self.endpoint.id, command)
@@ -265,6 +296,7 @@ impl Endpoint {
         // Cursor writes not yet committed, oldest first; the writer commits them in order.
         let mut moving: std::collections::VecDeque<JoinHandle<Result<(), StoreError>>> =
             Default::default();
+        let mut held = 0;
         let all_taken = loop {
             let mut events = self
                 .store()
@@ -281,6 +313,7 @@ impl Endpoint {
             };
             let wait = self.config.batch_wait.as_millis() as u64;
             if events.len() < MAX_BATCH && now_ms().saturating_sub(oldest.at_ms) < wait {
+                held = events.len() as u64;
                 break true;
             }
             // Full batches now; a last partial one only once its oldest event has waited.
@@ -320,6 +353,11 @@ impl Endpoint {
             let failed = outcomes
                 .iter()
                 .find_map(|(_, why)| why.clone().filter(|w| w != NOT_TRIED));
+            for (_, why) in &outcomes {
+                if why.as_deref().is_some_and(|w| w != NOT_TRIED) {
+                    pigeon_telemetry::callback_batch(CallbackResult::Retry);
+                }
+            }
             let not_taken: Vec<CallbackBatch> = outcomes
                 .into_iter()
                 .filter_map(|(b, why)| why.map(|why| self.failed_batch(b, why)))
@@ -343,7 +381,7 @@ impl Endpoint {
         for write in moving {
             joined(write).await?;
         }
-        Ok(all_taken)
+        Ok((all_taken, held))
     }
 
     /// Sends new batches, [`IN_FLIGHT`] at a time, starting no more once one failed.
@@ -425,6 +463,7 @@ impl Endpoint {
     async fn attempt(&self, batch: &CallbackBatch) -> Result<Option<String>, StoreError> {
         match self.send(batch).await {
             Ok(()) => {
+                pigeon_telemetry::callback_batch(CallbackResult::Ok);
                 if self.failing_since_ms.swap(0, Ordering::AcqRel) != 0 {
                     tracing::info!(
                         endpoint = self.endpoint.id,
@@ -455,6 +494,11 @@ impl Endpoint {
             tracing::warn!(endpoint = self.endpoint.id, delivery = %batch.delivery_id,
                 attempts, error = %why, "callback batch dead-lettered");
         }
+        pigeon_telemetry::callback_batch(if dead {
+            CallbackResult::DeadLetter
+        } else {
+            CallbackResult::Retry
+        });
         self.store()
             .fail_batch(
                 &batch.delivery_id,

@@ -641,6 +641,7 @@ impl AppState {
             Some(_) => {
                 if let Some(old) = p.sessions.remove(&ordinal) {
                     p.online.remove(ordinal);
+                    pigeon_telemetry::connection_closed(old.platform.as_str());
                     old.close(4002, "replaced by a newer connection");
                 }
                 true

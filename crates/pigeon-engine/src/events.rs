@@ -491,9 +491,11 @@ impl Engine {
             let dead = &failures.dead & &missed;
             let mut expired = &missed - &dead;
             let mut events = Vec::new();
+            let mut no_channel = 0;
             for (reason, devices) in &failures.refused {
                 let refused = devices & &expired;
                 expired -= &refused;
+                no_channel += refused.len();
                 let info = format!("{reason}; the device did not connect before the push expired");
                 events.extend(self.undelivered_events(app, &p.push, &refused, &p.sent, (4, &info)));
             }
@@ -518,6 +520,10 @@ impl Engine {
                 ),
             ));
             self.store.report_expired(p.push.msg_id, events).await?;
+            use pigeon_telemetry::{undelivered, Undelivered};
+            undelivered(Undelivered::Expired, expired.len());
+            undelivered(Undelivered::VendorRejected, dead.len());
+            undelivered(Undelivered::NoChannel, no_channel);
         }
         Ok(n)
     }

@@ -35,6 +35,7 @@ use parking_lot::RwLock;
 use pigeon_core::FastMap as HashMap;
 use pigeon_core::{BadgeOp, Ordinal, Platform, Push};
 use pigeon_store::{AppRecord, DeviceEvent, DeviceRecord, GroupRecord, Storage, StoreError};
+use pigeon_telemetry::{Channel, Stage as TelemetryStage, Undelivered};
 use roaring::RoaringBitmap;
 use serde_json::{Map, Value};
 use session::SessionHandle;
@@ -702,8 +703,9 @@ impl Engine {
             p.online.insert(ordinal);
             p.sessions.insert(ordinal, handle.clone())
         };
-        if let Some(old) = replaced {
-            old.close(4002, "replaced by a newer connection");
+        match replaced {
+            Some(old) => old.close(4002, "replaced by a newer connection"),
+            None => pigeon_telemetry::connection_opened(platform.as_str()),
         }
         if self.cluster().is_some() {
             // It may have reported positions to another node since: read its standing
@@ -737,6 +739,7 @@ impl Engine {
             if p.sessions.get(&session.ordinal).map(|s| s.conn_id) == Some(session.conn_id) {
                 p.sessions.remove(&session.ordinal);
                 p.online.remove(session.ordinal);
+                pigeon_telemetry::connection_closed(session.platform.as_str());
             } else {
                 return;
             }
@@ -774,10 +777,11 @@ impl Engine {
         // Stopped first, so that no device gets it while the recall is written.
         push.set_recalled(true);
         let (sent, delivered) = push.sets();
+        let missed = &push.audience - &delivered;
         let events = self.undelivered_events(
             app,
             &push.push,
-            &(&push.audience - &delivered),
+            &missed,
             &sent,
             (
                 2,
@@ -785,7 +789,7 @@ impl Engine {
             ),
         );
         match self.store.recall_push(msg_id, now, events).await {
-            Ok(true) => {}
+            Ok(true) => pigeon_telemetry::undelivered(Undelivered::Recalled, missed.len()),
             Ok(false) => return Err(EngineError::AlreadyRecalled(msg_id)),
             Err(e) => {
                 push.set_recalled(false);
@@ -981,8 +985,10 @@ impl Engine {
     /// Records that these pushes were written to a device's connection.
     pub fn sent(&self, app: &AppState, ordinal: Ordinal, pushes: &[Arc<LivePush>]) {
         let app_wants = app.wants(events::PUSH_EVENT);
+        let mut count = 0;
         for push in pushes {
             let (newly, first) = push.mark_sent(ordinal);
+            count += u64::from(newly);
             if first {
                 app.dirty.lock().push(push.clone());
             }
@@ -996,6 +1002,7 @@ impl Engine {
                 ));
             }
         }
+        pigeon_telemetry::deliveries(Channel::Pigeon, TelemetryStage::Sent, count);
     }
 
     /// Records that a device got these pushes. Returns how many were newly delivered.
@@ -1016,6 +1023,7 @@ impl Engine {
         }
         let n = newly.len();
         if n > 0 {
+            pigeon_telemetry::deliveries(Channel::Pigeon, TelemetryStage::Delivered, n as u64);
             self.announce_acks(app, newly);
         }
         n
@@ -1078,7 +1086,9 @@ impl Engine {
             data: Value::Null,
             at_ms: now_ms(),
         };
-        Ok(self.store.record_event(event, reports).await?)
+        self.store.record_event(event, reports).await?;
+        pigeon_telemetry::deliveries(Channel::Pigeon, TelemetryStage::Clicked, 1);
+        Ok(())
     }
 
     /// When a push of this app was accepted, and whether it reached a device, by Pigeon's

@@ -350,6 +350,13 @@ impl Engine {
         if newly_sent {
             push.mark_vendor_sent(ordinal, vendor);
         }
+        if let Some(channel) = pigeon_telemetry::Channel::vendor(vendor) {
+            pigeon_telemetry::deliveries(
+                channel,
+                pigeon_telemetry::Stage::Sent,
+                u64::from(newly_sent),
+            );
+        }
         if newly_sent && app.reports_stages(&push.push) {
             app.push_events.lock().push(PushStage {
                 msg_id: push.msg_id(),

@@ -221,6 +221,7 @@ async fn fire_push(
     });
     match engine.accept(app, push, false).await {
         Ok(msg_id) => {
+            pigeon_telemetry::push_accepted(pigeon_telemetry::Dialect::Schedule);
             tracing::info!(schedule = %s.schedule_id, msg_id, "schedule fired");
             Ok(Ok(()))
         }

@@ -83,21 +83,22 @@ pub(crate) async fn accept(
     check_callback_url(s, &push)
         .await
         .map_err(|m| ApiError::invalid(F, m))?;
-    s.engine
-        .accept(app, push, validate_only)
-        .await
-        .map_err(|e| match e {
-            EngineError::Storage(StoreError::Unavailable(_)) => engine_error(F, e),
-            EngineError::Storage(_) => {
-                tracing::error!(error = %e, "push not accepted");
-                ApiError::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    1000,
-                    "internal error: the push was not accepted, retry",
-                )
-            }
-            other => engine_error(F, other),
-        })
+    let accepted = s.engine.accept(app, push, validate_only).await;
+    if accepted.is_ok() && !validate_only {
+        pigeon_telemetry::push_accepted(pigeon_telemetry::Dialect::Jpush);
+    }
+    accepted.map_err(|e| match e {
+        EngineError::Storage(StoreError::Unavailable(_)) => engine_error(F, e),
+        EngineError::Storage(_) => {
+            tracing::error!(error = %e, "push not accepted");
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                1000,
+                "internal error: the push was not accepted, retry",
+            )
+        }
+        other => engine_error(F, other),
+    })
 }
 
 /// `GET /v3/push/cid?count=n&type=push|schedule`

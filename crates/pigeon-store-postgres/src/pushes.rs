@@ -128,14 +128,19 @@ async fn run(pool: Pool, mut rx: mpsc::Receiver<Msg>) {
 
 /// Writes a batch and answers each of its callers.
 async fn write(pool: &Pool, batch: Vec<(Box<PushRow>, oneshot::Sender<StoreResult<()>>)>) {
+    let started = std::time::Instant::now();
     if batch.len() == 1 {
         for (row, done) in batch {
-            let _ = done.send(insert_one(pool, &row).await);
+            let answer = insert_one(pool, &row).await;
+            pigeon_telemetry::storage_commit(started.elapsed());
+            let _ = done.send(answer);
         }
         return;
     }
     let rows: Vec<&PushRow> = batch.iter().map(|(row, _)| &**row).collect();
-    match insert_many(pool, &rows).await {
+    let written = insert_many(pool, &rows).await;
+    pigeon_telemetry::storage_commit(started.elapsed());
+    match written {
         Ok(failed) => {
             let mut failed = failed.into_iter().peekable();
             for (i, (row, done)) in batch.into_iter().enumerate() {

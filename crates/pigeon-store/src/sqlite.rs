@@ -862,6 +862,7 @@ fn commit(conn: &Connection, batch: &mut Vec<Job>, after: &mut Vec<AfterCommit>)
         done(committed.clone());
     }
     let took = started.elapsed();
+    pigeon_telemetry::storage_commit(took);
     if took > Duration::from_millis(100) {
         tracing::warn!(jobs, ms = took.as_millis() as u64, "slow storage batch");
     }

@@ -20,6 +20,7 @@ use parking_lot::{Mutex, RwLock};
 use pigeon_core::Push;
 use pigeon_engine::offline::{OfflineRouter, VendorTarget};
 use pigeon_engine::{AppState, Engine, LivePush};
+use pigeon_telemetry::VendorResult;
 use serde_json::Value;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Weak};
@@ -361,6 +362,8 @@ impl Router {
             Ok(c) => c,
             Err(why) => {
                 tracing::warn!(app = %job.app.app_key, vendor = job.vendor, error = %why, "vendor channel unusable");
+                let n = job.targets.len() as u64;
+                pigeon_telemetry::vendor_result(job.vendor, VendorResult::Error, n);
                 for t in &job.targets {
                     engine.vendor_refused(&job.app, &push, &t.device, &why);
                 }
@@ -375,6 +378,7 @@ impl Router {
                     Err(why) => {
                         tracing::warn!(registration_id = %t.device.registration_id, %why,
                             "Web Push endpoint refused");
+                        pigeon_telemetry::vendor_result(job.vendor, VendorResult::Error, 1);
                         engine.vendor_refused(&job.app, &push, &t.device, &why);
                     }
                 }
@@ -403,6 +407,18 @@ impl Router {
         };
         let mut again = Vec::new();
         let mut after = None;
+        // Outcomes by `VendorResult`, counted once per job.
+        let mut counts = [0u64; 5];
+        for outcome in &outcomes {
+            let result = match outcome {
+                Outcome::Sent { .. } => VendorResult::Ok,
+                Outcome::DeadToken { .. } => VendorResult::DeadToken,
+                Outcome::Retry { .. } => VendorResult::Retry,
+                Outcome::Rejected { .. } => VendorResult::Rejected,
+            };
+            counts[result as usize] += 1;
+        }
+        pigeon_telemetry::vendor_results(job.vendor, &counts);
         for (t, outcome) in job.targets.into_iter().zip(outcomes) {
             let d = &t.device;
             match outcome.shortened() {

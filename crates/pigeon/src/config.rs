@@ -33,6 +33,10 @@ pub struct ServeArgs {
     /// (env PIGEON_LOG_FORMAT).
     #[arg(long, value_enum)]
     pub log_format: Option<LogFormat>,
+    /// Serve `GET /metrics` only on this address, not on the main listener (env
+    /// PIGEON_METRICS_LISTEN).
+    #[arg(long)]
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 /// How `pigeon serve` writes its log.
@@ -111,6 +115,8 @@ pub fn early_log_format(args: &ServeArgs) -> LogFormat {
 pub struct Config {
     pub data: PathBuf,
     pub listen: SocketAddr,
+    /// Where `GET /metrics` is served when not on `listen` (then only there).
+    pub metrics_listen: Option<SocketAddr>,
     /// Seconds a device may stay silent (told in welcome); it is closed after twice that.
     pub heartbeat_s: u64,
     /// How long a new device connection may take to say hello, in ms.
@@ -276,6 +282,7 @@ impl Default for CallbacksConfig {
 struct FileConfig {
     data: Option<PathBuf>,
     listen: Option<SocketAddr>,
+    metrics_listen: Option<SocketAddr>,
     heartbeat_s: Option<u64>,
     hello_timeout_ms: Option<u64>,
     device_rate_per_s: Option<u32>,
@@ -310,6 +317,7 @@ impl Default for Config {
             listen: DEFAULT_LISTEN
                 .parse()
                 .unwrap_or_else(|_| ([127, 0, 0, 1], 8080).into()),
+            metrics_listen: None,
             heartbeat_s: 60,
             hello_timeout_ms: 10_000,
             device_rate_per_s: pigeon_gateway::DEFAULT_DEVICE_RATE_PER_S,
@@ -369,6 +377,9 @@ impl Config {
             }
             if let Some(v) = f.listen {
                 c.listen = v;
+            }
+            if let Some(v) = f.metrics_listen {
+                c.metrics_listen = Some(v);
             }
             if let Some(v) = f.cluster {
                 c.cluster = v;
@@ -454,6 +465,15 @@ impl Config {
                     c.listen = value
                         .parse()
                         .map_err(|_| bad("an address like 127.0.0.1:8080"))?
+                }
+                "PIGEON_METRICS_LISTEN" => {
+                    c.metrics_listen = match value.as_str() {
+                        "" => None,
+                        v => Some(
+                            v.parse()
+                                .map_err(|_| bad("an address like 127.0.0.1:9090"))?,
+                        ),
+                    }
                 }
                 "PIGEON_HEARTBEAT_S" => {
                     c.heartbeat_s = value.parse().map_err(|_| bad("a number"))?
@@ -565,6 +585,9 @@ impl Config {
             c.log_format = v;
         }
         c.tls.files()?;
+        if let Some(v) = args.metrics_listen {
+            c.metrics_listen = Some(v);
+        }
         c.cluster.check()?;
         if let Some(u) = &c.public_url {
             if u.is_empty() {
@@ -653,6 +676,7 @@ mod tests {
         };
         let c = Config::from_sources(args, &env).unwrap();
         assert_eq!(c.listen, "127.0.0.1:9000".parse().unwrap());
+        assert_eq!(c.metrics_listen, None);
         assert_eq!(c.heartbeat_s, 20);
         assert_eq!((c.device_rate_per_s, c.device_rate_burst), (5, 100));
         assert_eq!(c.data, PathBuf::from("/from/flag"));
@@ -751,6 +775,41 @@ mod tests {
         let env = vec![("PIGEON_CONSOLE_TOKEN".to_string(), "short".to_string())];
         let e = Config::from_sources(ServeArgs::default(), &env).unwrap_err();
         assert!(e.to_string().contains("at least 16"));
+    }
+
+    #[test]
+    fn metrics_listen_from_file_env_and_flag() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("pigeon.toml");
+        std::fs::write(&file, "metrics_listen = \"127.0.0.1:9100\"\n").unwrap();
+        let from_file = |env: &[(String, String)], flag: Option<&str>| {
+            let args = ServeArgs {
+                config: Some(file.clone()),
+                metrics_listen: flag.map(|f| f.parse().unwrap()),
+                ..Default::default()
+            };
+            Config::from_sources(args, env).unwrap().metrics_listen
+        };
+        assert_eq!(
+            from_file(&[], None),
+            Some("127.0.0.1:9100".parse().unwrap())
+        );
+        let env = [(
+            "PIGEON_METRICS_LISTEN".to_string(),
+            "127.0.0.1:9200".to_string(),
+        )];
+        assert_eq!(
+            from_file(&env, None),
+            Some("127.0.0.1:9200".parse().unwrap())
+        );
+        assert_eq!(
+            from_file(&env, Some("127.0.0.1:9300")),
+            Some("127.0.0.1:9300".parse().unwrap())
+        );
+        let env = [("PIGEON_METRICS_LISTEN".to_string(), "nowhere".to_string())];
+        let e = Config::from_sources(ServeArgs::default(), &env).unwrap_err();
+        assert!(e.to_string().contains("PIGEON_METRICS_LISTEN"));
+        assert_eq!(Config::default().metrics_listen, None);
     }
 
     #[test]

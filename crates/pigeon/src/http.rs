@@ -659,17 +659,21 @@ async fn handle(
         pigeon_http::set_rate_headers(response.headers_mut(), shared.engine.default_rate_state());
     }
     let status = response.status().as_u16();
+    let took = started.elapsed();
+    let route = response
+        .extensions()
+        .get::<MatchedRoute>()
+        .map(|r| r.0.as_str());
+    pigeon_telemetry::http_request(route, status, took);
     // Tenths of a millisecond: a number in JSON, short in text.
-    let ms = (started.elapsed().as_secs_f64() * 10_000.0).round() / 10.0;
+    let ms = (took.as_secs_f64() * 10_000.0).round() / 10.0;
     let app_key = response
         .extensions()
         .get::<pigeon_http::CallerApp>()
         .map(|a| a.0.clone());
     let app_key = app_key.as_deref().unwrap_or("-");
-    let route = response
-        .extensions()
-        .get::<Route>()
-        .map_or("-", Route::as_str);
+    // Unmatched requests (404) have no route: logged as `-`, with the path as it came.
+    let route = route.unwrap_or("-");
     let msg_id = response.extensions().get::<pigeon_http::AnswerMsgId>();
     // One line per API call; not for the liveness probe, and the device WebSocket's upgrade
     // only at debug (a reconnect storm of devices would drown the API lines).
@@ -683,33 +687,39 @@ async fn handle(
     Ok(response)
 }
 
-/// The route template a request matched (`/v3/push/{msg_id}`), carried on its response for
-/// the request log: the log names routes, not ids (a path is also logged, as it came).
-#[derive(Clone, Debug)]
-struct Route(axum::extract::MatchedPath);
+/// The route template a request matched (`/v3/push/{msg_id}`), carried on its answer to the
+/// request log and the HTTP metrics: they name routes, not ids (bounded label values).
+#[derive(Clone)]
+pub struct MatchedRoute(pub axum::extract::MatchedPath);
 
-impl Route {
-    fn as_str(&self) -> &str {
-        self.0.as_str()
-    }
-}
-
-/// Middleware on the whole router (`Router::layer`, so it runs after routing, where axum's
-/// `MatchedPath` is known): puts the matched route on the response for the request log.
-/// Unmatched requests (404) have none and are logged with route `-`.
-pub async fn record_route(
+/// A route layer (it runs for matched routes only) that puts [`MatchedRoute`] on the answer.
+pub async fn keep_route(
+    route: axum::extract::MatchedPath,
     request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
-    let route = request
-        .extensions()
-        .get::<axum::extract::MatchedPath>()
-        .cloned();
     let mut response = next.run(request).await;
-    if let Some(route) = route {
-        response.extensions_mut().insert(Route(route));
-    }
+    response.extensions_mut().insert(MatchedRoute(route));
     response
+}
+
+/// `GET /metrics`: every metric in the Prometheus text format, rendered on a blocking
+/// thread (it reads `/proc`).
+pub async fn metrics() -> Response {
+    match tokio::task::spawn_blocking(pigeon_telemetry::render).await {
+        Ok(text) => {
+            let mut r = Response::new(Body::from(text));
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static(pigeon_telemetry::CONTENT_TYPE),
+            );
+            r
+        }
+        Err(e) => error_response(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            &format!("rendering the metrics failed: {e}"),
+        ),
+    }
 }
 
 fn error_response(status: StatusCode, message: &str) -> Response {

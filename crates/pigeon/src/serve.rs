@@ -17,6 +17,8 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 
 pub async fn run(cfg: Config) -> anyhow::Result<()> {
+    // Before anything records (the storage writer does from its first commit).
+    pigeon_telemetry::install().context("starting the metrics recorder")?;
     // The certificate first: a wrong file is told at once, before any state is loaded.
     let tls = match cfg.tls.files()? {
         Some(files) => Some(Arc::new(crate::tls::Tls::load(files)?)),
@@ -91,7 +93,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         device_rate_per_s: cfg.device_rate_per_s,
         device_rate_burst: cfg.device_rate_burst,
     };
-    let app = Router::new()
+    let mut app = Router::new()
         .merge(pigeon_admin::router(engine.clone()))
         // The web console: its own routes under /console, not in /openapi.json.
         .merge(pigeon_console::router(
@@ -116,12 +118,17 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
             "/openapi.json",
             get(|| async { pigeon_jpush::json_response(StatusCode::OK, &openapi_document()) }),
         )
-        .route("/health", get(health).with_state(engine.clone()))
+        .route("/health", get(health).with_state(engine.clone()));
+    // `/metrics` on the main listener unless it has one of its own.
+    if cfg.metrics_listen.is_none() {
+        app = app.route("/metrics", get(crate::http::metrics));
+    }
+    let app = app
+        .route_layer(axum::middleware::from_fn(crate::http::keep_route))
         .layer(axum::middleware::from_fn_with_state(
             engine.clone(),
             unavailable_without_store,
-        ))
-        .layer(axum::middleware::from_fn(crate::http::record_route));
+        ));
 
     let listener = bind(cfg.listen).with_context(|| format!("listening on {}", cfg.listen))?;
     let addr = listener.local_addr()?;
@@ -143,6 +150,11 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     let shutdown_engine = engine.clone();
     // Requests in flight may take as long as their body may (and then some to answer).
     let drain = Duration::from_millis(cfg.body_timeout_ms + cfg.shutdown_grace_ms);
+    let (stopping, stop) = tokio::sync::watch::channel(false);
+    let metrics_server = match cfg.metrics_listen {
+        Some(at) => Some(serve_metrics(at, &engine, &cfg, stop, drain)?),
+        None => None,
+    };
     crate::http::serve(
         listener,
         app,
@@ -151,12 +163,16 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         tls.as_ref().map(|t| t.acceptor.clone()),
         async move {
             shutdown_signal().await;
+            let _ = stopping.send(true);
             tracing::info!("shutting down: closing device connections with 1001");
             shutdown_engine.close_all(1001, "server shutting down");
         },
         drain,
     )
     .await;
+    if let Some(server) = metrics_server {
+        let _ = server.await;
+    }
 
     let deadline = tokio::time::Instant::now() + Duration::from_millis(cfg.shutdown_grace_ms);
     while engine.apps().iter().any(|a| a.online_count() > 0)
@@ -168,6 +184,43 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     engine.flush().await.context("flushing storage")?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// `GET /metrics` alone on a listener of its own (`metrics_listen`), under the same accept
+/// loop and timeouts as the main one, with a small connection cap; it stops with the server.
+fn serve_metrics(
+    at: std::net::SocketAddr,
+    engine: &Arc<Engine>,
+    cfg: &Config,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+    drain: Duration,
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    let listener = bind(at).with_context(|| format!("listening on {at} (metrics_listen)"))?;
+    tracing::info!("metrics on http://{}/metrics", listener.local_addr()?);
+    let router = Router::new()
+        .route("/metrics", get(crate::http::metrics))
+        .route_layer(axum::middleware::from_fn(crate::http::keep_route));
+    let limits = crate::http::HttpLimits {
+        header_timeout: Duration::from_millis(cfg.header_timeout_ms),
+        body_timeout: Duration::from_millis(cfg.body_timeout_ms),
+        max_connections: 64,
+        max_pending: 32,
+        max_devices: 1,
+    };
+    let stopped = async move {
+        let _ = stop.wait_for(|s| *s).await;
+    };
+    // Plain HTTP even when the main listener serves HTTPS: it is meant for a scraper on a
+    // private network (docs: README, "Metrics").
+    Ok(tokio::spawn(crate::http::serve(
+        listener,
+        router,
+        engine.clone(),
+        limits,
+        None,
+        stopped,
+        drain,
+    )))
 }
 
 /// `GET /health`: 200 when the node can serve everything, 503 when it lost PostgreSQL or
@@ -203,7 +256,11 @@ async fn unavailable_without_store(
 ) -> axum::response::Response {
     let lost = engine.cluster().is_some_and(|c| !c.store_ok());
     let path = request.uri().path();
-    if lost && path != "/health" && !pigeon_gateway::is_device_connection(path) {
+    if lost
+        && path != "/health"
+        && path != "/metrics"
+        && !pigeon_gateway::is_device_connection(path)
+    {
         let message = "the node lost its database; retry, or call another node";
         let body = if path.starts_with("/v2/") {
             serde_json::json!({"code": 1030, "msg": message, "data": {}})
@@ -283,6 +340,16 @@ const OPS_ROUTES: &[RouteDoc] = &[
     },
     RouteDoc {
         method: "get",
+        path: "/metrics",
+        tag: "Operations",
+        summary: "Metrics in the Prometheus text format (on `metrics_listen` instead, when set)",
+        query: &[],
+        body: false,
+        schema: None,
+        answer: None,
+    },
+    RouteDoc {
+        method: "get",
         path: "/openapi.json",
         tag: "Operations",
         summary: "This document",
@@ -305,7 +372,7 @@ fn openapi_document() -> serde_json::Value {
     .concat();
     let mut doc = pigeon_jpush::openapi::document(&routes, pigeon_gateway::schemas());
     pigeon_admin::openapi::document_uploads(&mut doc);
-    for path in ["/health", "/openapi.json"] {
+    for path in ["/health", "/metrics", "/openapi.json"] {
         doc["paths"][path]["get"]["security"] = serde_json::json!([]);
     }
     doc

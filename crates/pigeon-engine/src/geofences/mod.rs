@@ -455,8 +455,11 @@ impl Engine {
         });
         push.idempotency = None;
         push.schedule = None;
-        if let Err(e) = self.accept(app, push, false).await {
-            tracing::warn!(app_key = %app.app_key, geofence_id = %fence.geofence_id, msg_id, error = %e, "geofence push not sent");
+        match self.accept(app, push, false).await {
+            Ok(_) => pigeon_telemetry::push_accepted(pigeon_telemetry::Dialect::Geofence),
+            Err(e) => {
+                tracing::warn!(app_key = %app.app_key, geofence_id = %fence.geofence_id, msg_id, error = %e, "geofence push not sent")
+            }
         }
     }
 

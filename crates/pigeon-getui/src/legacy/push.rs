@@ -236,10 +236,13 @@ fn flatten(r: Result<Value, Refusal>) -> Value {
 impl Legacy {
     /// Hands a push to the engine.
     async fn accept(&self, app: &AppState, push: Push) -> Result<u64, Refusal> {
-        self.engine
+        let msg_id = self
+            .engine
             .accept(app, push, false)
             .await
-            .map_err(engine_refusal)
+            .map_err(engine_refusal)?;
+        pigeon_telemetry::push_accepted(pigeon_telemetry::Dialect::GetuiLegacy);
+        Ok(msg_id)
     }
 
     /// Recalls the task a revoke template names (and, for a content id, every push made

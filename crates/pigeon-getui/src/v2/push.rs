@@ -200,11 +200,14 @@ pub fn stop_list(call: &Call<'_>, app: &AppState, taskid: &str) -> Option<Vec<u6
 
 /// Hands a push to the engine: durable when it returns.
 async fn accept(call: &Call<'_>, app: &AppState, push: Push) -> Result<u64, V2Error> {
-    call.v2
+    let msg_id = call
+        .v2
         .engine
         .accept(app, push, false)
         .await
-        .map_err(engine_error)
+        .map_err(engine_error)?;
+    pigeon_telemetry::push_accepted(pigeon_telemetry::Dialect::GetuiV2);
+    Ok(msg_id)
 }
 
 /// How many devices an audience on `platforms` reaches (anything sent reaches every

@@ -386,3 +386,35 @@ def test_operator_on_a_phone(server):
     finally:
         driver.quit()
         d.close()
+
+
+def test_a_push_keeps_its_split_by_channel_across_a_restart():
+    """What each channel carried is checkpointed with the push: after a restart the push's
+    page still splits it by channel (here: Pigeon's connection), not "not recorded"."""
+    with tempfile.TemporaryDirectory() as tmp:
+        s = Server(os.path.join(tmp, "data"), env=ENV)
+        s.start()
+        try:
+            app = s.create_app("channels")
+            d = Device(s, app["app_key"], tags=["ch"])
+            r = admin(s, app, "POST", "/v3/push", {"platform": "all", "audience": {"tag": ["ch"]},
+                                                   "notification": {"alert": "kept"}})
+            assert r.status_code == 200, r.text
+            msg_id = r.json()["msg_id"]
+            assert [f["msg_id"] for f in d.pushes(1)] == [msg_id]  # acked by pushes()
+            d.close()
+            time.sleep(0.5)  # the ack's checkpoint (every 100 ms)
+            s.stop()
+            s.start()
+            session = requests.Session()
+            r = session.post(s.base + "/console/api/session", headers={"X-Pigeon-Console": "1"},
+                             json={"app_key": app["app_key"], "master_secret": app["master_secret"]},
+                             timeout=5)
+            assert r.status_code == 200, r.text
+            one = session.get(f"{s.base}/console/api/pushes/{msg_id}", timeout=5).json()
+            assert one["channels"] == [{"channel": "pigeon", "sent": 1, "delivered": 1}], one
+            listed = session.get(s.base + "/console/api/pushes", timeout=5).json()
+            mine = [p for p in listed["pushes"] if p["msg_id"] == msg_id]
+            assert mine and mine[0]["channels"] == one["channels"], listed
+        finally:
+            s.stop()

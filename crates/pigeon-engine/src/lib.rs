@@ -258,7 +258,12 @@ impl Engine {
             .load_live_pushes(&app.app_key, now_ms())
             .await?
             .into_iter()
-            .map(|p| Arc::new(app.new_live(p.push, p.audience, p.sent, p.delivered)))
+            .map(|p| {
+                Arc::new(
+                    app.new_live(p.push, p.audience, p.sent, p.delivered)
+                        .with_vendor_sets(p.vendors),
+                )
+            })
             .collect();
         let mut complete = Vec::new();
         {
@@ -757,7 +762,10 @@ impl Engine {
             Some(live) => (live, true),
             None => match self.store.load_push(&app.app_key, msg_id).await? {
                 Some(p) => (
-                    Arc::new(app.new_live(p.push, p.audience, p.sent, p.delivered)),
+                    Arc::new(
+                        app.new_live(p.push, p.audience, p.sent, p.delivered)
+                            .with_vendor_sets(p.vendors),
+                    ),
                     false,
                 ),
                 None => return Err(EngineError::UnknownPush(msg_id)),
@@ -812,7 +820,10 @@ impl Engine {
         let old = match app.live_push(msg_id) {
             Some(live) => live,
             None => match self.store.load_push(&app.app_key, msg_id).await? {
-                Some(p) => Arc::new(app.new_live(p.push, p.audience, p.sent, p.delivered)),
+                Some(p) => Arc::new(
+                    app.new_live(p.push, p.audience, p.sent, p.delivered)
+                        .with_vendor_sets(p.vendors),
+                ),
                 None => return Err(invalid("no such push of this app")),
             },
         };

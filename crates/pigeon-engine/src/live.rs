@@ -246,6 +246,15 @@ impl LivePush {
         }
     }
 
+    /// Gives a push read from storage the devices each vendor took it for (by this node's
+    /// last checkpoint, and the other nodes' in a cluster).
+    pub(crate) fn with_vendor_sets(self, sets: Option<pigeon_store::VendorSets>) -> LivePush {
+        if let Some(sets) = sets {
+            *self.by_vendor.lock() = sets.into_iter().map(|(v, d)| (v.into(), d)).collect();
+        }
+        self
+    }
+
     /// The devices each vendor took it for, as far as this node saw.
     pub fn vendor_sent_sets(&self) -> Vec<(String, RoaringBitmap)> {
         self.by_vendor
@@ -281,6 +290,7 @@ impl LivePush {
                 msg_id: self.msg_id(),
                 sent: self.sent.lock().clone(),
                 delivered: self.delivered.lock().clone(),
+                vendors: self.vendor_sent_sets(),
             })
         } else {
             None

@@ -282,30 +282,44 @@ pub struct PushDetail {
     pub expires_ms: u64,
 }
 
-/// Per channel from a live push's sets: the vendors' devices, and the rest of `sent` as
-/// Pigeon's connection.
-pub(crate) fn channel_counts(live: &crate::LivePush) -> Vec<ChannelCounts> {
-    let (sent, delivered) = live.sets();
+/// Per channel: each vendor's devices, and the rest of `sent` as Pigeon's connection.
+fn counts_by_channel(
+    sent: &RoaringBitmap,
+    delivered: &RoaringBitmap,
+    vendors: Vec<(String, RoaringBitmap)>,
+) -> Vec<ChannelCounts> {
     let mut by_vendor = RoaringBitmap::new();
     let mut out = Vec::new();
-    for (vendor, devices) in live.vendor_sent_sets() {
+    for (vendor, devices) in vendors {
         by_vendor |= &devices;
         out.push(ChannelCounts {
             channel: vendor,
             sent: devices.len(),
-            delivered: devices.intersection_len(&delivered),
+            delivered: devices.intersection_len(delivered),
         });
     }
-    let own = &sent - &by_vendor;
+    let own = sent - &by_vendor;
     out.insert(
         0,
         ChannelCounts {
             channel: "pigeon".into(),
             sent: own.len(),
-            delivered: own.intersection_len(&delivered),
+            delivered: own.intersection_len(delivered),
         },
     );
     out
+}
+
+/// Per channel from a live push's sets.
+pub(crate) fn channel_counts(live: &crate::LivePush) -> Vec<ChannelCounts> {
+    let (sent, delivered) = live.sets();
+    counts_by_channel(&sent, &delivered, live.vendor_sent_sets())
+}
+
+/// Per channel from a stored push; `None` if it was checkpointed before channels were kept.
+fn stored_channel_counts(p: pigeon_store::StoredPush) -> Option<Vec<ChannelCounts>> {
+    let vendors = p.vendors?;
+    Some(counts_by_channel(&p.sent, &p.delivered, vendors))
 }
 
 /// A push's channels: from the live push, else as it was when retired.
@@ -344,10 +358,16 @@ impl Engine {
                     counts.clicked = r.total.clicked;
                 }
             }
-            out.push(PushSummary {
-                channels: channels_of(app, live.as_deref(), counts.msg_id),
-                counts,
-            });
+            let channels = match channels_of(app, live.as_deref(), counts.msg_id) {
+                Some(c) => Some(c),
+                // Neither live nor retired here: as stored (a restart, another node's push).
+                None => self
+                    .store
+                    .load_push(&app.app_key, counts.msg_id)
+                    .await?
+                    .and_then(stored_channel_counts),
+            };
+            out.push(PushSummary { channels, counts });
         }
         Ok(out)
     }
@@ -363,10 +383,18 @@ impl Engine {
             return Ok(None);
         };
         let live = app.live_push(msg_id);
+        let mut channels = channels_of(app, live.as_deref(), msg_id);
         let (push, audience, delivered) = match &live {
             Some(l) => (l.push.clone(), l.audience.clone(), l.sets().1),
             None => match self.store.load_push(&app.app_key, msg_id).await? {
-                Some(p) => (p.push, p.audience, p.delivered),
+                Some(p) => {
+                    let (push, audience, delivered) =
+                        (p.push.clone(), p.audience.clone(), p.delivered.clone());
+                    if channels.is_none() {
+                        channels = stored_channel_counts(p);
+                    }
+                    (push, audience, delivered)
+                }
                 None => return Ok(None),
             },
         };
@@ -404,7 +432,7 @@ impl Engine {
         take(why.into(), &rest, &mut missed);
         undelivered.sort_by_key(|u| std::cmp::Reverse(u.1));
         Ok(Some(PushDetail {
-            channels: channels_of(app, live.as_deref(), msg_id),
+            channels,
             push,
             report,
             undelivered,

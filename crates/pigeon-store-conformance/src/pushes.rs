@@ -259,6 +259,7 @@ pub async fn live_pushes_are_unexpired_unrecalled_and_not_overridden(store: DynS
                 msg_id: 2,
                 sent: bitmap([2, 9]),
                 delivered: bitmap([2]),
+                vendors: Vec::new(),
             }],
             Vec::new(),
         )
@@ -325,6 +326,7 @@ pub async fn expired_pushes_are_reported_once(store: DynStore) {
                 msg_id: 1,
                 sent: bitmap([1]),
                 delivered: bitmap([1]),
+                vendors: Vec::new(),
             }],
             Vec::new(),
         )
@@ -433,10 +435,16 @@ pub async fn save_delivered_replaces_the_last_checkpoint(store: DynStore) {
             .await
             .unwrap();
     }
+    // Nothing checkpointed yet: no channels known.
+    assert_eq!(
+        store.load_push("k", 1).await.unwrap().unwrap().vendors,
+        None
+    );
     let checkpoint = |msg_id, sent: &[u32], delivered: &[u32]| Checkpoint {
         msg_id,
         sent: bitmap(sent.iter().copied()),
         delivered: bitmap(delivered.iter().copied()),
+        vendors: Vec::new(),
     };
     store
         .save_delivered(
@@ -447,6 +455,33 @@ pub async fn save_delivered_replaces_the_last_checkpoint(store: DynStore) {
         .unwrap();
     let one = store.load_push("k", 1).await.unwrap().unwrap();
     assert_eq!((one.sent, one.delivered), (bitmap([1, 2, 3]), bitmap([1])));
+    assert_eq!(one.vendors, Some(Vec::new()));
+    // Which vendor carried it to whom is kept with the checkpoint, and read back as written
+    // (the live-push path and a restart both read it).
+    let vendors = vec![
+        ("apns".to_string(), bitmap([2])),
+        ("huawei".to_string(), bitmap([3, 70_000])),
+    ];
+    store
+        .save_delivered(
+            vec![Checkpoint {
+                vendors: vendors.clone(),
+                ..checkpoint(1, &[1, 2, 3], &[1])
+            }],
+            Vec::new(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        store.load_push("k", 1).await.unwrap().unwrap().vendors,
+        Some(vendors.clone())
+    );
+    let live = store.load_live_pushes("k", 0).await.unwrap();
+    let one_live = live
+        .iter()
+        .find(|p| p.push.msg_id == 1)
+        .map(|p| p.vendors.clone());
+    assert_eq!(one_live, Some(Some(vendors)));
     // Replaced, not merged.
     store
         .save_delivered(vec![checkpoint(1, &[4], &[4])], Vec::new())
@@ -487,6 +522,7 @@ pub async fn clicks_and_push_counts_between(store: DynStore) {
                 msg_id: 1,
                 sent: bitmap([0, 1]),
                 delivered: bitmap([1]),
+                vendors: Vec::new(),
             }],
             Vec::new(),
         )
@@ -579,6 +615,7 @@ pub async fn recent_push_counts_are_newest_first_and_limited(store: DynStore) {
                 msg_id: 2,
                 sent: bitmap([0, 1]),
                 delivered: bitmap([1]),
+                vendors: Vec::new(),
             }],
             Vec::new(),
         )

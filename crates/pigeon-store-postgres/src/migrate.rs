@@ -18,6 +18,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "saved audiences",
         include_str!("../migrations/0003_saved_audiences.sql"),
     ),
+    (
+        4,
+        "delivery vendors",
+        include_str!("../migrations/0004_delivery_vendors.sql"),
+    ),
 ];
 
 /// The advisory lock migrating processes take turns on (`pg_advisory_xact_lock`): "pigeon"

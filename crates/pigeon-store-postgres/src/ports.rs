@@ -6,11 +6,11 @@ use deadpool_postgres::GenericClient;
 use pigeon_core::{Platform, Push};
 use pigeon_store::ports::*;
 use pigeon_store::{
-    batch_events_json, AbTestRecord, AppRecord, AppSettings, CallbackBatch, CallbackEndpoint,
-    CallbackFormat, Change, Checkpoint, DeviceEvent, DeviceRecord, FenceState, FileRecord,
-    GeofenceRecord, GroupRecord, Lease, Location, NewEvent, PushCounts, SavedKind, ScheduleRecord,
-    ScheduleRun, SegmentRecord, SmsSend, StoreError, StoreFuture, StoreResult, StoredEvent,
-    StoredPush, FENCE_STAY,
+    batch_events_json, decode_vendor_sets, encode_vendor_sets, merge_vendor_sets, AbTestRecord,
+    AppRecord, AppSettings, CallbackBatch, CallbackEndpoint, CallbackFormat, Change, Checkpoint,
+    DeviceEvent, DeviceRecord, FenceState, FileRecord, GeofenceRecord, GroupRecord, Lease,
+    Location, NewEvent, PushCounts, SavedKind, ScheduleRecord, ScheduleRun, SegmentRecord, SmsSend,
+    StoreError, StoreFuture, StoreResult, StoredEvent, StoredPush, FENCE_STAY,
 };
 use roaring::RoaringBitmap;
 use serde_json::{Map, Value};
@@ -159,10 +159,12 @@ fn device_from_row(app_key: &Arc<str>, r: &Row, at: usize) -> StoreResult<Device
     })
 }
 
-/// A push with every node's delivery rows: `msg_id, body, audience, sent[], delivered[]`.
-const PUSH_SELECT: &str = "SELECT p.msg_id, p.body, p.audience, d.sent, d.delivered
+/// A push with every node's delivery rows: `msg_id, body, audience, sent[], delivered[],
+/// vendors[]`.
+const PUSH_SELECT: &str = "SELECT p.msg_id, p.body, p.audience, d.sent, d.delivered, d.vendors
     FROM pushes p LEFT JOIN LATERAL (
-        SELECT array_agg(sent) AS sent, array_agg(delivered) AS delivered
+        SELECT array_agg(sent) AS sent, array_agg(delivered) AS delivered,
+            array_agg(vendors) FILTER (WHERE vendors IS NOT NULL) AS vendors
         FROM deliveries WHERE msg_id = p.msg_id
     ) d ON true";
 
@@ -176,6 +178,18 @@ fn stored_push_from_row(r: &Row) -> StoreResult<StoredPush> {
         audience: deserialize_bitmap(&audience, &format!("push {msg_id} audience"))?,
         sent: union_bitmaps(col(r, 3)?, &format!("push {msg_id} sent"))?,
         delivered: union_bitmaps(col(r, 4)?, &format!("push {msg_id} delivered"))?,
+        vendors: match col::<Option<Vec<Vec<u8>>>>(r, 5)? {
+            Some(blobs) => {
+                let mut sets = Vec::new();
+                for blob in blobs {
+                    let more = decode_vendor_sets(&blob)
+                        .ok_or_else(|| StoreError::Corrupt(format!("push {msg_id} vendors")))?;
+                    merge_vendor_sets(&mut sets, more);
+                }
+                Some(sets)
+            }
+            None => None,
+        },
     })
 }
 
@@ -1395,10 +1409,12 @@ impl PushStore for PostgresStore {
             let mut msg_ids = Vec::with_capacity(checkpoints.len());
             let mut sent = Vec::with_capacity(checkpoints.len());
             let mut delivered = Vec::with_capacity(checkpoints.len());
+            let mut vendors = Vec::with_capacity(checkpoints.len());
             for c in &checkpoints {
                 msg_ids.push(to_i64(c.msg_id));
                 sent.push(serialize_bitmap(&c.sent)?);
                 delivered.push(serialize_bitmap(&c.delivered)?);
+                vendors.push(encode_vendor_sets(&c.vendors));
             }
             let c = self.client().await?;
             // This node's rows only: the others' stay, and readers OR them all.
@@ -1406,11 +1422,12 @@ impl PushStore for PostgresStore {
                 &c,
                 "save_delivered",
                 "WITH saved AS (
-                     INSERT INTO deliveries (msg_id, node_id, sent, delivered)
-                     SELECT m, $1, s, d
-                     FROM unnest($2::bigint[], $3::bytea[], $4::bytea[]) AS x(m, s, d)
+                     INSERT INTO deliveries (msg_id, node_id, sent, delivered, vendors)
+                     SELECT m, $1, s, d, v
+                     FROM unnest($2::bigint[], $3::bytea[], $4::bytea[], $11::bytea[])
+                         AS x(m, s, d, v)
                      ON CONFLICT (msg_id, node_id) DO UPDATE SET sent = excluded.sent,
-                         delivered = excluded.delivered
+                         delivered = excluded.delivered, vendors = excluded.vendors
                  )
                  SELECT pigeon_write_events($5, $6, $7, $8, $9, $10)",
                 &[
@@ -1424,6 +1441,7 @@ impl PushStore for PostgresStore {
                     &e.at,
                     &e.n,
                     &e.bodies,
+                    &vendors,
                 ],
             )
             .await?;

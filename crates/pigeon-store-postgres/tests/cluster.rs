@@ -275,6 +275,7 @@ async fn delivery_checkpoints_of_several_nodes_merge() {
         msg_id: 7,
         sent: bitmap(sent),
         delivered: bitmap(delivered),
+        vendors: Vec::new(),
     };
     a.save_delivered(vec![checkpoint(&[1, 2], &[1])], Vec::new())
         .await

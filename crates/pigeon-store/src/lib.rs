@@ -12,10 +12,11 @@ pub mod sealed;
 mod sqlite;
 
 pub use records::{
-    batch_events_json, AbTestRecord, AppRecord, AppSettings, CallbackBatch, CallbackEndpoint,
-    CallbackFormat, Checkpoint, DeviceEvent, DeviceRecord, FenceState, FileRecord, GeofenceRecord,
-    GroupRecord, Location, NewEvent, PushCounts, SavedKind, ScheduleRecord, ScheduleRun,
-    SegmentRecord, SmsSend, StoredEvent, StoredPush, FENCE_ENTER, FENCE_LEAVE, FENCE_STAY,
+    batch_events_json, decode_vendor_sets, encode_vendor_sets, merge_vendor_sets, AbTestRecord,
+    AppRecord, AppSettings, CallbackBatch, CallbackEndpoint, CallbackFormat, Checkpoint,
+    DeviceEvent, DeviceRecord, FenceState, FileRecord, GeofenceRecord, GroupRecord, Location,
+    NewEvent, PushCounts, SavedKind, ScheduleRecord, ScheduleRun, SegmentRecord, SmsSend,
+    StoredEvent, StoredPush, VendorSets, FENCE_ENTER, FENCE_LEAVE, FENCE_STAY,
 };
 pub use sqlite::{PushUpgrader, SqliteStore, Synchronous};
 

@@ -45,9 +45,57 @@ pub struct DeviceRecord {
 pub struct StoredPush {
     pub push: Push,
     pub audience: RoaringBitmap,
-    /// Devices the push was written to over Pigeon's own connection.
+    /// Devices the push was written to over Pigeon's own connection or handed to a vendor.
     pub sent: RoaringBitmap,
     pub delivered: RoaringBitmap,
+    /// Of `sent`, the devices each vendor was handed the push for (the rest went over
+    /// Pigeon's connection); `None` for a push checkpointed before this was kept.
+    pub vendors: Option<VendorSets>,
+}
+
+/// Devices by the vendor (`apns`, `fcm`, `huawei`, …) that carried a push to them.
+pub type VendorSets = Vec<(String, RoaringBitmap)>;
+
+/// Adds `more` into `sets`, vendor by vendor (a push's checkpoints from several nodes).
+pub fn merge_vendor_sets(sets: &mut VendorSets, more: VendorSets) {
+    for (vendor, devices) in more {
+        match sets.iter_mut().find(|(v, _)| *v == vendor) {
+            Some((_, mine)) => *mine |= devices,
+            None => sets.push((vendor, devices)),
+        }
+    }
+}
+
+/// [`VendorSets`] as stored: per vendor, its name's length (one byte), the name, the
+/// bitmap's serialized length (four bytes, little-endian) and the bitmap.
+pub fn encode_vendor_sets(sets: &VendorSets) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (vendor, devices) in sets {
+        let name = &vendor.as_bytes()[..vendor.len().min(255)];
+        out.push(name.len() as u8);
+        out.extend_from_slice(name);
+        let mut bitmap = Vec::with_capacity(devices.serialized_size());
+        // Writing into a Vec cannot fail.
+        let _ = devices.serialize_into(&mut bitmap);
+        out.extend_from_slice(&(bitmap.len() as u32).to_le_bytes());
+        out.extend_from_slice(&bitmap);
+    }
+    out
+}
+
+/// Reads what [`encode_vendor_sets`] wrote; `None` if it is not that.
+pub fn decode_vendor_sets(mut bytes: &[u8]) -> Option<VendorSets> {
+    let mut sets = Vec::new();
+    while let Some((&n, rest)) = bytes.split_first() {
+        let (name, rest) = rest.split_at_checked(usize::from(n))?;
+        let (len, rest) = rest.split_at_checked(4)?;
+        let len = u32::from_le_bytes(len.try_into().ok()?) as usize;
+        let (bitmap, rest) = rest.split_at_checked(len)?;
+        let devices = RoaringBitmap::deserialize_from(bitmap).ok()?;
+        sets.push((String::from_utf8(name.to_vec()).ok()?, devices));
+        bytes = rest;
+    }
+    Some(sets)
 }
 
 /// What became of one push, counted: for reports over a period.
@@ -69,6 +117,8 @@ pub struct Checkpoint {
     pub msg_id: u64,
     pub sent: RoaringBitmap,
     pub delivered: RoaringBitmap,
+    /// Of `sent`, the devices each vendor carried it to.
+    pub vendors: VendorSets,
 }
 
 /// A click a device reported, which reports and callbacks count.
@@ -323,6 +373,30 @@ pub fn batch_events_json(events: &[StoredEvent]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn vendor_sets_read_back_as_written_and_garbage_is_refused() {
+        let sets: VendorSets = vec![
+            ("apns".into(), [1u32, 5].into_iter().collect()),
+            ("webpush".into(), (0u32..100_000).step_by(7).collect()),
+            ("fcm".into(), RoaringBitmap::new()),
+        ];
+        assert_eq!(
+            decode_vendor_sets(&encode_vendor_sets(&sets)),
+            Some(sets.clone())
+        );
+        assert_eq!(decode_vendor_sets(&[]), Some(Vec::new()));
+        let bytes = encode_vendor_sets(&sets);
+        assert_eq!(decode_vendor_sets(&bytes[..bytes.len() - 1]), None);
+        assert_eq!(decode_vendor_sets(&[9, b'a']), None);
+        let mut merged = sets.clone();
+        merge_vendor_sets(
+            &mut merged,
+            vec![("apns".into(), [2u32].into_iter().collect())],
+        );
+        assert_eq!(merged[0].1.len(), 3);
+        assert_eq!(merged.len(), 3);
+    }
     use serde_json::{json, Value};
 
     #[test]

@@ -3,11 +3,11 @@
 use crate::ports::*;
 use crate::sealed::SealingKey;
 use crate::{
-    batch_events_json, AbTestRecord, AppRecord, AppSettings, CallbackBatch, CallbackEndpoint,
-    CallbackFormat, Change, Checkpoint, DeviceEvent, DeviceRecord, FenceState, FileRecord,
-    GeofenceRecord, GroupRecord, Lease, Location, NewEvent, PushCounts, SavedKind, ScheduleRecord,
-    ScheduleRun, SegmentRecord, SmsSend, StoreError, StoreFuture, StoreResult, StoredEvent,
-    StoredPush, FENCE_STAY,
+    batch_events_json, decode_vendor_sets, encode_vendor_sets, AbTestRecord, AppRecord,
+    AppSettings, CallbackBatch, CallbackEndpoint, CallbackFormat, Change, Checkpoint, DeviceEvent,
+    DeviceRecord, FenceState, FileRecord, GeofenceRecord, GroupRecord, Lease, Location, NewEvent,
+    PushCounts, SavedKind, ScheduleRecord, ScheduleRun, SegmentRecord, SmsSend, StoreError,
+    StoreFuture, StoreResult, StoredEvent, StoredPush, FENCE_STAY,
 };
 use pigeon_core::{Platform, Push, SmsFallback};
 use roaring::RoaringBitmap;
@@ -595,7 +595,7 @@ fn seal_plain_secrets(conn: &Connection, key: &SealingKey) -> StoreResult<()> {
 
 fn migrate(conn: &Connection) -> StoreResult<()> {
     // Each column added since the first release, with the statements that add it.
-    let added: [(&str, &str, &str); 12] = [
+    let added: [(&str, &str, &str); 13] = [
         (
             "devices",
             "change_seq",
@@ -617,6 +617,11 @@ fn migrate(conn: &Connection) -> StoreResult<()> {
             "deliveries",
             "sent",
             "ALTER TABLE deliveries ADD COLUMN sent BLOB",
+        ),
+        (
+            "deliveries",
+            "vendors",
+            "ALTER TABLE deliveries ADD COLUMN vendors BLOB",
         ),
         (
             "pushes",
@@ -735,6 +740,13 @@ fn stored_push_from_row(r: &rusqlite::Row<'_>) -> StoreResult<StoredPush> {
         audience: deserialize_bitmap(Some(r.get(2)?), &format!("push {msg_id} audience"))?,
         sent: deserialize_bitmap(r.get(3)?, &format!("push {msg_id} sent"))?,
         delivered: deserialize_bitmap(r.get(4)?, &format!("push {msg_id} delivered"))?,
+        vendors: match r.get::<_, Option<Vec<u8>>>(5)? {
+            Some(b) => Some(
+                decode_vendor_sets(&b)
+                    .ok_or_else(|| StoreError::Corrupt(format!("push {msg_id} vendors")))?,
+            ),
+            None => None,
+        },
     })
 }
 
@@ -1833,7 +1845,7 @@ impl PushStore for SqliteStore {
         let app_key = app_key.to_string();
         Box::pin(self.read(move |c| {
             let mut st = c.prepare(
-                "SELECT p.msg_id, p.body, p.audience, d.sent, d.delivered
+                "SELECT p.msg_id, p.body, p.audience, d.sent, d.delivered, d.vendors
                  FROM pushes p LEFT JOIN deliveries d ON d.msg_id = p.msg_id
                  WHERE p.app_key = ?1 AND p.expires_ms > ?2 AND p.recalled_ms IS NULL
                      AND p.overridden_by IS NULL
@@ -1868,17 +1880,19 @@ impl PushStore for SqliteStore {
                         c.msg_id,
                         serialize_bitmap(&c.sent)?,
                         serialize_bitmap(&c.delivered)?,
+                        encode_vendor_sets(&c.vendors),
                     ))
                 })
                 .collect::<StoreResult<Vec<_>>>()?;
             self.write(move |c| {
                 let mut st = c.prepare_cached(
-                    "INSERT INTO deliveries (msg_id, sent, delivered) VALUES (?1, ?2, ?3)
+                    "INSERT INTO deliveries (msg_id, sent, delivered, vendors)
+                     VALUES (?1, ?2, ?3, ?4)
                      ON CONFLICT (msg_id) DO UPDATE SET sent = excluded.sent,
-                        delivered = excluded.delivered",
+                        delivered = excluded.delivered, vendors = excluded.vendors",
                 )?;
-                for (msg_id, sent, delivered) in blobs {
-                    st.execute(params![to_i64(msg_id), sent, delivered])?;
+                for (msg_id, sent, delivered, vendors) in blobs {
+                    st.execute(params![to_i64(msg_id), sent, delivered, vendors])?;
                 }
                 write_events(c, &events)
             })
@@ -1894,7 +1908,7 @@ impl PushStore for SqliteStore {
         let app_key = app_key.to_string();
         Box::pin(self.read(move |c| {
             let mut st = c.prepare_cached(
-                "SELECT p.msg_id, p.body, p.audience, d.sent, d.delivered
+                "SELECT p.msg_id, p.body, p.audience, d.sent, d.delivered, d.vendors
                  FROM pushes p LEFT JOIN deliveries d ON d.msg_id = p.msg_id
                  WHERE p.app_key = ?1 AND p.expires_ms < ?2 AND p.expiry_reported = 0
                  ORDER BY p.msg_id LIMIT 100",
@@ -1964,7 +1978,7 @@ impl PushStore for SqliteStore {
         let app_key = app_key.to_string();
         Box::pin(self.read(move |c| {
             let mut st = c.prepare_cached(
-                "SELECT p.msg_id, p.body, p.audience, d.sent, d.delivered
+                "SELECT p.msg_id, p.body, p.audience, d.sent, d.delivered, d.vendors
                  FROM pushes p LEFT JOIN deliveries d ON d.msg_id = p.msg_id
                  WHERE p.app_key = ?1 AND p.msg_id = ?2",
             )?;
@@ -3771,6 +3785,7 @@ mod tests {
             msg_id: 42,
             sent,
             delivered,
+            vendors: Vec::new(),
         };
         store
             .save_delivered(vec![checkpoint], Vec::new())

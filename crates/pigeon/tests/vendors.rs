@@ -860,3 +860,68 @@ async fn an_ab_push_reaches_vendors_with_each_variants_content() {
         "control devices get nothing"
     );
 }
+
+/// What a vendor carried is checkpointed with the push: after a restart, the console's page
+/// of the push still splits it by channel (Huawei here), not all as Pigeon's connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_split_by_channel_outlives_a_restart() {
+    use pigeon_vendors::fake_huawei::FakeHuawei;
+    let Setup {
+        mut server, app, ..
+    } = setup().await;
+    let huawei = FakeHuawei::start("10086", "10086", "hw-secret")
+        .await
+        .unwrap();
+    set_vendor(
+        &server,
+        &app.key,
+        "huawei",
+        &json!({"app_id": "10086", "client_id": "10086", "client_secret": "hw-secret",
+            "auth_url": huawei.auth_url, "base_url": huawei.base_url}),
+    );
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let d = device(&server, &app.key, "android", json!({"huawei": "hw-kept"})).await;
+    let msg_id = server
+        .push_ok(
+            &app,
+            json!({"platform": ["android"], "audience": {"registration_id": [d.registration_id]},
+            "notification": {"alert": "through Huawei"}}),
+        )
+        .await;
+    until("the Huawei request", || !huawei.received.lock().is_empty()).await;
+    // The next checkpoint (every 100 ms) writes it; then a crash, so nothing is written at
+    // shutdown either.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    server.kill9();
+    server.restart().await;
+    let client = reqwest::Client::new();
+    let signed_in = client
+        .post(format!("{}/console/api/session", server.base))
+        .header("X-Pigeon-Console", "1")
+        .json(&json!({"app_key": app.key, "master_secret": app.secret}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(signed_in.status(), 200);
+    let cookie = signed_in
+        .headers()
+        .get("set-cookie")
+        .and_then(|c| c.to_str().ok())
+        .and_then(|c| c.split(';').next())
+        .unwrap()
+        .to_string();
+    let page: Value = client
+        .get(format!("{}/console/api/pushes/{msg_id}", server.base))
+        .header("cookie", cookie)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let huawei_sent = page["channels"]
+        .as_array()
+        .and_then(|all| all.iter().find(|c| c["channel"] == "huawei"))
+        .map(|c| c["sent"].clone());
+    assert_eq!(huawei_sent, Some(json!(1)), "{page}");
+}

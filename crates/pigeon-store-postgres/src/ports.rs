@@ -168,6 +168,32 @@ const PUSH_SELECT: &str = "SELECT p.msg_id, p.body, p.audience, d.sent, d.delive
         FROM deliveries WHERE msg_id = p.msg_id
     ) d ON true";
 
+/// A push's counts with every node's delivery rows: `msg_id, sent_ms, group, audience,
+/// sent[], delivered[], clicks`.
+const PUSH_COUNTS_SELECT: &str = "SELECT p.msg_id, p.sent_ms, p.label_group, p.audience,
+        d.sent, d.delivered,
+        (SELECT COUNT(DISTINCT e.ordinal) FROM device_events e
+         WHERE e.msg_id = p.msg_id AND e.kind = 'click' AND e.app_key = p.app_key)
+    FROM pushes p LEFT JOIN LATERAL (
+        SELECT array_agg(sent) AS sent, array_agg(delivered) AS delivered
+        FROM deliveries WHERE msg_id = p.msg_id
+    ) d ON true";
+
+fn push_counts_from_row(r: &Row) -> StoreResult<PushCounts> {
+    let msg_id = to_u64(col(r, 0)?);
+    let what = |part: &str| format!("push {msg_id} {part}");
+    let audience: Vec<u8> = col(r, 3)?;
+    Ok(PushCounts {
+        msg_id,
+        sent_ms: to_u64(col(r, 1)?),
+        group: col(r, 2)?,
+        targets: deserialize_bitmap(&audience, &what("audience"))?.len(),
+        sent: union_bitmaps(col(r, 4)?, &what("sent"))?.len(),
+        delivered: union_bitmaps(col(r, 5)?, &what("delivered"))?.len(),
+        clicked: to_u64(col(r, 6)?),
+    })
+}
+
 fn stored_push_from_row(r: &Row) -> StoreResult<StoredPush> {
     let msg_id: i64 = col(r, 0)?;
     let body: String = col(r, 1)?;
@@ -1293,34 +1319,15 @@ impl PushStore for PostgresStore {
             let rows = query(
                 &c,
                 "push_counts_between",
-                "SELECT p.msg_id, p.sent_ms, p.label_group, p.audience, d.sent, d.delivered,
-                    (SELECT COUNT(DISTINCT e.ordinal) FROM device_events e
-                     WHERE e.msg_id = p.msg_id AND e.kind = 'click' AND e.app_key = p.app_key)
-                 FROM pushes p LEFT JOIN LATERAL (
-                     SELECT array_agg(sent) AS sent, array_agg(delivered) AS delivered
-                     FROM deliveries WHERE msg_id = p.msg_id
-                 ) d ON true
+                &format!(
+                    "{PUSH_COUNTS_SELECT}
                  WHERE p.app_key = $1 AND p.sent_ms >= $2 AND p.sent_ms < $3
-                 ORDER BY p.msg_id",
+                 ORDER BY p.msg_id"
+                ),
                 &[&app_key, &to_i64(from_ms), &to_i64(to_ms)],
             )
             .await?;
-            rows.iter()
-                .map(|r| {
-                    let msg_id = to_u64(col(r, 0)?);
-                    let what = |part: &str| format!("push {msg_id} {part}");
-                    let audience: Vec<u8> = col(r, 3)?;
-                    Ok(PushCounts {
-                        msg_id,
-                        sent_ms: to_u64(col(r, 1)?),
-                        group: col(r, 2)?,
-                        targets: deserialize_bitmap(&audience, &what("audience"))?.len(),
-                        sent: union_bitmaps(col(r, 4)?, &what("sent"))?.len(),
-                        delivered: union_bitmaps(col(r, 5)?, &what("delivered"))?.len(),
-                        clicked: to_u64(col(r, 6)?),
-                    })
-                })
-                .collect()
+            rows.iter().map(push_counts_from_row).collect()
         })
     }
 
@@ -1331,34 +1338,15 @@ impl PushStore for PostgresStore {
             let rows = query(
                 &c,
                 "recent_push_counts",
-                "SELECT p.msg_id, p.sent_ms, p.label_group, p.audience, d.sent, d.delivered,
-                    (SELECT COUNT(DISTINCT e.ordinal) FROM device_events e
-                     WHERE e.msg_id = p.msg_id AND e.kind = 'click' AND e.app_key = p.app_key)
-                 FROM pushes p LEFT JOIN LATERAL (
-                     SELECT array_agg(sent) AS sent, array_agg(delivered) AS delivered
-                     FROM deliveries WHERE msg_id = p.msg_id
-                 ) d ON true
+                &format!(
+                    "{PUSH_COUNTS_SELECT}
                  WHERE p.app_key = $1
-                 ORDER BY p.msg_id DESC LIMIT $2",
+                 ORDER BY p.msg_id DESC LIMIT $2"
+                ),
                 &[&app_key, &i64::from(limit)],
             )
             .await?;
-            rows.iter()
-                .map(|r| {
-                    let msg_id = to_u64(col(r, 0)?);
-                    let what = |part: &str| format!("push {msg_id} {part}");
-                    let audience: Vec<u8> = col(r, 3)?;
-                    Ok(PushCounts {
-                        msg_id,
-                        sent_ms: to_u64(col(r, 1)?),
-                        group: col(r, 2)?,
-                        targets: deserialize_bitmap(&audience, &what("audience"))?.len(),
-                        sent: union_bitmaps(col(r, 4)?, &what("sent"))?.len(),
-                        delivered: union_bitmaps(col(r, 5)?, &what("delivered"))?.len(),
-                        clicked: to_u64(col(r, 6)?),
-                    })
-                })
-                .collect()
+            rows.iter().map(push_counts_from_row).collect()
         })
     }
 

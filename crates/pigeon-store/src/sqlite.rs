@@ -730,6 +730,21 @@ fn deserialize_bitmap(blob: Option<Vec<u8>>, what: &str) -> StoreResult<RoaringB
 }
 
 /// A push row: `msg_id, body, audience, sent, delivered`.
+/// A push's counts from `msg_id, sent_ms, group, audience, sent, delivered, clicks`.
+fn push_counts_from_row(r: &rusqlite::Row<'_>) -> StoreResult<PushCounts> {
+    let msg_id = to_u64(r.get(0)?);
+    let what = |part: &str| format!("push {msg_id} {part}");
+    Ok(PushCounts {
+        msg_id,
+        sent_ms: to_u64(r.get(1)?),
+        group: r.get(2)?,
+        targets: deserialize_bitmap(Some(r.get(3)?), &what("audience"))?.len(),
+        sent: deserialize_bitmap(r.get(4)?, &what("sent"))?.len(),
+        delivered: deserialize_bitmap(r.get(5)?, &what("delivered"))?.len(),
+        clicked: to_u64(r.get(6)?),
+    })
+}
+
 fn stored_push_from_row(r: &rusqlite::Row<'_>) -> StoreResult<StoredPush> {
     let msg_id: i64 = r.get(0)?;
     let body: String = r.get(1)?;
@@ -2022,17 +2037,7 @@ impl PushStore for SqliteStore {
             let mut rows = st.query(params![app_key, to_i64(from_ms), to_i64(to_ms)])?;
             let mut out = Vec::new();
             while let Some(r) = rows.next()? {
-                let msg_id = to_u64(r.get(0)?);
-                let what = |part: &str| format!("push {msg_id} {part}");
-                out.push(PushCounts {
-                    msg_id,
-                    sent_ms: to_u64(r.get(1)?),
-                    group: r.get(2)?,
-                    targets: deserialize_bitmap(Some(r.get(3)?), &what("audience"))?.len(),
-                    sent: deserialize_bitmap(r.get(4)?, &what("sent"))?.len(),
-                    delivered: deserialize_bitmap(r.get(5)?, &what("delivered"))?.len(),
-                    clicked: to_u64(r.get(6)?),
-                });
+                out.push(push_counts_from_row(r)?);
             }
             Ok(out)
         }))
@@ -2053,17 +2058,7 @@ impl PushStore for SqliteStore {
             let mut rows = st.query(params![app_key, i64::from(limit)])?;
             let mut out = Vec::new();
             while let Some(r) = rows.next()? {
-                let msg_id = to_u64(r.get(0)?);
-                let what = |part: &str| format!("push {msg_id} {part}");
-                out.push(PushCounts {
-                    msg_id,
-                    sent_ms: to_u64(r.get(1)?),
-                    group: r.get(2)?,
-                    targets: deserialize_bitmap(Some(r.get(3)?), &what("audience"))?.len(),
-                    sent: deserialize_bitmap(r.get(4)?, &what("sent"))?.len(),
-                    delivered: deserialize_bitmap(r.get(5)?, &what("delivered"))?.len(),
-                    clicked: to_u64(r.get(6)?),
-                });
+                out.push(push_counts_from_row(r)?);
             }
             Ok(out)
         }))

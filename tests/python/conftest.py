@@ -114,6 +114,10 @@ def _new_database(admin):
 
 
 _spare = {"thread": None, "url": None}
+# Tests that start servers from threads of their own (a background scenario beside the main
+# one) call create_database at once: one at a time, or one joins a spare another has made but
+# not started yet.
+_spare_lock = threading.Lock()
 
 
 def _make_spare(admin):
@@ -130,13 +134,15 @@ def create_database(admin_url=None):
     if admin_url:
         return _new_database(admin_url)
     admin = postgres_admin_url()
-    url = None
-    if _spare["thread"] is not None:
-        _spare["thread"].join()
-        url, _spare["url"] = _spare["url"], None
-    url = url or _new_database(admin)
-    _spare["thread"] = threading.Thread(target=_make_spare, args=(admin,), daemon=True)
-    _spare["thread"].start()
+    with _spare_lock:
+        url = None
+        if _spare["thread"] is not None:
+            _spare["thread"].join()
+            url, _spare["url"] = _spare["url"], None
+        url = url or _new_database(admin)
+        spare = threading.Thread(target=_make_spare, args=(admin,), daemon=True)
+        spare.start()
+        _spare["thread"] = spare
     return url
 
 

@@ -2,6 +2,7 @@
 //! connected. Locks are held for short, synchronous sections only, never across an await.
 //! When more than one is needed they are taken in the order devices → live → presence.
 
+use crate::events;
 use crate::live::LivePush;
 use crate::session::SessionHandle;
 use parking_lot::{Mutex, RwLock};
@@ -427,15 +428,53 @@ impl AppState {
     }
 
     /// Offers a push to the connected devices among `ordinals`.
+    /// Most of them are written to their sockets from here (see [`crate::session::Outlet`]),
+    /// after the presence lock is let go: connects and disconnects do not wait for a
+    /// broadcast's writes.
     pub(crate) fn offer(&self, push: &Arc<LivePush>, ordinals: &RoaringBitmap) -> u64 {
-        let presence = self.presence.lock();
-        let targets = ordinals & &presence.online;
-        for ordinal in targets.iter() {
-            if let Some(session) = presence.sessions.get(&ordinal) {
-                session.offer(push);
+        let (reached, sessions) = {
+            let presence = self.presence.lock();
+            let targets = ordinals & &presence.online;
+            let sessions: Vec<(Ordinal, SessionHandle)> = targets
+                .iter()
+                .filter_map(|o| presence.sessions.get(&o).map(|s| (o, s.clone())))
+                .collect();
+            (targets.len(), sessions)
+        };
+        let now = crate::now_ms();
+        let mut written = 0;
+        for (ordinal, session) in &sessions {
+            if session.offer(push, *ordinal, now) {
+                self.record_sent(push, *ordinal);
+                written += 1;
             }
         }
-        targets.len()
+        pigeon_telemetry::deliveries(
+            pigeon_telemetry::Channel::Pigeon,
+            pigeon_telemetry::Stage::Sent,
+            written,
+        );
+        reached
+    }
+
+    /// Records that a push was written to a device's connection (its sent bitmap, the
+    /// checkpoint's dirty list, the `sent` event); whether it was news.
+    pub(crate) fn record_sent(&self, push: &Arc<LivePush>, ordinal: Ordinal) -> bool {
+        let (newly, first) = push.mark_sent(ordinal);
+        if first {
+            self.dirty.lock().push(push.clone());
+        }
+        if newly
+            && (self.wants(events::PUSH_EVENT)
+                || events::push_callback_url(push.push.callback.as_ref()).is_some())
+        {
+            self.push_events.lock().push(events::PushStage::own(
+                (push.msg_id(), push.push.sent_ms),
+                ordinal,
+                events::Stage::Sent,
+            ));
+        }
+        newly
     }
 
     /// The `callback` field of a push that is live or was retired.

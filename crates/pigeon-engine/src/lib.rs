@@ -29,7 +29,7 @@ pub use ids::{
 };
 pub use live::LivePush;
 pub use pigeon_store::Location;
-pub use session::{Notice, Session};
+pub use session::{Handoff, Notice, Outlet, Session};
 
 use parking_lot::RwLock;
 use pigeon_core::FastMap as HashMap;
@@ -995,25 +995,11 @@ impl Engine {
 
     /// Records that these pushes were written to a device's connection.
     pub fn sent(&self, app: &AppState, ordinal: Ordinal, pushes: &[Arc<LivePush>]) {
-        let app_wants = app.wants(events::PUSH_EVENT);
-        let mut count = 0;
-        for push in pushes {
-            let (newly, first) = push.mark_sent(ordinal);
-            count += u64::from(newly);
-            if first {
-                app.dirty.lock().push(push.clone());
-            }
-            let report =
-                app_wants || events::push_callback_url(push.push.callback.as_ref()).is_some();
-            if newly && report {
-                app.push_events.lock().push(events::PushStage::own(
-                    (push.msg_id(), push.push.sent_ms),
-                    ordinal,
-                    events::Stage::Sent,
-                ));
-            }
-        }
-        pigeon_telemetry::deliveries(Channel::Pigeon, TelemetryStage::Sent, count);
+        let count = pushes
+            .iter()
+            .filter(|push| app.record_sent(push, ordinal))
+            .count();
+        pigeon_telemetry::deliveries(Channel::Pigeon, TelemetryStage::Sent, count as u64);
     }
 
     /// Records that a device got these pushes. Returns how many were newly delivered.

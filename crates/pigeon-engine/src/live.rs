@@ -152,6 +152,11 @@ impl LivePush {
         self.push.msg_id
     }
 
+    /// Whether its devices get different content by A/B variant.
+    pub fn has_variants(&self) -> bool {
+        self.variants.is_some()
+    }
+
     pub fn expires_ms(&self) -> u64 {
         self.push.expires_ms()
     }

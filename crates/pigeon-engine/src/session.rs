@@ -8,7 +8,7 @@ use parking_lot::Mutex;
 use pigeon_core::{Ordinal, Platform};
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU16, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use tokio::sync::Notify;
 
 /// Most live pushes queued for one connection. A slow device whose queue is full does not
@@ -22,6 +22,28 @@ pub enum Notice {
     Revoke(u64),
     /// Its app-icon badge is now this number (`badge`).
     Badge(u32),
+}
+
+/// What became of a push handed to a connection's [`Outlet`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Handoff {
+    /// Written to the device's socket whole.
+    Written,
+    /// Partly written: the connection writes the rest when woken, before anything else.
+    Started,
+    /// Not written (the connection is writing, its window is full, the push is not for it
+    /// now, or the socket is full): queue it for the connection as usual.
+    NotNow,
+}
+
+/// A connection's way to take a push from the fan-out's own thread: the frame goes to the
+/// socket at once, with no wake-up of the connection's task and no hop between threads.
+/// Given by the gateway, which alone knows the wire format; a connection without one (TLS)
+/// gets every push through its queue.
+pub trait Outlet: Send + Sync {
+    /// Writes `push` to device `ordinal` if the connection is idle and its socket takes it
+    /// without waiting.
+    fn try_send(&self, push: &Arc<LivePush>, ordinal: Ordinal, now_ms: u64) -> Handoff;
 }
 
 /// The engine's handle on one connection.
@@ -46,6 +68,8 @@ pub struct Shared {
     close_code: AtomicU16,
     close_reason: Mutex<String>,
     wake: Notify,
+    /// The connection's direct path to its socket, once it gave one.
+    outlet: OnceLock<Arc<dyn Outlet>>,
 }
 
 impl SessionHandle {
@@ -57,6 +81,7 @@ impl SessionHandle {
             close_code: AtomicU16::new(0),
             close_reason: Mutex::new(String::new()),
             wake: Notify::new(),
+            outlet: OnceLock::new(),
         });
         SessionHandle {
             conn_id,
@@ -66,10 +91,25 @@ impl SessionHandle {
         }
     }
 
-    /// Queues a live push; if the queue is full, asks the connection to resync instead.
-    pub(crate) fn offer(&self, push: &Arc<LivePush>) {
+    /// Hands a live push to the connection: written at once through its outlet when nothing
+    /// is queued before it, else queued; if the queue is full, asks the connection to resync
+    /// instead. Whether it was written (wholly or started).
+    pub(crate) fn offer(&self, push: &Arc<LivePush>, ordinal: Ordinal, now_ms: u64) -> bool {
         {
             let mut q = self.shared.queue.lock();
+            // The queue's lock is held across the write so that no push queued meanwhile
+            // by another fan-out is overtaken.
+            if let (true, Some(outlet)) = (q.is_empty(), self.shared.outlet.get()) {
+                match outlet.try_send(push, ordinal, now_ms) {
+                    Handoff::Written => return true,
+                    Handoff::Started => {
+                        drop(q);
+                        self.shared.wake.notify_one();
+                        return true;
+                    }
+                    Handoff::NotNow => {}
+                }
+            }
             if q.len() < SESSION_QUEUE {
                 q.push_back(push.clone());
             } else {
@@ -77,6 +117,7 @@ impl SessionHandle {
             }
         }
         self.shared.wake.notify_one();
+        false
     }
 
     /// Tells the device something besides a push.
@@ -109,6 +150,17 @@ impl Session {
             conn_id: handle.conn_id,
             shared: handle.shared.clone(),
         }
+    }
+
+    /// Gives the fan-out a direct path to this connection's socket (once; later calls are
+    /// ignored).
+    pub fn set_outlet(&self, outlet: Arc<dyn Outlet>) {
+        let _ = self.shared.outlet.set(outlet);
+    }
+
+    /// Wakes the connection's task, as a push or notice would.
+    pub fn wake(&self) {
+        self.shared.wake.notify_one();
     }
 
     /// Resolves when the engine has something for this connection (pushes, resync, close).

@@ -4,6 +4,7 @@
 //! connection waits. Reads use a stack buffer only for the duration of one poll; bytes of a
 //! frame that is not complete yet, and writes, use heap buffers that are freed when done.
 
+use crate::outbox::{DeviceSocket, Outbox};
 use crate::rate::{self, FrameRate, Verdict};
 use crate::ws::{self, FrameError, OP_CLOSE, OP_CONTINUATION, OP_PING, OP_PONG, OP_TEXT};
 use crate::{
@@ -19,6 +20,7 @@ use pigeon_core::error_json;
 use pigeon_core::names::check_name;
 use pigeon_engine::events::PresenceReason;
 use pigeon_engine::{now_ms, AppState, Engine, EngineError, LivePush, Location, Notice, Session};
+use serde::Deserialize;
 use serde_json::{Map, Value};
 use std::future::poll_fn;
 use std::io;
@@ -81,6 +83,10 @@ pub(crate) async fn upgrade(State(gw): State<Gateway>, mut req: Request) -> Resp
         return refuse(StatusCode::BAD_REQUEST, "Sec-WebSocket-Key is missing");
     };
     let accept = ws::accept_key(key);
+    let outbox = match req.extensions().get::<DeviceSocket>() {
+        Some(socket) => socket.0.clone(),
+        None => Arc::new(Outbox::new(None)),
+    };
     let on_upgrade = hyper::upgrade::on(&mut req);
     let fut = async move {
         match on_upgrade.await {
@@ -89,6 +95,7 @@ pub(crate) async fn upgrade(State(gw): State<Gateway>, mut req: Request) -> Resp
                     io: TokioIo::new(upgraded),
                     inbuf: Vec::new(),
                     message: None,
+                    outbox,
                 };
                 if let Err(e) = run(&mut conn, gw).await {
                     tracing::debug!(error = %e, "connection ended with an error");
@@ -138,6 +145,25 @@ struct Conn {
     inbuf: Vec<u8>,
     /// Opcode and payload so far of a fragmented message.
     message: Option<(u8, Vec<u8>)>,
+    /// What the task and the fan-out share of the writes (outbox.rs).
+    outbox: Arc<Outbox>,
+}
+
+/// Keeps the fan-out from writing to the socket while the task does (outbox.rs); dropped,
+/// lets it write again.
+struct Writing(Arc<Outbox>);
+
+impl Writing {
+    fn start(outbox: &Arc<Outbox>) -> Writing {
+        outbox.hold();
+        Writing(outbox.clone())
+    }
+}
+
+impl Drop for Writing {
+    fn drop(&mut self) {
+        self.0.release();
+    }
 }
 
 impl Conn {
@@ -210,11 +236,16 @@ impl Conn {
         }
     }
 
-    /// Writes frames in one go.
+    /// Writes frames in one go, after the rest of a frame the fan-out started, if any.
     async fn send(&mut self, frames: &[(u8, &[u8])]) -> io::Result<()> {
-        let mut out = Vec::with_capacity(frames.iter().map(|(_, p)| p.len() + 10).sum());
+        let _writing = Writing::start(&self.outbox);
+        let mut out = self.outbox.take_tail();
+        out.reserve(frames.iter().map(|(_, p)| p.len() + ws::MAX_HEADER).sum());
         for (opcode, payload) in frames {
             ws::encode(*opcode, payload, &mut out);
+        }
+        if out.is_empty() {
+            return Ok(());
         }
         match timeout(WRITE_TIMEOUT, self.io.write_all(&out)).await {
             Ok(r) => r,
@@ -272,13 +303,14 @@ async fn run(conn: &mut Conn, gw: Gateway) -> io::Result<()> {
         app,
         session,
         config: gw.config.clone(),
-        inflight: Vec::new(),
+        outbox: conn.outbox.clone(),
         backlog: false,
         bad_frames: 0,
         rate: FrameRate::new(rate::now_ticks()),
     };
     let end = device.serve(conn).await;
     device.engine.disconnect(&device.app, &device.session);
+    conn.outbox.detach();
     let reason = match &end {
         Ok(End::Close(4004, _)) => PresenceReason::Timeout,
         Ok(End::Close(4002, _)) => PresenceReason::Replaced,
@@ -353,9 +385,8 @@ struct Device {
     app: Arc<AppState>,
     session: Session,
     config: Arc<GatewayConfig>,
-    /// msg_ids sent and not yet acked, in send order; at most [`MAX_INFLIGHT`]. Freed when
-    /// empty, so an idle connection holds no allocation for it.
-    inflight: Vec<u64>,
+    /// The pushes in flight, and the fan-out's writes (outbox.rs).
+    outbox: Arc<Outbox>,
     /// More pushes may be waiting in the offline store than were sent.
     backlog: bool,
     /// Bad frames in a row, up to [`MAX_BAD_FRAMES`].
@@ -366,14 +397,22 @@ struct Device {
 
 impl Device {
     async fn serve(&mut self, conn: &mut Conn) -> io::Result<End> {
-        let pending = self.app.pending_for(self.session.ordinal, now_ms());
-        Box::pin(conn.send_text(&frames::welcome(
-            self.config.heartbeat_s,
-            now_ms(),
-            pending.len(),
-        )))
-        .await?;
-        Box::pin(self.send_pushes(conn, pending)).await?;
+        {
+            // `welcome` goes first: the fan-out may write only after it.
+            let _writing = Writing::start(&self.outbox);
+            self.outbox.set_platform(self.session.platform);
+            if self.outbox.is_direct() {
+                self.session.set_outlet(self.outbox.clone());
+            }
+            let pending = self.app.pending_for(self.session.ordinal, now_ms());
+            Box::pin(conn.send_text(&frames::welcome(
+                self.config.heartbeat_s,
+                now_ms(),
+                pending.len(),
+            )))
+            .await?;
+            Box::pin(self.send_pushes(conn, pending)).await?;
+        }
         let mut last_heard = Instant::now();
         // Anything from the client resets the keepalive; the timer is only re-armed when it
         // fires, not on every frame.
@@ -386,19 +425,17 @@ impl Device {
                         Ok(0) | Err(_) => return Ok(End::Gone),
                         Ok(_) => last_heard = Instant::now(),
                     }
-                    loop {
-                        match conn.next_message() {
-                            Err(e) => return Ok(frame_error_close(e)),
-                            Ok(None) => break,
-                            Ok(Some(msg)) => {
-                                if let Some(end) = Box::pin(self.on_message(conn, msg)).await? {
-                                    return Ok(end);
-                                }
-                            }
-                        }
+                    if let Some(end) = Box::pin(self.on_input(conn)).await? {
+                        return Ok(end);
                     }
                 }
                 _ = self.session.signalled() => {
+                    // Pushes are taken from the queue and written while the fan-out holds
+                    // off: none it writes meanwhile overtakes them.
+                    let _writing = Writing::start(&self.outbox);
+                    if self.outbox.has_tail() {
+                        Box::pin(conn.send(&[])).await?;
+                    }
                     if let Some((code, reason)) = self.session.close_request() {
                         return Ok(End::Close(code, reason));
                     }
@@ -416,7 +453,7 @@ impl Device {
                         .session
                         .take_pushes()
                         .into_iter()
-                        .filter(|p| !self.inflight.contains(&p.msg_id()) && p.is_live_for(ordinal, now))
+                        .filter(|p| !self.outbox.is_inflight(p.msg_id()) && p.is_live_for(ordinal, now))
                         .collect();
                     Box::pin(self.send_pushes(conn, live)).await?;
                 }
@@ -429,13 +466,14 @@ impl Device {
                     keepalive.as_mut().reset(deadline);
                 }
             }
-            if self.backlog && self.inflight.len() < MAX_INFLIGHT {
+            if self.backlog && self.outbox.inflight_len() < MAX_INFLIGHT {
                 self.backlog = false;
+                let _writing = Writing::start(&self.outbox);
                 let pending: Vec<_> = self
                     .app
                     .pending_for(self.session.ordinal, now_ms())
                     .into_iter()
-                    .filter(|p| !self.inflight.contains(&p.msg_id()))
+                    .filter(|p| !self.outbox.is_inflight(p.msg_id()))
                     .collect();
                 Box::pin(self.send_pushes(conn, pending)).await?;
             }
@@ -455,7 +493,7 @@ impl Device {
             .iter()
             .map(|n| match *n {
                 Notice::Revoke(m) => {
-                    self.inflight.retain(|x| *x != m);
+                    self.outbox.remove_inflight(&[m]);
                     format!(r#"{{"op":"revoke","msg_id":"{m}"}}"#)
                 }
                 Notice::Badge(b) => format!(r#"{{"op":"badge","badge":{b}}}"#),
@@ -468,7 +506,7 @@ impl Device {
     /// Sends as many of `pushes` as the window allows, in one write; the rest wait for acks.
     async fn send_pushes(&mut self, conn: &mut Conn, pushes: Vec<Arc<LivePush>>) -> io::Result<()> {
         let platform = self.session.platform;
-        let room = MAX_INFLIGHT - self.inflight.len().min(MAX_INFLIGHT);
+        let room = MAX_INFLIGHT - self.outbox.inflight_len().min(MAX_INFLIGHT);
         if pushes.len() > room {
             self.backlog = true;
         }
@@ -492,8 +530,42 @@ impl Device {
         conn.send(&parts).await?;
         let sent = &pushes[..room.min(pushes.len())];
         self.engine.sent(&self.app, self.session.ordinal, sent);
-        self.inflight.extend(sent.iter().map(|p| p.msg_id()));
+        self.outbox.add_inflight(sent.iter().map(|p| p.msg_id()));
         Ok(())
+    }
+
+    /// Everything the device sent that is in: its acks taken as one batch (one call into
+    /// the engine however many came in this read), other frames one by one, in order.
+    async fn on_input(&mut self, conn: &mut Conn) -> io::Result<Option<End>> {
+        let mut acked: Vec<u64> = Vec::new();
+        let outcome = loop {
+            let msg = match conn.next_message() {
+                Err(e) => break Ok(Some(frame_error_close(e))),
+                Ok(None) => break Ok(None),
+                Ok(Some(msg)) => msg,
+            };
+            if let Incoming::Text(text) = &msg {
+                if let Ok(ack) = serde_json::from_str::<AckFrame>(text) {
+                    if ack.op == "ack" {
+                        self.bad_frames = 0;
+                        acked.extend(ack.msg_ids.into_iter().filter_map(|id| id.0));
+                        continue;
+                    }
+                }
+            }
+            // What came before a frame is done before it (a click after its ack).
+            if !acked.is_empty() {
+                self.on_acks(std::mem::take(&mut acked)).await;
+            }
+            match self.on_message(conn, msg).await {
+                Ok(None) => {}
+                other => break other,
+            }
+        };
+        if !acked.is_empty() {
+            self.on_acks(acked).await;
+        }
+        outcome
     }
 
     async fn on_message(&mut self, conn: &mut Conn, msg: Incoming) -> io::Result<Option<End>> {
@@ -609,10 +681,11 @@ impl Device {
             return;
         };
         let ids: Vec<u64> = ids.iter().filter_map(msg_id_of).collect();
-        self.inflight.retain(|m| !ids.contains(m));
-        if self.inflight.is_empty() {
-            self.inflight = Vec::new();
-        }
+        self.on_acks(ids).await;
+    }
+
+    async fn on_acks(&mut self, ids: Vec<u64>) {
+        self.outbox.remove_inflight(&ids);
         self.engine.ack(&self.app, self.session.ordinal, &ids).await;
     }
 
@@ -622,7 +695,7 @@ impl Device {
             .and_then(msg_id_of)
             .ok_or("click needs a msg_id")?;
         // A push still in flight was written to this connection: received, no lookup.
-        let in_flight = self.inflight.contains(&msg_id);
+        let in_flight = self.outbox.is_inflight(msg_id);
         match self
             .engine
             .record_click(&self.app, self.session.ordinal, msg_id, in_flight)
@@ -685,6 +758,65 @@ impl Device {
     }
 }
 
+/// An `ack` frame read straight into its fields, without a JSON tree: most frames a busy
+/// connection gets are acks. Anything that does not read as one goes the general way.
+#[derive(Deserialize)]
+struct AckFrame<'a> {
+    #[serde(borrow)]
+    op: &'a str,
+    #[serde(default)]
+    msg_ids: Vec<AckedId>,
+}
+
+/// One msg_id of an ack: a decimal string or a number; anything else is skipped, as the
+/// general path skips it.
+struct AckedId(Option<u64>);
+
+impl<'de> Deserialize<'de> for AckedId {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(AckedIdVisitor)
+    }
+}
+
+struct AckedIdVisitor;
+
+impl<'de> serde::de::Visitor<'de> for AckedIdVisitor {
+    type Value = AckedId;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a msg_id")
+    }
+    fn visit_str<E>(self, v: &str) -> Result<AckedId, E> {
+        Ok(AckedId(v.parse().ok()))
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<AckedId, E> {
+        Ok(AckedId(Some(v)))
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<AckedId, E> {
+        Ok(AckedId(u64::try_from(v).ok()))
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<AckedId, E> {
+        Ok(AckedId(None))
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<AckedId, E> {
+        Ok(AckedId(None))
+    }
+    fn visit_unit<E>(self) -> Result<AckedId, E> {
+        Ok(AckedId(None))
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<AckedId, A::Error> {
+        while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+        Ok(AckedId(None))
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<AckedId, A::Error> {
+        while map
+            .next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?
+            .is_some()
+        {}
+        Ok(AckedId(None))
+    }
+}
+
 /// A msg_id as devices send it: a decimal string (or, leniently, a number).
 fn msg_id_of(v: &Value) -> Option<u64> {
     match v {
@@ -706,14 +838,16 @@ mod tests {
         std::mem::size_of::<Fut>()
     }
 
-    /// What an idle device costs is mostly this future (plus `Conn`): 656 bytes before the
+    /// What an idle device costs is mostly this future (plus `Conn`, 112 bytes with the
+    /// outbox it shares with the fan-out, and the outbox itself): 656 bytes before the
     /// frame rate rule, in debug and release builds alike, 648 with it. Growing it grows
     /// every connection; rare paths belong in boxed sub-futures.
     #[test]
     fn an_idle_connection_stays_small() {
         let size = future_size(run);
+        let (device, conn) = (std::mem::size_of::<Device>(), std::mem::size_of::<Conn>());
         assert!(size <= 656, "the connection future grew to {size} bytes");
-        assert!(std::mem::size_of::<Device>() <= 88);
-        assert!(std::mem::size_of::<Conn>() <= 104);
+        assert!(device <= 88);
+        assert!(conn <= 112);
     }
 }

@@ -7,11 +7,13 @@
 
 mod connection;
 mod frames;
+mod outbox;
 mod rate;
 mod register;
 mod ws;
 
 pub use frames::encode_push;
+pub use outbox::{DeviceSocket, Outbox};
 
 use axum::routing::{get, post};
 use axum::Router;

@@ -105,20 +105,34 @@ pub fn parse(buf: &[u8], max_payload: usize) -> Result<Option<(Frame, usize)>, F
     )))
 }
 
-/// Appends one unmasked server frame to `out`.
-pub fn encode(opcode: u8, payload: &[u8], out: &mut Vec<u8>) {
-    out.push(0x80 | opcode);
-    match payload.len() {
-        n if n < 126 => out.push(n as u8),
+/// The longest header of an unmasked server frame.
+pub const MAX_HEADER: usize = 10;
+
+/// The header of an unmasked server frame of `len` bytes, written into `buf`.
+pub fn header(opcode: u8, len: usize, buf: &mut [u8; MAX_HEADER]) -> &[u8] {
+    buf[0] = 0x80 | opcode;
+    match len {
+        n if n < 126 => {
+            buf[1] = n as u8;
+            &buf[..2]
+        }
         n if n <= u16::MAX as usize => {
-            out.push(126);
-            out.extend_from_slice(&(n as u16).to_be_bytes());
+            buf[1] = 126;
+            buf[2..4].copy_from_slice(&(n as u16).to_be_bytes());
+            &buf[..4]
         }
         n => {
-            out.push(127);
-            out.extend_from_slice(&(n as u64).to_be_bytes());
+            buf[1] = 127;
+            buf[2..10].copy_from_slice(&(n as u64).to_be_bytes());
+            &buf[..10]
         }
     }
+}
+
+/// Appends one unmasked server frame to `out`.
+pub fn encode(opcode: u8, payload: &[u8], out: &mut Vec<u8>) {
+    let mut head = [0u8; MAX_HEADER];
+    out.extend_from_slice(header(opcode, payload.len(), &mut head));
     out.extend_from_slice(payload);
 }
 
@@ -212,6 +226,10 @@ mod tests {
         out.clear();
         encode(OP_TEXT, &[0u8; 300], &mut out);
         assert_eq!(&out[..4], &[0x81, 126, 1, 44]);
+        out.clear();
+        encode(OP_BINARY, &vec![0u8; 70_000], &mut out);
+        assert_eq!(&out[..10], &[0x82, 127, 0, 0, 0, 0, 0, 1, 0x11, 0x70]);
+        assert_eq!(out.len(), 70_010);
         assert_eq!(close_payload(4002, "replaced"), b"\x0f\xa2replaced");
     }
 }

@@ -29,6 +29,7 @@ use hyper_util::server::conn::auto::Builder;
 use parking_lot::Mutex;
 use pigeon_core::error_json;
 use pigeon_engine::Engine;
+use pigeon_gateway::Outbox;
 use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::future::Future;
@@ -122,6 +123,100 @@ impl Drop for Count {
         if self.device.load(Ordering::Relaxed) {
             self.devices.fetch_sub(1, Ordering::Relaxed);
         }
+    }
+}
+
+/// A plain TCP connection's socket, inside the outbox it shares with the fan-out when it
+/// becomes a device connection: hyper reads and writes it through this, and the fan-out
+/// writes push frames to it directly, without waking the connection's task
+/// (`pigeon_gateway::DeviceSocket`).
+struct SharedTcp(Arc<Outbox>);
+
+impl SharedTcp {
+    fn tcp(&self) -> std::io::Result<&TcpStream> {
+        self.0
+            .socket()
+            .ok_or_else(|| std::io::Error::from(std::io::ErrorKind::NotConnected))
+    }
+}
+
+impl AsyncRead for SharedTcp {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let tcp = self.tcp()?;
+        loop {
+            std::task::ready!(tcp.poll_read_ready(cx))?;
+            // SAFETY: `recv` only writes into the slice, and the bytes it reports are
+            // marked initialized before they become part of `buf`.
+            let unfilled = unsafe { buf.unfilled_mut() };
+            let room = unfilled.len();
+            let mut got = 0;
+            // A read that leaves room has drained the socket (its readiness is edge
+            // triggered): reporting it as "would block" to `try_io` clears the readiness,
+            // so the next poll waits instead of trying a read that would fail, as tokio's
+            // own stream does.
+            let read = tcp.try_io(tokio::io::Interest::READABLE, || {
+                got = socket2::SockRef::from(tcp).recv(unfilled)?;
+                if got > 0 && got < room {
+                    return Err(std::io::ErrorKind::WouldBlock.into());
+                }
+                Ok(())
+            });
+            match read {
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock && got == 0 => continue,
+                Err(e) if e.kind() != std::io::ErrorKind::WouldBlock => return Poll::Ready(Err(e)),
+                _ => {
+                    // SAFETY: the read initialized the first `got` bytes of the unfilled part.
+                    unsafe { buf.assume_init(got) };
+                    buf.advance(got);
+                    return Poll::Ready(Ok(()));
+                }
+            }
+        }
+    }
+}
+
+impl AsyncWrite for SharedTcp {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let tcp = self.tcp()?;
+        loop {
+            std::task::ready!(tcp.poll_write_ready(cx))?;
+            match tcp.try_write(buf) {
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                done => return Poll::Ready(done),
+            }
+        }
+    }
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        let tcp = self.tcp()?;
+        loop {
+            std::task::ready!(tcp.poll_write_ready(cx))?;
+            match tcp.try_write_vectored(bufs) {
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                done => return Poll::Ready(done),
+            }
+        }
+    }
+    fn is_write_vectored(&self) -> bool {
+        true
+    }
+    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        let tcp = self.tcp()?;
+        Poll::Ready(socket2::SockRef::from(tcp).shutdown(std::net::Shutdown::Write))
     }
 }
 
@@ -458,8 +553,13 @@ async fn connection(
     let first_head = tokio::time::sleep(shared.limits.header_timeout);
     tokio::pin!(first_head);
     let Some(acceptor) = shared.tls.clone() else {
-        let io = Counted::new(tcp, count);
-        return http_connection(builder, shared, io, peer, id, evict, first_head, stop, done).await;
+        let outbox = Arc::new(Outbox::new(Some(tcp)));
+        let socket = Some(pigeon_gateway::DeviceSocket(outbox.clone()));
+        let io = Counted::new(SharedTcp(outbox), count);
+        return http_connection(
+            builder, shared, io, socket, peer, id, evict, first_head, stop, done,
+        )
+        .await;
     };
     let tls = tokio::select! {
         biased;
@@ -484,7 +584,10 @@ async fn connection(
         }
     };
     let io = Counted::new(tls, count);
-    http_connection(builder, shared, io, peer, id, evict, first_head, stop, done).await
+    http_connection(
+        builder, shared, io, None, peer, id, evict, first_head, stop, done,
+    )
+    .await
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -492,6 +595,7 @@ async fn http_connection<S>(
     builder: Arc<Builder<TokioExecutor>>,
     shared: Arc<Shared>,
     io: Counted<S>,
+    socket: Option<pigeon_gateway::DeviceSocket>,
     peer: SocketAddr,
     id: u64,
     evict: Arc<Notify>,
@@ -515,7 +619,7 @@ async fn http_connection<S>(
             if shared.pending.remove(id) {
                 head.notify_one();
             }
-            handle(shared.clone(), peer, device.clone(), req)
+            handle(shared.clone(), peer, device.clone(), socket.clone(), req)
         })
     };
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
@@ -573,6 +677,7 @@ async fn handle(
     shared: Arc<Shared>,
     peer: SocketAddr,
     device: Arc<AtomicBool>,
+    socket: Option<pigeon_gateway::DeviceSocket>,
     req: Request<Incoming>,
 ) -> Result<Response, Infallible> {
     let started = Instant::now();
@@ -616,6 +721,9 @@ async fn handle(
         // Past the check above, a device's upgrade holds a reserved place.
         if path == DEVICE_CONNECT {
             device_slot = Some(DeviceSlot { shared: &shared });
+            if let Some(socket) = socket {
+                parts.extensions.insert(socket);
+            }
         }
         // A body with nothing to read needs no deadline (GETs, the WebSocket upgrade).
         let body = if body.is_end_stream() {

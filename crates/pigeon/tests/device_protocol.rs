@@ -496,3 +496,76 @@ async fn an_app_created_while_serving_works_at_once() {
         json!({"alert": "hi", "title": "T", "url": "https://example.test/"})
     );
 }
+
+/// The fan-out writes push frames straight to a device's socket; when the socket is full it
+/// leaves the rest of a frame to the connection's task and queues what follows. A device
+/// that stops reading while pushes come, with a tiny receive buffer so that the server's
+/// writes stop part-way through frames, must later read every push whole, once each, in the
+/// order they were accepted.
+#[tokio::test]
+async fn a_device_that_stops_reading_gets_every_frame_whole_and_in_order() {
+    let server = Server::start().await;
+    let app = server.create_app("slow-reader");
+    let creds = server.register(&app, "android", &[], None).await;
+    let addr: std::net::SocketAddr = server
+        .base
+        .trim_start_matches("http://")
+        .parse()
+        .expect("server address");
+    let socket =
+        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
+    socket.set_recv_buffer_size(4096).expect("SO_RCVBUF");
+    socket.connect(&addr.into()).expect("connect");
+    socket.set_nonblocking(true).expect("nonblocking");
+    let tcp = tokio::net::TcpStream::from_std(socket.into()).expect("tokio stream");
+    let (mut ws, _) = tokio_tungstenite::client_async(server.ws_url(), tcp)
+        .await
+        .expect("upgrade");
+    let hello = json!({"op": "hello", "registration_id": creds.registration_id,
+                       "device_secret": creds.device_secret});
+    ws.send(Message::text(hello.to_string()))
+        .await
+        .expect("hello");
+    match within(10, ws.next()).await {
+        Some(Ok(Message::Text(t))) => assert!(t.as_str().contains("welcome"), "{t}"),
+        other => panic!("expected welcome, got {other:?}"),
+    }
+    // Not reading from here on: 64 pushes (the window) of ~3.9 KB each fill both socket
+    // buffers.
+    let filler = "x".repeat(3900);
+    let mut accepted = Vec::new();
+    for i in 0..64 {
+        let body = json!({"platform": "all",
+                          "audience": {"registration_id": [creds.registration_id]},
+                          "message": {"msg_content": format!("{i}:{filler}")}});
+        accepted.push(server.push_ok(&app, body).await);
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let mut got = Vec::new();
+    while got.len() < accepted.len() {
+        match within(20, ws.next()).await {
+            Some(Ok(Message::Text(t))) => {
+                let v: Value = serde_json::from_str(t.as_str()).expect("a whole JSON frame");
+                assert_eq!(v["op"], "push", "{v}");
+                let i = got.len();
+                assert_eq!(v["message"]["msg_content"], format!("{i}:{filler}"));
+                got.push(v["msg_id"].as_str().expect("msg_id").to_string());
+            }
+            other => panic!("expected a push, got {other:?}"),
+        }
+    }
+    assert_eq!(got, accepted, "every push once, in order");
+    let ack = json!({"op": "ack", "msg_ids": got});
+    ws.send(Message::text(ack.to_string())).await.expect("ack");
+    // The window is free again, and the next push comes straight away.
+    let last = server
+        .push_ok(&app, to_rids(&[&creds.registration_id], "after"))
+        .await;
+    match within(10, ws.next()).await {
+        Some(Ok(Message::Text(t))) => {
+            let v: Value = serde_json::from_str(t.as_str()).expect("json");
+            assert_eq!(v["msg_id"], last.as_str(), "{v}");
+        }
+        other => panic!("expected the last push, got {other:?}"),
+    }
+}

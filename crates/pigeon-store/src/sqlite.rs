@@ -14,7 +14,7 @@ use roaring::RoaringBitmap;
 use rusqlite::{params, Connection, OptionalExtension};
 use serde_json::{Map, Value};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
@@ -23,12 +23,22 @@ use tokio::sync::{mpsc, oneshot};
 const MAX_BATCH: usize = 2048;
 /// Writes that may wait for the writer before callers are made to wait (backpressure).
 const QUEUE_DEPTH: usize = 8192;
-/// How large the WAL may grow. A checkpoint that never waits for the writer cannot finish
-/// while writes keep coming, and SQLite only rewinds a WAL that was copied to its end, so
-/// under steady writes the file would grow without bound; past this size the checkpointer
-/// truncates it (holding writes back meanwhile), and a rewound WAL is cut back to it
-/// (`journal_size_limit`).
+/// How large the WAL may grow. SQLite only rewinds a WAL that was copied to its end, and a
+/// checkpoint beside the writer never gets there while writes keep coming (at 10k pushes a
+/// second the WAL grows ~70 MB a second), so the writer rewinds it itself (see
+/// [`REWIND_AT`]). Past this size — a reader holding an old snapshot kept it from being
+/// rewound — the checkpointer truncates it, holding writes back meanwhile, and a rewound
+/// WAL is cut back to this size (`journal_size_limit`).
 const WAL_LIMIT: u64 = 64 << 20;
+/// WAL size after which the writer, between two batches, copies what the checkpointer has
+/// not yet copied, so that its next transaction starts the WAL over. The checkpointer ran
+/// at most [`CHECKPOINT_EVERY`] before, so that is little: a few ms once every few hundred
+/// ms, where leaving the WAL to reach [`WAL_LIMIT`] held every write for ~100 ms a second
+/// (measured: BENCHMARKS.md, "Performance round two").
+const REWIND_AT: u64 = 16 << 20;
+/// How often the checkpointer copies the WAL into the database. It never holds the writer
+/// back; often, so that the rest the writer copies before a rewind stays small.
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(100);
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS apps (
@@ -412,22 +422,30 @@ impl SqliteStore {
         seal_plain_secrets(&conn, &key)?;
         let feed = Arc::new(AtomicU64::new(last_change(&conn)?));
         // Checkpoints copy the WAL into the database; done inside a commit they stall every
-        // write behind it, so the writer never checkpoints and a thread of its own does.
+        // write behind it, so a thread of its own does them, and the writer only copies the
+        // little left when the WAL is to be rewound (`REWIND_AT`).
         conn.pragma_update(None, "wal_autocheckpoint", 0)?;
         // The checkpointer may hold writes back while it truncates an overgrown WAL; the
         // writer waits for it rather than fail a whole batch (it is a thread of its own:
         // waiting blocks no async task, callers just wait for their commit).
-        conn.busy_timeout(Duration::from_secs(120))?;
+        conn.busy_handler(Some(writer_waits))?;
+        let page_size: u64 = conn.query_row("PRAGMA page_size", [], |r| r.get(0))?;
+        let rewind = Arc::new(AtomicBool::new(false));
         let (jobs, rx) = mpsc::channel::<Msg>(QUEUE_DEPTH);
+        let writer_rewind = rewind.clone();
         std::thread::Builder::new()
             .name("pigeon-sqlite-writer".into())
-            .spawn(move || run_writer(conn, rx))?;
-        let checkpointer = open_connection(&path, sync)?;
+            .spawn(move || run_writer(conn, rx, &writer_rewind))?;
+        let checkpointer = Checkpointer {
+            conn: open_connection(&path, sync)?,
+            wal: wal_path(&path),
+            page_size,
+            rewind,
+        };
         let alive = jobs.downgrade();
-        let wal = wal_path(&path);
         std::thread::Builder::new()
             .name("pigeon-sqlite-checkpoint".into())
-            .spawn(move || run_checkpointer(checkpointer, wal, alive))?;
+            .spawn(move || checkpointer.run(alive))?;
         Ok(SqliteStore {
             inner: Arc::new(Inner {
                 path,
@@ -786,27 +804,75 @@ fn wal_path(db: &Path) -> PathBuf {
     PathBuf::from(name)
 }
 
-/// Copies the WAL into the database every second while the store is open, and keeps the WAL
-/// under [`WAL_LIMIT`] ([`bound_wal`]).
-fn run_checkpointer(conn: Connection, wal: PathBuf, alive: mpsc::WeakSender<Msg>) {
-    while alive.upgrade().is_some_and(|s| !s.is_closed()) {
-        std::thread::sleep(Duration::from_secs(1));
-        if let Err(e) = bound_wal(&conn, &wal, WAL_LIMIT) {
-            tracing::warn!(error = %e, "WAL checkpoint failed");
+/// The thread that copies the WAL into the database while the store is open.
+struct Checkpointer {
+    conn: Connection,
+    wal: PathBuf,
+    page_size: u64,
+    /// Set when the WAL is past [`REWIND_AT`]: the writer rewinds it after its next batch.
+    rewind: Arc<AtomicBool>,
+}
+
+impl Checkpointer {
+    fn run(self, alive: mpsc::WeakSender<Msg>) {
+        while alive.upgrade().is_some_and(|s| !s.is_closed()) {
+            std::thread::sleep(CHECKPOINT_EVERY);
+            match bound_wal(&self.conn, &self.wal, WAL_LIMIT) {
+                Ok(frames) if frames.saturating_mul(self.page_size) > REWIND_AT => {
+                    self.rewind.store(true, Ordering::Release)
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "WAL checkpoint failed"),
+            }
         }
     }
 }
 
-/// One checkpoint: PASSIVE (it never holds the writer back) while the WAL is within
+/// One checkpoint: PASSIVE (it never holds the writer back) while the WAL file is within
 /// `limit`, TRUNCATE once it is larger: that one waits for the writer between two commits,
-/// holds writes back while it copies the rest, and empties the file.
-fn bound_wal(conn: &Connection, wal: &Path, limit: u64) -> rusqlite::Result<()> {
+/// holds writes back while it copies the rest, and empties the file. The frames in the WAL.
+fn bound_wal(conn: &Connection, wal: &Path, limit: u64) -> rusqlite::Result<u64> {
     let size = std::fs::metadata(wal).map(|m| m.len()).unwrap_or(0);
+    let frames = |r: &rusqlite::Row<'_>| r.get::<_, i64>(1).map(|n| n.max(0) as u64);
     if size > limit {
         tracing::info!(bytes = size, "WAL over its limit: truncating it");
-        conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+        conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], frames)
     } else {
-        conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
+        conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], frames)
+    }
+}
+
+/// The writer's busy handler: waits for the checkpointer's rare TRUNCATE in steps of 100 µs
+/// at first, then of 1 ms, up to 120 s. (SQLite's own timeout sleeps 1, 2, 5, 10, ... 100 ms,
+/// so a lock held for 80 ms cost the writer 103.)
+fn writer_waits(attempt: i32) -> bool {
+    const FINE: i32 = 100;
+    match attempt {
+        0..FINE => std::thread::sleep(Duration::from_micros(100)),
+        FINE..120_100 => std::thread::sleep(Duration::from_millis(1)),
+        _ => return false,
+    }
+    true
+}
+
+/// Copies into the database what the checkpointer has not yet copied, between two batches,
+/// so that the next transaction starts the WAL over (SQLite rewinds a WAL copied to its
+/// end). No other connection writes, so only a reader of an older snapshot can keep it
+/// from the end; then the WAL grows on and is tried again on the checkpointer's next pass.
+fn rewind_wal(conn: &Connection) {
+    let copied = conn
+        .prepare_cached("PRAGMA wal_checkpoint(PASSIVE)")
+        .and_then(|mut st| st.query_row([], |r| Ok((r.get::<_, i64>(1)?, r.get::<_, i64>(2)?))));
+    match copied {
+        Ok((frames, done)) if frames != done => {
+            tracing::debug!(
+                frames,
+                done,
+                "WAL not rewound: a reader holds an older snapshot"
+            )
+        }
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "WAL checkpoint before a rewind failed"),
     }
 }
 
@@ -836,7 +902,7 @@ fn truncate_wal(conn: &Connection) {
     }
 }
 
-fn run_writer(conn: Connection, mut rx: mpsc::Receiver<Msg>) {
+fn run_writer(conn: Connection, mut rx: mpsc::Receiver<Msg>, rewind: &AtomicBool) {
     let mut batch: Vec<Job> = Vec::with_capacity(MAX_BATCH);
     let mut after: Vec<AfterCommit> = Vec::with_capacity(MAX_BATCH);
     let mut closing = None;
@@ -854,6 +920,9 @@ fn run_writer(conn: Connection, mut rx: mpsc::Receiver<Msg>) {
         }
         if !batch.is_empty() {
             commit(&conn, &mut batch, &mut after);
+        }
+        if rewind.swap(false, Ordering::Acquire) {
+            rewind_wal(&conn);
         }
         if let Some(done) = closing {
             // Writes queued after the close are dropped with the receiver: their callers
@@ -3960,6 +4029,47 @@ mod tests {
             .query_row("SELECT COUNT(*) FROM device_locations", [], |r| r.get(0))
             .unwrap();
         assert_eq!(rows, 2000);
+    }
+
+    #[test]
+    fn the_writer_rewinds_a_wal_it_has_copied_to_its_end() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db");
+        let c = open_connection(&path, Synchronous::Normal).unwrap();
+        c.pragma_update(None, "wal_autocheckpoint", 0).unwrap();
+        c.pragma_update(None, "journal_size_limit", 64 << 10)
+            .unwrap();
+        c.execute_batch("CREATE TABLE t (x BLOB)").unwrap();
+        let write = |n: usize| {
+            for _ in 0..n {
+                c.execute("INSERT INTO t VALUES (randomblob(3000))", [])
+                    .unwrap();
+            }
+        };
+        write(300);
+        let grown = wal_len(&path);
+        assert!(grown > 1 << 20, "{grown}");
+        // Without a copy to the end, the WAL only grows.
+        write(1);
+        assert!(wal_len(&path) > grown);
+        // Copied to its end, the next commit starts it over and cuts the file back.
+        rewind_wal(&c);
+        write(1);
+        assert!(wal_len(&path) <= 64 << 10, "{}", wal_len(&path));
+        let rows: i64 = c
+            .query_row("SELECT COUNT(*) FROM t", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(rows, 302);
+    }
+
+    #[test]
+    fn the_writer_waits_for_the_checkpointer_in_fine_steps_and_gives_up_after_two_minutes() {
+        let started = std::time::Instant::now();
+        assert!((0..100).all(writer_waits));
+        // 100 steps of 100 µs: 10 ms, not SQLite's 103 ms for its first 9 waits.
+        assert!(started.elapsed() < Duration::from_millis(100));
+        assert!(writer_waits(120_099));
+        assert!(!writer_waits(120_100));
     }
 
     #[tokio::test]

@@ -138,6 +138,22 @@ impl SharedTcp {
             .socket()
             .ok_or_else(|| std::io::Error::from(std::io::ErrorKind::NotConnected))
     }
+
+    /// Runs `write` once the socket can take bytes, again each time it turns out full.
+    fn poll_write_with(
+        &self,
+        cx: &mut Context<'_>,
+        write: impl Fn(&TcpStream) -> std::io::Result<usize>,
+    ) -> Poll<std::io::Result<usize>> {
+        let tcp = self.tcp()?;
+        loop {
+            std::task::ready!(tcp.poll_write_ready(cx))?;
+            match write(tcp) {
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                done => return Poll::Ready(done),
+            }
+        }
+    }
 }
 
 impl AsyncRead for SharedTcp {
@@ -185,28 +201,14 @@ impl AsyncWrite for SharedTcp {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
-        let tcp = self.tcp()?;
-        loop {
-            std::task::ready!(tcp.poll_write_ready(cx))?;
-            match tcp.try_write(buf) {
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
-                done => return Poll::Ready(done),
-            }
-        }
+        self.poll_write_with(cx, |tcp| tcp.try_write(buf))
     }
     fn poll_write_vectored(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
-        let tcp = self.tcp()?;
-        loop {
-            std::task::ready!(tcp.poll_write_ready(cx))?;
-            match tcp.try_write_vectored(bufs) {
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
-                done => return Poll::Ready(done),
-            }
-        }
+        self.poll_write_with(cx, |tcp| tcp.try_write_vectored(bufs))
     }
     fn is_write_vectored(&self) -> bool {
         true

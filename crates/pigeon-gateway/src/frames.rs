@@ -2,43 +2,75 @@
 
 use bytes::Bytes;
 use pigeon_core::{BadgeOp, Click, Message, NetworkType, Notification, Platform, Push};
+use serde::Serialize;
 use serde_json::{json, Map, Value};
 
 /// The `push` frame for devices on `platform`. Encoded once per push and platform; the
-/// same bytes go to every such device.
+/// same bytes go to every such device. Written straight from the push (no JSON tree for the
+/// frame itself: the push API encodes one per accepted push), its keys in the order a JSON
+/// object sorted them in before.
 pub fn encode_push(push: &Push, platform: Platform) -> Bytes {
-    let mut frame = Map::new();
-    frame.insert("op".into(), json!("push"));
-    frame.insert("msg_id".into(), json!(push.msg_id.to_string()));
-    frame.insert("sent_ms".into(), json!(push.sent_ms));
-    frame.insert("expires_ms".into(), json!(push.expires_ms()));
-    if let Some(n) = push.notification_for(platform) {
-        frame.insert(
-            "notification".into(),
-            Value::Object(notification_fields(platform, n)),
-        );
+    #[derive(Serialize)]
+    struct PushFrame<'a> {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        apns_collapse_id: Option<&'a str>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        display_window: Option<(u64, u64)>,
+        expires_ms: u64,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        message: Option<Map<String, Value>>,
+        #[serde(serialize_with = "as_text")]
+        msg_id: u64,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        network: Option<&'static str>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        notification: Option<Map<String, Value>>,
+        notify_id: NotifyId<'a>,
+        op: &'static str,
+        sent_ms: u64,
     }
-    if let Some(m) = &push.content.message {
-        frame.insert("message".into(), Value::Object(message_fields(m)));
-    }
-    frame.insert("notify_id".into(), json!(push.notify_id()));
-    if let (Platform::Ios, Some(collapse)) = (platform, &push.policy.collapse_id) {
-        frame.insert("apns_collapse_id".into(), json!(collapse));
-    }
-    // What only the device can act on.
-    if let Some((start, end)) = push.policy.display_window {
-        frame.insert("display_window".into(), json!([start, end]));
-    }
-    match push.policy.network {
-        NetworkType::Any => {}
-        NetworkType::Wifi => {
-            frame.insert("network".into(), json!("wifi"));
+    /// The push's own notify id, else its msg_id, as text (`Push::notify_id` without the
+    /// copy).
+    struct NotifyId<'a>(&'a Push);
+    impl Serialize for NotifyId<'_> {
+        fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            match &self.0.policy.notify_id {
+                Some(id) => s.serialize_str(id),
+                None => s.collect_str(&self.0.msg_id),
+            }
         }
-        NetworkType::Mobile => {
-            frame.insert("network".into(), json!("mobile"));
-        }
     }
-    Bytes::from(Value::Object(frame).to_string())
+    fn as_text<S: serde::Serializer>(n: &u64, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(n)
+    }
+    let frame = PushFrame {
+        apns_collapse_id: match platform {
+            Platform::Ios => push.policy.collapse_id.as_deref(),
+            _ => None,
+        },
+        // What only the device can act on.
+        display_window: push.policy.display_window,
+        expires_ms: push.expires_ms(),
+        message: push.content.message.as_ref().map(message_fields),
+        msg_id: push.msg_id,
+        network: match push.policy.network {
+            NetworkType::Any => None,
+            NetworkType::Wifi => Some("wifi"),
+            NetworkType::Mobile => Some("mobile"),
+        },
+        notification: push
+            .notification_for(platform)
+            .map(|n| notification_fields(platform, n)),
+        notify_id: NotifyId(push),
+        op: "push",
+        sent_ms: push.sent_ms,
+    };
+    let mut out = Vec::with_capacity(512);
+    // Writing into a Vec fails only for a map with keys that are not strings; these are.
+    if let Err(e) = serde_json::to_writer(&mut out, &frame) {
+        tracing::error!(error = %e, msg_id = push.msg_id, "push frame not encoded");
+    }
+    Bytes::from(out)
 }
 
 /// A notification under the device protocol's names (device-protocol.md §3): `alert`
@@ -196,6 +228,46 @@ mod tests {
             (&json!([1000, 2000]), &json!("wifi"))
         );
         assert_eq!(v["message"], json!({"msg_content": "m"}));
+    }
+
+    #[test]
+    fn a_push_frame_carries_every_field_under_the_protocols_names() {
+        use pigeon_core::{Audience, PlatformSet};
+        let mut push = Push::new(PlatformSet::all(), Audience::All);
+        push.msg_id = 18_100_000_000_000_001;
+        push.sent_ms = 1_000;
+        push.policy.collapse_id = Some("c".into());
+        push.content.notifications.insert(
+            Platform::Ios,
+            Notification {
+                body: "hi".into(),
+                ..Default::default()
+            },
+        );
+        let text = encode_push(&push, Platform::Ios);
+        let v: Value = serde_json::from_slice(&text).unwrap();
+        assert_eq!(
+            v,
+            json!({
+                "apns_collapse_id": "c",
+                "expires_ms": push.expires_ms(),
+                "msg_id": "18100000000000001",
+                "notification": {"alert": "hi"},
+                "notify_id": "18100000000000001",
+                "op": "push",
+                "sent_ms": 1000,
+            })
+        );
+        // The keys come sorted, as they did from a JSON object, and the frame ends in the
+        // brace a badge is spliced before.
+        assert!(text.starts_with(br#"{"apns_collapse_id":"c","expires_ms":"#));
+        assert!(text.ends_with(br#""op":"push","sent_ms":1000}"#));
+        // Another platform gets neither the iOS notification nor its collapse id; a notify
+        // id of the push's own replaces the msg_id.
+        push.policy.notify_id = Some("n-1".into());
+        let v: Value = serde_json::from_slice(&encode_push(&push, Platform::Android)).unwrap();
+        assert!(v.get("apns_collapse_id").is_none() && v.get("notification").is_none());
+        assert_eq!(v["notify_id"], json!("n-1"));
     }
 
     #[test]

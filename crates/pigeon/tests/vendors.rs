@@ -11,6 +11,7 @@ use pigeon_device::{register, DeviceConnection, RegisterRequest};
 use pigeon_vendors::fake_apns::{Account, FakeApns};
 use pigeon_vendors::fake_cn::{Accounts, FakeCn};
 use pigeon_vendors::fake_fcm::{FakeFcm, Project};
+use pigeon_vendors::fake_huawei::FakeHuawei;
 use rsa::pkcs8::DecodePrivateKey;
 use serde_json::{json, Value};
 use std::process::Command;
@@ -94,6 +95,21 @@ async fn until(what: &str, mut done: impl FnMut() -> bool) {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// A fake Huawei push server, set as the app's Huawei credentials.
+async fn huawei_for(server: &Server, app_key: &str) -> FakeHuawei {
+    let huawei = FakeHuawei::start("10086", "10086", "hw-secret")
+        .await
+        .unwrap();
+    set_vendor(
+        server,
+        app_key,
+        "huawei",
+        &json!({"app_id": "10086", "client_id": "10086", "client_secret": "hw-secret",
+            "auth_url": huawei.auth_url, "base_url": huawei.base_url}),
+    );
+    huawei
 }
 
 /// A running server with an app whose FCM, APNs and OPPO credentials point at local fakes,
@@ -608,27 +624,17 @@ async fn connected_devices_follow_the_distribution_policy() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn batches_honor_recall_and_rate_limits() {
     use pigeon_vendors::fake_honor::FakeHonor;
-    use pigeon_vendors::fake_huawei::FakeHuawei;
     use pigeon_vendors::fake_xiaomi::FakeXiaomi;
     let Setup {
         server, app, fcm, ..
     } = setup().await;
-    let huawei = FakeHuawei::start("10086", "10086", "hw-secret")
-        .await
-        .unwrap();
+    let huawei = huawei_for(&server, &app.key).await;
     let honor = FakeHonor::start("104400", "client-1", "honor-secret")
         .await
         .unwrap();
     let xiaomi = FakeXiaomi::start("mi-secret", "com.example.app")
         .await
         .unwrap();
-    set_vendor(
-        &server,
-        &app.key,
-        "huawei",
-        &json!({"app_id": "10086", "client_id": "10086", "client_secret": "hw-secret",
-            "auth_url": huawei.auth_url, "base_url": huawei.base_url}),
-    );
     set_vendor(
         &server,
         &app.key,
@@ -778,18 +784,8 @@ async fn batches_honor_recall_and_rate_limits() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_ab_push_reaches_vendors_with_each_variants_content() {
     use pigeon_core::abtest::{bucket_of, variant_of_bucket};
-    use pigeon_vendors::fake_huawei::FakeHuawei;
     let Setup { server, app, .. } = setup().await;
-    let huawei = FakeHuawei::start("10086", "10086", "hw-secret")
-        .await
-        .unwrap();
-    set_vendor(
-        &server,
-        &app.key,
-        "huawei",
-        &json!({"app_id": "10086", "client_id": "10086", "client_secret": "hw-secret",
-            "auth_url": huawei.auth_url, "base_url": huawei.base_url}),
-    );
+    let huawei = huawei_for(&server, &app.key).await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let (status, test) = server
         .post(
@@ -865,20 +861,10 @@ async fn an_ab_push_reaches_vendors_with_each_variants_content() {
 /// of the push still splits it by channel (Huawei here), not all as Pigeon's connection.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_split_by_channel_outlives_a_restart() {
-    use pigeon_vendors::fake_huawei::FakeHuawei;
     let Setup {
         mut server, app, ..
     } = setup().await;
-    let huawei = FakeHuawei::start("10086", "10086", "hw-secret")
-        .await
-        .unwrap();
-    set_vendor(
-        &server,
-        &app.key,
-        "huawei",
-        &json!({"app_id": "10086", "client_id": "10086", "client_secret": "hw-secret",
-            "auth_url": huawei.auth_url, "base_url": huawei.base_url}),
-    );
+    let huawei = huawei_for(&server, &app.key).await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let d = device(&server, &app.key, "android", json!({"huawei": "hw-kept"})).await;
     let msg_id = server

@@ -13,7 +13,7 @@ use crate::{ws, MAX_INFLIGHT};
 use parking_lot::Mutex;
 use pigeon_core::{Ordinal, Platform};
 use pigeon_engine::{Handoff, LivePush, Outlet};
-use std::io::{self, IoSlice};
+use std::io::IoSlice;
 use std::sync::Arc;
 use tokio::net::TcpStream;
 
@@ -150,16 +150,12 @@ impl Outlet for Outbox {
         let payload = push.frame(None, platform, |p| crate::encode_push(p, platform));
         let mut head = [0u8; ws::MAX_HEADER];
         let head = ws::header(ws::OP_TEXT, payload.len(), &mut head);
+        // Full (would block) or broken: the task writes it, or finds out and handles it.
         let written = match socket.try_write_vectored(&[IoSlice::new(head), IoSlice::new(&payload)])
         {
-            Ok(n) => n,
-            // Full, or broken: the task finds out and handles it.
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Handoff::NotNow,
-            Err(_) => return Handoff::NotNow,
+            Ok(n) if n > 0 => n,
+            _ => return Handoff::NotNow,
         };
-        if written == 0 {
-            return Handoff::NotNow;
-        }
         s.inflight.push(push.msg_id());
         let total = head.len() + payload.len();
         if written == total {
@@ -294,7 +290,7 @@ mod tests {
             socket.writable().await.expect("writable");
             match socket.try_write(rest) {
                 Ok(n) => rest = &rest[n..],
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
                 Err(e) => panic!("write: {e}"),
             }
         }

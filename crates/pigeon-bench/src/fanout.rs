@@ -38,8 +38,7 @@ pub struct FanoutArgs {
 /// What one system did at one N.
 pub struct Outcome {
     pub n: usize,
-    pub rss_before_kib: u64,
-    pub rss_after_kib: u64,
+    pub memory: Idle,
     /// Milliseconds from the request to the last device, one per round.
     pub rounds_ms: Vec<f64>,
     /// CPU µs per delivery spent by the server and by the agents, one pair per round.
@@ -54,11 +53,10 @@ pub struct Outcome {
 }
 
 impl Outcome {
-    fn new(n: usize, rss_before_kib: u64, rss_after_kib: u64) -> Outcome {
+    fn new(n: usize, memory: Idle) -> Outcome {
         Outcome {
             n,
-            rss_before_kib,
-            rss_after_kib,
+            memory,
             rounds_ms: Vec::new(),
             rounds_cpu: Vec::new(),
             first_start_us: 0,
@@ -67,8 +65,38 @@ impl Outcome {
         }
     }
 
+    /// What one more idle connection costs: the RSS the later half of the agents' connections
+    /// added, divided by their number (see [`connect_measured`]).
     pub fn per_connection_bytes(&self) -> f64 {
-        (self.rss_after_kib.saturating_sub(self.rss_before_kib) * 1024) as f64 / self.n as f64
+        let steps = &self.memory.steps;
+        let half = steps.len() / 2;
+        let from = match half {
+            0 => self.memory.before_kib,
+            h => steps[h - 1].1,
+        };
+        let to = steps.last().map_or(from, |s| s.1);
+        let added: usize = steps[half..].iter().map(|s| s.0).sum();
+        (to.saturating_sub(from) * 1024) as f64 / added.max(1) as f64
+    }
+    /// Bytes per connection of each agent's connections, in the order they connected.
+    pub fn step_bytes(&self) -> Vec<f64> {
+        let mut last = self.memory.before_kib;
+        self.memory
+            .steps
+            .iter()
+            .map(|&(n, kib)| {
+                let b = (kib.saturating_sub(last) * 1024) as f64 / n.max(1) as f64;
+                last = kib;
+                b.round()
+            })
+            .collect()
+    }
+    /// The RSS all N connections added, divided by N: memory the server freed before they
+    /// came (registrations, for one) and kept, it reuses for them, which this does not see.
+    pub fn whole_per_connection_bytes(&self) -> f64 {
+        let m = &self.memory;
+        let after = m.steps.last().map_or(m.before_kib, |s| s.1);
+        (after.saturating_sub(m.before_kib) * 1024) as f64 / self.n as f64
     }
     pub fn median_ms(&self) -> f64 {
         let mut v = self.rounds_ms.clone();
@@ -111,10 +139,13 @@ pub fn run(args: FanoutArgs) -> anyhow::Result<()> {
         eprintln!("== N = {n}: pigeon");
         let p = pigeon(n, args.agents, args.rounds)?;
         eprintln!(
-            "   rounds ms: {:?}; CPU µs/delivery (server, agents): {:?}; idle {:.0} B/conn",
+            "   rounds ms: {:?}; CPU µs/delivery (server, agents): {:?}; idle {:.0} B/conn \
+             (later half; all N: {:.0}; by agent: {:?})",
             p.rounds_ms,
             p.rounds_cpu,
-            p.per_connection_bytes()
+            p.per_connection_bytes(),
+            p.whole_per_connection_bytes(),
+            p.step_bytes()
         );
         let m = if args.no_mosquitto {
             None
@@ -122,10 +153,13 @@ pub fn run(args: FanoutArgs) -> anyhow::Result<()> {
             eprintln!("== N = {n}: mosquitto");
             let m = mosquitto(n, args.agents, args.rounds)?;
             eprintln!(
-                "   rounds ms: {:?}; CPU µs/delivery (server, agents): {:?}; idle {:.0} B/conn",
+                "   rounds ms: {:?}; CPU µs/delivery (server, agents): {:?}; idle {:.0} B/conn \
+                 (later half; all N: {:.0}; by agent: {:?})",
                 m.rounds_ms,
                 m.rounds_cpu,
-                m.per_connection_bytes()
+                m.per_connection_bytes(),
+                m.whole_per_connection_bytes(),
+                m.step_bytes()
             );
             Some(m)
         };
@@ -181,6 +215,29 @@ fn spawn_agents(
             Ok((count, Agent::spawn(&a)?))
         })
         .collect()
+}
+
+/// A server's RSS before the devices connect and after each agent's devices have.
+pub struct Idle {
+    pub before_kib: u64,
+    /// (connections of one agent, RSS once they had connected), in the order they connected.
+    pub steps: Vec<(usize, u64)>,
+}
+
+/// Connects the agents' devices one agent after the other, reading `pid`'s RSS before and
+/// after each, each after [`SETTLE`]. An allocator keeps memory a server freed (the
+/// registrations' buffers) and hands it to the first connections; the later ones have to take
+/// new memory, so their share is what a connection costs.
+fn connect_measured(agents: &mut [(usize, Agent)], pid: u32) -> anyhow::Result<Idle> {
+    std::thread::sleep(SETTLE);
+    let before_kib = rss_kib(pid)?;
+    let mut steps = Vec::with_capacity(agents.len());
+    for agent in agents.chunks_mut(1) {
+        connect_all(agent)?;
+        std::thread::sleep(SETTLE);
+        steps.push((agent[0].0, rss_kib(pid)?));
+    }
+    Ok(Idle { before_kib, steps })
 }
 
 fn connect_all(agents: &mut [(usize, Agent)]) -> anyhow::Result<()> {
@@ -331,14 +388,10 @@ pub fn pigeon_then_burst(
     for (_, a) in agents.iter_mut() {
         a.recv()?; // registered
     }
-    std::thread::sleep(SETTLE);
-    let rss_before_kib = rss_kib(pid)?;
-    connect_all(&mut agents)?;
-    std::thread::sleep(SETTLE);
-    let rss_after_kib = rss_kib(pid)?;
+    let memory = connect_measured(&mut agents, pid)?;
     let port: u16 = server.base.rsplit(':').next().unwrap_or_default().parse()?;
     let auth = basic_auth(&server);
-    let mut outcome = Outcome::new(n, rss_before_kib, rss_after_kib);
+    let mut outcome = Outcome::new(n, memory);
     for _ in 0..rounds {
         let mut fire = || broadcast(port, &auth);
         round(&mut outcome, pid, &mut agents, &mut fire)?;
@@ -407,8 +460,6 @@ fn mosquitto(n: usize, agents: usize, rounds: usize) -> anyhow::Result<Outcome> 
             .context("starting mosquitto")?,
     );
     wait_port(port, Duration::from_secs(10))?;
-    std::thread::sleep(SETTLE);
-    let rss_before_kib = rss_kib(guard.pid())?;
     let server = format!("127.0.0.1:{port}");
     let mut agents = spawn_agents(n, agents, |_| {
         vec![
@@ -418,16 +469,14 @@ fn mosquitto(n: usize, agents: usize, rounds: usize) -> anyhow::Result<Outcome> 
             server.clone(),
         ]
     })?;
-    connect_all(&mut agents)?;
-    std::thread::sleep(SETTLE);
-    let rss_after_kib = rss_kib(guard.pid())?;
+    let memory = connect_measured(&mut agents, guard.pid())?;
 
     let mut publisher = TcpStream::connect(("127.0.0.1", port))?;
     publisher.set_nodelay(true)?;
     publisher.write_all(&mqtt::connect("bench-publisher", 600))?;
     let mut connack = [0u8; 4];
     publisher.read_exact(&mut connack)?;
-    let mut outcome = Outcome::new(n, rss_before_kib, rss_after_kib);
+    let mut outcome = Outcome::new(n, memory);
     for r in 0..rounds {
         let mut fire = || -> anyhow::Result<u64> {
             let t0 = now_us();

@@ -246,6 +246,13 @@ enum DeviceCommand {
     Simulate(simulate::SimulateArgs),
 }
 
+/// mimalloc instead of glibc's malloc: requests are handled on one worker thread and their
+/// memory freed on another (the SQLite writer, the fan-out), and glibc serializes those frees
+/// on its arena locks and consolidates free chunks under them; ~25% of the server's CPU at the
+/// push API's peak went there (BENCHMARKS.md, "Performance round two").
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     // Only `serve` may log JSON; its format is known before its configuration is loaded.

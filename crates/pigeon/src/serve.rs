@@ -437,9 +437,9 @@ fn lock_data_dir(data: &Path) -> anyhow::Result<File> {
     Ok(file)
 }
 
-/// Bursts of connections leave freed handshake buffers scattered through the heap, which
-/// glibc keeps; a thread of its own returns free pages to the system now and then, so the
-/// memory a server holds follows its live connections.
+/// Rust's memory is mimalloc's (`main.rs`), which returns freed pages by itself; SQLite
+/// allocates from glibc's malloc, whose freed pages stay until trimmed. A thread of its own
+/// trims them now and then, so the memory a server holds follows what it uses.
 fn spawn_heap_trimmer() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {

@@ -253,6 +253,32 @@ enum DeviceCommand {
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// Hands the memory freed on this runtime worker back to the system, at most once a second,
+/// as the worker goes idle. mimalloc returns a thread's freed pages only while that thread
+/// goes on allocating; a worker that goes quiet after a burst (a wave of registrations or
+/// connections) would keep them, and the server's memory would not follow what it holds.
+fn return_freed_memory() {
+    use std::cell::Cell;
+    use std::time::{Duration, Instant};
+    thread_local! {
+        static LAST: Cell<Option<Instant>> = const { Cell::new(None) };
+    }
+    let now = Instant::now();
+    let due = LAST.with(|last| {
+        let due = last
+            .get()
+            .is_none_or(|t| now.duration_since(t) >= Duration::from_secs(1));
+        if due {
+            last.set(Some(now));
+        }
+        due
+    });
+    if due {
+        // SAFETY: collects this thread's own heap; no pointer is passed.
+        unsafe { libmimalloc_sys::mi_collect(true) };
+    }
+}
+
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     // Only `serve` may log JSON; its format is known before its configuration is loaded.
@@ -275,6 +301,7 @@ fn main() -> anyhow::Result<()> {
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        .on_thread_park(return_freed_memory)
         .build()
         .context("starting the async runtime")?;
     runtime.block_on(async move {

@@ -279,7 +279,20 @@ fn return_freed_memory() {
     }
 }
 
+/// mimalloc asks the kernel for transparent huge pages on its arenas, so every first touch
+/// of memory zeroes 2 MiB: loading 1M devices at a restart took 4-5 s instead of 3, with more
+/// memory (BENCHMARKS.md, "Performance round two"). Off for this process; checked by the
+/// kernel at each page fault, so it also covers the arena reserved before `main`.
+fn no_transparent_huge_pages() {
+    #[cfg(target_os = "linux")]
+    // SAFETY: prctl with an integer option and no pointers.
+    unsafe {
+        libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0);
+    }
+}
+
 fn main() -> anyhow::Result<()> {
+    no_transparent_huge_pages();
     let cli = Cli::parse();
     // Only `serve` may log JSON; its format is known before its configuration is loaded.
     let format = match &cli.command {

@@ -178,6 +178,44 @@ async fn hello_rules_and_credentials() {
     assert!(conn.welcome.server_time_ms > 1_600_000_000_000);
 }
 
+/// A message may come in fragments (RFC 6455 §5.4): the server joins them; a continuation
+/// with no first fragment, or a new message inside a fragmented one, is a protocol error.
+#[tokio::test]
+async fn fragmented_messages_are_joined_and_bad_fragments_close_with_1002() {
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
+    use tokio_tungstenite::tungstenite::protocol::frame::Frame;
+    let server = Server::start().await;
+    let app = server.create_app("a");
+    let creds = server.register(&app, "android", &[], None).await;
+    let frame = |op: Data, fin: bool, payload: &[u8]| {
+        Message::Frame(Frame::message(payload.to_vec(), OpCode::Data(op), fin))
+    };
+
+    let hello = json!({"op": "hello", "registration_id": creds.registration_id,
+                       "device_secret": creds.device_secret})
+    .to_string();
+    let (a, rest) = hello.as_bytes().split_at(10);
+    let (b, c) = rest.split_at(20);
+    let mut ws = raw(&server).await;
+    ws.send(frame(Data::Text, false, a)).await.unwrap();
+    ws.send(frame(Data::Continue, false, b)).await.unwrap();
+    ws.send(frame(Data::Continue, true, c)).await.unwrap();
+    match ws.next().await {
+        Some(Ok(Message::Text(t))) => assert!(t.as_str().contains("welcome"), "{t}"),
+        other => panic!("expected welcome, got {other:?}"),
+    }
+    drop(ws);
+
+    let mut ws = raw(&server).await;
+    ws.send(frame(Data::Continue, true, b"{}")).await.unwrap();
+    assert_eq!(close_code(&mut ws).await.0, 1002);
+
+    let mut ws = raw(&server).await;
+    ws.send(frame(Data::Text, false, a)).await.unwrap();
+    ws.send(frame(Data::Text, true, b"{}")).await.unwrap();
+    assert_eq!(close_code(&mut ws).await.0, 1002);
+}
+
 #[tokio::test]
 async fn a_newer_connection_replaces_the_older() {
     let server = Server::start().await;

@@ -16,8 +16,8 @@ pub use abtest::{Split, Variant, VariantBuckets};
 pub use audience::{Audience, AudienceExpr, AudienceIndex, DeviceAttrs, Resolved, SavedAudiences};
 pub use model::{
     Activity, ApnsFields, BadgeOp, ChannelStrategy, Click, Content, DeliveryPolicy, FcmChoice,
-    Fields, IdempotencyKey, Labels, Message, NetworkType, Notification, Pace, Push, PushCallback,
-    ScheduleFiring, SmsFallback, VendorPolicy, MAX_BADGE,
+    Fields, IdempotencyKey, Labels, Message, NetworkType, Notification, Notifications, Pace, Push,
+    PushCallback, ScheduleFiring, SmsFallback, VendorPolicy, MAX_BADGE,
 };
 pub use platform::{Platform, PlatformSet};
 

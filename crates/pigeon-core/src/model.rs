@@ -63,12 +63,133 @@ pub struct ScheduleFiring {
     pub next_ms: Option<u64>,
 }
 
+/// The notification of each platform, in platform order, serialized as a JSON object. A
+/// sorted vector sized to its entries rather than a `BTreeMap`: a B-tree node has room for 11
+/// entries, ~4.6 KB with notifications this size, for the one to five a push has, and a
+/// pending push is held in memory until it expires.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Notifications(Vec<(Platform, Notification)>);
+
+impl Notifications {
+    pub fn new() -> Notifications {
+        Notifications(Vec::new())
+    }
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+    fn find(&self, platform: &Platform) -> Result<usize, usize> {
+        self.0.binary_search_by(|(p, _)| p.cmp(platform))
+    }
+    pub fn get(&self, platform: &Platform) -> Option<&Notification> {
+        self.find(platform).ok().map(|i| &self.0[i].1)
+    }
+    pub fn get_mut(&mut self, platform: &Platform) -> Option<&mut Notification> {
+        self.find(platform).ok().map(|i| &mut self.0[i].1)
+    }
+    pub fn contains_key(&self, platform: &Platform) -> bool {
+        self.find(platform).is_ok()
+    }
+    /// Sets `platform`'s notification; the one it replaces, if any.
+    pub fn insert(&mut self, platform: Platform, n: Notification) -> Option<Notification> {
+        match self.find(&platform) {
+            Ok(i) => Some(std::mem::replace(&mut self.0[i].1, n)),
+            Err(i) => {
+                self.0.reserve_exact(1);
+                self.0.insert(i, (platform, n));
+                None
+            }
+        }
+    }
+    pub fn remove(&mut self, platform: &Platform) -> Option<Notification> {
+        self.find(platform).ok().map(|i| self.0.remove(i).1)
+    }
+    /// Keeps the platforms `keep` says yes to.
+    pub fn retain(&mut self, mut keep: impl FnMut(&Platform, &mut Notification) -> bool) {
+        self.0.retain_mut(|(p, n)| keep(p, n));
+    }
+    pub fn iter(&self) -> impl Iterator<Item = (&Platform, &Notification)> {
+        self.0.iter().map(|(p, n)| (p, n))
+    }
+    pub fn keys(&self) -> impl Iterator<Item = &Platform> {
+        self.0.iter().map(|(p, _)| p)
+    }
+    pub fn values(&self) -> impl Iterator<Item = &Notification> {
+        self.0.iter().map(|(_, n)| n)
+    }
+    pub fn values_mut(&mut self) -> impl Iterator<Item = &mut Notification> {
+        self.0.iter_mut().map(|(_, n)| n)
+    }
+}
+
+impl std::ops::Index<&Platform> for Notifications {
+    type Output = Notification;
+    fn index(&self, platform: &Platform) -> &Notification {
+        match self.get(platform) {
+            Some(n) => n,
+            None => panic!("no notification for {platform:?}"),
+        }
+    }
+}
+
+impl FromIterator<(Platform, Notification)> for Notifications {
+    /// As a map: a platform given twice keeps its last notification.
+    fn from_iter<I: IntoIterator<Item = (Platform, Notification)>>(iter: I) -> Notifications {
+        let mut out = Notifications::new();
+        for (p, n) in iter {
+            out.insert(p, n);
+        }
+        out
+    }
+}
+
+impl IntoIterator for Notifications {
+    type Item = (Platform, Notification);
+    type IntoIter = std::vec::IntoIter<(Platform, Notification)>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.into_iter()
+    }
+}
+
+impl Serialize for Notifications {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_map(self.iter())
+    }
+}
+
+impl<'de> Deserialize<'de> for Notifications {
+    fn deserialize<D: serde::Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Notifications, D::Error> {
+        struct Entries;
+        impl<'de> serde::de::Visitor<'de> for Entries {
+            type Value = Notifications;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an object of notifications by platform")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<Notifications, A::Error> {
+                let mut out = Notifications::new();
+                while let Some((p, n)) = map.next_entry::<Platform, Notification>()? {
+                    out.insert(p, n);
+                }
+                Ok(out)
+            }
+        }
+        deserializer.deserialize_map(Entries)
+    }
+}
+
 /// What a push carries.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Content {
     /// The notification each platform shows; a platform missing here shows none.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub notifications: BTreeMap<Platform, Notification>,
+    #[serde(default, skip_serializing_if = "Notifications::is_empty")]
+    pub notifications: Notifications,
     /// A pass-through message handed to the app, not shown by the system.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<Message>,

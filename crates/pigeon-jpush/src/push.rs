@@ -11,7 +11,6 @@ use pigeon_core::{
     VendorPolicy, DEFAULT_TIME_TO_LIVE_S, MAX_BADGE, MAX_TIME_TO_LIVE_S,
 };
 use serde_json::{Map, Value};
-use std::collections::BTreeMap;
 
 /// Most tags in one of tag / tag_and / tag_not.
 pub const MAX_AUDIENCE_TAGS: usize = 20;
@@ -371,7 +370,7 @@ pub fn parse_push(body: &Value) -> Checked<Push> {
 
     let notifications = match top.get("notification") {
         Some(n) => parse_notification(n, platforms)?,
-        None => BTreeMap::new(),
+        None => pigeon_core::Notifications::new(),
     };
     let message = top.get("message").map(parse_message).transpose()?;
     if top.contains_key("inapp_message") && (message.is_some() || notifications.is_empty()) {
@@ -505,10 +504,7 @@ pub(crate) fn parse_audience(v: &Value) -> Checked<Audience> {
     Ok(Audience::Expr(expr))
 }
 
-fn parse_notification(
-    v: &Value,
-    platforms: PlatformSet,
-) -> Checked<BTreeMap<Platform, Notification>> {
+fn parse_notification(v: &Value, platforms: PlatformSet) -> Checked<pigeon_core::Notifications> {
     let obj = as_object("notification", v)?;
     let alert = obj.get("alert").cloned();
     let mut sections = std::collections::BTreeMap::new();

@@ -622,3 +622,52 @@ impl Push {
         self.content.message.is_some() || self.notification_for(platform).is_some()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shown(body: &str) -> Notification {
+        Notification {
+            body: body.into(),
+            ..Notification::default()
+        }
+    }
+
+    /// The same JSON as the `BTreeMap` it replaced: an object in platform order, a platform
+    /// given twice keeping its last notification; read back equal, exactly sized.
+    #[test]
+    fn notifications_are_a_map_in_platform_order() {
+        let n: Notifications = [
+            (Platform::Ios, shown("a")),
+            (Platform::Android, shown("b")),
+            (Platform::Ios, shown("c")),
+        ]
+        .into_iter()
+        .collect();
+        assert_eq!(n.len(), 2);
+        assert_eq!(n[&Platform::Ios].body, "c");
+        assert!(!n.contains_key(&Platform::Hmos));
+        let old: BTreeMap<Platform, Notification> =
+            [(Platform::Android, shown("b")), (Platform::Ios, shown("c"))].into();
+        let text = serde_json::to_string(&n).unwrap_or_default();
+        assert_eq!(text, serde_json::to_string(&old).unwrap_or_default());
+        let back: Notifications = serde_json::from_str(&text).unwrap_or_default();
+        assert_eq!(back, n);
+        assert_eq!(back.0.capacity(), 2);
+
+        let mut n = back;
+        n.retain(|p, _| *p == Platform::Android);
+        assert_eq!(n.keys().collect::<Vec<_>>(), [&Platform::Android]);
+        assert_eq!(
+            n.insert(Platform::Android, shown("d")).map(|o| o.body),
+            Some("b".into())
+        );
+        assert_eq!(
+            n.remove(&Platform::Android).map(|o| o.body),
+            Some("d".into())
+        );
+        assert!(n.is_empty());
+        assert!(serde_json::from_str::<Notifications>("[]").is_err());
+    }
+}

@@ -86,9 +86,6 @@ impl Notifications {
     pub fn get(&self, platform: &Platform) -> Option<&Notification> {
         self.find(platform).ok().map(|i| &self.0[i].1)
     }
-    pub fn get_mut(&mut self, platform: &Platform) -> Option<&mut Notification> {
-        self.find(platform).ok().map(|i| &mut self.0[i].1)
-    }
     pub fn contains_key(&self, platform: &Platform) -> bool {
         self.find(platform).is_ok()
     }
@@ -115,12 +112,6 @@ impl Notifications {
     }
     pub fn keys(&self) -> impl Iterator<Item = &Platform> {
         self.0.iter().map(|(p, _)| p)
-    }
-    pub fn values(&self) -> impl Iterator<Item = &Notification> {
-        self.0.iter().map(|(_, n)| n)
-    }
-    pub fn values_mut(&mut self) -> impl Iterator<Item = &mut Notification> {
-        self.0.iter_mut().map(|(_, n)| n)
     }
 }
 

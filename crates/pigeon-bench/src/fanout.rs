@@ -75,8 +75,7 @@ impl Outcome {
             h => steps[h - 1].1,
         };
         let to = steps.last().map_or(from, |s| s.1);
-        let added: usize = steps[half..].iter().map(|s| s.0).sum();
-        (to.saturating_sub(from) * 1024) as f64 / added.max(1) as f64
+        bytes_each(from, to, steps[half..].iter().map(|s| s.0).sum())
     }
     /// Bytes per connection of each agent's connections, in the order they connected.
     pub fn step_bytes(&self) -> Vec<f64> {
@@ -85,7 +84,7 @@ impl Outcome {
             .steps
             .iter()
             .map(|&(n, kib)| {
-                let b = (kib.saturating_sub(last) * 1024) as f64 / n.max(1) as f64;
+                let b = bytes_each(last, kib, n);
                 last = kib;
                 b.round()
             })
@@ -96,7 +95,7 @@ impl Outcome {
     pub fn whole_per_connection_bytes(&self) -> f64 {
         let m = &self.memory;
         let after = m.steps.last().map_or(m.before_kib, |s| s.1);
-        (after.saturating_sub(m.before_kib) * 1024) as f64 / self.n as f64
+        bytes_each(m.before_kib, after, self.n)
     }
     pub fn median_ms(&self) -> f64 {
         let mut v = self.rounds_ms.clone();
@@ -217,6 +216,11 @@ fn spawn_agents(
         .collect()
 }
 
+/// What the RSS grew by from `from_kib` to `to_kib`, in bytes per connection of `n`.
+fn bytes_each(from_kib: u64, to_kib: u64, n: usize) -> f64 {
+    (to_kib.saturating_sub(from_kib) * 1024) as f64 / n.max(1) as f64
+}
+
 /// A server's RSS before the devices connect and after each agent's devices have.
 pub struct Idle {
     pub before_kib: u64,
@@ -232,10 +236,10 @@ fn connect_measured(agents: &mut [(usize, Agent)], pid: u32) -> anyhow::Result<I
     std::thread::sleep(SETTLE);
     let before_kib = rss_kib(pid)?;
     let mut steps = Vec::with_capacity(agents.len());
-    for agent in agents.chunks_mut(1) {
-        connect_all(agent)?;
+    for i in 0..agents.len() {
+        connect_all(&mut agents[i..=i])?;
         std::thread::sleep(SETTLE);
-        steps.push((agent[0].0, rss_kib(pid)?));
+        steps.push((agents[i].0, rss_kib(pid)?));
     }
     Ok(Idle { before_kib, steps })
 }

@@ -185,9 +185,10 @@ pub struct Content {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<Message>,
     /// What vendor channels show for a push that carries only a message (they cannot carry
-    /// a pass-through message to a closed app).
+    /// a pass-through message to a closed app). Boxed, as the rarer parts of a notification
+    /// are: a pending push is held in memory until it expires, and most have none of them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub vendor_notification: Option<Notification>,
+    pub vendor_notification: Option<Box<Notification>>,
 }
 
 /// A notification as one platform shows it.
@@ -207,7 +208,7 @@ pub struct Notification {
     /// The Android activity a tap opens, for vendors that open activities rather than
     /// intents (beside `click`, which the others follow).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub activity: Option<Activity>,
+    pub activity: Option<Box<Activity>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sound: Option<String>,
     /// The Android notification channel.
@@ -226,7 +227,7 @@ pub struct Notification {
     pub badge_class: Option<String>,
     /// APNs' own richer fields (iOS).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub apns: Option<ApnsFields>,
+    pub apns: Option<Box<ApnsFields>>,
     /// Display fields no part of Pigeon interprets, shown to the device as given (large
     /// icon, styles, buttons…), under the device protocol's names.
     #[serde(default, skip_serializing_if = "Map::is_empty")]
@@ -595,7 +596,7 @@ impl Push {
     /// push's notification for vendor channels.
     pub fn vendor_notification_for(&self, platform: Platform) -> Option<&Notification> {
         self.notification_for(platform)
-            .or(self.content.vendor_notification.as_ref())
+            .or(self.content.vendor_notification.as_deref())
     }
 
     /// Whether vendor channels have anything to show for this push.

@@ -354,3 +354,16 @@ impl LivePush {
         }
     }
 }
+
+#[cfg(test)]
+mod size {
+    /// A pending push stays in memory until it expires (100,000 of them in the restart
+    /// benchmark), with one notification per platform: the rare parts of both are boxed.
+    #[test]
+    fn a_pending_push_stays_small() {
+        use std::mem::size_of;
+        assert!(size_of::<pigeon_core::Notification>() <= 264);
+        assert!(size_of::<pigeon_core::Push>() <= 856);
+        assert!(size_of::<super::LivePush>() <= 1368);
+    }
+}

@@ -383,7 +383,9 @@ pub fn parse_push(body: &Value) -> Checked<Push> {
     let mut push = Push::new(platforms, audience);
     push.content.notifications = notifications;
     push.content.message = message;
-    push.content.vendor_notification = top.get("notification_3rd").map(vendor_notification);
+    push.content.vendor_notification = top
+        .get("notification_3rd")
+        .map(|v| Box::new(vendor_notification(v)));
     if let Some(o) = top.get("options") {
         parse_options(o, &mut push)?;
     }
@@ -604,7 +606,7 @@ fn notification(
     }
     let (class, action) = (text("uri_activity"), text("uri_action"));
     if class.is_some() || action.is_some() {
-        n.activity = Some(Activity { class, action });
+        n.activity = Some(Box::new(Activity { class, action }));
     }
     let flag = |k: &str| {
         section
@@ -616,7 +618,7 @@ fn notification(
     apns.thread_id = text("thread-id");
     apns.interruption_level = text("interruption-level");
     if platform == Platform::Ios && apns != ApnsFields::default() {
-        n.apns = Some(apns);
+        n.apns = Some(Box::new(apns));
     }
     const READ: [&str; 17] = [
         "alert",
@@ -668,7 +670,8 @@ fn vendor_notification(v: &Value) -> Notification {
             Some(url) => Click::Intent(url.into()),
             None => Click::OpenApp,
         },
-        activity: (class.is_some() || action.is_some()).then_some(Activity { class, action }),
+        activity: (class.is_some() || action.is_some())
+            .then(|| Box::new(Activity { class, action })),
         sound: text("sound"),
         channel_id: text("channel_id"),
         badge: v.get("badge_add_num").and_then(int_of).map(BadgeOp::Add),

@@ -109,7 +109,7 @@ impl<'a> Shown<'a> {
     }
 
     fn apns(&self) -> Option<&ApnsFields> {
-        self.n.and_then(|n| n.apns.as_ref())
+        self.n.and_then(|n| n.apns.as_deref())
     }
 
     /// The title, or an empty one for vendors that need the field.
@@ -477,11 +477,11 @@ mod tests {
                 sound: Some("ding.caf".into()),
                 category: Some("C".into()),
                 extras: json!({"k": 1}).as_object().cloned().unwrap(),
-                apns: Some(ApnsFields {
+                apns: Some(Box::new(ApnsFields {
                     thread_id: Some("T".into()),
                     mutable_content: true,
                     ..Default::default()
-                }),
+                })),
                 ..Default::default()
             },
         );
@@ -504,10 +504,10 @@ mod tests {
         let silent = push(
             Platform::Ios,
             Notification {
-                apns: Some(ApnsFields {
+                apns: Some(Box::new(ApnsFields {
                     content_available: true,
                     ..Default::default()
-                }),
+                })),
                 ..Default::default()
             },
         );
@@ -530,10 +530,10 @@ mod tests {
                 body: "body".into(),
                 priority: Some(-1),
                 click: Click::Intent("intent:#Intent;component=a/.B;end".into()),
-                activity: Some(Activity {
+                activity: Some(Box::new(Activity {
                     class: None,
                     action: Some("a.OPEN".into()),
-                }),
+                })),
                 channel_id: Some("c1".into()),
                 ..Default::default()
             },

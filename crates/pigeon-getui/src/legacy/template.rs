@@ -119,7 +119,7 @@ pub fn interpret(t: &Transparent, transmission: &str) -> Result<Interpreted, Tem
         }
         if info.valid_notify == Some(true) {
             if let Some(n) = &info.notify_info {
-                out.content.vendor_notification = Some(vendor_notification(n)?);
+                out.content.vendor_notification = Some(Box::new(vendor_notification(n)?));
             }
         }
     }
@@ -632,7 +632,7 @@ pub fn apns_notification(json: &str) -> Result<Apns, TemplateError> {
         return err("apnJson aps has no alert, badge, sound or content-available");
     }
     if apns != ApnsFields::default() {
-        n.apns = Some(apns);
+        n.apns = Some(Box::new(apns));
     }
     Ok(Apns {
         notification: Some(n),

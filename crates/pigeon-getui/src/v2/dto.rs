@@ -413,7 +413,7 @@ fn push_channel(c: &At<'_>, what: &mut What, policy: &mut DeliveryPolicy) -> Res
                     policy.notify_id = notify_id;
                 }
                 if let What::Send(content) = what {
-                    content.vendor_notification = Some(vendor);
+                    content.vendor_notification = Some(Box::new(vendor));
                 }
             }
             if let Some(options) = ups.obj("options")? {
@@ -632,7 +632,7 @@ fn ios_channel(ios: &At<'_>, what: &mut What, policy: &mut DeliveryPolicy) -> Re
     if !something {
         return Ok(());
     }
-    if apns != ApnsFields::default() {
+    if *apns != ApnsFields::default() {
         shown.apns = Some(apns);
     }
     content.notifications.insert(Platform::Ios, shown);

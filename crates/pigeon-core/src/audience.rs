@@ -104,9 +104,9 @@ pub struct DeviceAttrs<'a> {
 pub struct AudienceIndex {
     all: RoaringBitmap,
     by_platform: HashMap<Platform, RoaringBitmap>,
-    by_tag: HashMap<String, RoaringBitmap>,
-    by_alias: HashMap<String, RoaringBitmap>,
-    by_region: HashMap<String, RoaringBitmap>,
+    by_tag: HashMap<Box<str>, Members>,
+    by_alias: HashMap<Box<str>, Members>,
+    by_region: HashMap<Box<str>, Members>,
     by_registration_id: HashMap<String, Ordinal>,
 }
 
@@ -135,30 +135,30 @@ impl AudienceIndex {
 
     /// Bytes the tag bitmaps take (their serialized size, which tracks their heap size).
     pub fn tag_index_bytes(&self) -> u64 {
-        self.by_tag
-            .values()
-            .map(|b| b.serialized_size() as u64)
-            .sum()
+        self.by_tag.values().map(Members::serialized_size).sum()
     }
 
-    /// Every tag with the devices that carry it.
-    pub fn tags(&self) -> impl Iterator<Item = (&str, &RoaringBitmap)> {
-        self.by_tag.iter().map(|(t, b)| (t.as_str(), b))
+    /// The tags at least one of `devices` carries.
+    pub fn tags_among<'a>(&'a self, devices: &'a RoaringBitmap) -> impl Iterator<Item = &'a str> {
+        self.by_tag
+            .iter()
+            .filter(|(_, m)| m.any_in(devices))
+            .map(|(tag, _)| &**tag)
     }
 
     /// Devices that carry `tag`.
     pub fn tag_members(&self, tag: &str) -> RoaringBitmap {
-        self.by_tag.get(tag).cloned().unwrap_or_default()
+        members_of(&self.by_tag, tag)
     }
 
     /// Devices bound to `alias`.
     pub fn alias_members(&self, alias: &str) -> RoaringBitmap {
-        self.by_alias.get(alias).cloned().unwrap_or_default()
+        members_of(&self.by_alias, alias)
     }
 
     /// Devices in `region`.
     pub fn region_members(&self, region: &str) -> RoaringBitmap {
-        self.by_region.get(region).cloned().unwrap_or_default()
+        members_of(&self.by_region, region)
     }
 
     /// Whether `audience` selects the device `ordinal`: the same rules as
@@ -170,8 +170,8 @@ impl AudienceIndex {
         let Audience::Expr(e) = audience else {
             return true;
         };
-        let has = |map: &HashMap<String, RoaringBitmap>, key: &String| {
-            map.get(key).is_some_and(|b| b.contains(ordinal))
+        let has = |map: &HashMap<Box<str>, Members>, key: &String| {
+            map.get(key.as_str()).is_some_and(|m| m.contains(ordinal))
         };
         (e.tag.is_empty() || e.tag.iter().any(|t| has(&self.by_tag, t)))
             && e.tag_and.iter().all(|t| has(&self.by_tag, t))
@@ -196,27 +196,13 @@ impl AudienceIndex {
             .or_default()
             .insert(ordinal);
         for tag in new.tags {
-            match self.by_tag.get_mut(tag.as_str()) {
-                Some(b) => {
-                    b.insert(ordinal);
-                }
-                None => {
-                    self.by_tag
-                        .insert(tag.clone(), std::iter::once(ordinal).collect());
-                }
-            }
+            add_to(&mut self.by_tag, tag, ordinal);
         }
         if let Some(alias) = new.alias {
-            self.by_alias
-                .entry(alias.to_string())
-                .or_default()
-                .insert(ordinal);
+            add_to(&mut self.by_alias, alias, ordinal);
         }
         if let Some(region) = new.region {
-            self.by_region
-                .entry(region.to_string())
-                .or_default()
-                .insert(ordinal);
+            add_to(&mut self.by_region, region, ordinal);
         }
         self.by_registration_id
             .insert(new.registration_id.to_string(), ordinal);
@@ -225,7 +211,9 @@ impl AudienceIndex {
     /// Forgets a device, given what was indexed for it.
     pub fn remove(&mut self, ordinal: Ordinal, old: DeviceAttrs<'_>) {
         self.all.remove(ordinal);
-        remove_from(&mut self.by_platform, &old.platform, ordinal);
+        if let Some(b) = self.by_platform.get_mut(&old.platform) {
+            b.remove(ordinal);
+        }
         for tag in old.tags {
             remove_from(&mut self.by_tag, tag.as_str(), ordinal);
         }
@@ -272,9 +260,9 @@ impl AudienceIndex {
         }
         if !expr.tag_and.is_empty() {
             // Smallest first keeps the intermediate results small.
-            let mut sets: Vec<&RoaringBitmap> = Vec::with_capacity(expr.tag_and.len());
+            let mut sets: Vec<&Members> = Vec::with_capacity(expr.tag_and.len());
             for t in &expr.tag_and {
-                match self.by_tag.get(t) {
+                match self.by_tag.get(t.as_str()) {
                     Some(b) => sets.push(b),
                     None => {
                         sets.clear();
@@ -284,10 +272,10 @@ impl AudienceIndex {
                 }
             }
             if !sets.is_empty() {
-                sets.sort_by_key(|b| b.len());
-                let mut inter = sets[0].clone();
-                for b in &sets[1..] {
-                    inter &= *b;
+                sets.sort_by_key(|m| m.len());
+                let mut inter = sets[0].to_bitmap();
+                for m in &sets[1..] {
+                    m.keep_in(&mut inter);
                 }
                 and_with(inter);
             }
@@ -356,27 +344,129 @@ impl AudienceIndex {
         Resolved { targets, variants }
     }
 
-    fn union_of(&self, map: &HashMap<String, RoaringBitmap>, keys: &[String]) -> RoaringBitmap {
+    fn union_of(&self, map: &HashMap<Box<str>, Members>, keys: &[String]) -> RoaringBitmap {
         let mut out = RoaringBitmap::new();
         for k in keys {
-            if let Some(b) = map.get(k) {
-                out |= b;
+            if let Some(m) = map.get(k.as_str()) {
+                m.add_into(&mut out);
             }
         }
         out
     }
 }
 
-fn remove_from<K, Q>(map: &mut HashMap<K, RoaringBitmap>, key: &Q, ordinal: Ordinal)
-where
-    K: std::hash::Hash + Eq + std::borrow::Borrow<Q>,
-    Q: std::hash::Hash + Eq + ?Sized,
-{
-    if let Some(b) = map.get_mut(key) {
-        b.remove(ordinal);
-        if b.is_empty() {
-            map.remove(key);
+/// The devices under one tag, alias or region. Most aliases (and per-user tags) name one
+/// device, and a roaring bitmap of one value costs ~130 bytes of heap beside its key (half
+/// a million aliases: 64 MB), so a single device is held inline, until a second one comes
+/// and again once one is left.
+#[derive(Clone, Debug)]
+enum Members {
+    One(Ordinal),
+    Many(RoaringBitmap),
+}
+
+impl Members {
+    fn len(&self) -> u64 {
+        match self {
+            Members::One(_) => 1,
+            Members::Many(b) => b.len(),
         }
+    }
+
+    fn contains(&self, ordinal: Ordinal) -> bool {
+        match self {
+            Members::One(o) => *o == ordinal,
+            Members::Many(b) => b.contains(ordinal),
+        }
+    }
+
+    fn insert(&mut self, ordinal: Ordinal) {
+        match self {
+            Members::One(o) if *o == ordinal => {}
+            Members::One(o) => *self = Members::Many([*o, ordinal].into_iter().collect()),
+            Members::Many(b) => {
+                b.insert(ordinal);
+            }
+        }
+    }
+
+    /// Removes `ordinal`; true when no device is left.
+    fn remove(&mut self, ordinal: Ordinal) -> bool {
+        match self {
+            Members::One(o) => *o == ordinal,
+            Members::Many(b) => {
+                b.remove(ordinal);
+                let (left, last) = (b.len(), b.min());
+                if let (1, Some(last)) = (left, last) {
+                    *self = Members::One(last);
+                }
+                left == 0
+            }
+        }
+    }
+
+    fn any_in(&self, devices: &RoaringBitmap) -> bool {
+        match self {
+            Members::One(o) => devices.contains(*o),
+            Members::Many(b) => !b.is_disjoint(devices),
+        }
+    }
+
+    fn to_bitmap(&self) -> RoaringBitmap {
+        match self {
+            Members::One(o) => std::iter::once(*o).collect(),
+            Members::Many(b) => b.clone(),
+        }
+    }
+
+    /// `out |= self`.
+    fn add_into(&self, out: &mut RoaringBitmap) {
+        match self {
+            Members::One(o) => {
+                out.insert(*o);
+            }
+            Members::Many(b) => *out |= b,
+        }
+    }
+
+    /// `out &= self`.
+    fn keep_in(&self, out: &mut RoaringBitmap) {
+        match self {
+            Members::One(o) => {
+                let kept = out.contains(*o);
+                out.clear();
+                if kept {
+                    out.insert(*o);
+                }
+            }
+            Members::Many(b) => *out &= b,
+        }
+    }
+
+    fn serialized_size(&self) -> u64 {
+        match self {
+            Members::One(_) => std::mem::size_of::<Ordinal>() as u64,
+            Members::Many(b) => b.serialized_size() as u64,
+        }
+    }
+}
+
+fn members_of(map: &HashMap<Box<str>, Members>, key: &str) -> RoaringBitmap {
+    map.get(key).map(Members::to_bitmap).unwrap_or_default()
+}
+
+fn add_to(map: &mut HashMap<Box<str>, Members>, key: &str, ordinal: Ordinal) {
+    match map.get_mut(key) {
+        Some(m) => m.insert(ordinal),
+        None => {
+            map.insert(Box::from(key), Members::One(ordinal));
+        }
+    }
+}
+
+fn remove_from(map: &mut HashMap<Box<str>, Members>, key: &str, ordinal: Ordinal) {
+    if map.get_mut(key).is_some_and(|m| m.remove(ordinal)) {
+        map.remove(key);
     }
 }
 
@@ -512,6 +602,43 @@ mod tests {
         ix.upsert(0, Some(devs[0].attrs()), moved.attrs());
         assert_eq!(ords(ix.region_members("11000000")), [2]);
         assert_eq!(ords(ix.region_members("44000000")), [0]);
+    }
+
+    #[test]
+    fn a_key_of_one_device_grows_to_many_and_back() {
+        let mut ix = index();
+        let all = PlatformSet::all();
+        // "c" and "bob" have one device each; "alice" and "a" have two.
+        assert_eq!(ords(ix.tag_members("c")), [2]);
+        assert_eq!(ords(ix.alias_members("bob")), [1]);
+        let both = expr(|e| e.tag_and = vec!["a".into(), "c".into()]);
+        assert_eq!(ords(ix.resolve(&both, all)), Vec::<u32>::new());
+        let c_and_b = expr(|e| e.tag_and = vec!["c".into(), "b".into()]);
+        assert_eq!(ords(ix.resolve(&c_and_b, all)), [2]);
+        let on: RoaringBitmap = [2, 3].into_iter().collect();
+        let mut among: Vec<&str> = ix.tags_among(&on).collect();
+        among.sort();
+        assert_eq!(among, ["b", "c"]);
+
+        // A second device joins "bob" and "c", then the first leaves them.
+        let old = devices();
+        let joined = dev("r0", Platform::Android, Some("bob"), &["c"]);
+        ix.upsert(0, Some(old[0].attrs()), joined.attrs());
+        assert_eq!(ords(ix.alias_members("bob")), [0, 1]);
+        assert_eq!(ords(ix.tag_members("c")), [0, 2]);
+        assert!(ix.watches(0, &expr(|e| e.alias = vec!["bob".into()])));
+        ix.remove(1, old[1].attrs());
+        assert_eq!(ords(ix.alias_members("bob")), [0]);
+        assert_eq!(ords(ix.alias_members("alice")), [3]);
+        ix.remove(0, joined.attrs());
+        assert!(ix.alias_members("bob").is_empty());
+        assert!(!ix.watches(0, &expr(|e| e.alias = vec!["bob".into()])));
+        assert_eq!(ords(ix.tag_members("c")), [2]);
+        assert_eq!(
+            ix.tag_index_bytes(),
+            2 * 4,
+            "two tags (b, c) of one device each"
+        );
     }
 
     #[test]

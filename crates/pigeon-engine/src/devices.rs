@@ -251,12 +251,7 @@ impl Engine {
     pub fn tag_names(&self, app: &AppState, platforms: PlatformSet) -> Vec<String> {
         let devices = app.devices.read();
         let on = devices.index.on_platforms(platforms);
-        let mut tags: Vec<String> = devices
-            .index
-            .tags()
-            .filter(|(_, members)| !members.is_disjoint(&on))
-            .map(|(tag, _)| tag.to_string())
-            .collect();
+        let mut tags: Vec<String> = devices.index.tags_among(&on).map(str::to_string).collect();
         tags.sort();
         tags
     }

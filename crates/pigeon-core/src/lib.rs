@@ -25,6 +25,9 @@ pub use platform::{Platform, PlatformSet};
 /// by registration id, tags, aliases), where SipHash was a fifth of loading a million devices.
 pub type FastMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 
+/// The hasher of [`FastMap`], for tables keyed by a hash of their own.
+pub type FastHashState = foldhash::fast::RandomState;
+
 /// Dense per-app device number: the bit position of a device in every audience bitmap.
 pub type Ordinal = u32;
 

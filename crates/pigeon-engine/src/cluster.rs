@@ -565,7 +565,7 @@ impl Engine {
     /// node a moment ago: the change feed may not show it yet, as it shows a change only once
     /// every transaction begun before it has ended). A no-op outside a cluster.
     pub async fn learn_device(&self, registration_id: &str) -> Result<(), EngineError> {
-        if self.cluster().is_none() || self.devices_by_rid.read().contains_key(registration_id) {
+        if self.cluster().is_none() || self.app_of_device(registration_id).is_some() {
             return Ok(());
         }
         let Some(record) = self.store.find_device(registration_id).await? else {
@@ -574,10 +574,9 @@ impl Engine {
         let loaded = self.apps.read().get(&record.app_key[..]).cloned();
         match loaded {
             Some(app) => {
-                self.devices_by_rid.write().insert(
-                    record.registration_id.clone(),
-                    (app.clone(), record.ordinal),
-                );
+                self.device_apps
+                    .write()
+                    .insert(&app, [record.registration_id.as_str()]);
                 app.devices.write().apply(record);
             }
             // Loading the app reads this device with the others.
@@ -642,11 +641,9 @@ impl Engine {
                         self.app(&record.app_key).await?;
                         continue;
                     };
-                    let rid = record.registration_id.clone();
-                    let ordinal = record.ordinal;
-                    self.devices_by_rid
+                    self.device_apps
                         .write()
-                        .insert(rid, (app.clone(), ordinal));
+                        .insert(&app, [record.registration_id.as_str()]);
                     app.devices.write().apply_read(*record, edits_before);
                 }
                 Change::Push {

@@ -8,6 +8,7 @@
 
 mod app;
 pub mod cluster;
+mod device_apps;
 pub mod devices;
 pub mod endpoints;
 pub mod events;
@@ -149,8 +150,8 @@ impl PrivateNetworks {
 pub struct Engine {
     store: Arc<dyn Storage>,
     apps: RwLock<HashMap<String, Arc<AppState>>>,
-    /// registration_id → its app and ordinal: a device says only its registration_id.
-    devices_by_rid: RwLock<HashMap<String, (Arc<AppState>, Ordinal)>>,
+    /// The app of each device: a device says only its registration_id.
+    device_apps: RwLock<device_apps::DeviceApps>,
     /// msg_ids reserved in the store and not given yet.
     msg_ids: ids::MsgIds,
     next_conn_id: AtomicU64,
@@ -194,7 +195,7 @@ impl Engine {
         let engine = Arc::new(Engine {
             store: store.clone(),
             apps: RwLock::new(HashMap::default()),
-            devices_by_rid: RwLock::new(HashMap::default()),
+            device_apps: RwLock::default(),
             msg_ids,
             next_conn_id: AtomicU64::new(1),
             loading: tokio::sync::Mutex::new(()),
@@ -231,10 +232,11 @@ impl Engine {
         let mut chunks = self.store.load_devices(&app.app_key);
         while let Some(chunk) = chunks.recv().await {
             let chunk = chunk?;
+            self.device_apps
+                .write()
+                .insert(&app, chunk.iter().map(|r| r.registration_id.as_str()));
             let mut d = app.devices.write();
-            let mut by_rid = self.devices_by_rid.write();
             for rec in chunk {
-                by_rid.insert(rec.registration_id.clone(), (app.clone(), rec.ordinal));
                 d.apply(rec);
             }
         }
@@ -463,9 +465,9 @@ impl Engine {
         record.updated_ms = now;
         self.store.put_device(record.clone()).await?;
         let registration_id = record.registration_id.clone();
-        self.devices_by_rid
+        self.device_apps
             .write()
-            .insert(registration_id.clone(), (app.clone(), record.ordinal));
+            .insert(&app, [registration_id.as_str()]);
         app.devices
             .write()
             .apply_edit(record, self.next_device_edit());
@@ -680,6 +682,16 @@ impl Engine {
         Ok(msg_id)
     }
 
+    /// The app that has a device with this registration id.
+    fn app_of_device(&self, registration_id: &str) -> Option<Arc<AppState>> {
+        // The candidates are copied out first: an app's devices are locked before
+        // `device_apps` where both are taken.
+        let candidates = self.device_apps.read().candidates(registration_id);
+        candidates
+            .into_iter()
+            .find(|app| app.device_ordinal(registration_id).is_some())
+    }
+
     /// Opens a session for a device that presented its credentials. A session it already
     /// had is asked to close (4002).
     pub fn connect(
@@ -687,19 +699,20 @@ impl Engine {
         registration_id: &str,
         device_secret: &str,
     ) -> Result<(Arc<AppState>, Session), EngineError> {
-        let (app, ordinal) = self
-            .devices_by_rid
-            .read()
-            .get(registration_id)
-            .cloned()
+        let app = self
+            .app_of_device(registration_id)
             .ok_or(EngineError::BadCredentials)?;
-        let platform = {
+        let (ordinal, platform) = {
             let d = app.devices.read();
+            let ordinal = d
+                .index
+                .ordinal_of(registration_id)
+                .ok_or(EngineError::BadCredentials)?;
             let record = d.record(ordinal).ok_or(EngineError::BadCredentials)?;
             if !ids::same_secret(&record.secret_hash, &hash_secret(device_secret)) {
                 return Err(EngineError::BadCredentials);
             }
-            record.platform
+            (ordinal, record.platform)
         };
         let conn_id = self.next_conn_id.fetch_add(1, Ordering::Relaxed);
         let handle = SessionHandle::new(conn_id, platform, ids::now_us());

@@ -682,14 +682,14 @@ impl Engine {
         Ok(msg_id)
     }
 
-    /// The app that has a device with this registration id.
-    fn app_of_device(&self, registration_id: &str) -> Option<Arc<AppState>> {
+    /// The app that has a device with this registration id, and the device's ordinal.
+    fn app_of_device(&self, registration_id: &str) -> Option<(Arc<AppState>, Ordinal)> {
         // The candidates are copied out first: an app's devices are locked before
         // `device_apps` where both are taken.
         let candidates = self.device_apps.read().candidates(registration_id);
         candidates
             .into_iter()
-            .find(|app| app.device_ordinal(registration_id).is_some())
+            .find_map(|app| app.device_ordinal(registration_id).map(|o| (app, o)))
     }
 
     /// Opens a session for a device that presented its credentials. A session it already
@@ -699,20 +699,16 @@ impl Engine {
         registration_id: &str,
         device_secret: &str,
     ) -> Result<(Arc<AppState>, Session), EngineError> {
-        let app = self
+        let (app, ordinal) = self
             .app_of_device(registration_id)
             .ok_or(EngineError::BadCredentials)?;
-        let (ordinal, platform) = {
+        let platform = {
             let d = app.devices.read();
-            let ordinal = d
-                .index
-                .ordinal_of(registration_id)
-                .ok_or(EngineError::BadCredentials)?;
             let record = d.record(ordinal).ok_or(EngineError::BadCredentials)?;
             if !ids::same_secret(&record.secret_hash, &hash_secret(device_secret)) {
                 return Err(EngineError::BadCredentials);
             }
-            (ordinal, record.platform)
+            record.platform
         };
         let conn_id = self.next_conn_id.fetch_add(1, Ordering::Relaxed);
         let handle = SessionHandle::new(conn_id, platform, ids::now_us());

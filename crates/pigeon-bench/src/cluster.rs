@@ -785,13 +785,14 @@ struct Devices {
 /// registrations. `ip` is the first source address's last byte.
 fn spawn_devices(
     total: usize,
+    min_agents: usize,
     servers: &[String],
     app_key: &str,
     ip: &mut u8,
     id: &mut usize,
     extra: &[String],
 ) -> anyhow::Result<Vec<Devices>> {
-    let parts = total.div_ceil(MAX_PER_AGENT).max(1);
+    let parts = total.div_ceil(MAX_PER_AGENT).max(min_agents).max(1);
     let mut out = Vec::new();
     for count in split(total, parts) {
         let mut a = vec![
@@ -954,8 +955,10 @@ fn connections_on(
     // Per node, its agents: all register at once (each through its node).
     let mut devices: Vec<Vec<Devices>> = Vec::new();
     for node in &nodes.nodes {
+        // Two agents a node at least, connected one after the other: see below.
         devices.push(spawn_devices(
             per_node,
+            2,
             std::slice::from_ref(&node.base),
             &nodes.app_key,
             &mut ip,
@@ -971,26 +974,36 @@ fn connections_on(
     std::thread::sleep(SETTLE);
     let pids = nodes.pids();
     let before: Vec<u64> = pids.iter().map(|p| rss_kib(*p)).collect::<Result<_, _>>()?;
+    // Each node's first agents connect, then its others: an allocator hands the memory the
+    // registrations freed to the first connections, so what the later ones add is what a
+    // connection costs (as `bench fanout` measures it).
     let t = Instant::now();
-    for d in devices.iter_mut().flatten() {
-        d.agent.send("connect")?;
-    }
-    for d in devices.iter_mut().flatten() {
-        let v = d.agent.recv()?;
-        if v["connected"].as_u64() != Some(d.count as u64) {
-            bail!("an agent connected {v} of {}", d.count);
-        }
-    }
-    let connected_s = t.elapsed().as_secs_f64();
+    let mut later_counts = Vec::with_capacity(n);
+    connect_agents(devices.iter_mut().flat_map(|d| {
+        let first = d.len() / 2;
+        d[..first].iter_mut()
+    }))?;
+    std::thread::sleep(SETTLE);
+    let mid: Vec<u64> = pids.iter().map(|p| rss_kib(*p)).collect::<Result<_, _>>()?;
+    connect_agents(devices.iter_mut().flat_map(|d| {
+        let first = d.len() / 2;
+        later_counts.push(d[first..].iter().map(|a| a.count).sum::<usize>());
+        d[first..].iter_mut()
+    }))?;
+    let connected_s = t.elapsed().as_secs_f64() - SETTLE.as_secs_f64();
     eprintln!("   {} connections in {connected_s:.1} s", n * per_node);
     std::thread::sleep(SETTLE);
     let after: Vec<u64> = pids.iter().map(|p| rss_kib(*p)).collect::<Result<_, _>>()?;
-    let per_conn: Vec<f64> = before
-        .iter()
-        .zip(&after)
-        .map(|(b, a)| (a.saturating_sub(*b) * 1024) as f64 / per_node as f64)
+    let bytes_each = |from: u64, to: u64, count: usize| {
+        (to.saturating_sub(from) * 1024) as f64 / count.max(1) as f64
+    };
+    let per_conn: Vec<f64> = (0..n)
+        .map(|i| bytes_each(mid[i], after[i], later_counts[i]))
         .collect();
-    eprintln!("   idle B/connection per node: {per_conn:.0?}");
+    let all_n: Vec<f64> = (0..n)
+        .map(|i| bytes_each(before[i], after[i], per_node))
+        .collect();
+    eprintln!("   idle B/connection per node, later half: {per_conn:.0?}; all: {all_n:.0?}");
 
     let total = n * per_node;
     let auth = nodes.auth();
@@ -1046,8 +1059,9 @@ fn connections_on(
         "rounds ms",
         "deliveries/s",
         "CPU µs/delivery nodes + PostgreSQL + NATS + agents (median round)",
-        "idle B/conn per node",
-        "idle B/conn mean",
+        "idle B/conn per node (later half)",
+        "idle B/conn mean (later half)",
+        "idle B/conn per node (all)",
     ]);
     table.row(vec![
         n.to_string(),
@@ -1069,6 +1083,11 @@ fn connections_on(
             .collect::<Vec<_>>()
             .join(" / "),
         format!("{mean_conn:.0}"),
+        all_n
+            .iter()
+            .map(|b| format!("{b:.0}"))
+            .collect::<Vec<_>>()
+            .join(" / "),
     ]);
     let line = format!(
         "cluster connections: {} × {per_node} devices = {total} WebSocket connections; one \
@@ -1082,6 +1101,21 @@ fn connections_on(
         verdict(max_conn, 2048.0, true),
     );
     Ok((table, line))
+}
+
+/// Has these agents connect their devices, all at once, and waits for every one.
+fn connect_agents<'a>(agents: impl Iterator<Item = &'a mut Devices>) -> anyhow::Result<()> {
+    let mut agents: Vec<&mut Devices> = agents.collect();
+    for d in agents.iter_mut() {
+        d.agent.send("connect")?;
+    }
+    for d in agents.iter_mut() {
+        let v = d.agent.recv()?;
+        if v["connected"].as_u64() != Some(d.count as u64) {
+            bail!("an agent connected {v} of {}", d.count);
+        }
+    }
+    Ok(())
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1265,6 +1299,7 @@ fn unicast(infra: &Infra, args: &ClusterArgs) -> anyhow::Result<(Table, String)>
             let (mut ip, mut id) = (100u8, 100usize);
             let mut devices = spawn_devices(
                 devices_total,
+                1,
                 &servers,
                 &nodes.app_key,
                 &mut ip,
@@ -1308,6 +1343,7 @@ fn unicast(infra: &Infra, args: &ClusterArgs) -> anyhow::Result<(Table, String)>
         let (mut ip, mut id) = (120u8, 200usize);
         let mut devices = spawn_devices(
             devices_total,
+            1,
             &servers,
             &server.app_key,
             &mut ip,
@@ -1457,6 +1493,7 @@ fn failover_on(
     ];
     let mut devices = spawn_devices(
         devices_total,
+        1,
         std::slice::from_ref(&victim),
         &nodes.app_key,
         &mut ip,

@@ -7,7 +7,7 @@ use pigeon_core::{Audience, AudienceExpr, Platform, PlatformSet};
 use serde_json::json;
 
 fn audience(c: &mut Criterion) {
-    let ix = build_index(1_000_000, |_| {});
+    let (ix, ids) = build_index(1_000_000, |_| {});
     let expr = Audience::Expr(AudienceExpr {
         tag_and: vec!["t50".into(), "t10".into()],
         tag_not: vec!["t1".into()],
@@ -15,14 +15,14 @@ fn audience(c: &mut Criterion) {
     });
     c.bench_function(
         "resolve tag_and[50%,10%] + tag_not[1%] over 1M devices",
-        |b| b.iter(|| black_box(ix.resolve(black_box(&expr), PlatformSet::all()))),
+        |b| b.iter(|| black_box(ix.resolve(black_box(&expr), PlatformSet::all(), &ids))),
     );
     let rids = Audience::Expr(AudienceExpr {
         registration_id: (0..1000).map(|i| registration_id(i * 997)).collect(),
         ..Default::default()
     });
     c.bench_function("resolve 1000 registration ids", |b| {
-        b.iter(|| black_box(ix.resolve(&rids, PlatformSet::all())))
+        b.iter(|| black_box(ix.resolve(&rids, PlatformSet::all(), &ids)))
     });
 }
 

@@ -61,9 +61,11 @@ pub fn registration_id(ordinal: u32) -> String {
 }
 
 /// An index of `n` devices with the scenario's tags, through the same `upsert` the server
-/// uses; `progress` hears every 100k devices.
-pub fn build_index(n: u32, progress: impl Fn(u32)) -> AudienceIndex {
+/// uses, and the devices' registration ids by ordinal (the index keeps none); `progress`
+/// hears every 100k devices.
+pub fn build_index(n: u32, progress: impl Fn(u32)) -> (AudienceIndex, Vec<String>) {
     let mut index = AudienceIndex::new();
+    let mut ids = Vec::with_capacity(n as usize);
     for ordinal in 0..n {
         let (rid, tags) = (registration_id(ordinal), tags_of(ordinal));
         let attrs = DeviceAttrs {
@@ -74,11 +76,12 @@ pub fn build_index(n: u32, progress: impl Fn(u32)) -> AudienceIndex {
             region: None,
         };
         index.upsert(ordinal, None, attrs);
+        ids.push(rid);
         if ordinal % 100_000 == 0 {
             progress(ordinal);
         }
     }
-    index
+    (index, ids)
 }
 
 fn bar(len: u64, what: &str) -> ProgressBar {
@@ -99,7 +102,7 @@ pub fn run(args: AudienceArgs) -> anyhow::Result<()> {
     }
     let n = args.devices;
     let progress = bar(n as u64, "indexing devices");
-    let index = build_index(n, |done| progress.set_position(done as u64));
+    let (index, ids) = build_index(n, |done| progress.set_position(done as u64));
     progress.finish_and_clear();
     let audience = Audience::Expr(AudienceExpr {
         tag_and: vec!["t50".into(), "t10".into()],
@@ -110,14 +113,20 @@ pub fn run(args: AudienceArgs) -> anyhow::Result<()> {
     let mut matched = 0;
     for _ in 0..args.rounds {
         let t = Instant::now();
-        let r = index.resolve(&audience, PlatformSet::all());
+        let r = index.resolve(&audience, PlatformSet::all(), &ids);
         pigeon_ms.push(t.elapsed().as_secs_f64() * 1000.0);
         matched = r.len();
     }
     let pigeon_median = median(pigeon_ms.clone());
     let pigeon_bytes = index.tag_index_bytes();
     eprintln!("pigeon: {matched} devices matched; resolve ms {pigeon_ms:.3?}");
-    let saved = saved_audiences(&index, &audience, n, args.rounds, (pigeon_median, matched))?;
+    let saved = saved_audiences(
+        (&index, &ids),
+        &audience,
+        n,
+        args.rounds,
+        (pigeon_median, matched),
+    )?;
 
     let mut table = Table::new(&[
         "devices",
@@ -168,7 +177,7 @@ pub fn run(args: AudienceArgs) -> anyhow::Result<()> {
 /// expression's median ms and match). The test's buckets are built first, as when a test is
 /// created: that is not part of a push.
 fn saved_audiences(
-    index: &AudienceIndex,
+    (index, ids): (&AudienceIndex, &Vec<String>),
     audience: &Audience,
     n: u32,
     rounds: usize,
@@ -229,7 +238,7 @@ fn saved_audiences(
         let mut last = None;
         for _ in 0..rounds {
             let t = Instant::now();
-            let r = index.resolve_saved(push_audience, PlatformSet::all(), saved);
+            let r = index.resolve_saved(push_audience, PlatformSet::all(), saved, ids);
             times.push(t.elapsed().as_secs_f64() * 1000.0);
             last = Some(r);
         }

@@ -5,9 +5,10 @@
 //! few bitmap operations with no per-device work.
 
 use crate::FastMap as HashMap;
-use crate::{Ordinal, Platform, PlatformSet};
+use crate::{FastHashState, Ordinal, Platform, PlatformSet};
 use roaring::RoaringBitmap;
 use serde::{Deserialize, Serialize};
+use std::hash::BuildHasher;
 
 /// Whom a push is for.
 // One per push, never per device: boxing the expression would save ~200 bytes a push and
@@ -107,7 +108,65 @@ pub struct AudienceIndex {
     by_tag: HashMap<Box<str>, Members>,
     by_alias: HashMap<Box<str>, Members>,
     by_region: HashMap<Box<str>, Members>,
-    by_registration_id: HashMap<String, Ordinal>,
+    by_registration_id: OrdinalsById,
+}
+
+/// Where the devices' registration ids live (their records): the index keeps a hash of each
+/// id, not a copy, and reads the id back to confirm a lookup.
+pub trait DeviceIds {
+    fn registration_id(&self, ordinal: Ordinal) -> Option<&str>;
+}
+
+/// Ids by ordinal, as a plain list (benchmarks, tests).
+impl DeviceIds for Vec<String> {
+    fn registration_id(&self, ordinal: Ordinal) -> Option<&str> {
+        self.get(ordinal as usize).map(String::as_str)
+    }
+}
+
+/// Ordinals by registration id, holding a keyed 32-bit hash of each id beside its ordinal
+/// (8 bytes a device) and confirming a match against the id the records hold: a map of
+/// owned ids cost ~100 bytes a device, a second copy of every id.
+#[derive(Default)]
+struct OrdinalsById {
+    hasher: FastHashState,
+    table: hashbrown::HashTable<(u32, Ordinal)>,
+}
+
+impl OrdinalsById {
+    fn hash(&self, registration_id: &str) -> u32 {
+        (self.hasher.hash_one(registration_id) >> 32) as u32
+    }
+
+    /// The table's hash of an entry, spread from the 32 bits kept: the table takes a bucket
+    /// from the low bits and a tag from the top ones.
+    fn spread(hash: u32) -> u64 {
+        u64::from(hash).wrapping_mul(0x9E37_79B9_7F4A_7C15)
+    }
+
+    fn insert(&mut self, registration_id: &str, ordinal: Ordinal) {
+        let hash = self.hash(registration_id);
+        let same = |e: &(u32, Ordinal)| *e == (hash, ordinal);
+        if self.table.find(Self::spread(hash), same).is_none() {
+            self.table
+                .insert_unique(Self::spread(hash), (hash, ordinal), |e| Self::spread(e.0));
+        }
+    }
+
+    fn remove(&mut self, registration_id: &str, ordinal: Ordinal) {
+        let hash = self.hash(registration_id);
+        let same = |e: &(u32, Ordinal)| *e == (hash, ordinal);
+        if let Ok(entry) = self.table.find_entry(Self::spread(hash), same) {
+            entry.remove();
+        }
+    }
+
+    fn get(&self, registration_id: &str, ids: &dyn DeviceIds) -> Option<Ordinal> {
+        let hash = self.hash(registration_id);
+        let matches =
+            |e: &(u32, Ordinal)| e.0 == hash && ids.registration_id(e.1) == Some(registration_id);
+        self.table.find(Self::spread(hash), matches).map(|e| e.1)
+    }
 }
 
 impl AudienceIndex {
@@ -129,8 +188,9 @@ impl AudienceIndex {
         &self.all
     }
 
-    pub fn ordinal_of(&self, registration_id: &str) -> Option<Ordinal> {
-        self.by_registration_id.get(registration_id).copied()
+    /// The device with this registration id; `ids` are where the ids live.
+    pub fn ordinal_of(&self, registration_id: &str, ids: &dyn DeviceIds) -> Option<Ordinal> {
+        self.by_registration_id.get(registration_id, ids)
     }
 
     /// Bytes the tag bitmaps take (their serialized size, which tracks their heap size).
@@ -163,7 +223,7 @@ impl AudienceIndex {
 
     /// Whether `audience` selects the device `ordinal`: the same rules as
     /// [`AudienceIndex::resolve`], judged for one device with a few bitmap lookups.
-    pub fn watches(&self, ordinal: Ordinal, audience: &Audience) -> bool {
+    pub fn watches(&self, ordinal: Ordinal, audience: &Audience, ids: &dyn DeviceIds) -> bool {
         if !self.all.contains(ordinal) {
             return false;
         }
@@ -180,7 +240,7 @@ impl AudienceIndex {
             && (e.registration_id.is_empty()
                 || e.registration_id
                     .iter()
-                    .any(|r| self.by_registration_id.get(r) == Some(&ordinal)))
+                    .any(|r| ids.registration_id(ordinal) == Some(r.as_str())))
             && (e.region.is_empty() || e.region.iter().any(|r| has(&self.by_region, r)))
             && !e.region_not.iter().any(|r| has(&self.by_region, r))
     }
@@ -204,8 +264,7 @@ impl AudienceIndex {
         if let Some(region) = new.region {
             add_to(&mut self.by_region, region, ordinal);
         }
-        self.by_registration_id
-            .insert(new.registration_id.to_string(), ordinal);
+        self.by_registration_id.insert(new.registration_id, ordinal);
     }
 
     /// Forgets a device, given what was indexed for it.
@@ -223,9 +282,7 @@ impl AudienceIndex {
         if let Some(region) = old.region {
             remove_from(&mut self.by_region, region, ordinal);
         }
-        if self.by_registration_id.get(old.registration_id) == Some(&ordinal) {
-            self.by_registration_id.remove(old.registration_id);
-        }
+        self.by_registration_id.remove(old.registration_id, ordinal);
     }
 
     /// The devices on `platforms`.
@@ -242,8 +299,14 @@ impl AudienceIndex {
         out
     }
 
-    /// Resolves an audience on some platforms to the set of device ordinals it reaches.
-    pub fn resolve(&self, audience: &Audience, platforms: PlatformSet) -> RoaringBitmap {
+    /// Resolves an audience on some platforms to the set of device ordinals it reaches; `ids`
+    /// are where the devices' registration ids live.
+    pub fn resolve(
+        &self,
+        audience: &Audience,
+        platforms: PlatformSet,
+        ids: &dyn DeviceIds,
+    ) -> RoaringBitmap {
         let expr = match audience {
             Audience::All => return self.on_platforms(platforms),
             Audience::Expr(expr) => expr,
@@ -290,7 +353,7 @@ impl AudienceIndex {
             and_with(
                 expr.registration_id
                     .iter()
-                    .filter_map(|r| self.by_registration_id.get(r).copied())
+                    .filter_map(|r| self.by_registration_id.get(r, ids))
                     .collect(),
             );
         }
@@ -317,6 +380,7 @@ impl AudienceIndex {
         audience: &Audience,
         platforms: PlatformSet,
         saved: SavedAudiences<'_>,
+        ids: &dyn DeviceIds,
     ) -> Resolved {
         let own = match audience {
             Audience::Expr(e) if !e.has_own_keys() => None,
@@ -327,14 +391,14 @@ impl AudienceIndex {
             .chain(saved.segment)
             .chain(saved.abtest.map(|(a, _)| a));
         let first = parts.next().unwrap_or(&Audience::All);
-        let mut targets = self.resolve(first, platforms);
+        let mut targets = self.resolve(first, platforms, ids);
         for part in parts {
             if targets.is_empty() {
                 break;
             }
             // Each part is resolved on every platform: the first already kept only the
             // push's platforms, and one intersection does the rest.
-            targets &= self.resolve(part, PlatformSet::all());
+            targets &= self.resolve(part, PlatformSet::all(), ids);
         }
         let variants = saved.abtest.map(|(_, buckets)| {
             let (variants, control) = buckets.split(&targets);
@@ -513,6 +577,11 @@ mod tests {
         ]
     }
 
+    /// The devices' registration ids by ordinal, as their records hold them.
+    fn ids() -> Vec<String> {
+        devices().into_iter().map(|d| d.rid).collect()
+    }
+
     fn index() -> AudienceIndex {
         let mut ix = AudienceIndex::new();
         for (i, d) in devices().iter().enumerate() {
@@ -535,11 +604,11 @@ mod tests {
     fn all_respects_platforms() {
         let ix = index();
         assert_eq!(
-            ords(ix.resolve(&Audience::All, PlatformSet::all())),
+            ords(ix.resolve(&Audience::All, PlatformSet::all(), &ids())),
             [0, 1, 2, 3]
         );
         let ios: PlatformSet = [Platform::Ios].into_iter().collect();
-        assert_eq!(ords(ix.resolve(&Audience::All, ios)), [1, 2]);
+        assert_eq!(ords(ix.resolve(&Audience::All, ios, &ids())), [1, 2]);
     }
 
     #[test]
@@ -547,18 +616,18 @@ mod tests {
         let ix = index();
         let all = PlatformSet::all();
         let a = expr(|e| e.tag = vec!["a".into(), "c".into()]);
-        assert_eq!(ords(ix.resolve(&a, all)), [0, 1, 2]);
+        assert_eq!(ords(ix.resolve(&a, all, &ids())), [0, 1, 2]);
         let a = expr(|e| e.tag_and = vec!["a".into(), "b".into()]);
-        assert_eq!(ords(ix.resolve(&a, all)), [0]);
+        assert_eq!(ords(ix.resolve(&a, all, &ids())), [0]);
         let a = expr(|e| {
             e.tag = vec!["a".into(), "b".into()];
             e.tag_not = vec!["c".into()];
         });
-        assert_eq!(ords(ix.resolve(&a, all)), [0, 1]);
+        assert_eq!(ords(ix.resolve(&a, all, &ids())), [0, 1]);
         let a = expr(|e| e.tag_not = vec!["a".into()]);
-        assert_eq!(ords(ix.resolve(&a, all)), [2, 3]);
+        assert_eq!(ords(ix.resolve(&a, all, &ids())), [2, 3]);
         let a = expr(|e| e.tag_and = vec!["a".into(), "nope".into()]);
-        assert!(ix.resolve(&a, all).is_empty());
+        assert!(ix.resolve(&a, all, &ids()).is_empty());
     }
 
     #[test]
@@ -568,12 +637,12 @@ mod tests {
             e.alias = vec!["alice".into()];
             e.tag = vec!["b".into()];
         });
-        assert_eq!(ords(ix.resolve(&a, PlatformSet::all())), [0]);
+        assert_eq!(ords(ix.resolve(&a, PlatformSet::all(), &ids())), [0]);
         let a = expr(|e| e.registration_id = vec!["r1".into(), "r3".into(), "zz".into()]);
-        assert_eq!(ords(ix.resolve(&a, PlatformSet::all())), [1, 3]);
+        assert_eq!(ords(ix.resolve(&a, PlatformSet::all(), &ids())), [1, 3]);
         let web: PlatformSet = [Platform::Web].into_iter().collect();
         let a = expr(|e| e.alias = vec!["alice".into()]);
-        assert_eq!(ords(ix.resolve(&a, web)), [3]);
+        assert_eq!(ords(ix.resolve(&a, web, &ids())), [3]);
     }
 
     #[test]
@@ -588,14 +657,14 @@ mod tests {
         }
         let all = PlatformSet::all();
         let a = expr(|e| e.region = vec!["11000000".into()]);
-        assert_eq!(ords(ix.resolve(&a, all)), [0, 2]);
+        assert_eq!(ords(ix.resolve(&a, all, &ids())), [0, 2]);
         let a = expr(|e| e.region_not = vec!["11000000".into()]);
-        assert_eq!(ords(ix.resolve(&a, all)), [1, 3]);
+        assert_eq!(ords(ix.resolve(&a, all, &ids())), [1, 3]);
         let a = expr(|e| {
             e.region = vec!["11000000".into(), "33000000".into()];
             e.tag = vec!["a".into()];
         });
-        assert_eq!(ords(ix.resolve(&a, all)), [0, 1]);
+        assert_eq!(ords(ix.resolve(&a, all, &ids())), [0, 1]);
         // A device that moves leaves its old region.
         let mut moved = dev("r0", Platform::Android, Some("alice"), &["a", "b"]);
         moved.region = Some("44000000".into());
@@ -612,9 +681,9 @@ mod tests {
         assert_eq!(ords(ix.tag_members("c")), [2]);
         assert_eq!(ords(ix.alias_members("bob")), [1]);
         let both = expr(|e| e.tag_and = vec!["a".into(), "c".into()]);
-        assert_eq!(ords(ix.resolve(&both, all)), Vec::<u32>::new());
+        assert_eq!(ords(ix.resolve(&both, all, &ids())), Vec::<u32>::new());
         let c_and_b = expr(|e| e.tag_and = vec!["c".into(), "b".into()]);
-        assert_eq!(ords(ix.resolve(&c_and_b, all)), [2]);
+        assert_eq!(ords(ix.resolve(&c_and_b, all, &ids())), [2]);
         let on: RoaringBitmap = [2, 3].into_iter().collect();
         let mut among: Vec<&str> = ix.tags_among(&on).collect();
         among.sort();
@@ -626,13 +695,13 @@ mod tests {
         ix.upsert(0, Some(old[0].attrs()), joined.attrs());
         assert_eq!(ords(ix.alias_members("bob")), [0, 1]);
         assert_eq!(ords(ix.tag_members("c")), [0, 2]);
-        assert!(ix.watches(0, &expr(|e| e.alias = vec!["bob".into()])));
+        assert!(ix.watches(0, &expr(|e| e.alias = vec!["bob".into()]), &ids()));
         ix.remove(1, old[1].attrs());
         assert_eq!(ords(ix.alias_members("bob")), [0]);
         assert_eq!(ords(ix.alias_members("alice")), [3]);
         ix.remove(0, joined.attrs());
         assert!(ix.alias_members("bob").is_empty());
-        assert!(!ix.watches(0, &expr(|e| e.alias = vec!["bob".into()])));
+        assert!(!ix.watches(0, &expr(|e| e.alias = vec!["bob".into()]), &ids()));
         assert_eq!(ords(ix.tag_members("c")), [2]);
         assert_eq!(
             ix.tag_index_bytes(),
@@ -642,21 +711,52 @@ mod tests {
     }
 
     #[test]
+    fn ids_are_found_by_their_hash_and_confirmed_against_the_records() {
+        let ids: Vec<String> = (0..100_000).map(|i| format!("rid{i}")).collect();
+        let mut ix = AudienceIndex::new();
+        for (i, rid) in ids.iter().enumerate() {
+            let attrs = DeviceAttrs {
+                registration_id: rid,
+                platform: Platform::Android,
+                alias: None,
+                tags: &[],
+                region: None,
+            };
+            ix.upsert(i as u32, None, attrs);
+        }
+        let found = (0..ids.len())
+            .filter(|&i| ix.ordinal_of(&ids[i], &ids) == Some(i as u32))
+            .count();
+        assert_eq!(found, ids.len());
+        assert_eq!(ix.ordinal_of("rid100000", &ids), None);
+        // The records have the last word: a device whose id is not that (any more) is not it.
+        let mut changed = ids.clone();
+        changed[7] = "someone-else".into();
+        assert_eq!(ix.ordinal_of("rid7", &changed), None);
+        let a = expr(|e| {
+            e.registration_id = vec!["rid5".into(), "rid99999".into(), "nobody".into()];
+        });
+        assert_eq!(ords(ix.resolve(&a, PlatformSet::all(), &ids)), [5, 99_999]);
+        assert!(ix.watches(5, &a, &ids));
+        assert!(!ix.watches(6, &a, &ids));
+    }
+
+    #[test]
     fn upsert_replaces_old_attributes() {
         let mut ix = index();
         let before = devices();
         let after = dev("r0", Platform::Android, None, &["z"]);
         ix.upsert(0, Some(before[0].attrs()), after.attrs());
         let a = expr(|e| e.tag = vec!["a".into()]);
-        assert_eq!(ords(ix.resolve(&a, PlatformSet::all())), [1]);
+        assert_eq!(ords(ix.resolve(&a, PlatformSet::all(), &ids())), [1]);
         assert!(ix.alias_members("alice").contains(3));
         assert!(!ix.alias_members("alice").contains(0));
-        assert_eq!(ix.ordinal_of("r0"), Some(0));
+        assert_eq!(ix.ordinal_of("r0", &ids()), Some(0));
         ix.remove(0, after.attrs());
-        assert_eq!(ix.ordinal_of("r0"), None);
+        assert_eq!(ix.ordinal_of("r0", &ids()), None);
         assert_eq!(ix.len(), 3);
         let z = expr(|e| e.tag = vec!["z".into()]);
-        assert!(ix.resolve(&z, PlatformSet::all()).is_empty());
+        assert!(ix.resolve(&z, PlatformSet::all(), &ids()).is_empty());
     }
 
     #[test]
@@ -670,7 +770,7 @@ mod tests {
             segment: Some(&segment),
             abtest: None,
         };
-        let r = ix.resolve_saved(&by_segment, all, saved);
+        let r = ix.resolve_saved(&by_segment, all, saved, &ids());
         assert_eq!(
             (ords(r.targets), r.variants.is_none()),
             (vec![0, 1, 2], true)
@@ -680,10 +780,13 @@ mod tests {
             e.segment = Some("s".into());
             e.tag_not = vec!["b".into()];
         });
-        assert_eq!(ords(ix.resolve_saved(&narrower, all, saved).targets), [1]);
+        assert_eq!(
+            ords(ix.resolve_saved(&narrower, all, saved, &ids()).targets),
+            [1]
+        );
         let ios: PlatformSet = [Platform::Ios].into_iter().collect();
         assert_eq!(
-            ords(ix.resolve_saved(&by_segment, ios, saved).targets),
+            ords(ix.resolve_saved(&by_segment, ios, saved, &ids()).targets),
             [1, 2]
         );
         // A test: its audience, split by its buckets; control is left out of the targets.
@@ -700,7 +803,7 @@ mod tests {
             segment: Some(&segment),
             abtest: Some((&test_audience, &buckets)),
         };
-        let r = ix.resolve_saved(&by_test, all, saved);
+        let r = ix.resolve_saved(&by_test, all, saved, &ids());
         let (variants, control) = r.variants.unwrap_or_default();
         let mut union = RoaringBitmap::new();
         for (v, b) in variants.iter().zip(&buckets.variants) {

@@ -13,7 +13,9 @@ pub mod net;
 pub mod platform;
 
 pub use abtest::{Split, Variant, VariantBuckets};
-pub use audience::{Audience, AudienceExpr, AudienceIndex, DeviceAttrs, Resolved, SavedAudiences};
+pub use audience::{
+    Audience, AudienceExpr, AudienceIndex, DeviceAttrs, DeviceIds, Resolved, SavedAudiences,
+};
 pub use model::{
     Activity, ApnsFields, BadgeOp, ChannelStrategy, Click, Content, DeliveryPolicy, FcmChoice,
     Fields, IdempotencyKey, Labels, Message, NetworkType, Notification, Notifications, Pace, Push,

@@ -7,7 +7,9 @@ use crate::live::LivePush;
 use crate::session::SessionHandle;
 use parking_lot::{Mutex, RwLock};
 use pigeon_core::FastMap as HashMap;
-use pigeon_core::{AudienceIndex, DeviceAttrs, Ordinal};
+use pigeon_core::{
+    Audience, AudienceIndex, DeviceAttrs, DeviceIds, Ordinal, PlatformSet, Resolved, SavedAudiences,
+};
 use pigeon_store::{AppRecord, AppSettings, DeviceRecord};
 use roaring::RoaringBitmap;
 use std::collections::{BTreeMap, BTreeSet};
@@ -265,9 +267,41 @@ pub(crate) fn attrs_of(r: &DeviceRecord) -> DeviceAttrs<'_> {
     }
 }
 
+/// The index reads a device's registration id back from its record to confirm a lookup.
+impl DeviceIds for Devices {
+    fn registration_id(&self, ordinal: Ordinal) -> Option<&str> {
+        self.record(ordinal).map(|r| r.registration_id.as_str())
+    }
+}
+
 impl Devices {
     pub fn record(&self, ordinal: Ordinal) -> Option<&DeviceRecord> {
         self.records.get(ordinal as usize).and_then(Option::as_ref)
+    }
+
+    /// The device with this registration id.
+    pub fn ordinal_of(&self, registration_id: &str) -> Option<Ordinal> {
+        self.index.ordinal_of(registration_id, self)
+    }
+
+    /// [`AudienceIndex::resolve`] over these devices.
+    pub fn resolve(&self, audience: &Audience, platforms: PlatformSet) -> RoaringBitmap {
+        self.index.resolve(audience, platforms, self)
+    }
+
+    /// [`AudienceIndex::resolve_saved`] over these devices.
+    pub fn resolve_saved(
+        &self,
+        audience: &Audience,
+        platforms: PlatformSet,
+        saved: SavedAudiences<'_>,
+    ) -> Resolved {
+        self.index.resolve_saved(audience, platforms, saved, self)
+    }
+
+    /// [`AudienceIndex::watches`] for one of these devices.
+    pub fn watches(&self, ordinal: Ordinal, audience: &Audience) -> bool {
+        self.index.watches(ordinal, audience, self)
     }
 
     /// Each variant's targets among `audience`, for a push split by an A/B test.
@@ -394,7 +428,7 @@ impl AppState {
 
     /// The ordinal of a device of this app.
     pub fn device_ordinal(&self, registration_id: &str) -> Option<Ordinal> {
-        self.devices.read().index.ordinal_of(registration_id)
+        self.devices.read().ordinal_of(registration_id)
     }
 
     /// A device's current record.

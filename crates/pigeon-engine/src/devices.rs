@@ -65,7 +65,7 @@ impl Engine {
     /// A device of this app by registration id.
     pub fn find_device(&self, app: &AppState, registration_id: &str) -> Option<DeviceRecord> {
         let devices = app.devices.read();
-        let ordinal = devices.index.ordinal_of(registration_id)?;
+        let ordinal = devices.ordinal_of(registration_id)?;
         devices.record(ordinal).cloned()
     }
 
@@ -79,7 +79,7 @@ impl Engine {
         let mut found = Vec::new();
         let mut unknown = Vec::new();
         for rid in registration_ids {
-            match devices.index.ordinal_of(rid) {
+            match devices.ordinal_of(rid) {
                 Some(o) => found.push(o),
                 None => unknown.push(rid.clone()),
             }
@@ -163,7 +163,6 @@ impl Engine {
         let ordinal = app
             .devices
             .read()
-            .index
             .ordinal_of(registration_id)
             .ok_or(EngineError::UnknownDevice)?;
         self.edit_devices(app, &[ordinal], |record, app| {
@@ -259,7 +258,7 @@ impl Engine {
     /// Whether the device carries `tag`; `None` if it is not a device of this app.
     pub fn device_has_tag(&self, app: &AppState, tag: &str, registration_id: &str) -> Option<bool> {
         let devices = app.devices.read();
-        let ordinal = devices.index.ordinal_of(registration_id)?;
+        let ordinal = devices.ordinal_of(registration_id)?;
         Some(devices.index.tag_members(tag).contains(ordinal))
     }
 
@@ -330,7 +329,7 @@ impl Engine {
         audience: &pigeon_core::Audience,
         platforms: PlatformSet,
     ) -> u64 {
-        let reached = app.devices.read().index.resolve(audience, platforms);
+        let reached = app.devices.read().resolve(audience, platforms);
         reached.difference_len(&app.blocked.read())
     }
 
@@ -391,7 +390,7 @@ impl Engine {
             let devices = app.devices.read();
             registration_ids
                 .iter()
-                .map(|r| devices.index.ordinal_of(r))
+                .map(|r| devices.ordinal_of(r))
                 .collect()
         };
         let mut online: Vec<bool> = {

@@ -381,7 +381,7 @@ impl Engine {
         let (mut record, secret) = {
             let mut d = app.devices.write();
             if let Some((rid, secret)) = &reg.existing {
-                let ordinal = d.index.ordinal_of(rid).ok_or(EngineError::BadCredentials)?;
+                let ordinal = d.ordinal_of(rid).ok_or(EngineError::BadCredentials)?;
                 let record = d.record(ordinal).ok_or(EngineError::BadCredentials)?;
                 if !ids::same_secret(&record.secret_hash, &hash_secret(secret)) {
                     return Err(EngineError::BadCredentials);

@@ -161,7 +161,7 @@ impl Engine {
         Ok(Some(
             registration_ids
                 .iter()
-                .map(|rid| match devices.index.ordinal_of(rid) {
+                .map(|rid| match devices.ordinal_of(rid) {
                     None => DeliveryStatus::NotThisApp,
                     Some(o) if !sets.audience.contains(o) => DeliveryStatus::NotTargeted,
                     Some(o) if sets.delivered.contains(o) => DeliveryStatus::Delivered,

@@ -244,7 +244,6 @@ impl Engine {
         let mut devices = app
             .devices
             .read()
-            .index
             .resolve(&segment.audience, PlatformSet::all());
         devices -= &*app.blocked.read();
         devices.len()
@@ -448,9 +447,7 @@ impl Engine {
                 segment: segment.as_ref().map(|s| &s.audience),
                 abtest,
             };
-            devices
-                .index
-                .resolve_saved(&push.audience, platforms, saved)
+            devices.resolve_saved(&push.audience, platforms, saved)
         };
         let blocked = app.blocked.read();
         if !blocked.is_empty() {

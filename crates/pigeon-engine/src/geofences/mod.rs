@@ -362,7 +362,6 @@ impl Engine {
             let rules_of = |slot: u32| {
                 let fence = set.at_slot(slot)?;
                 devices
-                    .index
                     .watches(ordinal, &fence.record.audience)
                     .then(|| Rules::of(&fence.record, second_ms))
             };
@@ -487,7 +486,6 @@ impl Engine {
             let watches = app
                 .devices
                 .read()
-                .index
                 .watches(state.ordinal, &fence.record.audience);
             let rules = Rules::of(&fence.record, second_ms);
             let track = Track::of(&state);

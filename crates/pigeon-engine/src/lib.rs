@@ -684,8 +684,8 @@ impl Engine {
 
     /// The app that has a device with this registration id, and the device's ordinal.
     fn app_of_device(&self, registration_id: &str) -> Option<(Arc<AppState>, Ordinal)> {
-        // The candidates are copied out first: an app's devices are locked before
-        // `device_apps` where both are taken.
+        // The candidates are copied out first: `device_apps` is never held while an app's
+        // devices are locked, so no two paths can take the two locks in opposite orders.
         let candidates = self.device_apps.read().candidates(registration_id);
         candidates
             .into_iter()

@@ -6,7 +6,7 @@
 
 use crate::procs::{free_port, require, wait_port, Guard};
 use crate::resp::{command, Redis, Reply};
-use crate::table::Table;
+use crate::table::{median, Table};
 use anyhow::bail;
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -89,11 +89,6 @@ fn bar(len: u64, what: &str) -> ProgressBar {
         ProgressStyle::with_template(&format!("{what} {{bar:40}} {{pos}}/{{len}} ({{eta}})"))
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
     )
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
 }
 
 pub fn run(args: AudienceArgs) -> anyhow::Result<()> {

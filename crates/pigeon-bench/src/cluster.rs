@@ -20,7 +20,7 @@
 //! this process (a parent-death signal) in case it is killed.
 
 use crate::procs::{cpu_ns, free_port, now_us, rss_kib, split, wait_port, Agent, Guard};
-use crate::table::Table;
+use crate::table::{median, Table};
 use anyhow::{bail, Context};
 use base64::Engine as _;
 use clap::{Args, ValueEnum};
@@ -902,12 +902,6 @@ fn nodes_word(n: usize) -> String {
     }
 }
 
-fn median(v: &[f64]) -> f64 {
-    let mut v = v.to_vec();
-    v.sort_by(f64::total_cmp);
-    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
-}
-
 /// "met" or by how much a figure misses its goal.
 fn verdict(value: f64, goal: f64, lower_is_better: bool) -> String {
     let met = if lower_is_better {
@@ -1042,7 +1036,7 @@ fn connections_on(
     for d in all.iter_mut() {
         let _ = d.agent.send("quit");
     }
-    let med = median(&rounds_ms);
+    let med = median(rounds_ms.iter().copied());
     let mid = cpu_rows
         .iter()
         .zip(&rounds_ms)

@@ -6,7 +6,7 @@ use crate::mqtt;
 use crate::procs::{
     cpu_ns, now_us, require, rss_kib, split, wait_port, Agent, Guard, PigeonServer,
 };
-use crate::table::Table;
+use crate::table::{median, Table};
 use anyhow::{bail, Context};
 use base64::Engine as _;
 use clap::Args;
@@ -98,19 +98,13 @@ impl Outcome {
         bytes_each(m.before_kib, after, self.n)
     }
     pub fn median_ms(&self) -> f64 {
-        let mut v = self.rounds_ms.clone();
-        v.sort_by(f64::total_cmp);
-        v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
+        median(self.rounds_ms.iter().copied())
     }
     /// Median CPU µs per delivery: (server, agents).
     pub fn median_cpu(&self) -> (f64, f64) {
-        let median = |mut v: Vec<f64>| {
-            v.sort_by(f64::total_cmp);
-            v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
-        };
         (
-            median(self.rounds_cpu.iter().map(|c| c.0).collect()),
-            median(self.rounds_cpu.iter().map(|c| c.1).collect()),
+            median(self.rounds_cpu.iter().map(|c| c.0)),
+            median(self.rounds_cpu.iter().map(|c| c.1)),
         )
     }
     pub fn deliveries_per_s(&self) -> f64 {

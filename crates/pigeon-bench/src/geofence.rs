@@ -24,7 +24,7 @@
 //! growth) are counted per million reports that change nothing.
 
 use crate::procs::{connect_from, cpu_ns, now_us, rss_kib, split, Guard, PigeonServer};
-use crate::table::Table;
+use crate::table::{median, Table};
 use crate::wsclient::{json_field, WsClient};
 use anyhow::{bail, Context};
 use clap::{Args, ValueEnum};
@@ -242,11 +242,6 @@ pub fn run(args: GeofenceArgs) -> anyhow::Result<()> {
         e2e(&args)?;
     }
     Ok(())
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
 }
 
 // ---------------------------------------------------------------------------------------
@@ -480,8 +475,8 @@ fn matching(args: &GeofenceArgs) -> anyhow::Result<()> {
     ]);
     let pg_rate = postgis.as_ref().map(|p| p.per_s);
     for (name, rs) in &variants {
-        let rate = median(rs.iter().map(Round::per_s).collect());
-        let evaluated = median(rs.iter().map(|r| r.reports as f64).collect());
+        let rate = median(rs.iter().map(Round::per_s));
+        let evaluated = median(rs.iter().map(|r| r.reports as f64));
         let r = rs.first().copied().unwrap_or_default();
         table.row(vec![
             name.to_string(),

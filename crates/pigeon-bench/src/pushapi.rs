@@ -7,7 +7,7 @@
 
 use crate::httpload::Dialect;
 use crate::procs::{cpu_ns, rss_kib, split, Agent, PigeonServer};
-use crate::table::Table;
+use crate::table::{median, Table};
 use anyhow::bail;
 use base64::Engine as _;
 use clap::Args;
@@ -27,6 +27,10 @@ pub struct PushApiArgs {
     /// Seconds per phase.
     #[arg(long, default_value_t = 10)]
     pub secs: u64,
+    /// Rounds; each runs every phase once, in order, and a phase's figures are its medians
+    /// over the rounds (beside the spread of its throughput and p99).
+    #[arg(long, default_value_t = 5)]
+    pub rounds: usize,
     /// Fixed rates to measure latency at, pushes/s.
     #[arg(long, value_delimiter = ',', default_value = "10000")]
     pub rates: Vec<u64>,
@@ -152,7 +156,21 @@ pub fn run(args: PushApiArgs) -> anyhow::Result<()> {
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
 
-    let mut table = Table::new(&[
+    let rates: Vec<(String, u64)> = std::iter::once(("max".to_string(), 0))
+        .chain(args.rates.iter().map(|r| (format!("{r}/s"), *r)))
+        .collect();
+    let phases: Vec<(Dialect, String, u64)> = args
+        .dialect
+        .iter()
+        .flat_map(|d| {
+            rates
+                .iter()
+                .map(move |(name, rate)| (*d, name.clone(), *rate))
+        })
+        .collect();
+    let mut rounds: Vec<Vec<PhaseRound>> = vec![Vec::new(); phases.len()];
+    let mut each = Table::new(&[
+        "round",
         "dialect",
         "phase",
         "pushes/s accepted",
@@ -161,78 +179,157 @@ pub fn run(args: PushApiArgs) -> anyhow::Result<()> {
         "API p99 ms",
         "to-device p50 ms",
         "to-device p99 ms",
-        "delivered",
         "CPU µs/push server+load",
         "server RSS MiB",
     ]);
-    let rates: Vec<(String, u64)> = std::iter::once(("max".to_string(), 0))
-        .chain(args.rates.iter().map(|r| (format!("{r}/s"), *r)))
-        .collect();
-    let phases = args.dialect.iter().flat_map(|d| {
-        rates
-            .iter()
-            .map(move |(name, rate)| (*d, name.clone(), *rate))
-    });
-    for (dialect, name, rate) in phases {
-        devices.send("reset")?;
-        devices.recv()?;
-        let server_pid = server.guard.pid();
-        let load_cpu = |loaders: &[Agent], devices: &Agent| -> u64 {
-            loaders.iter().map(|l| cpu_ns(l.pid())).sum::<u64>() + cpu_ns(devices.pid())
-        };
-        let (server_before, load_before) = (cpu_ns(server_pid), load_cpu(&loaders, &devices));
-        let rates = split(rate as usize, loaders.len());
-        for (l, r) in loaders.iter_mut().zip(&rates) {
-            l.send(&format!("run {r} {} {}", args.secs, dialect.name()))?;
+    for round in 1..=args.rounds.max(1) {
+        for (i, (dialect, name, rate)) in phases.iter().enumerate() {
+            let r = run_phase(&args, &server, &mut devices, &mut loaders, *dialect, *rate)
+                .map_err(|e| e.context(format!("round {round}, {} {name}", dialect.name())))?;
+            each.row(vec![
+                round.to_string(),
+                dialect.name().to_string(),
+                name.clone(),
+                format!("{:.0}", r.per_s),
+                r.errors.to_string(),
+                ms(r.api_p50_us),
+                ms(r.api_p99_us),
+                ms(r.device_p50_us),
+                ms(r.device_p99_us),
+                format!("{:.1}+{:.1}", r.server_us, r.load_us),
+                r.rss_mib.to_string(),
+            ]);
+            rounds[i].push(r);
+            std::thread::sleep(Duration::from_millis(500));
         }
-        let (mut ok, mut errors, mut p50, mut p99) = (0, 0, 0u64, 0u64);
-        for l in loaders.iter_mut() {
-            let v = l.recv()?;
-            ok += v["ok"].as_u64().unwrap_or(0);
-            errors += v["errors"].as_u64().unwrap_or(0);
-            p50 = p50.max(v["api"]["p50_us"].as_u64().unwrap_or(0));
-            p99 = p99.max(v["api"]["p99_us"].as_u64().unwrap_or(0));
-        }
-        devices.send(&format!("wait {ok} 30"))?;
-        let d = devices.recv()?;
-        let delivered = d["received"].as_u64().unwrap_or(0);
-        let per_push = |ns: u64| ns as f64 / 1000.0 / ok.max(1) as f64;
-        let cpu = format!(
-            "{:.1}+{:.1}",
-            per_push(cpu_ns(server_pid).saturating_sub(server_before)),
-            per_push(load_cpu(&loaders, &devices).saturating_sub(load_before))
-        );
-        let rss_mib = rss_kib(server_pid)? / 1024;
-        if delivered < ok {
-            bail!(
-                "{} {name}: {ok} pushes accepted but only {delivered} delivered",
-                dialect.name()
-            );
-        }
-        let ms = |v: &serde_json::Value| {
-            v.as_u64()
-                .map(|u| format!("{:.2}", u as f64 / 1000.0))
-                .unwrap_or_default()
-        };
-        table.row(vec![
-            dialect.name().to_string(),
-            name,
-            format!("{:.0}", ok as f64 / args.secs as f64),
-            errors.to_string(),
-            format!("{:.2}", p50 as f64 / 1000.0),
-            format!("{:.2}", p99 as f64 / 1000.0),
-            ms(&d["latency_p50_us"]),
-            ms(&d["latency_p99_us"]),
-            delivered.to_string(),
-            cpu,
-            rss_mib.to_string(),
-        ]);
-        std::thread::sleep(Duration::from_millis(500));
     }
     for l in loaders.iter_mut() {
         let _ = l.send("quit");
     }
     let _ = devices.send("quit");
+
+    println!("Every round:");
+    each.print();
+    println!();
+    println!(
+        "Medians of {} rounds (pushes/s and to-device p99 with their lowest and highest):",
+        args.rounds.max(1)
+    );
+    let mut table = Table::new(&[
+        "dialect",
+        "phase",
+        "pushes/s accepted (min – max)",
+        "errors",
+        "API p50 ms",
+        "API p99 ms",
+        "to-device p50 ms",
+        "to-device p99 ms (min – max)",
+        "delivered",
+        "CPU µs/push server+load",
+        "server RSS MiB",
+    ]);
+    for ((dialect, name, _), rs) in phases.iter().zip(&rounds) {
+        let med = |f: fn(&PhaseRound) -> f64| median(rs.iter().map(f));
+        let spread = |f: fn(&PhaseRound) -> f64| {
+            let values = rs.iter().map(f);
+            let low = values.clone().fold(f64::INFINITY, f64::min);
+            (low, values.fold(0.0, f64::max))
+        };
+        let (rate_low, rate_high) = spread(|r| r.per_s);
+        let (p99_low, p99_high) = spread(|r| r.device_p99_us as f64);
+        table.row(vec![
+            dialect.name().to_string(),
+            name.clone(),
+            format!("{:.0} ({rate_low:.0} – {rate_high:.0})", med(|r| r.per_s)),
+            rs.iter().map(|r| r.errors).sum::<u64>().to_string(),
+            ms(med(|r| r.api_p50_us as f64) as u64),
+            ms(med(|r| r.api_p99_us as f64) as u64),
+            ms(med(|r| r.device_p50_us as f64) as u64),
+            format!(
+                "{} ({} – {})",
+                ms(med(|r| r.device_p99_us as f64) as u64),
+                ms(p99_low as u64),
+                ms(p99_high as u64)
+            ),
+            rs.iter().map(|r| r.delivered).sum::<u64>().to_string(),
+            format!(
+                "{:.1}+{:.1}",
+                med(|r| r.server_us),
+                med(|r| r.load_us)
+            ),
+            format!("{:.0}", med(|r| r.rss_mib as f64)),
+        ]);
+    }
     table.print();
     Ok(())
+}
+
+/// What one phase did in one round.
+#[derive(Clone, Debug)]
+struct PhaseRound {
+    per_s: f64,
+    errors: u64,
+    api_p50_us: u64,
+    api_p99_us: u64,
+    device_p50_us: u64,
+    device_p99_us: u64,
+    delivered: u64,
+    /// CPU per accepted push, µs: the server's, and the load processes' (devices included).
+    server_us: f64,
+    load_us: f64,
+    rss_mib: u64,
+}
+
+fn ms(us: u64) -> String {
+    format!("{:.2}", us as f64 / 1000.0)
+}
+
+/// One phase: the loaders push for `args.secs` at `rate` (0: as fast as answered), then the
+/// devices are waited for until every accepted push arrived.
+fn run_phase(
+    args: &PushApiArgs,
+    server: &PigeonServer,
+    devices: &mut Agent,
+    loaders: &mut [Agent],
+    dialect: Dialect,
+    rate: u64,
+) -> anyhow::Result<PhaseRound> {
+    devices.send("reset")?;
+    devices.recv()?;
+    let server_pid = server.guard.pid();
+    let load_cpu = |loaders: &[Agent], devices: &Agent| -> u64 {
+        loaders.iter().map(|l| cpu_ns(l.pid())).sum::<u64>() + cpu_ns(devices.pid())
+    };
+    let (server_before, load_before) = (cpu_ns(server_pid), load_cpu(loaders, devices));
+    let rates = split(rate as usize, loaders.len());
+    for (l, r) in loaders.iter_mut().zip(&rates) {
+        l.send(&format!("run {r} {} {}", args.secs, dialect.name()))?;
+    }
+    let (mut ok, mut errors, mut api_p50_us, mut api_p99_us) = (0, 0, 0u64, 0u64);
+    for l in loaders.iter_mut() {
+        let v = l.recv()?;
+        ok += v["ok"].as_u64().unwrap_or(0);
+        errors += v["errors"].as_u64().unwrap_or(0);
+        api_p50_us = api_p50_us.max(v["api"]["p50_us"].as_u64().unwrap_or(0));
+        api_p99_us = api_p99_us.max(v["api"]["p99_us"].as_u64().unwrap_or(0));
+    }
+    devices.send(&format!("wait {ok} 30"))?;
+    let d = devices.recv()?;
+    let delivered = d["received"].as_u64().unwrap_or(0);
+    if delivered < ok {
+        bail!("{ok} pushes accepted but only {delivered} delivered");
+    }
+    let per_push = |ns: u64| ns as f64 / 1000.0 / ok.max(1) as f64;
+    Ok(PhaseRound {
+        per_s: ok as f64 / args.secs as f64,
+        errors,
+        api_p50_us,
+        api_p99_us,
+        device_p50_us: d["latency_p50_us"].as_u64().unwrap_or(0),
+        device_p99_us: d["latency_p99_us"].as_u64().unwrap_or(0),
+        delivered,
+        server_us: per_push(cpu_ns(server_pid).saturating_sub(server_before)),
+        load_us: per_push(load_cpu(loaders, devices).saturating_sub(load_before)),
+        rss_mib: rss_kib(server_pid)? / 1024,
+    })
 }

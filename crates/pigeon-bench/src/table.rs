@@ -26,3 +26,10 @@ impl Table {
         }
     }
 }
+
+/// The middle value (the upper one of an even count); NaN when there is none.
+pub fn median(values: impl IntoIterator<Item = f64>) -> f64 {
+    let mut v: Vec<f64> = values.into_iter().collect();
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
+}

@@ -252,11 +252,7 @@ pub fn run(args: PushApiArgs) -> anyhow::Result<()> {
                 ms(p99_high as u64)
             ),
             rs.iter().map(|r| r.delivered).sum::<u64>().to_string(),
-            format!(
-                "{:.1}+{:.1}",
-                med(|r| r.server_us),
-                med(|r| r.load_us)
-            ),
+            format!("{:.1}+{:.1}", med(|r| r.server_us), med(|r| r.load_us)),
             format!("{:.0}", med(|r| r.rss_mib as f64)),
         ]);
     }

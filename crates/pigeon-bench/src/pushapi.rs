@@ -3,7 +3,7 @@
 //! for (JPush's `POST /v3/push`, Getui RestAPI V2's `push/single/cid`, the Getui legacy
 //! `pushMessageToSingleAction`) on the same server and devices. Per dialect: first as fast as
 //! the server answers, then at fixed rates with the API-to-device latency measured at the
-//! devices.
+//! devices; all of that in rounds, each phase's figures the medians over them.
 
 use crate::httpload::Dialect;
 use crate::procs::{cpu_ns, rss_kib, split, Agent, PigeonServer};

@@ -65,6 +65,8 @@ pub struct AppState {
     pub(crate) remote_calls: Mutex<HashMap<String, (u64, u64)>>,
     /// Ordinals reserved in the store for new devices and not given yet: `[next, end)`.
     pub(crate) ordinals: Mutex<(Ordinal, Ordinal)>,
+    /// Held while a block of ordinals is reserved in the store, so that one is at a time.
+    pub(crate) reserving_ordinals: tokio::sync::Mutex<()>,
 }
 
 /// What a retired push's later events need, until it expires.
@@ -411,6 +413,7 @@ impl AppState {
             fences: Default::default(),
             saved: Default::default(),
             ordinals: Mutex::new((0, 0)),
+            reserving_ordinals: tokio::sync::Mutex::new(()),
             remote_calls: Mutex::new(HashMap::default()),
             elsewhere: Mutex::new(HashMap::default()),
         }

@@ -29,8 +29,8 @@ pub struct PushApiArgs {
     pub secs: u64,
     /// Rounds; each runs every phase once, in order, and a phase's figures are its medians
     /// over the rounds (beside the spread of its throughput and p99).
-    #[arg(long, default_value_t = 5)]
-    pub rounds: usize,
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..))]
+    pub rounds: u64,
     /// Fixed rates to measure latency at, pushes/s.
     #[arg(long, value_delimiter = ',', default_value = "10000")]
     pub rates: Vec<u64>,
@@ -182,7 +182,7 @@ pub fn run(args: PushApiArgs) -> anyhow::Result<()> {
         "CPU µs/push server+load",
         "server RSS MiB",
     ]);
-    for round in 1..=args.rounds.max(1) {
+    for round in 1..=args.rounds {
         for (i, (dialect, name, rate)) in phases.iter().enumerate() {
             let r = run_phase(&args, &server, &mut devices, &mut loaders, *dialect, *rate)
                 .map_err(|e| e.context(format!("round {round}, {} {name}", dialect.name())))?;
@@ -213,7 +213,7 @@ pub fn run(args: PushApiArgs) -> anyhow::Result<()> {
     println!();
     println!(
         "Medians of {} rounds (pushes/s and to-device p99 with their lowest and highest):",
-        args.rounds.max(1)
+        args.rounds
     );
     let mut table = Table::new(&[
         "dialect",

@@ -323,7 +323,7 @@ impl Engine {
             // One reservation at a time: a wave of registrations that found the block empty
             // would each reserve one and all but one be thrown away, and the device records,
             // held by ordinal, would grow with the gaps (a cluster node under a registration
-            // flood reached ~1 GB and held its devices' lock for seconds while they grew).
+            // flood reached ~0.9 GB and held its devices' lock for seconds while they grew).
             let _one = app.reserving_ordinals.lock().await;
             if let Some(ordinal) = app.take_ordinal() {
                 return Ok(ordinal);

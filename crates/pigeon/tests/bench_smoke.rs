@@ -118,26 +118,13 @@ fn push_api_delivers_every_accepted_push() {
         "--dialect",
         "jpush,getui-v2,getui-legacy",
     ]);
-    let table = |title: &str| -> Vec<Vec<String>> {
-        out.lines()
-            .skip_while(|l| !l.starts_with(title))
-            .skip(1)
-            .take_while(|l| l.starts_with('|'))
-            .skip(2)
-            .map(|l| {
-                l.trim_matches('|')
-                    .split('|')
-                    .map(|c| c.trim().to_string())
-                    .collect()
-            })
-            .collect()
-    };
-    // Every phase of every round, then each phase's medians.
-    let each = table("Every round:");
+    // Every phase of every round (a table headed "round"), then each phase's medians.
+    let each = table_rows(&out, "round");
     assert_eq!(each.len(), 12, "{out}");
     assert_eq!(each[0][0], "1", "{out}");
     assert_eq!(each[11][0], "2", "{out}");
-    let rows = table("Medians of 2 rounds");
+    assert!(out.contains("Medians of 2 rounds"), "{out}");
+    let rows = table_rows(&out, "dialect");
     // Two phases per dialect: dialect, phase, pushes/s (min – max), errors, ..., delivered
     // over both rounds.
     assert_eq!(rows.len(), 6, "{out}");

@@ -1,9 +1,9 @@
 //! Criterion benchmarks of the per-push hot paths: audience algebra, the JPush push-object
-//! parser, and encoding a device frame.
+//! parser, the stored form of a push, and encoding a device frame.
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
 use pigeon_bench::audience::{build_index, registration_id};
-use pigeon_core::{Audience, AudienceExpr, Platform, PlatformSet};
+use pigeon_core::{Audience, AudienceExpr, Platform, PlatformSet, Push};
 use serde_json::json;
 
 fn audience(c: &mut Criterion) {
@@ -45,6 +45,60 @@ fn parser(c: &mut Criterion) {
             })
         },
     );
+    // The two halves of it: what a typed parse (straight from text into structs) could save
+    // is at most the tree, and the validation stays.
+    c.bench_function("parse a JPush push: JSON text to a JSON tree", |b| {
+        b.iter(|| {
+            let v: serde_json::Value = serde_json::from_str(black_box(&text)).unwrap_or_default();
+            black_box(v)
+        })
+    });
+    c.bench_function("parse a JPush push: JSON tree to core Push", |b| {
+        b.iter(|| black_box(pigeon_jpush::parse_push(black_box(&body)).is_ok()))
+    });
+}
+
+/// The push as `insert_push` stores it (JSON, `body` of the pushes table) beside a binary
+/// form (MessagePack with field names; the model holds JSON trees, so a format that needs
+/// the schema to read cannot carry it), written and read back.
+fn stored_push(c: &mut Criterion) {
+    let push = unicast_push();
+    let json = serde_json::to_string(&push).unwrap_or_default();
+    let binary = rmp_serde::to_vec_named(&push).unwrap_or_default();
+    eprintln!(
+        "stored push: {} B as JSON, {} B as MessagePack",
+        json.len(),
+        binary.len()
+    );
+    c.bench_function("store a push: core Push to JSON", |b| {
+        b.iter(|| black_box(serde_json::to_string(black_box(&push)).is_ok()))
+    });
+    c.bench_function("store a push: core Push to MessagePack", |b| {
+        b.iter(|| black_box(rmp_serde::to_vec_named(black_box(&push)).is_ok()))
+    });
+    c.bench_function("load a push: JSON to core Push", |b| {
+        b.iter(|| black_box(serde_json::from_str::<Push>(black_box(&json)).is_ok()))
+    });
+    c.bench_function("load a push: MessagePack to core Push", |b| {
+        b.iter(|| black_box(rmp_serde::from_slice::<Push>(black_box(&binary)).is_ok()))
+    });
+}
+
+/// The push `bench push-api` sends (one registration id, its send time in the extras), as
+/// the server holds it once accepted.
+fn unicast_push() -> Push {
+    let v = json!({
+        "platform": "all",
+        "audience": {"registration_id": ["1a0018970a5c1a3d0c1"]},
+        "notification": {"alert": "b", "android": {"extras": {"t": 1_795_475_749_276_123_u64}}}
+    });
+    let mut push = match pigeon_jpush::parse_push(&v) {
+        Ok(p) => p,
+        Err(e) => panic!("bench push invalid: {e:?}"),
+    };
+    push.msg_id = 1_795_475_749_276_000;
+    push.sent_ms = 1_795_475_749_276;
+    push
 }
 
 fn frames(c: &mut Criterion) {
@@ -94,5 +148,12 @@ fn legacy_decode(c: &mut Criterion) {
     );
 }
 
-criterion_group!(benches, audience, parser, legacy_decode, frames);
+criterion_group!(
+    benches,
+    audience,
+    parser,
+    stored_push,
+    legacy_decode,
+    frames
+);
 criterion_main!(benches);

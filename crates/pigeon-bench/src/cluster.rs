@@ -19,7 +19,9 @@
 //! Everything started is stopped at the end, also when a scenario fails (guards), and tied to
 //! this process (a parent-death signal) in case it is killed.
 
-use crate::procs::{cpu_ns, free_port, now_us, rss_kib, split, wait_port, Agent, Guard};
+use crate::procs::{
+    cpu_ns, free_port, now_us, rss_kib, run_loaders, split, wait_port, Agent, Guard, LoadRun,
+};
 use crate::table::{median, Table};
 use anyhow::{bail, Context};
 use base64::Engine as _;
@@ -1156,18 +1158,12 @@ fn push_phases(
             .collect();
         let commits_before = db.and_then(commits);
         let before = Cpu::now(infra, server_pids, &load_pids);
-        let shares = split(rate as usize, loaders.len());
-        for (l, r) in loaders.iter_mut().zip(shares) {
-            l.send(&format!("run {r} {secs} jpush"))?;
-        }
-        let (mut ok, mut errors, mut p50, mut p99) = (0, 0, 0u64, 0u64);
-        for l in loaders.iter_mut() {
-            let v = l.recv()?;
-            ok += v["ok"].as_u64().unwrap_or(0);
-            errors += v["errors"].as_u64().unwrap_or(0);
-            p50 = p50.max(v["api"]["p50_us"].as_u64().unwrap_or(0));
-            p99 = p99.max(v["api"]["p99_us"].as_u64().unwrap_or(0));
-        }
+        let LoadRun {
+            ok,
+            errors,
+            api_p50_us: p50,
+            api_p99_us: p99,
+        } = run_loaders(loaders, rate, secs, "jpush")?;
         // Each device agent waits for its share: every push went to one device, and the
         // agents hold disjoint devices, so the total is what counts.
         let (mut dev50, mut dev99) = (None::<u64>, None::<u64>);

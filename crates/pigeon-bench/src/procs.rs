@@ -260,6 +260,43 @@ impl Agent {
     }
 }
 
+/// What the push-API loaders answered for one run: pushes accepted and refused, and the
+/// slowest loader's API latency percentiles.
+pub struct LoadRun {
+    pub ok: u64,
+    pub errors: u64,
+    pub api_p50_us: u64,
+    pub api_p99_us: u64,
+}
+
+/// Has `loaders` push through `dialect` for `secs` seconds at `rate` pushes a second in all
+/// (0: each as fast as answered), and totals their answers.
+pub fn run_loaders(
+    loaders: &mut [Agent],
+    rate: u64,
+    secs: u64,
+    dialect: &str,
+) -> anyhow::Result<LoadRun> {
+    let shares = split(rate as usize, loaders.len());
+    for (l, r) in loaders.iter_mut().zip(shares) {
+        l.send(&format!("run {r} {secs} {dialect}"))?;
+    }
+    let mut run = LoadRun {
+        ok: 0,
+        errors: 0,
+        api_p50_us: 0,
+        api_p99_us: 0,
+    };
+    for l in loaders.iter_mut() {
+        let v = l.recv()?;
+        run.ok += v["ok"].as_u64().unwrap_or(0);
+        run.errors += v["errors"].as_u64().unwrap_or(0);
+        run.api_p50_us = run.api_p50_us.max(v["api"]["p50_us"].as_u64().unwrap_or(0));
+        run.api_p99_us = run.api_p99_us.max(v["api"]["p99_us"].as_u64().unwrap_or(0));
+    }
+    Ok(run)
+}
+
 /// Splits `total` over `parts` as evenly as possible.
 pub fn split(total: usize, parts: usize) -> Vec<usize> {
     (0..parts)

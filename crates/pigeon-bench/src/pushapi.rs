@@ -6,7 +6,7 @@
 //! devices; all of that in rounds, each phase's figures the medians over them.
 
 use crate::httpload::Dialect;
-use crate::procs::{cpu_ns, rss_kib, split, Agent, PigeonServer};
+use crate::procs::{cpu_ns, rss_kib, run_loaders, Agent, LoadRun, PigeonServer};
 use crate::table::{median, Table};
 use anyhow::bail;
 use base64::Engine as _;
@@ -297,18 +297,12 @@ fn run_phase(
         loaders.iter().map(|l| cpu_ns(l.pid())).sum::<u64>() + cpu_ns(devices.pid())
     };
     let (server_before, load_before) = (cpu_ns(server_pid), load_cpu(loaders, devices));
-    let rates = split(rate as usize, loaders.len());
-    for (l, r) in loaders.iter_mut().zip(&rates) {
-        l.send(&format!("run {r} {} {}", args.secs, dialect.name()))?;
-    }
-    let (mut ok, mut errors, mut api_p50_us, mut api_p99_us) = (0, 0, 0u64, 0u64);
-    for l in loaders.iter_mut() {
-        let v = l.recv()?;
-        ok += v["ok"].as_u64().unwrap_or(0);
-        errors += v["errors"].as_u64().unwrap_or(0);
-        api_p50_us = api_p50_us.max(v["api"]["p50_us"].as_u64().unwrap_or(0));
-        api_p99_us = api_p99_us.max(v["api"]["p99_us"].as_u64().unwrap_or(0));
-    }
+    let LoadRun {
+        ok,
+        errors,
+        api_p50_us,
+        api_p99_us,
+    } = run_loaders(loaders, rate, args.secs, dialect.name())?;
     devices.send(&format!("wait {ok} 30"))?;
     let d = devices.recv()?;
     let delivered = d["received"].as_u64().unwrap_or(0);
